@@ -1,0 +1,66 @@
+/**
+ * Builds the agent.
+ *
+ *   dist/agent.cjs  one-file CommonJS bundle of cli/main.ts (what the SEA runs)
+ *   dist/agent.mjs  the same as an ES module, for `deno run -A dist/agent.mjs`
+ *   dist/agent      the single executable: Node's SEA blob injected into a copy of node
+ *
+ * Usage: tsx build.ts [--bundle-only]
+ * `deno compile` is not used: it downloads its runtime from a host these
+ * machines cannot reach (DESIGN §3).
+ * @module
+ */
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import * as esbuild from "esbuild";
+import { inject } from "postject";
+
+const root = path.dirname(fileURLToPath(import.meta.url));
+const dist = path.join(root, "dist");
+const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
+
+async function bundle() {
+  fs.mkdirSync(dist, { recursive: true });
+  const common: esbuild.BuildOptions = {
+    entryPoints: [path.join(root, "cli/main.ts")],
+    bundle: true,
+    platform: "node",
+    target: "node20",
+    legalComments: "none",
+    logLevel: "warning",
+  };
+  await esbuild.build({ ...common, format: "cjs", outfile: path.join(dist, "agent.cjs") });
+  await esbuild.build({
+    ...common,
+    format: "esm",
+    outfile: path.join(dist, "agent.mjs"),
+    // Bundled CommonJS dependencies may call require(); give ESM one.
+    banner: { js: 'import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);' },
+  });
+}
+
+async function singleExecutable() {
+  const configPath = path.join(dist, "sea-config.json");
+  const blob = path.join(dist, "agent.blob");
+  fs.writeFileSync(configPath, JSON.stringify({
+    main: path.join(dist, "agent.cjs"),
+    output: blob,
+    disableExperimentalSEAWarning: true,
+    useCodeCache: true,
+  }));
+  execFileSync(process.execPath, ["--experimental-sea-config", configPath], { stdio: ["ignore", "ignore", "inherit"] });
+  const exe = path.join(dist, "agent");
+  fs.rmSync(exe, { force: true });
+  fs.copyFileSync(process.execPath, exe);
+  fs.chmodSync(exe, 0o755);
+  await inject(exe, "NODE_SEA_BLOB", fs.readFileSync(blob), { sentinelFuse: SEA_FUSE });
+  fs.rmSync(blob);
+  fs.rmSync(configPath);
+}
+
+const started = performance.now();
+await bundle();
+if (!process.argv.includes("--bundle-only")) await singleExecutable();
+console.log(`built ${path.relative(process.cwd(), dist)}/ in ${((performance.now() - started) / 1000).toFixed(1)} s`);

@@ -1,0 +1,144 @@
+/**
+ * Who may start a handshake now. Caps concurrent handshakes; when the cap is
+ * full and others wait, the handshake that has run longest (past a short
+ * grace) is dropped, so a crowd of stalled peers cannot starve quick
+ * legitimate ones. Also counts authentication failures per address and turns
+ * an address away for a minute once it passes the limit.
+ *
+ * @example
+ * ```ts
+ * const admission = new Admission({ maxConcurrent: 100, queueLimit: 1000, evictAfterMs: 1000, failuresPerMinute: 20 });
+ * const slot = await admission.acquire(() => stream.close());
+ * ```
+ * @module
+ */
+
+/** Limits for {@link Admission}. */
+export interface AdmissionLimits {
+  maxConcurrent: number;
+  /** Connections allowed to wait for a slot; more are turned away as busy. */
+  queueLimit: number;
+  /** A handshake running at least this long may be dropped for a waiting one. */
+  evictAfterMs: number;
+  failuresPerMinute: number;
+}
+
+/** A granted handshake slot. */
+export interface Slot {
+  release(): void;
+}
+
+interface Active {
+  since: number;
+  evict: () => void;
+}
+
+interface Waiting {
+  grant: (slot: Slot | null) => void;
+  evict: () => void;
+}
+
+const MINUTE = 60_000;
+
+export class Admission {
+  #active = new Set<Active>();
+  #waiting: Waiting[] = [];
+  #failures = new Map<string, number[]>();
+  #ticker: ReturnType<typeof setInterval> | null = null;
+
+  constructor(readonly limits: AdmissionLimits) {}
+
+  /** Handshakes in progress. */
+  get active(): number {
+    return this.#active.size;
+  }
+
+  /** True when `address` has failed authentication too often in the last minute. */
+  isRateLimited(address: string): boolean {
+    return this.#recentFailures(address).length >= this.limits.failuresPerMinute;
+  }
+
+  /** Counts one authentication failure from `address`. */
+  recordFailure(address: string): void {
+    const list = this.#recentFailures(address);
+    list.push(Date.now());
+    this.#failures.set(address, list);
+  }
+
+  /**
+   * Resolves with a slot, or null when the queue is full or the waiter was
+   * cancelled. `evict` is called if this handshake is later dropped for
+   * running too long while others wait.
+   */
+  acquire(evict: () => void): { slot: Promise<Slot | null>; cancel: () => void } {
+    if (this.#active.size >= this.limits.maxConcurrent) this.#evictOldest();
+    if (this.#active.size < this.limits.maxConcurrent) return { slot: Promise.resolve(this.#grant(evict)), cancel: () => {} };
+    if (this.#waiting.length >= this.limits.queueLimit) return { slot: Promise.resolve(null), cancel: () => {} };
+    let waiter!: Waiting;
+    const slot = new Promise<Slot | null>((grant) => (waiter = { grant, evict }));
+    this.#waiting.push(waiter);
+    this.#ticker ??= setInterval(() => this.#evictOldest(), Math.max(50, this.limits.evictAfterMs / 4));
+    const cancel = () => {
+      const i = this.#waiting.indexOf(waiter);
+      if (i >= 0) {
+        this.#waiting.splice(i, 1);
+        waiter.grant(null);
+      }
+      this.#stopTickerIfIdle();
+    };
+    return { slot, cancel };
+  }
+
+  /** Stops timers; pending waiters get null. */
+  close(): void {
+    for (const w of this.#waiting.splice(0)) w.grant(null);
+    this.#stopTickerIfIdle();
+  }
+
+  #grant(evict: () => void): Slot {
+    const entry: Active = { since: Date.now(), evict };
+    this.#active.add(entry);
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#active.delete(entry);
+        this.#next();
+      },
+    };
+  }
+
+  #next() {
+    while (this.#waiting.length > 0 && this.#active.size < this.limits.maxConcurrent) {
+      const w = this.#waiting.shift()!;
+      w.grant(this.#grant(w.evict));
+    }
+    this.#stopTickerIfIdle();
+  }
+
+  #evictOldest() {
+    let oldest: Active | null = null;
+    for (const a of this.#active) if (!oldest || a.since < oldest.since) oldest = a;
+    if (oldest && Date.now() - oldest.since >= this.limits.evictAfterMs && (this.#waiting.length > 0 || this.#active.size >= this.limits.maxConcurrent)) {
+      this.#active.delete(oldest);
+      oldest.evict();
+      this.#next();
+    }
+  }
+
+  #stopTickerIfIdle() {
+    if (this.#waiting.length === 0 && this.#ticker) {
+      clearInterval(this.#ticker);
+      this.#ticker = null;
+    }
+  }
+
+  #recentFailures(address: string): number[] {
+    const now = Date.now();
+    const list = (this.#failures.get(address) ?? []).filter((t) => now - t < MINUTE);
+    if (list.length === 0) this.#failures.delete(address);
+    else this.#failures.set(address, list);
+    return list;
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * The local control endpoint: a Unix socket (mode 0600) in the state
+ * directory that only the agent's owner can reach. One JSON request per
+ * connection, one JSON line back. `agent status` is its client.
+ *
+ * @example
+ * ```ts
+ * const control = await serveControl(socketPath, () => server.status());
+ * const status = await requestControl(socketPath, "status");
+ * ```
+ * @module
+ */
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+
+/** Socket file name inside the state directory. */
+export const CONTROL_SOCKET = "agent.sock";
+
+/** The control socket path for a state directory. */
+export function controlPath(stateDir: string): string {
+  return path.join(stateDir, CONTROL_SOCKET);
+}
+
+/** No agent answers on the control socket. */
+export class NotRunningError extends Error {}
+
+/**
+ * Serves `status` requests. Refuses to start if another agent answers on the
+ * socket; removes a stale socket left by one that crashed.
+ */
+export async function serveControl(socketPath: string, status: () => unknown): Promise<{ close(): Promise<void> }> {
+  if (fs.existsSync(socketPath)) {
+    const alive = await requestControl(socketPath, "status", 1000).then((s) => s as { pid?: number }, () => null);
+    if (alive) throw new Error(`another agent (pid ${alive.pid}) is already running with this state directory; stop it first or use --state-dir`);
+    fs.rmSync(socketPath, { force: true });
+  }
+  const server = net.createServer((socket) => {
+    let buffer = "";
+    socket.setEncoding("utf8");
+    socket.on("error", () => {});
+    socket.on("data", (chunk: string) => {
+      buffer += chunk;
+      if (buffer.length > 4096) return socket.destroy();
+      const nl = buffer.indexOf("\n");
+      if (nl < 0) return;
+      let reply: unknown;
+      try {
+        const request = JSON.parse(buffer.slice(0, nl)) as { command?: string };
+        reply = request.command === "status" ? { ok: true, status: status() } : { ok: false, error: `unknown command "${request.command}"` };
+      } catch {
+        reply = { ok: false, error: "malformed request" };
+      }
+      socket.end(JSON.stringify(reply) + "\n");
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(socketPath, () => resolve());
+  });
+  fs.chmodSync(socketPath, 0o600);
+  return {
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        fs.rmSync(socketPath, { force: true });
+      }),
+  };
+}
+
+/** Sends one command and resolves with the agent's answer; {@link NotRunningError} if nobody answers. */
+export function requestControl(socketPath: string, command: string, timeoutMs = 5000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(socketPath);
+    let buffer = "";
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new NotRunningError(`the agent at ${socketPath} did not answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.setEncoding("utf8");
+    socket.on("connect", () => socket.write(JSON.stringify({ command }) + "\n"));
+    socket.on("data", (c: string) => (buffer += c));
+    socket.on("end", () => {
+      clearTimeout(timer);
+      try {
+        const reply = JSON.parse(buffer) as { ok: boolean; status?: unknown; error?: string };
+        if (reply.ok) resolve(reply.status);
+        else reject(new Error(reply.error));
+      } catch {
+        reject(new Error(`the agent's control socket sent an unreadable reply`));
+      }
+    });
+    socket.on("error", (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      if (e.code === "ENOENT" || e.code === "ECONNREFUSED") reject(new NotRunningError(`no agent is running (no control socket answers at ${socketPath})`));
+      else if (e.code === "EACCES") reject(new NotRunningError(`permission denied on ${socketPath}: run as the agent's user`));
+      else reject(e);
+    });
+  });
+}

@@ -1,0 +1,207 @@
+/**
+ * The inbound agent: accepts TCP connections, admits them to the opening
+ * handshake, then answers their frames. Keeps the counters `agent status`
+ * shows and logs one line per connection outcome (never a key).
+ *
+ * @example
+ * ```ts
+ * const server = new AgentServer(config, keys, runtimeCryptoProvider());
+ * const address = await server.listen();
+ * ```
+ * @module
+ */
+import net from "node:net";
+import os from "node:os";
+import { type AcceptedKey, acceptChannel } from "../../core/accept.ts";
+import type { Channel } from "../../core/channel.ts";
+import type { CryptoProvider } from "../../core/crypto.ts";
+import { AgentError } from "../../core/errors.ts";
+import { META_TARGET } from "../../core/frame.ts";
+import { PROTOCOL_VERSIONS } from "../../core/handshake.ts";
+import { type AgentInfo, encodeError, ERROR_CODE } from "../../core/messages.ts";
+import { answerMeta } from "../../core/meta.ts";
+import type { AgentConfig } from "../config.ts";
+import { log } from "../log.ts";
+import { runtimeInfo } from "../runtime/crypto.ts";
+import { formatHost, isLoopback, socketStream } from "../runtime/tcp.ts";
+import { VERSION } from "../version.ts";
+import { Admission } from "./admission.ts";
+
+/** A handshake that has run this long may be dropped for a waiting peer. */
+const EVICT_AFTER_MS = 1000;
+
+/** What `agent status` reports. */
+export interface AgentStatus {
+  version: string;
+  pid: number;
+  uptimeSeconds: number;
+  runtime: { name: string; version: string };
+  listen: { host: string; port: number } | null;
+  mode: "key" | "insecure";
+  keyIds: string[];
+  connections: { open: number; handshaking: number };
+  handshakes: { accepted: number; rejected: Record<string, number> };
+}
+
+interface Connection {
+  remote: string;
+  since: number;
+  close(): void;
+}
+
+export class AgentServer {
+  readonly startedAt = Date.now();
+  #server: net.Server | null = null;
+  #admission: Admission;
+  #connections = new Set<Connection>();
+  #handshaking = new Set<Connection>();
+  #accepted = 0;
+  #rejected: Record<string, number> = {};
+  #address: { host: string; port: number } | null = null;
+
+  constructor(readonly config: AgentConfig, readonly keys: AcceptedKey[], readonly provider: CryptoProvider) {
+    this.#admission = new Admission({
+      maxConcurrent: config.maxHandshakes,
+      queueLimit: config.maxHandshakes * 10,
+      evictAfterMs: Math.min(EVICT_AFTER_MS, config.handshakeTimeoutSeconds * 500),
+      failuresPerMinute: config.authFailuresPerMinute,
+    });
+  }
+
+  /** Starts listening; resolves with the bound address. */
+  listen(): Promise<{ host: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      const server = net.createServer({ pauseOnConnect: false }, (socket) => this.#onSocket(socket));
+      server.maxConnections = 10_000;
+      server.once("error", (e: NodeJS.ErrnoException) => {
+        const where = `${formatHost(this.config.host)}:${this.config.port}`;
+        if (e.code === "EADDRINUSE") reject(new Error(`cannot listen on ${where}: the port is in use (is another agent running? see \`agent status\`)`));
+        else if (e.code === "EACCES") reject(new Error(`cannot listen on ${where}: permission denied (ports below 1024 need privileges)`));
+        else reject(new Error(`cannot listen on ${where}: ${e.message}`));
+      });
+      server.listen(this.config.port, this.config.host, () => {
+        const a = server.address() as net.AddressInfo;
+        this.#address = { host: a.address, port: a.port };
+        this.#server = server;
+        resolve(this.#address);
+      });
+    });
+  }
+
+  /** A snapshot for `agent status`. */
+  status(): AgentStatus {
+    return {
+      version: VERSION,
+      pid: process.pid,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      runtime: runtimeInfo(),
+      listen: this.#address,
+      mode: this.config.insecure ? "insecure" : "key",
+      keyIds: this.config.insecure ? [] : this.keys.map((k) => k.id),
+      connections: { open: this.#connections.size, handshaking: this.#handshaking.size },
+      handshakes: { accepted: this.#accepted, rejected: { ...this.#rejected } },
+    };
+  }
+
+  /** What the agent tells clients about itself (meta Info). */
+  info(): AgentInfo {
+    return {
+      version: VERSION,
+      protocol: { ...PROTOCOL_VERSIONS, current: PROTOCOL_VERSIONS.max },
+      os: process.platform,
+      arch: process.arch,
+      hostname: os.hostname(),
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      runtime: runtimeInfo(),
+    };
+  }
+
+  /** Stops accepting and closes every connection. */
+  async close(): Promise<void> {
+    this.#admission.close();
+    for (const c of [...this.#connections, ...this.#handshaking]) c.close();
+    if (this.#server) await new Promise<void>((r) => this.#server!.close(() => r()));
+    this.#server = null;
+  }
+
+  #reject(remote: string, reason: string, detail?: string) {
+    this.#rejected[reason] = (this.#rejected[reason] ?? 0) + 1;
+    log(`connection ${remote} rejected: ${reason}${detail ? ` (${detail})` : ""}`);
+  }
+
+  async #onSocket(socket: net.Socket) {
+    const address = socket.remoteAddress ?? "unknown";
+    const remote = `${formatHost(address)}:${socket.remotePort}`;
+    socket.on("error", () => {}); // reported through the stream's end
+    if (this.config.insecure && !isLoopback(address)) {
+      socket.destroy();
+      return this.#reject(remote, "not-loopback", "the agent runs --insecure and only serves loopback peers");
+    }
+    if (this.#admission.isRateLimited(address)) {
+      socket.destroy();
+      return this.#reject(remote, "rate-limited", "too many failed authentications from this address in the last minute");
+    }
+    const stream = socketStream(socket);
+    let outcome: "timeout" | "evicted" | null = null;
+    const conn: Connection = { remote, since: Date.now(), close: () => stream.close() };
+    this.#handshaking.add(conn);
+    const timer = setTimeout(() => {
+      outcome = "timeout";
+      stream.close();
+    }, this.config.handshakeTimeoutSeconds * 1000);
+    const { slot, cancel } = this.#admission.acquire(() => {
+      outcome = "evicted";
+      stream.close();
+    });
+    const granted = await Promise.race([slot, new Promise<null>((r) => socket.once("close", () => r(null)))]);
+    if (!granted) {
+      cancel();
+      clearTimeout(timer);
+      this.#handshaking.delete(conn);
+      stream.close();
+      return this.#reject(remote, outcome ?? (socket.destroyed ? "closed" : "busy"));
+    }
+    const result = await acceptChannel(stream, {
+      keys: this.keys,
+      provider: this.provider,
+      insecure: this.config.insecure,
+    });
+    granted.release();
+    clearTimeout(timer);
+    this.#handshaking.delete(conn);
+    if (!result.ok) {
+      if (result.reason === "bad-key") this.#admission.recordFailure(address);
+      return this.#reject(remote, outcome ?? result.reason, outcome ? undefined : result.detail);
+    }
+    this.#accepted++;
+    log(`connection ${remote} accepted (${result.keyId ? `key ${result.keyId}` : "insecure"}, protocol v${result.version})`);
+    this.#connections.add(conn);
+    const reason = await this.#serve(result.channel);
+    this.#connections.delete(conn);
+    log(`connection ${remote} closed after ${((Date.now() - conn.since) / 1000).toFixed(1)} s${reason ? `: ${reason}` : ""}`);
+  }
+
+  /** Answers frames until the peer leaves; returns why it ended, if not cleanly. */
+  async #serve(channel: Channel): Promise<string | null> {
+    try {
+      for (;;) {
+        const frame = await channel.receive();
+        if (frame === null) return null;
+        if (frame.target === META_TARGET) {
+          await channel.send(answerMeta(frame, { info: () => this.info() }));
+        } else {
+          await channel.send({
+            target: frame.target,
+            code: ERROR_CODE,
+            token: frame.token,
+            payload: encodeError({ code: "unknown-target", message: `no session is open on channel ${frame.target}` }),
+          });
+        }
+      }
+    } catch (e) {
+      return e instanceof AgentError ? `${e.code}: ${e.message}` : (e as Error).message;
+    } finally {
+      channel.close();
+    }
+  }
+}

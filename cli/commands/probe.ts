@@ -1,0 +1,206 @@
+/**
+ * `agent probe host:port`: the first diagnostic an operator runs. Goes
+ * through each stage (resolve, connect, handshake, authenticate, info, ping)
+ * and stops at the first that fails, with its own message and exit code.
+ * @module
+ */
+import dns from "node:dns/promises";
+import fs from "node:fs";
+import path from "node:path";
+import { AgentClient } from "../../core/client.ts";
+import { AgentError, AuthenticationError, InsecurePeerError, ProtocolError, TimeoutError, VersionMismatchError } from "../../core/errors.ts";
+import { keyId, parseKey } from "../../core/keys.ts";
+import type { AgentInfo } from "../../core/messages.ts";
+import { DEFAULT_PORT, type Flags, resolveConfig, str } from "../config.ts";
+import { DEFAULT_KEY_FILE, readKeyFile } from "../keystore.ts";
+import { runtimeCryptoProvider } from "../runtime/crypto.ts";
+import { DialError, dialTcp, formatHost } from "../runtime/tcp.ts";
+import { ExitError } from "./exit.ts";
+
+/** Exit codes, one per failed stage (docs/operations.md lists them too). */
+export const PROBE_EXIT = {
+  ok: 0,
+  failed: 1,
+  usage: 2,
+  nameNotFound: 3,
+  refused: 4,
+  timeout: 5,
+  notAnAgent: 6,
+  wrongKey: 7,
+  incompatibleVersion: 8,
+  insecureAgent: 9,
+} as const;
+
+type Stage = "resolve" | "connect" | "handshake" | "authenticate" | "info" | "ping";
+
+interface ProbeReport {
+  ok: boolean;
+  target: string;
+  address?: string;
+  stage?: Stage;
+  error?: { code: string; message: string };
+  keyId?: string;
+  protocolVersion?: number;
+  agent?: AgentInfo;
+  timings?: { connectMs: number; handshakeMs: number };
+  rtt?: { count: number; minMs: number; p50Ms: number; p99Ms: number; maxMs: number };
+}
+
+class StageError extends Error {
+  constructor(readonly stage: Stage, readonly exitCode: number, readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+/** Splits "host:port", "[v6]:port" or "host" (default port). */
+export function parseTarget(target: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(target) ?? /^([^:]+)(?::(\d+))?$/.exec(target);
+  if (!m) throw new ExitError(PROBE_EXIT.usage, `"${target}" is not host:port (write IPv6 addresses as [::1]:46336)`);
+  const port = m[2] === undefined ? DEFAULT_PORT : Number(m[2]);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ExitError(PROBE_EXIT.usage, `port in "${target}" must be 1-65535`);
+  return { host: m[1], port };
+}
+
+function probeKey(flags: Flags): Uint8Array | undefined {
+  const inline = str(flags.key);
+  if (inline !== undefined) return parseKey(inline, "--key").bytes;
+  const file = str(flags.keyFile) ?? process.env.AGENT_KEY_FILE;
+  if (file !== undefined) return parseKey(readKeyFile(file)[0], file).bytes;
+  // On the agent's own machine, its key file is the natural default.
+  const local = path.join(resolveConfig(flags, process.env).stateDir, DEFAULT_KEY_FILE);
+  if (fs.existsSync(local)) return parseKey(readKeyFile(local)[0], local).bytes;
+  return undefined;
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new TimeoutError(`timed out after ${ms} ms ${what}`)), ms))),
+  ]);
+}
+
+export async function probeCommand(target: string | undefined, flags: Flags): Promise<void> {
+  if (!target) throw new ExitError(PROBE_EXIT.usage, "probe needs a target: agent probe host:port");
+  const { host, port } = parseTarget(target);
+  const count = Number(flags.count ?? 5);
+  if (!Number.isInteger(count) || count < 0 || count > 10000) throw new ExitError(PROBE_EXIT.usage, "--count must be a whole number from 0 to 10000");
+  const timeoutMs = Number(flags.timeout ?? 10) * 1000;
+  if (!(timeoutMs > 0)) throw new ExitError(PROBE_EXIT.usage, "--timeout must be a positive number of seconds");
+  const key = probeKey(flags);
+  if (!key && !flags.insecure) {
+    throw new ExitError(PROBE_EXIT.usage, "probe needs the agent's key: pass --key-file FILE (or --key HEX); see `agent keygen`");
+  }
+  const report: ProbeReport = { ok: false, target: `${formatHost(host)}:${port}` };
+  if (key) report.keyId = await keyId(key);
+  let client: AgentClient | null = null;
+  try {
+    client = await runStages(host, port, key, count, timeoutMs, Boolean(flags.insecure), report);
+    report.ok = true;
+  } catch (e) {
+    const err = e instanceof StageError ? e : new StageError(report.stage ?? "connect", PROBE_EXIT.failed, "failed", (e as Error).message);
+    report.stage = err.stage;
+    report.error = { code: err.code, message: err.message };
+    print(report, flags);
+    throw new ExitError(err.exitCode, "");
+  } finally {
+    client?.close();
+  }
+  print(report, flags);
+}
+
+async function runStages(
+  host: string, port: number, key: Uint8Array | undefined, count: number, timeoutMs: number, insecure: boolean, report: ProbeReport,
+): Promise<AgentClient> {
+  report.stage = "resolve";
+  let address: string;
+  try {
+    address = (await withTimeout(dns.lookup(host), timeoutMs, `resolving ${host}`)).address;
+  } catch (e) {
+    if (e instanceof TimeoutError) throw new StageError("resolve", PROBE_EXIT.timeout, "timeout", e.message);
+    throw new StageError("resolve", PROBE_EXIT.nameNotFound, "name-not-found", `cannot resolve "${host}": no such host name (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  report.address = address;
+
+  report.stage = "connect";
+  const t0 = performance.now();
+  let stream;
+  try {
+    stream = await dialTcp(address, port, { timeoutMs });
+  } catch (e) {
+    if (e instanceof DialError && e.stage === "refused") throw new StageError("connect", PROBE_EXIT.refused, "refused", e.message);
+    if (e instanceof DialError && e.stage === "timeout") throw new StageError("connect", PROBE_EXIT.timeout, "timeout", e.message);
+    throw new StageError("connect", PROBE_EXIT.refused, "unreachable", (e as Error).message);
+  }
+  const connectMs = performance.now() - t0;
+
+  report.stage = "handshake";
+  const t1 = performance.now();
+  let client: AgentClient;
+  try {
+    client = await withTimeout(
+      AgentClient.open(stream, { key, insecure, provider: runtimeCryptoProvider(), onStage: (s) => s === "reply" && (report.stage = "authenticate") }),
+      timeoutMs,
+      report.stage === "handshake" ? "waiting for the agent's handshake reply (is this an agent port?)" : "during authentication",
+    );
+  } catch (e) {
+    stream.close();
+    throw classify(e as Error, report.stage as Stage);
+  }
+  report.protocolVersion = client.version;
+  report.timings = { connectMs, handshakeMs: performance.now() - t1 };
+
+  report.stage = "info";
+  report.agent = await withTimeout(client.info(), timeoutMs, "waiting for agent info").catch((e) => {
+    client.close();
+    throw classify(e, "info");
+  });
+
+  report.stage = "ping";
+  const rtts: number[] = [];
+  for (let i = 0; i < count; i++) {
+    rtts.push((await withTimeout(client.ping(), timeoutMs, "waiting for a ping reply").catch((e) => {
+      client.close();
+      throw classify(e, "ping");
+    })).rttMs);
+  }
+  if (rtts.length > 0) {
+    rtts.sort((a, b) => a - b);
+    const q = (p: number) => rtts[Math.min(rtts.length - 1, Math.floor(p * rtts.length))];
+    report.rtt = { count: rtts.length, minMs: rtts[0], p50Ms: q(0.5), p99Ms: q(0.99), maxMs: rtts[rtts.length - 1] };
+  }
+  return client;
+}
+
+function classify(e: Error, stage: Stage): StageError {
+  if (e instanceof TimeoutError) return new StageError(stage, PROBE_EXIT.timeout, "timeout", e.message);
+  if (e instanceof VersionMismatchError) return new StageError(stage, PROBE_EXIT.incompatibleVersion, e.code, `incompatible version: ${e.message}; upgrade the older side`);
+  if (e instanceof InsecurePeerError) return new StageError(stage, PROBE_EXIT.insecureAgent, e.code, e.message);
+  if (e instanceof AuthenticationError) return new StageError(stage, PROBE_EXIT.wrongKey, "wrong-key", `wrong key: ${e.message}; check the key id against the agent's \`agent status\``);
+  if (stage === "handshake" && (e instanceof ProtocolError || e instanceof AgentError)) {
+    return new StageError(stage, PROBE_EXIT.notAnAgent, "not-an-agent", `not an agent: ${e.message} (something else is listening on that port)`);
+  }
+  if (e instanceof ProtocolError) return new StageError(stage, PROBE_EXIT.notAnAgent, "not-an-agent", `not an agent: ${e.message}`);
+  return new StageError(stage, PROBE_EXIT.failed, e instanceof AgentError ? e.code : "failed", e.message);
+}
+
+function print(report: ProbeReport, flags: Flags) {
+  if (flags.json) {
+    process.stdout.write(JSON.stringify(report) + "\n");
+    return;
+  }
+  const ms = (n: number) => `${n < 10 ? n.toFixed(2) : n.toFixed(1)} ms`;
+  const lines = [`probe ${report.target}${report.address && report.address !== report.target.replace(/:\d+$/, "") ? ` (${report.address})` : ""}`];
+  if (report.timings) lines.push(`  connected      ${ms(report.timings.connectMs)}`, `  handshake      ${ms(report.timings.handshakeMs)}, protocol v${report.protocolVersion}${report.keyId ? `, key id ${report.keyId}` : ", INSECURE (no encryption)"}`);
+  if (report.agent) {
+    const a = report.agent;
+    lines.push(`  agent          ${a.version} on ${a.os}/${a.arch}, host ${a.hostname}, ${a.runtime.name} ${a.runtime.version}, up ${a.uptimeSeconds} s`);
+  }
+  if (report.rtt) {
+    const r = report.rtt;
+    lines.push(`  round trip     min ${ms(r.minMs)}  p50 ${ms(r.p50Ms)}  p99 ${ms(r.p99Ms)}  max ${ms(r.maxMs)}  (${r.count} pings)`);
+  }
+  if (report.error) lines.push(`  FAILED at ${report.stage}: ${report.error.message}`);
+  else lines.push("  ok");
+  (report.ok ? process.stdout : process.stderr).write(lines.join("\n") + "\n");
+}

@@ -1,0 +1,57 @@
+/**
+ * `agent start`: run the agent in the foreground until SIGINT or SIGTERM.
+ * @module
+ */
+import { type AcceptedKey } from "../../core/accept.ts";
+import { AgentServer } from "../agent/server.ts";
+import { controlPath, serveControl } from "../agent/control.ts";
+import { type Flags, resolveConfig } from "../config.ts";
+import { ensureStateDir, loadAgentKeys } from "../keystore.ts";
+import { log } from "../log.ts";
+import { runtimeCryptoProvider } from "../runtime/crypto.ts";
+import { formatHost, isLoopback } from "../runtime/tcp.ts";
+
+export async function startCommand(flags: Flags): Promise<void> {
+  const config = resolveConfig(flags, process.env);
+  ensureStateDir(config.stateDir);
+  let keys: AcceptedKey[] = [];
+  if (config.insecure) {
+    log("WARNING: --insecure: encryption and authentication are OFF; only loopback peers will be served. Never use this in production.");
+    if (!isLoopback(config.host)) log(`WARNING: listening on ${config.host} with --insecure; non-loopback peers will be refused`);
+  } else {
+    const loaded = await loadAgentKeys(config);
+    keys = loaded.keys;
+    if (loaded.generated) {
+      process.stdout.write(
+        `No key was configured, so a new one was created (key id ${keys[0].id}) and saved to ${loaded.generated.file}:\n\n` +
+          `  ${loaded.generated.hex}\n\n` +
+          `Give this key to the product that will connect to this agent; it is not shown again (it stays in that file, mode 0600).\n`,
+      );
+    }
+  }
+
+  const server = new AgentServer(config, keys, runtimeCryptoProvider());
+  const control = await serveControl(controlPath(config.stateDir), () => server.status());
+  let address;
+  try {
+    address = await server.listen();
+  } catch (e) {
+    await control.close();
+    throw e;
+  }
+  const mode = config.insecure ? "INSECURE plaintext mode" : `key mode, accepting key id${keys.length > 1 ? "s" : ""} ${keys.map((k) => k.id).join(", ")}`;
+  log(`listening on ${formatHost(address.host)}:${address.port} (${mode}); state in ${config.stateDir}`);
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log(`received ${signal}, shutting down`);
+      Promise.all([server.close(), control.close()]).finally(resolve);
+    };
+    process.on("SIGINT", () => stop("SIGINT"));
+    process.on("SIGTERM", () => stop("SIGTERM"));
+  });
+  log("stopped");
+}

@@ -1,0 +1,44 @@
+/**
+ * `agent status`: ask the agent running on this machine how it is doing,
+ * through its local control socket.
+ * @module
+ */
+import { controlPath, NotRunningError, requestControl } from "../agent/control.ts";
+import type { AgentStatus } from "../agent/server.ts";
+import { type Flags, resolveConfig } from "../config.ts";
+import { formatHost } from "../runtime/tcp.ts";
+import { ExitError } from "./exit.ts";
+
+/** Exit code when no agent answers. */
+export const EXIT_NOT_RUNNING = 3;
+
+export async function statusCommand(flags: Flags): Promise<void> {
+  const config = resolveConfig(flags, process.env);
+  let status: AgentStatus;
+  try {
+    status = await requestControl(controlPath(config.stateDir), "status") as AgentStatus;
+  } catch (e) {
+    if (e instanceof NotRunningError) {
+      if (flags.json) process.stdout.write(JSON.stringify({ running: false, error: e.message }) + "\n");
+      throw new ExitError(EXIT_NOT_RUNNING, `${e.message}. Start one with \`agent start\`.`);
+    }
+    throw e;
+  }
+  if (flags.json) {
+    process.stdout.write(JSON.stringify({ running: true, ...status }) + "\n");
+    return;
+  }
+  const rejected = Object.entries(status.handshakes.rejected).map(([k, v]) => `${k} ${v}`).join(", ") || "none";
+  process.stdout.write(
+    `agent ${status.version} running (pid ${status.pid}, ${status.runtime.name} ${status.runtime.version}), up ${duration(status.uptimeSeconds)}\n` +
+      `listening    ${status.listen ? `${formatHost(status.listen.host)}:${status.listen.port}` : "-"} (${status.mode === "key" ? "key mode" : "INSECURE plaintext"})\n` +
+      `key ids      ${status.keyIds.join(", ") || "-"}\n` +
+      `connections  ${status.connections.open} open, ${status.connections.handshaking} in handshake\n` +
+      `handshakes   ${status.handshakes.accepted} accepted; rejected: ${rejected}\n`,
+  );
+}
+
+function duration(seconds: number): string {
+  const d = Math.floor(seconds / 86400), h = Math.floor(seconds / 3600) % 24, m = Math.floor(seconds / 60) % 60, s = seconds % 60;
+  return [d && `${d}d`, h && `${h}h`, m && `${m}m`, `${s}s`].filter(Boolean).join(" ");
+}

@@ -1,0 +1,132 @@
+/**
+ * Where settings come from, lowest to highest precedence: built-in defaults,
+ * the config file, environment variables, command-line flags. Every bad value
+ * is reported with where it came from; nothing is silently ignored.
+ *
+ * @example
+ * ```ts
+ * const config = resolveConfig({ port: "4000" }, process.env);
+ * ```
+ * @module
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+/** Default inbound port (as the Inedo Agent's). */
+export const DEFAULT_PORT = 46336;
+
+/** The agent's resolved settings. */
+export interface AgentConfig {
+  host: string;
+  port: number;
+  stateDir: string;
+  /** Path of the config file that was read, if any. */
+  configFile: string | null;
+  /** Keys given inline (hex); prefer keyFiles, as command lines are visible to other users. */
+  keys: string[];
+  keyFiles: string[];
+  insecure: boolean;
+  handshakeTimeoutSeconds: number;
+  maxHandshakes: number;
+  authFailuresPerMinute: number;
+}
+
+/** A setting that cannot be used; the message names its source. */
+export class ConfigError extends Error {}
+
+/** Flags as cac parses them (strings, numbers, booleans or arrays of them). */
+export type Flags = Record<string, unknown>;
+
+const FILE_FIELDS = new Set([
+  "host", "port", "stateDir", "keys", "keyFiles", "insecure", "handshakeTimeoutSeconds", "maxHandshakes", "authFailuresPerMinute",
+]);
+
+/** The state directory: --state-dir, AGENT_STATE_DIR, /var/lib/agent for root, else ~/.local/state/agent. */
+export function defaultStateDir(env: Record<string, string | undefined>): string {
+  if (env.XDG_STATE_HOME) return path.join(env.XDG_STATE_HOME, "agent");
+  if (process.getuid?.() === 0) return "/var/lib/agent";
+  return path.join(os.homedir(), ".local", "state", "agent");
+}
+
+/** Merges defaults, the config file, environment and flags. Throws {@link ConfigError}. */
+export function resolveConfig(flags: Flags, env: Record<string, string | undefined>): AgentConfig {
+  const explicitFile = str(flags.config) ?? env.AGENT_CONFIG;
+  const earlyStateDir = str(flags.stateDir) ?? env.AGENT_STATE_DIR;
+  const configFile = explicitFile ?? path.join(earlyStateDir ?? defaultStateDir(env), "config.json");
+  const file = readConfigFile(configFile, explicitFile !== undefined);
+
+  const pick = <T>(flag: T | undefined, envValue: T | undefined, fileValue: T | undefined, fallback: T) =>
+    flag ?? envValue ?? fileValue ?? fallback;
+  const fileKeyFiles = (file?.keyFiles as string[] | undefined)?.map((f) => path.resolve(path.dirname(configFile), f));
+
+  const config: AgentConfig = {
+    host: pick(str(flags.host), env.AGENT_HOST, file?.host as string | undefined, "0.0.0.0"),
+    port: portOf(pick(flags.port as string | number | undefined, env.AGENT_PORT, file?.port as number | undefined, DEFAULT_PORT)),
+    stateDir: path.resolve(pick(earlyStateDir, undefined, file?.stateDir as string | undefined, defaultStateDir(env))),
+    configFile: file ? configFile : null,
+    keys: [...list(flags.key), ...((file?.keys as string[] | undefined) ?? [])],
+    keyFiles: [...list(flags.keyFile).map((f) => path.resolve(f)), ...(env.AGENT_KEY_FILE ? [path.resolve(env.AGENT_KEY_FILE)] : []), ...(fileKeyFiles ?? [])],
+    insecure: Boolean(flags.insecure ?? file?.insecure ?? false),
+    handshakeTimeoutSeconds: positive("handshake timeout", pick(flags.handshakeTimeout as number | undefined, numEnv(env.AGENT_HANDSHAKE_TIMEOUT), file?.handshakeTimeoutSeconds as number | undefined, 30)),
+    maxHandshakes: positive("max handshakes", pick(flags.maxHandshakes as number | undefined, undefined, file?.maxHandshakes as number | undefined, 100)),
+    authFailuresPerMinute: positive("auth failures per minute", pick(undefined, undefined, file?.authFailuresPerMinute as number | undefined, 20)),
+  };
+  return config;
+}
+
+function readConfigFile(file: string, required: boolean): Record<string, unknown> | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    if (!required && (e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw new ConfigError(`cannot read config file ${file}: ${(e as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`config file ${file} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ConfigError(`config file ${file} must hold a JSON object`);
+  }
+  for (const k of Object.keys(value)) {
+    if (!FILE_FIELDS.has(k)) throw new ConfigError(`config file ${file}: unknown setting "${k}" (known: ${[...FILE_FIELDS].join(", ")})`);
+  }
+  const v = value as Record<string, unknown>;
+  for (const k of ["keys", "keyFiles"]) {
+    if (v[k] !== undefined && (!Array.isArray(v[k]) || !(v[k] as unknown[]).every((x) => typeof x === "string"))) {
+      throw new ConfigError(`config file ${file}: "${k}" must be a list of strings`);
+    }
+  }
+  return v;
+}
+
+/** The flag's value as a string; the last one when it was given more than once. */
+export function str(v: unknown): string | undefined {
+  if (Array.isArray(v)) v = v[v.length - 1];
+  return v === undefined || v === null || v === "" ? undefined : String(v);
+}
+
+function list(v: unknown): string[] {
+  if (v === undefined || v === null) return [];
+  return (Array.isArray(v) ? v : [v]).map(String);
+}
+
+function numEnv(v: string | undefined): number | undefined {
+  return v === undefined || v === "" ? undefined : Number(v);
+}
+
+function portOf(v: string | number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`port must be a whole number from 0 to 65535, not "${v}"`);
+  return n;
+}
+
+function positive(name: string, v: unknown): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${name} must be a positive number, not "${v}"`);
+  return n;
+}

@@ -1,0 +1,77 @@
+/**
+ * Loading the keys an agent accepts, and creating the first one. Key files
+ * hold one key per line (`#` starts a comment) and must not be readable by
+ * group or others, as with SSH private keys.
+ *
+ * @example
+ * ```ts
+ * const { keys, generated } = await loadAgentKeys(config);
+ * ```
+ * @module
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { type AcceptedKey } from "../core/accept.ts";
+import { generateKey, keyId, parseKey } from "../core/keys.ts";
+import { ConfigError } from "./config.ts";
+
+/** File name of the key the agent creates on first start. */
+export const DEFAULT_KEY_FILE = "agent.key";
+
+/** Reads every key in `file`, refusing a file others can read. */
+export function readKeyFile(file: string): string[] {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(file);
+  } catch (e) {
+    throw new ConfigError(`cannot read key file ${file}: ${(e as Error).message}`);
+  }
+  if (process.platform !== "win32" && (stat.mode & 0o077) !== 0) {
+    throw new ConfigError(
+      `key file ${file} is readable by others (mode ${(stat.mode & 0o777).toString(8).padStart(4, "0")}); run: chmod 600 ${file}`,
+    );
+  }
+  const lines = fs.readFileSync(file, "utf8").split("\n").map((l) => l.replace(/#.*/, "").trim()).filter(Boolean);
+  if (lines.length === 0) throw new ConfigError(`key file ${file} holds no key`);
+  lines.forEach((l, i) => parseKey(l, `line ${i + 1} of ${file}`));
+  return lines;
+}
+
+/** Creates the state directory (mode 0700) if it does not exist. */
+export function ensureStateDir(dir: string): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (process.platform !== "win32") {
+    const mode = fs.statSync(dir).mode & 0o777;
+    if ((mode & 0o077) !== 0) fs.chmodSync(dir, 0o700);
+  }
+}
+
+/**
+ * The keys to accept: all explicit ones, or else the state directory's key
+ * file, created with a new key on first start. `generated` is set when a key
+ * was created now, so the caller can show it once.
+ */
+export async function loadAgentKeys(config: { keys: string[]; keyFiles: string[]; stateDir: string }): Promise<{
+  keys: AcceptedKey[];
+  generated: { hex: string; file: string } | null;
+}> {
+  const hexes = [...config.keys.map((k, i) => parseKey(k, `--key #${i + 1}`).hex)];
+  for (const f of config.keyFiles) hexes.push(...readKeyFile(f).map((k) => parseKey(k).hex));
+  let generated: { hex: string; file: string } | null = null;
+  if (hexes.length === 0) {
+    const file = path.join(config.stateDir, DEFAULT_KEY_FILE);
+    if (!fs.existsSync(file)) {
+      ensureStateDir(config.stateDir);
+      const key = generateKey();
+      fs.writeFileSync(file, `# agent key, created ${new Date().toISOString()}\n${key.hex}\n`, { mode: 0o600, flag: "wx" });
+      generated = { hex: key.hex, file };
+    }
+    hexes.push(...readKeyFile(file));
+  }
+  const unique = [...new Set(hexes)];
+  const keys = await Promise.all(unique.map(async (hex) => {
+    const bytes = parseKey(hex).bytes;
+    return { id: await keyId(bytes), bytes };
+  }));
+  return { keys, generated };
+}

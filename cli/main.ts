@@ -1,0 +1,97 @@
+/**
+ * The `agent` command line: start, status, keygen, probe.
+ * Runs from source (`deno run -A cli/main.ts`, `tsx cli/main.ts`) and as the
+ * single executable built by build.ts.
+ * @module
+ */
+import { cac } from "cac";
+import { AgentError } from "../core/errors.ts";
+import { keygenCommand } from "./commands/keygen.ts";
+import { probeCommand } from "./commands/probe.ts";
+import { startCommand } from "./commands/start.ts";
+import { statusCommand } from "./commands/status.ts";
+import { ExitError } from "./commands/exit.ts";
+import { ConfigError } from "./config.ts";
+import { VERSION } from "./version.ts";
+
+const STATE_DIR_HELP = "State directory (env AGENT_STATE_DIR; default /var/lib/agent as root, else ~/.local/state/agent)";
+const CONFIG_HELP = "JSON config file (env AGENT_CONFIG; default <state-dir>/config.json if present)";
+
+/** Parses `argv` (without the runtime and script) and runs the command. Resolves with the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const cli = cac("agent");
+
+  cli.command("start", "Run the agent in the foreground and accept products' connections")
+    .option("--host <address>", "Address to listen on (env AGENT_HOST; default 0.0.0.0, all IPv4 addresses)", { type: [String] })
+    .option("--port <port>", "TCP port to listen on (env AGENT_PORT; default 46336, 0 picks a free one)")
+    .option("--key <hex>", "Accept this key (repeatable; visible in `ps`, prefer --key-file)", { type: [String] })
+    .option("--key-file <file>", "Accept the keys in this file, one per line, mode 0600 (repeatable; env AGENT_KEY_FILE)", { type: [String] })
+    .option("--config <file>", CONFIG_HELP, { type: [String] })
+    .option("--state-dir <dir>", STATE_DIR_HELP, { type: [String] })
+    .option("--handshake-timeout <seconds>", "Drop a connection that has not finished its handshake in time (default 30)")
+    .option("--max-handshakes <n>", "Handshakes in progress at once before new ones wait (default 100)")
+    .option("--insecure", "No encryption, no authentication, loopback peers only. For local debugging, never production")
+    .example("agent start                       # first start creates a key and prints it once")
+    .example("agent start --port 4000 --key-file /etc/agent/keys")
+    .action((flags) => startCommand(flags));
+
+  cli.command("status", "Show the agent running on this machine: connections, handshakes, key ids")
+    .option("--json", "Print one JSON object")
+    .option("--config <file>", CONFIG_HELP, { type: [String] })
+    .option("--state-dir <dir>", STATE_DIR_HELP, { type: [String] })
+    .action((flags) => statusCommand(flags));
+
+  cli.command("keygen", "Create a new 256-bit agent key and print it with its key id")
+    .option("--out <file>", "Write the key to a new file with mode 0600 instead of printing it", { type: [String] })
+    .option("--json", "Print one JSON object")
+    .example("agent keygen --out /etc/agent/keys && agent start --key-file /etc/agent/keys")
+    .action((flags) => keygenCommand(flags));
+
+  cli.command("probe [target]", "Check an agent from here: resolve, connect, handshake, authenticate, info, ping")
+    .option("--key <hex>", "The agent's key", { type: [String] })
+    .option("--key-file <file>", "File holding the agent's key (default: this machine's agent key, if readable)", { type: [String] })
+    .option("--count <n>", "Pings to send (default 5)")
+    .option("--timeout <seconds>", "Time allowed for each stage (default 10)")
+    .option("--json", "Print one JSON object")
+    .option("--insecure", "Allow an agent that runs without encryption (loopback debugging only)")
+    .option("--state-dir <dir>", STATE_DIR_HELP, { type: [String] })
+    .example("agent probe server1.example.com:46336 --key-file ./server1.key")
+    .usage("probe host[:port] [options]\n\n  Exit codes: 0 ok, 2 usage, 3 name not found, 4 connection refused, 5 timed out,\n  6 not an agent, 7 wrong key, 8 incompatible version, 9 agent is --insecure, 1 other")
+    .action((target, flags) => probeCommand(target, flags));
+
+  cli.help();
+  cli.version(VERSION);
+
+  try {
+    cli.parse(["agent", "agent", ...argv], { run: false });
+    if (!cli.matchedCommand) {
+      if (cli.options.help || cli.options.version) return 0;
+      if (cli.args.length > 0) {
+        process.stderr.write(`agent: unknown command "${cli.args[0]}". Commands: start, status, keygen, probe (see agent --help)\n`);
+        return 2;
+      }
+      cli.outputHelp();
+      return 0;
+    }
+    if (cli.options.help) return 0;
+    await cli.runMatchedCommand();
+    return 0;
+  } catch (e) {
+    if (e instanceof ExitError) {
+      if (e.message) process.stderr.write(`agent: ${e.message}\n`);
+      return e.exitCode;
+    }
+    if (e instanceof ConfigError || e instanceof AgentError || (e as Error).name === "CACError") {
+      process.stderr.write(`agent: ${(e as Error).message}\n`);
+      return 2;
+    }
+    process.stderr.write(`agent: ${(e as Error).message ?? e}\n`);
+    return 1;
+  }
+}
+
+// No top-level await: the SEA bundle is CommonJS.
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+  if (code !== 0) process.exit(code);
+});

@@ -1,0 +1,117 @@
+/**
+ * TCP for the CLI: a {@link ByteStream} over a `node:net` socket (Node, and
+ * Deno through its Node compatibility layer), and a dialer whose failures say
+ * which stage went wrong.
+ *
+ * @example
+ * ```ts
+ * const stream = await dialTcp("127.0.0.1", 46336, { timeoutMs: 5000 });
+ * ```
+ * @module
+ */
+import net from "node:net";
+import { ConnectionClosedError } from "../../core/errors.ts";
+import type { ByteStream } from "../../core/stream.ts";
+
+/** Pause the socket once this much has been received but not read. */
+const READ_HIGH_WATER = 1024 * 1024;
+
+/** Wraps a connected socket. Reading pauses the socket when the consumer falls behind. */
+export function socketStream(socket: net.Socket): ByteStream {
+  const chunks: Uint8Array[] = [];
+  let buffered = 0;
+  let ended = false;
+  let wake: (() => void) | null = null;
+  const notify = () => {
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  socket.setNoDelay(true);
+  socket.on("data", (data: Uint8Array) => {
+    chunks.push(data);
+    buffered += data.length;
+    if (buffered > READ_HIGH_WATER) socket.pause();
+    notify();
+  });
+  const finish = () => {
+    ended = true;
+    notify();
+  };
+  socket.on("end", finish);
+  socket.on("close", finish);
+  socket.on("error", finish);
+  const remote = socket.remoteAddress ? `${formatHost(socket.remoteAddress)}:${socket.remotePort}` : undefined;
+
+  return {
+    remote,
+    async read() {
+      while (chunks.length === 0) {
+        if (ended) return null;
+        await new Promise<void>((r) => (wake = r));
+      }
+      const chunk = chunks.shift()!;
+      buffered -= chunk.length;
+      if (buffered <= READ_HIGH_WATER && socket.isPaused() && !ended) socket.resume();
+      return chunk;
+    },
+    write(data) {
+      if (ended || socket.destroyed) return Promise.reject(new ConnectionClosedError());
+      if (socket.write(data)) return Promise.resolve();
+      return new Promise<void>((resolve, reject) => {
+        const done = () => {
+          socket.off("drain", done);
+          socket.off("close", done);
+          if (socket.destroyed) reject(new ConnectionClosedError());
+          else resolve();
+        };
+        socket.on("drain", done);
+        socket.on("close", done);
+      });
+    },
+    close() {
+      ended = true;
+      socket.destroy();
+      notify();
+    },
+  };
+}
+
+/** Why a dial failed; `stage` lets `agent probe` pick its message and exit code. */
+export class DialError extends Error {
+  constructor(readonly stage: "refused" | "timeout" | "unreachable", message: string) {
+    super(message);
+  }
+}
+
+/** Connects to `host:port` (an address or name), failing with a {@link DialError}. */
+export function dialTcp(host: string, port: number, options: { timeoutMs: number; localAddress?: string }): Promise<ByteStream> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port, localAddress: options.localAddress });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new DialError("timeout", `timed out after ${options.timeoutMs} ms connecting to ${host}:${port}`));
+    }, options.timeoutMs);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.removeAllListeners("error");
+      resolve(socketStream(socket));
+    });
+    socket.once("error", (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      if (e.code === "ECONNREFUSED") reject(new DialError("refused", `connection refused by ${host}:${port}: nothing is listening there`));
+      else reject(new DialError("unreachable", `cannot connect to ${host}:${port}: ${e.message}`));
+    });
+  });
+}
+
+/** "[::1]" for IPv6 literals, the address itself otherwise. */
+export function formatHost(address: string): string {
+  return address.includes(":") ? `[${address}]` : address;
+}
+
+/** True for 127.0.0.0/8, ::1 and IPv4-mapped loopback. */
+export function isLoopback(address: string): boolean {
+  const a = address.startsWith("::ffff:") ? address.slice(7) : address;
+  return a === "::1" || /^127\.\d+\.\d+\.\d+$/.test(a);
+}

@@ -1,0 +1,75 @@
+/**
+ * The few byte helpers the protocol needs. Names and semantics follow their
+ * `@std/bytes` counterparts so the module can be swapped for the JSR package
+ * wherever JSR is reachable (it is not on every build machine).
+ *
+ * @example
+ * ```ts
+ * import { concat, equals } from "./bytes.ts";
+ * equals(concat([new Uint8Array([1]), new Uint8Array([2])]), new Uint8Array([1, 2])); // true
+ * ```
+ * @module
+ */
+
+/** Joins byte arrays into one new array. */
+export function concat(buffers: readonly Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const b of buffers) length += b.length;
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const b of buffers) {
+    out.set(b, offset);
+    offset += b.length;
+  }
+  return out;
+}
+
+/** True when both arrays hold the same bytes. Not constant-time: use {@link timingSafeEqual} for secrets. */
+export function equals(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Compares two byte arrays in time that depends only on their length. */
+export function timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}
+
+/** Index of the first occurrence of `needle` in `source` at or after `start`, or -1. */
+export function indexOfNeedle(source: Uint8Array, needle: Uint8Array, start = 0): number {
+  if (needle.length === 0) return start <= source.length ? start : -1;
+  const first = needle[0];
+  for (let i = Math.max(0, start); i <= source.length - needle.length; i++) {
+    if (source[i] !== first) continue;
+    let j = 1;
+    while (j < needle.length && source[i + j] === needle[j]) j++;
+    if (j === needle.length) return i;
+  }
+  return -1;
+}
+
+/** Copies as much of `src` as fits into `dst` at offset `off`; returns the number of bytes copied. */
+export function copy(src: Uint8Array, dst: Uint8Array, off = 0): number {
+  const n = Math.max(0, Math.min(src.length, dst.length - off));
+  dst.set(n === src.length ? src : src.subarray(0, n), off);
+  return n;
+}
+
+/** Lower-case hex of `bytes`. */
+export function toHex(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** Parses hex (even length, 0-9a-fA-F only); returns null on anything else. */
+export function fromHex(hex: string): Uint8Array | null {
+  if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) return null;
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}

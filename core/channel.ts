@@ -1,0 +1,86 @@
+/**
+ * Records: how frames travel once the handshake is done. Each record is a
+ * uint32 LE body length and the body; in key mode the body is the frame
+ * sealed with AES-256-GCM under the direction's key and counter nonce.
+ * The length is checked against the maximum before anything is allocated.
+ * docs/protocol.md §3–§4.
+ *
+ * @example
+ * ```ts
+ * await channel.send({ target: 0, code: MetaCode.Ping, token: 7, payload });
+ * const frame = await channel.receive(); // null once the peer closed cleanly
+ * ```
+ * @module
+ */
+import { TAG_SIZE } from "./crypto.ts";
+import { ConnectionClosedError, FrameTooLargeError } from "./errors.ts";
+import { decodeFrame, encodeFrame, type Frame, FRAME_HEADER_SIZE, MAX_PAYLOAD } from "./frame.ts";
+import type { CipherState } from "./noise.ts";
+import type { ByteStream, StreamReader } from "./stream.ts";
+
+/** Largest record body: a full frame plus the tag. */
+export const MAX_RECORD = FRAME_HEADER_SIZE + MAX_PAYLOAD + TAG_SIZE;
+
+/** Reads one length-prefixed record body, refusing lengths above `max` before reading the body. */
+export async function readRecord(reader: StreamReader, max: number): Promise<Uint8Array | null> {
+  const prefix = await reader.readExactlyOrEnd(4);
+  if (prefix === null) return null;
+  const length = new DataView(prefix.buffer, prefix.byteOffset, 4).getUint32(0, true);
+  if (length > max) throw new FrameTooLargeError(length, max);
+  return await reader.readExactly(length);
+}
+
+/** Prefixes `body` with its uint32 LE length. */
+export function encodeRecord(body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + body.length);
+  new DataView(out.buffer).setUint32(0, body.length, true);
+  out.set(body, 4);
+  return out;
+}
+
+/** A frame channel over a byte stream, encrypted (key mode) or plain (--insecure). */
+export class Channel {
+  #sendQueue: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  constructor(
+    readonly reader: StreamReader,
+    readonly keys: { send: CipherState; receive: CipherState } | null,
+  ) {}
+
+  get stream(): ByteStream {
+    return this.reader.stream;
+  }
+
+  /** True when records are encrypted. */
+  get encrypted(): boolean {
+    return this.keys !== null;
+  }
+
+  /**
+   * Sends one frame. Sends are serialized so counter nonces go out in order;
+   * the promise resolves once the transport accepted the record.
+   */
+  send(frame: Frame): Promise<void> {
+    const run = this.#sendQueue.then(async () => {
+      if (this.#closed) throw new ConnectionClosedError();
+      const plain = encodeFrame(frame);
+      const body = this.keys ? await this.keys.send.encrypt(plain) : plain;
+      await this.stream.write(encodeRecord(body));
+    });
+    this.#sendQueue = run.catch(() => {});
+    return run;
+  }
+
+  /** The next frame, or null when the peer closed between records. Throws on a bad or oversized record. */
+  async receive(): Promise<Frame | null> {
+    const body = await readRecord(this.reader, this.keys ? MAX_RECORD : MAX_RECORD - TAG_SIZE);
+    if (body === null) return null;
+    return decodeFrame(this.keys ? await this.keys.receive.decrypt(body) : body);
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.stream.close();
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * The product side of a connection: requests carry a token, replies are
+ * matched back to them, and error replies become {@link RemoteError}s.
+ * Runtime-free; the caller supplies the connected {@link ByteStream}.
+ *
+ * @example
+ * ```ts
+ * const client = await AgentClient.open(stream, { key, provider: webCryptoProvider });
+ * const info = await client.info();
+ * const rtt = await client.ping();
+ * client.close();
+ * ```
+ * @module
+ */
+import { Channel } from "./channel.ts";
+import { openChannel, type OpenOptions } from "./connect.ts";
+import { ConnectionClosedError, ProtocolError, RemoteError } from "./errors.ts";
+import { type Frame, META_TARGET } from "./frame.ts";
+import type { Reply } from "./handshake.ts";
+import { type AgentInfo, decodeError, decodeFields, decodePong, ERROR_CODE, MetaCode } from "./messages.ts";
+import type { ByteStream } from "./stream.ts";
+
+interface Pending {
+  resolve: (frame: Frame) => void;
+  reject: (error: Error) => void;
+}
+
+/** A connection to one agent, ready for requests. */
+export class AgentClient {
+  #pending = new Map<number, Pending>();
+  #nextToken = 1;
+  #closedError: Error | null = null;
+  /** Resolves when the connection has ended, for whatever reason. */
+  readonly closed: Promise<Error>;
+
+  private constructor(readonly channel: Channel, readonly reply: Reply) {
+    this.closed = this.#readLoop();
+  }
+
+  /** Runs the opening exchange on `stream` and returns a ready client. */
+  static async open(stream: ByteStream, options: OpenOptions): Promise<AgentClient> {
+    try {
+      const { channel, reply } = await openChannel(stream, options);
+      return new AgentClient(channel, reply);
+    } catch (e) {
+      stream.close();
+      throw e;
+    }
+  }
+
+  /** The protocol version both sides settled on. */
+  get version(): number {
+    return this.reply.version;
+  }
+
+  /** Sends a request and resolves with the reply frame; an error reply rejects with {@link RemoteError}. */
+  request(target: number, code: number, payload: Uint8Array = new Uint8Array(0)): Promise<Frame> {
+    if (this.#closedError) return Promise.reject(this.#closedError);
+    const token = this.#nextToken;
+    this.#nextToken = this.#nextToken >= 0xffffffff ? 1 : this.#nextToken + 1;
+    return new Promise<Frame>((resolve, reject) => {
+      this.#pending.set(token, { resolve, reject });
+      this.channel.send({ target, code, token, payload }).catch((e) => {
+        this.#pending.delete(token);
+        reject(e);
+      });
+    });
+  }
+
+  /** Round trip to the agent; resolves with the measured time in milliseconds and the agent's clock. */
+  async ping(payload: Uint8Array = new Uint8Array(8)): Promise<{ rttMs: number; agentTimeMs: number }> {
+    const t0 = performance.now();
+    const reply = await this.request(META_TARGET, MetaCode.Ping, payload);
+    const rttMs = performance.now() - t0;
+    expectCode(reply, MetaCode.Pong);
+    const { agentTimeMs, echo } = decodePong(reply.payload);
+    if (echo.length !== payload.length) throw new ProtocolError("the agent echoed a different ping payload");
+    return { rttMs, agentTimeMs };
+  }
+
+  /** What the agent says about itself. */
+  async info(): Promise<AgentInfo> {
+    const reply = await this.request(META_TARGET, MetaCode.Info);
+    expectCode(reply, MetaCode.InfoReply);
+    return decodeFields<AgentInfo>(reply.payload);
+  }
+
+  close(): void {
+    this.#fail(new ConnectionClosedError("the client closed the connection"));
+    this.channel.close();
+  }
+
+  async #readLoop(): Promise<Error> {
+    try {
+      for (;;) {
+        const frame = await this.channel.receive();
+        if (frame === null) break;
+        const pending = this.#pending.get(frame.token);
+        if (!pending) continue; // an event or a late reply: nothing waits for it here
+        this.#pending.delete(frame.token);
+        if (frame.code === ERROR_CODE) {
+          const e = decodeError(frame.payload);
+          pending.reject(new RemoteError(e.code, e.message, e.detail));
+        } else pending.resolve(frame);
+      }
+      this.#fail(new ConnectionClosedError("the agent closed the connection"));
+    } catch (e) {
+      this.#fail(e as Error);
+    }
+    this.channel.close();
+    return this.#closedError!;
+  }
+
+  #fail(error: Error) {
+    this.#closedError ??= error;
+    for (const p of this.#pending.values()) p.reject(this.#closedError);
+    this.#pending.clear();
+  }
+}
+
+function expectCode(frame: Frame, code: number) {
+  if (frame.code !== code) throw new ProtocolError(`expected reply code ${code}, got ${frame.code}`);
+}

@@ -1,0 +1,120 @@
+/**
+ * The cryptographic primitives the secure channel uses, behind a small
+ * interface. {@link webCryptoProvider} works on every runtime; a runtime may
+ * inject a faster AES-GCM (the Node CLI uses node:crypto, see
+ * cli/runtime/node-crypto.ts).
+ *
+ * @example
+ * ```ts
+ * const aead = await webCryptoProvider.aesGcm(key32);
+ * const sealed = await aead.seal(nonce12, plaintext, ad);
+ * ```
+ * @module
+ */
+
+/** AES-256-GCM under one key. `open` returns null when the tag does not verify. */
+export interface Aead {
+  seal(nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array | Promise<Uint8Array>;
+  open(nonce: Uint8Array, ciphertext: Uint8Array, ad: Uint8Array): Uint8Array | null | Promise<Uint8Array | null>;
+}
+
+/** Supplies AES-256-GCM; everything else comes from WebCrypto. */
+export interface CryptoProvider {
+  readonly name: string;
+  aesGcm(key: Uint8Array): Promise<Aead>;
+}
+
+/** Length of the AES-GCM authentication tag. */
+export const TAG_SIZE = 16;
+
+const subtle = globalThis.crypto.subtle;
+// WebCrypto's typings want ArrayBuffer-backed views; ours always are.
+const src = (bytes: Uint8Array) => bytes as Uint8Array<ArrayBuffer>;
+
+/** AES-256-GCM through WebCrypto. */
+export const webCryptoProvider: CryptoProvider = {
+  name: "webcrypto",
+  async aesGcm(key: Uint8Array): Promise<Aead> {
+    const k = await subtle.importKey("raw", src(key), "AES-GCM", false, ["encrypt", "decrypt"]);
+    return {
+      async seal(iv, plaintext, additionalData) {
+        return new Uint8Array(await subtle.encrypt({ name: "AES-GCM", iv: src(iv), additionalData: src(additionalData) }, k, src(plaintext)));
+      },
+      async open(iv, ciphertext, additionalData) {
+        try {
+          return new Uint8Array(await subtle.decrypt({ name: "AES-GCM", iv: src(iv), additionalData: src(additionalData) }, k, src(ciphertext)));
+        } catch {
+          return null;
+        }
+      },
+    };
+  },
+};
+
+/** Fills a new array with cryptographically strong random bytes. */
+export function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) globalThis.crypto.getRandomValues(out.subarray(i, Math.min(n, i + 65536)));
+  return out;
+}
+
+/** SHA-256 of the concatenation of `parts`. */
+export async function sha256(...parts: Uint8Array[]): Promise<Uint8Array> {
+  const data = parts.length === 1 ? parts[0] : joined(parts);
+  return new Uint8Array(await subtle.digest("SHA-256", src(data)));
+}
+
+/** HMAC-SHA-256 of the concatenation of `parts` under `key`. */
+export async function hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Promise<Uint8Array> {
+  const k = await subtle.importKey("raw", src(key), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return new Uint8Array(await subtle.sign("HMAC", k, src(joined(parts))));
+}
+
+/** An X25519 key pair; `publicKey` is the 32-byte raw form. */
+export interface X25519KeyPair {
+  publicKey: Uint8Array;
+  privateKey: CryptoKey;
+}
+
+/** A fresh ephemeral X25519 key pair. */
+export async function x25519Generate(): Promise<X25519KeyPair> {
+  const pair = await subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]) as CryptoKeyPair;
+  return { publicKey: new Uint8Array(await subtle.exportKey("raw", pair.publicKey)), privateKey: pair.privateKey };
+}
+
+// PKCS#8 prefix for a raw X25519 private key (RFC 8410).
+const PKCS8_X25519 = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20];
+
+/** An X25519 key pair from a fixed 32-byte private key: for test vectors only. */
+export async function x25519FromPrivate(raw: Uint8Array): Promise<X25519KeyPair> {
+  const der = new Uint8Array([...PKCS8_X25519, ...raw]);
+  const privateKey = await subtle.importKey("pkcs8", src(der), { name: "X25519" }, true, ["deriveBits"]);
+  const jwk = await subtle.exportKey("jwk", privateKey);
+  return { publicKey: fromBase64Url(jwk.x!), privateKey };
+}
+
+/** X25519(private, peer public): the 32-byte shared secret. Rejects an all-zero result (small-order peer key). */
+export async function x25519(privateKey: CryptoKey, peerPublic: Uint8Array): Promise<Uint8Array> {
+  const pub = await subtle.importKey("raw", src(peerPublic), { name: "X25519" }, false, []);
+  const shared = new Uint8Array(await subtle.deriveBits({ name: "X25519", public: pub }, privateKey, 256));
+  if (shared.every((b) => b === 0)) throw new Error("X25519 produced an all-zero secret");
+  return shared;
+}
+
+function joined(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+function fromBase64Url(s: string): Uint8Array {
+  const bin = atob(s.replace(/-/g, "+").replace(/_/g, "/"));
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+}

@@ -1,0 +1,52 @@
+/**
+ * Pre-shared agent keys: 256 random bits written as 64 hex digits, and the
+ * short public id derived from each. A malformed key is an error, never a
+ * reason to fall back to anything weaker.
+ *
+ * @example
+ * ```ts
+ * const key = generateKey();
+ * const id = await keyId(key.bytes); // e.g. "3f9a0c12b4e7"
+ * parseKey(key.hex).bytes.length; // 32
+ * ```
+ * @module
+ */
+import { fromHex, toHex } from "./bytes.ts";
+import { randomBytes, sha256 } from "./crypto.ts";
+import { AgentError } from "./errors.ts";
+
+/** A key in both of its forms. */
+export interface AgentKey {
+  bytes: Uint8Array;
+  hex: string;
+}
+
+/** Key bytes: 256 bits. */
+export const KEY_SIZE = 32;
+const KEY_ID_CONTEXT = new TextEncoder().encode("agent key id v1\0");
+
+/** A key that cannot be used, with a message that says what a good one looks like. */
+export class InvalidKeyError extends AgentError {
+  constructor(where: string) {
+    super("invalid-key", `${where} is not a valid agent key: expected 64 hex digits (make one with \`agent keygen\`)`);
+  }
+}
+
+/** A new random key. */
+export function generateKey(): AgentKey {
+  const bytes = randomBytes(KEY_SIZE);
+  return { bytes, hex: toHex(bytes) };
+}
+
+/** Parses 64 hex digits (surrounding white space allowed); throws {@link InvalidKeyError} otherwise. */
+export function parseKey(text: string, where = "the key"): AgentKey {
+  const hex = text.trim().toLowerCase();
+  const bytes = hex.length === KEY_SIZE * 2 ? fromHex(hex) : null;
+  if (!bytes) throw new InvalidKeyError(where);
+  return { bytes, hex };
+}
+
+/** The key's public id: the first 6 bytes of SHA-256("agent key id v1\0" ‖ key), as 12 hex digits. */
+export async function keyId(key: Uint8Array): Promise<string> {
+  return toHex((await sha256(KEY_ID_CONTEXT, key)).subarray(0, 6));
+}

@@ -1,0 +1,92 @@
+/**
+ * The message catalogue: meta codes the agent answers itself, the error
+ * response every target shares, and the codec for structured fields
+ * (MessagePack; bulk bytes always travel raw). docs/protocol.md §5.
+ *
+ * @example
+ * ```ts
+ * const payload = encodeError({ code: "unknown-code", message: "no such meta code 99" });
+ * decodeError(payload).message; // "no such meta code 99"
+ * ```
+ * @module
+ */
+import { decode, encode } from "@msgpack/msgpack";
+import { ProtocolError } from "./errors.ts";
+
+/** Codes of messages addressed to the agent itself (target 0). Replies are request code + 1. */
+export enum MetaCode {
+  /** Echo: payload is any bytes (≤ 64 KiB); the reply carries the agent's clock and the same bytes. */
+  Ping = 1,
+  Pong = 2,
+  /** Agent info; empty request, MessagePack map reply ({@link AgentInfo}). */
+  Info = 3,
+  InfoReply = 4,
+}
+
+/** Reply code shared by every target: the request with this token failed. Payload: {@link SerializedError}. */
+export const ERROR_CODE = 0xffff;
+
+/** Largest ping payload the agent echoes. */
+export const MAX_PING_PAYLOAD = 64 * 1024;
+
+/** What the agent tells about itself. */
+export interface AgentInfo {
+  version: string;
+  protocol: { min: number; max: number; current: number };
+  os: string;
+  arch: string;
+  hostname: string;
+  uptimeSeconds: number;
+  runtime: { name: string; version: string };
+}
+
+/** An error as it crosses the wire. */
+export interface SerializedError {
+  code: string;
+  message: string;
+  detail?: string;
+}
+
+/** Encodes a structured payload. */
+export function encodeFields(value: unknown): Uint8Array {
+  return encode(value);
+}
+
+/** Decodes a structured payload; a malformed one is a {@link ProtocolError}. */
+export function decodeFields<T>(bytes: Uint8Array): T {
+  try {
+    return decode(bytes) as T;
+  } catch (e) {
+    throw new ProtocolError(`malformed message fields: ${(e as Error).message}`);
+  }
+}
+
+/** Encodes an error response payload. */
+export function encodeError(error: SerializedError): Uint8Array {
+  return encodeFields(error.detail === undefined ? { code: error.code, message: error.message } : error);
+}
+
+/** Decodes an error response payload, tolerating a peer that sent something odd. */
+export function decodeError(bytes: Uint8Array): SerializedError {
+  const e = decodeFields<Partial<SerializedError>>(bytes);
+  return {
+    code: typeof e?.code === "string" ? e.code : "unknown",
+    message: typeof e?.message === "string" ? e.message : "the peer sent an unreadable error",
+    ...(typeof e?.detail === "string" ? { detail: e.detail } : {}),
+  };
+}
+
+/** Pong payload: float64 LE agent clock (ms since epoch), then the echoed bytes. */
+export function encodePong(agentTimeMs: number, echo: Uint8Array): Uint8Array {
+  const out = new Uint8Array(8 + echo.length);
+  new DataView(out.buffer).setFloat64(0, agentTimeMs, true);
+  out.set(echo, 8);
+  return out;
+}
+
+/** Splits a pong payload into the agent's clock and the echoed bytes. */
+export function decodePong(bytes: Uint8Array): { agentTimeMs: number; echo: Uint8Array } {
+  if (bytes.length < 8) throw new ProtocolError("pong shorter than its timestamp");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return { agentTimeMs: view.getFloat64(0, true), echo: bytes.subarray(8) };
+}

@@ -1,0 +1,96 @@
+/**
+ * The byte-stream contract every runtime transport implements, and a reader
+ * that pulls exact lengths out of it without copying more than it must.
+ *
+ * @example
+ * ```ts
+ * const reader = new StreamReader(stream);
+ * const hello = await reader.readExactly(24);
+ * ```
+ * @module
+ */
+import { ConnectionClosedError } from "./errors.ts";
+
+/** A duplex byte stream: TCP, TLS, a Unix socket or an in-memory pair. */
+export interface ByteStream {
+  /** The next chunk, or null once the peer has closed its side. */
+  read(): Promise<Uint8Array | null>;
+  /** Resolves once the transport has taken the bytes (its backpressure point). */
+  write(data: Uint8Array): Promise<void>;
+  /** Closes both directions; pending reads resolve null. Safe to call twice. */
+  close(): void;
+  /** "address:port" of the peer, where the transport knows it. */
+  readonly remote?: string;
+}
+
+/** Reads exact byte counts from a {@link ByteStream}. */
+export class StreamReader {
+  #chunks: Uint8Array[] = [];
+  #buffered = 0;
+
+  constructor(readonly stream: ByteStream) {}
+
+  /** Bytes received but not yet consumed. */
+  get buffered(): number {
+    return this.#buffered;
+  }
+
+  /**
+   * Resolves with exactly `n` bytes. Allocates only once the bytes have
+   * arrived, so a large `n` that never arrives costs nothing.
+   * Throws {@link ConnectionClosedError} if the stream ends first.
+   */
+  async readExactly(n: number): Promise<Uint8Array> {
+    while (this.#buffered < n) {
+      const chunk = await this.stream.read();
+      if (chunk === null) {
+        throw new ConnectionClosedError(
+          this.#buffered === 0 && n > 0 ? "the connection was closed" : `the connection was closed mid-message (${this.#buffered} of ${n} bytes)`,
+        );
+      }
+      if (chunk.length === 0) continue;
+      this.#chunks.push(chunk);
+      this.#buffered += chunk.length;
+    }
+    return this.#take(n);
+  }
+
+  /** Like {@link readExactly} but resolves null when the stream ends cleanly before the first byte. */
+  async readExactlyOrEnd(n: number): Promise<Uint8Array | null> {
+    if (this.#buffered === 0) {
+      const chunk = await this.stream.read();
+      if (chunk === null) return null;
+      if (chunk.length > 0) {
+        this.#chunks.push(chunk);
+        this.#buffered += chunk.length;
+      }
+    }
+    return this.readExactly(n);
+  }
+
+  #take(n: number): Uint8Array {
+    const first = this.#chunks[0];
+    if (first.length === n) {
+      this.#chunks.shift();
+      this.#buffered -= n;
+      return first;
+    }
+    if (first.length > n) {
+      this.#chunks[0] = first.subarray(n);
+      this.#buffered -= n;
+      return first.subarray(0, n);
+    }
+    const out = new Uint8Array(n);
+    let offset = 0;
+    while (offset < n) {
+      const chunk = this.#chunks[0];
+      const take = Math.min(chunk.length, n - offset);
+      out.set(chunk.subarray(0, take), offset);
+      offset += take;
+      if (take === chunk.length) this.#chunks.shift();
+      else this.#chunks[0] = chunk.subarray(take);
+    }
+    this.#buffered -= n;
+    return out;
+  }
+}
