@@ -62,14 +62,14 @@ export function resolveConfig(flags: Flags, env: Record<string, string | undefin
 
   const config: AgentConfig = {
     host: pick(str(flags.host), env.AGENT_HOST, file?.host as string | undefined, "0.0.0.0"),
-    port: portOf(pick(flags.port as string | number | undefined, env.AGENT_PORT, file?.port as number | undefined, DEFAULT_PORT)),
+    port: portOf(pick(str(flags.port), env.AGENT_PORT, file?.port as number | undefined, DEFAULT_PORT)),
     stateDir: path.resolve(pick(earlyStateDir, undefined, file?.stateDir as string | undefined, defaultStateDir(env))),
     configFile: file ? configFile : null,
     keys: [...list(flags.key), ...((file?.keys as string[] | undefined) ?? [])],
     keyFiles: [...list(flags.keyFile).map((f) => path.resolve(f)), ...(env.AGENT_KEY_FILE ? [path.resolve(env.AGENT_KEY_FILE)] : []), ...(fileKeyFiles ?? [])],
     insecure: Boolean(flags.insecure ?? file?.insecure ?? false),
-    handshakeTimeoutSeconds: positive("handshake timeout", pick(flags.handshakeTimeout as number | undefined, numEnv(env.AGENT_HANDSHAKE_TIMEOUT), file?.handshakeTimeoutSeconds as number | undefined, 30)),
-    maxHandshakes: positive("max handshakes", pick(flags.maxHandshakes as number | undefined, undefined, file?.maxHandshakes as number | undefined, 100)),
+    handshakeTimeoutSeconds: positive("handshake timeout", pick(str(flags.handshakeTimeout), numEnv(env.AGENT_HANDSHAKE_TIMEOUT), file?.handshakeTimeoutSeconds as number | undefined, 30)),
+    maxHandshakes: positive("max handshakes", pick(str(flags.maxHandshakes), undefined, file?.maxHandshakes as number | undefined, 100)),
     authFailuresPerMinute: positive("auth failures per minute", pick(undefined, undefined, file?.authFailuresPerMinute as number | undefined, 20)),
   };
   return config;

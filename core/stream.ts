@@ -69,6 +69,7 @@ export class StreamReader {
   }
 
   #take(n: number): Uint8Array {
+    if (n === 0) return new Uint8Array(0);
     const first = this.#chunks[0];
     if (first.length === n) {
       this.#chunks.shift();

@@ -30,6 +30,13 @@ export async function startCommand(flags: Flags): Promise<void> {
     }
   }
 
+  // Signal handlers go in before anything listens, so an early SIGTERM still shuts down cleanly.
+  let stop!: (signal: string) => void;
+  const stopped = new Promise<string>((resolve) => (stop = resolve));
+  const onSignal = (signal: NodeJS.Signals) => () => stop(signal);
+  process.on("SIGINT", onSignal("SIGINT"));
+  process.on("SIGTERM", onSignal("SIGTERM"));
+
   const server = new AgentServer(config, keys, runtimeCryptoProvider());
   const control = await serveControl(controlPath(config.stateDir), () => server.status());
   let address;
@@ -42,16 +49,7 @@ export async function startCommand(flags: Flags): Promise<void> {
   const mode = config.insecure ? "INSECURE plaintext mode" : `key mode, accepting key id${keys.length > 1 ? "s" : ""} ${keys.map((k) => k.id).join(", ")}`;
   log(`listening on ${formatHost(address.host)}:${address.port} (${mode}); state in ${config.stateDir}`);
 
-  await new Promise<void>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      log(`received ${signal}, shutting down`);
-      Promise.all([server.close(), control.close()]).finally(resolve);
-    };
-    process.on("SIGINT", () => stop("SIGINT"));
-    process.on("SIGTERM", () => stop("SIGTERM"));
-  });
+  log(`received ${await stopped}, shutting down`);
+  await Promise.all([server.close(), control.close()]);
   log("stopped");
 }

@@ -71,8 +71,12 @@ export function socketStream(socket: net.Socket): ByteStream {
     },
     close() {
       ended = true;
-      socket.destroy();
       notify();
+      if (socket.writableLength === 0) return void socket.destroy();
+      // Let a final record (such as "authentication failed") reach the peer first.
+      socket.end();
+      const timer = setTimeout(() => socket.destroy(), 2000);
+      socket.once("close", () => clearTimeout(timer));
     },
   };
 }

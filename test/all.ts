@@ -1,0 +1,8 @@
+// Every suite, in one process per runtime: `node --import tsx test/all.ts` or `deno run -A test/all.ts`.
+import "./bytes.test.ts";
+import "./handshake.test.ts";
+import "./noise.test.ts";
+import "./channel.test.ts";
+import "./purity.test.ts";
+import "./cli.e2e.test.ts";
+import "./hostile.e2e.test.ts";

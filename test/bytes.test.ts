@@ -1,0 +1,38 @@
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { concat, copy, equals, fromHex, indexOfNeedle, timingSafeEqual, toHex } from "../core/bytes.ts";
+
+const b = (...n: number[]) => new Uint8Array(n);
+
+test("bytes: concat joins in order", () => {
+  assert.equal(concat([b(1, 2), b(), b(3)]), b(1, 2, 3));
+});
+
+test("bytes: equals and timingSafeEqual agree", () => {
+  for (const [x, y] of [[b(1, 2), b(1, 2)], [b(1, 2), b(1, 3)], [b(1), b(1, 1)]]) {
+    assert.is(equals(x, y), timingSafeEqual(x, y));
+  }
+  assert.ok(equals(b(9, 9), b(9, 9)));
+  assert.not.ok(timingSafeEqual(b(9, 9), b(9, 8)));
+});
+
+test("bytes: indexOfNeedle finds the first match at or after start", () => {
+  assert.is(indexOfNeedle(b(1, 2, 3, 1, 2, 3), b(2, 3)), 1);
+  assert.is(indexOfNeedle(b(1, 2, 3, 1, 2, 3), b(2, 3), 2), 4);
+  assert.is(indexOfNeedle(b(1, 2, 3), b(3, 4)), -1);
+});
+
+test("bytes: copy copies what fits", () => {
+  const dst = new Uint8Array(3);
+  assert.is(copy(b(7, 8, 9, 10), dst, 1), 2);
+  assert.equal(dst, b(0, 7, 8));
+});
+
+test("bytes: hex round trip and rejection of bad hex", () => {
+  assert.is(toHex(b(0, 255, 16)), "00ff10");
+  assert.equal(fromHex("00ff10"), b(0, 255, 16));
+  assert.is(fromHex("0g"), null);
+  assert.is(fromHex("abc"), null);
+});
+
+test.run();

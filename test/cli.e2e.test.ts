@@ -1,0 +1,233 @@
+// The operator's view: the built `agent` binary driven as a person would.
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import fs from "node:fs";
+import path from "node:path";
+import { spawnSync } from "node:child_process";
+import { cleanExit, IS_DENO, ROOT, runAgent, runAgentAsync, startAgent, stopAll, tempDir, writeKeyFile } from "./helpers/agent-process.ts";
+import { fakeServer } from "./helpers/net.ts";
+import { encodeReply, ChannelMode } from "../core/handshake.ts";
+import { generateKey } from "../core/keys.ts";
+
+const cli = suite("cli e2e");
+cli.after(stopAll);
+
+cli("--version and --help work from the binary alone, with no node_modules beside it", () => {
+  if (IS_DENO) return; // the Deno run uses the bundle, not the SEA binary
+  const dir = tempDir();
+  const exe = path.join(dir, "agent");
+  fs.copyFileSync(path.join(ROOT, "dist/agent"), exe);
+  fs.chmodSync(exe, 0o755);
+  const v = spawnSync(exe, ["--version"], { cwd: dir, encoding: "utf8" });
+  assert.is(v.status, 0);
+  assert.match(v.stdout, /agent\/\d+\.\d+\.\d+/);
+  const h = spawnSync(exe, ["--help"], { cwd: dir, encoding: "utf8" });
+  for (const c of ["start", "status", "keygen", "probe"]) assert.match(h.stdout, new RegExp(`\\n\\s+${c}`));
+  const ph = spawnSync(exe, ["probe", "--help"], { cwd: dir, encoding: "utf8" });
+  assert.match(ph.stdout, /7 wrong key/);
+});
+
+cli("an unknown command or option is a usage error", () => {
+  const r = runAgent(["frobnicate"]);
+  assert.is(r.code, 2);
+  assert.match(r.stderr, /unknown command "frobnicate"/);
+  const o = runAgent(["keygen", "--frob"]);
+  assert.is(o.code, 2);
+  assert.match(o.stderr, /Unknown option `--frob`/);
+});
+
+cli("keygen prints a key and its id, as text and as JSON", () => {
+  const text = runAgent(["keygen"]);
+  assert.is(text.code, 0);
+  assert.match(text.stdout, /Key id: [0-9a-f]{12}\nKey:    [0-9a-f]{64}\n/);
+  assert.match(text.stdout, /Outbound/);
+  const json = JSON.parse(runAgent(["keygen", "--json"]).stdout);
+  assert.match(json.key, /^[0-9a-f]{64}$/);
+  assert.match(json.keyId, /^[0-9a-f]{12}$/);
+  assert.is.not(json.key, /Key:\s+([0-9a-f]{64})/.exec(text.stdout)![1]);
+});
+
+cli("keygen --out writes a 0600 file and will not overwrite one", () => {
+  const file = path.join(tempDir(), "k");
+  const r = runAgent(["keygen", "--out", file]);
+  assert.is(r.code, 0, r.stderr);
+  assert.is(fs.statSync(file).mode & 0o777, 0o600);
+  assert.not.match(r.stdout, /[0-9a-f]{64}/);
+  const again = runAgent(["keygen", "--out", file]);
+  assert.is.not(again.code, 0);
+  assert.match(again.stderr, /EEXIST|exists/);
+});
+
+cli("first start creates a 0600 key, prints it once, and probe with it succeeds", async () => {
+  const agent = await startAgent();
+  assert.ok(agent.keyHex, "key printed on first start");
+  assert.match(agent.stdout(), /Give this key to the product/);
+  const keyFile = path.join(agent.stateDir, "agent.key");
+  assert.is(fs.statSync(keyFile).mode & 0o777, 0o600);
+  assert.is(fs.statSync(agent.stateDir).mode & 0o777, 0o700);
+  assert.not.match(agent.stderr(), new RegExp(agent.keyHex!), "the log never holds the key");
+
+  const probe = await runAgentAsync(["probe", `127.0.0.1:${agent.port}`, "--key", agent.keyHex!, "--count", "7"]);
+  assert.is(probe.code, 0, probe.stderr);
+  assert.match(probe.stdout, /agent\s+0\.\d+\.\d+ on \w+\/\w+/);
+  assert.match(probe.stdout, /round trip\s+min [\d.]+ ms\s+p50 [\d.]+ ms\s+p99 [\d.]+ ms\s+max [\d.]+ ms\s+\(7 pings\)/);
+
+  const json = JSON.parse((await runAgentAsync(["probe", `127.0.0.1:${agent.port}`, "--key-file", keyFile, "--json", "--count", "3"])).stdout);
+  assert.is(json.ok, true);
+  assert.is(json.rtt.count, 3);
+  assert.is(json.agent.protocol.current, 1);
+  assert.ok(json.rtt.minMs <= json.rtt.p50Ms && json.rtt.p50Ms <= json.rtt.maxMs);
+  assert.ok(cleanExit(await agent.stop()));
+  assert.match(agent.stderr(), /stopped\n$/);
+
+  const second = await startAgent([], { stateDir: agent.stateDir });
+  assert.is(second.keyHex, null, "the key is not printed again");
+  assert.match(second.stderr(), /listening on/);
+  await second.stop();
+});
+
+cli("status reports the running agent, and says clearly when none runs", async () => {
+  const dir = tempDir();
+  const down = runAgent(["status"], { AGENT_STATE_DIR: dir });
+  assert.is(down.code, 3);
+  assert.match(down.stderr, /no agent is running/);
+  assert.is(JSON.parse(runAgent(["status", "--json"], { AGENT_STATE_DIR: dir }).stdout).running, false);
+
+  const k1 = generateKey().hex, k2 = generateKey().hex;
+  const agent = await startAgent(["--key-file", writeKeyFile(dir, `${k1}\n${k2}`)], { stateDir: dir });
+  await runAgentAsync(["probe", `127.0.0.1:${agent.port}`, "--key", k2, "--count", "1"]);
+  await runAgentAsync(["probe", `127.0.0.1:${agent.port}`, "--key", generateKey().hex, "--count", "1"]);
+  const text = await runAgentAsync(["status"], { AGENT_STATE_DIR: dir });
+  assert.is(text.code, 0, text.stderr);
+  assert.match(text.stdout, new RegExp(`pid ${agent.pid}`));
+  assert.match(text.stdout, /listening\s+127\.0\.0\.1:\d+ \(key mode\)/);
+  assert.match(text.stdout, /key ids\s+[0-9a-f]{12}, [0-9a-f]{12}\n/);
+  assert.match(text.stdout, /1 accepted; rejected: bad-key 1/);
+  assert.not.match(text.stdout, new RegExp(`${k1}|${k2}`));
+  const s = JSON.parse((await runAgentAsync(["status", "--json"], { AGENT_STATE_DIR: dir })).stdout);
+  assert.equal([s.running, s.pid, s.mode, s.keyIds.length, s.handshakes.accepted, s.handshakes.rejected["bad-key"]], [true, agent.pid, "key", 2, 1, 1]);
+  assert.is(typeof s.uptimeSeconds, "number");
+  assert.equal(s.connections, { open: 0, handshaking: 0 });
+  assert.is(fs.statSync(path.join(dir, "agent.sock")).mode & 0o777, 0o600);
+  await agent.stop();
+});
+
+cli("SIGTERM and SIGINT shut the agent down cleanly and remove its control socket", async () => {
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    const agent = await startAgent();
+    assert.ok(cleanExit(await agent.stop(signal)));
+    assert.match(agent.stderr(), new RegExp(`received ${signal}, shutting down[\\s\\S]*stopped`));
+    assert.not.ok(fs.existsSync(path.join(agent.stateDir, "agent.sock")));
+  }
+});
+
+cli("a second agent on the same state directory refuses to start", async () => {
+  const agent = await startAgent();
+  const second = await runAgentAsync(["start", "--host", "127.0.0.1", "--port", "0"], { AGENT_STATE_DIR: agent.stateDir });
+  assert.is(second.code, 1);
+  assert.match(second.stderr, new RegExp(`another agent \\(pid ${agent.pid}\\) is already running`));
+  await agent.stop();
+});
+
+cli("bad settings stop start with a clear message and exit code 2", async () => {
+  const dir = tempDir();
+  const loose = path.join(dir, "loose.key");
+  fs.writeFileSync(loose, generateKey().hex, { mode: 0o644 });
+  fs.chmodSync(loose, 0o644);
+  const cases: Array<[string[], Record<string, string>, RegExp]> = [
+    [["--key", "abc"], {}, /--key #1 is not a valid agent key: expected 64 hex digits/],
+    [["--key-file", loose], {}, /readable by others \(mode 0644\); run: chmod 600/],
+    [["--key-file", path.join(dir, "missing.key")], {}, /cannot read key file .*missing\.key/],
+    [["--port", "70000"], {}, /port must be a whole number from 0 to 65535/],
+    [["--config", path.join(dir, "nope.json")], {}, /cannot read config file/],
+  ];
+  fs.writeFileSync(path.join(dir, "typo.json"), JSON.stringify({ prot: 1 }));
+  cases.push([["--config", path.join(dir, "typo.json")], {}, /unknown setting "prot"/]);
+  fs.writeFileSync(path.join(dir, "broken.json"), "{ port: ");
+  cases.push([["--config", path.join(dir, "broken.json")], {}, /is not valid JSON/]);
+  for (const [args, env, message] of cases) {
+    const r = await runAgentAsync(["start", "--host", "127.0.0.1", ...args], { AGENT_STATE_DIR: tempDir(), ...env });
+    assert.is(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.not.match(r.stderr, /listening on/);
+  }
+});
+
+cli("settings come from the config file, then environment, then flags", async () => {
+  const dir = tempDir();
+  const key = generateKey().hex;
+  const config = path.join(dir, "agent.json");
+  fs.writeFileSync(config, JSON.stringify({ host: "127.0.0.1", port: 1, keyFiles: ["k"], handshakeTimeoutSeconds: 7 }));
+  writeKeyFile(dir, key, "k");
+  // file says port 1 (privileged, would fail); env overrides with 0; the key comes from the file's keyFiles.
+  const agent = await startAgent([], { stateDir: dir, env: { AGENT_CONFIG: config, AGENT_PORT: "0" }, listenFlags: false });
+  assert.match(agent.stderr(), /listening on 127\.0\.0\.1:/, "host from the config file");
+  assert.is(agent.keyHex, null);
+  const ok = await runAgentAsync(["probe", `127.0.0.1:${agent.port}`, "--key", key, "--count", "1"]);
+  assert.is(ok.code, 0, ok.stderr);
+  await agent.stop();
+  // a flag beats the environment
+  const flagged = await startAgent(["--port", "0"], { stateDir: dir, env: { AGENT_CONFIG: config, AGENT_PORT: "1" }, listenFlags: false });
+  assert.ok(flagged.port > 1);
+  await flagged.stop();
+});
+
+cli("probe: each failed stage has its own message and exit code", async () => {
+  const key = generateKey().hex;
+  const agent = await startAgent(["--key", key]);
+  const probe = (target: string, ...extra: string[]) => runAgentAsync(["probe", target, "--key", key, "--timeout", "1", ...extra]);
+
+  const notFound = await probe("no-such-host.invalid:46336");
+  assert.is(notFound.code, 3, notFound.stderr);
+  assert.match(notFound.stderr, /cannot resolve "no-such-host\.invalid": no such host name/);
+
+  const closed = await fakeServer(() => {});
+  const closedPort = closed.port;
+  await closed.close();
+  const refused = await probe(`127.0.0.1:${closedPort}`);
+  assert.is(refused.code, 4, refused.stderr);
+  assert.match(refused.stderr, /connection refused/);
+
+  const silent = await fakeServer(() => {});
+  const timedOut = await probe(`127.0.0.1:${silent.port}`);
+  assert.is(timedOut.code, 5, timedOut.stderr);
+  assert.match(timedOut.stderr, /timed out after 1000 ms waiting for the agent's handshake reply/);
+  await silent.close();
+
+  const http = await fakeServer((s) => s.once("data", () => s.end("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")));
+  const notAgent = await probe(`127.0.0.1:${http.port}`);
+  assert.is(notAgent.code, 6, notAgent.stderr);
+  assert.match(notAgent.stderr, /not an agent/);
+  await http.close();
+
+  const wrong = await runAgentAsync(["probe", `127.0.0.1:${agent.port}`, "--key", generateKey().hex]);
+  assert.is(wrong.code, 7, wrong.stderr);
+  assert.match(wrong.stderr, /FAILED at authenticate: wrong key/);
+
+  const future = await fakeServer((s) => s.once("data", () => s.end(encodeReply({ mode: ChannelMode.Key, version: 0, agent: { min: 7, max: 9 } }))));
+  const incompatible = await probe(`127.0.0.1:${future.port}`);
+  assert.is(incompatible.code, 8, incompatible.stderr);
+  assert.match(incompatible.stderr, /incompatible version: .*this side speaks 1\.\.1, the peer 7\.\.9/);
+  await future.close();
+
+  const json = JSON.parse((await probe(`127.0.0.1:${closedPort}`, "--json")).stdout);
+  assert.equal([json.ok, json.stage, json.error.code], [false, "connect", "refused"]);
+
+  const usage = await runAgentAsync(["probe", "127.0.0.1:99999", "--key", key]);
+  assert.is(usage.code, 2);
+  await agent.stop();
+});
+
+cli("an --insecure agent is never used without --insecure on the client too", async () => {
+  const agent = await startAgent(["--insecure"]);
+  assert.match(agent.stderr(), /WARNING: --insecure/);
+  const refused = await runAgentAsync(["probe", `127.0.0.1:${agent.port}`, "--key", generateKey().hex]);
+  assert.is(refused.code, 9, refused.stderr);
+  assert.match(refused.stderr, /without encryption/);
+  const allowed = await runAgentAsync(["probe", `127.0.0.1:${agent.port}`, "--insecure", "--count", "1"]);
+  assert.is(allowed.code, 0, allowed.stderr);
+  assert.match(allowed.stdout, /INSECURE/);
+  await agent.stop();
+});
+
+cli.run();

@@ -1,0 +1,177 @@
+/**
+ * Starts the built agent as a real process for end-to-end tests: the SEA
+ * binary when the tests run on Node, the same bundle under `deno run` when
+ * they run on Deno. Every process started here is ended by {@link stopAll}.
+ * @module
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const IS_DENO = "Deno" in globalThis;
+const DENO_BIN = path.join(ROOT, "node_modules/.bin/deno");
+
+/** The command that runs the built agent on this test run's runtime. */
+export function agentCommand(): string[] {
+  if (IS_DENO) return [DENO_BIN, "run", "-A", path.join(ROOT, "dist/agent.mjs")];
+  return [path.join(ROOT, "dist/agent")];
+}
+
+/** A fresh private directory, removed by {@link stopAll}. */
+export function tempDir(prefix = "agent-test-"): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  dirs.push(dir);
+  return dir;
+}
+
+const dirs: string[] = [];
+const running = new Set<ChildProcess>();
+
+/** Runs the agent CLI to completion (no TTY, no stdin). */
+export function runAgent(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000) {
+  const [cmd, ...pre] = agentCommand();
+  const r = spawnSync(cmd, [...pre, ...args], {
+    encoding: "utf8",
+    timeout: timeoutMs,
+    env: { ...process.env, NO_COLOR: "1", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  return { code: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "", signal: r.signal };
+}
+
+/** Runs the agent CLI without blocking the event loop (needed when the test itself serves a socket). */
+export function runAgentAsync(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000) {
+  const [cmd, ...pre] = agentCommand();
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(cmd, [...pre, ...args], { env: { ...process.env, NO_COLOR: "1", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    running.add(child);
+    let stdout = "", stderr = "";
+    child.stdout!.on("data", (d) => (stdout += d));
+    child.stderr!.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      running.delete(child);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** A running `agent start`. */
+export interface RunningAgent {
+  port: number;
+  pid: number;
+  stateDir: string;
+  keyHex: string | null;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves once a line matching `pattern` has been logged. */
+  waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /**
+   * Sends SIGTERM (or `signal`) and resolves with the exit code. Deno's
+   * child_process reports null for a child it signalled even when that child
+   * then exited 0, so on Deno a clean exit shows as null; see {@link cleanExit}.
+   */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  child: ChildProcess;
+}
+
+/** Starts `agent start --host 127.0.0.1 --port 0` and waits until it listens. */
+export async function startAgent(
+  args: string[] = [],
+  options: { stateDir?: string; env?: Record<string, string>; listenFlags?: boolean } = {},
+): Promise<RunningAgent> {
+  const stateDir = options.stateDir ?? tempDir();
+  const [cmd, ...pre] = agentCommand();
+  const listen = options.listenFlags === false ? [] : ["--host", "127.0.0.1", "--port", "0"];
+  const child = spawn(cmd, [...pre, "start", ...listen, ...args], {
+    env: { ...process.env, AGENT_STATE_DIR: stateDir, NO_COLOR: "1", ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  running.add(child);
+  let out = "", err = "";
+  const waiters: Array<() => void> = [];
+  child.stdout!.on("data", (d) => {
+    out += d;
+    waiters.forEach((w) => w());
+  });
+  child.stderr!.on("data", (d) => {
+    err += d;
+    waiters.forEach((w) => w());
+  });
+  const exited = new Promise<number | null>((r) => child.on("exit", (code) => {
+    running.delete(child);
+    waiters.forEach((w) => w());
+    r(code);
+  }));
+  const waitForLog = (pattern: RegExp, timeoutMs = 15_000) =>
+    new Promise<string>((resolve, reject) => {
+      const check = () => {
+        const m = pattern.exec(err);
+        if (m) {
+          cleanup();
+          resolve(m[0]);
+        } else if (child.exitCode !== null) {
+          cleanup();
+          reject(new Error(`agent exited (${child.exitCode}) before logging ${pattern}:\n${err}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`agent did not log ${pattern} within ${timeoutMs} ms:\n${err}`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        const i = waiters.indexOf(check);
+        if (i >= 0) waiters.splice(i, 1);
+      };
+      waiters.push(check);
+      check();
+    });
+  const line = await waitForLog(/listening on \S+:(\d+)/);
+  const port = Number(/:(\d+)$/.exec(line)![1]);
+  const keyHex = /^\s+([0-9a-f]{64})$/m.exec(out)?.[1] ?? null;
+  return {
+    port,
+    pid: child.pid!,
+    stateDir,
+    keyHex,
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    waitForLog,
+    stop(signal = "SIGTERM") {
+      if (child.exitCode === null) child.kill(signal);
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      return exited.finally(() => clearTimeout(timer));
+    },
+  };
+}
+
+/** True when `code` is what a clean shutdown after {@link RunningAgent.stop} reports on this runtime. */
+export function cleanExit(code: number | null): boolean {
+  return IS_DENO ? code === 0 || code === null : code === 0;
+}
+
+/** Kills every process the tests started and removes temp directories. */
+export function stopAll(): void {
+  for (const c of running) c.kill("SIGKILL");
+  running.clear();
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+}
+
+/** Writes a key file with mode 0600 and returns its path. */
+export function writeKeyFile(dir: string, hex: string, name = "test.key"): string {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, hex + "\n", { mode: 0o600 });
+  return file;
+}
+
+/** Resident memory of a process in KiB (Linux /proc). */
+export function residentKiB(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
+}

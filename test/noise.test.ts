@@ -1,0 +1,117 @@
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { fromHex, toHex } from "../core/bytes.ts";
+import { type CryptoProvider, webCryptoProvider, x25519, x25519FromPrivate } from "../core/crypto.ts";
+import { AuthenticationError, IntegrityError } from "../core/errors.ts";
+import { encodeFrame } from "../core/frame.ts";
+import { ChannelMode, encodeHello, encodeReply } from "../core/handshake.ts";
+import { keyId, parseKey, generateKey, InvalidKeyError } from "../core/keys.ts";
+import { NoiseHandshake } from "../core/noise.ts";
+import { nodeCryptoProvider } from "../cli/runtime/crypto.ts";
+
+const hex = (s: string) => fromHex(s)!;
+
+test("x25519: RFC 7748 §6.1 vector", async () => {
+  const alice = await x25519FromPrivate(hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"));
+  const bob = await x25519FromPrivate(hex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"));
+  assert.is(toHex(alice.publicKey), "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+  assert.is(toHex(bob.publicKey), "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+  const shared = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742";
+  assert.is(toHex(await x25519(alice.privateKey, bob.publicKey)), shared);
+  assert.is(toHex(await x25519(bob.privateKey, alice.publicKey)), shared);
+});
+
+// Fixed inputs from docs/security.md "Test vectors".
+const PSK = hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+const PROLOGUE = new Uint8Array([
+  ...encodeHello({ min: 1, max: 1 }),
+  ...encodeReply({ mode: ChannelMode.Key, version: 1, agent: { min: 1, max: 1 } }),
+]);
+const PING = encodeFrame({ target: 0, code: 1, token: 1, payload: new TextEncoder().encode("ping") });
+
+async function handshake(provider: CryptoProvider, psks = [PSK], clientPsk = PSK) {
+  const ie = await x25519FromPrivate(hex("202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"));
+  const re = await x25519FromPrivate(hex("4142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f60"));
+  const init = await NoiseHandshake.initiator(clientPsk, PROLOGUE, provider, ie);
+  const msg1 = await init.writeMessage1();
+  const found = await NoiseHandshake.respond(psks, PROLOGUE, msg1, provider, re);
+  return { init, msg1, found };
+}
+
+for (const provider of [webCryptoProvider, nodeCryptoProvider]) {
+  test(`noise NNpsk0 (${provider.name}): documented test vector`, async () => {
+    const { init, msg1, found } = await handshake(provider);
+    assert.is(toHex(msg1), "358072d6365880d1aeea329adf9121383851ed21a28e3b75e965d0d2cd166254e59608b54358cbb6435210ae05b320f6");
+    assert.ok(found);
+    const { message: msg2, keys: agentKeys } = await found!.handshake.writeMessage2();
+    assert.is(toHex(msg2), "64b101b1d0be5a8704bd078f9895001fc03e8e9f9522f188dd128d9846d4846606a6a0f2c183dfbbbb4b32bc3442d24e");
+    const { keys: clientKeys } = await init.readMessage2(msg2);
+    assert.is(toHex(clientKeys.handshakeHash), "d2205d628fe77d7baf36411539e450c0c315a569f9b9eb9bfc6130c874005498");
+    assert.equal(clientKeys.handshakeHash, agentKeys.handshakeHash);
+    const record = await clientKeys.send.encrypt(PING);
+    assert.is(toHex(record), "94cf440171df2eff065761641fff4e4a00430becf305a6ed7ad82c0c4f6ff019");
+    assert.is(toHex(await agentKeys.send.encrypt(PING)), "3c30dcdb0bbb3d5e31d6471250e697aa630566ec09e3f1d1cbb0ebcc0f537382");
+    assert.equal(await agentKeys.receive.decrypt(record), PING);
+  });
+}
+
+test("noise: the agent finds the right key among several (rotation)", async () => {
+  const other = generateKey().bytes;
+  const { found } = await handshake(webCryptoProvider, [other, PSK, generateKey().bytes]);
+  assert.is(found?.keyIndex, 1);
+});
+
+test("noise: a wrong key matches nothing on the agent's side", async () => {
+  const { found } = await handshake(webCryptoProvider, [PSK], generateKey().bytes);
+  assert.is(found, null);
+});
+
+test("noise: an agent without the key cannot answer convincingly", async () => {
+  // A fake agent that knows the prologue but not the key: its message 2 fails the client's check.
+  const { init } = await handshake(webCryptoProvider);
+  const imposter = await NoiseHandshake.initiator(generateKey().bytes, PROLOGUE, webCryptoProvider);
+  const forged = await imposter.writeMessage1(); // 48 bytes of the right shape, wrong key
+  try {
+    await init.readMessage2(forged);
+    assert.unreachable("forged message 2 accepted");
+  } catch (e) {
+    assert.instance(e, AuthenticationError);
+  }
+});
+
+test("noise: altered, replayed, reordered and truncated records are rejected", async () => {
+  const { init, found } = await handshake(webCryptoProvider);
+  const { message, keys: agent } = await found!.handshake.writeMessage2();
+  const { keys: client } = await init.readMessage2(message);
+  const r0 = await client.send.encrypt(PING);
+  const r1 = await client.send.encrypt(PING);
+  const flipped = r0.slice();
+  flipped[5] ^= 0x01;
+  const rejects = async (c: Uint8Array) => {
+    try {
+      await agent.receive.decrypt(c);
+      return false;
+    } catch (e) {
+      return e instanceof IntegrityError;
+    }
+  };
+  assert.ok(await rejects(flipped), "bit flip");
+  assert.ok(await rejects(r0.subarray(0, r0.length - 1)), "truncated");
+  assert.ok(await rejects(r1), "reordered (1 before 0)");
+  assert.equal(await agent.receive.decrypt(r0), PING);
+  assert.ok(await rejects(r0), "replayed");
+  assert.equal(await agent.receive.decrypt(r1), PING);
+});
+
+test("keys: parse, id, and clear errors for malformed keys", async () => {
+  assert.is(await keyId(PSK), "269970d8136b");
+  assert.equal(parseKey(" " + toHex(PSK).toUpperCase() + "\n").bytes, PSK);
+  for (const bad of ["", "abc", toHex(PSK).slice(2), toHex(PSK) + "00", "zz" + toHex(PSK).slice(2)]) {
+    assert.throws(() => parseKey(bad), (e: Error) => e instanceof InvalidKeyError && /64 hex digits/.test(e.message));
+  }
+  const a = generateKey(), b = generateKey();
+  assert.is.not(a.hex, b.hex);
+  assert.match(a.hex, /^[0-9a-f]{64}$/);
+});
+
+test.run();
