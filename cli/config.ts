@@ -56,14 +56,14 @@ export function resolveConfig(flags: Flags, env: Record<string, string | undefin
   const configFile = explicitFile ?? path.join(earlyStateDir ?? defaultStateDir(env), "config.json");
   const file = readConfigFile(configFile, explicitFile !== undefined);
 
-  const pick = <T>(flag: T | undefined, envValue: T | undefined, fileValue: T | undefined, fallback: T) =>
-    flag ?? envValue ?? fileValue ?? fallback;
+  // The first source that sets a value: flag, environment, file, default.
+  const pick = <T>(...values: unknown[]) => values.find((v) => v !== undefined) as T;
   const fileKeyFiles = (file?.keyFiles as string[] | undefined)?.map((f) => path.resolve(path.dirname(configFile), f));
 
   const config: AgentConfig = {
-    host: pick(str(flags.host), env.AGENT_HOST, file?.host as string | undefined, "0.0.0.0"),
-    port: portOf(pick(str(flags.port), env.AGENT_PORT, file?.port as number | undefined, DEFAULT_PORT)),
-    stateDir: path.resolve(pick(earlyStateDir, undefined, file?.stateDir as string | undefined, defaultStateDir(env))),
+    host: pick<string>(str(flags.host), env.AGENT_HOST, file?.host as string | undefined, "0.0.0.0"),
+    port: portOf(pick<string | number>(str(flags.port), env.AGENT_PORT, file?.port as number | undefined, DEFAULT_PORT)),
+    stateDir: path.resolve(pick<string>(earlyStateDir, undefined, file?.stateDir as string | undefined, defaultStateDir(env))),
     configFile: file ? configFile : null,
     keys: [...list(flags.key), ...((file?.keys as string[] | undefined) ?? [])],
     keyFiles: [...list(flags.keyFile).map((f) => path.resolve(f)), ...(env.AGENT_KEY_FILE ? [path.resolve(env.AGENT_KEY_FILE)] : []), ...(fileKeyFiles ?? [])],

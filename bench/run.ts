@@ -1,0 +1,199 @@
+/**
+ * `npm run bench`: measures the agent next to a peer doing the same work in
+ * the same run, and prints ratios (absolute times on shared machines are noise).
+ *
+ *   ping        meta ping over the encrypted channel vs a raw TCP echo (separate process, same payload)
+ *   startup     spawn to first accepted TCP connection: dist/agent vs a bare node listener
+ *   memory      resident set of an idle agent
+ *   crypto      AES-256-GCM throughput of the two providers (node:crypto, WebCrypto)
+ *
+ * Run after `npm run build`. Each section prints its figures and ratio.
+ * @module
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { AgentClient } from "../core/client.ts";
+import { generateKey } from "../core/keys.ts";
+import { webCryptoProvider, type CryptoProvider } from "../core/crypto.ts";
+import { nodeCryptoProvider, runtimeCryptoProvider } from "../cli/runtime/crypto.ts";
+import { dialTcp } from "../cli/runtime/tcp.ts";
+import { median, quantile, ratio, table, us } from "./stats.ts";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const AGENT = path.join(ROOT, "dist/agent");
+const PINGS = Number(process.env.BENCH_PINGS ?? 5000);
+const children = new Set<ChildProcess>();
+
+function spawnTracked(cmd: string, args: string[], env: Record<string, string> = {}) {
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  children.add(child);
+  child.on("exit", () => children.delete(child));
+  return child;
+}
+
+function waitForLine(child: ChildProcess, pattern: RegExp): Promise<RegExpExecArray> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    const on = (d: Buffer) => {
+      text += d;
+      const m = pattern.exec(text);
+      if (m) resolve(m);
+    };
+    child.stdout!.on("data", on);
+    child.stderr!.on("data", on);
+    child.once("exit", (code) => reject(new Error(`exited ${code} before ${pattern}: ${text}`)));
+  });
+}
+
+const ECHO_SERVER = `require("net").createServer((s) => { s.setNoDelay(true); s.pipe(s); }).listen(0, "127.0.0.1", function () { console.log("echo " + this.address().port); });`;
+
+async function rawEchoRtts(port: number, payload: Uint8Array): Promise<number[]> {
+  const socket = net.connect({ host: "127.0.0.1", port });
+  socket.setNoDelay(true);
+  await new Promise((r) => socket.once("connect", r));
+  const rtts: number[] = [];
+  for (let i = 0; i < PINGS + 200; i++) {
+    const t0 = performance.now();
+    await new Promise<void>((resolve) => {
+      let got = 0;
+      const on = (d: Buffer) => {
+        got += d.length;
+        if (got >= payload.length) {
+          socket.off("data", on);
+          resolve();
+        }
+      };
+      socket.on("data", on);
+      socket.write(payload);
+    });
+    if (i >= 200) rtts.push(performance.now() - t0);
+  }
+  socket.destroy();
+  return rtts;
+}
+
+async function startAgent(key: string) {
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-bench-"));
+  const child = spawnTracked(AGENT, ["start", "--host", "127.0.0.1", "--port", "0", "--key", key], { AGENT_STATE_DIR: stateDir });
+  const m = await waitForLine(child, /listening on \S+:(\d+)/);
+  return { child, port: Number(m[1]), stateDir };
+}
+
+async function benchPing() {
+  console.log(`\nping round trip (${PINGS} sequential, 16-byte payload)`);
+  const echo = spawnTracked(process.execPath, ["-e", ECHO_SERVER]);
+  const echoPort = Number((await waitForLine(echo, /echo (\d+)/))[1]);
+  const key = generateKey();
+  const agent = await startAgent(key.hex);
+  const payload = new Uint8Array(16);
+  // Interleave halves so both see the same machine conditions.
+  const raw: number[] = [], agentRtts: number[] = [];
+  const client = await AgentClient.open(await dialTcp("127.0.0.1", agent.port, { timeoutMs: 5000 }), { key: key.bytes, provider: runtimeCryptoProvider() });
+  for (let round = 0; round < 2; round++) {
+    raw.push(...await rawEchoRtts(echoPort, payload));
+    for (let i = 0; i < 200; i++) await client.ping(payload.subarray(8)); // warm-up
+    for (let i = 0; i < PINGS; i++) agentRtts.push((await client.ping(payload.subarray(8))).rttMs);
+  }
+  client.close();
+  echo.kill();
+  const rows = [["", "p50", "p99"], ["raw TCP echo", us(median(raw)), us(quantile(raw, 0.99))], ["agent meta ping (encrypted)", us(median(agentRtts)), us(quantile(agentRtts, 0.99))]];
+  table(rows);
+  console.log(`  ratio agent/raw: p50 ${ratio(median(agentRtts), median(raw))}, p99 ${ratio(quantile(agentRtts, 0.99), quantile(raw, 0.99))}  (target: p50 within 3×)`);
+  return agent;
+}
+
+async function timeToAccept(cmd: string, args: string[], port: number, env: Record<string, string> = {}): Promise<number> {
+  const t0 = performance.now();
+  const child = spawnTracked(cmd, args, env);
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ host: "127.0.0.1", port });
+      s.once("connect", () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once("error", () => resolve(false));
+    });
+    if (ok) break;
+    if (performance.now() - t0 > 20_000) throw new Error(`${cmd} did not accept within 20 s`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  const elapsed = performance.now() - t0;
+  child.kill("SIGKILL");
+  await new Promise((r) => child.once("exit", r));
+  return elapsed;
+}
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+async function benchStartup() {
+  console.log("\nstart to first accepted connection (median of 7)");
+  const key = generateKey().hex;
+  const agentTimes: number[] = [], nodeTimes: number[] = [];
+  for (let i = 0; i < 7; i++) {
+    const p1 = await freePort();
+    const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-bench-"));
+    agentTimes.push(await timeToAccept(AGENT, ["start", "--host", "127.0.0.1", "--port", String(p1), "--key", key], p1, { AGENT_STATE_DIR: stateDir }));
+    fs.rmSync(stateDir, { recursive: true, force: true });
+    const p2 = await freePort();
+    nodeTimes.push(await timeToAccept(process.execPath, ["-e", `require("net").createServer().listen(${p2}, "127.0.0.1")`], p2));
+  }
+  table([["", "median"], ["bare node listener", `${median(nodeTimes).toFixed(0)} ms`], ["agent start (SEA binary)", `${median(agentTimes).toFixed(0)} ms`]]);
+  console.log(`  ratio agent/node: ${ratio(median(agentTimes), median(nodeTimes))}  (target: within 2×)`);
+}
+
+const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
+
+async function benchMemory(afterLoadPid: number) {
+  const fresh = await startAgent(generateKey().hex);
+  await new Promise((r) => setTimeout(r, 2000));
+  console.log("\nidle agent resident memory (target: under 60 MiB)");
+  table([["", "RSS"], ["freshly started, idle 2 s", `${rssMiB(fresh.child.pid!).toFixed(1)} MiB`], ["idle 2 s after the ping run", `${rssMiB(afterLoadPid).toFixed(1)} MiB`]]);
+  fresh.child.kill();
+  fs.rmSync(fresh.stateDir, { recursive: true, force: true });
+}
+
+async function benchCrypto() {
+  console.log("\nAES-256-GCM seal, 256 KiB records, 64 MiB total");
+  const chunk = new Uint8Array(256 * 1024).fill(1);
+  const rows = [["provider", "MB/s"]];
+  const results: Record<string, number> = {};
+  for (const provider of [nodeCryptoProvider, webCryptoProvider] as CryptoProvider[]) {
+    const aead = await provider.aesGcm(new Uint8Array(32));
+    const nonce = new Uint8Array(12);
+    const t0 = performance.now();
+    for (let i = 0; i < 256; i++) await aead.seal(nonce, chunk, new Uint8Array(0));
+    const mbps = (64 * 1024 * 1024) / 1e6 / ((performance.now() - t0) / 1000);
+    results[provider.name] = mbps;
+    rows.push([provider.name, mbps.toFixed(0)]);
+  }
+  table(rows);
+  console.log(`  ratio node:crypto/webcrypto: ${ratio(results["node:crypto"], results["webcrypto"])}`);
+}
+
+async function main() {
+  if (!fs.existsSync(AGENT)) throw new Error("dist/agent is missing: run `npm run build` first");
+  console.log(`agent benchmarks — ${os.cpus().length} CPUs, node ${process.versions.node}; peers run in the same process tree`);
+  const agent = await benchPing();
+  await benchMemory(agent.child.pid!);
+  agent.child.kill();
+  fs.rmSync(agent.stateDir, { recursive: true, force: true });
+  await benchStartup();
+  await benchCrypto();
+}
+
+try {
+  await main();
+} finally {
+  for (const c of children) c.kill("SIGKILL");
+}
