@@ -16,10 +16,18 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 import { inject } from "postject";
+import { KOFFI_ASSET } from "./cli/runtime/mmap.ts";
 
 const root = path.dirname(fileURLToPath(import.meta.url));
 const dist = path.join(root, "dist");
 const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
+
+/** koffi's prebuilt native module for this platform. */
+function koffiNative(): string {
+  const file = path.join(root, "node_modules/koffi/build/koffi", `${process.platform}_${process.arch}`, "koffi.node");
+  if (!fs.existsSync(file)) throw new Error(`koffi has no native module for ${process.platform}_${process.arch} (${file})`);
+  return file;
+}
 
 async function bundle() {
   fs.mkdirSync(dist, { recursive: true });
@@ -31,7 +39,13 @@ async function bundle() {
     legalComments: "none",
     logLevel: "warning",
   };
-  await esbuild.build({ ...common, format: "cjs", outfile: path.join(dist, "agent.cjs") });
+  await esbuild.build({
+    ...common,
+    format: "cjs",
+    outfile: path.join(dist, "agent.cjs"),
+    define: { "import.meta.url": "__import_meta_url" },
+    banner: { js: 'var __import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
+  });
   await esbuild.build({
     ...common,
     format: "esm",
@@ -49,6 +63,8 @@ async function singleExecutable() {
     output: blob,
     disableExperimentalSEAWarning: true,
     useCodeCache: true,
+    // The mmap channel needs koffi's native module; the binary carries it (cli/runtime/mmap.ts loads it).
+    assets: { [KOFFI_ASSET]: koffiNative() },
   }));
   execFileSync(process.execPath, ["--experimental-sea-config", configPath], { stdio: ["ignore", "ignore", "inherit"] });
   const exe = path.join(dist, "agent");

@@ -30,6 +30,14 @@ export interface AgentConfig {
   handshakeTimeoutSeconds: number;
   maxHandshakes: number;
   authFailuresPerMinute: number;
+  /** Products served; null accepts any well-formed product name. */
+  products: string[] | null;
+  idleTimeoutSeconds: number;
+  reconnectGraceSeconds: number;
+  /** Seconds launched processes get between TERM and KILL when their session ends. */
+  processGraceSeconds: number;
+  /** Unacknowledged session output kept per client, in MiB. */
+  replayLimitMiB: number;
 }
 
 /** A setting that cannot be used; the message names its source. */
@@ -40,6 +48,7 @@ export type Flags = Record<string, unknown>;
 
 const FILE_FIELDS = new Set([
   "host", "port", "stateDir", "keys", "keyFiles", "insecure", "handshakeTimeoutSeconds", "maxHandshakes", "authFailuresPerMinute",
+  "products", "idleTimeoutSeconds", "reconnectGraceSeconds", "processGraceSeconds", "replayLimitMiB",
 ]);
 
 /** The state directory: --state-dir, AGENT_STATE_DIR, /var/lib/agent for root, else ~/.local/state/agent. */
@@ -71,6 +80,11 @@ export function resolveConfig(flags: Flags, env: Record<string, string | undefin
     handshakeTimeoutSeconds: positive("handshake timeout", pick(str(flags.handshakeTimeout), numEnv(env.AGENT_HANDSHAKE_TIMEOUT), file?.handshakeTimeoutSeconds as number | undefined, 30)),
     maxHandshakes: positive("max handshakes", pick(str(flags.maxHandshakes), undefined, file?.maxHandshakes as number | undefined, 100)),
     authFailuresPerMinute: positive("auth failures per minute", pick(undefined, undefined, file?.authFailuresPerMinute as number | undefined, 20)),
+    products: list(flags.product).length > 0 ? list(flags.product) : (file?.products as string[] | undefined) ?? null,
+    idleTimeoutSeconds: positive("idle timeout", pick(str(flags.idleTimeout), numEnv(env.AGENT_IDLE_TIMEOUT), file?.idleTimeoutSeconds, 1800)),
+    reconnectGraceSeconds: positive("reconnect grace", pick(str(flags.reconnectGrace), numEnv(env.AGENT_RECONNECT_GRACE), file?.reconnectGraceSeconds, 1800)),
+    processGraceSeconds: positive("process grace", pick(undefined, undefined, file?.processGraceSeconds, 5)),
+    replayLimitMiB: positive("replay limit", pick(undefined, undefined, file?.replayLimitMiB, 16)),
   };
   return config;
 }
@@ -96,7 +110,7 @@ function readConfigFile(file: string, required: boolean): Record<string, unknown
     if (!FILE_FIELDS.has(k)) throw new ConfigError(`config file ${file}: unknown setting "${k}" (known: ${[...FILE_FIELDS].join(", ")})`);
   }
   const v = value as Record<string, unknown>;
-  for (const k of ["keys", "keyFiles"]) {
+  for (const k of ["keys", "keyFiles", "products"]) {
     if (v[k] !== undefined && (!Array.isArray(v[k]) || !(v[k] as unknown[]).every((x) => typeof x === "string"))) {
       throw new ConfigError(`config file ${file}: "${k}" must be a list of strings`);
     }

@@ -13,6 +13,7 @@ import { statusCommand } from "./commands/status.ts";
 import { ExitError } from "./commands/exit.ts";
 import { ConfigError } from "./config.ts";
 import { VERSION } from "./version.ts";
+import { hostMain } from "../host/main.ts";
 
 const STATE_DIR_HELP = "State directory (env AGENT_STATE_DIR; default /var/lib/agent as root, else ~/.local/state/agent)";
 const CONFIG_HELP = "JSON config file (env AGENT_CONFIG; default <state-dir>/config.json if present)";
@@ -30,6 +31,9 @@ export async function main(argv: string[]): Promise<number> {
     .option("--state-dir <dir>", STATE_DIR_HELP, { type: [String] })
     .option("--handshake-timeout <seconds>", "Drop a connection that has not finished its handshake in time (default 30)")
     .option("--max-handshakes <n>", "Handshakes in progress at once before new ones wait (default 100)")
+    .option("--product <name>", "Serve sessions for this product only (repeatable; default: any product name)", { type: [String] })
+    .option("--idle-timeout <seconds>", "End a session after this long with no client attached (env AGENT_IDLE_TIMEOUT; default 1800)")
+    .option("--reconnect-grace <seconds>", "Keep a disconnected client's place this long so it can resume (env AGENT_RECONNECT_GRACE; default 1800)")
     .option("--insecure", "No encryption, no authentication, loopback peers only. For local debugging, never production")
     .example("agent start                       # first start creates a key and prints it once")
     .example("agent start --port 4000 --key-file /etc/agent/keys")
@@ -90,8 +94,17 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-// No top-level await: the SEA bundle is CommonJS.
-main(process.argv.slice(2)).then((code) => {
-  process.exitCode = code;
-  if (code !== 0) process.exit(code);
-});
+// No top-level await: the SEA bundle is CommonJS. `host` is internal, so it stays out of cac's help.
+const argv = process.argv.slice(2);
+if (argv[0] === "host") {
+  // The host's doorbell pipe would keep it alive; it is done when hostMain returns.
+  hostMain(argv.slice(1)).then((code) => process.exit(code), (e) => {
+    process.stderr.write(`host failed: ${(e as Error).stack ?? e}\n`);
+    process.exit(70);
+  });
+} else {
+  main(argv).then((code) => {
+    process.exitCode = code;
+    if (code !== 0) process.exit(code);
+  });
+}

@@ -14,11 +14,19 @@
  */
 import { Channel } from "./channel.ts";
 import { openChannel, type OpenOptions } from "./connect.ts";
-import { ConnectionClosedError, ProtocolError, RemoteError } from "./errors.ts";
+import { ConnectionClosedError, ProtocolError, remoteError } from "./errors.ts";
 import { type Frame, META_TARGET } from "./frame.ts";
 import type { Reply } from "./handshake.ts";
 import { type AgentInfo, decodeError, decodeFields, decodePong, ERROR_CODE, MetaCode } from "./messages.ts";
 import type { ByteStream } from "./stream.ts";
+import { SessionMeta } from "./session-protocol.ts";
+
+/** What a session channel receives from the client connection. */
+export interface ChannelListener {
+  onFrame(frame: Frame): void;
+  onEnded(code: string, message: string): void;
+  onDisconnected(error: Error): void;
+}
 
 interface Pending {
   resolve: (frame: Frame) => void;
@@ -30,6 +38,7 @@ export class AgentClient {
   #pending = new Map<number, Pending>();
   #nextToken = 1;
   #closedError: Error | null = null;
+  #channels = new Map<number, ChannelListener>();
   /** Resolves when the connection has ended, for whatever reason. */
   readonly closed: Promise<Error>;
 
@@ -95,12 +104,20 @@ export class AgentClient {
       for (;;) {
         const frame = await this.channel.receive();
         if (frame === null) break;
+        if (frame.target !== META_TARGET) {
+          this.#channels.get(frame.target)?.onFrame(frame);
+          continue;
+        }
+        if (frame.token === 0) {
+          this.#onMetaEvent(frame);
+          continue;
+        }
         const pending = this.#pending.get(frame.token);
         if (!pending) continue; // an event or a late reply: nothing waits for it here
         this.#pending.delete(frame.token);
         if (frame.code === ERROR_CODE) {
           const e = decodeError(frame.payload);
-          pending.reject(new RemoteError(e.code, e.message, e.detail));
+          pending.reject(remoteError(e));
         } else pending.resolve(frame);
       }
       this.#fail(new ConnectionClosedError("the agent closed the connection"));
@@ -111,8 +128,37 @@ export class AgentClient {
     return this.#closedError!;
   }
 
+  /** Routes frames for a session channel to `listener` (the session layer uses this). */
+  listen(channel: number, listener: ChannelListener): void {
+    this.#channels.set(channel, listener);
+  }
+
+  /** Stops routing a channel. */
+  unlisten(channel: number): void {
+    this.#channels.delete(channel);
+  }
+
+  /** Sends a frame that expects no reply. */
+  post(frame: Frame): Promise<void> {
+    if (this.#closedError) return Promise.reject(this.#closedError);
+    return this.channel.send(frame);
+  }
+
+  /** True once the connection has ended. */
+  get isClosed(): boolean {
+    return this.#closedError !== null;
+  }
+
+  #onMetaEvent(frame: Frame) {
+    if (frame.code !== SessionMeta.Ended) return;
+    const e = decodeFields<{ channel: number; code: string; message: string }>(frame.payload);
+    this.#channels.get(e.channel)?.onEnded(e.code, e.message);
+  }
+
   #fail(error: Error) {
+    const first = this.#closedError === null;
     this.#closedError ??= error;
+    if (first) for (const l of [...this.#channels.values()]) l.onDisconnected(this.#closedError);
     for (const p of this.#pending.values()) p.reject(this.#closedError);
     this.#pending.clear();
   }

@@ -89,3 +89,41 @@ export class RemoteError extends AgentError {
     super(code, message);
   }
 }
+
+/** The path or program does not exist on the agent's machine. */
+export class NotFoundError extends RemoteError {}
+/** The agent's user may not do that. */
+export class PermissionDeniedError extends RemoteError {}
+/** A file was expected and a directory was found. */
+export class IsADirectoryError extends RemoteError {}
+/** A directory was expected and something else was found. */
+export class NotADirectoryError extends RemoteError {}
+/** The target exists already. */
+export class AlreadyExistsError extends RemoteError {}
+/** The agent or host has no handler for the message code. */
+export class UnknownCodeError extends RemoteError {}
+/** The agent does not serve that product. */
+export class UnknownProductError extends RemoteError {}
+/** The session ended (closed, idle, agent stopped, or its host failed). */
+export class SessionEndedError extends RemoteError {}
+
+const REMOTE_ERRORS: Record<string, typeof RemoteError> = {
+  "not-found": NotFoundError,
+  "permission-denied": PermissionDeniedError,
+  "is-a-directory": IsADirectoryError,
+  "not-a-directory": NotADirectoryError,
+  "already-exists": AlreadyExistsError,
+  "unknown-code": UnknownCodeError,
+  "unknown-product": UnknownProductError,
+  "session-ended": SessionEndedError,
+  "host-failed": SessionEndedError,
+  "idle": SessionEndedError,
+  "closed": SessionEndedError,
+  "agent-stopped": SessionEndedError,
+};
+
+/** The typed error for a serialized remote error. `detail` is the path or program where there is one. */
+export function remoteError(e: { code: string; message: string; detail?: string }): RemoteError {
+  const Type = REMOTE_ERRORS[e.code] ?? RemoteError;
+  return new Type(e.code, e.message, e.detail);
+}

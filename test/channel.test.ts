@@ -8,7 +8,7 @@ import { AuthenticationError, FrameTooLargeError, InsecurePeerError, VersionMism
 import { generateKey, keyId } from "../core/keys.ts";
 import { answerMeta } from "../core/meta.ts";
 import { MetaCode } from "../core/messages.ts";
-import { memoryStreamPair } from "./helpers/memory-stream.ts";
+import { memoryStreamPair } from "../core/memory-stream.ts";
 import { StreamReader } from "../core/stream.ts";
 import { readRecord } from "../core/channel.ts";
 

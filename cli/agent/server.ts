@@ -13,19 +13,18 @@
 import net from "node:net";
 import os from "node:os";
 import { type AcceptedKey, acceptChannel } from "../../core/accept.ts";
-import type { Channel } from "../../core/channel.ts";
 import type { CryptoProvider } from "../../core/crypto.ts";
-import { AgentError } from "../../core/errors.ts";
-import { META_TARGET } from "../../core/frame.ts";
 import { PROTOCOL_VERSIONS } from "../../core/handshake.ts";
-import { type AgentInfo, encodeError, ERROR_CODE } from "../../core/messages.ts";
-import { answerMeta } from "../../core/meta.ts";
+import type { AgentInfo } from "../../core/messages.ts";
+import type { SessionSummary } from "../../core/session-protocol.ts";
 import type { AgentConfig } from "../config.ts";
 import { log } from "../log.ts";
 import { runtimeInfo } from "../runtime/crypto.ts";
 import { formatHost, isLoopback, socketStream } from "../runtime/tcp.ts";
 import { VERSION } from "../version.ts";
 import { Admission } from "./admission.ts";
+import { ClientConnection } from "./connection.ts";
+import type { SessionManager } from "./sessions.ts";
 
 /** A handshake that has run this long may be dropped for a waiting peer. */
 const EVICT_AFTER_MS = 1000;
@@ -41,6 +40,7 @@ export interface AgentStatus {
   keyIds: string[];
   connections: { open: number; handshaking: number };
   handshakes: { accepted: number; rejected: Record<string, number> };
+  sessions: SessionSummary[];
 }
 
 interface Connection {
@@ -59,7 +59,12 @@ export class AgentServer {
   #rejected: Record<string, number> = {};
   #address: { host: string; port: number } | null = null;
 
-  constructor(readonly config: AgentConfig, readonly keys: AcceptedKey[], readonly provider: CryptoProvider) {
+  constructor(
+    readonly config: AgentConfig,
+    readonly keys: AcceptedKey[],
+    readonly provider: CryptoProvider,
+    readonly sessions: SessionManager,
+  ) {
     this.#admission = new Admission({
       maxConcurrent: config.maxHandshakes,
       queueLimit: config.maxHandshakes * 10,
@@ -100,6 +105,7 @@ export class AgentServer {
       keyIds: this.config.insecure ? [] : this.keys.map((k) => k.id),
       connections: { open: this.#connections.size, handshaking: this.#handshaking.size },
       handshakes: { accepted: this.#accepted, rejected: { ...this.#rejected } },
+      sessions: this.sessions.list(),
     };
   }
 
@@ -119,8 +125,9 @@ export class AgentServer {
   /** Stops accepting and closes every connection. */
   async close(): Promise<void> {
     this.#admission.close();
+    if (this.#server) this.#server.close();
+    await this.sessions.shutdown();
     for (const c of [...this.#connections, ...this.#handshaking]) c.close();
-    if (this.#server) await new Promise<void>((r) => this.#server!.close(() => r()));
     this.#server = null;
   }
 
@@ -176,32 +183,8 @@ export class AgentServer {
     this.#accepted++;
     log(`connection ${remote} accepted (${result.keyId ? `key ${result.keyId}` : "insecure"}, protocol v${result.version})`);
     this.#connections.add(conn);
-    const reason = await this.#serve(result.channel);
+    const reason = await new ClientConnection(result.channel, remote, this.sessions, { info: () => this.info() }).serve();
     this.#connections.delete(conn);
     log(`connection ${remote} closed after ${((Date.now() - conn.since) / 1000).toFixed(1)} s${reason ? `: ${reason}` : ""}`);
-  }
-
-  /** Answers frames until the peer leaves; returns why it ended, if not cleanly. */
-  async #serve(channel: Channel): Promise<string | null> {
-    try {
-      for (;;) {
-        const frame = await channel.receive();
-        if (frame === null) return null;
-        if (frame.target === META_TARGET) {
-          await channel.send(answerMeta(frame, { info: () => this.info() }));
-        } else {
-          await channel.send({
-            target: frame.target,
-            code: ERROR_CODE,
-            token: frame.token,
-            payload: encodeError({ code: "unknown-target", message: `no session is open on channel ${frame.target}` }),
-          });
-        }
-      }
-    } catch (e) {
-      return e instanceof AgentError ? `${e.code}: ${e.message}` : (e as Error).message;
-    } finally {
-      channel.close();
-    }
   }
 }

@@ -3,12 +3,16 @@
  * @module
  */
 import { type AcceptedKey } from "../../core/accept.ts";
+import path from "node:path";
 import { AgentServer } from "../agent/server.ts";
+import { cleanStaleChannels } from "../agent/host-process.ts";
+import { RING_CAPACITY, SessionManager } from "../agent/sessions.ts";
 import { controlPath, serveControl } from "../agent/control.ts";
 import { type Flags, resolveConfig } from "../config.ts";
 import { ensureStateDir, loadAgentKeys } from "../keystore.ts";
 import { log } from "../log.ts";
 import { runtimeCryptoProvider } from "../runtime/crypto.ts";
+import { selfCommand } from "../runtime/self.ts";
 import { formatHost, isLoopback } from "../runtime/tcp.ts";
 
 export async function startCommand(flags: Flags): Promise<void> {
@@ -37,7 +41,22 @@ export async function startCommand(flags: Flags): Promise<void> {
   process.on("SIGINT", onSignal("SIGINT"));
   process.on("SIGTERM", onSignal("SIGTERM"));
 
-  const server = new AgentServer(config, keys, runtimeCryptoProvider());
+  const runDir = path.join(config.stateDir, "run");
+  const stale = cleanStaleChannels(runDir);
+  if (stale > 0) log(`removed ${stale} channel file(s) left by an agent that did not stop cleanly`);
+  const sessions = new SessionManager({
+    stateDir: config.stateDir,
+    runDir,
+    products: config.products,
+    idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+    reconnectGraceMs: config.reconnectGraceSeconds * 1000,
+    replayLimitBytes: config.replayLimitMiB * 1024 * 1024,
+    ringCapacity: RING_CAPACITY,
+    processGraceMs: config.processGraceSeconds * 1000,
+    hostCommand: selfCommand(),
+    log,
+  });
+  const server = new AgentServer(config, keys, runtimeCryptoProvider(), sessions);
   const control = await serveControl(controlPath(config.stateDir), () => server.status());
   let address;
   try {

@@ -1,9 +1,9 @@
 /**
- * Two connected in-memory {@link ByteStream}s, for core tests that need a
- * peer but no socket. Writes are delivered in the order made.
+ * Two connected in-memory {@link ByteStream}s: the local agent talks to its
+ * in-process session manager through them, and tests use them as a socket-free peer.
  * @module
  */
-import type { ByteStream } from "../../core/stream.ts";
+import type { ByteStream } from "./stream.ts";
 
 class Pipe {
   chunks: Uint8Array[] = [];

@@ -1,0 +1,92 @@
+/**
+ * One authenticated client connection: answers meta messages (including the
+ * session ones) and forwards session frames to their host, in order, with
+ * backpressure: while a host's ring is full this connection is not read.
+ * @module
+ */
+import type { Channel } from "../../core/channel.ts";
+import { AgentError, ProtocolError } from "../../core/errors.ts";
+import { type Frame, META_TARGET } from "../../core/frame.ts";
+import { decodeFields, encodeError, encodeFields, ERROR_CODE } from "../../core/messages.ts";
+import { answerMeta, type MetaContext } from "../../core/meta.ts";
+import { ACK_CODE, decodeSessionPayload, SessionMeta } from "../../core/session-protocol.ts";
+import { SessionError, type SessionManager, type SessionPeer } from "./sessions.ts";
+
+export class ClientConnection implements SessionPeer {
+  constructor(
+    readonly channel: Channel,
+    readonly remote: string,
+    readonly sessions: SessionManager,
+    readonly meta: MetaContext,
+  ) {}
+
+  send(frame: Frame): Promise<void> {
+    return this.channel.send(frame);
+  }
+
+  /** Serves frames until the peer leaves; returns why it ended, if not cleanly. */
+  async serve(): Promise<string | null> {
+    try {
+      for (;;) {
+        const frame = await this.channel.receive();
+        if (frame === null) return null;
+        if (frame.target === META_TARGET) await this.#meta(frame);
+        else await this.#session(frame);
+      }
+    } catch (e) {
+      return e instanceof AgentError ? `${e.code}: ${e.message}` : (e as Error).message;
+    } finally {
+      this.sessions.disconnected(this);
+      this.channel.close();
+    }
+  }
+
+  #reply(request: Frame, code: number, fields: unknown) {
+    return this.send({ target: request.target, code, token: request.token, payload: encodeFields(fields) });
+  }
+
+  #error(request: Frame, code: string, message: string) {
+    return this.send({ target: request.target, code: ERROR_CODE, token: request.token, payload: encodeError({ code, message }) });
+  }
+
+  async #meta(frame: Frame) {
+    const fields = () => decodeFields<Record<string, unknown>>(frame.payload) ?? {};
+    try {
+      switch (frame.code) {
+        case SessionMeta.Open:
+          return await this.#reply(frame, SessionMeta.OpenReply, await this.sessions.open(fields().product, this));
+        case SessionMeta.Attach:
+          return await this.#reply(frame, SessionMeta.AttachReply, this.sessions.attach(fields().sessionId, this));
+        case SessionMeta.Resume:
+          return await this.sessions.resume(fields(), this, (info) => this.#reply(frame, SessionMeta.ResumeReply, info));
+        case SessionMeta.Detach:
+          this.sessions.detach(fields().channel, this);
+          return await this.#reply(frame, SessionMeta.DetachReply, {});
+        case SessionMeta.Close:
+          await this.sessions.close(fields().sessionId, this);
+          return await this.#reply(frame, SessionMeta.CloseReply, {});
+        case SessionMeta.List:
+          return await this.#reply(frame, SessionMeta.ListReply, { sessions: this.sessions.list() });
+        default:
+          return await this.send(answerMeta(frame, this.meta));
+      }
+    } catch (e) {
+      if (e instanceof SessionError) return await this.#error(frame, e.code, e.message);
+      if (e instanceof ProtocolError) return await this.#error(frame, "invalid-argument", e.message);
+      return await this.#error(frame, "failed", (e as Error).message);
+    }
+  }
+
+  async #session(frame: Frame) {
+    const att = this.sessions.attachmentFor(frame.target, this);
+    if (!att) return await this.#error(frame, "unknown-target", `no session is attached on channel ${frame.target} of this connection`);
+    const { seq, ack, body } = decodeSessionPayload(frame.payload);
+    if (att.acknowledge(ack)) att.session.unblock();
+    if (frame.code === ACK_CODE || seq === 0) return;
+    if (seq <= att.recvSeq) return; // resent after a resume, already forwarded
+    if (seq !== att.recvSeq + 1) throw new ProtocolError(`session frame ${seq} arrived after ${att.recvSeq}: frames were lost`);
+    att.recvSeq = seq;
+    if (att.session.ending) return await this.#error(frame, "session-ended", "the session has ended");
+    await att.session.host.send({ target: att.id, code: frame.code, token: frame.token, payload: body });
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * Starts a session's host process and owns its channel: creates the channel
+ * file (mode 0600) in the private runtime directory, maps it, writes the
+ * launch nonce, and spawns `agent host` in its own process group with only
+ * the doorbell pipes and stderr. Ending it removes the file; a crash is
+ * cleaned up by signalling the whole process group.
+ * @module
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { toHex } from "../../core/bytes.ts";
+import { randomBytes } from "../../core/crypto.ts";
+import { ChannelEnd, type Doorbell } from "../../core/doorbell.ts";
+import { decodeFrame, encodeFrame, type Frame } from "../../core/frame.ts";
+import { ChannelHeader, channelSize, Direction, FLAG_AGENT_CLOSED, initChannel } from "../../core/ring.ts";
+import { decodeEnvelope, encodeEnvelope, ServiceCode } from "../../core/session-protocol.ts";
+import { createMapFile, type Mapping, mapFile } from "../runtime/mmap.ts";
+
+/** Where a host runs and how. */
+export interface HostLaunch {
+  sessionId: string;
+  runDir: string;
+  productRoot: string;
+  extensionsDir: string;
+  /** Bytes per ring. */
+  capacity: number;
+  /** How long launched processes get between TERM and KILL when the session ends. */
+  processGraceMs: number;
+  /** argv prefix that runs this agent program (the host is its `host` subcommand). */
+  command: string[];
+  /** Called with each line the host writes to stderr. */
+  onLog(line: string): void;
+}
+
+const BELL = new Uint8Array([1]);
+const READY_TIMEOUT_MS = 20_000;
+
+/** A running host and its channel. */
+export class HostProcess {
+  #exited: Promise<{ code: number | null; signal: string | null }>;
+  #exitInfo: { code: number | null; signal: string | null } | null = null;
+
+  private constructor(
+    readonly child: ChildProcess,
+    readonly end: ChannelEnd,
+    readonly mapping: Mapping,
+    readonly file: string,
+    /** Extensions the host reported at start. */
+    readonly extensions: unknown[],
+    exited: Promise<{ code: number | null; signal: string | null }>,
+  ) {
+    this.#exited = exited.then((info) => (this.#exitInfo = info));
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Set once the process has exited. */
+  get exitInfo() {
+    return this.#exitInfo;
+  }
+
+  get exited() {
+    return this.#exited;
+  }
+
+  /** Creates the channel, starts the host and waits until it reports ready. */
+  static async launch(options: HostLaunch): Promise<HostProcess> {
+    fs.mkdirSync(options.runDir, { recursive: true, mode: 0o700 });
+    const file = path.join(options.runDir, `${options.sessionId}.mmap`);
+    const size = channelSize(options.capacity);
+    createMapFile(file, size);
+    const mapping = mapFile(file, size);
+    initChannel(mapping.bytes, options.capacity);
+    const header = new ChannelHeader(mapping.bytes);
+    const nonce = randomBytes(16);
+    header.agentPid = process.pid;
+    header.nonce = nonce;
+
+    const [cmd, ...prefix] = options.command;
+    const child = spawn(cmd, [
+      ...prefix, "host", "--channel", file, "--root", options.productRoot, "--extensions", options.extensionsDir,
+      "--grace-ms", String(options.processGraceMs),
+    ], {
+      stdio: ["pipe", "pipe", "pipe"],
+      detached: true, // its own process group: ending the group ends everything it launched
+      env: { ...process.env, AGENT_HOST_NONCE: toHex(nonce) },
+    });
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+      child.once("exit", (code, signal) => resolve({ code, signal }))
+    );
+    child.stdin!.on("error", () => {});
+    let stderr = "";
+    child.stderr!.setEncoding("utf8");
+    child.stderr!.on("data", (d: string) => {
+      stderr += d;
+      let nl;
+      while ((nl = stderr.indexOf("\n")) >= 0) {
+        options.onLog(stderr.slice(0, nl));
+        stderr = stderr.slice(nl + 1);
+      }
+    });
+    const doorbell: Doorbell = {
+      ring: () => void (child.stdin!.writable && child.stdin!.write(BELL)),
+      onRing(listener) {
+        child.stdout!.on("data", () => listener(false));
+        child.stdout!.on("close", () => listener(true));
+      },
+    };
+    const end = new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, doorbell);
+
+    const cleanup = () => {
+      mapping.close();
+      fs.rmSync(file, { force: true });
+    };
+    let ready: Frame | null;
+    try {
+      ready = await Promise.race([
+        end.receive().then((r) => (r ? decodeFrame(r) : null)),
+        exited.then(() => null),
+        new Promise<null>((r) => setTimeout(() => r(null), READY_TIMEOUT_MS)),
+      ]);
+    } catch {
+      ready = null;
+    }
+    if (!ready || ready.code !== ServiceCode.HostReady) {
+      killGroup(child, "SIGKILL");
+      cleanup();
+      throw new Error(`the session's host process did not start${stderr ? `: ${stderr.trim()}` : ""}`);
+    }
+    const { extensions } = decodeEnvelope<{ extensions: unknown[] }>(ready.payload).fields;
+    return new HostProcess(child, end, mapping, file, extensions ?? [], exited);
+  }
+
+  /** Sends a frame into the host's ring, waiting while it is full. */
+  send(frame: Frame): Promise<void> {
+    return this.end.send(encodeFrame(frame));
+  }
+
+  /**
+   * Ends the host gracefully: asks it to close files and end processes, waits
+   * up to `timeoutMs`, then kills what is left of its process group. Removes
+   * the channel file either way.
+   */
+  async shutdown(timeoutMs: number): Promise<void> {
+    if (!this.#exitInfo) {
+      await this.send({ target: 0, code: ServiceCode.HostShutdown, token: 0, payload: encodeEnvelope({}) }).catch(() => {});
+      const timer = setTimeout(() => killGroup(this.child, "SIGKILL"), timeoutMs);
+      await this.#exited;
+      clearTimeout(timer);
+    }
+    this.dispose();
+  }
+
+  /** After a crash: ends any process the host had launched, then removes the channel. */
+  async reap(graceMs: number): Promise<void> {
+    killGroup(this.child, "SIGTERM");
+    await new Promise((r) => setTimeout(r, Math.min(graceMs, 2000)));
+    killGroup(this.child, "SIGKILL");
+    this.dispose();
+  }
+
+  #disposed = false;
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    new ChannelHeader(this.mapping.bytes).setFlag(FLAG_AGENT_CLOSED);
+    this.end.close();
+    this.mapping.close();
+    fs.rmSync(this.file, { force: true });
+  }
+}
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals) {
+  try {
+    process.kill(-child.pid!, signal);
+  } catch { /* already gone */ }
+}
+
+/** Removes channel files a crashed agent left behind. Returns how many. */
+export function cleanStaleChannels(runDir: string): number {
+  let n = 0;
+  try {
+    for (const f of fs.readdirSync(runDir)) {
+      if (f.endsWith(".mmap")) {
+        fs.rmSync(path.join(runDir, f), { force: true });
+        n++;
+      }
+    }
+  } catch { /* no run directory yet */ }
+  return n;
+}

@@ -1,0 +1,376 @@
+/**
+ * Sessions: one host process each, shared by the clients attached to it.
+ *
+ * Each client's attachment numbers the frames it sends and receives; the
+ * agent keeps what it sent until the client acknowledges it, up to a bound,
+ * so a client that reconnects within the grace period resumes exactly where
+ * it was. While an attachment's unacknowledged output is at the bound the
+ * agent stops reading the host's ring: the host, and the processes whose
+ * output it forwards, wait. Nothing is dropped.
+ *
+ * A session ends when it is closed, when no client has been attached for the
+ * idle timeout and no attachment is within its reconnect grace, or when its
+ * host dies (attached clients are told why).
+ * @module
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { timingSafeEqual, toHex, fromHex } from "../../core/bytes.ts";
+import { randomBytes } from "../../core/crypto.ts";
+import { decodeFrame, type Frame } from "../../core/frame.ts";
+import { encodeFields } from "../../core/messages.ts";
+import {
+  type AttachmentInfo, decodeEnvelope, encodeSessionPayload, ServiceCode, SessionMeta, type SessionSummary,
+} from "../../core/session-protocol.ts";
+import { HostProcess } from "./host-process.ts";
+
+/** Settings for sessions. */
+export interface SessionSettings {
+  stateDir: string;
+  runDir: string;
+  /** Products this agent serves; null accepts any well-formed name. */
+  products: string[] | null;
+  idleTimeoutMs: number;
+  reconnectGraceMs: number;
+  /** Unacknowledged output kept per attachment (the documented bound). */
+  replayLimitBytes: number;
+  ringCapacity: number;
+  processGraceMs: number;
+  /** argv prefix that runs the agent program, for starting hosts. */
+  hostCommand: string[];
+  log(message: string): void;
+}
+
+/** Something a session can send frames to: one client connection. */
+export interface SessionPeer {
+  send(frame: Frame): Promise<void>;
+  readonly remote: string;
+}
+
+/** A failure the client gets as a serialized error. */
+export class SessionError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+const PRODUCT_NAME = /^[a-z][a-z0-9-]{0,31}$/;
+
+/** Bytes per ring in each session's channel file (two rings per file). */
+export const RING_CAPACITY = 4 * 1024 * 1024;
+
+interface Sent {
+  seq: number;
+  frame: Frame;
+}
+
+/** One client's place in a session. */
+export class Attachment {
+  peer: SessionPeer | null = null;
+  sendSeq = 0;
+  recvSeq = 0;
+  #replay: Sent[] = [];
+  replayBytes = 0;
+  graceTimer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(readonly id: number, readonly session: Session, readonly resumeToken: Uint8Array) {}
+
+  info(): AttachmentInfo {
+    return { sessionId: this.session.id, channel: this.id, resumeToken: toHex(this.resumeToken), productRoot: this.session.productRoot };
+  }
+
+  /** Numbers a frame from the host, keeps it until acknowledged, and sends it if connected. */
+  deliver(code: number, token: number, body: Uint8Array): void {
+    const seq = ++this.sendSeq;
+    const frame: Frame = { target: this.id, code, token, payload: encodeSessionPayload(seq, this.recvSeq, body) };
+    this.#replay.push({ seq, frame });
+    this.replayBytes += frame.payload.length;
+    this.peer?.send(frame).catch(() => {});
+  }
+
+  /** Drops what the client has confirmed; returns true if that freed room. */
+  acknowledge(ack: number): boolean {
+    let freed = false;
+    while (this.#replay.length > 0 && this.#replay[0].seq <= ack) {
+      this.replayBytes -= this.#replay.shift()!.frame.payload.length;
+      freed = true;
+    }
+    return freed;
+  }
+
+  /** Sends again, in order, everything after `lastReceived`. */
+  replayTo(peer: SessionPeer, lastReceived: number): void {
+    this.acknowledge(lastReceived);
+    for (const s of this.#replay) {
+      peer.send({ ...s.frame, payload: encodeSessionPayload(s.seq, this.recvSeq, s.frame.payload.subarray(8)) }).catch(() => {});
+    }
+  }
+}
+
+/** One host process and the clients attached to it. */
+export class Session {
+  readonly attachments = new Map<number, Attachment>();
+  stats = { openFiles: 0, runningProcesses: 0 };
+  lastDetachedAt = Date.now();
+  idleTimer: ReturnType<typeof setTimeout> | null = null;
+  ending = false;
+  #resume: (() => void) | null = null;
+
+  constructor(
+    readonly id: string,
+    readonly product: string,
+    readonly productRoot: string,
+    readonly host: HostProcess,
+    readonly manager: SessionManager,
+  ) {}
+
+  get connectedClients(): number {
+    let n = 0;
+    for (const a of this.attachments.values()) if (a.peer) n++;
+    return n;
+  }
+
+  summary(): SessionSummary {
+    return {
+      id: this.id,
+      product: this.product,
+      hostPid: this.host.pid,
+      clients: this.connectedClients,
+      idleSeconds: this.connectedClients > 0 ? 0 : Math.round((Date.now() - this.lastDetachedAt) / 1000),
+      openFiles: this.stats.openFiles,
+      runningProcesses: this.stats.runningProcesses,
+    };
+  }
+
+  /** True while some attachment holds as much unacknowledged output as allowed. */
+  get saturated(): boolean {
+    for (const a of this.attachments.values()) if (a.replayBytes >= this.manager.settings.replayLimitBytes) return true;
+    return false;
+  }
+
+  /** Called after acknowledgements: lets the host pump continue. */
+  unblock(): void {
+    const r = this.#resume;
+    this.#resume = null;
+    r?.();
+  }
+
+  /** Reads the host's ring and routes each frame to its attachment, until the host ends. */
+  async pump(): Promise<void> {
+    try {
+      for (;;) {
+        while (this.saturated && !this.ending) await new Promise<void>((r) => (this.#resume = r));
+        const record = await this.host.end.receive();
+        if (record === null) break;
+        const frame = decodeFrame(record);
+        if (frame.target === 0) {
+          if (frame.code === ServiceCode.HostStats) this.stats = decodeEnvelope<typeof this.stats>(frame.payload).fields;
+          continue;
+        }
+        // Frames for an attachment that has gone (detached or expired) have nobody to go to.
+        this.attachments.get(frame.target)?.deliver(frame.code, frame.token, frame.payload);
+      }
+    } catch (e) {
+      this.manager.settings.log(`session ${this.id.slice(0, 8)}: channel failed: ${(e as Error).message}`);
+    }
+    if (!this.ending) await this.manager.fail(this, await this.#crashReason());
+  }
+
+  async #crashReason(): Promise<string> {
+    const info = await Promise.race([this.host.exited, new Promise<null>((r) => setTimeout(() => r(null), 1000))]);
+    if (!info) return "the session's host process stopped answering";
+    return `the session's host process ended unexpectedly (${info.signal ? `signal ${info.signal}` : `exit code ${info.code}`})`;
+  }
+}
+
+/** All sessions of this agent. */
+export class SessionManager {
+  readonly sessions = new Map<string, Session>();
+  readonly #attachments = new Map<number, Attachment>();
+  #nextChannel = 1;
+
+  constructor(readonly settings: SessionSettings) {}
+
+  /** Opens a new session for `product` and attaches `peer` to it. */
+  async open(product: unknown, peer: SessionPeer): Promise<AttachmentInfo> {
+    if (typeof product !== "string" || !PRODUCT_NAME.test(product)) {
+      throw new SessionError("invalid-argument", `product name must match ${PRODUCT_NAME} (got ${JSON.stringify(product)})`);
+    }
+    if (this.settings.products && !this.settings.products.includes(product)) {
+      throw new SessionError("unknown-product", `this agent does not serve product "${product}" (it serves: ${this.settings.products.join(", ")})`);
+    }
+    const id = toHex(randomBytes(16));
+    const productDir = path.join(this.settings.stateDir, "products", product);
+    const productRoot = path.join(productDir, "work");
+    fs.mkdirSync(productRoot, { recursive: true, mode: 0o700 });
+    const host = await HostProcess.launch({
+      sessionId: id,
+      runDir: this.settings.runDir,
+      productRoot,
+      extensionsDir: path.join(productDir, "extensions"),
+      capacity: this.settings.ringCapacity,
+      processGraceMs: this.settings.processGraceMs,
+      command: this.settings.hostCommand,
+      onLog: (line) => this.settings.log(`session ${id.slice(0, 8)} host: ${line}`),
+    });
+    const session = new Session(id, product, productRoot, host, this);
+    this.sessions.set(id, session);
+    this.settings.log(`session ${id.slice(0, 8)} opened for ${product} by ${peer.remote} (host pid ${host.pid})`);
+    session.pump();
+    return this.#attach(session, peer).info();
+  }
+
+  /** Attaches another client to an existing session. */
+  attach(sessionId: unknown, peer: SessionPeer): AttachmentInfo {
+    const session = this.#session(sessionId);
+    return this.#attach(session, peer).info();
+  }
+
+  /** Reconnects an attachment within its grace period; replays what the client missed. */
+  resume(fields: { sessionId?: unknown; channel?: unknown; resumeToken?: unknown; lastReceived?: unknown }, peer: SessionPeer, sendReply: (info: AttachmentInfo) => Promise<void>): Promise<void> {
+    const session = this.#session(fields.sessionId);
+    const att = this.#attachments.get(Number(fields.channel));
+    const token = typeof fields.resumeToken === "string" ? fromHex(fields.resumeToken) : null;
+    if (!att || att.session !== session || !token || !timingSafeEqual(token, att.resumeToken)) {
+      throw new SessionError("not-found", "no such attachment in that session, or the resume token is wrong");
+    }
+    if (att.graceTimer) clearTimeout(att.graceTimer);
+    att.graceTimer = null;
+    att.peer = peer;
+    this.#clientArrived(session);
+    this.settings.log(`session ${session.id.slice(0, 8)} channel ${att.id} resumed by ${peer.remote}`);
+    const lastReceived = Number(fields.lastReceived ?? 0);
+    return sendReply({ ...att.info(), lastReceived: att.recvSeq }).then(() => {
+      att.replayTo(peer, lastReceived);
+      session.unblock();
+    });
+  }
+
+  /** The attachment on `channel` if it belongs to `peer`. */
+  attachmentFor(channel: number, peer: SessionPeer): Attachment | null {
+    const a = this.#attachments.get(channel);
+    return a && a.peer === peer ? a : null;
+  }
+
+  /** A client leaves its attachment on purpose: no grace. */
+  detach(channel: unknown, peer: SessionPeer): void {
+    const att = this.attachmentFor(Number(channel), peer);
+    if (!att) throw new SessionError("not-found", `no session channel ${channel} on this connection`);
+    this.#remove(att);
+  }
+
+  /** Ends a session for everyone. */
+  async close(sessionId: unknown, peer: SessionPeer): Promise<void> {
+    const session = this.#session(sessionId);
+    this.settings.log(`session ${session.id.slice(0, 8)} closed by ${peer.remote}`);
+    await this.#end(session, "closed", "the session was closed by a client");
+  }
+
+  list(): SessionSummary[] {
+    return [...this.sessions.values()].map((s) => s.summary());
+  }
+
+  /** A connection went away without detaching: its attachments wait out the reconnect grace. */
+  disconnected(peer: SessionPeer): void {
+    for (const att of this.#attachments.values()) {
+      if (att.peer !== peer) continue;
+      att.peer = null;
+      att.graceTimer = setTimeout(() => {
+        this.settings.log(`session ${att.session.id.slice(0, 8)} channel ${att.id}: reconnect grace expired`);
+        this.#remove(att);
+      }, this.settings.reconnectGraceMs);
+      this.#clientLeft(att.session);
+    }
+  }
+
+  /** The host died: tell attached clients, end its processes, remove the channel. */
+  async fail(session: Session, reason: string): Promise<void> {
+    if (session.ending) return;
+    session.ending = true;
+    this.settings.log(`session ${session.id.slice(0, 8)} failed: ${reason}`);
+    this.#notifyEnded(session, "host-failed", reason);
+    await session.host.reap(this.settings.processGraceMs);
+    this.#forget(session);
+  }
+
+  /** Ends every session (agent shutdown). */
+  async shutdown(): Promise<void> {
+    await Promise.all([...this.sessions.values()].map((s) => this.#end(s, "agent-stopped", "the agent is shutting down")));
+  }
+
+  #session(sessionId: unknown): Session {
+    const s = typeof sessionId === "string" ? this.sessions.get(sessionId) : undefined;
+    if (!s || s.ending) throw new SessionError("not-found", `no session ${JSON.stringify(sessionId)} on this agent`);
+    return s;
+  }
+
+  #attach(session: Session, peer: SessionPeer): Attachment {
+    const att = new Attachment(this.#nextChannel++, session, randomBytes(16));
+    att.peer = peer;
+    session.attachments.set(att.id, att);
+    this.#attachments.set(att.id, att);
+    this.#clientArrived(session);
+    return att;
+  }
+
+  #remove(att: Attachment) {
+    if (att.graceTimer) clearTimeout(att.graceTimer);
+    att.peer = null;
+    att.session.attachments.delete(att.id);
+    this.#attachments.delete(att.id);
+    att.session.unblock();
+    this.#clientLeft(att.session);
+  }
+
+  #clientArrived(session: Session) {
+    if (session.idleTimer) clearTimeout(session.idleTimer);
+    session.idleTimer = null;
+  }
+
+  /** Starts the idle clock once no client is connected; ends the session when it runs out with nobody in grace. */
+  #clientLeft(session: Session) {
+    if (session.connectedClients > 0 || session.ending) return;
+    session.lastDetachedAt = Date.now();
+    if (session.idleTimer) clearTimeout(session.idleTimer);
+    const check = () => {
+      if (session.connectedClients > 0 || session.ending) return;
+      const waiting = [...session.attachments.values()].some((a) => a.graceTimer !== null);
+      if (waiting) {
+        session.idleTimer = setTimeout(check, 1000); // the idle time is up; end once the last grace runs out
+        return;
+      }
+      this.settings.log(`session ${session.id.slice(0, 8)}: idle for ${Math.round(this.settings.idleTimeoutMs / 1000)} s with no client, ending`);
+      this.#end(session, "idle", "the session ended after its idle timeout");
+    };
+    session.idleTimer = setTimeout(check, this.settings.idleTimeoutMs);
+  }
+
+  async #end(session: Session, code: string, message: string) {
+    if (session.ending) return;
+    session.ending = true;
+    session.unblock();
+    this.#notifyEnded(session, code, message);
+    await session.host.shutdown(this.settings.processGraceMs + 5000);
+    this.#forget(session);
+    this.settings.log(`session ${session.id.slice(0, 8)} ended (${code})`);
+  }
+
+  #notifyEnded(session: Session, code: string, message: string) {
+    for (const att of session.attachments.values()) {
+      att.peer?.send({
+        target: 0, code: SessionMeta.Ended, token: 0,
+        payload: encodeFields({ sessionId: session.id, channel: att.id, code, message }),
+      }).catch(() => {});
+    }
+  }
+
+  #forget(session: Session) {
+    if (session.idleTimer) clearTimeout(session.idleTimer);
+    for (const att of session.attachments.values()) {
+      if (att.graceTimer) clearTimeout(att.graceTimer);
+      this.#attachments.delete(att.id);
+    }
+    session.attachments.clear();
+    this.sessions.delete(session.id);
+  }
+}

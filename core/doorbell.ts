@@ -1,0 +1,132 @@
+/**
+ * One end of a shared-memory channel: sends and receives whole records
+ * through the two rings, sleeping on a doorbell instead of polling.
+ *
+ * The doorbell is a byte stream to the other process (a pipe); it carries
+ * wake-ups only, never data. Producers ring only when the consumer said it
+ * sleeps (event suppression), so a busy stream rings rarely. A slow backstop
+ * timer (doubling from 10 ms to 1 s while idle) covers the one race plain
+ * memory cannot rule out without atomics: docs/protocol.md §7.
+ *
+ * @example
+ * ```ts
+ * const end = new ChannelEnd(region, Direction.AgentToHost, Direction.HostToAgent, doorbell);
+ * await end.send(record);
+ * const reply = await end.receive();
+ * ```
+ * @module
+ */
+import { ChannelCorruptError, Direction, RingReader, RingWriter } from "./ring.ts";
+
+/** Wake-ups to and from the peer process. */
+export interface Doorbell {
+  /** Wakes the peer. */
+  ring(): void;
+  /** Called with every wake-up from the peer, and once with `closed` when the peer is gone. */
+  onRing(listener: (closed: boolean) => void): void;
+}
+
+const BACKSTOP_MIN_MS = 10;
+const BACKSTOP_MAX_MS = 1000;
+const TORN_RETRIES = 5;
+
+export class ChannelEnd {
+  readonly writer: RingWriter;
+  readonly reader: RingReader;
+  #waiters: Array<() => void> = [];
+  #closed = false;
+  #backstop = BACKSTOP_MIN_MS;
+
+  constructor(region: Uint8Array, send: Direction, receive: Direction, readonly doorbell: Doorbell) {
+    this.writer = new RingWriter(region, send);
+    this.reader = new RingReader(region, receive);
+    doorbell.onRing((closed) => {
+      if (closed) this.#closed = true;
+      this.#wakeAll();
+    });
+  }
+
+  /** True once the peer's doorbell closed (the peer process ended). */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Largest record this end can send. */
+  get maxRecord(): number {
+    return this.writer.maxPayload;
+  }
+
+  /** Appends a record, waiting while the ring is full (backpressure). */
+  async send(record: Uint8Array): Promise<void> {
+    while (!this.writer.tryWrite(record)) {
+      if (this.#closed) throw new ChannelCorruptError("the peer closed the channel");
+      await this.#sleep();
+    }
+    if (this.writer.takeConsumerWaiting()) this.doorbell.ring();
+  }
+
+  /** The next record; null once the peer is gone and the ring is drained. */
+  async receive(): Promise<Uint8Array | null> {
+    for (;;) {
+      const record = this.#tryRead();
+      if (record) return record;
+      if (this.#closed) return await this.#finalRead();
+      this.reader.setWaiting();
+      const again = this.#tryRead(); // re-check after announcing sleep
+      if (again) {
+        this.reader.clearWaiting();
+        return again;
+      }
+      await this.#sleep();
+      this.reader.clearWaiting();
+    }
+  }
+
+  /** Wakes any waiter so it notices `closed`. */
+  close(): void {
+    this.#closed = true;
+    this.#wakeAll();
+  }
+
+  #tryRead(): Uint8Array | null {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const record = this.reader.tryRead();
+        if (record) {
+          this.#backstop = BACKSTOP_MIN_MS;
+          if (this.reader.takeProducerWaiting()) this.doorbell.ring();
+        }
+        return record;
+      } catch (e) {
+        // A record whose bytes are not all visible yet reads as torn; give it a moment.
+        if (attempt >= TORN_RETRIES) throw e;
+        const until = Date.now() + 1;
+        while (Date.now() < until) { /* about a millisecond, at most five times */ }
+      }
+    }
+  }
+
+  async #finalRead(): Promise<Uint8Array | null> {
+    return this.#tryRead();
+  }
+
+  #sleep(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#backstop = Math.min(BACKSTOP_MAX_MS, this.#backstop * 2);
+        done();
+      }, this.#backstop);
+      const done = () => {
+        clearTimeout(timer);
+        const i = this.#waiters.indexOf(done);
+        if (i >= 0) this.#waiters.splice(i, 1);
+        resolve();
+      };
+      this.#waiters.push(done);
+    });
+  }
+
+  #wakeAll() {
+    for (const w of this.#waiters.splice(0)) w();
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * Turns operating-system errors into the serialized errors clients receive:
+ * a stable code, a sentence naming the path, and the path as detail.
+ * @module
+ */
+import type { SerializedError } from "../core/messages.ts";
+
+const CODES: Record<string, [string, string]> = {
+  ENOENT: ["not-found", "no such file or directory"],
+  EACCES: ["permission-denied", "permission denied"],
+  EPERM: ["permission-denied", "operation not permitted"],
+  EISDIR: ["is-a-directory", "is a directory"],
+  ENOTDIR: ["not-a-directory", "not a directory"],
+  EEXIST: ["already-exists", "already exists"],
+  ENOTEMPTY: ["not-empty", "directory not empty"],
+  EBADF: ["invalid-handle", "bad file handle"],
+  ENOSPC: ["no-space", "no space left on device"],
+  EMFILE: ["too-many-open-files", "too many open files"],
+};
+
+/** A failure a service reports on purpose. */
+export class ServiceError extends Error {
+  constructor(readonly code: string, message: string, readonly detail?: string) {
+    super(message);
+  }
+}
+
+/** The serialized form of any error thrown by a handler. */
+export function serializeError(e: unknown): SerializedError {
+  if (e instanceof ServiceError) return { code: e.code, message: e.message, ...(e.detail ? { detail: e.detail } : {}) };
+  const err = e as NodeJS.ErrnoException & { dest?: string };
+  const known = err?.code ? CODES[err.code] : undefined;
+  if (known) {
+    const where = err.path ?? err.dest;
+    return { code: known[0], message: where ? `${where}: ${known[1]}` : known[1], ...(where ? { detail: where } : {}) };
+  }
+  return { code: "io-error", message: err?.message ?? String(e) };
+}
+
+/** Throws a ServiceError unless `value` is a non-empty string. */
+export function requireString(fields: Record<string, unknown>, name: string): string {
+  const v = fields[name];
+  if (typeof v !== "string" || v === "") throw new ServiceError("invalid-argument", `"${name}" must be a non-empty string`);
+  return v;
+}

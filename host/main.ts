@@ -1,0 +1,153 @@
+/**
+ * `agent host`: one product host process per session, started only by the
+ * agent. It maps the session's channel file, proves it was launched by the
+ * agent that wrote that file, loads the built-in services and the product's
+ * extensions, and serves requests until told to end or until the agent goes.
+ * @module
+ */
+import { timingSafeEqual, fromHex } from "../core/bytes.ts";
+import { ChannelEnd, type Doorbell } from "../core/doorbell.ts";
+import { decodeFrame, encodeFrame } from "../core/frame.ts";
+import { encodeError, ERROR_CODE } from "../core/messages.ts";
+import { ChannelHeader, Direction, FLAG_HOST_CLOSED, openChannel } from "../core/ring.ts";
+import { decodeEnvelope, encodeEnvelope, REPLY_CODE, ServiceCode } from "../core/session-protocol.ts";
+import { mapFile } from "../cli/runtime/mmap.ts";
+import { serializeError } from "./errors.ts";
+import { type ExtensionReport, loadExtensions } from "./extensions.ts";
+import { FilesService } from "./services/files.ts";
+import { ProcessesService } from "./services/processes.ts";
+import { systemHandlers } from "./services/system.ts";
+import type { Handler, HostContext } from "./services/types.ts";
+import fs from "node:fs";
+
+/** Exit code when the host is started any way but by the agent. */
+export const EXIT_NOT_FROM_AGENT = 64;
+const REFUSAL = "agent host runs only when the agent starts it for a session; it cannot be started by hand (run `agent start`)";
+
+interface HostArgs {
+  channel: string;
+  root: string;
+  extensions: string;
+  graceMs: number;
+}
+
+function parseArgs(argv: string[]): HostArgs | null {
+  const get = (name: string) => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 && i + 1 < argv.length ? argv[i + 1] : undefined;
+  };
+  const channel = get("channel"), root = get("root"), extensions = get("extensions");
+  if (!channel || !root || !extensions) return null;
+  return { channel, root, extensions, graceMs: Number(get("grace-ms") ?? 5000) };
+}
+
+/** Runs the host; resolves with the exit code. */
+export async function hostMain(argv: string[]): Promise<number> {
+  const args = parseArgs(argv);
+  const nonceHex = process.env.AGENT_HOST_NONCE;
+  delete process.env.AGENT_HOST_NONCE; // never passed on to launched processes
+  if (!args || !nonceHex || process.stdin.isTTY) {
+    process.stderr.write(`${REFUSAL}\n`);
+    return EXIT_NOT_FROM_AGENT;
+  }
+  let size: number;
+  try {
+    size = fs.statSync(args.channel).size;
+  } catch {
+    process.stderr.write(`${REFUSAL}\n`);
+    return EXIT_NOT_FROM_AGENT;
+  }
+  const mapping = mapFile(args.channel, size);
+  const header = new ChannelHeader(mapping.bytes);
+  const nonce = fromHex(nonceHex);
+  try {
+    openChannel(mapping.bytes);
+  } catch {
+    process.stderr.write(`${REFUSAL}\n`);
+    return EXIT_NOT_FROM_AGENT;
+  }
+  if (!nonce || !timingSafeEqual(nonce, header.nonce) || header.agentPid !== process.ppid) {
+    process.stderr.write(`${REFUSAL}\n`);
+    return EXIT_NOT_FROM_AGENT;
+  }
+  header.hostPid = process.pid;
+
+  const doorbell: Doorbell = {
+    ring: () => void process.stdout.write(BELL),
+    onRing(listener) {
+      process.stdin.on("data", () => listener(false));
+      process.stdin.on("end", () => listener(true));
+      process.stdin.on("close", () => listener(true));
+    },
+  };
+  const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, doorbell);
+
+  const send = (channel: number, code: number, token: number, payload: Uint8Array) =>
+    end.send(encodeFrame({ target: channel, code, token, payload }));
+  let statsQueued = false;
+  const context: HostContext = {
+    productRoot: args.root,
+    emit: (channel, code, fields, data) => send(channel, code, 0, encodeEnvelope(fields, data)),
+    statsChanged() {
+      if (statsQueued) return;
+      statsQueued = true;
+      setTimeout(() => {
+        statsQueued = false;
+        send(0, ServiceCode.HostStats, 0, encodeEnvelope({ openFiles: files.openCount, runningProcesses: processes.runningCount })).catch(() => {});
+      }, 0);
+    },
+  };
+  const files = new FilesService(context);
+  const processes = new ProcessesService(context);
+  let extensions: ExtensionReport[] = [];
+  const handlers = new Map<number, Handler>([
+    ...files.handlers(),
+    ...processes.handlers(),
+    ...systemHandlers(context, () => extensions),
+  ]);
+  extensions = loadExtensions(args.extensions, handlers, args.root);
+  for (const x of extensions) if (!x.ok) process.stderr.write(`extension ${x.name} not loaded: ${x.error}\n`);
+  await send(0, ServiceCode.HostReady, 0, encodeEnvelope({ pid: process.pid, extensions }));
+
+  const answer = async (channel: number, token: number, handler: Handler | undefined, code: number, body: Uint8Array) => {
+    let payload: Uint8Array, replyCode = REPLY_CODE;
+    try {
+      if (!handler) throw Object.assign(new Error(`this host has no handler for code 0x${code.toString(16)}`), { serialized: { code: "unknown-code" } });
+      const { fields, data } = decodeEnvelope(body);
+      const result = await handler({ channel, token, fields, data });
+      payload = encodeEnvelope(result?.fields ?? {}, result?.data);
+    } catch (e) {
+      replyCode = ERROR_CODE;
+      const serialized = (e as { serialized?: { code: string } }).serialized
+        ? { code: "unknown-code", message: (e as Error).message }
+        : serializeError(e);
+      payload = encodeError(serialized);
+    }
+    if (token !== 0) await send(channel, replyCode, token, payload).catch(() => {});
+  };
+
+  for (;;) {
+    const record = await end.receive();
+    if (record === null) break; // the agent is gone
+    const frame = decodeFrame(record);
+    if (frame.code === ServiceCode.HostShutdown) {
+      await shutdown(files, processes, args.graceMs);
+      header.setFlag(FLAG_HOST_CLOSED);
+      await send(0, REPLY_CODE, frame.token, encodeEnvelope({})).catch(() => {});
+      return 0;
+    }
+    const handler = handlers.get(frame.code);
+    const work = answer(frame.target, frame.token, handler, frame.code, frame.payload);
+    // Waiting for a process must not hold up the session; everything else runs in order.
+    if (frame.code !== ServiceCode.ProcessWait) await work;
+  }
+  await shutdown(files, processes, args.graceMs);
+  return 0;
+}
+
+const BELL = new Uint8Array([1]);
+
+async function shutdown(files: FilesService, processes: ProcessesService, graceMs: number) {
+  await files.closeAll();
+  await processes.endAll(graceMs);
+}

@@ -1,0 +1,205 @@
+/**
+ * The files service: metadata, listing with masks, whole-tree operations,
+ * SHA-256, and handles for reading and writing any size in chunks.
+ * Every opened handle is tracked so the session can close it at the end.
+ * @module
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import { ServiceCode } from "../../core/session-protocol.ts";
+import { requireString, ServiceError } from "../errors.ts";
+import type { Handler, HostContext } from "./types.ts";
+
+/** Largest read one request may ask for (the frame payload limit leaves room for the envelope). */
+export const MAX_READ = 1024 * 1024 - 1024;
+
+interface OpenFile {
+  handle: fsp.FileHandle;
+  path: string;
+  position: number;
+}
+
+type EntryType = "file" | "directory" | "symlink" | "other";
+
+function typeOf(st: fs.Stats): EntryType {
+  return st.isFile() ? "file" : st.isDirectory() ? "directory" : st.isSymbolicLink() ? "symlink" : "other";
+}
+
+/** A glob (`*`, `?`, `**`) as a regular expression over '/'-separated relative paths. */
+export function globToRegExp(glob: string): RegExp {
+  let re = "";
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i];
+    if (c === "*" && glob[i + 1] === "*") {
+      re += glob[i + 2] === "/" ? "(?:.*/)?" : ".*";
+      i += glob[i + 2] === "/" ? 2 : 1;
+    } else if (c === "*") re += "[^/]*";
+    else if (c === "?") re += "[^/]";
+    else re += c.replace(/[.+^${}()|[\]\\]/g, "\\$&");
+  }
+  return new RegExp(`^${re}$`);
+}
+
+export class FilesService {
+  #open = new Map<number, OpenFile>();
+  #nextHandle = 1;
+
+  constructor(readonly context: HostContext) {}
+
+  get openCount(): number {
+    return this.#open.size;
+  }
+
+  /** Closes every handle (session end). */
+  async closeAll(): Promise<void> {
+    const all = [...this.#open.values()];
+    this.#open.clear();
+    await Promise.allSettled(all.map((f) => f.handle.close()));
+  }
+
+  #resolve(p: string): string {
+    return path.resolve(this.context.productRoot, p);
+  }
+
+  #file(fields: Record<string, unknown>): OpenFile {
+    const f = this.#open.get(Number(fields.handle));
+    if (!f) throw new ServiceError("invalid-handle", `no open file with handle ${fields.handle}`);
+    return f;
+  }
+
+  handlers(): Map<number, Handler> {
+    return new Map<number, Handler>([
+      [ServiceCode.FileStat, async ({ fields }) => {
+        const p = this.#resolve(requireString(fields, "path"));
+        const st = await fsp.lstat(p);
+        return { fields: { path: p, type: typeOf(st), size: st.size, mode: st.mode & 0o7777, mtimeMs: st.mtimeMs, atimeMs: st.atimeMs } };
+      }],
+      [ServiceCode.FileList, async ({ fields }) => {
+        const root = this.#resolve(requireString(fields, "path"));
+        const include = ((fields.include as string[] | undefined) ?? []).map(globToRegExp);
+        const exclude = ((fields.exclude as string[] | undefined) ?? []).map(globToRegExp);
+        const recursive = fields.recursive === true;
+        const entries: Array<{ path: string; type: EntryType; size: number; mtimeMs: number }> = [];
+        const walk = async (dir: string, rel: string) => {
+          for (const d of await fsp.readdir(dir, { withFileTypes: true })) {
+            const relPath = rel ? `${rel}/${d.name}` : d.name;
+            if (exclude.some((r) => r.test(relPath))) continue;
+            const full = path.join(dir, d.name);
+            const st = await fsp.lstat(full).catch(() => null);
+            if (!st) continue; // vanished while listing
+            if (include.length === 0 || include.some((r) => r.test(relPath))) {
+              entries.push({ path: relPath, type: typeOf(st), size: st.size, mtimeMs: st.mtimeMs });
+            }
+            if (recursive && st.isDirectory()) await walk(full, relPath);
+          }
+        };
+        const st = await fsp.stat(root);
+        if (!st.isDirectory()) throw new ServiceError("not-a-directory", `${root}: not a directory`, root);
+        await walk(root, "");
+        return { fields: { entries } };
+      }],
+      [ServiceCode.FileMkdir, async ({ fields }) => {
+        const p = this.#resolve(requireString(fields, "path"));
+        await fsp.mkdir(p, { recursive: fields.recursive !== false, mode: typeof fields.mode === "number" ? fields.mode : undefined });
+      }],
+      [ServiceCode.FileDelete, async ({ fields }) => {
+        const p = this.#resolve(requireString(fields, "path"));
+        const st = await fsp.lstat(p);
+        if (st.isDirectory()) await (fields.recursive === true ? fsp.rm(p, { recursive: true }) : fsp.rmdir(p));
+        else await fsp.unlink(p);
+      }],
+      [ServiceCode.FileCopy, async ({ fields }) => {
+        const from = this.#resolve(requireString(fields, "from")), to = this.#resolve(requireString(fields, "to"));
+        await fsp.cp(from, to, { recursive: true, force: fields.overwrite !== false, errorOnExist: fields.overwrite === false });
+      }],
+      [ServiceCode.FileMove, async ({ fields }) => {
+        const from = this.#resolve(requireString(fields, "from")), to = this.#resolve(requireString(fields, "to"));
+        try {
+          await fsp.rename(from, to);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "EXDEV") throw e;
+          await fsp.cp(from, to, { recursive: true });
+          await fsp.rm(from, { recursive: true });
+        }
+      }],
+      [ServiceCode.FileSetTimes, async ({ fields }) => {
+        const p = this.#resolve(requireString(fields, "path"));
+        const st = await fsp.stat(p);
+        await fsp.utimes(p, Number(fields.atimeMs ?? st.atimeMs) / 1000, Number(fields.mtimeMs ?? st.mtimeMs) / 1000);
+      }],
+      [ServiceCode.FileSetMode, async ({ fields }) => {
+        await fsp.chmod(this.#resolve(requireString(fields, "path")), Number(fields.mode));
+      }],
+      [ServiceCode.FileSha256, async ({ fields }) => {
+        const p = this.#resolve(requireString(fields, "path"));
+        const hash = crypto.createHash("sha256");
+        const fh = await fsp.open(p, "r");
+        try {
+          const buf = new Uint8Array(1024 * 1024);
+          let size = 0;
+          for (;;) {
+            const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+            if (bytesRead === 0) break;
+            hash.update(buf.subarray(0, bytesRead));
+            size += bytesRead;
+          }
+          return { fields: { sha256: hash.digest("hex"), size } };
+        } finally {
+          await fh.close();
+        }
+      }],
+      [ServiceCode.FileOpen, async ({ fields }) => {
+        const p = this.#resolve(requireString(fields, "path"));
+        const flags = typeof fields.flags === "string" ? fields.flags : "r";
+        if (!/^(r|r\+|w|wx|w\+|a|ax|a\+)$/.test(flags)) throw new ServiceError("invalid-argument", `unknown open flags "${flags}"`);
+        const handle = await fsp.open(p, flags, typeof fields.mode === "number" ? fields.mode : 0o644);
+        const st = await handle.stat();
+        if (st.isDirectory()) {
+          await handle.close();
+          throw new ServiceError("is-a-directory", `${p}: is a directory`, p);
+        }
+        const id = this.#nextHandle++;
+        this.#open.set(id, { handle, path: p, position: flags.startsWith("a") ? st.size : 0 });
+        this.context.statsChanged();
+        return { fields: { handle: id, size: st.size } };
+      }],
+      [ServiceCode.FileRead, async ({ fields }) => {
+        const f = this.#file(fields);
+        const length = Math.min(MAX_READ, Math.max(0, Number(fields.length ?? MAX_READ)));
+        const position = typeof fields.position === "number" ? fields.position : f.position;
+        const buf = new Uint8Array(length);
+        const { bytesRead } = await f.handle.read(buf, 0, length, position);
+        if (typeof fields.position !== "number") f.position += bytesRead;
+        return { data: buf.subarray(0, bytesRead) };
+      }],
+      [ServiceCode.FileWrite, async ({ fields, data }) => {
+        const f = this.#file(fields);
+        const position = typeof fields.position === "number" ? fields.position : f.position;
+        let written = 0;
+        while (written < data.length) {
+          const r = await f.handle.write(data, written, data.length - written, position + written);
+          written += r.bytesWritten;
+        }
+        if (typeof fields.position !== "number") f.position += written;
+        return { fields: { written } };
+      }],
+      [ServiceCode.FileSeek, async ({ fields }) => {
+        const f = this.#file(fields);
+        const offset = Number(fields.position ?? 0);
+        const whence = fields.whence ?? "start";
+        const base = whence === "current" ? f.position : whence === "end" ? (await f.handle.stat()).size : 0;
+        if (base + offset < 0) throw new ServiceError("invalid-argument", "seek before the start of the file");
+        f.position = base + offset;
+        return { fields: { position: f.position } };
+      }],
+      [ServiceCode.FileClose, async ({ fields }) => {
+        const f = this.#file(fields);
+        this.#open.delete(Number(fields.handle));
+        this.context.statsChanged();
+        await f.handle.close();
+      }],
+    ]);
+  }
+}

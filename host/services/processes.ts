@@ -1,0 +1,136 @@
+/**
+ * The processes service: start programs, stream their output as it comes,
+ * feed stdin, signal, wait, list. Output flows with backpressure: a child's
+ * pipe is paused while its last chunk waits for room in the ring.
+ * Every launched process is tracked so the session can end it (TERM, then
+ * KILL after a grace period).
+ * @module
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { ServiceCode } from "../../core/session-protocol.ts";
+import { requireString, ServiceError } from "../errors.ts";
+import type { Handler, HostContext } from "./types.ts";
+
+interface Launched {
+  id: number;
+  owner: number;
+  program: string;
+  args: string[];
+  child: ChildProcess;
+  startedAt: number;
+  exit: Promise<{ code: number | null; signal: string | null }>;
+  exited: { code: number | null; signal: string | null } | null;
+}
+
+const SIGNALS = new Set(["SIGTERM", "SIGKILL", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGSTOP", "SIGCONT"]);
+
+export class ProcessesService {
+  #procs = new Map<number, Launched>();
+  #nextId = 1;
+
+  constructor(readonly context: HostContext) {}
+
+  get runningCount(): number {
+    let n = 0;
+    for (const p of this.#procs.values()) if (!p.exited) n++;
+    return n;
+  }
+
+  /** Ends every running process: TERM, then KILL those still running after `graceMs`. */
+  async endAll(graceMs: number): Promise<void> {
+    const running = [...this.#procs.values()].filter((p) => !p.exited);
+    for (const p of running) p.child.kill("SIGTERM");
+    const timer = setTimeout(() => running.forEach((p) => p.exited || p.child.kill("SIGKILL")), graceMs);
+    await Promise.all(running.map((p) => p.exit));
+    clearTimeout(timer);
+  }
+
+  #get(fields: Record<string, unknown>): Launched {
+    const p = this.#procs.get(Number(fields.id));
+    if (!p) throw new ServiceError("unknown-process", `no process with id ${fields.id} in this session`);
+    return p;
+  }
+
+  handlers(): Map<number, Handler> {
+    return new Map<number, Handler>([
+      [ServiceCode.ProcessStart, ({ channel, fields }) => this.#start(channel, fields)],
+      [ServiceCode.ProcessWrite, async ({ fields, data }) => {
+        const p = this.#get(fields);
+        if (p.exited || !p.child.stdin || p.child.stdin.destroyed) throw new ServiceError("stdin-closed", `stdin of process ${p.id} is closed`);
+        await new Promise<void>((resolve, reject) => p.child.stdin!.write(data, (e) => (e ? reject(e) : resolve())));
+      }],
+      [ServiceCode.ProcessCloseStdin, ({ fields }) => {
+        this.#get(fields).child.stdin?.end();
+      }],
+      [ServiceCode.ProcessSignal, ({ fields }) => {
+        const p = this.#get(fields);
+        const signal = String(fields.signal ?? "SIGTERM");
+        if (!SIGNALS.has(signal)) throw new ServiceError("invalid-argument", `unsupported signal "${signal}"`);
+        if (!p.exited) p.child.kill(signal as NodeJS.Signals);
+        return { fields: { delivered: !p.exited } };
+      }],
+      [ServiceCode.ProcessWait, async ({ fields }) => ({ fields: { ...(await this.#get(fields).exit) } })],
+      [ServiceCode.ProcessList, () => ({
+        fields: {
+          processes: [...this.#procs.values()].map((p) => ({
+            id: p.id, pid: p.child.pid, program: p.program, args: p.args, startedAt: p.startedAt,
+            running: !p.exited, code: p.exited?.code ?? null, signal: p.exited?.signal ?? null,
+          })),
+        },
+      })],
+    ]);
+  }
+
+  async #start(owner: number, fields: Record<string, unknown>) {
+    const program = requireString(fields, "program");
+    const args = Array.isArray(fields.args) ? fields.args.map(String) : [];
+    const env = fields.env && typeof fields.env === "object" ? fields.env as Record<string, string> : {};
+    const cwd = typeof fields.cwd === "string" ? fields.cwd : this.context.productRoot;
+    const child = spawn(program, args, {
+      cwd,
+      env: fields.clearEnv === true ? env : { ...process.env, ...env },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    await new Promise<void>((resolve, reject) => {
+      child.once("spawn", resolve);
+      child.once("error", (e: NodeJS.ErrnoException) => {
+        if (e.code === "ENOENT") reject(new ServiceError("not-found", `cannot start "${program}": no such program${cwd ? ` (or working directory ${cwd} missing)` : ""}`, program));
+        else if (e.code === "EACCES") reject(new ServiceError("permission-denied", `cannot start "${program}": permission denied`, program));
+        else reject(e);
+      });
+    });
+    child.on("error", () => {}); // later errors (e.g. EPIPE on stdin) surface through the calls that caused them
+    child.stdin!.on("error", () => {});
+    const id = this.#nextId++;
+    const launched: Launched = { id, owner, program, args, child, startedAt: Date.now(), exited: null, exit: null as never };
+    const pumps = (["stdout", "stderr"] as const).map((stream) => this.#pump(launched, stream));
+    launched.exit = new Promise((resolve) => {
+      child.once("exit", async (code, signal) => {
+        await Promise.all(pumps); // every byte of output goes out before the exit event
+        launched.exited = { code, signal };
+        this.context.statsChanged();
+        await this.context.emit(owner, ServiceCode.ProcessExit, { id, code, signal }).catch(() => {});
+        resolve(launched.exited);
+      });
+    });
+    this.#procs.set(id, launched);
+    this.context.statsChanged();
+    return { fields: { id, pid: child.pid } };
+  }
+
+  /** Forwards one output stream, pausing the pipe while each chunk waits for ring space. */
+  #pump(p: Launched, stream: "stdout" | "stderr"): Promise<void> {
+    const source = p.child[stream]!;
+    return new Promise<void>((resolve) => {
+      let pending = Promise.resolve();
+      source.on("data", (chunk: Uint8Array) => {
+        source.pause();
+        pending = pending
+          .then(() => this.context.emit(p.owner, ServiceCode.ProcessOutput, { id: p.id, stream }, chunk))
+          .catch(() => {})
+          .finally(() => source.resume());
+      });
+      source.once("close", () => pending.then(resolve));
+    });
+  }
+}
