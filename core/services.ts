@@ -20,7 +20,7 @@ import { ServiceCode } from "./session-protocol.ts";
 /** What the services need from a session. */
 interface SessionCalls {
   call<F = Record<string, unknown>>(code: number, fields?: Record<string, unknown>, data?: Uint8Array): Promise<Envelope<F>>;
-  process(id: number): RemoteProcess;
+  processById(id: number): RemoteProcess;
 }
 
 /** Bytes per read or write request in whole-file transfers. */
@@ -321,7 +321,7 @@ export class ProcessesApi {
   /** Starts a program (no shell: pass `sh`, `["-c", …]` for one). Output streams as it comes. */
   async start(options: StartOptions): Promise<RemoteProcess> {
     const { fields } = await this.session.call<{ id: number; pid: number }>(ServiceCode.ProcessStart, { ...options });
-    const p = this.session.process(fields.id);
+    const p = this.session.processById(fields.id);
     p.pid = fields.pid;
     return p;
   }

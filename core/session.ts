@@ -148,7 +148,7 @@ export class RemoteSession implements ChannelListener {
     }
     if (frame.code === ServiceCode.ProcessOutput || frame.code === ServiceCode.ProcessExit) {
       const { fields, data } = decodeEnvelope<{ id: number; stream?: "stdout" | "stderr"; code?: number | null; signal?: string | null }>(body);
-      const proc = this.process(fields.id);
+      const proc = this.processById(fields.id);
       if (frame.code === ServiceCode.ProcessOutput) proc.pushOutput(fields.stream ?? "stdout", data.slice());
       else proc.pushExit(fields.code ?? null, fields.signal ?? null);
     }
@@ -163,7 +163,7 @@ export class RemoteSession implements ChannelListener {
   }
 
   /** The process with this id, created on first sight. */
-  process(id: number): RemoteProcess {
+  processById(id: number): RemoteProcess {
     let p = this.procs.get(id);
     if (!p) this.procs.set(id, p = new RemoteProcess(this, id));
     return p;
