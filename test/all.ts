@@ -4,5 +4,7 @@ import "./handshake.test.ts";
 import "./noise.test.ts";
 import "./channel.test.ts";
 import "./purity.test.ts";
+import "./ring.test.ts";
+import "./mmap.test.ts";
 import "./cli.e2e.test.ts";
 import "./hostile.e2e.test.ts";

@@ -1,0 +1,24 @@
+// A peer process for the mmap tests: maps the channel file given as argv[2],
+// and sends every record it receives back, reversed. Doorbells on stdin/stdout.
+import { ChannelEnd } from "../../core/doorbell.ts";
+import { Direction } from "../../core/ring.ts";
+import { mapFile } from "../../cli/runtime/mmap.ts";
+import fs from "node:fs";
+
+const file = process.argv[2];
+const mapping = mapFile(file, fs.statSync(file).size);
+process.stderr.write(`mapped with ${mapping.backend}\n`);
+const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, {
+  ring: () => void process.stdout.write(new Uint8Array([1])),
+  onRing(listener) {
+    process.stdin.on("data", () => listener(false));
+    process.stdin.on("end", () => listener(true));
+  },
+});
+for (;;) {
+  const record = await end.receive();
+  if (record === null) break;
+  await end.send(record.slice().reverse());
+}
+mapping.close();
+process.exit(0);

@@ -1,0 +1,72 @@
+// The shared-memory channel between real processes over a real mapping, on
+// this runtime's backend, and across runtimes (Node's koffi and Deno's dlopen
+// mapping the same file).
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { ChannelEnd } from "../core/doorbell.ts";
+import { channelSize, Direction, initChannel, maxRecordPayload } from "../core/ring.ts";
+import { createMapFile, mapFile } from "../cli/runtime/mmap.ts";
+import { IS_DENO, ROOT, stopAll, tempDir } from "./helpers/agent-process.ts";
+
+const mmap = suite("mmap channel");
+mmap.after(stopAll);
+
+const CAP = 64 * 1024;
+const runtimes: Record<string, string[]> = {
+  node: ["node", "--import", "tsx"],
+  deno: [path.join(ROOT, "node_modules/.bin/deno"), "run", "-A"],
+};
+
+async function echoThrough(peerRuntime: string) {
+  const file = path.join(tempDir(), "channel.mmap");
+  createMapFile(file, channelSize(CAP));
+  assert.is(fs.statSync(file).mode & 0o777, 0o600);
+  const mapping = mapFile(file, channelSize(CAP));
+  assert.is(mapping.backend, IS_DENO ? "deno" : "koffi");
+  initChannel(mapping.bytes, CAP);
+  const [cmd, ...pre] = runtimes[peerRuntime];
+  const child = spawn(cmd, [...pre, path.join(ROOT, "test/helpers/ring-echo.ts"), file], { cwd: ROOT, stdio: ["pipe", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += d));
+  const end = new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, {
+    ring: () => void child.stdin.write(new Uint8Array([1])),
+    onRing(listener) {
+      child.stdout.on("data", () => listener(false));
+      child.stdout.on("close", () => listener(true));
+    },
+  });
+  const max = maxRecordPayload(CAP);
+  // More data than the ring holds, in records up to the maximum, with replies flowing back.
+  const sizes = Array.from({ length: 300 }, (_, i) => (i * 7919) % (max + 1));
+  const sending = (async () => {
+    for (const [i, n] of sizes.entries()) await end.send(Uint8Array.from({ length: n }, (_, j) => (i + j) & 255));
+  })();
+  for (const [i, n] of sizes.entries()) {
+    const back = await end.receive();
+    assert.ok(back, `reply ${i}`);
+    const expected = Uint8Array.from({ length: n }, (_, j) => (i + j) & 255).reverse();
+    assert.equal(back, expected, `record ${i} of ${n} bytes`);
+  }
+  await sending;
+  assert.match(stderr, new RegExp(`mapped with ${peerRuntime === "deno" ? "deno" : "koffi"}`));
+
+  // Idle: neither side spins. The peer uses (almost) no CPU while nothing is sent.
+  const ticks = () => fs.readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1].split(" ").slice(11, 13).reduce((a, b) => a + Number(b), 0);
+  await new Promise((r) => setTimeout(r, 300));
+  const before = ticks();
+  await new Promise((r) => setTimeout(r, 2000));
+  const used = ticks() - before;
+  assert.ok(used <= 10, `idle peer used ${used} clock ticks of CPU in 2 s`);
+
+  child.stdin.end();
+  await new Promise((r) => child.once("exit", r));
+  mapping.close();
+}
+
+mmap("records cross to a peer on the same runtime and back, more than the ring holds", () => echoThrough(IS_DENO ? "deno" : "node"));
+mmap("records cross to a peer on the other runtime (koffi and Deno.dlopen share one mapping)", () => echoThrough(IS_DENO ? "node" : "deno"));
+
+mmap.run();
