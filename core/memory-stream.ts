@@ -27,7 +27,10 @@ class Pipe {
 
 export function memoryStreamPair(): [ByteStream, ByteStream] {
   const ab = new Pipe(), ba = new Pipe();
+  let markClosed!: () => void;
+  const closed = new Promise<void>((r) => (markClosed = r));
   const side = (incoming: Pipe, outgoing: Pipe): ByteStream => ({
+    closed,
     async read() {
       while (incoming.chunks.length === 0) {
         if (incoming.ended) return null;
@@ -43,6 +46,7 @@ export function memoryStreamPair(): [ByteStream, ByteStream] {
     close() {
       incoming.end();
       outgoing.end();
+      markClosed();
     },
   });
   return [side(ba, ab), side(ab, ba)];

@@ -21,6 +21,8 @@ export interface ByteStream {
   close(): void;
   /** "address:port" of the peer, where the transport knows it. */
   readonly remote?: string;
+  /** Resolves once the stream has ended in either direction, for whatever reason. */
+  readonly closed: Promise<void>;
 }
 
 /** Reads exact byte counts from a {@link ByteStream}. */

@@ -8,3 +8,4 @@ import "./ring.test.ts";
 import "./mmap.test.ts";
 import "./cli.e2e.test.ts";
 import "./hostile.e2e.test.ts";
+import "./sessions.e2e.test.ts";

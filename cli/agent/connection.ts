@@ -87,6 +87,10 @@ export class ClientConnection implements SessionPeer {
     if (seq !== att.recvSeq + 1) throw new ProtocolError(`session frame ${seq} arrived after ${att.recvSeq}: frames were lost`);
     att.recvSeq = seq;
     if (att.session.ending) return await this.#error(frame, "session-ended", "the session has ended");
-    await att.session.host.send({ target: att.id, code: frame.code, token: frame.token, payload: body });
+    // A full ring holds this connection (backpressure), but must not hide that the client left.
+    await Promise.race([
+      att.session.host.send({ target: att.id, code: frame.code, token: frame.token, payload: body }),
+      this.channel.stream.closed,
+    ]);
   }
 }

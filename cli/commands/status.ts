@@ -34,8 +34,19 @@ export async function statusCommand(flags: Flags): Promise<void> {
       `listening    ${status.listen ? `${formatHost(status.listen.host)}:${status.listen.port}` : "-"} (${status.mode === "key" ? "key mode" : "INSECURE plaintext"})\n` +
       `key ids      ${status.keyIds.join(", ") || "-"}\n` +
       `connections  ${status.connections.open} open, ${status.connections.handshaking} in handshake\n` +
-      `handshakes   ${status.handshakes.accepted} accepted; rejected: ${rejected}\n`,
+      `handshakes   ${status.handshakes.accepted} accepted; rejected: ${rejected}\n` +
+      sessionTable(status.sessions),
   );
+}
+
+function sessionTable(sessions: AgentStatus["sessions"]): string {
+  if (sessions.length === 0) return "sessions     none\n";
+  const rows = [["SESSION", "PRODUCT", "HOST PID", "CLIENTS", "IDLE", "FILES", "PROCESSES"]];
+  for (const s of sessions) {
+    rows.push([s.id, s.product, String(s.hostPid), String(s.clients), duration(s.idleSeconds), String(s.openFiles), String(s.runningProcesses)]);
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return `sessions     ${sessions.length}\n` + rows.map((r) => "  " + r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n") + "\n";
 }
 
 function duration(seconds: number): string {

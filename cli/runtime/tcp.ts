@@ -41,10 +41,12 @@ export function socketStream(socket: net.Socket): ByteStream {
   socket.on("end", finish);
   socket.on("close", finish);
   socket.on("error", finish);
+  const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
   const remote = socket.remoteAddress ? `${formatHost(socket.remoteAddress)}:${socket.remotePort}` : undefined;
 
   return {
     remote,
+    closed,
     async read() {
       while (chunks.length === 0) {
         if (ended) return null;
