@@ -9,3 +9,4 @@ import "./mmap.test.ts";
 import "./cli.e2e.test.ts";
 import "./hostile.e2e.test.ts";
 import "./sessions.e2e.test.ts";
+import "./local.test.ts";

@@ -1,0 +1,32 @@
+// The local agent: a product on the same machine, no network, the same host processes.
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { LocalAgent, NotFoundError } from "../mod.ts";
+import { agentCommand, stopAll, tempDir } from "./helpers/agent-process.ts";
+
+test.after(stopAll);
+
+test("local agent: sessions, processes and files with no listener at all", async () => {
+  const local = await LocalAgent.start({ stateDir: tempDir(), agentCommand: agentCommand() });
+  const s = await local.openSession("local");
+  const r = await s.processes.run({ program: "sh", args: ["-c", "printf local; exit 2"] });
+  assert.equal([new TextDecoder().decode(r.stdout), r.code], ["local", 2]);
+  await s.files.writeFile("note.txt", new TextEncoder().encode("kept"));
+  assert.is(new TextDecoder().decode(await s.files.readFile("note.txt")), "kept");
+  assert.instance(await s.files.stat("missing").catch((e) => e), NotFoundError);
+  const hostPid = (await s.system.info()).pid;
+  assert.is((await local.listSessions()).length, 1);
+  await local.stop();
+  let alive = true;
+  for (let i = 0; i < 100 && alive; i++) {
+    try {
+      process.kill(hostPid, 0);
+      await new Promise((r) => setTimeout(r, 50));
+    } catch {
+      alive = false;
+    }
+  }
+  assert.not.ok(alive, "stopping the local agent ends its hosts");
+});
+
+test.run();
