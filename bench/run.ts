@@ -6,6 +6,8 @@
  *   startup     spawn to first accepted TCP connection: dist/agent vs a bare node listener
  *   memory      resident set of an idle agent
  *   crypto      AES-256-GCM throughput of the two providers (node:crypto, WebCrypto)
+ *   sessions    product round trip, remote `true` vs OpenSSH, 1 GiB transfers vs `ssh cat`, host start and memory
+ *               (bench/sessions.ts; run bench/sshd.sh first for the OpenSSH columns)
  *
  * Run after `npm run build`. Each section prints its figures and ratio.
  * @module
@@ -22,6 +24,7 @@ import { webCryptoProvider, type CryptoProvider } from "../core/crypto.ts";
 import { nodeCryptoProvider, runtimeCryptoProvider } from "../cli/runtime/crypto.ts";
 import { dialTcp } from "../cli/runtime/tcp.ts";
 import { median, quantile, ratio, table, us } from "./stats.ts";
+import { benchSessions } from "./sessions.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const AGENT = path.join(ROOT, "dist/agent");
@@ -80,7 +83,7 @@ async function startAgent(key: string) {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-bench-"));
   const child = spawnTracked(AGENT, ["start", "--host", "127.0.0.1", "--port", "0", "--key", key], { AGENT_STATE_DIR: stateDir });
   const m = await waitForLine(child, /listening on \S+:(\d+)/);
-  return { child, port: Number(m[1]), stateDir };
+  return { child, port: Number(m[1]), stateDir, key };
 }
 
 async function benchPing() {
@@ -186,6 +189,7 @@ async function main() {
   console.log(`agent benchmarks — ${os.cpus().length} CPUs, node ${process.versions.node}; peers run in the same process tree`);
   const agent = await benchPing();
   await benchMemory(agent.child.pid!);
+  await benchSessions(agent.port, agent.key, agent.child.pid!);
   agent.child.kill();
   fs.rmSync(agent.stateDir, { recursive: true, force: true });
   await benchStartup();
