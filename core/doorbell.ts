@@ -16,7 +16,7 @@
  * ```
  * @module
  */
-import { ChannelCorruptError, Direction, RingReader, RingWriter } from "./ring.ts";
+import { ChannelCorruptError, type Checksum, Direction, RingReader, RingWriter } from "./ring.ts";
 
 /** Wake-ups to and from the peer process. */
 export interface Doorbell {
@@ -37,9 +37,9 @@ export class ChannelEnd {
   #closed = false;
   #backstop = BACKSTOP_MIN_MS;
 
-  constructor(region: Uint8Array, send: Direction, receive: Direction, readonly doorbell: Doorbell) {
-    this.writer = new RingWriter(region, send);
-    this.reader = new RingReader(region, receive);
+  constructor(region: Uint8Array, send: Direction, receive: Direction, readonly doorbell: Doorbell, checksum?: Checksum) {
+    this.writer = new RingWriter(region, send, checksum);
+    this.reader = new RingReader(region, receive, checksum);
     doorbell.onRing((closed) => {
       if (closed) this.#closed = true;
       this.#wakeAll();

@@ -16,6 +16,9 @@
  * @module
  */
 import { crc32 } from "./crc32.ts";
+
+/** CRC-32 (zlib polynomial) continuing from `previous`; the runtime may supply a native one. */
+export type Checksum = (bytes: Uint8Array, previous?: number) => number;
 import { AgentError } from "./errors.ts";
 
 /** "AGMM" little-endian. */
@@ -131,7 +134,7 @@ abstract class RingSide {
   readonly capacity: number;
   protected mask: number;
 
-  constructor(region: Uint8Array, direction: Direction) {
+  constructor(region: Uint8Array, direction: Direction, protected checksum: Checksum = crc32) {
     this.capacity = openChannel(region);
     this.v = view(region);
     this.desc = RING_DESC + 32 * direction;
@@ -183,8 +186,8 @@ export class RingWriter extends RingSide {
   #header = new Uint8Array(RECORD_HEADER_SIZE);
   #hv = new DataView(this.#header.buffer);
 
-  constructor(region: Uint8Array, direction: Direction) {
-    super(region, direction);
+  constructor(region: Uint8Array, direction: Direction, checksum?: Checksum) {
+    super(region, direction, checksum);
     this.#seq = this.field(R_RECORDS);
   }
 
@@ -211,7 +214,7 @@ export class RingWriter extends RingSide {
     this.#hv.setUint32(0, payload.length, true);
     this.#hv.setUint32(4, seq, true);
     this.#hv.setUint32(12, 0, true);
-    this.#hv.setUint32(8, crc32(payload, crc32(this.#header.subarray(0, 8))), true);
+    this.#hv.setUint32(8, this.checksum(payload, this.checksum(this.#header.subarray(0, 8))), true);
     this.copyIn(head + RECORD_HEADER_SIZE, payload);
     this.copyIn(head, this.#header);
     // Publish: the head moves only after the record is complete.
@@ -233,8 +236,8 @@ export class RingWriter extends RingSide {
 export class RingReader extends RingSide {
   #expectSeq: number;
 
-  constructor(region: Uint8Array, direction: Direction) {
-    super(region, direction);
+  constructor(region: Uint8Array, direction: Direction, checksum?: Checksum) {
+    super(region, direction, checksum);
     // Records already consumed: everything before the tail. The next expected sequence follows.
     this.#expectSeq = 0;
   }
@@ -256,7 +259,7 @@ export class RingReader extends RingSide {
     const size = align8(RECORD_HEADER_SIZE + length);
     if (size > available) throw new ChannelCorruptError(`record length ${length} runs past the published data`);
     const payload = this.copyOut(tail + RECORD_HEADER_SIZE, length);
-    if (crc32(payload, crc32(header.subarray(0, 8))) !== hv.getUint32(8, true)) {
+    if (this.checksum(payload, this.checksum(header.subarray(0, 8))) !== hv.getUint32(8, true)) {
       throw new ChannelCorruptError(`record ${seq} failed its checksum (torn or corrupt)`);
     }
     if (this.#expectSeq !== 0 && seq !== this.#expectSeq) throw new ChannelCorruptError(`record ${seq} out of sequence (expected ${this.#expectSeq})`);

@@ -11,7 +11,7 @@ import { decodeFrame, encodeFrame } from "../core/frame.ts";
 import { encodeError, ERROR_CODE } from "../core/messages.ts";
 import { ChannelHeader, Direction, FLAG_HOST_CLOSED, openChannel } from "../core/ring.ts";
 import { decodeEnvelope, encodeEnvelope, REPLY_CODE, ServiceCode } from "../core/session-protocol.ts";
-import { mapFile } from "../cli/runtime/mmap.ts";
+import { mapFile, ringChecksum } from "../cli/runtime/mmap.ts";
 import { serializeError } from "./errors.ts";
 import { type ExtensionReport, loadExtensions } from "./extensions.ts";
 import { FilesService } from "./services/files.ts";
@@ -80,7 +80,7 @@ export async function hostMain(argv: string[]): Promise<number> {
       process.stdin.on("close", () => listener(true));
     },
   };
-  const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, doorbell);
+  const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, doorbell, ringChecksum);
 
   const send = (channel: number, code: number, token: number, payload: Uint8Array) =>
     end.send(encodeFrame({ target: channel, code, token, payload }));

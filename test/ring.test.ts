@@ -2,6 +2,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { crc32 } from "../core/crc32.ts";
+import { ringChecksum } from "../cli/runtime/mmap.ts";
 import {
   ChannelCorruptError, channelSize, CHANNEL_HEADER_SIZE, Direction, initChannel, openChannel, RingReader, RingWriter,
 } from "../core/ring.ts";
@@ -18,6 +19,12 @@ test("crc32: the standard check value", () => {
   assert.is(crc32(new TextEncoder().encode("123456789")), 0xcbf43926);
   const a = new TextEncoder().encode("1234"), b = new TextEncoder().encode("56789");
   assert.is(crc32(b, crc32(a)), 0xcbf43926);
+});
+
+test("crc32: the runtime's native checksum agrees with the portable one", () => {
+  const data = bytes(100_003, 5);
+  assert.is(ringChecksum(data), crc32(data));
+  assert.is(ringChecksum(data.subarray(50), ringChecksum(data.subarray(0, 50))), crc32(data));
 });
 
 test("ring: records come out whole and in order, across many wrap-arounds", () => {

@@ -15,7 +15,7 @@ import { ChannelEnd, type Doorbell } from "../../core/doorbell.ts";
 import { decodeFrame, encodeFrame, type Frame } from "../../core/frame.ts";
 import { ChannelHeader, channelSize, Direction, FLAG_AGENT_CLOSED, initChannel } from "../../core/ring.ts";
 import { decodeEnvelope, encodeEnvelope, ServiceCode } from "../../core/session-protocol.ts";
-import { createMapFile, type Mapping, mapFile } from "../runtime/mmap.ts";
+import { createMapFile, type Mapping, mapFile, ringChecksum } from "../runtime/mmap.ts";
 
 /** Where a host runs and how. */
 export interface HostLaunch {
@@ -109,7 +109,7 @@ export class HostProcess {
         child.stdout!.on("close", () => listener(true));
       },
     };
-    const end = new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, doorbell);
+    const end = new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, doorbell, ringChecksum);
 
     const cleanup = () => {
       mapping.close();
