@@ -14,7 +14,8 @@
  */
 import { TAG_SIZE } from "./crypto.ts";
 import { ConnectionClosedError, FrameTooLargeError } from "./errors.ts";
-import { decodeFrame, encodeFrame, type Frame, FRAME_HEADER_SIZE, MAX_PAYLOAD } from "./frame.ts";
+import { decodeFrame, encodeFrameHeader, type Frame, FRAME_HEADER_SIZE, MAX_PAYLOAD } from "./frame.ts";
+import { concat } from "./bytes.ts";
 import type { CipherState } from "./noise.ts";
 import type { ByteStream, StreamReader } from "./stream.ts";
 
@@ -62,11 +63,21 @@ export class Channel {
    * the promise resolves once the transport accepted the record.
    */
   send(frame: Frame): Promise<void> {
+    return this.sendParts(frame.target, frame.code, frame.token, [frame.payload]);
+  }
+
+  /** Sends a frame whose payload is the concatenation of `parts`, without joining them. */
+  sendParts(target: number, code: number, token: number, parts: readonly Uint8Array[]): Promise<void> {
     const run = this.#sendQueue.then(async () => {
       if (this.#closed) throw new ConnectionClosedError();
-      const plain = encodeFrame(frame);
-      const body = this.keys ? await this.keys.send.encrypt(plain) : plain;
-      await this.stream.write(encodeRecord(body));
+      const plain = [encodeFrameHeader(target, code, token), ...parts];
+      const body = this.keys ? await this.keys.send.encryptParts(plain) : plain;
+      let length = 0;
+      for (const b of body) length += b.length;
+      const prefix = new Uint8Array(4);
+      new DataView(prefix.buffer).setUint32(0, length, true);
+      if (this.stream.writev) await this.stream.writev([prefix, ...body]);
+      else await this.stream.write(concat([prefix, ...body]));
     });
     this.#sendQueue = run.catch(() => {});
     return run;

@@ -138,10 +138,10 @@ export class AgentClient {
     this.#channels.delete(channel);
   }
 
-  /** Sends a frame that expects no reply. */
-  post(frame: Frame): Promise<void> {
+  /** Sends a frame that expects no reply; its payload is the concatenation of `parts`. */
+  post(target: number, code: number, token: number, parts: readonly Uint8Array[]): Promise<void> {
     if (this.#closedError) return Promise.reject(this.#closedError);
-    return this.channel.send(frame);
+    return this.channel.sendParts(target, code, token, parts);
   }
 
   /** True once the connection has ended. */

@@ -35,6 +35,8 @@ export class ChannelEnd {
   readonly reader: RingReader;
   #waiters: Array<() => void> = [];
   #closed = false;
+  /** Set before the region is unmapped: from then on nothing here may touch it. */
+  #detached = false;
   #backstop = BACKSTOP_MIN_MS;
 
   constructor(region: Uint8Array, send: Direction, receive: Direction, readonly doorbell: Doorbell, checksum?: Checksum) {
@@ -57,8 +59,10 @@ export class ChannelEnd {
   }
 
   /** Appends a record, waiting while the ring is full (backpressure). */
-  async send(record: Uint8Array): Promise<void> {
-    while (!this.writer.tryWrite(record)) {
+  async send(record: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    for (;;) {
+      if (this.#detached) throw new ChannelCorruptError("the channel was closed");
+      if (this.writer.tryWrite(record)) break;
       if (this.#closed) throw new ChannelCorruptError("the peer closed the channel");
       await this.#sleep();
     }
@@ -68,9 +72,10 @@ export class ChannelEnd {
   /** The next record; null once the peer is gone and the ring is drained. */
   async receive(): Promise<Uint8Array | null> {
     for (;;) {
+      if (this.#detached) return null;
       const record = this.#tryRead();
       if (record) return record;
-      if (this.#closed) return await this.#finalRead();
+      if (this.#closed) return this.#tryRead(); // whatever the peer wrote before it went
       this.reader.setWaiting();
       const again = this.#tryRead(); // re-check after announcing sleep
       if (again) {
@@ -78,6 +83,7 @@ export class ChannelEnd {
         return again;
       }
       await this.#sleep();
+      if (this.#detached) return null;
       this.reader.clearWaiting();
     }
   }
@@ -86,6 +92,16 @@ export class ChannelEnd {
   close(): void {
     this.#closed = true;
     this.#wakeAll();
+  }
+
+  /**
+   * Call before unmapping the region: pending and later calls return or throw
+   * without reading or writing it (touching an unmapped region would crash
+   * the process).
+   */
+  detach(): void {
+    this.#detached = true;
+    this.close();
   }
 
   #tryRead(): Uint8Array | null {
@@ -104,10 +120,6 @@ export class ChannelEnd {
         while (Date.now() < until) { /* about a millisecond, at most five times */ }
       }
     }
-  }
-
-  async #finalRead(): Promise<Uint8Array | null> {
-    return this.#tryRead();
   }
 
   #sleep(): Promise<void> {

@@ -38,6 +38,16 @@ export function encodeFrame(frame: Frame): Uint8Array {
   return out;
 }
 
+/** The 12-byte header alone, for senders that pass the payload separately. */
+export function encodeFrameHeader(target: number, code: number, token: number): Uint8Array {
+  const out = new Uint8Array(FRAME_HEADER_SIZE);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, target, true);
+  view.setUint32(4, code, true);
+  view.setUint32(8, token, true);
+  return out;
+}
+
 /** Decodes a frame; the payload is a view into `bytes`, not a copy. */
 export function decodeFrame(bytes: Uint8Array): Frame {
   if (bytes.length < FRAME_HEADER_SIZE) throw new ProtocolError(`frame of ${bytes.length} bytes is shorter than its header`);

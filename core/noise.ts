@@ -24,6 +24,7 @@
  */
 import { type Aead, type CryptoProvider, hmacSha256, sha256, TAG_SIZE, x25519, x25519Generate, type X25519KeyPair } from "./crypto.ts";
 import { AuthenticationError, IntegrityError, ProtocolError } from "./errors.ts";
+import { concat } from "./bytes.ts";
 
 /** The Noise protocol name; exactly 32 bytes, so it is the initial hash as is. */
 export const NOISE_PROTOCOL_NAME = "Noise_NNpsk0_25519_AESGCM_SHA256";
@@ -54,6 +55,12 @@ export class CipherState {
 
   async encrypt(plaintext: Uint8Array, ad: Uint8Array = EMPTY): Promise<Uint8Array> {
     return await this.aead.seal(noiseNonce(this.#n++), plaintext, ad);
+  }
+
+  /** Encrypts the concatenation of `parts`; returns the sealed record as pieces (no join where the provider allows). */
+  async encryptParts(parts: readonly Uint8Array[]): Promise<Uint8Array[]> {
+    if (this.aead.sealParts) return this.aead.sealParts(noiseNonce(this.#n++), parts, EMPTY);
+    return [await this.encrypt(parts.length === 1 ? parts[0] : concat(parts))];
   }
 
   /** Decrypts with the next counter; a bad tag, replay or reordering throws {@link IntegrityError}. */

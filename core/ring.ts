@@ -200,9 +200,12 @@ export class RingWriter extends RingSide {
    * Appends one record if it fits; returns false (and marks the producer as
    * waiting, so the consumer rings back once it frees space) when it does not.
    */
-  tryWrite(payload: Uint8Array): boolean {
-    if (payload.length > this.maxPayload) throw new RangeError(`record of ${payload.length} bytes exceeds the ring's maximum of ${this.maxPayload}`);
-    const size = align8(RECORD_HEADER_SIZE + payload.length);
+  tryWrite(record: Uint8Array | readonly Uint8Array[]): boolean {
+    const parts = record instanceof Uint8Array ? [record] : record;
+    let length = 0;
+    for (const p of parts) length += p.length;
+    if (length > this.maxPayload) throw new RangeError(`record of ${length} bytes exceeds the ring's maximum of ${this.maxPayload}`);
+    const size = align8(RECORD_HEADER_SIZE + length);
     const head = this.head;
     if (this.capacity - ((head - this.tail) >>> 0) < size) {
       this.setField(R_PRODUCER_WAITING, 1);
@@ -211,11 +214,17 @@ export class RingWriter extends RingSide {
       this.setField(R_PRODUCER_WAITING, 0);
     }
     const seq = (this.#seq + 1) >>> 0;
-    this.#hv.setUint32(0, payload.length, true);
+    this.#hv.setUint32(0, length, true);
     this.#hv.setUint32(4, seq, true);
     this.#hv.setUint32(12, 0, true);
-    this.#hv.setUint32(8, this.checksum(payload, this.checksum(this.#header.subarray(0, 8))), true);
-    this.copyIn(head + RECORD_HEADER_SIZE, payload);
+    let crc = this.checksum(this.#header.subarray(0, 8));
+    let at = head + RECORD_HEADER_SIZE;
+    for (const p of parts) {
+      crc = this.checksum(p, crc);
+      this.copyIn(at, p);
+      at += p.length;
+    }
+    this.#hv.setUint32(8, crc, true);
     this.copyIn(head, this.#header);
     // Publish: the head moves only after the record is complete.
     this.setField(R_HEAD, head + size);

@@ -146,6 +146,24 @@ export function encodeEnvelope(fields: unknown, data: Uint8Array = EMPTY): Uint8
   return out;
 }
 
+/** The envelope as two pieces (length and fields; the bytes), so bulk data is never copied to build it. */
+export function encodeEnvelopeParts(fields: unknown, data: Uint8Array = EMPTY): Uint8Array[] {
+  const f = encodeFields(fields ?? {});
+  const head = new Uint8Array(4 + f.length);
+  new DataView(head.buffer).setUint32(0, f.length, true);
+  head.set(f, 4);
+  return data.length > 0 ? [head, data] : [head];
+}
+
+/** Just the 8-byte session header. */
+export function encodeSessionHeader(seq: number, ack: number): Uint8Array {
+  const out = new Uint8Array(SESSION_HEADER_SIZE);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, seq, true);
+  v.setUint32(4, ack, true);
+  return out;
+}
+
 /** Decodes an envelope; `data` is a view, not a copy. */
 export function decodeEnvelope<F = Record<string, unknown>>(bytes: Uint8Array): Envelope<F> {
   if (bytes.length < 4) throw new ProtocolError("message body shorter than its fields length");

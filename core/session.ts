@@ -19,7 +19,7 @@ import { ConnectionClosedError, ProtocolError, remoteError, SessionEndedError } 
 import type { Frame } from "./frame.ts";
 import { decodeError, decodeFields, encodeFields, ERROR_CODE } from "./messages.ts";
 import {
-  ACK_CODE, type AttachmentInfo, decodeEnvelope, decodeSessionPayload, encodeEnvelope, encodeSessionPayload, type Envelope,
+  ACK_CODE, type AttachmentInfo, decodeEnvelope, decodeSessionPayload, encodeEnvelopeParts, encodeSessionHeader, type Envelope,
   REPLY_CODE, ServiceCode, SessionMeta,
 } from "./session-protocol.ts";
 import { FilesApi, ProcessesApi, RemoteProcess, SystemApi } from "./services.ts";
@@ -45,7 +45,7 @@ export class RemoteSession implements ChannelListener {
   #client: AgentClient | null;
   #sendSeq = 0;
   #recvSeq = 0;
-  #unacked: Array<{ seq: number; code: number; token: number; body: Uint8Array }> = [];
+  #unacked: Array<{ seq: number; code: number; token: number; body: Uint8Array[] }> = [];
   #pending = new Map<number, Pending>();
   #nextToken = 1;
   #unackedIn = 0;
@@ -103,7 +103,7 @@ export class RemoteSession implements ChannelListener {
     if (this.ended) return Promise.reject(this.ended);
     const token = this.#nextToken;
     this.#nextToken = this.#nextToken >= 0xffffffff ? 1 : this.#nextToken + 1;
-    const body = encodeEnvelope(fields, data);
+    const body = encodeEnvelopeParts(fields, data);
     const seq = ++this.#sendSeq;
     this.#unacked.push({ seq, code, token, body });
     return new Promise<Envelope<F>>((resolve, reject) => {
@@ -174,10 +174,10 @@ export class RemoteSession implements ChannelListener {
     return this.#client;
   }
 
-  #transmit(seq: number, code: number, token: number, body: Uint8Array) {
+  #transmit(seq: number, code: number, token: number, body: Uint8Array[]) {
     const client = this.#client;
     if (!client || client.isClosed) return; // kept in #unacked; resume() sends it
-    client.post({ target: this.channel, code, token, payload: encodeSessionPayload(seq, this.#recvSeq, body) }).catch(() => {});
+    client.post(this.channel, code, token, [encodeSessionHeader(seq, this.#recvSeq), ...body]).catch(() => {});
     this.#unackedIn = 0;
   }
 
@@ -197,7 +197,7 @@ export class RemoteSession implements ChannelListener {
     this.#unackedIn = 0;
     const client = this.#client;
     if (!client || client.isClosed || this.ended) return;
-    client.post({ target: this.channel, code: ACK_CODE, token: 0, payload: encodeSessionPayload(0, this.#recvSeq, new Uint8Array(0)) }).catch(() => {});
+    client.post(this.channel, ACK_CODE, 0, [encodeSessionHeader(0, this.#recvSeq)]).catch(() => {});
   }
 
   #end(error: SessionEndedError) {

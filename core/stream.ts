@@ -17,6 +17,8 @@ export interface ByteStream {
   read(): Promise<Uint8Array | null>;
   /** Resolves once the transport has taken the bytes (its backpressure point). */
   write(data: Uint8Array): Promise<void>;
+  /** Optional: writes several pieces as one, without joining them first. */
+  writev?(parts: readonly Uint8Array[]): Promise<void>;
   /** Closes both directions; pending reads resolve null. Safe to call twice. */
   close(): void;
   /** "address:port" of the peer, where the transport knows it. */

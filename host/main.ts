@@ -7,10 +7,10 @@
  */
 import { timingSafeEqual, fromHex } from "../core/bytes.ts";
 import { ChannelEnd, type Doorbell } from "../core/doorbell.ts";
-import { decodeFrame, encodeFrame } from "../core/frame.ts";
+import { decodeFrame, encodeFrameHeader } from "../core/frame.ts";
 import { encodeError, ERROR_CODE } from "../core/messages.ts";
 import { ChannelHeader, Direction, FLAG_HOST_CLOSED, openChannel } from "../core/ring.ts";
-import { decodeEnvelope, encodeEnvelope, REPLY_CODE, ServiceCode } from "../core/session-protocol.ts";
+import { decodeEnvelope, encodeEnvelopeParts, REPLY_CODE, ServiceCode } from "../core/session-protocol.ts";
 import { mapFile, ringChecksum } from "../cli/runtime/mmap.ts";
 import { serializeError } from "./errors.ts";
 import { type ExtensionReport, loadExtensions } from "./extensions.ts";
@@ -78,22 +78,23 @@ export async function hostMain(argv: string[]): Promise<number> {
       process.stdin.on("data", () => listener(false));
       process.stdin.on("end", () => listener(true));
       process.stdin.on("close", () => listener(true));
+      process.stdout.on("error", () => listener(true)); // the agent is gone
     },
   };
   const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, doorbell, ringChecksum);
 
-  const send = (channel: number, code: number, token: number, payload: Uint8Array) =>
-    end.send(encodeFrame({ target: channel, code, token, payload }));
+  const send = (channel: number, code: number, token: number, parts: readonly Uint8Array[]) =>
+    end.send([encodeFrameHeader(channel, code, token), ...parts]);
   let statsQueued = false;
   const context: HostContext = {
     productRoot: args.root,
-    emit: (channel, code, fields, data) => send(channel, code, 0, encodeEnvelope(fields, data)),
+    emit: (channel, code, fields, data) => send(channel, code, 0, encodeEnvelopeParts(fields, data)),
     statsChanged() {
       if (statsQueued) return;
       statsQueued = true;
       setTimeout(() => {
         statsQueued = false;
-        send(0, ServiceCode.HostStats, 0, encodeEnvelope({ openFiles: files.openCount, runningProcesses: processes.runningCount })).catch(() => {});
+        send(0, ServiceCode.HostStats, 0, encodeEnvelopeParts({ openFiles: files.openCount, runningProcesses: processes.runningCount })).catch(() => {});
       }, 0);
     },
   };
@@ -107,21 +108,21 @@ export async function hostMain(argv: string[]): Promise<number> {
   ]);
   extensions = loadExtensions(args.extensions, handlers, args.root);
   for (const x of extensions) if (!x.ok) process.stderr.write(`extension ${x.name} not loaded: ${x.error}\n`);
-  await send(0, ServiceCode.HostReady, 0, encodeEnvelope({ pid: process.pid, extensions }));
+  await send(0, ServiceCode.HostReady, 0, encodeEnvelopeParts({ pid: process.pid, extensions }));
 
   const answer = async (channel: number, token: number, handler: Handler | undefined, code: number, body: Uint8Array) => {
-    let payload: Uint8Array, replyCode = REPLY_CODE;
+    let payload: Uint8Array[], replyCode = REPLY_CODE;
     try {
       if (!handler) throw Object.assign(new Error(`this host has no handler for code 0x${code.toString(16)}`), { serialized: { code: "unknown-code" } });
       const { fields, data } = decodeEnvelope(body);
       const result = await handler({ channel, token, fields, data });
-      payload = encodeEnvelope(result?.fields ?? {}, result?.data);
+      payload = encodeEnvelopeParts(result?.fields ?? {}, result?.data);
     } catch (e) {
       replyCode = ERROR_CODE;
       const serialized = (e as { serialized?: { code: string } }).serialized
         ? { code: "unknown-code", message: (e as Error).message }
         : serializeError(e);
-      payload = encodeError(serialized);
+      payload = [encodeError(serialized)];
     }
     if (token !== 0) await send(channel, replyCode, token, payload).catch(() => {});
   };
@@ -133,7 +134,7 @@ export async function hostMain(argv: string[]): Promise<number> {
     if (frame.code === ServiceCode.HostShutdown) {
       await shutdown(files, processes, args.graceMs);
       header.setFlag(FLAG_HOST_CLOSED);
-      await send(0, REPLY_CODE, frame.token, encodeEnvelope({})).catch(() => {});
+      await send(0, REPLY_CODE, frame.token, encodeEnvelopeParts({})).catch(() => {});
       return 0;
     }
     const handler = handlers.get(frame.code);

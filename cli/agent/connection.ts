@@ -24,6 +24,10 @@ export class ClientConnection implements SessionPeer {
     return this.channel.send(frame);
   }
 
+  sendParts(target: number, code: number, token: number, parts: readonly Uint8Array[]): Promise<void> {
+    return this.channel.sendParts(target, code, token, parts);
+  }
+
   /** Serves frames until the peer leaves; returns why it ended, if not cleanly. */
   async serve(): Promise<string | null> {
     try {

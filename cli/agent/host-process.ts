@@ -12,7 +12,7 @@ import path from "node:path";
 import { toHex } from "../../core/bytes.ts";
 import { randomBytes } from "../../core/crypto.ts";
 import { ChannelEnd, type Doorbell } from "../../core/doorbell.ts";
-import { decodeFrame, encodeFrame, type Frame } from "../../core/frame.ts";
+import { decodeFrame, encodeFrameHeader, type Frame } from "../../core/frame.ts";
 import { ChannelHeader, channelSize, Direction, FLAG_AGENT_CLOSED, initChannel } from "../../core/ring.ts";
 import { decodeEnvelope, encodeEnvelope, ServiceCode } from "../../core/session-protocol.ts";
 import { createMapFile, type Mapping, mapFile, ringChecksum } from "../runtime/mmap.ts";
@@ -91,7 +91,7 @@ export class HostProcess {
     const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
       child.once("exit", (code, signal) => resolve({ code, signal }))
     );
-    child.stdin!.on("error", () => {});
+    for (const pipe of [child.stdin!, child.stdout!, child.stderr!]) pipe.on("error", () => {}); // its exit tells the story
     let stderr = "";
     child.stderr!.setEncoding("utf8");
     child.stderr!.on("data", (d: string) => {
@@ -112,6 +112,7 @@ export class HostProcess {
     const end = new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, doorbell, ringChecksum);
 
     const cleanup = () => {
+      end.detach();
       mapping.close();
       fs.rmSync(file, { force: true });
     };
@@ -136,7 +137,7 @@ export class HostProcess {
 
   /** Sends a frame into the host's ring, waiting while it is full. */
   send(frame: Frame): Promise<void> {
-    return this.end.send(encodeFrame(frame));
+    return this.end.send([encodeFrameHeader(frame.target, frame.code, frame.token), frame.payload]);
   }
 
   /**
@@ -167,7 +168,7 @@ export class HostProcess {
     if (this.#disposed) return;
     this.#disposed = true;
     new ChannelHeader(this.mapping.bytes).setFlag(FLAG_AGENT_CLOSED);
-    this.end.close();
+    this.end.detach(); // before munmap: nothing may touch the region after it
     this.mapping.close();
     fs.rmSync(this.file, { force: true });
   }

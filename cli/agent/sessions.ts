@@ -20,7 +20,7 @@ import { randomBytes } from "../../core/crypto.ts";
 import { decodeFrame, type Frame } from "../../core/frame.ts";
 import { encodeFields } from "../../core/messages.ts";
 import {
-  type AttachmentInfo, decodeEnvelope, encodeSessionPayload, ServiceCode, SessionMeta, type SessionSummary,
+  type AttachmentInfo, decodeEnvelope, encodeSessionHeader, ServiceCode, SessionMeta, type SessionSummary,
 } from "../../core/session-protocol.ts";
 import { HostProcess } from "./host-process.ts";
 
@@ -44,6 +44,8 @@ export interface SessionSettings {
 /** Something a session can send frames to: one client connection. */
 export interface SessionPeer {
   send(frame: Frame): Promise<void>;
+  /** Sends a frame whose payload is the concatenation of `parts`. */
+  sendParts(target: number, code: number, token: number, parts: readonly Uint8Array[]): Promise<void>;
   readonly remote: string;
 }
 
@@ -61,7 +63,9 @@ export const RING_CAPACITY = 4 * 1024 * 1024;
 
 interface Sent {
   seq: number;
-  frame: Frame;
+  code: number;
+  token: number;
+  body: Uint8Array;
 }
 
 /** One client's place in a session. */
@@ -81,18 +85,21 @@ export class Attachment {
 
   /** Numbers a frame from the host, keeps it until acknowledged, and sends it if connected. */
   deliver(code: number, token: number, body: Uint8Array): void {
-    const seq = ++this.sendSeq;
-    const frame: Frame = { target: this.id, code, token, payload: encodeSessionPayload(seq, this.recvSeq, body) };
-    this.#replay.push({ seq, frame });
-    this.replayBytes += frame.payload.length;
-    this.peer?.send(frame).catch(() => {});
+    const sent = { seq: ++this.sendSeq, code, token, body };
+    this.#replay.push(sent);
+    this.replayBytes += body.length;
+    if (this.peer) this.#send(this.peer, sent);
+  }
+
+  #send(peer: SessionPeer, s: Sent) {
+    peer.sendParts(this.id, s.code, s.token, [encodeSessionHeader(s.seq, this.recvSeq), s.body]).catch(() => {});
   }
 
   /** Drops what the client has confirmed; returns true if that freed room. */
   acknowledge(ack: number): boolean {
     let freed = false;
     while (this.#replay.length > 0 && this.#replay[0].seq <= ack) {
-      this.replayBytes -= this.#replay.shift()!.frame.payload.length;
+      this.replayBytes -= this.#replay.shift()!.body.length;
       freed = true;
     }
     return freed;
@@ -101,9 +108,7 @@ export class Attachment {
   /** Sends again, in order, everything after `lastReceived`. */
   replayTo(peer: SessionPeer, lastReceived: number): void {
     this.acknowledge(lastReceived);
-    for (const s of this.#replay) {
-      peer.send({ ...s.frame, payload: encodeSessionPayload(s.seq, this.recvSeq, s.frame.payload.subarray(8)) }).catch(() => {});
-    }
+    for (const s of this.#replay) this.#send(peer, s);
   }
 }
 

@@ -34,6 +34,10 @@ export async function startCommand(flags: Flags): Promise<void> {
     }
   }
 
+  // A bug in one connection's handling must not take every session down with it: log it, keep serving.
+  process.on("uncaughtException", (e) => log(`internal error (please report): ${e.stack ?? e}`));
+  process.on("unhandledRejection", (e) => log(`internal error (please report): ${(e as Error)?.stack ?? e}`));
+
   // Signal handlers go in before anything listens, so an early SIGTERM still shuts down cleanly.
   let stop!: (signal: string) => void;
   const stopped = new Promise<string>((resolve) => (stop = resolve));

@@ -31,6 +31,16 @@ export const nodeCryptoProvider: CryptoProvider = {
         out.set(c.getAuthTag(), head.length + tail.length);
         return out;
       },
+      sealParts(iv, parts, ad) {
+        const c = createCipheriv("aes-256-gcm", key, iv);
+        if (ad.length) c.setAAD(ad);
+        const out: Uint8Array[] = [];
+        for (const p of parts) if (p.length) out.push(c.update(p));
+        const tail = c.final();
+        if (tail.length) out.push(tail);
+        out.push(c.getAuthTag());
+        return out;
+      },
       open(iv, sealed, ad) {
         if (sealed.length < TAG_SIZE) return null;
         const d = createDecipheriv("aes-256-gcm", key, iv);

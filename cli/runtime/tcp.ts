@@ -42,6 +42,17 @@ export function socketStream(socket: net.Socket): ByteStream {
   socket.on("close", finish);
   socket.on("error", finish);
   const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+  const drained = () =>
+    new Promise<void>((resolve, reject) => {
+      const done = () => {
+        socket.off("drain", done);
+        socket.off("close", done);
+        if (socket.destroyed) reject(new ConnectionClosedError());
+        else resolve();
+      };
+      socket.on("drain", done);
+      socket.on("close", done);
+    });
   const remote = socket.remoteAddress ? `${formatHost(socket.remoteAddress)}:${socket.remotePort}` : undefined;
 
   return {
@@ -57,19 +68,18 @@ export function socketStream(socket: net.Socket): ByteStream {
       if (buffered <= READ_HIGH_WATER && socket.isPaused() && !ended) socket.resume();
       return chunk;
     },
+    writev(parts) {
+      if (ended || socket.destroyed) return Promise.reject(new ConnectionClosedError());
+      socket.cork();
+      let flowing = true;
+      for (const p of parts) flowing = socket.write(p);
+      socket.uncork();
+      return flowing ? Promise.resolve() : drained();
+    },
     write(data) {
       if (ended || socket.destroyed) return Promise.reject(new ConnectionClosedError());
       if (socket.write(data)) return Promise.resolve();
-      return new Promise<void>((resolve, reject) => {
-        const done = () => {
-          socket.off("drain", done);
-          socket.off("close", done);
-          if (socket.destroyed) reject(new ConnectionClosedError());
-          else resolve();
-        };
-        socket.on("drain", done);
-        socket.on("close", done);
-      });
+      return drained();
     },
     close() {
       ended = true;
