@@ -111,16 +111,6 @@ export const ACK_CODE = 0xfffd;
 /** Size of the session header at the start of every session frame's payload. */
 export const SESSION_HEADER_SIZE = 8;
 
-/** Session frame payload: uint32 sequence (0 = not sequenced), uint32 highest sequence received, then the body. */
-export function encodeSessionPayload(seq: number, ack: number, body: Uint8Array): Uint8Array {
-  const out = new Uint8Array(SESSION_HEADER_SIZE + body.length);
-  const v = new DataView(out.buffer);
-  v.setUint32(0, seq, true);
-  v.setUint32(4, ack, true);
-  out.set(body, SESSION_HEADER_SIZE);
-  return out;
-}
-
 /** Splits a session frame payload. */
 export function decodeSessionPayload(payload: Uint8Array): { seq: number; ack: number; body: Uint8Array } {
   if (payload.length < SESSION_HEADER_SIZE) throw new ProtocolError("session frame shorter than its header");
