@@ -34,6 +34,8 @@ import { dialTcp } from "./cli/runtime/tcp.ts";
 import { DEFAULT_PORT, defaultStateDir } from "./cli/config.ts";
 import { PROTOCOL_VERSIONS } from "./core/handshake.ts";
 import { VERSION } from "./cli/version.ts";
+import { AgentListener, type ListenerOptions } from "./client/listener.ts";
+export { AgentListener } from "./client/listener.ts";
 
 export * from "./core/errors.ts";
 export { generateKey, keyId, parseKey } from "./core/keys.ts";
@@ -76,6 +78,17 @@ export class Agent {
   close(): void {
     this.client.close();
   }
+}
+
+/** Options for {@link listen}: certificate, key, and the table of servers and their agents' keys. */
+export type { ListenerEvent, ListenerOptions, AgentEntry } from "./client/listener.ts";
+
+/**
+ * Listens for outbound agents (servers behind NAT dial in over TLS). Each
+ * connected agent is an {@link Agent}, looked up by server name.
+ */
+export function listen(options: ListenerOptions): Promise<AgentListener<Agent>> {
+  return AgentListener.start(options, (client) => new Agent(client));
 }
 
 /** Where and how to reach an inbound agent. */

@@ -38,6 +38,12 @@ export interface AgentConfig {
   processGraceSeconds: number;
   /** Unacknowledged session output kept per client, in MiB. */
   replayLimitMiB: number;
+  /** Listen for inbound connections (off with --no-listen, for outbound-only agents). */
+  listen: boolean;
+  /** Product listeners to dial (outbound mode). */
+  connect: Array<{ host: string; port: number; ca?: string; fingerprint?: string; serverName?: string }>;
+  /** Seconds between heartbeats on outbound connections; silence for 3× this ends one. */
+  keepaliveSeconds: number;
 }
 
 /** A setting that cannot be used; the message names its source. */
@@ -49,6 +55,7 @@ export type Flags = Record<string, unknown>;
 const FILE_FIELDS = new Set([
   "host", "port", "stateDir", "keys", "keyFiles", "insecure", "handshakeTimeoutSeconds", "maxHandshakes", "authFailuresPerMinute",
   "products", "idleTimeoutSeconds", "reconnectGraceSeconds", "processGraceSeconds", "replayLimitMiB",
+  "listen", "connect", "keepaliveSeconds",
 ]);
 
 /** The state directory: --state-dir, AGENT_STATE_DIR, /var/lib/agent for root, else ~/.local/state/agent. */
@@ -85,8 +92,36 @@ export function resolveConfig(flags: Flags, env: Record<string, string | undefin
     reconnectGraceSeconds: positive("reconnect grace", pick(str(flags.reconnectGrace), numEnv(env.AGENT_RECONNECT_GRACE), file?.reconnectGraceSeconds, 1800)),
     processGraceSeconds: positive("process grace", pick(undefined, undefined, file?.processGraceSeconds, 5)),
     replayLimitMiB: positive("replay limit", pick(undefined, undefined, file?.replayLimitMiB, 16)),
+    listen: pick<boolean>(flags.listen === false ? false : undefined, undefined, file?.listen, true),
+    connect: [
+      ...list(flags.connect).map((a) => target(a, { ca: str(flags.ca), fingerprint: str(flags.fingerprint), serverName: str(flags.serverName) }, "--connect")),
+      ...((file?.connect as unknown[] | undefined) ?? []).map((t) => fileTarget(t, configFile)),
+    ],
+    keepaliveSeconds: positive("keepalive", pick(str(flags.keepalive), undefined, file?.keepaliveSeconds, 15)),
   };
+  if (!config.listen && config.connect.length === 0) {
+    throw new ConfigError("--no-listen leaves nothing to do: give at least one --connect host:port");
+  }
   return config;
+}
+
+/** "host:port" or "[v6]:port" with trust settings. */
+function target(address: string, trust: { ca?: string; fingerprint?: string; serverName?: string }, where: string) {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(address) ?? /^([^:]+):(\d+)$/.exec(address);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new ConfigError(`${where} needs host:port (IPv6 as [::1]:46340), not "${address}"`);
+  return {
+    host: m[1], port: Number(m[2]),
+    ...(trust.ca ? { ca: path.resolve(trust.ca) } : {}),
+    ...(trust.fingerprint ? { fingerprint: trust.fingerprint } : {}),
+    ...(trust.serverName ? { serverName: trust.serverName } : {}),
+  };
+}
+
+function fileTarget(t: unknown, file: string) {
+  if (typeof t === "string") return target(t, {}, `config file ${file}: "connect"`);
+  const o = t as { address?: string; ca?: string; fingerprint?: string; serverName?: string };
+  if (!o || typeof o.address !== "string") throw new ConfigError(`config file ${file}: each "connect" entry is "host:port" or { "address": "host:port", "ca"?, "fingerprint"?, "serverName"? }`);
+  return target(o.address, { ...o, ca: o.ca ? path.resolve(path.dirname(file), o.ca) : undefined }, `config file ${file}: "connect"`);
 }
 
 function readConfigFile(file: string, required: boolean): Record<string, unknown> | null {

@@ -39,6 +39,8 @@ export class AgentClient {
   #nextToken = 1;
   #closedError: Error | null = null;
   #channels = new Map<number, ChannelListener>();
+  /** When the last frame arrived (ms since the epoch). */
+  lastReceivedAt = Date.now();
   /** Resolves when the connection has ended, for whatever reason. */
   readonly closed: Promise<Error>;
 
@@ -55,6 +57,11 @@ export class AgentClient {
       stream.close();
       throw e;
     }
+  }
+
+  /** A client over a channel whose opening exchange is already done (outbound mode). */
+  static wrap(channel: Channel, reply: Reply): AgentClient {
+    return new AgentClient(channel, reply);
   }
 
   /** The protocol version both sides settled on. */
@@ -104,6 +111,7 @@ export class AgentClient {
       for (;;) {
         const frame = await this.channel.receive();
         if (frame === null) break;
+        this.lastReceivedAt = Date.now();
         if (frame.target !== META_TARGET) {
           this.#channels.get(frame.target)?.onFrame(frame);
           continue;
@@ -126,6 +134,22 @@ export class AgentClient {
     }
     this.channel.close();
     return this.#closedError!;
+  }
+
+  /**
+   * Sends a heartbeat every `intervalMs` and closes the connection when
+   * nothing has arrived for `deadMs`, so a half-open connection is noticed.
+   */
+  keepalive(intervalMs: number, deadMs: number): void {
+    const timer = setInterval(() => {
+      if (this.#closedError) return clearInterval(timer);
+      if (Date.now() - this.lastReceivedAt > deadMs) {
+        this.#fail(new ConnectionClosedError(`no traffic from the agent for ${Math.round(deadMs / 1000)} s; the connection is gone`));
+        this.channel.close();
+        return clearInterval(timer);
+      }
+      this.channel.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) }).catch(() => {});
+    }, intervalMs);
   }
 
   /** Routes frames for a session channel to `listener` (the session layer uses this). */

@@ -21,6 +21,8 @@ export enum MetaCode {
   /** Agent info; empty request, MessagePack map reply ({@link AgentInfo}). */
   Info = 3,
   InfoReply = 4,
+  /** Event (token 0), either direction on outbound connections: "still here". Never answered. */
+  Heartbeat = 21,
 }
 
 /** Reply code shared by every target: the request with this token failed. Payload: {@link SerializedError}. */

@@ -7,12 +7,15 @@
 import type { Channel } from "../../core/channel.ts";
 import { AgentError, ProtocolError } from "../../core/errors.ts";
 import { type Frame, META_TARGET } from "../../core/frame.ts";
-import { decodeFields, encodeError, encodeFields, ERROR_CODE } from "../../core/messages.ts";
+import { decodeFields, encodeError, encodeFields, ERROR_CODE, MetaCode } from "../../core/messages.ts";
 import { answerMeta, type MetaContext } from "../../core/meta.ts";
 import { ACK_CODE, decodeSessionPayload, SessionMeta } from "../../core/session-protocol.ts";
 import { SessionError, type SessionManager, type SessionPeer } from "./sessions.ts";
 
 export class ClientConnection implements SessionPeer {
+  /** When the last frame arrived (ms since the epoch). */
+  lastReceivedAt = Date.now();
+
   constructor(
     readonly channel: Channel,
     readonly remote: string,
@@ -34,6 +37,8 @@ export class ClientConnection implements SessionPeer {
       for (;;) {
         const frame = await this.channel.receive();
         if (frame === null) return null;
+        this.lastReceivedAt = Date.now();
+        if (frame.target === META_TARGET && frame.code === MetaCode.Heartbeat) continue;
         if (frame.target === META_TARGET) await this.#meta(frame);
         else await this.#session(frame);
       }
@@ -44,6 +49,22 @@ export class ClientConnection implements SessionPeer {
       this.channel.close();
     }
   }
+
+  /** Heartbeats every `intervalMs`; closes the connection after `deadMs` of silence from the peer. */
+  keepalive(intervalMs: number, deadMs: number): () => void {
+    const timer = setInterval(() => {
+      if (Date.now() - this.lastReceivedAt > deadMs) {
+        this.deadReason = `no traffic for ${Math.round(deadMs / 1000)} s (half-open connection)`;
+        this.channel.close();
+        return clearInterval(timer);
+      }
+      this.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) }).catch(() => {});
+    }, intervalMs);
+    return () => clearInterval(timer);
+  }
+
+  /** Set when {@link keepalive} gave up on the peer. */
+  deadReason: string | null = null;
 
   #reply(request: Frame, code: number, fields: unknown) {
     return this.send({ target: request.target, code, token: request.token, payload: encodeFields(fields) });

@@ -25,6 +25,7 @@ import { VERSION } from "../version.ts";
 import { Admission } from "./admission.ts";
 import { ClientConnection } from "./connection.ts";
 import type { SessionManager } from "./sessions.ts";
+import type { OutboundStatus, OutboundTarget } from "./outbound.ts";
 
 /** A handshake that has run this long may be dropped for a waiting peer. */
 const EVICT_AFTER_MS = 1000;
@@ -41,6 +42,7 @@ export interface AgentStatus {
   connections: { open: number; handshaking: number };
   handshakes: { accepted: number; rejected: Record<string, number> };
   sessions: SessionSummary[];
+  outbound: OutboundStatus[];
 }
 
 interface Connection {
@@ -58,6 +60,8 @@ export class AgentServer {
   #accepted = 0;
   #rejected: Record<string, number> = {};
   #address: { host: string; port: number } | null = null;
+  /** Listeners this agent dials (outbound mode); shown by status. */
+  outbound: OutboundTarget[] = [];
 
   constructor(
     readonly config: AgentConfig,
@@ -106,6 +110,7 @@ export class AgentServer {
       connections: { open: this.#connections.size, handshaking: this.#handshaking.size },
       handshakes: { accepted: this.#accepted, rejected: { ...this.#rejected } },
       sessions: this.sessions.list(),
+      outbound: this.outbound.map((t) => t.status()),
     };
   }
 

@@ -13,6 +13,26 @@ import { ensureStateDir, loadAgentKeys } from "../keystore.ts";
 import { log } from "../log.ts";
 import { runtimeCryptoProvider } from "../runtime/crypto.ts";
 import { selfCommand } from "../runtime/self.ts";
+import { parseFingerprint } from "../runtime/tls.ts";
+import { OutboundTarget } from "../agent/outbound.ts";
+import { ConfigError } from "../config.ts";
+import fs from "node:fs";
+
+function readCa(file: string): string {
+  try {
+    return fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new ConfigError(`cannot read CA file ${file}: ${(e as Error).message}`);
+  }
+}
+
+function fingerprintOf(text: string): Uint8Array {
+  try {
+    return parseFingerprint(text);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+}
 import { formatHost, isLoopback } from "../runtime/tcp.ts";
 
 export async function startCommand(flags: Flags): Promise<void> {
@@ -60,19 +80,38 @@ export async function startCommand(flags: Flags): Promise<void> {
     hostCommand: selfCommand(),
     log,
   });
-  const server = new AgentServer(config, keys, runtimeCryptoProvider(), sessions);
-  const control = await serveControl(controlPath(config.stateDir), () => server.status());
-  let address;
-  try {
-    address = await server.listen();
-  } catch (e) {
-    await control.close();
-    throw e;
+  if (config.insecure && config.connect.length > 0) {
+    throw new ConfigError("--insecure applies to inbound connections only; outbound connections always use TLS and the key");
   }
-  const mode = config.insecure ? "INSECURE plaintext mode" : `key mode, accepting key id${keys.length > 1 ? "s" : ""} ${keys.map((k) => k.id).join(", ")}`;
-  log(`listening on ${formatHost(address.host)}:${address.port} (${mode}); state in ${config.stateDir}`);
+  const provider = runtimeCryptoProvider();
+  const server = new AgentServer(config, keys, provider, sessions);
+  const outbound = config.connect.map((t) => new OutboundTarget({
+    host: t.host, port: t.port, serverName: t.serverName,
+    ca: t.ca ? readCa(t.ca) : undefined,
+    fingerprint: t.fingerprint ? fingerprintOf(t.fingerprint) : undefined,
+  }, {
+    key: keys[0], provider, sessions, meta: { info: () => server.info() },
+    handshakeTimeoutMs: config.handshakeTimeoutSeconds * 1000, keepaliveMs: config.keepaliveSeconds * 1000, log,
+  }));
+  server.outbound = outbound;
+  const control = await serveControl(controlPath(config.stateDir), () => server.status());
+  if (config.listen) {
+    let address;
+    try {
+      address = await server.listen();
+    } catch (e) {
+      await control.close();
+      throw e;
+    }
+    const mode = config.insecure ? "INSECURE plaintext mode" : `key mode, accepting key id${keys.length > 1 ? "s" : ""} ${keys.map((k) => k.id).join(", ")}`;
+    log(`listening on ${formatHost(address.host)}:${address.port} (${mode}); state in ${config.stateDir}`);
+  }
+  for (const t of outbound) {
+    log(`outbound: dialing ${t.address} over TLS as key id ${keys[0].id}`);
+    t.start();
+  }
 
   log(`received ${await stopped}, shutting down`);
-  await Promise.all([server.close(), control.close()]);
+  await Promise.all([server.close(), control.close(), ...outbound.map((t) => t.stop())]);
   log("stopped");
 }

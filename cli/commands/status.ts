@@ -31,12 +31,22 @@ export async function statusCommand(flags: Flags): Promise<void> {
   const rejected = Object.entries(status.handshakes.rejected).map(([k, v]) => `${k} ${v}`).join(", ") || "none";
   process.stdout.write(
     `agent ${status.version} running (pid ${status.pid}, ${status.runtime.name} ${status.runtime.version}), up ${duration(status.uptimeSeconds)}\n` +
-      `listening    ${status.listen ? `${formatHost(status.listen.host)}:${status.listen.port}` : "-"} (${status.mode === "key" ? "key mode" : "INSECURE plaintext"})\n` +
+      `listening    ${status.listen ? `${formatHost(status.listen.host)}:${status.listen.port} (${status.mode === "key" ? "key mode" : "INSECURE plaintext"})` : "no (outbound only)"}\n` +
       `key ids      ${status.keyIds.join(", ") || "-"}\n` +
       `connections  ${status.connections.open} open, ${status.connections.handshaking} in handshake\n` +
       `handshakes   ${status.handshakes.accepted} accepted; rejected: ${rejected}\n` +
-      sessionTable(status.sessions),
+      sessionTable(status.sessions) +
+      outboundLines(status.outbound ?? []),
   );
+}
+
+function outboundLines(targets: AgentStatus["outbound"]): string {
+  if (targets.length === 0) return "";
+  return targets.map((t) => {
+    const next = t.nextRetryAt ? `, next retry ${t.nextRetryAt}` : "";
+    const err = t.lastError ? `, last error: ${t.lastError}` : "";
+    return `outbound     ${t.address}: ${t.state} since ${t.since}${next}${err}\n`;
+  }).join("");
 }
 
 function sessionTable(sessions: AgentStatus["sessions"]): string {

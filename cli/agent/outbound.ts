@@ -1,0 +1,166 @@
+/**
+ * Outbound mode: the agent dials a product's TLS listener and keeps the
+ * connection open, serving sessions over it exactly as over an inbound one.
+ * On failure it retries with exponential backoff, randomized jitter and a
+ * cap, so a listener restart does not bring every agent back at once.
+ * @module
+ */
+import type { MetaContext } from "../../core/meta.ts";
+import { answerListener, KeyRejectedError } from "../../core/outbound.ts";
+import type { CryptoProvider } from "../../core/crypto.ts";
+import { AgentError } from "../../core/errors.ts";
+import { CertificateError, dialTls, type TrustOptions } from "../runtime/tls.ts";
+import { DialError, formatHost } from "../runtime/tcp.ts";
+import { ClientConnection } from "./connection.ts";
+import type { SessionManager } from "./sessions.ts";
+
+/** First retry after about this long; each failure doubles it, up to the cap. */
+export const BACKOFF_BASE_MS = 1000;
+export const BACKOFF_CAP_MS = 60_000;
+
+/**
+ * Delay before retry number `attempt` (0-based): "equal jitter", half of the
+ * exponential step fixed and half random, capped. Agents that lost the same
+ * listener at the same moment spread over half of each step.
+ */
+export function backoffDelay(attempt: number, random: () => number = Math.random, baseMs = BACKOFF_BASE_MS, capMs = BACKOFF_CAP_MS): number {
+  const step = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
+  return step / 2 + random() * (step / 2);
+}
+
+/** One listener to dial. */
+export interface OutboundTargetConfig extends TrustOptions {
+  host: string;
+  port: number;
+}
+
+/** What `agent status` shows of a target. */
+export interface OutboundStatus {
+  address: string;
+  state: "connecting" | "connected" | "waiting" | "stopped";
+  since: string;
+  connections: number;
+  lastError: string | null;
+  nextRetryAt: string | null;
+}
+
+export interface OutboundContext {
+  key: { id: string; bytes: Uint8Array };
+  provider: CryptoProvider;
+  sessions: SessionManager;
+  meta: MetaContext;
+  handshakeTimeoutMs: number;
+  keepaliveMs: number;
+  log(message: string): void;
+}
+
+export class OutboundTarget {
+  #state: OutboundStatus["state"] = "connecting";
+  #since = Date.now();
+  #lastError: string | null = null;
+  #nextRetryAt: number | null = null;
+  #connections = 0;
+  #stopped = false;
+  #wake: (() => void) | null = null;
+  #current: ClientConnection | null = null;
+  #done: Promise<void> = Promise.resolve();
+
+  constructor(readonly target: OutboundTargetConfig, readonly context: OutboundContext) {}
+
+  get address(): string {
+    return `${formatHost(this.target.host)}:${this.target.port}`;
+  }
+
+  start(): void {
+    this.#done = this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#wake?.();
+    this.#current?.channel.close();
+    await this.#done;
+    this.#set("stopped");
+  }
+
+  status(): OutboundStatus {
+    return {
+      address: this.address,
+      state: this.#state,
+      since: new Date(this.#since).toISOString(),
+      connections: this.#connections,
+      lastError: this.#lastError,
+      nextRetryAt: this.#nextRetryAt ? new Date(this.#nextRetryAt).toISOString() : null,
+    };
+  }
+
+  #set(state: OutboundStatus["state"]) {
+    this.#state = state;
+    this.#since = Date.now();
+  }
+
+  async #run() {
+    let attempt = 0;
+    const { log } = this.context;
+    while (!this.#stopped) {
+      this.#set("connecting");
+      this.#nextRetryAt = null;
+      try {
+        await this.#connectAndServe(() => {
+          attempt = 0; // a successful key exchange resets the backoff
+        });
+      } catch (e) {
+        this.#lastError = describe(e as Error);
+      }
+      if (this.#stopped) break;
+      const delay = backoffDelay(attempt++);
+      this.#nextRetryAt = Date.now() + delay;
+      this.#set("waiting");
+      log(`outbound ${this.address}: ${this.#lastError}; retrying in ${(delay / 1000).toFixed(1)} s`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#wake = null;
+    }
+  }
+
+  async #connectAndServe(onReady: () => void) {
+    const { key, provider, sessions, meta, handshakeTimeoutMs, keepaliveMs, log } = this.context;
+    const { stream, certificate } = await dialTls(this.target.host, this.target.port, { ...this.target, timeoutMs: handshakeTimeoutMs });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const channel = await Promise.race([
+      answerListener(stream, { key, provider, listenerFingerprint: certificate.fingerprint }),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          stream.close();
+          reject(new DialError("timeout", `the listener did not complete the key exchange within ${handshakeTimeoutMs / 1000} s`));
+        }, handshakeTimeoutMs);
+      }),
+    ]).catch((e) => {
+      stream.close();
+      throw e;
+    }).finally(() => clearTimeout(timer));
+    onReady();
+    this.#connections++;
+    this.#lastError = null;
+    this.#set("connected");
+    log(`outbound ${this.address}: connected (listener ${certificate.subject}, key ${key.id})`);
+    const conn = new ClientConnection(channel, this.address, sessions, meta);
+    this.#current = conn;
+    const stopKeepalive = conn.keepalive(keepaliveMs, keepaliveMs * 3);
+    const reason = await conn.serve();
+    stopKeepalive();
+    this.#current = null;
+    throw new Error(conn.deadReason ?? reason ?? "the listener closed the connection");
+  }
+}
+
+function describe(e: Error): string {
+  if (e instanceof CertificateError || e instanceof DialError || e instanceof KeyRejectedError) return e.message;
+  if (e instanceof AgentError) return `${e.code}: ${e.message}`;
+  return e.message;
+}

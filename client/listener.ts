@@ -1,0 +1,174 @@
+/**
+ * The product's side of outbound mode: a TLS listener that agents dial.
+ * It knows each server by name and key; an agent that announces an unknown
+ * or revoked key is turned away before anything else happens. Connected
+ * agents are looked up by server name and used exactly like inbound ones.
+ *
+ * @example
+ * ```ts
+ * const listener = await AgentListener.start({ port: 46340, cert, key, agents: { web1: web1Key } });
+ * const web1 = await listener.waitForAgent("web1");
+ * const session = await web1.openSession("buildmaster");
+ * ```
+ * @module
+ */
+import crypto from "node:crypto";
+import type net from "node:net";
+import tls from "node:tls";
+import type { AgentClient } from "../core/client.ts";
+import { keyId, parseKey } from "../core/keys.ts";
+import { greetAgent } from "../core/outbound.ts";
+import { runtimeCryptoProvider } from "../cli/runtime/crypto.ts";
+import { formatHost, socketStream } from "../cli/runtime/tcp.ts";
+import { parseFingerprint } from "../cli/runtime/tls.ts";
+
+/** A server the listener accepts: its key (64 hex digits), or that and a revoked mark. */
+export type AgentEntry = string | { key: string; revoked?: boolean };
+
+export interface ListenerOptions {
+  host?: string;
+  /** 0 picks a free port (see {@link AgentListener.port}). */
+  port: number;
+  /** PEM certificate (chain) and private key the agents will verify. */
+  cert: string;
+  key: string;
+  /** Server name → its agent's key. */
+  agents: Record<string, AgentEntry>;
+  /** Seconds between heartbeats; 3 silent intervals drop an agent (default 15). */
+  keepaliveSeconds?: number;
+  /** Time an agent gets to complete its key proof (default 10 s). */
+  handshakeTimeoutSeconds?: number;
+  /** Connections, disconnections and rejections, for the product's log. */
+  onEvent?: (event: ListenerEvent) => void;
+}
+
+export type ListenerEvent =
+  | { type: "connected"; server: string; keyId: string; remote: string }
+  | { type: "disconnected"; server: string; reason: string }
+  | { type: "rejected"; remote: string; reason: string };
+
+/** A TLS listener for outbound agents. */
+export class AgentListener<A extends { client: AgentClient; close(): void }> {
+  #byKeyId = new Map<string, { server: string; key: Uint8Array; revoked: boolean }>();
+  #connected = new Map<string, A>();
+  #waiters = new Map<string, Array<(a: A) => void>>();
+  #sockets = new Set<net.Socket>();
+
+  private constructor(
+    readonly server: tls.Server,
+    readonly options: ListenerOptions,
+    readonly fingerprint: Uint8Array,
+    readonly wrap: (client: AgentClient) => A,
+  ) {}
+
+  /** Starts listening; resolves once bound. */
+  static async start<A extends { client: AgentClient; close(): void }>(options: ListenerOptions, wrap: (client: AgentClient) => A): Promise<AgentListener<A>> {
+    const fingerprint = parseFingerprint(new crypto.X509Certificate(options.cert).fingerprint256);
+    const server = tls.createServer({ cert: options.cert, key: options.key, minVersion: "TLSv1.2" });
+    const listener = new AgentListener<A>(server, options, fingerprint, wrap);
+    await listener.setAgents(options.agents);
+    server.on("secureConnection", (socket) => listener.#accept(socket));
+    server.on("tlsClientError", (_e, socket) => socket.destroy());
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(options.port, options.host ?? "0.0.0.0", () => resolve());
+    });
+    return listener;
+  }
+
+  /** The bound port. */
+  get port(): number {
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  /** Replaces the table of servers and keys; connected agents whose key is gone or revoked are dropped. */
+  async setAgents(agents: Record<string, AgentEntry>): Promise<void> {
+    const table = new Map<string, { server: string; key: Uint8Array; revoked: boolean }>();
+    for (const [server, entry] of Object.entries(agents)) {
+      const e = typeof entry === "string" ? { key: entry } : entry;
+      const key = parseKey(e.key, `the key of server "${server}"`).bytes;
+      table.set(await keyId(key), { server, key, revoked: e.revoked === true });
+    }
+    this.#byKeyId = table;
+    for (const [server, agent] of this.#connected) {
+      const still = [...table.values()].some((t) => t.server === server && !t.revoked);
+      if (!still) agent.close();
+    }
+  }
+
+  /** The connected agent for `server`, if any. */
+  agent(server: string): A | undefined {
+    return this.#connected.get(server);
+  }
+
+  /** Names of the servers whose agents are connected now. */
+  connected(): string[] {
+    return [...this.#connected.keys()];
+  }
+
+  /** Resolves with the agent for `server` as soon as it is connected. */
+  waitForAgent(server: string, timeoutMs = 30_000): Promise<A> {
+    const now = this.#connected.get(server);
+    if (now) return Promise.resolve(now);
+    return new Promise<A>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        list.splice(list.indexOf(done), 1);
+        reject(new Error(`server "${server}" did not connect within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      const done = (a: A) => {
+        clearTimeout(timer);
+        resolve(a);
+      };
+      const list = this.#waiters.get(server) ?? [];
+      list.push(done);
+      this.#waiters.set(server, list);
+    });
+  }
+
+  /** Stops listening and drops every agent. */
+  async close(): Promise<void> {
+    for (const a of this.#connected.values()) a.close();
+    for (const s of this.#sockets) s.destroy();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  async #accept(socket: tls.TLSSocket) {
+    this.#sockets.add(socket);
+    socket.once("close", () => this.#sockets.delete(socket));
+    socket.on("error", () => {});
+    const remote = `${formatHost(socket.remoteAddress ?? "?")}:${socket.remotePort}`;
+    const stream = socketStream(socket);
+    const timeoutMs = (this.options.handshakeTimeoutSeconds ?? 10) * 1000;
+    const timer = setTimeout(() => stream.close(), timeoutMs);
+    let keyIdSeen = "";
+    try {
+      const { client, keyId } = await greetAgent(stream, {
+        provider: runtimeCryptoProvider(),
+        listenerFingerprint: this.fingerprint,
+        lookup: (id) => {
+          keyIdSeen = id;
+          const entry = this.#byKeyId.get(id);
+          return entry && !entry.revoked ? entry.key : null;
+        },
+      });
+      clearTimeout(timer);
+      const server = this.#byKeyId.get(keyId)!.server;
+      const agent = this.wrap(client);
+      this.#connected.get(server)?.close(); // a reconnecting agent replaces its old connection
+      this.#connected.set(server, agent);
+      const keepalive = (this.options.keepaliveSeconds ?? 15) * 1000;
+      client.keepalive(keepalive, keepalive * 3);
+      this.options.onEvent?.({ type: "connected", server, keyId, remote });
+      for (const w of this.#waiters.get(server)?.splice(0) ?? []) w(agent);
+      const reason = await client.closed;
+      if (this.#connected.get(server) === agent) this.#connected.delete(server);
+      this.options.onEvent?.({ type: "disconnected", server, reason: reason.message });
+    } catch (e) {
+      clearTimeout(timer);
+      stream.close();
+      const entry = this.#byKeyId.get(keyIdSeen);
+      const reason = entry?.revoked ? `key ${keyIdSeen} (server "${entry.server}") is revoked` : (e as Error).message;
+      this.options.onEvent?.({ type: "rejected", remote, reason });
+    }
+  }
+}
