@@ -65,9 +65,14 @@ export async function main(argv: string[]): Promise<number> {
     .option("--timeout <seconds>", "Time allowed for each stage (default 10)")
     .option("--json", "Print one JSON object")
     .option("--insecure", "Allow an agent that runs without encryption (loopback debugging only)")
+    .option("--tls", "Check a product's outbound listener from this server instead: certificate, trust, key")
+    .option("--ca <file>", "With --tls: trust the CA(s) in this PEM file", { type: [String] })
+    .option("--fingerprint <sha256>", "With --tls: trust exactly this certificate", { type: [String] })
+    .option("--server-name <name>", "With --tls: the name the certificate must carry", { type: [String] })
     .option("--state-dir <dir>", STATE_DIR_HELP, { type: [String] })
     .example("agent probe server1.example.com:46336 --key-file ./server1.key")
-    .usage("probe host[:port] [options]\n\n  Exit codes: 0 ok, 2 usage, 3 name not found, 4 connection refused, 5 timed out,\n  6 not an agent, 7 wrong key, 8 incompatible version, 9 agent is --insecure, 1 other")
+    .example("agent probe product.example.com:46340 --tls --ca /etc/agent/product-ca.pem")
+    .usage("probe host[:port] [options]\n\n  Exit codes: 0 ok, 2 usage, 3 name not found, 4 connection refused, 5 timed out,\n  6 not an agent, 7 wrong key (with --tls: key not accepted), 8 incompatible version, 9 agent is --insecure,\n  10 certificate not trusted, 11 certificate expired, 12 fingerprint mismatch, 1 other")
     .action((target, flags) => probeCommand(target, flags));
 
   cli.help();

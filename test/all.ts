@@ -10,3 +10,4 @@ import "./cli.e2e.test.ts";
 import "./hostile.e2e.test.ts";
 import "./sessions.e2e.test.ts";
 import "./local.test.ts";
+import "./outbound.e2e.test.ts";

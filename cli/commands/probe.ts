@@ -15,6 +15,8 @@ import { DEFAULT_PORT, type Flags, resolveConfig, str } from "../config.ts";
 import { DEFAULT_KEY_FILE, readKeyFile } from "../keystore.ts";
 import { runtimeCryptoProvider } from "../runtime/crypto.ts";
 import { DialError, dialTcp, formatHost } from "../runtime/tcp.ts";
+import { CertificateError, type CertificateReport, dialTls, formatFingerprint, parseFingerprint } from "../runtime/tls.ts";
+import { answerListener, KeyRejectedError } from "../../core/outbound.ts";
 import { ExitError } from "./exit.ts";
 
 /** Exit codes, one per failed stage (docs/operations.md lists them too). */
@@ -29,6 +31,9 @@ export const PROBE_EXIT = {
   wrongKey: 7,
   incompatibleVersion: 8,
   insecureAgent: 9,
+  certificateUntrusted: 10,
+  certificateExpired: 11,
+  fingerprintMismatch: 12,
 } as const;
 
 type Stage = "resolve" | "connect" | "handshake" | "authenticate" | "info" | "ping";
@@ -83,6 +88,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 export async function probeCommand(target: string | undefined, flags: Flags): Promise<void> {
   if (!target) throw new ExitError(PROBE_EXIT.usage, "probe needs a target: agent probe host:port");
   const { host, port } = parseTarget(target);
+  if (flags.tls) return await probeListener(host, port, flags);
   const count = Number(flags.count ?? 5);
   if (!Number.isInteger(count) || count < 0 || count > 10000) throw new ExitError(PROBE_EXIT.usage, "--count must be a whole number from 0 to 10000");
   const timeoutMs = Number(flags.timeout ?? 10) * 1000;
@@ -203,4 +209,92 @@ function print(report: ProbeReport, flags: Flags) {
   if (report.error) lines.push(`  FAILED at ${report.stage}: ${report.error.message}`);
   else lines.push("  ok");
   (report.ok ? process.stdout : process.stderr).write(lines.join("\n") + "\n");
+}
+
+/** `agent probe host:port --tls`: checks a product's listener from this server, as the agent would dial it. */
+async function probeListener(host: string, port: number, flags: Flags): Promise<void> {
+  const timeoutMs = Number(flags.timeout ?? 10) * 1000;
+  const key = probeKey(flags);
+  const lines = [`probe listener ${formatHost(host)}:${port} (outbound TLS, as this agent would dial it)`];
+  const report: Record<string, unknown> = { ok: false, target: `${formatHost(host)}:${port}` };
+  const fail = (code: number, stage: string, errorCode: string, message: string): never => {
+    report.stage = stage;
+    report.error = { code: errorCode, message };
+    lines.push(`  FAILED at ${stage}: ${message}`);
+    if (flags.json) process.stdout.write(JSON.stringify(report) + "\n");
+    else process.stderr.write(lines.join("\n") + "\n");
+    throw new ExitError(code, "");
+  };
+  let address: string;
+  try {
+    address = (await withTimeout(dns.lookup(host), timeoutMs, `resolving ${host}`)).address;
+  } catch (e) {
+    return fail(PROBE_EXIT.nameNotFound, "resolve", "name-not-found", `cannot resolve "${host}": no such host name`);
+  }
+  const ca = str(flags.ca);
+  let trust;
+  try {
+    trust = {
+      ca: ca ? fs.readFileSync(ca, "utf8") : undefined,
+      fingerprint: str(flags.fingerprint) ? parseFingerprint(str(flags.fingerprint)!) : undefined,
+      serverName: str(flags.serverName) ?? host,
+    };
+  } catch (e) {
+    throw new ExitError(PROBE_EXIT.usage, (e as Error).message);
+  }
+  const t0 = performance.now();
+  let dialed;
+  try {
+    dialed = await dialTls(address, port, { ...trust, timeoutMs });
+  } catch (e) {
+    if (e instanceof CertificateError) {
+      describeCertificate(e.certificate, lines, report);
+      const code = e.reason === "fingerprint-mismatch" ? PROBE_EXIT.fingerprintMismatch : e.reason === "expired" ? PROBE_EXIT.certificateExpired : PROBE_EXIT.certificateUntrusted;
+      return fail(code, "certificate", e.reason, e.message);
+    }
+    if (e instanceof DialError) {
+      return fail(e.stage === "refused" ? PROBE_EXIT.refused : e.stage === "timeout" ? PROBE_EXIT.timeout : PROBE_EXIT.refused, "connect", e.stage, e.message);
+    }
+    return fail(PROBE_EXIT.failed, "connect", "failed", (e as Error).message);
+  }
+  lines.push(`  reachable      yes, TLS in ${(performance.now() - t0).toFixed(1)} ms`);
+  describeCertificate(dialed.certificate, lines, report);
+  if (!key) {
+    dialed.stream.close();
+    lines.push("  key            not checked (no key: pass --key-file, or run where the agent's key file is)");
+    report.ok = true;
+  } else {
+    const id = await keyId(key);
+    report.keyId = id;
+    try {
+      const channel = await withTimeout(
+        answerListener(dialed.stream, { key: { id, bytes: key }, provider: runtimeCryptoProvider(), listenerFingerprint: dialed.certificate.fingerprint }),
+        timeoutMs, "waiting for the listener's key exchange",
+      );
+      channel.close();
+    } catch (e) {
+      dialed.stream.close();
+      if (e instanceof KeyRejectedError) return fail(PROBE_EXIT.wrongKey, "key", "key-rejected", e.message);
+      if (e instanceof TimeoutError) return fail(PROBE_EXIT.timeout, "key", "timeout", e.message);
+      if (e instanceof ProtocolError) return fail(PROBE_EXIT.notAnAgent, "key", "not-a-listener", `not an agent listener: ${e.message}`);
+      return fail(PROBE_EXIT.failed, "key", "failed", (e as Error).message);
+    }
+    lines.push(`  key            accepted (key id ${id})`);
+    report.keyAccepted = true;
+    report.ok = true;
+  }
+  lines.push("  ok");
+  if (flags.json) process.stdout.write(JSON.stringify(report) + "\n");
+  else process.stdout.write(lines.join("\n") + "\n");
+}
+
+function describeCertificate(c: CertificateReport, lines: string[], report: Record<string, unknown>) {
+  const days = Math.floor((Date.parse(c.validTo) - Date.now()) / 86_400_000);
+  lines.push(
+    `  certificate    ${c.subject}, issued by ${c.issuer}`,
+    `  valid          ${c.validFrom} to ${c.validTo} (${days >= 0 ? `expires in ${days} days` : `EXPIRED ${-days} days ago`})`,
+    `  fingerprint    ${formatFingerprint(c.fingerprint)}`,
+    `  trusted        ${c.trusted ? "yes" : `no: ${c.problem}`}`,
+  );
+  report.certificate = { ...c, fingerprint: formatFingerprint(c.fingerprint) };
 }

@@ -80,7 +80,14 @@ export function dialTls(host: string, port: number, options: TrustOptions & { ti
       const peer = socket.getPeerCertificate();
       const expired = Date.parse(peer.valid_to) < Date.now() || Date.parse(peer.valid_from) > Date.now();
       const nameError = tls.checkServerIdentity(serverName, peer);
-      const problem = socket.authorizationError ? describe(String(socket.authorizationError)) : nameError ? `the certificate is not for "${serverName}"` : undefined;
+      // Dates first: runtimes word an expired certificate differently, and this says it plainly.
+      const problem = expired
+        ? `it has expired or is not yet valid (valid ${peer.valid_from} to ${peer.valid_to})`
+        : socket.authorizationError
+        ? describe(String(socket.authorizationError))
+        : nameError
+        ? `the certificate is not for "${serverName}"`
+        : undefined;
       const certificate: CertificateReport = {
         subject: formatName(peer.subject), issuer: formatName(peer.issuer), validFrom: peer.valid_from, validTo: peer.valid_to,
         fingerprint: parseFingerprint(peer.fingerprint256), trusted: !problem, problem, expired,
@@ -95,7 +102,7 @@ export function dialTls(host: string, port: number, options: TrustOptions & { ti
         }
         if (expired) return refuse("expired", `the pinned certificate is outside its validity (${peer.valid_from} to ${peer.valid_to})`);
       } else if (problem) {
-        const reason = /expired|not yet valid/.test(problem) ? "expired" : nameError && !socket.authorizationError ? "name-mismatch" : "untrusted";
+        const reason = expired ? "expired" : nameError && !socket.authorizationError ? "name-mismatch" : "untrusted";
         return refuse(reason, `the listener's certificate is not trusted: ${problem} (subject ${certificate.subject}; pass --ca FILE or pin it with --fingerprint ${formatFingerprint(certificate.fingerprint)})`);
       }
       resolve({ stream: socketStream(socket), certificate });

@@ -82,7 +82,7 @@ export interface RunningAgent {
 /** Starts `agent start --host 127.0.0.1 --port 0` and waits until it listens. */
 export async function startAgent(
   args: string[] = [],
-  options: { stateDir?: string; env?: Record<string, string>; listenFlags?: boolean } = {},
+  options: { stateDir?: string; env?: Record<string, string>; listenFlags?: boolean; ready?: RegExp } = {},
 ): Promise<RunningAgent> {
   const stateDir = options.stateDir ?? tempDir();
   const [cmd, ...pre] = agentCommand();
@@ -131,8 +131,8 @@ export async function startAgent(
       waiters.push(check);
       check();
     });
-  const line = await waitForLog(/listening on \S+:(\d+)/);
-  const port = Number(/:(\d+)$/.exec(line)![1]);
+  const line = await waitForLog(options.ready ?? /listening on \S+:(\d+)/);
+  const port = Number(/listening on \S+:(\d+)/.exec(err)?.[1] ?? 0);
   const keyHex = /^\s+([0-9a-f]{64})$/m.exec(out)?.[1] ?? null;
   return {
     port,
