@@ -6,6 +6,7 @@
  *   startup     spawn to first accepted TCP connection: dist/agent vs a bare node listener
  *   memory      resident set of an idle agent
  *   crypto      AES-256-GCM throughput of the two providers (node:crypto, WebCrypto)
+ *   outbound    handshake to ready and round trips through an outbound TLS connection, next to inbound
  *   sessions    product round trip, remote `true` vs OpenSSH, 1 GiB transfers vs `ssh cat`, host start and memory
  *               (bench/sessions.ts; run bench/sshd.sh first for the OpenSSH columns)
  *
@@ -25,6 +26,7 @@ import { nodeCryptoProvider, runtimeCryptoProvider } from "../cli/runtime/crypto
 import { dialTcp } from "../cli/runtime/tcp.ts";
 import { median, quantile, ratio, table, us } from "./stats.ts";
 import { benchSessions } from "./sessions.ts";
+import { benchOutbound } from "./outbound.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const AGENT = path.join(ROOT, "dist/agent");
@@ -190,6 +192,7 @@ async function main() {
   const agent = await benchPing();
   await benchMemory(agent.child.pid!);
   await benchSessions(agent.port, agent.key, agent.child.pid!);
+  await benchOutbound(AGENT, agent.port, agent.key);
   agent.child.kill();
   fs.rmSync(agent.stateDir, { recursive: true, force: true });
   await benchStartup();

@@ -8,7 +8,8 @@ import path from "node:path";
 import { type Agent, type AgentListener, listen } from "../mod.ts";
 import { generateKey } from "../core/keys.ts";
 import { backoffDelay } from "../cli/agent/outbound.ts";
-import { type RunningAgent, runAgentAsync, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+import { IS_DENO, ROOT, type RunningAgent, runAgentAsync, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+import { spawn } from "node:child_process";
 import { caSigned, selfSigned, type TestCert } from "./helpers/certs.ts";
 
 const outbound = suite("outbound e2e");
@@ -264,6 +265,35 @@ outbound("probe --tls reports reachability, certificate, trust and key, each wit
   await l.close();
   const down = await probe("--fingerprint", cert.fingerprint);
   assert.is(down.code, 4);
+});
+
+outbound("the example product script runs a command on an agent that dials in", async () => {
+  const cert = await selfSigned();
+  const key = generateKey().hex;
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, "cert.pem"), cert.cert);
+  fs.writeFileSync(path.join(dir, "key.pem"), cert.key);
+  const free = net.createServer();
+  await new Promise<void>((r) => free.listen(0, "127.0.0.1", () => r()));
+  const port = (free.address() as net.AddressInfo).port;
+  await new Promise((r) => free.close(r));
+  const runtime = IS_DENO ? [path.join(ROOT, "node_modules/.bin/deno"), "run", "-A"] : [process.execPath, "--import", "tsx"];
+  const product = spawn(runtime[0], [...runtime.slice(1), path.join(ROOT, "examples/outbound-product.ts"), "web1", "echo", "hello from web1"], {
+    cwd: ROOT, env: { ...process.env, PRODUCT_CERT: path.join(dir, "cert.pem"), PRODUCT_KEY: path.join(dir, "key.pem"), AGENT_KEY: key, PRODUCT_PORT: String(port) },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "", err = "";
+  product.stdout!.on("data", (d) => (out += d));
+  product.stderr!.on("data", (d) => (err += d));
+  const exited = new Promise<number | null>((r) => product.on("exit", r));
+  for (let i = 0; i < 200 && !err.includes("waiting for server"); i++) await new Promise((r) => setTimeout(r, 50));
+  const a = await dialer(["--connect", `127.0.0.1:${port}`, "--fingerprint", cert.fingerprint, "--key", key]);
+  const timer = setTimeout(() => product.kill(), 20_000);
+  await exited;
+  clearTimeout(timer);
+  assert.is(out, "hello from web1\n", err);
+  assert.match(err, /echo exited with 0/);
+  await a.stop();
 });
 
 outbound.run();

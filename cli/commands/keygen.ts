@@ -19,8 +19,9 @@ export async function keygenCommand(flags: Flags): Promise<void> {
     (out ? `Saved a new key (id ${id}) to ${out} (mode 0600).\n` : `Key id: ${id}\nKey:    ${key.hex}\n`) +
       `\nThe key is a shared secret between this agent and the product; the key id is public and names it.\n` +
       `  Inbound (the product connects here): start the agent with --key-file FILE, and give the product the same key.\n` +
-      `  Outbound (the agent dials the product): register the key with the product's listener under this server's\n` +
-      `  name; the agent proves it holds the key, and the key id is how the listener recognises this server.\n` +
+      `  Outbound (agent start --connect product:port): register the key with the product's listener under this\n` +
+      `  server's name. The agent announces the key id, which is how the listener recognises this server, and\n` +
+      `  proves it holds the key without sending it. Use one key per server so one can be revoked alone.\n` +
       `Keep key files at mode 0600; prefer --key-file to --key, since command lines are visible to other users.\n`,
   );
 }
