@@ -267,6 +267,32 @@ outbound("probe --tls reports reachability, certificate, trust and key, each wit
   assert.is(down.code, 4);
 });
 
+outbound("a half-open connection (listener frozen) is noticed within three heartbeats, then retried", async () => {
+  const cert = await selfSigned();
+  const key = generateKey().hex;
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, "cert.pem"), cert.cert);
+  fs.writeFileSync(path.join(dir, "key.pem"), cert.key);
+  const runtime = IS_DENO ? [path.join(ROOT, "node_modules/.bin/deno"), "run", "-A"] : [process.execPath, "--import", "tsx"];
+  const child = spawn(runtime[0], [...runtime.slice(1), path.join(ROOT, "test/helpers/listener-child.ts")], {
+    cwd: ROOT, env: { ...process.env, CERT: path.join(dir, "cert.pem"), KEY: path.join(dir, "key.pem"), AGENT_KEY: key, KEEPALIVE: "1" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  try {
+    let out = "";
+    child.stdout!.on("data", (d) => (out += d));
+    for (let i = 0; i < 300 && !/port \d+/.test(out); i++) await new Promise((r) => setTimeout(r, 50));
+    const port = Number(/port (\d+)/.exec(out)![1]);
+    const a = await dialer(["--connect", `127.0.0.1:${port}`, "--fingerprint", cert.fingerprint, "--key", key, "--keepalive", "1"]);
+    child.kill("SIGSTOP"); // the TCP connection stays open, but nothing answers any more
+    await a.waitForLog(/no traffic for 3 s \(half-open connection\); retrying in/, 15_000);
+    await a.stop();
+  } finally {
+    child.kill("SIGCONT");
+    child.kill("SIGKILL");
+  }
+});
+
 outbound("the example product script runs a command on an agent that dials in", async () => {
   const cert = await selfSigned();
   const key = generateKey().hex;
