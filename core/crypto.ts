@@ -11,6 +11,7 @@
  * ```
  * @module
  */
+import { concat } from "./bytes.ts";
 
 /** AES-256-GCM under one key. `open` returns null when the tag does not verify. */
 export interface Aead {
@@ -62,14 +63,14 @@ export function randomBytes(n: number): Uint8Array {
 
 /** SHA-256 of the concatenation of `parts`. */
 export async function sha256(...parts: Uint8Array[]): Promise<Uint8Array> {
-  const data = parts.length === 1 ? parts[0] : joined(parts);
+  const data = parts.length === 1 ? parts[0] : concat(parts);
   return new Uint8Array(await subtle.digest("SHA-256", src(data)));
 }
 
 /** HMAC-SHA-256 of the concatenation of `parts` under `key`. */
 export async function hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Promise<Uint8Array> {
   const k = await subtle.importKey("raw", src(key), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  return new Uint8Array(await subtle.sign("HMAC", k, src(joined(parts))));
+  return new Uint8Array(await subtle.sign("HMAC", k, src(parts.length === 1 ? parts[0] : concat(parts))));
 }
 
 /** An X25519 key pair; `publicKey` is the 32-byte raw form. */
@@ -101,19 +102,6 @@ export async function x25519(privateKey: CryptoKey, peerPublic: Uint8Array): Pro
   const shared = new Uint8Array(await subtle.deriveBits({ name: "X25519", public: pub }, privateKey, 256));
   if (shared.every((b) => b === 0)) throw new Error("X25519 produced an all-zero secret");
   return shared;
-}
-
-function joined(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 function fromBase64Url(s: string): Uint8Array {

@@ -13,6 +13,7 @@
  * ```
  * @module
  */
+import { concat } from "./bytes.ts";
 import { NotFoundError } from "./errors.ts";
 import type { Envelope } from "./session-protocol.ts";
 import { ServiceCode } from "./session-protocol.ts";
@@ -156,18 +157,8 @@ export class FilesApi {
   /** The whole file. */
   async readFile(path: string): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
-    let size = 0;
-    for await (const c of this.readStream(path)) {
-      parts.push(c);
-      size += c.length;
-    }
-    const out = new Uint8Array(size);
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
+    for await (const c of this.readStream(path)) parts.push(c);
+    return concat(parts);
   }
 
   /** Writes (creates or truncates) a file from bytes or a stream of chunks; returns its size. */
@@ -292,13 +283,7 @@ export class RemoteProcess {
   async output(stream: "stdout" | "stderr" = "stdout"): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
     for await (const c of this[stream]) parts.push(c);
-    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
+    return concat(parts);
   }
 
   async write(data: Uint8Array | string): Promise<void> {

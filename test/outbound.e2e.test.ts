@@ -8,7 +8,7 @@ import path from "node:path";
 import { type Agent, type AgentListener, listen } from "../mod.ts";
 import { generateKey } from "../core/keys.ts";
 import { backoffDelay } from "../cli/agent/outbound.ts";
-import { IS_DENO, ROOT, type RunningAgent, runAgentAsync, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+import { ROOT, type RunningAgent, runAgentAsync, scriptCommand, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
 import { spawn } from "node:child_process";
 import { caSigned, selfSigned, type TestCert } from "./helpers/certs.ts";
 
@@ -273,7 +273,7 @@ outbound("a half-open connection (listener frozen) is noticed within three heart
   const dir = tempDir();
   fs.writeFileSync(path.join(dir, "cert.pem"), cert.cert);
   fs.writeFileSync(path.join(dir, "key.pem"), cert.key);
-  const runtime = IS_DENO ? [path.join(ROOT, "node_modules/.bin/deno"), "run", "-A"] : [process.execPath, "--import", "tsx"];
+  const runtime = scriptCommand();
   const child = spawn(runtime[0], [...runtime.slice(1), path.join(ROOT, "test/helpers/listener-child.ts")], {
     cwd: ROOT, env: { ...process.env, CERT: path.join(dir, "cert.pem"), KEY: path.join(dir, "key.pem"), AGENT_KEY: key, KEEPALIVE: "1" },
     stdio: ["ignore", "pipe", "inherit"],
@@ -303,7 +303,7 @@ outbound("the example product script runs a command on an agent that dials in", 
   await new Promise<void>((r) => free.listen(0, "127.0.0.1", () => r()));
   const port = (free.address() as net.AddressInfo).port;
   await new Promise((r) => free.close(r));
-  const runtime = IS_DENO ? [path.join(ROOT, "node_modules/.bin/deno"), "run", "-A"] : [process.execPath, "--import", "tsx"];
+  const runtime = scriptCommand();
   const product = spawn(runtime[0], [...runtime.slice(1), path.join(ROOT, "examples/outbound-product.ts"), "web1", "echo", "hello from web1"], {
     cwd: ROOT, env: { ...process.env, PRODUCT_CERT: path.join(dir, "cert.pem"), PRODUCT_KEY: path.join(dir, "key.pem"), AGENT_KEY: key, PRODUCT_PORT: String(port) },
     stdio: ["ignore", "pipe", "pipe"],

@@ -14,6 +14,11 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 export const IS_DENO = "Deno" in globalThis;
 const DENO_BIN = path.join(ROOT, "node_modules/.bin/deno");
 
+/** argv prefix that runs a TypeScript file on this test run's runtime. */
+export function scriptCommand(): string[] {
+  return IS_DENO ? [DENO_BIN, "run", "-A"] : [process.execPath, "--import", "tsx"];
+}
+
 /** The command that runs the built agent on this test run's runtime. */
 export function agentCommand(): string[] {
   if (IS_DENO) return [DENO_BIN, "run", "-A", path.join(ROOT, "dist/agent.mjs")];
