@@ -8,7 +8,7 @@ import path from "node:path";
 import { type Agent, type AgentListener, listen } from "../mod.ts";
 import { generateKey } from "../core/keys.ts";
 import { backoffDelay } from "../cli/agent/outbound.ts";
-import { ROOT, type RunningAgent, runAgentAsync, scriptCommand, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+import { ROOT, type RunningAgent, runAgentAsync, scriptCommand, sendSignal, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
 import { spawn } from "node:child_process";
 import { caSigned, selfSigned, type TestCert } from "./helpers/certs.ts";
 
@@ -284,12 +284,14 @@ outbound("a half-open connection (listener frozen) is noticed within three heart
     for (let i = 0; i < 300 && !/port \d+/.test(out); i++) await new Promise((r) => setTimeout(r, 50));
     const port = Number(/port (\d+)/.exec(out)![1]);
     const a = await dialer(["--connect", `127.0.0.1:${port}`, "--fingerprint", cert.fingerprint, "--key", key, "--keepalive", "1"]);
-    child.kill("SIGSTOP"); // the TCP connection stays open, but nothing answers any more
+    // Signal the pid directly: Deno's ChildProcess.kill() delivers only the first signal it is asked for.
+    process.kill(child.pid!, "SIGSTOP"); // the TCP connection stays open, but nothing answers any more
     await a.waitForLog(/no traffic for 3 s \(half-open connection\); retrying in/, 15_000);
     await a.stop();
   } finally {
-    child.kill("SIGCONT");
-    child.kill("SIGKILL");
+    process.kill(child.pid!, "SIGCONT");
+    sendSignal(child, "SIGKILL");
+    if (child.exitCode === null) await new Promise((r) => child.once("exit", r));
   }
 });
 

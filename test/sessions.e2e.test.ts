@@ -354,6 +354,23 @@ expiry("idle and grace expiry leave no host, no process, no channel file", async
   await a.stop();
 });
 
+expiry("ending a session ends processes that ignore TERM, and the processes they started", async () => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ processGraceSeconds: 1 }));
+  const a = await startAgent(["--key", KEY.hex], { stateDir: dir });
+  const c = await connect({ host: "127.0.0.1", port: a.port, key: KEY.hex });
+  const s = await c.openSession("alpha");
+  const stubborn = await s.processes.start({ program: "sh", args: ["-c", "trap '' TERM; sleep 300"] });
+  const parent = await s.processes.start({ program: "sh", args: ["-c", "sleep 300 & echo $!; wait"] });
+  const grandchild = Number(new TextDecoder().decode((await parent.stdout[Symbol.asyncIterator]().next()).value).trim());
+  assert.ok(alive(stubborn.pid) && alive(grandchild));
+  await s.close();
+  await until(() => !alive(stubborn.pid), "the TERM-ignoring process was KILLed after the grace", 10_000);
+  await until(() => !alive(grandchild), "the grandchild was ended too", 10_000);
+  c.close();
+  await a.stop();
+});
+
 expiry("stale channel files from a crashed agent are removed at start", async () => {
   const dir = tempDir();
   fs.mkdirSync(path.join(dir, "run"), { recursive: true });

@@ -145,21 +145,28 @@ export class HostProcess {
    * up to `timeoutMs`, then kills what is left of its process group. Removes
    * the channel file either way.
    */
-  async shutdown(timeoutMs: number): Promise<void> {
+  async shutdown(timeoutMs: number, graceMs: number): Promise<void> {
     if (!this.#exitInfo) {
       await this.send({ target: 0, code: ServiceCode.HostShutdown, token: 0, payload: encodeEnvelope({}) }).catch(() => {});
       const timer = setTimeout(() => killGroup(this.child, "SIGKILL"), timeoutMs);
       await this.#exited;
       clearTimeout(timer);
     }
-    this.dispose();
+    // The host ended its own children; their children may still be in its group.
+    await this.reap(graceMs);
   }
 
-  /** After a crash: ends any process the host had launched, then removes the channel. */
+  /**
+   * Ends whatever is left in the host's process group (after a crash, or
+   * grandchildren after a clean end): TERM, up to `graceMs` to go, then KILL.
+   * Removes the channel.
+   */
   async reap(graceMs: number): Promise<void> {
-    killGroup(this.child, "SIGTERM");
-    await new Promise((r) => setTimeout(r, Math.min(graceMs, 2000)));
-    killGroup(this.child, "SIGKILL");
+    if (killGroup(this.child, "SIGTERM")) {
+      const deadline = Date.now() + graceMs;
+      while (Date.now() < deadline && killGroup(this.child, 0)) await new Promise((r) => setTimeout(r, 50));
+      killGroup(this.child, "SIGKILL");
+    }
     this.dispose();
   }
 
@@ -174,10 +181,14 @@ export class HostProcess {
   }
 }
 
-function killGroup(child: ChildProcess, signal: NodeJS.Signals) {
+/** Signals the host's whole process group; false when nothing is left in it. */
+function killGroup(child: ChildProcess, signal: NodeJS.Signals | 0): boolean {
   try {
     process.kill(-child.pid!, signal);
-  } catch { /* already gone */ }
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Removes channel files a crashed agent left behind. Returns how many. */

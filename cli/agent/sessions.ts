@@ -355,7 +355,7 @@ export class SessionManager {
     session.ending = true;
     session.unblock();
     this.#notifyEnded(session, code, message);
-    await session.host.shutdown(this.settings.processGraceMs + 5000);
+    await session.host.shutdown(this.settings.processGraceMs + 5000, this.settings.processGraceMs);
     this.#forget(session);
     this.settings.log(`session ${session.id.slice(0, 8)} ended (${code})`);
   }

@@ -22,6 +22,19 @@ interface Launched {
   exited: { code: number | null; signal: string | null } | null;
 }
 
+/**
+ * Signals a child by pid. ChildProcess.kill() is not used: on Deno it
+ * delivers only the first signal asked of it, so TERM-then-KILL would never KILL.
+ */
+function signal(child: ChildProcess, name: NodeJS.Signals): boolean {
+  try {
+    process.kill(child.pid!, name);
+    return true;
+  } catch {
+    return false; // already gone
+  }
+}
+
 const SIGNALS = new Set(["SIGTERM", "SIGKILL", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGSTOP", "SIGCONT"]);
 
 export class ProcessesService {
@@ -39,8 +52,8 @@ export class ProcessesService {
   /** Ends every running process: TERM, then KILL those still running after `graceMs`. */
   async endAll(graceMs: number): Promise<void> {
     const running = [...this.#procs.values()].filter((p) => !p.exited);
-    for (const p of running) p.child.kill("SIGTERM");
-    const timer = setTimeout(() => running.forEach((p) => p.exited || p.child.kill("SIGKILL")), graceMs);
+    for (const p of running) signal(p.child, "SIGTERM");
+    const timer = setTimeout(() => running.forEach((p) => p.exited || signal(p.child, "SIGKILL")), graceMs);
     await Promise.all(running.map((p) => p.exit));
     clearTimeout(timer);
   }
@@ -64,10 +77,10 @@ export class ProcessesService {
       }],
       [ServiceCode.ProcessSignal, ({ fields }) => {
         const p = this.#get(fields);
-        const signal = String(fields.signal ?? "SIGTERM");
-        if (!SIGNALS.has(signal)) throw new ServiceError("invalid-argument", `unsupported signal "${signal}"`);
-        if (!p.exited) p.child.kill(signal as NodeJS.Signals);
-        return { fields: { delivered: !p.exited } };
+        const name = String(fields.signal ?? "SIGTERM");
+        if (!SIGNALS.has(name)) throw new ServiceError("invalid-argument", `unsupported signal "${name}"`);
+        const delivered = !p.exited && signal(p.child, name as NodeJS.Signals);
+        return { fields: { delivered } };
       }],
       [ServiceCode.ProcessWait, async ({ fields }) => ({ fields: { ...(await this.#get(fields).exit) } })],
       [ServiceCode.ProcessList, () => ({

@@ -56,7 +56,7 @@ export function runAgentAsync(args: string[], env: Record<string, string> = {}, 
     let stdout = "", stderr = "";
     child.stdout!.on("data", (d) => (stdout += d));
     child.stderr!.on("data", (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const timer = setTimeout(() => sendSignal(child, "SIGKILL"), timeoutMs);
     child.on("close", (code) => {
       clearTimeout(timer);
       running.delete(child);
@@ -149,8 +149,8 @@ export async function startAgent(
     stderr: () => err,
     waitForLog,
     stop(signal = "SIGTERM") {
-      if (child.exitCode === null) child.kill(signal);
-      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      if (child.exitCode === null) sendSignal(child, signal);
+      const timer = setTimeout(() => sendSignal(child, "SIGKILL"), 10_000);
       return exited.finally(() => clearTimeout(timer));
     },
   };
@@ -161,9 +161,19 @@ export function cleanExit(code: number | null): boolean {
   return IS_DENO ? code === 0 || code === null : code === 0;
 }
 
+/**
+ * Signals a child by pid: Deno's ChildProcess.kill() delivers only the first
+ * signal asked of it, which would make a later SIGKILL fallback a no-op.
+ */
+export function sendSignal(child: ChildProcess, name: NodeJS.Signals): void {
+  try {
+    if (child.pid && child.exitCode === null) process.kill(child.pid, name);
+  } catch { /* already gone */ }
+}
+
 /** Kills every process the tests started and removes temp directories. */
 export function stopAll(): void {
-  for (const c of running) c.kill("SIGKILL");
+  for (const c of running) sendSignal(c, "SIGKILL");
   running.clear();
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 }
