@@ -46,7 +46,7 @@ export async function main(argv: string[]): Promise<number> {
     .example("agent start --port 4000 --key-file /etc/agent/keys")
     .action((flags) => startCommand(flags));
 
-  cli.command("status", "Show the agent running on this machine: connections, handshakes, key ids")
+  cli.command("status", "Show the agent running on this machine: connections, handshakes, sessions, outbound targets")
     .option("--json", "Print one JSON object")
     .option("--config <file>", CONFIG_HELP, { type: [String] })
     .option("--state-dir <dir>", STATE_DIR_HELP, { type: [String] })
@@ -75,7 +75,8 @@ export async function main(argv: string[]): Promise<number> {
     .usage("probe host[:port] [options]\n\n  Exit codes: 0 ok, 2 usage, 3 name not found, 4 connection refused, 5 timed out,\n  6 not an agent, 7 wrong key (with --tls: key not accepted), 8 incompatible version, 9 agent is --insecure,\n  10 certificate not trusted, 11 certificate expired, 12 fingerprint mismatch, 1 other")
     .action((target, flags) => probeCommand(target, flags));
 
-  cli.help();
+  // cac shows negated flags as "(default: true)", which reads backwards for --no-listen.
+  cli.help((sections) => sections.map((s) => ({ ...s, body: s.body.replace(/ \(default: true\)/g, "") })));
   cli.version(VERSION);
 
   try {
