@@ -20,6 +20,7 @@ import type { Reply } from "./handshake.ts";
 import { type AgentInfo, decodeError, decodeFields, decodePong, ERROR_CODE, MetaCode } from "./messages.ts";
 import type { ByteStream } from "./stream.ts";
 import { SessionMeta } from "./session-protocol.ts";
+import { startKeepalive } from "./keepalive.ts";
 
 /** What a session channel receives from the client connection. */
 export interface ChannelListener {
@@ -141,15 +142,17 @@ export class AgentClient {
    * nothing has arrived for `deadMs`, so a half-open connection is noticed.
    */
   keepalive(intervalMs: number, deadMs: number): void {
-    const timer = setInterval(() => {
-      if (this.#closedError) return clearInterval(timer);
-      if (Date.now() - this.lastReceivedAt > deadMs) {
+    const stop = startKeepalive({
+      intervalMs,
+      deadMs,
+      lastReceivedAt: () => this.lastReceivedAt,
+      beat: () => void this.channel.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) }).catch(() => {}),
+      dead: () => {
         this.#fail(new ConnectionClosedError(`no traffic from the agent for ${Math.round(deadMs / 1000)} s; the connection is gone`));
         this.channel.close();
-        return clearInterval(timer);
-      }
-      this.channel.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) }).catch(() => {});
-    }, intervalMs);
+      },
+    });
+    this.closed.then(stop);
   }
 
   /** Routes frames for a session channel to `listener` (the session layer uses this). */

@@ -10,6 +10,7 @@
  * ```
  * @module
  */
+import { concat } from "./bytes.ts";
 import { ProtocolError } from "./errors.ts";
 
 /** Header size: target, code, token. */
@@ -29,13 +30,7 @@ export interface Frame {
 
 /** Encodes a frame header followed by its payload. */
 export function encodeFrame(frame: Frame): Uint8Array {
-  const out = new Uint8Array(FRAME_HEADER_SIZE + frame.payload.length);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, frame.target, true);
-  view.setUint32(4, frame.code, true);
-  view.setUint32(8, frame.token, true);
-  out.set(frame.payload, FRAME_HEADER_SIZE);
-  return out;
+  return concat([encodeFrameHeader(frame.target, frame.code, frame.token), frame.payload]);
 }
 
 /** The 12-byte header alone, for senders that pass the payload separately. */

@@ -6,13 +6,14 @@
  * @module
  */
 import { timingSafeEqual, fromHex } from "../core/bytes.ts";
-import { ChannelEnd, type Doorbell } from "../core/doorbell.ts";
+import { ChannelEnd } from "../core/doorbell.ts";
+import { pipeDoorbell } from "../cli/runtime/doorbell.ts";
 import { decodeFrame, encodeFrameHeader } from "../core/frame.ts";
 import { encodeError, ERROR_CODE } from "../core/messages.ts";
 import { ChannelHeader, Direction, FLAG_HOST_CLOSED, openChannel } from "../core/ring.ts";
 import { decodeEnvelope, encodeEnvelopeParts, REPLY_CODE, ServiceCode } from "../core/session-protocol.ts";
 import { mapFile, ringChecksum } from "../cli/runtime/mmap.ts";
-import { serializeError } from "./errors.ts";
+import { serializeError, ServiceError } from "./errors.ts";
 import { type ExtensionReport, loadExtensions } from "./extensions.ts";
 import { FilesService } from "./services/files.ts";
 import { ProcessesService } from "./services/processes.ts";
@@ -72,16 +73,7 @@ export async function hostMain(argv: string[]): Promise<number> {
   }
   header.hostPid = process.pid;
 
-  const doorbell: Doorbell = {
-    ring: () => void process.stdout.write(BELL),
-    onRing(listener) {
-      process.stdin.on("data", () => listener(false));
-      process.stdin.on("end", () => listener(true));
-      process.stdin.on("close", () => listener(true));
-      process.stdout.on("error", () => listener(true)); // the agent is gone
-    },
-  };
-  const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, doorbell, ringChecksum);
+  const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, pipeDoorbell(process.stdin, process.stdout), ringChecksum);
 
   const send = (channel: number, code: number, token: number, parts: readonly Uint8Array[]) =>
     end.send([encodeFrameHeader(channel, code, token), ...parts]);
@@ -113,16 +105,13 @@ export async function hostMain(argv: string[]): Promise<number> {
   const answer = async (channel: number, token: number, handler: Handler | undefined, code: number, body: Uint8Array) => {
     let payload: Uint8Array[], replyCode = REPLY_CODE;
     try {
-      if (!handler) throw Object.assign(new Error(`this host has no handler for code 0x${code.toString(16)}`), { serialized: { code: "unknown-code" } });
+      if (!handler) throw new ServiceError("unknown-code", `this host has no handler for code 0x${code.toString(16)}`);
       const { fields, data } = decodeEnvelope(body);
       const result = await handler({ channel, token, fields, data });
       payload = encodeEnvelopeParts(result?.fields ?? {}, result?.data);
     } catch (e) {
       replyCode = ERROR_CODE;
-      const serialized = (e as { serialized?: { code: string } }).serialized
-        ? { code: "unknown-code", message: (e as Error).message }
-        : serializeError(e);
-      payload = [encodeError(serialized)];
+      payload = [encodeError(serializeError(e))];
     }
     if (token !== 0) await send(channel, replyCode, token, payload).catch(() => {});
   };
@@ -145,8 +134,6 @@ export async function hostMain(argv: string[]): Promise<number> {
   await shutdown(files, processes, args.graceMs);
   return 0;
 }
-
-const BELL = new Uint8Array([1]);
 
 async function shutdown(files: FilesService, processes: ProcessesService, graceMs: number) {
   await files.closeAll();

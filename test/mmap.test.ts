@@ -9,6 +9,7 @@ import path from "node:path";
 import { ChannelEnd } from "../core/doorbell.ts";
 import { channelSize, Direction, initChannel, maxRecordPayload } from "../core/ring.ts";
 import { createMapFile, mapFile } from "../cli/runtime/mmap.ts";
+import { pipeDoorbell } from "../cli/runtime/doorbell.ts";
 import { IS_DENO, ROOT, stopAll, tempDir } from "./helpers/agent-process.ts";
 
 const mmap = suite("mmap channel");
@@ -31,13 +32,7 @@ async function echoThrough(peerRuntime: string) {
   const child = spawn(cmd, [...pre, path.join(ROOT, "test/helpers/ring-echo.ts"), file], { cwd: ROOT, stdio: ["pipe", "pipe", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
-  const end = new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, {
-    ring: () => void child.stdin.write(new Uint8Array([1])),
-    onRing(listener) {
-      child.stdout.on("data", () => listener(false));
-      child.stdout.on("close", () => listener(true));
-    },
-  });
+  const end = new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, pipeDoorbell(child.stdout, child.stdin));
   const max = maxRecordPayload(CAP);
   // More data than the ring holds, in records up to the maximum, with replies flowing back.
   const sizes = Array.from({ length: 300 }, (_, i) => (i * 7919) % (max + 1));

@@ -39,16 +39,21 @@ async function dialer(args: string[], ready: RegExp = CONNECTED) {
   return a;
 }
 
+/** A listener with a self-signed certificate, an agent dialing it with that pinned, and the connected agent. */
+async function pinnedAgent(server: string) {
+  const cert = await selfSigned();
+  const key = generateKey().hex;
+  const l = await startListener(cert, { [server]: key });
+  const a = await dialer(["--connect", `127.0.0.1:${l.port}`, "--fingerprint", cert.fingerprint, "--key", key]);
+  return { l, a, agent: await l.waitForAgent(server, 10_000) };
+}
+
 async function status(a: RunningAgent) {
   return JSON.parse((await runAgentAsync(["status", "--json"], { AGENT_STATE_DIR: a.stateDir })).stdout);
 }
 
 outbound("an agent dials a listener (pinned certificate); the product runs a command and a file round trip", async () => {
-  const cert = await selfSigned();
-  const key = generateKey().hex;
-  const l = await startListener(cert, { web1: key });
-  const a = await dialer(["--connect", `127.0.0.1:${l.port}`, "--fingerprint", cert.fingerprint, "--key", key]);
-  const web1 = await l.waitForAgent("web1", 10_000);
+  const { l, a, agent: web1 } = await pinnedAgent("web1");
   assert.equal(l.connected(), ["web1"]);
   const s = await web1.openSession("deploy");
   const r = await s.processes.run({ program: "sh", args: ["-c", "echo outbound; exit 5"] });
@@ -196,11 +201,7 @@ outbound("backoff: doubling steps with jitter, capped; 300 agents losing one lis
 });
 
 outbound("a connection cut mid-command resumes after the reconnect: no output lost or duplicated", async () => {
-  const cert = await selfSigned();
-  const key = generateKey().hex;
-  const l = await startListener(cert, { worker: key });
-  const a = await dialer(["--connect", `127.0.0.1:${l.port}`, "--fingerprint", cert.fingerprint, "--key", key]);
-  const w1 = await l.waitForAgent("worker", 10_000);
+  const { l, a, agent: w1 } = await pinnedAgent("worker");
   const s = await w1.openSession("jobs");
   const p = await s.processes.start({ program: "sh", args: ["-c", "for i in 1 2 3 4 5 6 7 8; do echo step$i; sleep 0.25; done; exit 3"] });
   const got: string[] = [];

@@ -9,6 +9,7 @@ import { AgentError, ProtocolError } from "../../core/errors.ts";
 import { type Frame, META_TARGET } from "../../core/frame.ts";
 import { decodeFields, encodeError, encodeFields, ERROR_CODE, MetaCode } from "../../core/messages.ts";
 import { answerMeta, type MetaContext } from "../../core/meta.ts";
+import { startKeepalive } from "../../core/keepalive.ts";
 import { ACK_CODE, decodeSessionPayload, SessionMeta } from "../../core/session-protocol.ts";
 import { SessionError, type SessionManager, type SessionPeer } from "./sessions.ts";
 
@@ -52,15 +53,16 @@ export class ClientConnection implements SessionPeer {
 
   /** Heartbeats every `intervalMs`; closes the connection after `deadMs` of silence from the peer. */
   keepalive(intervalMs: number, deadMs: number): () => void {
-    const timer = setInterval(() => {
-      if (Date.now() - this.lastReceivedAt > deadMs) {
+    return startKeepalive({
+      intervalMs,
+      deadMs,
+      lastReceivedAt: () => this.lastReceivedAt,
+      beat: () => void this.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) }).catch(() => {}),
+      dead: () => {
         this.deadReason = `no traffic for ${Math.round(deadMs / 1000)} s (half-open connection)`;
         this.channel.close();
-        return clearInterval(timer);
-      }
-      this.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) }).catch(() => {});
-    }, intervalMs);
-    return () => clearInterval(timer);
+      },
+    });
   }
 
   /** Set when {@link keepalive} gave up on the peer. */

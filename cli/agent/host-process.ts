@@ -11,7 +11,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { toHex } from "../../core/bytes.ts";
 import { randomBytes } from "../../core/crypto.ts";
-import { ChannelEnd, type Doorbell } from "../../core/doorbell.ts";
+import { ChannelEnd } from "../../core/doorbell.ts";
+import { pipeDoorbell } from "../runtime/doorbell.ts";
 import { decodeFrame, encodeFrameHeader, type Frame } from "../../core/frame.ts";
 import { ChannelHeader, channelSize, Direction, FLAG_AGENT_CLOSED, initChannel } from "../../core/ring.ts";
 import { decodeEnvelope, encodeEnvelope, ServiceCode } from "../../core/session-protocol.ts";
@@ -33,7 +34,6 @@ export interface HostLaunch {
   onLog(line: string): void;
 }
 
-const BELL = new Uint8Array([1]);
 const READY_TIMEOUT_MS = 20_000;
 
 /** A running host and its channel. */
@@ -102,14 +102,7 @@ export class HostProcess {
         stderr = stderr.slice(nl + 1);
       }
     });
-    const doorbell: Doorbell = {
-      ring: () => void (child.stdin!.writable && child.stdin!.write(BELL)),
-      onRing(listener) {
-        child.stdout!.on("data", () => listener(false));
-        child.stdout!.on("close", () => listener(true));
-      },
-    };
-    const end = new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, doorbell, ringChecksum);
+    const end = new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, pipeDoorbell(child.stdout!, child.stdin!), ringChecksum);
 
     const cleanup = () => {
       end.detach();

@@ -119,13 +119,7 @@ async function runStages(
   host: string, port: number, key: Uint8Array | undefined, count: number, timeoutMs: number, insecure: boolean, report: ProbeReport,
 ): Promise<AgentClient> {
   report.stage = "resolve";
-  let address: string;
-  try {
-    address = (await withTimeout(dns.lookup(host), timeoutMs, `resolving ${host}`)).address;
-  } catch (e) {
-    if (e instanceof TimeoutError) throw new StageError("resolve", PROBE_EXIT.timeout, "timeout", e.message);
-    throw new StageError("resolve", PROBE_EXIT.nameNotFound, "name-not-found", `cannot resolve "${host}": no such host name (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const address = await resolveStage(host, timeoutMs);
   report.address = address;
 
   report.stage = "connect";
@@ -178,6 +172,16 @@ async function runStages(
   return client;
 }
 
+/** The resolve stage: the host's address, or a {@link StageError} for a missing name or a timeout. */
+async function resolveStage(host: string, timeoutMs: number): Promise<string> {
+  try {
+    return (await withTimeout(dns.lookup(host), timeoutMs, `resolving ${host}`)).address;
+  } catch (e) {
+    if (e instanceof TimeoutError) throw new StageError("resolve", PROBE_EXIT.timeout, "timeout", e.message);
+    throw new StageError("resolve", PROBE_EXIT.nameNotFound, "name-not-found", `cannot resolve "${host}": no such host name (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
 function classify(e: Error, stage: Stage): StageError {
   if (e instanceof TimeoutError) return new StageError(stage, PROBE_EXIT.timeout, "timeout", e.message);
   if (e instanceof VersionMismatchError) return new StageError(stage, PROBE_EXIT.incompatibleVersion, e.code, `incompatible version: ${e.message}; upgrade the older side`);
@@ -227,9 +231,10 @@ async function probeListener(host: string, port: number, flags: Flags): Promise<
   };
   let address: string;
   try {
-    address = (await withTimeout(dns.lookup(host), timeoutMs, `resolving ${host}`)).address;
+    address = await resolveStage(host, timeoutMs);
   } catch (e) {
-    return fail(PROBE_EXIT.nameNotFound, "resolve", "name-not-found", `cannot resolve "${host}": no such host name`);
+    const s = e as StageError;
+    return fail(s.exitCode, s.stage, s.code, s.message);
   }
   const ca = str(flags.ca);
   let trust;

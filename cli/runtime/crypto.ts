@@ -12,6 +12,7 @@
  */
 import { createCipheriv, createDecipheriv, createSecretKey } from "node:crypto";
 import type { Aead, CryptoProvider } from "../../core/crypto.ts";
+import { concat } from "../../core/bytes.ts";
 import { TAG_SIZE, webCryptoProvider } from "../../core/crypto.ts";
 
 /** AES-256-GCM through `node:crypto`. */
@@ -19,28 +20,19 @@ export const nodeCryptoProvider: CryptoProvider = {
   name: "node:crypto",
   aesGcm(raw: Uint8Array): Promise<Aead> {
     const key = createSecretKey(raw);
+    const sealParts = (iv: Uint8Array, parts: readonly Uint8Array[], ad: Uint8Array): Uint8Array[] => {
+      const c = createCipheriv("aes-256-gcm", key, iv);
+      if (ad.length) c.setAAD(ad);
+      const out: Uint8Array[] = [];
+      for (const p of parts) if (p.length) out.push(c.update(p));
+      const tail = c.final();
+      if (tail.length) out.push(tail);
+      out.push(c.getAuthTag());
+      return out;
+    };
     return Promise.resolve({
-      seal(iv, plaintext, ad) {
-        const c = createCipheriv("aes-256-gcm", key, iv);
-        if (ad.length) c.setAAD(ad);
-        const head = c.update(plaintext);
-        const tail = c.final();
-        const out = new Uint8Array(head.length + tail.length + TAG_SIZE);
-        out.set(head);
-        out.set(tail, head.length);
-        out.set(c.getAuthTag(), head.length + tail.length);
-        return out;
-      },
-      sealParts(iv, parts, ad) {
-        const c = createCipheriv("aes-256-gcm", key, iv);
-        if (ad.length) c.setAAD(ad);
-        const out: Uint8Array[] = [];
-        for (const p of parts) if (p.length) out.push(c.update(p));
-        const tail = c.final();
-        if (tail.length) out.push(tail);
-        out.push(c.getAuthTag());
-        return out;
-      },
+      seal: (iv, plaintext, ad) => concat(sealParts(iv, [plaintext], ad)),
+      sealParts,
       open(iv, sealed, ad) {
         if (sealed.length < TAG_SIZE) return null;
         const d = createDecipheriv("aes-256-gcm", key, iv);
@@ -49,11 +41,7 @@ export const nodeCryptoProvider: CryptoProvider = {
         try {
           const head = d.update(sealed.subarray(0, sealed.length - TAG_SIZE));
           const tail = d.final();
-          if (tail.length === 0) return new Uint8Array(head.buffer, head.byteOffset, head.length);
-          const out = new Uint8Array(head.length + tail.length);
-          out.set(head);
-          out.set(tail, head.length);
-          return out;
+          return tail.length === 0 ? new Uint8Array(head.buffer, head.byteOffset, head.length) : concat([head, tail]);
         } catch {
           return null;
         }

@@ -115,10 +115,15 @@ export function dialTcp(host: string, port: number, options: { timeoutMs: number
     });
     socket.once("error", (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      if (e.code === "ECONNREFUSED") reject(new DialError("refused", `connection refused by ${host}:${port}: nothing is listening there`));
-      else reject(new DialError("unreachable", `cannot connect to ${host}:${port}: ${e.message}`));
+      reject(connectError(e, host, port));
     });
   });
+}
+
+/** A socket error while connecting, as the {@link DialError} that names the stage. */
+export function connectError(e: NodeJS.ErrnoException, host: string, port: number): DialError {
+  if (e.code === "ECONNREFUSED") return new DialError("refused", `connection refused by ${host}:${port}: nothing is listening there`);
+  return new DialError("unreachable", `cannot connect to ${host}:${port}: ${e.message}`);
 }
 
 /** "[::1]" for IPv6 literals, the address itself otherwise. */

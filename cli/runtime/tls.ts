@@ -12,7 +12,7 @@
 import tls from "node:tls";
 import { fromHex, toHex } from "../../core/bytes.ts";
 import type { ByteStream } from "../../core/stream.ts";
-import { DialError, socketStream } from "./tcp.ts";
+import { connectError, DialError, socketStream } from "./tcp.ts";
 
 /** What the listener presented. */
 export interface CertificateReport {
@@ -109,8 +109,7 @@ export function dialTls(host: string, port: number, options: TrustOptions & { ti
     });
     socket.once("error", (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      if (e.code === "ECONNREFUSED") reject(new DialError("refused", `connection refused by ${host}:${port}: nothing is listening there`));
-      else reject(new DialError("unreachable", `cannot connect to ${host}:${port}: ${e.message}`));
+      reject(connectError(e, host, port));
     });
   });
 }

@@ -3,18 +3,13 @@
 import { ChannelEnd } from "../../core/doorbell.ts";
 import { Direction } from "../../core/ring.ts";
 import { mapFile } from "../../cli/runtime/mmap.ts";
+import { pipeDoorbell } from "../../cli/runtime/doorbell.ts";
 import fs from "node:fs";
 
 const file = process.argv[2];
 const mapping = mapFile(file, fs.statSync(file).size);
 process.stderr.write(`mapped with ${mapping.backend}\n`);
-const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, {
-  ring: () => void process.stdout.write(new Uint8Array([1])),
-  onRing(listener) {
-    process.stdin.on("data", () => listener(false));
-    process.stdin.on("end", () => listener(true));
-  },
-});
+const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, pipeDoorbell(process.stdin, process.stdout));
 for (;;) {
   const record = await end.receive();
   if (record === null) break;
