@@ -21,28 +21,28 @@ import fs from "node:fs";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
-import { acceptChannel } from "./core/accept.ts";
-import { AgentClient } from "./core/client.ts";
-import { webCryptoProvider } from "./core/crypto.ts";
-import { parseKey } from "./core/keys.ts";
-import { memoryStreamPair } from "./core/memory-stream.ts";
-import { listSessions, RemoteSession } from "./core/session.ts";
-import { ClientConnection } from "./cli/agent/connection.ts";
-import { RING_CAPACITY, SessionManager } from "./cli/agent/sessions.ts";
-import { runtimeCryptoProvider, runtimeInfo } from "./cli/runtime/crypto.ts";
-import { dialTcp } from "./cli/runtime/tcp.ts";
-import { DEFAULT_PORT, defaultStateDir } from "./cli/config.ts";
-import { PROTOCOL_VERSIONS } from "./core/handshake.ts";
-import { VERSION } from "./cli/version.ts";
+import { acceptChannel } from "./core/secure/accept.ts";
+import { AgentClient } from "./core/client/agent-client.ts";
+import { webCryptoProvider } from "./core/secure/crypto.ts";
+import { parseKey } from "./core/secure/keys.ts";
+import { memoryStreamPair } from "./core/wire/memory-stream.ts";
+import { listSessions, RemoteSession } from "./core/client/remote-session.ts";
+import { ClientConnection } from "./agent/connection.ts";
+import { RING_CAPACITY, SessionManager } from "./agent/sessions.ts";
+import { runtimeCryptoProvider, runtimeInfo } from "./runtime/crypto.ts";
+import { dialTcp } from "./runtime/tcp.ts";
+import { DEFAULT_PORT, defaultStateDir } from "./agent/config.ts";
+import { PROTOCOL_VERSIONS } from "./core/wire/hello.ts";
+import { VERSION } from "./core/version.ts";
 import { AgentListener, type ListenerOptions } from "./client/listener.ts";
 export { AgentListener } from "./client/listener.ts";
 
 export * from "./core/errors.ts";
-export { generateKey, keyId, parseKey } from "./core/keys.ts";
-export { RemoteSession } from "./core/session.ts";
-export type { ExitStatus, FileInfo, ListEntry, RemoteFile, RemoteProcess, StartOptions } from "./core/services.ts";
-export type { AgentInfo } from "./core/messages.ts";
-export type { SessionSummary } from "./core/session-protocol.ts";
+export { generateKey, keyId, parseKey } from "./core/secure/keys.ts";
+export { RemoteSession } from "./core/client/remote-session.ts";
+export type { ExitStatus, FileInfo, ListEntry, RemoteFile, RemoteProcess, StartOptions } from "./core/client/services.ts";
+export type { AgentInfo } from "./core/wire/messages.ts";
+export type { SessionSummary } from "./core/session/protocol.ts";
 
 /** A connection to an agent, with sessions. */
 export class Agent {

@@ -11,11 +11,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { generate } from "selfsigned";
-import { AgentClient } from "../core/client.ts";
-import { ServiceCode } from "../core/session-protocol.ts";
+import { AgentClient } from "../core/client/agent-client.ts";
+import { ServiceCode } from "../core/session/protocol.ts";
 import { connect, listen, type Agent } from "../mod.ts";
-import { runtimeCryptoProvider } from "../cli/runtime/crypto.ts";
-import { dialTcp } from "../cli/runtime/tcp.ts";
+import { runtimeCryptoProvider } from "../runtime/crypto.ts";
+import { dialTcp } from "../runtime/tcp.ts";
 import { median, ratio, table, us } from "./stats.ts";
 
 export async function benchOutbound(agentBin: string, inboundPort: number, key: string): Promise<void> {

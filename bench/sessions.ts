@@ -16,7 +16,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { type Agent, connect } from "../mod.ts";
-import { ServiceCode } from "../core/session-protocol.ts";
+import { ServiceCode } from "../core/session/protocol.ts";
 import { median, quantile, ratio, table, us } from "./stats.ts";
 
 const TRANSFER_MIB = Number(process.env.BENCH_TRANSFER_MIB ?? 1024);

@@ -11,8 +11,8 @@ import { probeCommand } from "./commands/probe.ts";
 import { startCommand } from "./commands/start.ts";
 import { statusCommand } from "./commands/status.ts";
 import { ExitError } from "./commands/exit.ts";
-import { ConfigError } from "./config.ts";
-import { VERSION } from "./version.ts";
+import { ConfigError } from "../agent/config.ts";
+import { VERSION } from "../core/version.ts";
 import { hostMain } from "../host/main.ts";
 
 const STATE_DIR_HELP = "State directory (env AGENT_STATE_DIR; default /var/lib/agent as root, else ~/.local/state/agent)";

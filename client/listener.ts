@@ -15,12 +15,12 @@
 import crypto from "node:crypto";
 import type net from "node:net";
 import tls from "node:tls";
-import type { AgentClient } from "../core/client.ts";
-import { keyId, parseKey } from "../core/keys.ts";
-import { greetAgent } from "../core/outbound.ts";
-import { runtimeCryptoProvider } from "../cli/runtime/crypto.ts";
-import { formatHost, socketStream } from "../cli/runtime/tcp.ts";
-import { parseFingerprint } from "../cli/runtime/tls.ts";
+import type { AgentClient } from "../core/client/agent-client.ts";
+import { keyId, parseKey } from "../core/secure/keys.ts";
+import { greetAgent } from "../core/secure/outbound.ts";
+import { runtimeCryptoProvider } from "../runtime/crypto.ts";
+import { formatHost, socketStream } from "../runtime/tcp.ts";
+import { parseFingerprint } from "../runtime/tls.ts";
 
 /** A server the listener accepts: its key (64 hex digits), or that and a revoked mark. */
 export type AgentEntry = string | { key: string; revoked?: boolean };

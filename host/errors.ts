@@ -3,7 +3,7 @@
  * a stable code, a sentence naming the path, and the path as detail.
  * @module
  */
-import type { SerializedError } from "../core/messages.ts";
+import type { SerializedError } from "../core/wire/messages.ts";
 
 const CODES: Record<string, [string, string]> = {
   ENOENT: ["not-found", "no such file or directory"],

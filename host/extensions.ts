@@ -13,7 +13,7 @@
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { EXTENSION_CODE_MIN } from "../core/session-protocol.ts";
+import { EXTENSION_CODE_MIN } from "../core/session/protocol.ts";
 import type { Handler } from "./services/types.ts";
 
 /** How loading one extension went. */

@@ -6,13 +6,13 @@
  * @module
  */
 import { timingSafeEqual, fromHex } from "../core/bytes.ts";
-import { ChannelEnd } from "../core/doorbell.ts";
-import { pipeDoorbell } from "../cli/runtime/doorbell.ts";
-import { decodeFrame, encodeFrameHeader } from "../core/frame.ts";
-import { encodeError, ERROR_CODE } from "../core/messages.ts";
-import { ChannelHeader, Direction, FLAG_HOST_CLOSED, openChannel } from "../core/ring.ts";
-import { decodeEnvelope, encodeEnvelopeParts, REPLY_CODE, ServiceCode } from "../core/session-protocol.ts";
-import { mapFile, ringChecksum } from "../cli/runtime/mmap.ts";
+import { ChannelEnd } from "../core/shm/channel-end.ts";
+import { pipeDoorbell } from "../runtime/pipe-doorbell.ts";
+import { decodeFrame, encodeFrameHeader } from "../core/wire/frame.ts";
+import { encodeError, ERROR_CODE } from "../core/wire/messages.ts";
+import { ChannelHeader, Direction, FLAG_HOST_CLOSED, openChannel } from "../core/shm/ring.ts";
+import { decodeEnvelope, encodeEnvelopeParts, REPLY_CODE, ServiceCode } from "../core/session/protocol.ts";
+import { mapFile, ringChecksum } from "../runtime/mmap.ts";
 import { serializeError, ServiceError } from "./errors.ts";
 import { type ExtensionReport, loadExtensions } from "./extensions.ts";
 import { FilesService } from "./services/files.ts";

@@ -1,16 +1,16 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { AgentClient } from "../core/client.ts";
-import { acceptChannel } from "../core/accept.ts";
-import { encodeRecord, MAX_RECORD } from "../core/channel.ts";
-import { webCryptoProvider } from "../core/crypto.ts";
+import { AgentClient } from "../core/client/agent-client.ts";
+import { acceptChannel } from "../core/secure/accept.ts";
+import { encodeRecord, MAX_RECORD } from "../core/wire/frame-stream.ts";
+import { webCryptoProvider } from "../core/secure/crypto.ts";
 import { AuthenticationError, FrameTooLargeError, InsecurePeerError, VersionMismatchError } from "../core/errors.ts";
-import { generateKey, keyId } from "../core/keys.ts";
-import { answerMeta } from "../core/meta.ts";
-import { MetaCode } from "../core/messages.ts";
-import { memoryStreamPair } from "../core/memory-stream.ts";
-import { StreamReader } from "../core/stream.ts";
-import { readRecord } from "../core/channel.ts";
+import { generateKey, keyId } from "../core/secure/keys.ts";
+import { answerMeta } from "../core/wire/meta.ts";
+import { MetaCode } from "../core/wire/messages.ts";
+import { memoryStreamPair } from "../core/wire/memory-stream.ts";
+import { StreamReader } from "../core/wire/stream.ts";
+import { readRecord } from "../core/wire/frame-stream.ts";
 
 const INFO = {
   version: "t", protocol: { min: 1, max: 1, current: 1 }, os: "x", arch: "y", hostname: "h", uptimeSeconds: 0,

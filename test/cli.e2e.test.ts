@@ -6,8 +6,8 @@ import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { cleanExit, IS_DENO, ROOT, runAgent, runAgentAsync, startAgent, stopAll, tempDir, writeKeyFile } from "./helpers/agent-process.ts";
 import { fakeServer } from "./helpers/net.ts";
-import { encodeReply, ChannelMode } from "../core/handshake.ts";
-import { generateKey } from "../core/keys.ts";
+import { encodeReply, ChannelMode } from "../core/wire/hello.ts";
+import { generateKey } from "../core/secure/keys.ts";
 
 const cli = suite("cli e2e");
 cli.after(stopAll);

@@ -2,8 +2,8 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { toHex, fromHex } from "../core/bytes.ts";
 import { ProtocolError } from "../core/errors.ts";
-import { ChannelMode, chooseVersion, decodeHello, decodeReply, encodeHello, encodeReply, PROTOCOL_ID } from "../core/handshake.ts";
-import { decodeFrame, encodeFrame } from "../core/frame.ts";
+import { ChannelMode, chooseVersion, decodeHello, decodeReply, encodeHello, encodeReply, PROTOCOL_ID } from "../core/wire/hello.ts";
+import { decodeFrame, encodeFrame } from "../core/wire/frame.ts";
 
 // Test vectors from docs/protocol.md §2 and §4.
 test("handshake: hello matches the documented bytes", () => {

@@ -6,10 +6,10 @@ import * as assert from "uvu/assert";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { ChannelEnd } from "../core/doorbell.ts";
-import { channelSize, Direction, initChannel, maxRecordPayload } from "../core/ring.ts";
-import { createMapFile, mapFile } from "../cli/runtime/mmap.ts";
-import { pipeDoorbell } from "../cli/runtime/doorbell.ts";
+import { ChannelEnd } from "../core/shm/channel-end.ts";
+import { channelSize, Direction, initChannel, maxRecordPayload } from "../core/shm/ring.ts";
+import { createMapFile, mapFile } from "../runtime/mmap.ts";
+import { pipeDoorbell } from "../runtime/pipe-doorbell.ts";
 import { IS_DENO, ROOT, stopAll, tempDir } from "./helpers/agent-process.ts";
 
 const mmap = suite("mmap channel");

@@ -1,13 +1,13 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { fromHex, toHex } from "../core/bytes.ts";
-import { type CryptoProvider, webCryptoProvider, x25519, x25519FromPrivate } from "../core/crypto.ts";
+import { type CryptoProvider, webCryptoProvider, x25519, x25519FromPrivate } from "../core/secure/crypto.ts";
 import { AuthenticationError, IntegrityError } from "../core/errors.ts";
-import { encodeFrame } from "../core/frame.ts";
-import { ChannelMode, encodeHello, encodeReply } from "../core/handshake.ts";
-import { keyId, parseKey, generateKey, InvalidKeyError } from "../core/keys.ts";
-import { NoiseHandshake } from "../core/noise.ts";
-import { nodeCryptoProvider } from "../cli/runtime/crypto.ts";
+import { encodeFrame } from "../core/wire/frame.ts";
+import { ChannelMode, encodeHello, encodeReply } from "../core/wire/hello.ts";
+import { keyId, parseKey, generateKey, InvalidKeyError } from "../core/secure/keys.ts";
+import { NoiseHandshake } from "../core/secure/noise.ts";
+import { nodeCryptoProvider } from "../runtime/crypto.ts";
 
 const hex = (s: string) => fromHex(s)!;
 

@@ -28,7 +28,7 @@ test("core/ imports no node: module, no Deno global, and only runtime-free packa
 
 test("package.json and the CLI agree on the version", async () => {
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8"));
-  const { VERSION } = await import("../cli/version.ts");
+  const { VERSION } = await import("../core/version.ts");
   assert.is(VERSION, pkg.version);
 });
 

@@ -1,11 +1,11 @@
 // The ring logic over a plain byte region: order, wrap-around, full rings, corruption.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { crc32 } from "../core/crc32.ts";
-import { ringChecksum } from "../cli/runtime/mmap.ts";
+import { crc32 } from "../core/shm/crc32.ts";
+import { ringChecksum } from "../runtime/mmap.ts";
 import {
   ChannelCorruptError, channelSize, CHANNEL_HEADER_SIZE, Direction, initChannel, openChannel, RingReader, RingWriter,
-} from "../core/ring.ts";
+} from "../core/shm/ring.ts";
 
 const CAP = 4096;
 function fresh() {

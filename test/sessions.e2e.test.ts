@@ -9,7 +9,7 @@ import {
   type Agent, connect, IsADirectoryError, NotFoundError, PermissionDeniedError, RemoteError, type RemoteSession,
   SessionEndedError, UnknownCodeError, UnknownProductError,
 } from "../mod.ts";
-import { generateKey } from "../core/keys.ts";
+import { generateKey } from "../core/secure/keys.ts";
 import { type RunningAgent, residentKiB, runAgentAsync, agentCommand, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
 import { spawn } from "node:child_process";
 

@@ -3,8 +3,8 @@
  * @module
  */
 import fs from "node:fs";
-import { generateKey, keyId } from "../../core/keys.ts";
-import { type Flags, str } from "../config.ts";
+import { generateKey, keyId } from "../../core/secure/keys.ts";
+import { type Flags, str } from "../../agent/config.ts";
 
 export async function keygenCommand(flags: Flags): Promise<void> {
   const key = generateKey();

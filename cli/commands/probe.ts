@@ -7,16 +7,16 @@
 import dns from "node:dns/promises";
 import fs from "node:fs";
 import path from "node:path";
-import { AgentClient } from "../../core/client.ts";
+import { AgentClient } from "../../core/client/agent-client.ts";
 import { AgentError, AuthenticationError, InsecurePeerError, ProtocolError, TimeoutError, VersionMismatchError } from "../../core/errors.ts";
-import { keyId, parseKey } from "../../core/keys.ts";
-import type { AgentInfo } from "../../core/messages.ts";
-import { DEFAULT_PORT, type Flags, resolveConfig, str } from "../config.ts";
-import { DEFAULT_KEY_FILE, readKeyFile } from "../keystore.ts";
-import { runtimeCryptoProvider } from "../runtime/crypto.ts";
-import { DialError, dialTcp, formatHost } from "../runtime/tcp.ts";
-import { CertificateError, type CertificateReport, dialTls, formatFingerprint, parseFingerprint } from "../runtime/tls.ts";
-import { answerListener, KeyRejectedError } from "../../core/outbound.ts";
+import { keyId, parseKey } from "../../core/secure/keys.ts";
+import type { AgentInfo } from "../../core/wire/messages.ts";
+import { DEFAULT_PORT, type Flags, resolveConfig, str } from "../../agent/config.ts";
+import { DEFAULT_KEY_FILE, readKeyFile } from "../../agent/keystore.ts";
+import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
+import { DialError, dialTcp, formatHost } from "../../runtime/tcp.ts";
+import { CertificateError, type CertificateReport, dialTls, formatFingerprint, parseFingerprint } from "../../runtime/tls.ts";
+import { answerListener, KeyRejectedError } from "../../core/secure/outbound.ts";
 import { ExitError } from "./exit.ts";
 
 /** Exit codes, one per failed stage (docs/operations.md lists them too). */

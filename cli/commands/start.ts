@@ -2,20 +2,20 @@
  * `agent start`: run the agent in the foreground until SIGINT or SIGTERM.
  * @module
  */
-import { type AcceptedKey } from "../../core/accept.ts";
+import { type AcceptedKey } from "../../core/secure/accept.ts";
 import path from "node:path";
-import { AgentServer } from "../agent/server.ts";
-import { cleanStaleChannels } from "../agent/host-process.ts";
-import { RING_CAPACITY, SessionManager } from "../agent/sessions.ts";
-import { controlPath, serveControl } from "../agent/control.ts";
-import { type Flags, resolveConfig } from "../config.ts";
-import { ensureStateDir, loadAgentKeys } from "../keystore.ts";
-import { log } from "../log.ts";
-import { runtimeCryptoProvider } from "../runtime/crypto.ts";
-import { selfCommand } from "../runtime/self.ts";
-import { parseFingerprint } from "../runtime/tls.ts";
-import { OutboundTarget } from "../agent/outbound.ts";
-import { ConfigError } from "../config.ts";
+import { AgentServer } from "../../agent/server.ts";
+import { cleanStaleChannels } from "../../agent/host-process.ts";
+import { RING_CAPACITY, SessionManager } from "../../agent/sessions.ts";
+import { controlPath, serveControl } from "../../agent/control.ts";
+import { type Flags, resolveConfig } from "../../agent/config.ts";
+import { ensureStateDir, loadAgentKeys } from "../../agent/keystore.ts";
+import { log } from "../../runtime/log.ts";
+import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
+import { selfCommand } from "../../runtime/self.ts";
+import { parseFingerprint } from "../../runtime/tls.ts";
+import { OutboundTarget } from "../../agent/dialer.ts";
+import { ConfigError } from "../../agent/config.ts";
 import fs from "node:fs";
 
 function readCa(file: string): string {
@@ -33,7 +33,7 @@ function fingerprintOf(text: string): Uint8Array {
     throw new ConfigError((e as Error).message);
   }
 }
-import { formatHost, isLoopback } from "../runtime/tcp.ts";
+import { formatHost, isLoopback } from "../../runtime/tcp.ts";
 
 export async function startCommand(flags: Flags): Promise<void> {
   const config = resolveConfig(flags, process.env);

@@ -3,10 +3,10 @@
  * through its local control socket.
  * @module
  */
-import { controlPath, NotRunningError, requestControl } from "../agent/control.ts";
-import type { AgentStatus } from "../agent/server.ts";
-import { type Flags, resolveConfig } from "../config.ts";
-import { formatHost } from "../runtime/tcp.ts";
+import { controlPath, NotRunningError, requestControl } from "../../agent/control.ts";
+import type { AgentStatus } from "../../agent/server.ts";
+import { type Flags, resolveConfig } from "../../agent/config.ts";
+import { formatHost } from "../../runtime/tcp.ts";
 import { ExitError } from "./exit.ts";
 
 /** Exit code when no agent answers. */

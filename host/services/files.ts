@@ -8,7 +8,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { ServiceCode } from "../../core/session-protocol.ts";
+import { ServiceCode } from "../../core/session/protocol.ts";
 import { requireString, ServiceError } from "../errors.ts";
 import type { Handler, HostContext } from "./types.ts";
 

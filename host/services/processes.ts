@@ -7,7 +7,7 @@
  * @module
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { ServiceCode } from "../../core/session-protocol.ts";
+import { ServiceCode } from "../../core/session/protocol.ts";
 import { requireString, ServiceError } from "../errors.ts";
 import type { Handler, HostContext } from "./types.ts";
 

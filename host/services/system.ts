@@ -1,6 +1,6 @@
 /** The system service: host facts, environment, and the product's root working directory. @module */
 import os from "node:os";
-import { ServiceCode } from "../../core/session-protocol.ts";
+import { ServiceCode } from "../../core/session/protocol.ts";
 import type { Handler, HostContext } from "./types.ts";
 
 export function systemHandlers(context: HostContext, extensions: () => unknown[]): Map<number, Handler> {

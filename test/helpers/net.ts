@@ -4,8 +4,8 @@
  * @module
  */
 import net from "node:net";
-import { socketStream, dialTcp } from "../../cli/runtime/tcp.ts";
-import type { ByteStream } from "../../core/stream.ts";
+import { socketStream, dialTcp } from "../../runtime/tcp.ts";
+import type { ByteStream } from "../../core/wire/stream.ts";
 
 export { dialTcp, socketStream };
 

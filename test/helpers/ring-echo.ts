@@ -1,9 +1,9 @@
 // A peer process for the mmap tests: maps the channel file given as argv[2],
 // and sends every record it receives back, reversed. Doorbells on stdin/stdout.
-import { ChannelEnd } from "../../core/doorbell.ts";
-import { Direction } from "../../core/ring.ts";
-import { mapFile } from "../../cli/runtime/mmap.ts";
-import { pipeDoorbell } from "../../cli/runtime/doorbell.ts";
+import { ChannelEnd } from "../../core/shm/channel-end.ts";
+import { Direction } from "../../core/shm/ring.ts";
+import { mapFile } from "../../runtime/mmap.ts";
+import { pipeDoorbell } from "../../runtime/pipe-doorbell.ts";
 import fs from "node:fs";
 
 const file = process.argv[2];

@@ -18,8 +18,8 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import zlib from "node:zlib";
-import { crc32 } from "../../core/crc32.ts";
-import type { Checksum } from "../../core/ring.ts";
+import { crc32 } from "../core/shm/crc32.ts";
+import type { Checksum } from "../core/shm/ring.ts";
 import { seaModule } from "./self.ts";
 
 /** A mapped file. */

@@ -11,7 +11,7 @@
  * @module
  */
 import type { Readable, Writable } from "node:stream";
-import type { Doorbell } from "../../core/doorbell.ts";
+import type { Doorbell } from "../core/shm/channel-end.ts";
 
 const BELL = new Uint8Array([1]);
 

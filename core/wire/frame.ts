@@ -10,8 +10,8 @@
  * ```
  * @module
  */
-import { concat } from "./bytes.ts";
-import { ProtocolError } from "./errors.ts";
+import { concat } from "../bytes.ts";
+import { ProtocolError } from "../errors.ts";
 
 /** Header size: target, code, token. */
 export const FRAME_HEADER_SIZE = 12;

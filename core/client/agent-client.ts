@@ -12,15 +12,15 @@
  * ```
  * @module
  */
-import { Channel } from "./channel.ts";
-import { openChannel, type OpenOptions } from "./connect.ts";
-import { ConnectionClosedError, ProtocolError, remoteError } from "./errors.ts";
-import { type Frame, META_TARGET } from "./frame.ts";
-import type { Reply } from "./handshake.ts";
-import { type AgentInfo, decodeError, decodeFields, decodePong, ERROR_CODE, MetaCode } from "./messages.ts";
-import type { ByteStream } from "./stream.ts";
-import { SessionMeta } from "./session-protocol.ts";
-import { startKeepalive } from "./keepalive.ts";
+import { Channel } from "../wire/frame-stream.ts";
+import { openChannel, type OpenOptions } from "../secure/connect.ts";
+import { ConnectionClosedError, ProtocolError, remoteError } from "../errors.ts";
+import { type Frame, META_TARGET } from "../wire/frame.ts";
+import type { Reply } from "../wire/hello.ts";
+import { type AgentInfo, decodeError, decodeFields, decodePong, ERROR_CODE, MetaCode } from "../wire/messages.ts";
+import type { ByteStream } from "../wire/stream.ts";
+import { SessionMeta } from "../session/protocol.ts";
+import { startKeepalive } from "../wire/keepalive.ts";
 
 /** What a session channel receives from the client connection. */
 export interface ChannelListener {

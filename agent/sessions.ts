@@ -15,13 +15,13 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { timingSafeEqual, toHex, fromHex } from "../../core/bytes.ts";
-import { randomBytes } from "../../core/crypto.ts";
-import { decodeFrame, type Frame } from "../../core/frame.ts";
-import { encodeFields } from "../../core/messages.ts";
+import { timingSafeEqual, toHex, fromHex } from "../core/bytes.ts";
+import { randomBytes } from "../core/secure/crypto.ts";
+import { decodeFrame, type Frame } from "../core/wire/frame.ts";
+import { encodeFields } from "../core/wire/messages.ts";
 import {
   type AttachmentInfo, decodeEnvelope, encodeSessionHeader, ServiceCode, SessionMeta, type SessionSummary,
-} from "../../core/session-protocol.ts";
+} from "../core/session/protocol.ts";
 import { HostProcess } from "./host-process.ts";
 
 /** Settings for sessions. */

@@ -12,8 +12,8 @@
  * ```
  * @module
  */
-import { decodeFields, encodeFields } from "./messages.ts";
-import { ProtocolError } from "./errors.ts";
+import { decodeFields, encodeFields } from "../wire/messages.ts";
+import { ProtocolError } from "../errors.ts";
 
 /** Meta codes for sessions (target 0); replies are request code + 1. */
 export enum SessionMeta {

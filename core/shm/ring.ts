@@ -19,7 +19,7 @@ import { crc32 } from "./crc32.ts";
 
 /** CRC-32 (zlib polynomial) continuing from `previous`; the runtime may supply a native one. */
 export type Checksum = (bytes: Uint8Array, previous?: number) => number;
-import { AgentError } from "./errors.ts";
+import { AgentError } from "../errors.ts";
 
 /** "AGMM" little-endian. */
 export const CHANNEL_MAGIC = 0x4d4d4741;

@@ -10,8 +10,8 @@
  * @module
  */
 import tls from "node:tls";
-import { fromHex, toHex } from "../../core/bytes.ts";
-import type { ByteStream } from "../../core/stream.ts";
+import { fromHex, toHex } from "../core/bytes.ts";
+import type { ByteStream } from "../core/wire/stream.ts";
 import { connectError, DialError, socketStream } from "./tcp.ts";
 
 /** What the listener presented. */

@@ -10,8 +10,8 @@
  * ```
  * @module
  */
-import { equals } from "./bytes.ts";
-import { ProtocolError } from "./errors.ts";
+import { equals } from "../bytes.ts";
+import { ProtocolError } from "../errors.ts";
 
 /** Our protocol id: GUID 5f1c0d3e-8a47-4b9e-9c21-6e0a7d4f2b18, as its 16 bytes in string order. */
 export const PROTOCOL_ID: Uint8Array = new Uint8Array([

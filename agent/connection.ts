@@ -4,13 +4,13 @@
  * backpressure: while a host's ring is full this connection is not read.
  * @module
  */
-import type { Channel } from "../../core/channel.ts";
-import { AgentError, ProtocolError } from "../../core/errors.ts";
-import { type Frame, META_TARGET } from "../../core/frame.ts";
-import { decodeFields, encodeError, encodeFields, ERROR_CODE, MetaCode } from "../../core/messages.ts";
-import { answerMeta, type MetaContext } from "../../core/meta.ts";
-import { startKeepalive } from "../../core/keepalive.ts";
-import { ACK_CODE, decodeSessionPayload, SessionMeta } from "../../core/session-protocol.ts";
+import type { Channel } from "../core/wire/frame-stream.ts";
+import { AgentError, ProtocolError } from "../core/errors.ts";
+import { type Frame, META_TARGET } from "../core/wire/frame.ts";
+import { decodeFields, encodeError, encodeFields, ERROR_CODE, MetaCode } from "../core/wire/messages.ts";
+import { answerMeta, type MetaContext } from "../core/wire/meta.ts";
+import { startKeepalive } from "../core/wire/keepalive.ts";
+import { ACK_CODE, decodeSessionPayload, SessionMeta } from "../core/session/protocol.ts";
 import { SessionError, type SessionManager, type SessionPeer } from "./sessions.ts";
 
 export class ClientConnection implements SessionPeer {

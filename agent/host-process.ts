@@ -9,13 +9,13 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { toHex } from "../../core/bytes.ts";
-import { randomBytes } from "../../core/crypto.ts";
-import { ChannelEnd } from "../../core/doorbell.ts";
-import { pipeDoorbell } from "../runtime/doorbell.ts";
-import { decodeFrame, encodeFrameHeader, type Frame } from "../../core/frame.ts";
-import { ChannelHeader, channelSize, Direction, FLAG_AGENT_CLOSED, initChannel } from "../../core/ring.ts";
-import { decodeEnvelope, encodeEnvelope, ServiceCode } from "../../core/session-protocol.ts";
+import { toHex } from "../core/bytes.ts";
+import { randomBytes } from "../core/secure/crypto.ts";
+import { ChannelEnd } from "../core/shm/channel-end.ts";
+import { pipeDoorbell } from "../runtime/pipe-doorbell.ts";
+import { decodeFrame, encodeFrameHeader, type Frame } from "../core/wire/frame.ts";
+import { ChannelHeader, channelSize, Direction, FLAG_AGENT_CLOSED, initChannel } from "../core/shm/ring.ts";
+import { decodeEnvelope, encodeEnvelope, ServiceCode } from "../core/session/protocol.ts";
 import { createMapFile, type Mapping, mapFile, ringChecksum } from "../runtime/mmap.ts";
 
 /** Where a host runs and how. */

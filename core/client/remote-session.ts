@@ -14,14 +14,14 @@
  * ```
  * @module
  */
-import type { AgentClient, ChannelListener } from "./client.ts";
-import { ConnectionClosedError, ProtocolError, remoteError, SessionEndedError } from "./errors.ts";
-import type { Frame } from "./frame.ts";
-import { decodeError, decodeFields, encodeFields, ERROR_CODE } from "./messages.ts";
+import type { AgentClient, ChannelListener } from "./agent-client.ts";
+import { ConnectionClosedError, ProtocolError, remoteError, SessionEndedError } from "../errors.ts";
+import type { Frame } from "../wire/frame.ts";
+import { decodeError, decodeFields, encodeFields, ERROR_CODE } from "../wire/messages.ts";
 import {
   ACK_CODE, type AttachmentInfo, decodeEnvelope, decodeSessionPayload, encodeEnvelopeParts, encodeSessionHeader, type Envelope,
   REPLY_CODE, ServiceCode, SessionMeta,
-} from "./session-protocol.ts";
+} from "../session/protocol.ts";
 import { FilesApi, ProcessesApi, RemoteProcess, SystemApi } from "./services.ts";
 
 /** Acknowledge at least this often (bytes received) while data flows. */
@@ -219,5 +219,5 @@ async function metaCall<T>(client: AgentClient, code: number, fields: Record<str
 
 /** Lists the agent's sessions. */
 export async function listSessions(client: AgentClient) {
-  return (await metaCall<{ sessions: import("./session-protocol.ts").SessionSummary[] }>(client, SessionMeta.List, {})).sessions;
+  return (await metaCall<{ sessions: import("../session/protocol.ts").SessionSummary[] }>(client, SessionMeta.List, {})).sessions;
 }

@@ -11,9 +11,9 @@
  * @module
  */
 import { createCipheriv, createDecipheriv, createSecretKey } from "node:crypto";
-import type { Aead, CryptoProvider } from "../../core/crypto.ts";
-import { concat } from "../../core/bytes.ts";
-import { TAG_SIZE, webCryptoProvider } from "../../core/crypto.ts";
+import type { Aead, CryptoProvider } from "../core/secure/crypto.ts";
+import { concat } from "../core/bytes.ts";
+import { TAG_SIZE, webCryptoProvider } from "../core/secure/crypto.ts";
 
 /** AES-256-GCM through `node:crypto`. */
 export const nodeCryptoProvider: CryptoProvider = {

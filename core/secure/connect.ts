@@ -8,13 +8,13 @@
  * ```
  * @module
  */
-import { encodeRecord, readRecord, Channel } from "./channel.ts";
+import { encodeRecord, readRecord, Channel } from "../wire/frame-stream.ts";
 import type { CryptoProvider } from "./crypto.ts";
-import { AuthenticationError, InsecurePeerError, ProtocolError, VersionMismatchError } from "./errors.ts";
-import { ChannelMode, decodeReply, encodeHello, MAX_HANDSHAKE_RECORD, PROTOCOL_VERSIONS, type Reply, REPLY_SIZE, type VersionRange } from "./handshake.ts";
+import { AuthenticationError, InsecurePeerError, ProtocolError, VersionMismatchError } from "../errors.ts";
+import { ChannelMode, decodeReply, encodeHello, MAX_HANDSHAKE_RECORD, PROTOCOL_VERSIONS, type Reply, REPLY_SIZE, type VersionRange } from "../wire/hello.ts";
 import { NoiseHandshake } from "./noise.ts";
-import { StreamReader, type ByteStream } from "./stream.ts";
-import { concat } from "./bytes.ts";
+import { StreamReader, type ByteStream } from "../wire/stream.ts";
+import { concat } from "../bytes.ts";
 
 /** Options for {@link openChannel}. */
 export interface OpenOptions {

@@ -11,8 +11,8 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { type AcceptedKey } from "../core/accept.ts";
-import { generateKey, keyId, parseKey } from "../core/keys.ts";
+import { type AcceptedKey } from "../core/secure/accept.ts";
+import { generateKey, keyId, parseKey } from "../core/secure/keys.ts";
 import { ConfigError } from "./config.ts";
 
 /** File name of the key the agent creates on first start. */

@@ -16,17 +16,17 @@
  * ```
  * @module
  */
-import { concat } from "./bytes.ts";
-import { Channel, encodeRecord, readRecord } from "./channel.ts";
-import { AgentClient } from "./client.ts";
+import { concat } from "../bytes.ts";
+import { Channel, encodeRecord, readRecord } from "../wire/frame-stream.ts";
+import { AgentClient } from "../client/agent-client.ts";
 import type { CryptoProvider } from "./crypto.ts";
-import { AgentError, AuthenticationError, ProtocolError, VersionMismatchError } from "./errors.ts";
+import { AgentError, AuthenticationError, ProtocolError, VersionMismatchError } from "../errors.ts";
 import {
   ChannelMode, chooseVersion, decodeHello, decodeReply, encodeHello, encodeReply, HELLO_SIZE, MAX_HANDSHAKE_RECORD,
   PROTOCOL_VERSIONS, REPLY_SIZE,
-} from "./handshake.ts";
+} from "../wire/hello.ts";
 import { NoiseHandshake } from "./noise.ts";
-import { type ByteStream, StreamReader } from "./stream.ts";
+import { type ByteStream, StreamReader } from "../wire/stream.ts";
 
 const encoder = new TextEncoder();
 

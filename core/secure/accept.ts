@@ -10,13 +10,13 @@
  * ```
  * @module
  */
-import { concat } from "./bytes.ts";
-import { Channel, encodeRecord, readRecord } from "./channel.ts";
+import { concat } from "../bytes.ts";
+import { Channel, encodeRecord, readRecord } from "../wire/frame-stream.ts";
 import type { CryptoProvider } from "./crypto.ts";
-import { AgentError } from "./errors.ts";
-import { ChannelMode, chooseVersion, decodeHello, encodeReply, HELLO_SIZE, MAX_HANDSHAKE_RECORD, PROTOCOL_VERSIONS, type VersionRange } from "./handshake.ts";
+import { AgentError } from "../errors.ts";
+import { ChannelMode, chooseVersion, decodeHello, encodeReply, HELLO_SIZE, MAX_HANDSHAKE_RECORD, PROTOCOL_VERSIONS, type VersionRange } from "../wire/hello.ts";
 import { NoiseHandshake } from "./noise.ts";
-import { StreamReader, type ByteStream } from "./stream.ts";
+import { StreamReader, type ByteStream } from "../wire/stream.ts";
 
 /** Why a connection was turned away during the opening. */
 export type RejectReason =

@@ -23,8 +23,8 @@
  * @module
  */
 import { type Aead, type CryptoProvider, hmacSha256, sha256, TAG_SIZE, x25519, x25519Generate, type X25519KeyPair } from "./crypto.ts";
-import { AuthenticationError, IntegrityError, ProtocolError } from "./errors.ts";
-import { concat } from "./bytes.ts";
+import { AuthenticationError, IntegrityError, ProtocolError } from "../errors.ts";
+import { concat } from "../bytes.ts";
 
 /** The Noise protocol name; exactly 32 bytes, so it is the initial hash as is. */
 export const NOISE_PROTOCOL_NAME = "Noise_NNpsk0_25519_AESGCM_SHA256";

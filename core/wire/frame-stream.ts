@@ -12,11 +12,11 @@
  * ```
  * @module
  */
-import { TAG_SIZE } from "./crypto.ts";
-import { ConnectionClosedError, FrameTooLargeError } from "./errors.ts";
+import { TAG_SIZE } from "../secure/crypto.ts";
+import { ConnectionClosedError, FrameTooLargeError } from "../errors.ts";
 import { decodeFrame, encodeFrameHeader, type Frame, FRAME_HEADER_SIZE, MAX_PAYLOAD } from "./frame.ts";
-import { concat } from "./bytes.ts";
-import type { CipherState } from "./noise.ts";
+import { concat } from "../bytes.ts";
+import type { CipherState } from "../secure/noise.ts";
 import type { ByteStream, StreamReader } from "./stream.ts";
 
 /** Largest record body: a full frame plus the tag. */

@@ -12,20 +12,20 @@
  */
 import net from "node:net";
 import os from "node:os";
-import { type AcceptedKey, acceptChannel } from "../../core/accept.ts";
-import type { CryptoProvider } from "../../core/crypto.ts";
-import { PROTOCOL_VERSIONS } from "../../core/handshake.ts";
-import type { AgentInfo } from "../../core/messages.ts";
-import type { SessionSummary } from "../../core/session-protocol.ts";
-import type { AgentConfig } from "../config.ts";
-import { log } from "../log.ts";
+import { type AcceptedKey, acceptChannel } from "../core/secure/accept.ts";
+import type { CryptoProvider } from "../core/secure/crypto.ts";
+import { PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
+import type { AgentInfo } from "../core/wire/messages.ts";
+import type { SessionSummary } from "../core/session/protocol.ts";
+import type { AgentConfig } from "./config.ts";
+import { log } from "../runtime/log.ts";
 import { runtimeInfo } from "../runtime/crypto.ts";
 import { formatHost, isLoopback, socketStream } from "../runtime/tcp.ts";
-import { VERSION } from "../version.ts";
+import { VERSION } from "../core/version.ts";
 import { Admission } from "./admission.ts";
 import { ClientConnection } from "./connection.ts";
 import type { SessionManager } from "./sessions.ts";
-import type { OutboundStatus, OutboundTarget } from "./outbound.ts";
+import type { OutboundStatus, OutboundTarget } from "./dialer.ts";
 
 /** A handshake that has run this long may be dropped for a waiting peer. */
 const EVICT_AFTER_MS = 1000;

@@ -2,7 +2,7 @@
  * The cryptographic primitives the secure channel uses, behind a small
  * interface. {@link webCryptoProvider} works on every runtime; a runtime may
  * inject a faster AES-GCM (the Node CLI uses node:crypto, see
- * cli/runtime/node-crypto.ts).
+ * runtime/crypto.ts).
  *
  * @example
  * ```ts
@@ -11,7 +11,7 @@
  * ```
  * @module
  */
-import { concat } from "./bytes.ts";
+import { concat } from "../bytes.ts";
 
 /** AES-256-GCM under one key. `open` returns null when the tag does not verify. */
 export interface Aead {

@@ -11,9 +11,9 @@
  * ```
  * @module
  */
-import { fromHex, toHex } from "./bytes.ts";
+import { fromHex, toHex } from "../bytes.ts";
 import { randomBytes, sha256 } from "./crypto.ts";
-import { AgentError } from "./errors.ts";
+import { AgentError } from "../errors.ts";
 
 /** A key in both of its forms. */
 export interface AgentKey {

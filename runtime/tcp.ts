@@ -10,8 +10,8 @@
  * @module
  */
 import net from "node:net";
-import { ConnectionClosedError } from "../../core/errors.ts";
-import type { ByteStream } from "../../core/stream.ts";
+import { ConnectionClosedError } from "../core/errors.ts";
+import type { ByteStream } from "../core/wire/stream.ts";
 
 /** Pause the socket once this much has been received but not read. */
 const READ_HIGH_WATER = 1024 * 1024;

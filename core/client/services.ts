@@ -13,10 +13,10 @@
  * ```
  * @module
  */
-import { concat } from "./bytes.ts";
-import { NotFoundError } from "./errors.ts";
-import type { Envelope } from "./session-protocol.ts";
-import { ServiceCode } from "./session-protocol.ts";
+import { concat } from "../bytes.ts";
+import { NotFoundError } from "../errors.ts";
+import type { Envelope } from "../session/protocol.ts";
+import { ServiceCode } from "../session/protocol.ts";
 
 /** What the services need from a session. */
 interface SessionCalls {

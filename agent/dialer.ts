@@ -5,10 +5,10 @@
  * cap, so a listener restart does not bring every agent back at once.
  * @module
  */
-import type { MetaContext } from "../../core/meta.ts";
-import { answerListener, KeyRejectedError } from "../../core/outbound.ts";
-import type { CryptoProvider } from "../../core/crypto.ts";
-import { AgentError } from "../../core/errors.ts";
+import type { MetaContext } from "../core/wire/meta.ts";
+import { answerListener, KeyRejectedError } from "../core/secure/outbound.ts";
+import type { CryptoProvider } from "../core/secure/crypto.ts";
+import { AgentError } from "../core/errors.ts";
 import { CertificateError, dialTls, type TrustOptions } from "../runtime/tls.ts";
 import { DialError, formatHost } from "../runtime/tcp.ts";
 import { ClientConnection } from "./connection.ts";

@@ -9,7 +9,7 @@
  * ```
  * @module
  */
-import { ConnectionClosedError } from "./errors.ts";
+import { ConnectionClosedError } from "../errors.ts";
 
 /** A duplex byte stream: TCP, TLS, a Unix socket or an in-memory pair. */
 export interface ByteStream {

@@ -11,7 +11,7 @@
  * @module
  */
 import { decode, encode } from "@msgpack/msgpack";
-import { ProtocolError } from "./errors.ts";
+import { ProtocolError } from "../errors.ts";
 
 /** Codes of messages addressed to the agent itself (target 0). Replies are request code + 1. */
 export enum MetaCode {
