@@ -12,9 +12,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-
-/** Default inbound port (as the Inedo Agent's). */
-export const DEFAULT_PORT = 46336;
+import { DEFAULT_PORT } from "../core/wire/hello.ts";
 
 /** The agent's resolved settings. */
 export interface AgentConfig {

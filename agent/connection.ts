@@ -4,39 +4,39 @@
  * backpressure: while a host's ring is full this connection is not read.
  * @module
  */
-import type { Channel } from "../core/wire/frame-stream.ts";
-import { AgentError, ProtocolError } from "../core/errors.ts";
+import type { FrameStream } from "../core/secure/frame-stream.ts";
+import { AgentError, ProtocolError, ServiceError } from "../core/errors.ts";
 import { type Frame, META_TARGET } from "../core/wire/frame.ts";
 import { decodeFields, encodeError, encodeFields, ERROR_CODE, MetaCode } from "../core/wire/messages.ts";
 import { answerMeta, type MetaContext } from "../core/wire/meta.ts";
 import { startKeepalive } from "../core/wire/keepalive.ts";
-import { ACK_CODE, decodeSessionPayload, SessionMeta } from "../core/session/protocol.ts";
-import { SessionError, type SessionManager, type SessionPeer } from "./sessions.ts";
+import { SessionMeta } from "../core/session/protocol.ts";
+import type { SessionManager, SessionPeer } from "./sessions.ts";
 
 export class ClientConnection implements SessionPeer {
   /** When the last frame arrived (ms since the epoch). */
   lastReceivedAt = Date.now();
 
   constructor(
-    readonly channel: Channel,
+    readonly frames: FrameStream,
     readonly remote: string,
     readonly sessions: SessionManager,
     readonly meta: MetaContext,
   ) {}
 
   send(frame: Frame): Promise<void> {
-    return this.channel.send(frame);
+    return this.frames.send(frame);
   }
 
   sendParts(target: number, code: number, token: number, parts: readonly Uint8Array[]): Promise<void> {
-    return this.channel.sendParts(target, code, token, parts);
+    return this.frames.sendParts(target, code, token, parts);
   }
 
   /** Serves frames until the peer leaves; returns why it ended, if not cleanly. */
   async serve(): Promise<string | null> {
     try {
       for (;;) {
-        const frame = await this.channel.receive();
+        const frame = await this.frames.receive();
         if (frame === null) return null;
         this.lastReceivedAt = Date.now();
         if (frame.target === META_TARGET && frame.code === MetaCode.Heartbeat) continue;
@@ -47,7 +47,7 @@ export class ClientConnection implements SessionPeer {
       return e instanceof AgentError ? `${e.code}: ${e.message}` : (e as Error).message;
     } finally {
       this.sessions.disconnected(this);
-      this.channel.close();
+      this.frames.close();
     }
   }
 
@@ -60,7 +60,7 @@ export class ClientConnection implements SessionPeer {
       beat: () => void this.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) }).catch(() => {}),
       dead: () => {
         this.deadReason = `no traffic for ${Math.round(deadMs / 1000)} s (half-open connection)`;
-        this.channel.close();
+        this.frames.close();
       },
     });
   }
@@ -87,7 +87,7 @@ export class ClientConnection implements SessionPeer {
         case SessionMeta.Resume:
           return await this.sessions.resume(fields(), this, (info) => this.#reply(frame, SessionMeta.ResumeReply, info));
         case SessionMeta.Detach:
-          this.sessions.detach(fields().channel, this);
+          this.sessions.detach(fields().attachment, this);
           return await this.#reply(frame, SessionMeta.DetachReply, {});
         case SessionMeta.Close:
           await this.sessions.close(fields().sessionId, this);
@@ -98,7 +98,7 @@ export class ClientConnection implements SessionPeer {
           return await this.send(answerMeta(frame, this.meta));
       }
     } catch (e) {
-      if (e instanceof SessionError) return await this.#error(frame, e.code, e.message);
+      if (e instanceof ServiceError) return await this.#error(frame, e.code, e.message);
       if (e instanceof ProtocolError) return await this.#error(frame, "invalid-argument", e.message);
       return await this.#error(frame, "failed", (e as Error).message);
     }
@@ -107,17 +107,13 @@ export class ClientConnection implements SessionPeer {
   async #session(frame: Frame) {
     const att = this.sessions.attachmentFor(frame.target, this);
     if (!att) return await this.#error(frame, "unknown-target", `no session is attached on channel ${frame.target} of this connection`);
-    const { seq, ack, body } = decodeSessionPayload(frame.payload);
-    if (att.acknowledge(ack)) att.session.unblock();
-    if (frame.code === ACK_CODE || seq === 0) return;
-    if (seq <= att.recvSeq) return; // resent after a resume, already forwarded
-    if (seq !== att.recvSeq + 1) throw new ProtocolError(`session frame ${seq} arrived after ${att.recvSeq}: frames were lost`);
-    att.recvSeq = seq;
+    const body = att.link.receive(frame.code, frame.payload);
+    if (body === null) return; // a bare acknowledgement, or sent again after a resume
     if (att.session.ending) return await this.#error(frame, "session-ended", "the session has ended");
     // A full ring holds this connection (backpressure), but must not hide that the client left.
     await Promise.race([
       att.session.host.send({ target: att.id, code: frame.code, token: frame.token, payload: body }),
-      this.channel.stream.closed,
+      this.frames.stream.closed,
     ]);
   }
 }

@@ -6,13 +6,27 @@
  * @module
  */
 import type { MetaContext } from "../core/wire/meta.ts";
-import { answerListener, KeyRejectedError } from "../core/secure/outbound.ts";
+import { type AcceptedKey, respond } from "../core/secure/opening.ts";
+import type { FrameStream } from "../core/secure/frame-stream.ts";
+import { EncryptionMode } from "../core/wire/hello.ts";
 import type { CryptoProvider } from "../core/secure/crypto.ts";
-import { AgentError } from "../core/errors.ts";
+import type { ByteStream } from "../core/wire/stream.ts";
+import { AgentError, KeyRejectedError } from "../core/errors.ts";
 import { CertificateError, dialTls, type TrustOptions } from "../runtime/tls.ts";
 import { DialError, formatHost } from "../runtime/tcp.ts";
 import { ClientConnection } from "./connection.ts";
 import type { SessionManager } from "./sessions.ts";
+
+/**
+ * The agent's side of the opening inside TLS: answers the listener's hello,
+ * announces its key id and proves its key, bound to the listener's
+ * certificate `fingerprint`. Throws the typed reason on failure.
+ */
+export async function proveToListener(stream: ByteStream, key: AcceptedKey, provider: CryptoProvider, fingerprint: Uint8Array): Promise<FrameStream> {
+  const result = await respond(stream, { mode: EncryptionMode.Tls, keys: [key], provider, binding: fingerprint });
+  if (!result.ok) throw result.error;
+  return result.frames;
+}
 
 /** First retry after about this long; each failure doubles it, up to the cap. */
 export const BACKOFF_BASE_MS = 1000;
@@ -78,7 +92,7 @@ export class OutboundTarget {
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#wake?.();
-    this.#current?.channel.close();
+    this.#current?.frames.close();
     await this.#done;
     this.#set("stopped");
   }
@@ -132,8 +146,8 @@ export class OutboundTarget {
     const { key, provider, sessions, meta, handshakeTimeoutMs, keepaliveMs, log } = this.context;
     const { stream, certificate } = await dialTls(this.target.host, this.target.port, { ...this.target, timeoutMs: handshakeTimeoutMs });
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const channel = await Promise.race([
-      answerListener(stream, { key, provider, listenerFingerprint: certificate.fingerprint }),
+    const frames = await Promise.race([
+      proveToListener(stream, key, provider, certificate.fingerprint),
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
           stream.close();
@@ -149,7 +163,7 @@ export class OutboundTarget {
     this.#lastError = null;
     this.#set("connected");
     log(`outbound ${this.address}: connected (listener ${certificate.subject}, key ${key.id})`);
-    const conn = new ClientConnection(channel, this.address, sessions, meta);
+    const conn = new ClientConnection(frames, this.address, sessions, meta);
     this.#current = conn;
     const stopKeepalive = conn.keepalive(keepaliveMs, keepaliveMs * 3);
     const reason = await conn.serve();

@@ -15,7 +15,8 @@ import { ChannelEnd } from "../core/shm/channel-end.ts";
 import { pipeDoorbell } from "../runtime/pipe-doorbell.ts";
 import { decodeFrame, encodeFrameHeader, type Frame } from "../core/wire/frame.ts";
 import { ChannelHeader, channelSize, Direction, FLAG_AGENT_CLOSED, initChannel } from "../core/shm/ring.ts";
-import { decodeEnvelope, encodeEnvelope, ServiceCode } from "../core/session/protocol.ts";
+import { HostControl } from "../core/session/contract.ts";
+import { decodeEnvelope, encodeEnvelope } from "../core/session/protocol.ts";
 import { createMapFile, type Mapping, mapFile, ringChecksum } from "../runtime/mmap.ts";
 
 /** Where a host runs and how. */
@@ -119,7 +120,7 @@ export class HostProcess {
     } catch {
       ready = null;
     }
-    if (!ready || ready.code !== ServiceCode.HostReady) {
+    if (!ready || ready.code !== HostControl.Ready) {
       killGroup(child, "SIGKILL");
       cleanup();
       throw new Error(`the session's host process did not start${stderr ? `: ${stderr.trim()}` : ""}`);
@@ -140,7 +141,7 @@ export class HostProcess {
    */
   async shutdown(timeoutMs: number, graceMs: number): Promise<void> {
     if (!this.#exitInfo) {
-      await this.send({ target: 0, code: ServiceCode.HostShutdown, token: 0, payload: encodeEnvelope({}) }).catch(() => {});
+      await this.send({ target: 0, code: HostControl.Shutdown, token: 0, payload: encodeEnvelope({}) }).catch(() => {});
       const timer = setTimeout(() => killGroup(this.child, "SIGKILL"), timeoutMs);
       await this.#exited;
       clearTimeout(timer);

@@ -11,7 +11,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { type AcceptedKey } from "../core/secure/accept.ts";
+import type { AcceptedKey } from "../core/secure/opening.ts";
 import { generateKey, keyId, parseKey } from "../core/secure/keys.ts";
 import { ConfigError } from "./config.ts";
 

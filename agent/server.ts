@@ -12,9 +12,9 @@
  */
 import net from "node:net";
 import os from "node:os";
-import { type AcceptedKey, acceptChannel } from "../core/secure/accept.ts";
+import { type AcceptedKey, respond } from "../core/secure/opening.ts";
 import type { CryptoProvider } from "../core/secure/crypto.ts";
-import { PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
+import { EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
 import type { AgentInfo } from "../core/wire/messages.ts";
 import type { SessionSummary } from "../core/session/protocol.ts";
 import type { AgentConfig } from "./config.ts";
@@ -173,22 +173,22 @@ export class AgentServer {
       stream.close();
       return this.#reject(remote, outcome ?? (socket.destroyed ? "closed" : "busy"));
     }
-    const result = await acceptChannel(stream, {
+    const result = await respond(stream, {
+      mode: this.config.insecure ? EncryptionMode.None : EncryptionMode.Key,
       keys: this.keys,
       provider: this.provider,
-      insecure: this.config.insecure,
     });
     granted.release();
     clearTimeout(timer);
     this.#handshaking.delete(conn);
     if (!result.ok) {
       if (result.reason === "bad-key") this.#admission.recordFailure(address);
-      return this.#reject(remote, outcome ?? result.reason, outcome ? undefined : result.detail);
+      return this.#reject(remote, outcome ?? result.reason, outcome ? undefined : result.error.message);
     }
     this.#accepted++;
     log(`connection ${remote} accepted (${result.keyId ? `key ${result.keyId}` : "insecure"}, protocol v${result.version})`);
     this.#connections.add(conn);
-    const reason = await new ClientConnection(result.channel, remote, this.sessions, { info: () => this.info() }).serve();
+    const reason = await new ClientConnection(result.frames, remote, this.sessions, { info: () => this.info() }).serve();
     this.#connections.delete(conn);
     log(`connection ${remote} closed after ${((Date.now() - conn.since) / 1000).toFixed(1)} s${reason ? `: ${reason}` : ""}`);
   }

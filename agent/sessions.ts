@@ -19,9 +19,10 @@ import { timingSafeEqual, toHex, fromHex } from "../core/bytes.ts";
 import { randomBytes } from "../core/secure/crypto.ts";
 import { decodeFrame, type Frame } from "../core/wire/frame.ts";
 import { encodeFields } from "../core/wire/messages.ts";
-import {
-  type AttachmentInfo, decodeEnvelope, encodeSessionHeader, ServiceCode, SessionMeta, type SessionSummary,
-} from "../core/session/protocol.ts";
+import { ServiceError } from "../core/errors.ts";
+import { HostControl } from "../core/session/contract.ts";
+import { DeliveryLink, type LinkTransport } from "../core/session/delivery.ts";
+import { type AttachmentInfo, decodeEnvelope, SessionMeta, type SessionSummary } from "../core/session/protocol.ts";
 import { HostProcess } from "./host-process.ts";
 
 /** Settings for sessions. */
@@ -49,66 +50,36 @@ export interface SessionPeer {
   readonly remote: string;
 }
 
-/** A failure the client gets as a serialized error. */
-export class SessionError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-  }
-}
-
 const PRODUCT_NAME = /^[a-z][a-z0-9-]{0,31}$/;
 
 /** Bytes per ring in each session's channel file (two rings per file). */
 export const RING_CAPACITY = 4 * 1024 * 1024;
 
-interface Sent {
-  seq: number;
-  code: number;
-  token: number;
-  body: Uint8Array;
-}
-
-/** One client's place in a session. */
+/** One client's place in a session: its target on the client's connection and its delivery link. */
 export class Attachment {
   peer: SessionPeer | null = null;
-  sendSeq = 0;
-  recvSeq = 0;
-  #replay: Sent[] = [];
-  replayBytes = 0;
+  readonly link: DeliveryLink;
   graceTimer: ReturnType<typeof setTimeout> | null = null;
 
-  constructor(readonly id: number, readonly session: Session, readonly resumeToken: Uint8Array) {}
+  constructor(readonly id: number, readonly session: Session, readonly resumeToken: Uint8Array, keepLimitBytes: number) {
+    this.link = new DeliveryLink({ keepLimitBytes, onRoom: () => session.unblock() });
+  }
 
   info(): AttachmentInfo {
-    return { sessionId: this.session.id, channel: this.id, resumeToken: toHex(this.resumeToken), productRoot: this.session.productRoot };
+    return { sessionId: this.session.id, attachment: this.id, resumeToken: toHex(this.resumeToken), productRoot: this.session.productRoot };
   }
 
-  /** Numbers a frame from the host, keeps it until acknowledged, and sends it if connected. */
-  deliver(code: number, token: number, body: Uint8Array): void {
-    const sent = { seq: ++this.sendSeq, code, token, body };
-    this.#replay.push(sent);
-    this.replayBytes += body.length;
-    if (this.peer) this.#send(this.peer, sent);
+  /** Joins `peer`'s connection; sends again everything after `peerLastReceived`. */
+  connect(peer: SessionPeer, peerLastReceived: number): void {
+    this.peer = peer;
+    const transport: LinkTransport = { transmit: (code, token, parts) => void peer.sendParts(this.id, code, token, parts).catch(() => {}) };
+    this.link.resume(transport, peerLastReceived);
   }
 
-  #send(peer: SessionPeer, s: Sent) {
-    peer.sendParts(this.id, s.code, s.token, [encodeSessionHeader(s.seq, this.recvSeq), s.body]).catch(() => {});
-  }
-
-  /** Drops what the client has confirmed; returns true if that freed room. */
-  acknowledge(ack: number): boolean {
-    let freed = false;
-    while (this.#replay.length > 0 && this.#replay[0].seq <= ack) {
-      this.replayBytes -= this.#replay.shift()!.body.length;
-      freed = true;
-    }
-    return freed;
-  }
-
-  /** Sends again, in order, everything after `lastReceived`. */
-  replayTo(peer: SessionPeer, lastReceived: number): void {
-    this.acknowledge(lastReceived);
-    for (const s of this.#replay) this.#send(peer, s);
+  /** The connection went away; the link keeps what it sent until a resume. */
+  disconnect(): void {
+    this.peer = null;
+    this.link.disconnect();
   }
 }
 
@@ -149,7 +120,7 @@ export class Session {
 
   /** True while some attachment holds as much unacknowledged output as allowed. */
   get saturated(): boolean {
-    for (const a of this.attachments.values()) if (a.replayBytes >= this.manager.settings.replayLimitBytes) return true;
+    for (const a of this.attachments.values()) if (a.link.saturated) return true;
     return false;
   }
 
@@ -169,11 +140,11 @@ export class Session {
         if (record === null) break;
         const frame = decodeFrame(record);
         if (frame.target === 0) {
-          if (frame.code === ServiceCode.HostStats) this.stats = decodeEnvelope<typeof this.stats>(frame.payload).fields;
+          if (frame.code === HostControl.Stats) this.stats = decodeEnvelope<typeof this.stats>(frame.payload).fields;
           continue;
         }
         // Frames for an attachment that has gone (detached or expired) have nobody to go to.
-        this.attachments.get(frame.target)?.deliver(frame.code, frame.token, frame.payload);
+        this.attachments.get(frame.target)?.link.send(frame.code, frame.token, [frame.payload]);
       }
     } catch (e) {
       this.manager.settings.log(`session ${this.id.slice(0, 8)}: channel failed: ${(e as Error).message}`);
@@ -192,17 +163,17 @@ export class Session {
 export class SessionManager {
   readonly sessions = new Map<string, Session>();
   readonly #attachments = new Map<number, Attachment>();
-  #nextChannel = 1;
+  #nextAttachment = 1;
 
   constructor(readonly settings: SessionSettings) {}
 
   /** Opens a new session for `product` and attaches `peer` to it. */
   async open(product: unknown, peer: SessionPeer): Promise<AttachmentInfo> {
     if (typeof product !== "string" || !PRODUCT_NAME.test(product)) {
-      throw new SessionError("invalid-argument", `product name must match ${PRODUCT_NAME} (got ${JSON.stringify(product)})`);
+      throw new ServiceError("invalid-argument", `product name must match ${PRODUCT_NAME} (got ${JSON.stringify(product)})`);
     }
     if (this.settings.products && !this.settings.products.includes(product)) {
-      throw new SessionError("unknown-product", `this agent does not serve product "${product}" (it serves: ${this.settings.products.join(", ")})`);
+      throw new ServiceError("unknown-product", `this agent does not serve product "${product}" (it serves: ${this.settings.products.join(", ")})`);
     }
     const id = toHex(randomBytes(16));
     const productDir = path.join(this.settings.stateDir, "products", product);
@@ -232,35 +203,35 @@ export class SessionManager {
   }
 
   /** Reconnects an attachment within its grace period; replays what the client missed. */
-  resume(fields: { sessionId?: unknown; channel?: unknown; resumeToken?: unknown; lastReceived?: unknown }, peer: SessionPeer, sendReply: (info: AttachmentInfo) => Promise<void>): Promise<void> {
+  resume(fields: { sessionId?: unknown; attachment?: unknown; resumeToken?: unknown; lastReceived?: unknown }, peer: SessionPeer, sendReply: (info: AttachmentInfo) => Promise<void>): Promise<void> {
     const session = this.#session(fields.sessionId);
-    const att = this.#attachments.get(Number(fields.channel));
+    const att = this.#attachments.get(Number(fields.attachment));
     const token = typeof fields.resumeToken === "string" ? fromHex(fields.resumeToken) : null;
     if (!att || att.session !== session || !token || !timingSafeEqual(token, att.resumeToken)) {
-      throw new SessionError("not-found", "no such attachment in that session, or the resume token is wrong");
+      throw new ServiceError("not-found", "no such attachment in that session, or the resume token is wrong");
     }
     if (att.graceTimer) clearTimeout(att.graceTimer);
     att.graceTimer = null;
     att.peer = peer;
     this.#clientArrived(session);
-    this.settings.log(`session ${session.id.slice(0, 8)} channel ${att.id} resumed by ${peer.remote}`);
+    this.settings.log(`session ${session.id.slice(0, 8)} attachment ${att.id} resumed by ${peer.remote}`);
     const lastReceived = Number(fields.lastReceived ?? 0);
-    return sendReply({ ...att.info(), lastReceived: att.recvSeq }).then(() => {
-      att.replayTo(peer, lastReceived);
+    return sendReply({ ...att.info(), lastReceived: att.link.lastReceived }).then(() => {
+      att.connect(peer, lastReceived);
       session.unblock();
     });
   }
 
-  /** The attachment on `channel` if it belongs to `peer`. */
-  attachmentFor(channel: number, peer: SessionPeer): Attachment | null {
-    const a = this.#attachments.get(channel);
+  /** The attachment on `target` if it belongs to `peer`. */
+  attachmentFor(target: number, peer: SessionPeer): Attachment | null {
+    const a = this.#attachments.get(target);
     return a && a.peer === peer ? a : null;
   }
 
   /** A client leaves its attachment on purpose: no grace. */
-  detach(channel: unknown, peer: SessionPeer): void {
-    const att = this.attachmentFor(Number(channel), peer);
-    if (!att) throw new SessionError("not-found", `no session channel ${channel} on this connection`);
+  detach(attachment: unknown, peer: SessionPeer): void {
+    const att = this.attachmentFor(Number(attachment), peer);
+    if (!att) throw new ServiceError("not-found", `no session attachment ${attachment} on this connection`);
     this.#remove(att);
   }
 
@@ -279,9 +250,9 @@ export class SessionManager {
   disconnected(peer: SessionPeer): void {
     for (const att of this.#attachments.values()) {
       if (att.peer !== peer) continue;
-      att.peer = null;
+      att.disconnect();
       att.graceTimer = setTimeout(() => {
-        this.settings.log(`session ${att.session.id.slice(0, 8)} channel ${att.id}: reconnect grace expired`);
+        this.settings.log(`session ${att.session.id.slice(0, 8)} attachment ${att.id}: reconnect grace expired`);
         this.#remove(att);
       }, this.settings.reconnectGraceMs);
       this.#clientLeft(att.session);
@@ -305,13 +276,13 @@ export class SessionManager {
 
   #session(sessionId: unknown): Session {
     const s = typeof sessionId === "string" ? this.sessions.get(sessionId) : undefined;
-    if (!s || s.ending) throw new SessionError("not-found", `no session ${JSON.stringify(sessionId)} on this agent`);
+    if (!s || s.ending) throw new ServiceError("not-found", `no session ${JSON.stringify(sessionId)} on this agent`);
     return s;
   }
 
   #attach(session: Session, peer: SessionPeer): Attachment {
-    const att = new Attachment(this.#nextChannel++, session, randomBytes(16));
-    att.peer = peer;
+    const att = new Attachment(this.#nextAttachment++, session, randomBytes(16), this.settings.replayLimitBytes);
+    att.connect(peer, 0);
     session.attachments.set(att.id, att);
     this.#attachments.set(att.id, att);
     this.#clientArrived(session);
@@ -320,7 +291,8 @@ export class SessionManager {
 
   #remove(att: Attachment) {
     if (att.graceTimer) clearTimeout(att.graceTimer);
-    att.peer = null;
+    att.disconnect();
+    att.link.close();
     att.session.attachments.delete(att.id);
     this.#attachments.delete(att.id);
     att.session.unblock();
@@ -364,7 +336,7 @@ export class SessionManager {
     for (const att of session.attachments.values()) {
       att.peer?.send({
         target: 0, code: SessionMeta.Ended, token: 0,
-        payload: encodeFields({ sessionId: session.id, channel: att.id, code, message }),
+        payload: encodeFields({ sessionId: session.id, attachment: att.id, code, message }),
       }).catch(() => {});
     }
   }
@@ -373,6 +345,7 @@ export class SessionManager {
     if (session.idleTimer) clearTimeout(session.idleTimer);
     for (const att of session.attachments.values()) {
       if (att.graceTimer) clearTimeout(att.graceTimer);
+      att.link.close();
       this.#attachments.delete(att.id);
     }
     session.attachments.clear();

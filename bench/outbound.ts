@@ -12,7 +12,7 @@ import os from "node:os";
 import path from "node:path";
 import { generate } from "selfsigned";
 import { AgentClient } from "../core/client/agent-client.ts";
-import { ServiceCode } from "../core/session/protocol.ts";
+import { ServiceCode } from "../core/session/contract.ts";
 import { connect, listen, type Agent } from "../mod.ts";
 import { runtimeCryptoProvider } from "../runtime/crypto.ts";
 import { dialTcp } from "../runtime/tcp.ts";
@@ -47,7 +47,7 @@ export async function benchOutbound(agentBin: string, inboundPort: number, key: 
       const a = await listener.waitForAgent("bench", 30_000);
       outbound.push(performance.now() - accepted[accepted.length - 1]);
       if (i < 5) {
-        a.client.channel.close();
+        a.client.frames.close();
         while (listener.agent("bench") === a) await new Promise((r) => setTimeout(r, 5));
       } else connected = a;
     }
@@ -57,7 +57,7 @@ export async function benchOutbound(agentBin: string, inboundPort: number, key: 
       for (let i = 0; i < 1500; i++) ping.push((await agentConn.ping()).rttMs);
       for (let i = 0; i < 1500; i++) {
         const t0 = performance.now();
-        await s.call(ServiceCode.SystemProductRoot);
+        await s.call(ServiceCode.SystemProductRoot, {});
         product.push(performance.now() - t0);
       }
       await s.close();

@@ -16,7 +16,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { type Agent, connect } from "../mod.ts";
-import { ServiceCode } from "../core/session/protocol.ts";
+import { ServiceCode } from "../core/session/contract.ts";
 import { median, quantile, ratio, table, us } from "./stats.ts";
 
 const TRANSFER_MIB = Number(process.env.BENCH_TRANSFER_MIB ?? 1024);
@@ -51,11 +51,11 @@ async function benchRoundTrip(agent: Agent) {
   const s = await agent.openSession("bench");
   const N = 3000;
   const product: number[] = [], meta: number[] = [];
-  for (let i = 0; i < 300; i++) await s.call(ServiceCode.SystemProductRoot);
+  for (let i = 0; i < 300; i++) await s.call(ServiceCode.SystemProductRoot, {});
   for (let round = 0; round < 2; round++) {
     for (let i = 0; i < N / 2; i++) {
       const t0 = performance.now();
-      await s.call(ServiceCode.SystemProductRoot);
+      await s.call(ServiceCode.SystemProductRoot, {});
       product.push(performance.now() - t0);
     }
     for (let i = 0; i < N / 2; i++) meta.push((await agent.ping()).rttMs);

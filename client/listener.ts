@@ -4,27 +4,45 @@
  * or revoked key is turned away before anything else happens. Connected
  * agents are looked up by server name and used exactly like inbound ones.
  *
- * @example
- * ```ts
- * const listener = await AgentListener.start({ port: 46340, cert, key, agents: { web1: web1Key } });
- * const web1 = await listener.waitForAgent("web1");
- * const session = await web1.openSession("buildmaster");
- * ```
  * @module
  */
 import crypto from "node:crypto";
 import type net from "node:net";
 import tls from "node:tls";
-import type { AgentClient } from "../core/client/agent-client.ts";
 import { keyId, parseKey } from "../core/secure/keys.ts";
-import { greetAgent } from "../core/secure/outbound.ts";
+import { AgentClient } from "../core/client/agent-client.ts";
+import { initiate } from "../core/secure/opening.ts";
 import { runtimeCryptoProvider } from "../runtime/crypto.ts";
 import { formatHost, socketStream } from "../runtime/tcp.ts";
 import { parseFingerprint } from "../runtime/tls.ts";
+import { Agent } from "./agent.ts";
 
-/** A server the listener accepts: its key (64 hex digits), or that and a revoked mark. */
+/**
+ * A server the listener accepts: its key (64 hex digits), or that and a revoked mark.
+ *
+ * @example
+ * ```ts
+ * const table: Record<string, AgentEntry> = { web1: generateKey().hex, web2: { key: generateKey().hex, revoked: true } };
+ * console.log(Object.keys(table)); // ["web1", "web2"]
+ * ```
+ */
 export type AgentEntry = string | { key: string; revoked?: boolean };
 
+/**
+ * Options for {@link listen}: certificate, key, and the table of servers and their agents' keys.
+ *
+ * @example
+ * ```ts
+ * const options: ListenerOptions = {
+ *   port: 0, // 0 picks a free port
+ *   cert: fs.readFileSync(process.env.LISTENER_CERT!, "utf8"),
+ *   key: fs.readFileSync(process.env.LISTENER_KEY!, "utf8"),
+ *   agents: { web1: generateKey().hex },
+ *   onEvent: (e) => console.log(e.type),
+ * };
+ * await (await listen(options)).close();
+ * ```
+ */
 export interface ListenerOptions {
   host?: string;
   /** 0 picks a free port (see {@link AgentListener.port}). */
@@ -42,12 +60,33 @@ export interface ListenerOptions {
   onEvent?: (event: ListenerEvent) => void;
 }
 
+/**
+ * What the listener reports to the product's log.
+ *
+ * @example
+ * ```ts
+ * const log = (e: ListenerEvent) => console.log(e.type === "rejected" ? `${e.remote}: ${e.reason}` : e.server);
+ * log({ type: "connected", server: "web1", keyId: "3f9a0c12b4e7", remote: "10.0.0.5:51234" }); // web1
+ * ```
+ */
 export type ListenerEvent =
   | { type: "connected"; server: string; keyId: string; remote: string }
   | { type: "disconnected"; server: string; reason: string }
   | { type: "rejected"; remote: string; reason: string };
 
-/** A TLS listener for outbound agents. */
+/**
+ * A TLS listener for outbound agents (made by {@link listen}). Connected
+ * agents are looked up by server name and used exactly like inbound ones.
+ *
+ * @example
+ * ```ts
+ * const cert = fs.readFileSync(process.env.LISTENER_CERT!, "utf8"), key = fs.readFileSync(process.env.LISTENER_KEY!, "utf8");
+ * const listener: AgentListener<Agent> = await listen({ port: 0, cert, key, agents: { web1: generateKey().hex } });
+ * console.log(listener.port > 0, listener.connected()); // true []
+ * await listener.waitForAgent("web1", 100).catch((e) => console.log(e.message)); // server "web1" did not connect within 0.1 s
+ * await listener.close();
+ * ```
+ */
 export class AgentListener<A extends { client: AgentClient; close(): void }> {
   #byKeyId = new Map<string, { server: string; key: Uint8Array; revoked: boolean }>();
   #connected = new Map<string, A>();
@@ -142,9 +181,9 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
     const timer = setTimeout(() => stream.close(), timeoutMs);
     let keyIdSeen = "";
     try {
-      const { client, keyId } = await greetAgent(stream, {
+      const { frames, reply, keyId } = await initiate(stream, {
         provider: runtimeCryptoProvider(),
-        listenerFingerprint: this.fingerprint,
+        binding: this.fingerprint,
         lookup: (id) => {
           keyIdSeen = id;
           const entry = this.#byKeyId.get(id);
@@ -152,13 +191,14 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
         },
       });
       clearTimeout(timer);
-      const server = this.#byKeyId.get(keyId)!.server;
+      const client = AgentClient.wrap(frames, reply);
+      const server = this.#byKeyId.get(keyId!)!.server;
       const agent = this.wrap(client);
       this.#connected.get(server)?.close(); // a reconnecting agent replaces its old connection
       this.#connected.set(server, agent);
       const keepalive = (this.options.keepaliveSeconds ?? 15) * 1000;
       client.keepalive(keepalive, keepalive * 3);
-      this.options.onEvent?.({ type: "connected", server, keyId, remote });
+      this.options.onEvent?.({ type: "connected", server, keyId: keyId!, remote });
       for (const w of this.#waiters.get(server)?.splice(0) ?? []) w(agent);
       const reason = await client.closed;
       if (this.#connected.get(server) === agent) this.#connected.delete(server);
@@ -171,4 +211,22 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
       this.options.onEvent?.({ type: "rejected", remote, reason });
     }
   }
+}
+
+/**
+ * Listens for outbound agents: servers behind NAT dial in over TLS. Each
+ * connected agent is an {@link Agent}, looked up by server name.
+ *
+ * @example
+ * ```ts
+ * const cert = fs.readFileSync(process.env.LISTENER_CERT!, "utf8"), key = fs.readFileSync(process.env.LISTENER_KEY!, "utf8");
+ * const listener = await listen({ port: 0, cert, key, agents: { web1: generateKey().hex } });
+ * // On the server: agent start --connect product.example.com:<port> --fingerprint … --no-listen
+ * const web1 = listener.agent("web1"); // undefined until it connects; or await listener.waitForAgent("web1")
+ * console.log(web1 === undefined);
+ * await listener.close();
+ * ```
+ */
+export function listen(options: ListenerOptions): Promise<AgentListener<Agent>> {
+  return AgentListener.start(options, (client) => new Agent(client));
 }

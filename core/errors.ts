@@ -1,16 +1,89 @@
 /**
- * Typed errors shared by the agent, the probe and the client library.
- * Each carries a stable `code` (kebab-case) that logs, exit codes and
- * serialized remote errors use.
+ * Every error this project raises on purpose, with the one table of error
+ * codes. Each class extends {@link AgentError}, has a stable kebab-case
+ * `code` (what logs, exit codes and serialized remote errors use) and a
+ * `name` equal to the class name.
  *
  * @example
  * ```ts
- * try { await client.ping(); } catch (e) { if (e instanceof AuthenticationError) console.error(e.message); }
+ * const e = remoteError({ code: "not-found", message: "/etc/x: no such file or directory", detail: "/etc/x" });
+ * console.log(e instanceof NotFoundError, e.name, e.code, e.detail); // true NotFoundError not-found /etc/x
  * ```
  * @module
  */
 
-/** Base class: every error this project raises on purpose. */
+/**
+ * The error codes, each with what it means. Codes a remote side may send
+ * are the ones with a class in {@link remoteError}'s table; the rest are
+ * raised on this side.
+ *
+ * @example
+ * ```ts
+ * console.log(ERROR_CODES["not-found"]); // no such file, directory or program
+ * ```
+ */
+export const ERROR_CODES = {
+  // The connection and its opening.
+  "protocol": "the peer does not speak this protocol, or sent a malformed message",
+  "incompatible-version": "the two sides share no protocol version",
+  "authentication": "the key proof failed",
+  "key-rejected": "the outbound listener does not accept this agent's key",
+  "invalid-key": "a key that is not 64 hex digits",
+  "frame-too-large": "a length prefix over the maximum",
+  "integrity": "a sealed record failed its check: altered, replayed or reordered",
+  "connection-closed": "the connection ended while something was expected",
+  "timeout": "a stage took longer than allowed",
+  "insecure-peer": "the agent runs --insecure and this side did not opt in",
+  "channel-corrupt": "the shared-memory channel is not valid, or a record in it failed its check",
+  // Sessions (answered by the agent).
+  "unknown-product": "the agent does not serve that product",
+  "unknown-target": "no session is attached on that target of this connection",
+  "session-ended": "the session has ended",
+  "host-failed": "the session's host process failed",
+  "idle": "the session ended after its idle timeout",
+  "closed": "the session was closed",
+  "detached": "this client detached from the session",
+  "agent-stopped": "the agent is shutting down",
+  // Requests (answered by the agent or a host).
+  "unknown-code": "no handler for that message code",
+  "invalid-argument": "a field is missing, of the wrong type, or not allowed",
+  "too-large": "a payload over its limit",
+  "failed": "the request failed for a reason the agent could not classify",
+  "not-found": "no such file, directory or program",
+  "permission-denied": "the agent's user may not do that",
+  "is-a-directory": "a file was expected and a directory was found",
+  "not-a-directory": "a directory was expected and something else was found",
+  "already-exists": "the target exists already",
+  "not-empty": "the directory is not empty",
+  "invalid-handle": "no open file with that handle in this session",
+  "no-space": "no space left on the device",
+  "too-many-open-files": "the host has too many files open",
+  "io-error": "an input/output error the operating system reported",
+  "unknown-process": "no process with that id in this session",
+  "stdin-closed": "the process's standard input is closed",
+  "unknown": "the peer sent an error without a readable code",
+} as const;
+
+/**
+ * One of {@link ERROR_CODES}.
+ *
+ * @example
+ * ```ts
+ * const code: ErrorCode = "permission-denied";
+ * console.log(code in ERROR_CODES); // true
+ * ```
+ */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/**
+ * Base class: every error this project raises on purpose.
+ *
+ * @example
+ * ```ts
+ * const e: unknown = new TimeoutError("timed out after 10 s");
+ * if (e instanceof AgentError) console.log(e.code, e.name); // timeout TimeoutError
+ * ```
+ */
 export class AgentError extends Error {
   constructor(readonly code: string, message: string) {
     super(message);
@@ -18,14 +91,30 @@ export class AgentError extends Error {
   }
 }
 
-/** The peer does not speak this protocol: wrong protocol id, garbage, or a malformed frame. */
+/**
+ * The peer does not speak this protocol: wrong protocol id, garbage, or a malformed frame.
+ *
+ * @example
+ * ```ts
+ * const e = new ProtocolError("not an agent: short reply");
+ * console.log(e.code); // protocol
+ * ```
+ */
 export class ProtocolError extends AgentError {
   constructor(message: string) {
     super("protocol", message);
   }
 }
 
-/** The two sides share no protocol version. */
+/**
+ * The two sides share no protocol version.
+ *
+ * @example
+ * ```ts
+ * const e = new VersionMismatchError({ min: 1, max: 1 }, { min: 2, max: 3 });
+ * console.log(e.message); // no common protocol version: this side speaks 1..1, the peer 2..3
+ * ```
+ */
 export class VersionMismatchError extends AgentError {
   constructor(
     readonly ours: { min: number; max: number },
@@ -38,42 +127,106 @@ export class VersionMismatchError extends AgentError {
   }
 }
 
-/** The key proof failed. Deliberately says nothing about which part was wrong. */
+/**
+ * The key proof failed. Deliberately says nothing about which part was wrong.
+ *
+ * @example
+ * ```ts
+ * const wrongKey = generateKey().hex;
+ * const e = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: wrongKey }).then(() => null, (e) => e);
+ * console.log(e instanceof AuthenticationError); // true
+ * ```
+ */
 export class AuthenticationError extends AgentError {
   constructor(message = "authentication failed: the key is not one the agent accepts") {
     super("authentication", message);
   }
 }
 
-/** A length prefix larger than the negotiated maximum. */
+/**
+ * The outbound listener did not accept this agent's key.
+ *
+ * @example
+ * ```ts
+ * const e = new KeyRejectedError("3f9a0c12b4e7");
+ * console.log(e.code); // key-rejected
+ * ```
+ */
+export class KeyRejectedError extends AgentError {
+  constructor(keyId: string) {
+    super("key-rejected", `the listener does not accept this agent's key (key id ${keyId}): register it there, or check it was not revoked`);
+  }
+}
+
+/**
+ * A length prefix larger than the negotiated maximum.
+ *
+ * @example
+ * ```ts
+ * const e = new FrameTooLargeError(2 ** 31, 2 ** 20);
+ * console.log(e.length > e.max); // true
+ * ```
+ */
 export class FrameTooLargeError extends AgentError {
   constructor(readonly length: number, readonly max: number) {
     super("frame-too-large", `frame of ${length} bytes exceeds the maximum of ${max}`);
   }
 }
 
-/** A record failed authentication: truncated, altered, replayed or reordered. */
+/**
+ * A record failed authentication: truncated, altered, replayed or reordered.
+ *
+ * @example
+ * ```ts
+ * console.log(new IntegrityError().code); // integrity
+ * ```
+ */
 export class IntegrityError extends AgentError {
   constructor() {
     super("integrity", "a frame failed its integrity check (altered, replayed or reordered); the connection was closed");
   }
 }
 
-/** The connection ended while something was still expected from it. */
+/**
+ * The connection ended while something was still expected from it.
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * agent.close();
+ * const e = await agent.ping().then(() => null, (e) => e);
+ * console.log(e instanceof ConnectionClosedError); // true
+ * ```
+ */
 export class ConnectionClosedError extends AgentError {
   constructor(message = "the connection was closed") {
     super("connection-closed", message);
   }
 }
 
-/** A stage took longer than allowed. */
+/**
+ * A stage took longer than allowed.
+ *
+ * @example
+ * ```ts
+ * const e = new TimeoutError("timed out after 10000 ms waiting for the reply");
+ * console.log(e.code); // timeout
+ * ```
+ */
 export class TimeoutError extends AgentError {
   constructor(message: string) {
     super("timeout", message);
   }
 }
 
-/** The peer runs without encryption and this side did not opt in to that. */
+/**
+ * The peer runs without encryption and this side did not opt in to that.
+ *
+ * @example
+ * ```ts
+ * console.log(new InsecurePeerError().message.includes("--insecure")); // true
+ * ```
+ */
 export class InsecurePeerError extends AgentError {
   constructor() {
     super(
@@ -83,47 +236,173 @@ export class InsecurePeerError extends AgentError {
   }
 }
 
-/** An error raised on the other side and carried back in an error response. */
+/**
+ * A failure to report to the other side as a serialized error: a stable
+ * code from {@link ERROR_CODES}, a sentence, and the path or program it is
+ * about where there is one. Agent and host raise these; clients get them back
+ * as {@link RemoteError}s.
+ *
+ * @example
+ * ```ts
+ * const e = new ServiceError("not-found", "/srv/app: no such file or directory", "/srv/app");
+ * console.log(remoteError(e) instanceof NotFoundError); // true
+ * ```
+ */
+export class ServiceError extends AgentError {
+  constructor(code: ErrorCode, message: string, readonly detail?: string) {
+    super(code, message);
+  }
+}
+
+/**
+ * An error raised on the other side and carried back in an error response.
+ *
+ * @example
+ * ```ts
+ * const e = remoteError({ code: "no-space", message: "no space left on device", detail: "/var" });
+ * console.log(e instanceof RemoteError, e.code, e.detail); // true no-space /var
+ * ```
+ */
 export class RemoteError extends AgentError {
   constructor(code: string, message: string, readonly detail?: string) {
     super(code, message);
   }
 }
 
-/** The path or program does not exist on the agent's machine. */
+/**
+ * The path or program does not exist on the agent's machine.
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * const session = await agent.openSession("buildmaster");
+ * const e = await session.files.readFile("/no/such/file").then(() => null, (e) => e);
+ * console.log(e instanceof NotFoundError, e.detail); // true /no/such/file
+ * await session.close();
+ * agent.close();
+ * ```
+ */
 export class NotFoundError extends RemoteError {}
-/** The agent's user may not do that. */
+/**
+ * The agent's user may not do that.
+ *
+ * @example
+ * ```ts
+ * const e = remoteError({ code: "permission-denied", message: "/etc/shadow: permission denied", detail: "/etc/shadow" });
+ * console.log(e instanceof PermissionDeniedError); // true
+ * ```
+ */
 export class PermissionDeniedError extends RemoteError {}
-/** A file was expected and a directory was found. */
+/**
+ * A file was expected and a directory was found.
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * const session = await agent.openSession("buildmaster");
+ * const e = await session.files.readFile("/").then(() => null, (e) => e);
+ * console.log(e instanceof IsADirectoryError); // true
+ * await session.close();
+ * agent.close();
+ * ```
+ */
 export class IsADirectoryError extends RemoteError {}
-/** A directory was expected and something else was found. */
+/**
+ * A directory was expected and something else was found.
+ *
+ * @example
+ * ```ts
+ * const e = remoteError({ code: "not-a-directory", message: "/etc/hosts: not a directory" });
+ * console.log(e instanceof NotADirectoryError); // true
+ * ```
+ */
 export class NotADirectoryError extends RemoteError {}
-/** The target exists already. */
+/**
+ * The target exists already.
+ *
+ * @example
+ * ```ts
+ * const e = remoteError({ code: "already-exists", message: "/srv/app: already exists" });
+ * console.log(e instanceof AlreadyExistsError); // true
+ * ```
+ */
 export class AlreadyExistsError extends RemoteError {}
-/** The agent or host has no handler for the message code. */
+/**
+ * A field was missing, of the wrong type, or not allowed.
+ *
+ * @example
+ * ```ts
+ * const e = remoteError({ code: "invalid-argument", message: "\"path\" must be a non-empty string" });
+ * console.log(e instanceof InvalidArgumentError); // true
+ * ```
+ */
+export class InvalidArgumentError extends RemoteError {}
+/**
+ * The agent or host has no handler for the message code.
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * const session = await agent.openSession("buildmaster");
+ * const e = await session.callExtension(0x1234).then(() => null, (e) => e); // no extension handles it
+ * console.log(e instanceof UnknownCodeError); // true
+ * await session.close();
+ * agent.close();
+ * ```
+ */
 export class UnknownCodeError extends RemoteError {}
-/** The agent does not serve that product. */
+/**
+ * The agent does not serve that product.
+ *
+ * @example
+ * ```ts
+ * const e = remoteError({ code: "unknown-product", message: "this agent does not serve product \"x\"" });
+ * console.log(e instanceof UnknownProductError); // true
+ * ```
+ */
 export class UnknownProductError extends RemoteError {}
-/** The session ended (closed, idle, agent stopped, or its host failed). */
+/**
+ * The session ended (closed, idle, agent stopped, or its host failed).
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * const session = await agent.openSession("buildmaster");
+ * await session.close();
+ * const e = await session.files.stat(".").then(() => null, (e) => e);
+ * console.log(e instanceof SessionEndedError, e.code); // true closed
+ * agent.close();
+ * ```
+ */
 export class SessionEndedError extends RemoteError {}
 
-const REMOTE_ERRORS: Record<string, typeof RemoteError> = {
+const REMOTE_ERRORS: Partial<Record<ErrorCode, typeof RemoteError>> = {
   "not-found": NotFoundError,
   "permission-denied": PermissionDeniedError,
   "is-a-directory": IsADirectoryError,
   "not-a-directory": NotADirectoryError,
   "already-exists": AlreadyExistsError,
+  "invalid-argument": InvalidArgumentError,
   "unknown-code": UnknownCodeError,
   "unknown-product": UnknownProductError,
   "session-ended": SessionEndedError,
   "host-failed": SessionEndedError,
   "idle": SessionEndedError,
   "closed": SessionEndedError,
+  "detached": SessionEndedError,
   "agent-stopped": SessionEndedError,
 };
 
-/** The typed error for a serialized remote error. `detail` is the path or program where there is one. */
+/**
+ * The typed error for a serialized remote error. `detail` is the path or program where there is one.
+ *
+ * @example
+ * ```ts
+ * const e = remoteError({ code: "not-found", message: "/etc/x: no such file or directory", detail: "/etc/x" });
+ * console.log(e instanceof NotFoundError, e.name, e.code, e.detail); // true NotFoundError not-found /etc/x
+ * ```
+ */
 export function remoteError(e: { code: string; message: string; detail?: string }): RemoteError {
-  const Type = REMOTE_ERRORS[e.code] ?? RemoteError;
+  const Type = REMOTE_ERRORS[e.code as ErrorCode] ?? RemoteError;
   return new Type(e.code, e.message, e.detail);
 }

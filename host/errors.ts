@@ -3,9 +3,10 @@
  * a stable code, a sentence naming the path, and the path as detail.
  * @module
  */
+import { type ErrorCode, ServiceError } from "../core/errors.ts";
 import type { SerializedError } from "../core/wire/messages.ts";
 
-const CODES: Record<string, [string, string]> = {
+const CODES: Record<string, [ErrorCode, string]> = {
   ENOENT: ["not-found", "no such file or directory"],
   EACCES: ["permission-denied", "permission denied"],
   EPERM: ["permission-denied", "operation not permitted"],
@@ -17,13 +18,6 @@ const CODES: Record<string, [string, string]> = {
   ENOSPC: ["no-space", "no space left on device"],
   EMFILE: ["too-many-open-files", "too many open files"],
 };
-
-/** A failure a service reports on purpose. */
-export class ServiceError extends Error {
-  constructor(readonly code: string, message: string, readonly detail?: string) {
-    super(message);
-  }
-}
 
 /** The serialized form of any error thrown by a handler. */
 export function serializeError(e: unknown): SerializedError {
@@ -37,7 +31,7 @@ export function serializeError(e: unknown): SerializedError {
   return { code: "io-error", message: err?.message ?? String(e) };
 }
 
-/** Throws a ServiceError unless `value` is a non-empty string. */
+/** The value of field `name` if it is a non-empty string; else an invalid-argument error. */
 export function requireString(fields: Record<string, unknown>, name: string): string {
   const v = fields[name];
   if (typeof v !== "string" || v === "") throw new ServiceError("invalid-argument", `"${name}" must be a non-empty string`);

@@ -13,8 +13,8 @@
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { EXTENSION_CODE_MIN } from "../core/session/protocol.ts";
-import type { Handler } from "./services/types.ts";
+import { EXTENSION_CODE_MAX, EXTENSION_CODE_MIN } from "../core/session/contract.ts";
+import type { ExtensionHandler } from "./services/types.ts";
 
 /** How loading one extension went. */
 export interface ExtensionReport {
@@ -25,7 +25,7 @@ export interface ExtensionReport {
 }
 
 /** Loads every extension in `dir` into `handlers`; returns one report per file. */
-export function loadExtensions(dir: string, handlers: Map<number, Handler>, productRoot: string): ExtensionReport[] {
+export function loadExtensions(dir: string, handlers: Map<number, ExtensionHandler>, productRoot: string): ExtensionReport[] {
   let files: string[];
   try {
     files = fs.readdirSync(dir).filter((f) => /\.c?js$/.test(f)).sort();
@@ -35,15 +35,15 @@ export function loadExtensions(dir: string, handlers: Map<number, Handler>, prod
   const reports: ExtensionReport[] = [];
   for (const name of files) {
     const file = path.join(dir, name);
-    const added = new Map<number, Handler>();
+    const added = new Map<number, ExtensionHandler>();
     const report: ExtensionReport = { name, ok: false, codes: [] };
     try {
       const mod = createRequire(file)(file) as { register?: (host: unknown) => void };
       if (typeof mod.register !== "function") throw new Error("it does not export register(host)");
       mod.register({
         productRoot,
-        handle(code: number, handler: Handler) {
-          if (!Number.isInteger(code) || code < EXTENSION_CODE_MIN || code > 0xfff0) {
+        handle(code: number, handler: ExtensionHandler) {
+          if (!Number.isInteger(code) || code < EXTENSION_CODE_MIN || code > EXTENSION_CODE_MAX) {
             throw new Error(`code ${code} is outside the extension range 0x1000-0xfff0`);
           }
           if (handlers.has(code) || added.has(code)) throw new Error(`code 0x${code.toString(16)} is already taken`);

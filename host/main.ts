@@ -9,16 +9,18 @@ import { timingSafeEqual, fromHex } from "../core/bytes.ts";
 import { ChannelEnd } from "../core/shm/channel-end.ts";
 import { pipeDoorbell } from "../runtime/pipe-doorbell.ts";
 import { decodeFrame, encodeFrameHeader } from "../core/wire/frame.ts";
+import { ServiceError } from "../core/errors.ts";
 import { encodeError, ERROR_CODE } from "../core/wire/messages.ts";
-import { ChannelHeader, Direction, FLAG_HOST_CLOSED, openChannel } from "../core/shm/ring.ts";
-import { decodeEnvelope, encodeEnvelopeParts, REPLY_CODE, ServiceCode } from "../core/session/protocol.ts";
+import { ChannelHeader, Direction, FLAG_HOST_CLOSED, checkChannel } from "../core/shm/ring.ts";
+import { HostControl, REPLY_CODE } from "../core/session/contract.ts";
+import { decodeEnvelope, encodeEnvelopeParts } from "../core/session/protocol.ts";
 import { mapFile, ringChecksum } from "../runtime/mmap.ts";
-import { serializeError, ServiceError } from "./errors.ts";
+import { serializeError } from "./errors.ts";
 import { type ExtensionReport, loadExtensions } from "./extensions.ts";
 import { FilesService } from "./services/files.ts";
 import { ProcessesService } from "./services/processes.ts";
 import { systemHandlers } from "./services/system.ts";
-import type { Handler, HostContext } from "./services/types.ts";
+import type { ExtensionHandler, HostContext, ServiceHandlers } from "./services/types.ts";
 import fs from "node:fs";
 
 /** Exit code when the host is started any way but by the agent. */
@@ -62,7 +64,7 @@ export async function hostMain(argv: string[]): Promise<number> {
   const header = new ChannelHeader(mapping.bytes);
   const nonce = fromHex(nonceHex);
   try {
-    openChannel(mapping.bytes);
+    checkChannel(mapping.bytes);
   } catch {
     process.stderr.write(`${REFUSAL}\n`);
     return EXIT_NOT_FROM_AGENT;
@@ -75,61 +77,61 @@ export async function hostMain(argv: string[]): Promise<number> {
 
   const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, pipeDoorbell(process.stdin, process.stdout), ringChecksum);
 
-  const send = (channel: number, code: number, token: number, parts: readonly Uint8Array[]) =>
-    end.send([encodeFrameHeader(channel, code, token), ...parts]);
+  const send = (target: number, code: number, token: number, parts: readonly Uint8Array[]) =>
+    end.send([encodeFrameHeader(target, code, token), ...parts]);
   let statsQueued = false;
   const context: HostContext = {
     productRoot: args.root,
-    emit: (channel, code, fields, data) => send(channel, code, 0, encodeEnvelopeParts(fields, data)),
+    emit: (attachment, code, fields, data) => send(attachment, code, 0, encodeEnvelopeParts(fields, data)),
     statsChanged() {
       if (statsQueued) return;
       statsQueued = true;
       setTimeout(() => {
         statsQueued = false;
-        send(0, ServiceCode.HostStats, 0, encodeEnvelopeParts({ openFiles: files.openCount, runningProcesses: processes.runningCount })).catch(() => {});
+        send(0, HostControl.Stats, 0, encodeEnvelopeParts({ openFiles: files.openCount, runningProcesses: processes.runningCount })).catch(() => {});
       }, 0);
     },
   };
   const files = new FilesService(context);
   const processes = new ProcessesService(context);
   let extensions: ExtensionReport[] = [];
-  const handlers = new Map<number, Handler>([
-    ...files.handlers(),
-    ...processes.handlers(),
-    ...systemHandlers(context, () => extensions),
-  ]);
+  const handlers = new Map<number, ExtensionHandler>();
+  const builtIn: ServiceHandlers[] = [files.handlers(), processes.handlers(), systemHandlers(context, () => extensions)];
+  for (const table of builtIn) for (const [code, h] of Object.entries(table)) handlers.set(Number(code), h as ExtensionHandler);
+  const waiting = new Set<number>(processes.waitingCodes);
   extensions = loadExtensions(args.extensions, handlers, args.root);
   for (const x of extensions) if (!x.ok) process.stderr.write(`extension ${x.name} not loaded: ${x.error}\n`);
-  await send(0, ServiceCode.HostReady, 0, encodeEnvelopeParts({ pid: process.pid, extensions }));
+  await send(0, HostControl.Ready, 0, encodeEnvelopeParts({ pid: process.pid, extensions }));
 
-  const answer = async (channel: number, token: number, handler: Handler | undefined, code: number, body: Uint8Array) => {
+  const answer = async (attachment: number, token: number, handler: ExtensionHandler | undefined, code: number, body: Uint8Array) => {
     let payload: Uint8Array[], replyCode = REPLY_CODE;
     try {
       if (!handler) throw new ServiceError("unknown-code", `this host has no handler for code 0x${code.toString(16)}`);
       const { fields, data } = decodeEnvelope(body);
-      const result = await handler({ channel, token, fields, data });
+      const result = await handler({ attachment, token, fields, data });
       payload = encodeEnvelopeParts(result?.fields ?? {}, result?.data);
     } catch (e) {
       replyCode = ERROR_CODE;
       payload = [encodeError(serializeError(e))];
     }
-    if (token !== 0) await send(channel, replyCode, token, payload).catch(() => {});
+    if (token !== 0) await send(attachment, replyCode, token, payload).catch(() => {});
   };
 
   for (;;) {
     const record = await end.receive();
     if (record === null) break; // the agent is gone
     const frame = decodeFrame(record);
-    if (frame.code === ServiceCode.HostShutdown) {
+    // Target 0 is the agent itself; clients' frames arrive on their attachments' targets, never 0.
+    if (frame.target === 0) {
+      if (frame.code !== HostControl.Shutdown) continue;
       await shutdown(files, processes, args.graceMs);
       header.setFlag(FLAG_HOST_CLOSED);
       await send(0, REPLY_CODE, frame.token, encodeEnvelopeParts({})).catch(() => {});
       return 0;
     }
-    const handler = handlers.get(frame.code);
-    const work = answer(frame.target, frame.token, handler, frame.code, frame.payload);
-    // Waiting for a process must not hold up the session; everything else runs in order.
-    if (frame.code !== ServiceCode.ProcessWait) await work;
+    const work = answer(frame.target, frame.token, handlers.get(frame.code), frame.code, frame.payload);
+    // A request that waits (for a process to end) must not hold up the session; everything else runs in order.
+    if (!waiting.has(frame.code)) await work;
   }
   await shutdown(files, processes, args.graceMs);
   return 0;

@@ -2,8 +2,10 @@
 import "./bytes.test.ts";
 import "./handshake.test.ts";
 import "./noise.test.ts";
-import "./channel.test.ts";
-import "./purity.test.ts";
+import "./opening.test.ts";
+import "./layers.test.ts";
+import "./delivery.test.ts";
+import "./doc.test.ts";
 import "./ring.test.ts";
 import "./mmap.test.ts";
 import "./cli.e2e.test.ts";

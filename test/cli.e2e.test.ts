@@ -6,7 +6,7 @@ import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { cleanExit, IS_DENO, ROOT, runAgent, runAgentAsync, startAgent, stopAll, tempDir, writeKeyFile } from "./helpers/agent-process.ts";
 import { fakeServer } from "./helpers/net.ts";
-import { encodeReply, ChannelMode } from "../core/wire/hello.ts";
+import { encodeReply, EncryptionMode } from "../core/wire/hello.ts";
 import { generateKey } from "../core/secure/keys.ts";
 
 const cli = suite("cli e2e");
@@ -204,7 +204,7 @@ cli("probe: each failed stage has its own message and exit code", async () => {
   assert.is(wrong.code, 7, wrong.stderr);
   assert.match(wrong.stderr, /FAILED at authenticate: wrong key/);
 
-  const future = await fakeServer((s) => s.once("data", () => s.end(encodeReply({ mode: ChannelMode.Key, version: 0, agent: { min: 7, max: 9 } }))));
+  const future = await fakeServer((s) => s.once("data", () => s.end(encodeReply({ mode: EncryptionMode.Key, version: 0, agent: { min: 7, max: 9 } }))));
   const incompatible = await probe(`127.0.0.1:${future.port}`);
   assert.is(incompatible.code, 8, incompatible.stderr);
   assert.match(incompatible.stderr, /incompatible version: .*this side speaks 1\.\.1, the peer 7\.\.9/);

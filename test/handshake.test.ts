@@ -2,7 +2,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { toHex, fromHex } from "../core/bytes.ts";
 import { ProtocolError } from "../core/errors.ts";
-import { ChannelMode, chooseVersion, decodeHello, decodeReply, encodeHello, encodeReply, PROTOCOL_ID } from "../core/wire/hello.ts";
+import { EncryptionMode, chooseVersion, decodeHello, decodeReply, encodeHello, encodeReply, PROTOCOL_ID } from "../core/wire/hello.ts";
 import { decodeFrame, encodeFrame } from "../core/wire/frame.ts";
 
 // Test vectors from docs/protocol.md §2 and §4.
@@ -12,7 +12,7 @@ test("handshake: hello matches the documented bytes", () => {
 });
 
 test("handshake: reply matches the documented bytes", () => {
-  assert.is(toHex(encodeReply({ mode: ChannelMode.Key, version: 1, agent: { min: 1, max: 1 } })), "02000000010000000100000001000000");
+  assert.is(toHex(encodeReply({ mode: EncryptionMode.Key, version: 1, agent: { min: 1, max: 1 } })), "02000000010000000100000001000000");
   assert.equal(decodeReply(fromHex("02000000010000000100000001000000")!), { mode: 2, version: 1, agent: { min: 1, max: 1 } });
 });
 

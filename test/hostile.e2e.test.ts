@@ -4,9 +4,9 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import fs from "node:fs";
 import path from "node:path";
-import { openChannel } from "../core/secure/connect.ts";
+import { initiate } from "../core/secure/opening.ts";
 import { AgentClient } from "../core/client/agent-client.ts";
-import { encodeRecord } from "../core/wire/frame-stream.ts";
+import { encodeRecord } from "../core/secure/frame-stream.ts";
 import { randomBytes, webCryptoProvider } from "../core/secure/crypto.ts";
 import { encodeFrame } from "../core/wire/frame.ts";
 import { encodeHello } from "../core/wire/hello.ts";
@@ -29,8 +29,8 @@ hostile.after(async () => {
 
 /** An authenticated channel to the agent, for sending crafted records after the handshake. */
 async function authenticated(port = agent.port) {
-  const { channel } = await openChannel(await dial(port), { key: KEY.bytes, provider: webCryptoProvider });
-  return channel;
+  const { frames } = await initiate(await dial(port), { key: KEY.bytes, provider: webCryptoProvider });
+  return frames;
 }
 
 async function legitimateClientWorks(port = agent.port) {

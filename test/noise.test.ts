@@ -4,7 +4,7 @@ import { fromHex, toHex } from "../core/bytes.ts";
 import { type CryptoProvider, webCryptoProvider, x25519, x25519FromPrivate } from "../core/secure/crypto.ts";
 import { AuthenticationError, IntegrityError } from "../core/errors.ts";
 import { encodeFrame } from "../core/wire/frame.ts";
-import { ChannelMode, encodeHello, encodeReply } from "../core/wire/hello.ts";
+import { EncryptionMode, encodeHello, encodeReply } from "../core/wire/hello.ts";
 import { keyId, parseKey, generateKey, InvalidKeyError } from "../core/secure/keys.ts";
 import { NoiseHandshake } from "../core/secure/noise.ts";
 import { nodeCryptoProvider } from "../runtime/crypto.ts";
@@ -25,7 +25,7 @@ test("x25519: RFC 7748 §6.1 vector", async () => {
 const PSK = hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
 const PROLOGUE = new Uint8Array([
   ...encodeHello({ min: 1, max: 1 }),
-  ...encodeReply({ mode: ChannelMode.Key, version: 1, agent: { min: 1, max: 1 } }),
+  ...encodeReply({ mode: EncryptionMode.Key, version: 1, agent: { min: 1, max: 1 } }),
 ]);
 const PING = encodeFrame({ target: 0, code: 1, token: 1, payload: new TextEncoder().encode("ping") });
 

@@ -210,7 +210,7 @@ outbound("a connection cut mid-command resumes after the reconnect: no output lo
   })();
   const deadline = Date.now() + 10_000;
   while (!got.join("").includes("step1") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  w1.client.channel.stream.close(); // the network cuts the connection
+  w1.client.frames.stream.close(); // the network cuts the connection
   const w2 = await new Promise<Agent>((resolve, reject) => {
     const poll = setInterval(() => {
       const now = l.agent("worker");

@@ -4,7 +4,7 @@ import * as assert from "uvu/assert";
 import { crc32 } from "../core/shm/crc32.ts";
 import { ringChecksum } from "../runtime/mmap.ts";
 import {
-  ChannelCorruptError, channelSize, CHANNEL_HEADER_SIZE, Direction, initChannel, openChannel, RingReader, RingWriter,
+  ChannelCorruptError, channelSize, CHANNEL_HEADER_SIZE, Direction, initChannel, checkChannel, RingReader, RingWriter,
 } from "../core/shm/ring.ts";
 
 const CAP = 4096;
@@ -80,10 +80,10 @@ test("ring: a torn record (head published before the bytes) is detected", () => 
 
 test("ring: a header that is not a channel is refused", () => {
   const region = new Uint8Array(channelSize(CAP));
-  assert.throws(() => openChannel(region), (e: Error) => e instanceof ChannelCorruptError && /bad magic/.test(e.message));
+  assert.throws(() => checkChannel(region), (e: Error) => e instanceof ChannelCorruptError && /bad magic/.test(e.message));
   initChannel(region, CAP);
   region[4] = 9;
-  assert.throws(() => openChannel(region), (e: Error) => /layout version 9/.test(e.message));
+  assert.throws(() => checkChannel(region), (e: Error) => /layout version 9/.test(e.message));
 });
 
 test("ring: the two directions are independent", () => {

@@ -10,6 +10,9 @@ import {
   SessionEndedError, UnknownCodeError, UnknownProductError,
 } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
+import { HostControl } from "../core/session/contract.ts";
+import { encodeEnvelope, encodeSessionHeader, SessionMeta } from "../core/session/protocol.ts";
+import { decodeError, decodeFields, encodeFields, ERROR_CODE } from "../core/wire/messages.ts";
 import { type RunningAgent, residentKiB, runAgentAsync, agentCommand, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
 import { spawn } from "node:child_process";
 
@@ -31,6 +34,11 @@ async function client(port = agent.port): Promise<Agent> {
   const c = await connect({ host: "127.0.0.1", port, key: KEY.hex });
   clients.push(c);
   return c;
+}
+
+/** A meta request on `agent`'s connection, as the protocol has it (docs/protocol.md §6). */
+async function metaRequest(agent: Agent, code: number, fields: Record<string, unknown>): Promise<unknown> {
+  return decodeFields((await agent.client.request(0, code, encodeFields(fields))).payload);
 }
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -173,13 +181,34 @@ sessions("unknown product and unknown message code get serialized errors; the se
   assert.is(bad?.code, "invalid-argument");
 
   const s = await c.openSession("beta");
-  const unknown = await s.call(0x7777, {}).then(() => null, (x) => x);
+  const unknown = await s.callExtension(0x7777, {}).then(() => null, (x) => x);
   assert.instance(unknown, UnknownCodeError);
   assert.match(unknown.message, /0x7777/);
   assert.is(await s.system.productRoot(), s.productRoot);
   const info = await s.system.info();
   assert.is(info.os, process.platform);
   assert.ok((await s.system.env()).PATH);
+  await s.close();
+});
+
+sessions("a client's frame with the host's shutdown code gets unknown-code; the host goes on for everyone", async () => {
+  const owner = await client();
+  const s = await owner.openSession("alpha");
+  const intruder = await client();
+  const att = await metaRequest(intruder, SessionMeta.Attach, { sessionId: s.id }) as { attachment: number };
+  const replies: Array<{ code: number; token: number; body: Uint8Array }> = [];
+  intruder.client.route(att.attachment, {
+    onFrame: (f) => replies.push({ code: f.code, token: f.token, body: f.payload.subarray(8) }),
+    onEnded: () => {},
+    onDisconnected: () => {},
+  });
+  // Message 1 on the intruder's attachment, addressed to the host with the agent's control code.
+  await intruder.client.post(att.attachment, HostControl.Shutdown, 77, [encodeSessionHeader(1, 0), encodeEnvelope({})]);
+  await until(() => replies.length > 0, "a reply to the control code");
+  assert.is(replies[0].token, 77);
+  assert.is(replies[0].code, ERROR_CODE);
+  assert.is(decodeError(replies[0].body).code, "unknown-code");
+  assert.is(await s.system.productRoot(), s.productRoot, "the host still serves the session's owner");
   await s.close();
 });
 
@@ -192,7 +221,7 @@ sessions("disconnect and reattach within the grace: the process still runs and i
     for await (const chunk of p.stdout) received.push(text(chunk));
   })();
   await until(() => received.join("").includes("line1"), "first line");
-  c1.client.channel.stream.close(); // the network drops: no detach
+  c1.client.frames.stream.close(); // the network drops: no detach
   await new Promise((r) => setTimeout(r, 600)); // output keeps coming meanwhile, kept by the agent
 
   const c2 = await client();
@@ -296,7 +325,7 @@ sessions("extensions add product codes; a broken one is reported and does not br
   fs.writeFileSync(path.join(ext, "greedy.cjs"), `exports.register = (host) => host.handle(0x100, () => ({}));`);
   const c = await client();
   const s = await c.openSession("beta");
-  assert.equal((await s.call(0x1000, { name: "ext" })).fields, { hello: "ext" });
+  assert.equal((await s.callExtension(0x1000, { name: "ext" })).fields, { hello: "ext" });
   const reports = (await s.system.info()).extensions as Array<{ name: string; ok: boolean; error?: string }>;
   assert.equal(reports.map((r) => [r.name, r.ok]), [["broken.cjs", false], ["greedy.cjs", false], ["hello.cjs", true]]);
   assert.match(reports[1].error!, /outside the extension range/);
@@ -316,7 +345,7 @@ sessions("a client that floods a session faster than the host consumes leaves ag
   await new Promise((r) => setTimeout(r, 3000));
   const grownMiB = (residentKiB(agent.pid) - before) / 1024;
   assert.ok(grownMiB < 64, `agent grew ${grownMiB.toFixed(1)} MiB while ~190 MiB were offered`);
-  c.client.channel.stream.close(); // leave; the grace and the host clean up
+  c.client.frames.stream.close(); // leave; the grace and the host clean up
 });
 
 sessions.run();
@@ -337,10 +366,11 @@ expiry("idle and grace expiry leave no host, no process, no channel file", async
   const hostPid = (await s.system.info()).pid;
   const channelFile = path.join(dir, "run", `${s.id}.mmap`);
   assert.ok(fs.existsSync(channelFile));
-  c.client.channel.stream.close(); // vanishes mid-write, no detach
+  c.client.frames.stream.close(); // vanishes mid-write, no detach
   await until(() => !alive(hostPid), "host ended after grace + idle", 20_000);
   assert.not.ok(alive(sleeper.pid), "no stray process");
   assert.not.ok(fs.existsSync(channelFile), "no channel file");
+  await a.waitForLog(/ended \(idle\)/); // logged once the host's shutdown is complete, just after it exits
   assert.match(a.stderr(), /reconnect grace expired[\s\S]*ended \(idle\)/);
   const st = JSON.parse((await runAgentAsync(["status", "--json"], { AGENT_STATE_DIR: dir })).stdout);
   assert.equal(st.sessions, []);

@@ -8,15 +8,16 @@ import dns from "node:dns/promises";
 import fs from "node:fs";
 import path from "node:path";
 import { AgentClient } from "../../core/client/agent-client.ts";
-import { AgentError, AuthenticationError, InsecurePeerError, ProtocolError, TimeoutError, VersionMismatchError } from "../../core/errors.ts";
+import { AgentError, AuthenticationError, InsecurePeerError, KeyRejectedError, ProtocolError, TimeoutError, VersionMismatchError } from "../../core/errors.ts";
 import { keyId, parseKey } from "../../core/secure/keys.ts";
 import type { AgentInfo } from "../../core/wire/messages.ts";
-import { DEFAULT_PORT, type Flags, resolveConfig, str } from "../../agent/config.ts";
+import { type Flags, resolveConfig, str } from "../../agent/config.ts";
+import { DEFAULT_PORT } from "../../core/wire/hello.ts";
 import { DEFAULT_KEY_FILE, readKeyFile } from "../../agent/keystore.ts";
 import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
 import { DialError, dialTcp, formatHost } from "../../runtime/tcp.ts";
 import { CertificateError, type CertificateReport, dialTls, formatFingerprint, parseFingerprint } from "../../runtime/tls.ts";
-import { answerListener, KeyRejectedError } from "../../core/secure/outbound.ts";
+import { proveToListener } from "../../agent/dialer.ts";
 import { ExitError } from "./exit.ts";
 
 /** Exit codes, one per failed stage (docs/operations.md lists them too). */
@@ -273,7 +274,7 @@ async function probeListener(host: string, port: number, flags: Flags): Promise<
     report.keyId = id;
     try {
       const channel = await withTimeout(
-        answerListener(dialed.stream, { key: { id, bytes: key }, provider: runtimeCryptoProvider(), listenerFingerprint: dialed.certificate.fingerprint }),
+        proveToListener(dialed.stream, { id, bytes: key }, runtimeCryptoProvider(), dialed.certificate.fingerprint),
         timeoutMs, "waiting for the listener's key exchange",
       );
       channel.close();

@@ -2,7 +2,7 @@
  * `agent start`: run the agent in the foreground until SIGINT or SIGTERM.
  * @module
  */
-import { type AcceptedKey } from "../../core/secure/accept.ts";
+import type { AcceptedKey } from "../../core/secure/opening.ts";
 import path from "node:path";
 import { AgentServer } from "../../agent/server.ts";
 import { cleanStaleChannels } from "../../agent/host-process.ts";

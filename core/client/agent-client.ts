@@ -12,8 +12,8 @@
  * ```
  * @module
  */
-import { Channel } from "../wire/frame-stream.ts";
-import { openChannel, type OpenOptions } from "../secure/connect.ts";
+import type { FrameStream } from "../secure/frame-stream.ts";
+import { initiate, type InitiateOptions } from "../secure/opening.ts";
 import { ConnectionClosedError, ProtocolError, remoteError } from "../errors.ts";
 import { type Frame, META_TARGET } from "../wire/frame.ts";
 import type { Reply } from "../wire/hello.ts";
@@ -22,8 +22,8 @@ import type { ByteStream } from "../wire/stream.ts";
 import { SessionMeta } from "../session/protocol.ts";
 import { startKeepalive } from "../wire/keepalive.ts";
 
-/** What a session channel receives from the client connection. */
-export interface ChannelListener {
+/** What a session attachment receives from the client connection. */
+export interface AttachmentRoute {
   onFrame(frame: Frame): void;
   onEnded(code: string, message: string): void;
   onDisconnected(error: Error): void;
@@ -39,30 +39,30 @@ export class AgentClient {
   #pending = new Map<number, Pending>();
   #nextToken = 1;
   #closedError: Error | null = null;
-  #channels = new Map<number, ChannelListener>();
+  #routes = new Map<number, AttachmentRoute>();
   /** When the last frame arrived (ms since the epoch). */
   lastReceivedAt = Date.now();
   /** Resolves when the connection has ended, for whatever reason. */
   readonly closed: Promise<Error>;
 
-  private constructor(readonly channel: Channel, readonly reply: Reply) {
+  private constructor(readonly frames: FrameStream, readonly reply: Reply) {
     this.closed = this.#readLoop();
   }
 
   /** Runs the opening exchange on `stream` and returns a ready client. */
-  static async open(stream: ByteStream, options: OpenOptions): Promise<AgentClient> {
+  static async open(stream: ByteStream, options: InitiateOptions): Promise<AgentClient> {
     try {
-      const { channel, reply } = await openChannel(stream, options);
-      return new AgentClient(channel, reply);
+      const { frames, reply } = await initiate(stream, options);
+      return new AgentClient(frames, reply);
     } catch (e) {
       stream.close();
       throw e;
     }
   }
 
-  /** A client over a channel whose opening exchange is already done (outbound mode). */
-  static wrap(channel: Channel, reply: Reply): AgentClient {
-    return new AgentClient(channel, reply);
+  /** A client over a frame stream whose opening is already done (the outbound listener runs it itself). */
+  static wrap(frames: FrameStream, reply: Reply): AgentClient {
+    return new AgentClient(frames, reply);
   }
 
   /** The protocol version both sides settled on. */
@@ -77,7 +77,7 @@ export class AgentClient {
     this.#nextToken = this.#nextToken >= 0xffffffff ? 1 : this.#nextToken + 1;
     return new Promise<Frame>((resolve, reject) => {
       this.#pending.set(token, { resolve, reject });
-      this.channel.send({ target, code, token, payload }).catch((e) => {
+      this.frames.send({ target, code, token, payload }).catch((e) => {
         this.#pending.delete(token);
         reject(e);
       });
@@ -104,17 +104,17 @@ export class AgentClient {
 
   close(): void {
     this.#fail(new ConnectionClosedError("the client closed the connection"));
-    this.channel.close();
+    this.frames.close();
   }
 
   async #readLoop(): Promise<Error> {
     try {
       for (;;) {
-        const frame = await this.channel.receive();
+        const frame = await this.frames.receive();
         if (frame === null) break;
         this.lastReceivedAt = Date.now();
         if (frame.target !== META_TARGET) {
-          this.#channels.get(frame.target)?.onFrame(frame);
+          this.#routes.get(frame.target)?.onFrame(frame);
           continue;
         }
         if (frame.token === 0) {
@@ -133,7 +133,7 @@ export class AgentClient {
     } catch (e) {
       this.#fail(e as Error);
     }
-    this.channel.close();
+    this.frames.close();
     return this.#closedError!;
   }
 
@@ -146,29 +146,29 @@ export class AgentClient {
       intervalMs,
       deadMs,
       lastReceivedAt: () => this.lastReceivedAt,
-      beat: () => void this.channel.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) }).catch(() => {}),
+      beat: () => void this.frames.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) }).catch(() => {}),
       dead: () => {
         this.#fail(new ConnectionClosedError(`no traffic from the agent for ${Math.round(deadMs / 1000)} s; the connection is gone`));
-        this.channel.close();
+        this.frames.close();
       },
     });
     this.closed.then(stop);
   }
 
-  /** Routes frames for a session channel to `listener` (the session layer uses this). */
-  listen(channel: number, listener: ChannelListener): void {
-    this.#channels.set(channel, listener);
+  /** Routes frames for an attachment's target to `route` (the session layer uses this). */
+  route(target: number, route: AttachmentRoute): void {
+    this.#routes.set(target, route);
   }
 
-  /** Stops routing a channel. */
-  unlisten(channel: number): void {
-    this.#channels.delete(channel);
+  /** Stops routing a target. */
+  unroute(target: number): void {
+    this.#routes.delete(target);
   }
 
   /** Sends a frame that expects no reply; its payload is the concatenation of `parts`. */
   post(target: number, code: number, token: number, parts: readonly Uint8Array[]): Promise<void> {
     if (this.#closedError) return Promise.reject(this.#closedError);
-    return this.channel.sendParts(target, code, token, parts);
+    return this.frames.sendParts(target, code, token, parts);
   }
 
   /** True once the connection has ended. */
@@ -178,14 +178,14 @@ export class AgentClient {
 
   #onMetaEvent(frame: Frame) {
     if (frame.code !== SessionMeta.Ended) return;
-    const e = decodeFields<{ channel: number; code: string; message: string }>(frame.payload);
-    this.#channels.get(e.channel)?.onEnded(e.code, e.message);
+    const e = decodeFields<{ attachment: number; code: string; message: string }>(frame.payload);
+    this.#routes.get(e.attachment)?.onEnded(e.code, e.message);
   }
 
   #fail(error: Error) {
     const first = this.#closedError === null;
     this.#closedError ??= error;
-    if (first) for (const l of [...this.#channels.values()]) l.onDisconnected(this.#closedError);
+    if (first) for (const l of [...this.#routes.values()]) l.onDisconnected(this.#closedError);
     for (const p of this.#pending.values()) p.reject(this.#closedError);
     this.#pending.clear();
   }

@@ -1,8 +1,9 @@
 /**
  * A product's session as the client library sees it: requests and replies
- * over the session channel, numbered so that after a lost connection
- * {@link RemoteSession.resume} picks up exactly where it left off, with the
- * files, processes and system services as ordinary async calls.
+ * over one attachment, carried by a {@link DeliveryLink} so that after a
+ * lost connection {@link RemoteSession.resume} picks up exactly where it
+ * left off, with the files, processes and system services as ordinary
+ * async calls.
  *
  * @example
  * ```ts
@@ -14,56 +15,68 @@
  * ```
  * @module
  */
-import type { AgentClient, ChannelListener } from "./agent-client.ts";
+import type { AgentClient, AttachmentRoute } from "./agent-client.ts";
 import { ConnectionClosedError, ProtocolError, remoteError, SessionEndedError } from "../errors.ts";
 import type { Frame } from "../wire/frame.ts";
 import { decodeError, decodeFields, encodeFields, ERROR_CODE } from "../wire/messages.ts";
-import {
-  ACK_CODE, type AttachmentInfo, decodeEnvelope, decodeSessionPayload, encodeEnvelopeParts, encodeSessionHeader, type Envelope,
-  REPLY_CODE, ServiceCode, SessionMeta,
-} from "../session/protocol.ts";
-import { FilesApi, ProcessesApi, RemoteProcess, SystemApi } from "./services.ts";
-
-/** Acknowledge at least this often (bytes received) while data flows. */
-const ACK_EVERY_BYTES = 256 * 1024;
-/** Acknowledge within this long when traffic is light. */
-const ACK_DELAY_MS = 20;
+import { type EventContract, EXTENSION_CODE_MAX, EXTENSION_CODE_MIN, REPLY_CODE, type ReplyOf, type RequestOf, type ServiceCode, type ServiceEvent } from "../session/contract.ts";
+import { DeliveryLink } from "../session/delivery.ts";
+import { type AttachmentInfo, decodeEnvelope, encodeEnvelopeParts, type Envelope, SessionMeta, type SessionSummary } from "../session/protocol.ts";
+import type { SessionCalls } from "./calls.ts";
+import { FilesApi } from "./files.ts";
+import { ProcessesApi } from "./processes.ts";
+import { SystemApi } from "./system.ts";
 
 interface Pending {
   resolve(e: Envelope): void;
   reject(e: Error): void;
 }
 
-/** One client's attachment to a session on an agent. */
-export class RemoteSession implements ChannelListener {
-  readonly files: FilesApi = new FilesApi(this);
-  readonly processes: ProcessesApi = new ProcessesApi(this);
-  readonly system: SystemApi = new SystemApi(this);
+/**
+ * One client's attachment to a session on an agent.
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * const session = await agent.openSession("buildmaster");
+ * console.log(session.id.length, session.productRoot); // 32 …/products/buildmaster/work
+ * const second = await (await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! })).attachSession(session.id);
+ * console.log(second.id === session.id); // true: two clients, one session
+ * await session.close();
+ * agent.close();
+ * ```
+ */
+export class RemoteSession implements AttachmentRoute, SessionCalls {
   /** Set when the session has ended; every call then fails with it. */
   ended: SessionEndedError | null = null;
 
   #client: AgentClient | null;
-  #sendSeq = 0;
-  #recvSeq = 0;
-  #unacked: Array<{ seq: number; code: number; token: number; body: Uint8Array[] }> = [];
+  #link: DeliveryLink;
   #pending = new Map<number, Pending>();
   #nextToken = 1;
-  #unackedIn = 0;
-  #ackTimer: ReturnType<typeof setTimeout> | null = null;
-  /** Processes by id, created on first sight (output may arrive before the start reply). */
-  readonly procs = new Map<number, RemoteProcess>();
+  #events = new Map<number, (fields: never, data: Uint8Array) => void>();
+  #endHandlers: Array<(error: Error) => void> = [];
+
+  readonly files: FilesApi;
+  readonly processes: ProcessesApi;
+  readonly system: SystemApi;
 
   private constructor(client: AgentClient, readonly info: AttachmentInfo) {
     this.#client = client;
-    client.listen(info.channel, this);
+    this.#link = new DeliveryLink({ transmit: this.#transportFor(client).transmit });
+    client.route(info.attachment, this);
+    this.files = new FilesApi(this);
+    this.processes = new ProcessesApi(this);
+    this.system = new SystemApi(this);
   }
 
   get id(): string {
     return this.info.sessionId;
   }
 
-  get channel(): number {
-    return this.info.channel;
+  /** This client's frame target for the session. */
+  get attachment(): number {
+    return this.info.attachment;
   }
 
   /** The product's root working directory on the agent's machine. */
@@ -83,39 +96,45 @@ export class RemoteSession implements ChannelListener {
 
   /**
    * Continues this session over a new connection after the old one was lost:
-   * the agent replays what this side missed and this side resends what the
+   * the agent resends what this side missed and this side resends what the
    * agent did not get, so nothing is lost or repeated.
    */
   async resume(client: AgentClient): Promise<void> {
     if (this.ended) throw this.ended;
     const reply = await metaCall<AttachmentInfo>(client, SessionMeta.Resume, {
-      sessionId: this.id, channel: this.channel, resumeToken: this.info.resumeToken, lastReceived: this.#recvSeq,
+      sessionId: this.id, attachment: this.attachment, resumeToken: this.info.resumeToken, lastReceived: this.#link.lastReceived,
     });
-    this.#client?.unlisten(this.channel);
+    this.#client?.unroute(this.attachment);
     this.#client = client;
-    client.listen(this.channel, this);
-    this.#acknowledged(reply.lastReceived ?? 0);
-    for (const m of this.#unacked) this.#transmit(m.seq, m.code, m.token, m.body);
+    client.route(this.attachment, this);
+    this.#link.resume(this.#transportFor(client), reply.lastReceived ?? 0);
   }
 
-  /** Sends one request and resolves with the reply's fields and bytes; errors arrive typed. */
-  call<F = Record<string, unknown>>(code: number, fields: Record<string, unknown> = {}, data?: Uint8Array): Promise<Envelope<F>> {
-    if (this.ended) return Promise.reject(this.ended);
-    const token = this.#nextToken;
-    this.#nextToken = this.#nextToken >= 0xffffffff ? 1 : this.#nextToken + 1;
-    const body = encodeEnvelopeParts(fields, data);
-    const seq = ++this.#sendSeq;
-    this.#unacked.push({ seq, code, token, body });
-    return new Promise<Envelope<F>>((resolve, reject) => {
-      this.#pending.set(token, { resolve: resolve as (e: Envelope) => void, reject });
-      this.#transmit(seq, code, token, body);
-    });
+  /** Sends one request of the built-in services; resolves with the reply's fields and bytes, errors arrive typed. */
+  call<C extends ServiceCode>(code: C, fields: RequestOf<C>, data?: Uint8Array): Promise<Envelope<ReplyOf<C>>> {
+    return this.#request(code, fields, data) as Promise<Envelope<ReplyOf<C>>>;
+  }
+
+  /** Sends one request to a product extension (codes 0x1000–0xfff0); fields and reply are the extension's own. */
+  callExtension<F = Record<string, unknown>>(code: number, fields: Record<string, unknown> = {}, data?: Uint8Array): Promise<Envelope<F>> {
+    if (!(code >= EXTENSION_CODE_MIN && code <= EXTENSION_CODE_MAX)) {
+      return Promise.reject(new RangeError(`extension codes run from 0x${EXTENSION_CODE_MIN.toString(16)} to 0x${EXTENSION_CODE_MAX.toString(16)}`));
+    }
+    return this.#request(code, fields, data) as Promise<Envelope<F>>;
+  }
+
+  onEvent<E extends ServiceEvent>(code: E, handler: (fields: EventContract[E], data: Uint8Array) => void): void {
+    this.#events.set(code, handler as (fields: never, data: Uint8Array) => void);
+  }
+
+  onEnd(handler: (error: Error) => void): void {
+    this.#endHandlers.push(handler);
   }
 
   /** Leaves the session; it goes on for other clients. */
   async detach(): Promise<void> {
     const client = this.#live();
-    await metaCall(client, SessionMeta.Detach, { channel: this.channel });
+    await metaCall(client, SessionMeta.Detach, { attachment: this.attachment });
     this.#end(new SessionEndedError("detached", "this client detached from the session"));
   }
 
@@ -127,16 +146,11 @@ export class RemoteSession implements ChannelListener {
     this.#end(new SessionEndedError("closed", "the session was closed"));
   }
 
-  // ---- ChannelListener ---------------------------------------------------
+  // ---- AttachmentRoute ---------------------------------------------------
 
   onFrame(frame: Frame): void {
-    const { seq, ack, body } = decodeSessionPayload(frame.payload);
-    this.#acknowledged(ack);
-    if (seq === 0) return;
-    if (seq <= this.#recvSeq) return; // replayed after a resume; already seen
-    if (seq !== this.#recvSeq + 1) throw new ProtocolError(`session frame ${seq} after ${this.#recvSeq}`);
-    this.#recvSeq = seq;
-    this.#scheduleAck(frame.payload.length);
+    const body = this.#link.receive(frame.code, frame.payload);
+    if (body === null) return;
     if (frame.token !== 0) {
       const p = this.#pending.get(frame.token);
       if (!p) return;
@@ -146,11 +160,10 @@ export class RemoteSession implements ChannelListener {
       else p.reject(new ProtocolError(`unexpected reply code ${frame.code}`));
       return;
     }
-    if (frame.code === ServiceCode.ProcessOutput || frame.code === ServiceCode.ProcessExit) {
-      const { fields, data } = decodeEnvelope<{ id: number; stream?: "stdout" | "stderr"; code?: number | null; signal?: string | null }>(body);
-      const proc = this.processById(fields.id);
-      if (frame.code === ServiceCode.ProcessOutput) proc.pushOutput(fields.stream ?? "stdout", data.slice());
-      else proc.pushExit(fields.code ?? null, fields.signal ?? null);
+    const handler = this.#events.get(frame.code);
+    if (handler) {
+      const { fields, data } = decodeEnvelope<never>(body);
+      handler(fields, data);
     }
   }
 
@@ -159,14 +172,26 @@ export class RemoteSession implements ChannelListener {
   }
 
   onDisconnected(_error: Error): void {
-    // Requests stay pending: resume() resends them. Nothing else to do until then.
+    // Requests stay pending and kept by the link: resume() sends them again.
+    this.#link.disconnect();
   }
 
-  /** The process with this id, created on first sight. */
-  processById(id: number): RemoteProcess {
-    let p = this.procs.get(id);
-    if (!p) this.procs.set(id, p = new RemoteProcess(this, id));
-    return p;
+  #request(code: number, fields: unknown, data?: Uint8Array): Promise<Envelope> {
+    if (this.ended) return Promise.reject(this.ended);
+    const token = this.#nextToken;
+    this.#nextToken = this.#nextToken >= 0xffffffff ? 1 : this.#nextToken + 1;
+    return new Promise<Envelope>((resolve, reject) => {
+      this.#pending.set(token, { resolve, reject });
+      this.#link.send(code, token, encodeEnvelopeParts(fields, data));
+    });
+  }
+
+  #transportFor(client: AgentClient) {
+    return {
+      transmit: (code: number, token: number, parts: readonly Uint8Array[]) => {
+        if (!client.isClosed) client.post(this.attachment, code, token, parts).catch(() => {});
+      },
+    };
   }
 
   #live(): AgentClient {
@@ -174,40 +199,14 @@ export class RemoteSession implements ChannelListener {
     return this.#client;
   }
 
-  #transmit(seq: number, code: number, token: number, body: Uint8Array[]) {
-    const client = this.#client;
-    if (!client || client.isClosed) return; // kept in #unacked; resume() sends it
-    client.post(this.channel, code, token, [encodeSessionHeader(seq, this.#recvSeq), ...body]).catch(() => {});
-    this.#unackedIn = 0;
-  }
-
-  #acknowledged(ack: number) {
-    while (this.#unacked.length > 0 && this.#unacked[0].seq <= ack) this.#unacked.shift();
-  }
-
-  #scheduleAck(bytes: number) {
-    this.#unackedIn += bytes;
-    if (this.#unackedIn >= ACK_EVERY_BYTES) return this.#sendAck();
-    this.#ackTimer ??= setTimeout(() => this.#sendAck(), ACK_DELAY_MS);
-  }
-
-  #sendAck() {
-    if (this.#ackTimer) clearTimeout(this.#ackTimer);
-    this.#ackTimer = null;
-    this.#unackedIn = 0;
-    const client = this.#client;
-    if (!client || client.isClosed || this.ended) return;
-    client.post(this.channel, ACK_CODE, 0, [encodeSessionHeader(0, this.#recvSeq)]).catch(() => {});
-  }
-
   #end(error: SessionEndedError) {
     if (this.ended) return;
     this.ended = error;
-    if (this.#ackTimer) clearTimeout(this.#ackTimer);
-    this.#client?.unlisten(this.channel);
+    this.#link.close();
+    this.#client?.unroute(this.attachment);
     for (const p of this.#pending.values()) p.reject(error);
     this.#pending.clear();
-    for (const p of this.procs.values()) p.fail(error);
+    for (const h of this.#endHandlers) h(error);
   }
 }
 
@@ -218,6 +217,6 @@ async function metaCall<T>(client: AgentClient, code: number, fields: Record<str
 }
 
 /** Lists the agent's sessions. */
-export async function listSessions(client: AgentClient) {
-  return (await metaCall<{ sessions: import("../session/protocol.ts").SessionSummary[] }>(client, SessionMeta.List, {})).sessions;
+export async function listSessions(client: AgentClient): Promise<SessionSummary[]> {
+  return (await metaCall<{ sessions: SessionSummary[] }>(client, SessionMeta.List, {})).sessions;
 }

@@ -32,13 +32,29 @@ export class InvalidKeyError extends AgentError {
   }
 }
 
-/** A new random key. */
+/**
+ * A new random key.
+ *
+ * @example
+ * ```ts
+ * const key = generateKey();
+ * console.log(key.hex.length, key.bytes.length); // 64 32
+ * ```
+ */
 export function generateKey(): AgentKey {
   const bytes = randomBytes(KEY_SIZE);
   return { bytes, hex: toHex(bytes) };
 }
 
-/** Parses 64 hex digits (surrounding white space allowed); throws {@link InvalidKeyError} otherwise. */
+/**
+ * Parses 64 hex digits (surrounding white space allowed); throws {@link InvalidKeyError} otherwise.
+ *
+ * @example
+ * ```ts
+ * console.log(parseKey(generateKey().hex + "\n").bytes.length); // 32
+ * try { parseKey("not a key"); } catch (e) { console.log((e as Error).message); } // … is not a valid agent key …
+ * ```
+ */
 export function parseKey(text: string, where = "the key"): AgentKey {
   const hex = text.trim().toLowerCase();
   const bytes = hex.length === KEY_SIZE * 2 ? fromHex(hex) : null;
@@ -46,7 +62,14 @@ export function parseKey(text: string, where = "the key"): AgentKey {
   return { bytes, hex };
 }
 
-/** The key's public id: the first 6 bytes of SHA-256("agent key id v1\0" ‖ key), as 12 hex digits. */
+/**
+ * The key's public id: the first 6 bytes of SHA-256("agent key id v1\0" ‖ key), as 12 hex digits.
+ *
+ * @example
+ * ```ts
+ * console.log(await keyId(generateKey().bytes)); // e.g. 3f9a0c12b4e7
+ * ```
+ */
 export async function keyId(key: Uint8Array): Promise<string> {
   return toHex((await sha256(KEY_ID_CONTEXT, key)).subarray(0, 6));
 }

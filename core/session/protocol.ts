@@ -17,16 +17,16 @@ import { ProtocolError } from "../errors.ts";
 
 /** Meta codes for sessions (target 0); replies are request code + 1. */
 export enum SessionMeta {
-  /** `{ product }` → `{ sessionId, channel, resumeToken, productRoot }` */
+  /** `{ product }` → `{ sessionId, attachment, resumeToken, productRoot }` */
   Open = 5,
   OpenReply = 6,
   /** `{ sessionId }` → a new attachment for another client: same reply as Open */
   Attach = 7,
   AttachReply = 8,
-  /** `{ sessionId, channel, resumeToken, lastReceived }` → `{ channel, lastReceived }`, then replayed frames */
+  /** `{ sessionId, attachment, resumeToken, lastReceived }` → `{ attachment, lastReceived }`, then resent frames */
   Resume = 9,
   ResumeReply = 10,
-  /** `{ channel }`: leave the session; it goes on for others (no grace) */
+  /** `{ attachment }`: leave the session; it goes on for others (no grace) */
   Detach = 11,
   DetachReply = 12,
   /** `{ sessionId }`: end the session for everyone (files closed, processes ended) */
@@ -38,11 +38,23 @@ export enum SessionMeta {
   /** `{ product }` → `{ path }` */
   ProductRoot = 17,
   ProductRootReply = 18,
-  /** Event (token 0), agent → client: `{ sessionId, channel, code, message }` the session ended. */
+  /** Event (token 0), agent → client: `{ sessionId, attachment, code, message }` the session ended. */
   Ended = 19,
 }
 
-/** What `list` and `agent status` show of a session. */
+/**
+ * What `list` and `agent status` show of a session.
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * const session = await agent.openSession("buildmaster");
+ * const [summary]: SessionSummary[] = (await agent.listSessions()).filter((s) => s.id === session.id);
+ * console.log(summary.product, summary.clients); // buildmaster 1
+ * await session.close();
+ * agent.close();
+ * ```
+ */
 export interface SessionSummary {
   id: string;
   product: string;
@@ -56,66 +68,24 @@ export interface SessionSummary {
 /** Reply to open, attach and resume. */
 export interface AttachmentInfo {
   sessionId: string;
-  channel: number;
+  /** The frame target this client uses for the session on its connection. */
+  attachment: number;
   resumeToken: string;
   productRoot: string;
   lastReceived?: number;
 }
 
-/** Codes of the built-in services every host offers (product target). Products use 0x1000 and up. */
-export enum ServiceCode {
-  FileStat = 0x100,
-  FileList = 0x101,
-  FileMkdir = 0x102,
-  FileDelete = 0x103,
-  FileCopy = 0x104,
-  FileMove = 0x105,
-  FileSetTimes = 0x106,
-  FileSetMode = 0x107,
-  FileSha256 = 0x108,
-  FileOpen = 0x109,
-  FileRead = 0x10a,
-  FileWrite = 0x10b,
-  FileSeek = 0x10c,
-  FileClose = 0x10d,
-  ProcessStart = 0x200,
-  ProcessWrite = 0x201,
-  ProcessCloseStdin = 0x202,
-  ProcessSignal = 0x203,
-  ProcessWait = 0x204,
-  ProcessList = 0x205,
-  /** Event: `{ id, stream: "stdout" | "stderr" }` + bytes. */
-  ProcessOutput = 0x280,
-  /** Event: `{ id, code, signal }`. */
-  ProcessExit = 0x281,
-  SystemInfo = 0x300,
-  SystemEnv = 0x301,
-  SystemProductRoot = 0x302,
-  /** Agent → host: end gracefully (close files, TERM then KILL processes), then exit. */
-  HostShutdown = 0xf00,
-  /** Host → agent (channel 0): `{ openFiles, runningProcesses }` after each change. */
-  HostStats = 0xf01,
-  /** Host → agent (channel 0): the host is up and serving: `{ pid, extensions }`. */
-  HostReady = 0xf02,
-}
-
-/** First code a product's extensions may use. */
-export const EXTENSION_CODE_MIN = 0x1000;
-
-/** Success reply to any product request; its envelope carries the result. */
-export const REPLY_CODE = 0xfffe;
-
-/** Standalone acknowledgement on a session channel (sequence 0, no body). */
+/** Bare acknowledgement on an attachment (sequence 0, no body). */
 export const ACK_CODE = 0xfffd;
 
 /** Size of the session header at the start of every session frame's payload. */
 export const SESSION_HEADER_SIZE = 8;
 
-/** Splits a session frame payload. */
-export function decodeSessionPayload(payload: Uint8Array): { seq: number; ack: number; body: Uint8Array } {
+/** Reads the session header at the start of a session frame's payload. */
+export function decodeSessionHeader(payload: Uint8Array): { seq: number; ack: number } {
   if (payload.length < SESSION_HEADER_SIZE) throw new ProtocolError("session frame shorter than its header");
   const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-  return { seq: v.getUint32(0, true), ack: v.getUint32(4, true), body: payload.subarray(SESSION_HEADER_SIZE) };
+  return { seq: v.getUint32(0, true), ack: v.getUint32(4, true) };
 }
 
 /** A product message body: structured fields and optional raw bytes. */

@@ -82,7 +82,7 @@ export function initChannel(region: Uint8Array, capacity: number): void {
 }
 
 /** Checks the header and returns the ring capacity; throws {@link ChannelCorruptError}. */
-export function openChannel(region: Uint8Array): number {
+export function checkChannel(region: Uint8Array): number {
   if (region.length < CHANNEL_HEADER_SIZE) throw new ChannelCorruptError("channel file is shorter than its header");
   const v = view(region);
   if (v.getUint32(H_MAGIC, true) !== CHANNEL_MAGIC) throw new ChannelCorruptError("not a channel file (bad magic)");
@@ -135,7 +135,7 @@ abstract class RingSide {
   protected mask: number;
 
   constructor(region: Uint8Array, direction: Direction, protected checksum: Checksum = crc32) {
-    this.capacity = openChannel(region);
+    this.capacity = checkChannel(region);
     this.v = view(region);
     this.desc = RING_DESC + 32 * direction;
     const start = CHANNEL_HEADER_SIZE + direction * this.capacity;

@@ -18,6 +18,9 @@ export const PROTOCOL_ID: Uint8Array = new Uint8Array([
   0x5f, 0x1c, 0x0d, 0x3e, 0x8a, 0x47, 0x4b, 0x9e, 0x9c, 0x21, 0x6e, 0x0a, 0x7d, 0x4f, 0x2b, 0x18,
 ]);
 
+/** The TCP port agents listen on unless told otherwise (as the Inedo Agent's). */
+export const DEFAULT_PORT = 46336;
+
 /** Protocol versions this build speaks. */
 export const PROTOCOL_VERSIONS: VersionRange = { min: 1, max: 1 };
 
@@ -35,7 +38,7 @@ export interface VersionRange {
 }
 
 /** How the channel is protected after the reply. */
-export enum ChannelMode {
+export enum EncryptionMode {
   /** No encryption; only with --insecure on both sides, loopback only. */
   None = 0,
   /** TLS wraps the connection (outbound mode); the key proof runs inside it. */
@@ -46,7 +49,7 @@ export enum ChannelMode {
 
 /** The agent's answer to a hello. `version` 0 means no version in common. */
 export interface Reply {
-  mode: ChannelMode;
+  mode: EncryptionMode;
   version: number;
   agent: VersionRange;
 }

@@ -31,7 +31,17 @@ export const ERROR_CODE = 0xffff;
 /** Largest ping payload the agent echoes. */
 export const MAX_PING_PAYLOAD = 64 * 1024;
 
-/** What the agent tells about itself. */
+/**
+ * What the agent tells about itself.
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * const info: AgentInfo = await agent.info();
+ * console.log(info.protocol.current, info.runtime.name); // 1 node
+ * agent.close();
+ * ```
+ */
 export interface AgentInfo {
   version: string;
   protocol: { min: number; max: number; current: number };

@@ -8,9 +8,10 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { ServiceCode } from "../../core/session/protocol.ts";
-import { requireString, ServiceError } from "../errors.ts";
-import type { Handler, HostContext } from "./types.ts";
+import { ServiceCode } from "../../core/session/contract.ts";
+import { ServiceError } from "../../core/errors.ts";
+import { requireString } from "../errors.ts";
+import type { HostContext, ServiceHandlers } from "./types.ts";
 
 /** Largest read one request may ask for (the frame payload limit leaves room for the envelope). */
 export const MAX_READ = 1024 * 1024 - 1024;
@@ -69,14 +70,14 @@ export class FilesService {
     return f;
   }
 
-  handlers(): Map<number, Handler> {
-    return new Map<number, Handler>([
-      [ServiceCode.FileStat, async ({ fields }) => {
+  handlers(): ServiceHandlers {
+    return {
+      [ServiceCode.FileStat]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
         const st = await fsp.lstat(p);
         return { fields: { path: p, type: typeOf(st), size: st.size, mode: st.mode & 0o7777, mtimeMs: st.mtimeMs, atimeMs: st.atimeMs } };
-      }],
-      [ServiceCode.FileList, async ({ fields }) => {
+      },
+      [ServiceCode.FileList]: async ({ fields }) => {
         const root = this.#resolve(requireString(fields, "path"));
         const include = ((fields.include as string[] | undefined) ?? []).map(globToRegExp);
         const exclude = ((fields.exclude as string[] | undefined) ?? []).map(globToRegExp);
@@ -99,22 +100,22 @@ export class FilesService {
         if (!st.isDirectory()) throw new ServiceError("not-a-directory", `${root}: not a directory`, root);
         await walk(root, "");
         return { fields: { entries } };
-      }],
-      [ServiceCode.FileMkdir, async ({ fields }) => {
+      },
+      [ServiceCode.FileMkdir]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
         await fsp.mkdir(p, { recursive: fields.recursive !== false, mode: typeof fields.mode === "number" ? fields.mode : undefined });
-      }],
-      [ServiceCode.FileDelete, async ({ fields }) => {
+      },
+      [ServiceCode.FileDelete]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
         const st = await fsp.lstat(p);
         if (st.isDirectory()) await (fields.recursive === true ? fsp.rm(p, { recursive: true }) : fsp.rmdir(p));
         else await fsp.unlink(p);
-      }],
-      [ServiceCode.FileCopy, async ({ fields }) => {
+      },
+      [ServiceCode.FileCopy]: async ({ fields }) => {
         const from = this.#resolve(requireString(fields, "from")), to = this.#resolve(requireString(fields, "to"));
         await fsp.cp(from, to, { recursive: true, force: fields.overwrite !== false, errorOnExist: fields.overwrite === false });
-      }],
-      [ServiceCode.FileMove, async ({ fields }) => {
+      },
+      [ServiceCode.FileMove]: async ({ fields }) => {
         const from = this.#resolve(requireString(fields, "from")), to = this.#resolve(requireString(fields, "to"));
         try {
           await fsp.rename(from, to);
@@ -123,16 +124,16 @@ export class FilesService {
           await fsp.cp(from, to, { recursive: true });
           await fsp.rm(from, { recursive: true });
         }
-      }],
-      [ServiceCode.FileSetTimes, async ({ fields }) => {
+      },
+      [ServiceCode.FileSetTimes]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
         const st = await fsp.stat(p);
         await fsp.utimes(p, Number(fields.atimeMs ?? st.atimeMs) / 1000, Number(fields.mtimeMs ?? st.mtimeMs) / 1000);
-      }],
-      [ServiceCode.FileSetMode, async ({ fields }) => {
+      },
+      [ServiceCode.FileSetMode]: async ({ fields }) => {
         await fsp.chmod(this.#resolve(requireString(fields, "path")), Number(fields.mode));
-      }],
-      [ServiceCode.FileSha256, async ({ fields }) => {
+      },
+      [ServiceCode.FileSha256]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
         const hash = crypto.createHash("sha256");
         const fh = await fsp.open(p, "r");
@@ -149,8 +150,8 @@ export class FilesService {
         } finally {
           await fh.close();
         }
-      }],
-      [ServiceCode.FileOpen, async ({ fields }) => {
+      },
+      [ServiceCode.FileOpen]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
         const flags = typeof fields.flags === "string" ? fields.flags : "r";
         if (!/^(r|r\+|w|wx|w\+|a|ax|a\+)$/.test(flags)) throw new ServiceError("invalid-argument", `unknown open flags "${flags}"`);
@@ -164,8 +165,8 @@ export class FilesService {
         this.#open.set(id, { handle, path: p, position: flags.startsWith("a") ? st.size : 0 });
         this.context.statsChanged();
         return { fields: { handle: id, size: st.size } };
-      }],
-      [ServiceCode.FileRead, async ({ fields }) => {
+      },
+      [ServiceCode.FileRead]: async ({ fields }) => {
         const f = this.#file(fields);
         const length = Math.min(MAX_READ, Math.max(0, Number(fields.length ?? MAX_READ)));
         const position = typeof fields.position === "number" ? fields.position : f.position;
@@ -173,8 +174,8 @@ export class FilesService {
         const { bytesRead } = await f.handle.read(buf, 0, length, position);
         if (typeof fields.position !== "number") f.position += bytesRead;
         return { data: buf.subarray(0, bytesRead) };
-      }],
-      [ServiceCode.FileWrite, async ({ fields, data }) => {
+      },
+      [ServiceCode.FileWrite]: async ({ fields, data }) => {
         const f = this.#file(fields);
         const position = typeof fields.position === "number" ? fields.position : f.position;
         let written = 0;
@@ -184,8 +185,8 @@ export class FilesService {
         }
         if (typeof fields.position !== "number") f.position += written;
         return { fields: { written } };
-      }],
-      [ServiceCode.FileSeek, async ({ fields }) => {
+      },
+      [ServiceCode.FileSeek]: async ({ fields }) => {
         const f = this.#file(fields);
         const offset = Number(fields.position ?? 0);
         const whence = fields.whence ?? "start";
@@ -193,13 +194,13 @@ export class FilesService {
         if (base + offset < 0) throw new ServiceError("invalid-argument", "seek before the start of the file");
         f.position = base + offset;
         return { fields: { position: f.position } };
-      }],
-      [ServiceCode.FileClose, async ({ fields }) => {
+      },
+      [ServiceCode.FileClose]: async ({ fields }) => {
         const f = this.#file(fields);
         this.#open.delete(Number(fields.handle));
         this.context.statsChanged();
         await f.handle.close();
-      }],
-    ]);
+      },
+    };
   }
 }

@@ -7,9 +7,10 @@
  * @module
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { ServiceCode } from "../../core/session/protocol.ts";
-import { requireString, ServiceError } from "../errors.ts";
-import type { Handler, HostContext } from "./types.ts";
+import { ServiceCode, ServiceEvent } from "../../core/session/contract.ts";
+import { ServiceError } from "../../core/errors.ts";
+import { requireString } from "../errors.ts";
+import type { HostContext, ServiceHandlers } from "./types.ts";
 
 interface Launched {
   id: number;
@@ -41,6 +42,9 @@ export class ProcessesService {
   #procs = new Map<number, Launched>();
   #nextId = 1;
 
+  /** Codes whose requests wait (for a process to end): the host answers them without holding up later requests. */
+  readonly waitingCodes: readonly ServiceCode[] = [ServiceCode.ProcessWait];
+
   constructor(readonly context: HostContext) {}
 
   get runningCount(): number {
@@ -64,34 +68,34 @@ export class ProcessesService {
     return p;
   }
 
-  handlers(): Map<number, Handler> {
-    return new Map<number, Handler>([
-      [ServiceCode.ProcessStart, ({ channel, fields }) => this.#start(channel, fields)],
-      [ServiceCode.ProcessWrite, async ({ fields, data }) => {
+  handlers(): ServiceHandlers {
+    return {
+      [ServiceCode.ProcessStart]: ({ attachment, fields }) => this.#start(attachment, fields),
+      [ServiceCode.ProcessWrite]: async ({ fields, data }) => {
         const p = this.#get(fields);
         if (p.exited || !p.child.stdin || p.child.stdin.destroyed) throw new ServiceError("stdin-closed", `stdin of process ${p.id} is closed`);
         await new Promise<void>((resolve, reject) => p.child.stdin!.write(data, (e) => (e ? reject(e) : resolve())));
-      }],
-      [ServiceCode.ProcessCloseStdin, ({ fields }) => {
+      },
+      [ServiceCode.ProcessCloseStdin]: ({ fields }) => {
         this.#get(fields).child.stdin?.end();
-      }],
-      [ServiceCode.ProcessSignal, ({ fields }) => {
+      },
+      [ServiceCode.ProcessSignal]: ({ fields }) => {
         const p = this.#get(fields);
         const name = String(fields.signal ?? "SIGTERM");
         if (!SIGNALS.has(name)) throw new ServiceError("invalid-argument", `unsupported signal "${name}"`);
         const delivered = !p.exited && signal(p.child, name as NodeJS.Signals);
         return { fields: { delivered } };
-      }],
-      [ServiceCode.ProcessWait, async ({ fields }) => ({ fields: { ...(await this.#get(fields).exit) } })],
-      [ServiceCode.ProcessList, () => ({
+      },
+      [ServiceCode.ProcessWait]: async ({ fields }) => ({ fields: { ...(await this.#get(fields).exit) } }),
+      [ServiceCode.ProcessList]: () => ({
         fields: {
           processes: [...this.#procs.values()].map((p) => ({
-            id: p.id, pid: p.child.pid, program: p.program, args: p.args, startedAt: p.startedAt,
+            id: p.id, pid: p.child.pid!, program: p.program, args: p.args, startedAt: p.startedAt,
             running: !p.exited, code: p.exited?.code ?? null, signal: p.exited?.signal ?? null,
           })),
         },
-      })],
-    ]);
+      }),
+    };
   }
 
   async #start(owner: number, fields: Record<string, unknown>) {
@@ -122,13 +126,13 @@ export class ProcessesService {
         await Promise.all(pumps); // every byte of output goes out before the exit event
         launched.exited = { code, signal };
         this.context.statsChanged();
-        await this.context.emit(owner, ServiceCode.ProcessExit, { id, code, signal }).catch(() => {});
+        await this.context.emit(owner, ServiceEvent.ProcessExit, { id, code, signal }).catch(() => {});
         resolve(launched.exited);
       });
     });
     this.#procs.set(id, launched);
     this.context.statsChanged();
-    return { fields: { id, pid: child.pid } };
+    return { fields: { id, pid: child.pid! } };
   }
 
   /** Forwards one output stream, pausing the pipe while each chunk waits for ring space. */
@@ -139,7 +143,7 @@ export class ProcessesService {
       source.on("data", (chunk: Uint8Array) => {
         source.pause();
         pending = pending
-          .then(() => this.context.emit(p.owner, ServiceCode.ProcessOutput, { id: p.id, stream }, chunk))
+          .then(() => this.context.emit(p.owner, ServiceEvent.ProcessOutput, { id: p.id, stream }, chunk))
           .catch(() => {})
           .finally(() => source.resume());
       });

@@ -1,18 +1,18 @@
 /** The system service: host facts, environment, and the product's root working directory. @module */
 import os from "node:os";
-import { ServiceCode } from "../../core/session/protocol.ts";
-import type { Handler, HostContext } from "./types.ts";
+import { ServiceCode } from "../../core/session/contract.ts";
+import type { HostContext, ServiceHandlers } from "./types.ts";
 
-export function systemHandlers(context: HostContext, extensions: () => unknown[]): Map<number, Handler> {
-  return new Map<number, Handler>([
-    [ServiceCode.SystemInfo, () => ({
+export function systemHandlers(context: HostContext, extensions: () => unknown[]): ServiceHandlers {
+  return {
+    [ServiceCode.SystemInfo]: () => ({
       fields: {
         hostname: os.hostname(), os: process.platform, arch: process.arch, cpus: os.cpus().length,
         memory: { total: os.totalmem(), free: os.freemem() }, uptimeSeconds: Math.round(os.uptime()),
         pid: process.pid, extensions: extensions(),
       },
-    })],
-    [ServiceCode.SystemEnv, () => ({ fields: { vars: { ...process.env } } })],
-    [ServiceCode.SystemProductRoot, () => ({ fields: { path: context.productRoot } })],
-  ]);
+    }),
+    [ServiceCode.SystemEnv]: () => ({ fields: { vars: { ...process.env } as Record<string, string> } }),
+    [ServiceCode.SystemProductRoot]: () => ({ fields: { path: context.productRoot } }),
+  };
 }

@@ -1,5 +1,5 @@
 /**
- * Records: how frames travel once the handshake is done. Each record is a
+ * Records and the frame stream: how frames travel once the opening is done. Each record is a
  * uint32 LE body length and the body; in key mode the body is the frame
  * sealed with AES-256-GCM under the direction's key and counter nonce.
  * The length is checked against the maximum before anything is allocated.
@@ -7,17 +7,17 @@
  *
  * @example
  * ```ts
- * await channel.send({ target: 0, code: MetaCode.Ping, token: 7, payload });
- * const frame = await channel.receive(); // null once the peer closed cleanly
+ * await frames.send({ target: 0, code: MetaCode.Ping, token: 7, payload });
+ * const frame = await frames.receive(); // null once the peer closed cleanly
  * ```
  * @module
  */
-import { TAG_SIZE } from "../secure/crypto.ts";
+import { TAG_SIZE } from "./crypto.ts";
 import { ConnectionClosedError, FrameTooLargeError } from "../errors.ts";
-import { decodeFrame, encodeFrameHeader, type Frame, FRAME_HEADER_SIZE, MAX_PAYLOAD } from "./frame.ts";
+import { decodeFrame, encodeFrameHeader, type Frame, FRAME_HEADER_SIZE, MAX_PAYLOAD } from "../wire/frame.ts";
 import { concat } from "../bytes.ts";
-import type { CipherState } from "../secure/noise.ts";
-import type { ByteStream, StreamReader } from "./stream.ts";
+import type { CipherState } from "./noise.ts";
+import type { ByteStream, StreamReader } from "../wire/stream.ts";
 
 /** Largest record body: a full frame plus the tag. */
 export const MAX_RECORD = FRAME_HEADER_SIZE + MAX_PAYLOAD + TAG_SIZE;
@@ -39,8 +39,8 @@ export function encodeRecord(body: Uint8Array): Uint8Array {
   return out;
 }
 
-/** A frame channel over a byte stream, encrypted (key mode) or plain (--insecure). */
-export class Channel {
+/** Frames over a byte stream, each in one record: sealed (key mode) or plain (inside TLS, or --insecure). */
+export class FrameStream {
   #sendQueue: Promise<void> = Promise.resolve();
   #closed = false;
 

@@ -1,0 +1,104 @@
+/**
+ * The machine the product runs on, as an agent with no network (the seed's
+ * LOCALHOST server): sessions run in host processes that this process
+ * starts directly, over the same shared-memory channel. The one part of the
+ * library that brings in the agent server and its FFI.
+ * @module
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { ClientConnection } from "../agent/connection.ts";
+import { defaultStateDir } from "../agent/config.ts";
+import { RING_CAPACITY, SessionManager } from "../agent/sessions.ts";
+import { AgentClient } from "../core/client/agent-client.ts";
+import { webCryptoProvider } from "../core/secure/crypto.ts";
+import { respond } from "../core/secure/opening.ts";
+import { EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
+import { memoryStreamPair } from "../core/wire/memory-stream.ts";
+import { VERSION } from "../core/version.ts";
+import { runtimeInfo } from "../runtime/crypto.ts";
+import { Agent } from "./agent.ts";
+
+/**
+ * Options for {@link LocalAgent.start}.
+ *
+ * @example
+ * ```ts
+ * const options: LocalAgentOptions = { stateDir: fs.mkdtempSync(path.join(os.tmpdir(), "local-")), idleTimeoutSeconds: 60 };
+ * await (await LocalAgent.start(options)).stop();
+ * ```
+ */
+export interface LocalAgentOptions {
+  /** Where product roots live; the agent's usual state directory by default. */
+  stateDir?: string;
+  idleTimeoutSeconds?: number;
+  processGraceSeconds?: number;
+  /** argv prefix that runs the agent program; this checkout's dist/agent (or its sources) by default. */
+  agentCommand?: string[];
+}
+
+/** This checkout's agent: the built single executable if present, else the sources on this runtime. */
+function defaultAgentCommand(): string[] {
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+  const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
+  if (deno) return [deno.execPath(), "run", "-A", path.join(root, "cli/main.ts")];
+  const built = path.join(root, "dist/agent");
+  if (fs.existsSync(built)) return [built];
+  return [process.execPath, ...process.execArgv, path.join(root, "cli/main.ts")];
+}
+
+/**
+ * An agent for this machine with no network: sessions run in host processes
+ * started directly by this process, over the same shared-memory channel.
+ *
+ * @example
+ * ```ts
+ * const local = await LocalAgent.start({ stateDir: fs.mkdtempSync(path.join(os.tmpdir(), "local-")) });
+ * const session = await local.openSession("buildmaster");
+ * await session.files.writeFile("hello.txt", new TextEncoder().encode("hi"));
+ * console.log((await session.files.stat("hello.txt")).size); // 2
+ * await local.stop();
+ * ```
+ */
+export class LocalAgent extends Agent {
+  private constructor(client: AgentClient, readonly sessions: SessionManager) {
+    super(client);
+  }
+
+  /** Starts the in-process agent. */
+  static async start(options: LocalAgentOptions = {}): Promise<LocalAgent> {
+    const stateDir = options.stateDir ?? defaultStateDir(process.env);
+    const sessions = new SessionManager({
+      stateDir,
+      runDir: path.join(stateDir, `run-local-${process.pid}`),
+      products: null,
+      idleTimeoutMs: (options.idleTimeoutSeconds ?? 1800) * 1000,
+      reconnectGraceMs: 0,
+      replayLimitBytes: 16 * 1024 * 1024,
+      ringCapacity: RING_CAPACITY,
+      processGraceMs: (options.processGraceSeconds ?? 5) * 1000,
+      hostCommand: options.agentCommand ?? defaultAgentCommand(),
+      log: () => {},
+    });
+    const [clientSide, agentSide] = memoryStreamPair();
+    // The pair never leaves this process, so it needs no encryption.
+    const responding = respond(agentSide, { mode: EncryptionMode.None, keys: [], provider: webCryptoProvider });
+    const client = await AgentClient.open(clientSide, { provider: webCryptoProvider, insecure: true });
+    const accepted = await responding;
+    if (!accepted.ok) throw new Error(`local agent failed to start: ${accepted.error.message}`);
+    const info = () => ({
+      version: VERSION, protocol: { ...PROTOCOL_VERSIONS, current: accepted.version }, os: process.platform, arch: process.arch,
+      hostname: os.hostname(), uptimeSeconds: Math.round(process.uptime()), runtime: runtimeInfo(),
+    });
+    new ClientConnection(accepted.frames, "local", sessions, { info }).serve();
+    return new LocalAgent(client, sessions);
+  }
+
+  /** Ends every session and the in-process agent. */
+  async stop(): Promise<void> {
+    await this.sessions.shutdown();
+    this.close();
+  }
+}

@@ -1,0 +1,199 @@
+/**
+ * The files service as a product author calls it. Bulk data moves in
+ * pipelined chunks, so a large transfer keeps the connection full without
+ * holding the whole file in memory.
+ *
+ * @example
+ * ```ts
+ * await session.files.writeFile("/srv/app/config.json", bytes);
+ * for await (const chunk of session.files.readStream("/var/log/app.log")) sink(chunk);
+ * ```
+ * @module
+ */
+import { concat } from "../bytes.ts";
+import { NotFoundError } from "../errors.ts";
+import { type FileInfo, type ListEntry, type OpenFlags, ServiceCode } from "../session/contract.ts";
+import type { SessionCalls } from "./calls.ts";
+
+export type { FileInfo, ListEntry, OpenFlags };
+
+/** Bytes per read or write request in whole-file transfers. */
+export const TRANSFER_CHUNK = 512 * 1024;
+/** Requests kept in flight during a transfer. */
+export const TRANSFER_WINDOW = 6;
+
+type Source = Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+
+/**
+ * An open file on the agent's machine. Positions default to the handle's own.
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * const session = await agent.openSession("buildmaster");
+ * const file = await session.files.open("notes.txt", "w+");
+ * await file.write(new TextEncoder().encode("hello"));
+ * await file.seek(0);
+ * console.log(new TextDecoder().decode(await file.read(5))); // hello
+ * await file.close();
+ * await session.close();
+ * agent.close();
+ * ```
+ */
+export class RemoteFile {
+  constructor(readonly session: SessionCalls, readonly handle: number, readonly size: number) {}
+
+  /** Up to `length` bytes; an empty result means end of file. */
+  async read(length = TRANSFER_CHUNK, position?: number): Promise<Uint8Array> {
+    return (await this.session.call(ServiceCode.FileRead, { handle: this.handle, length, position })).data;
+  }
+
+  async write(data: Uint8Array, position?: number): Promise<number> {
+    return (await this.session.call(ServiceCode.FileWrite, { handle: this.handle, position }, data)).fields.written;
+  }
+
+  async seek(position: number, whence: "start" | "current" | "end" = "start"): Promise<number> {
+    return (await this.session.call(ServiceCode.FileSeek, { handle: this.handle, position, whence })).fields.position;
+  }
+
+  async close(): Promise<void> {
+    await this.session.call(ServiceCode.FileClose, { handle: this.handle });
+  }
+}
+
+/**
+ * Files and directories on the agent's machine.
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * const session = await agent.openSession("buildmaster");
+ * await session.files.mkdir("app/config");
+ * await session.files.writeFile("app/config/app.json", new TextEncoder().encode("{}"));
+ * console.log((await session.files.list("app", { recursive: true })).map((e) => e.path)); // ["config", "config/app.json"]
+ * console.log((await session.files.sha256("app/config/app.json")).size); // 2
+ * await session.files.delete("app", { recursive: true });
+ * await session.close();
+ * agent.close();
+ * ```
+ */
+export class FilesApi {
+  constructor(readonly session: SessionCalls) {}
+
+  async stat(path: string): Promise<FileInfo> {
+    return (await this.session.call(ServiceCode.FileStat, { path })).fields;
+  }
+
+  /** False only when the path does not exist; other failures still throw. */
+  async exists(path: string): Promise<boolean> {
+    try {
+      await this.stat(path);
+      return true;
+    } catch (e) {
+      if (e instanceof NotFoundError) return false;
+      throw e;
+    }
+  }
+
+  /** Lists a directory; masks are globs (`*`, `?`, `**`) over paths relative to it. */
+  async list(path: string, options: { recursive?: boolean; include?: string[]; exclude?: string[] } = {}): Promise<ListEntry[]> {
+    return (await this.session.call(ServiceCode.FileList, { path, ...options })).fields.entries;
+  }
+
+  async mkdir(path: string, options: { recursive?: boolean; mode?: number } = {}): Promise<void> {
+    await this.session.call(ServiceCode.FileMkdir, { path, ...options });
+  }
+
+  async delete(path: string, options: { recursive?: boolean } = {}): Promise<void> {
+    await this.session.call(ServiceCode.FileDelete, { path, ...options });
+  }
+
+  async copy(from: string, to: string, options: { overwrite?: boolean } = {}): Promise<void> {
+    await this.session.call(ServiceCode.FileCopy, { from, to, ...options });
+  }
+
+  async move(from: string, to: string): Promise<void> {
+    await this.session.call(ServiceCode.FileMove, { from, to });
+  }
+
+  async setTimes(path: string, times: { atime?: Date | number; mtime?: Date | number }): Promise<void> {
+    const ms = (t?: Date | number) => (t === undefined ? undefined : typeof t === "number" ? t : t.getTime());
+    await this.session.call(ServiceCode.FileSetTimes, { path, atimeMs: ms(times.atime), mtimeMs: ms(times.mtime) });
+  }
+
+  async setMode(path: string, mode: number): Promise<void> {
+    await this.session.call(ServiceCode.FileSetMode, { path, mode });
+  }
+
+  /** SHA-256 of the file on the agent's machine, as hex, and its size. */
+  async sha256(path: string): Promise<{ sha256: string; size: number }> {
+    return (await this.session.call(ServiceCode.FileSha256, { path })).fields;
+  }
+
+  /** Opens a file: flags as in fopen (`r`, `r+`, `w`, `wx`, `w+`, `a`, `ax`, `a+`). */
+  async open(path: string, flags: OpenFlags = "r", mode?: number): Promise<RemoteFile> {
+    const { fields } = await this.session.call(ServiceCode.FileOpen, { path, flags, mode });
+    return new RemoteFile(this.session, fields.handle, fields.size);
+  }
+
+  /** Streams a file of any size in order, with several reads in flight. */
+  async *readStream(path: string): AsyncGenerator<Uint8Array> {
+    const file = await this.open(path, "r");
+    try {
+      let next = 0;
+      const inflight: Promise<Uint8Array>[] = [];
+      // Reads go out up to the size seen at open; past it, one at a time until one comes back empty.
+      const fill = () => {
+        while (inflight.length < TRANSFER_WINDOW && (next < file.size || inflight.length === 0)) {
+          inflight.push(file.read(TRANSFER_CHUNK, next));
+          next += TRANSFER_CHUNK;
+        }
+      };
+      fill();
+      while (inflight.length > 0) {
+        const chunk = await inflight.shift()!;
+        if (chunk.length === 0) break;
+        yield chunk;
+        fill();
+      }
+      await Promise.allSettled(inflight);
+    } finally {
+      await file.close().catch(() => {});
+    }
+  }
+
+  /** The whole file. */
+  async readFile(path: string): Promise<Uint8Array> {
+    const parts: Uint8Array[] = [];
+    for await (const c of this.readStream(path)) parts.push(c);
+    return concat(parts);
+  }
+
+  /** Writes (creates or truncates) a file from bytes or a stream of chunks; returns its size. */
+  async writeFile(path: string, source: Source, options: { mode?: number } = {}): Promise<number> {
+    const file = await this.open(path, "w", options.mode);
+    let position = 0;
+    const inflight: Promise<number>[] = [];
+    try {
+      for await (const chunk of chunks(source)) {
+        for (let o = 0; o < chunk.length; o += TRANSFER_CHUNK) {
+          const piece = chunk.subarray(o, Math.min(chunk.length, o + TRANSFER_CHUNK));
+          inflight.push(file.write(piece, position));
+          position += piece.length;
+          if (inflight.length >= TRANSFER_WINDOW) await inflight.shift();
+        }
+      }
+      await Promise.all(inflight);
+    } finally {
+      await Promise.allSettled(inflight);
+      await file.close().catch(() => {});
+    }
+    return position;
+  }
+}
+
+async function* chunks(source: Source): AsyncGenerator<Uint8Array> {
+  if (source instanceof Uint8Array) yield source;
+  else yield* source as AsyncIterable<Uint8Array>;
+}
+

@@ -1,0 +1,245 @@
+/**
+ * The built-in services' contract: one entry per service code naming its
+ * request fields, its reply fields, whether raw bytes travel with either,
+ * and the error codes it may answer with. The client library and the host
+ * are both typed from this table, so a field renamed on one side and not
+ * the other does not compile. docs/protocol.md §6 lists the same table.
+ *
+ * Agent↔host control messages ({@link HostControl}) are a separate enum: they
+ * travel only on target 0 of the shared-memory channel, which no client can
+ * address.
+ *
+ * @example
+ * ```ts
+ * const request: RequestOf<ServiceCode.FileStat> = { path: "/etc/hosts" };
+ * type Info = ReplyOf<ServiceCode.FileStat>; // { path, type, size, mode, mtimeMs, atimeMs }
+ * ```
+ * @module
+ */
+import type { ErrorCode } from "../errors.ts";
+
+/** Codes of the built-in services every host offers (product target). Products use 0x1000 and up. */
+export enum ServiceCode {
+  FileStat = 0x100,
+  FileList = 0x101,
+  FileMkdir = 0x102,
+  FileDelete = 0x103,
+  FileCopy = 0x104,
+  FileMove = 0x105,
+  FileSetTimes = 0x106,
+  FileSetMode = 0x107,
+  FileSha256 = 0x108,
+  FileOpen = 0x109,
+  FileRead = 0x10a,
+  FileWrite = 0x10b,
+  FileSeek = 0x10c,
+  FileClose = 0x10d,
+  ProcessStart = 0x200,
+  ProcessWrite = 0x201,
+  ProcessCloseStdin = 0x202,
+  ProcessSignal = 0x203,
+  ProcessWait = 0x204,
+  ProcessList = 0x205,
+  SystemInfo = 0x300,
+  SystemEnv = 0x301,
+  SystemProductRoot = 0x302,
+}
+
+/** Events (token 0) a host sends to one attachment. */
+export enum ServiceEvent {
+  /** `{ id, stream: "stdout" | "stderr" }` + the bytes. */
+  ProcessOutput = 0x280,
+  /** `{ id, code, signal }`, after the last output. */
+  ProcessExit = 0x281,
+}
+
+/** Agent ↔ host control, on target 0 of the shared-memory channel only. */
+export enum HostControl {
+  /** Agent → host: end gracefully (close files, TERM then KILL processes), then exit. */
+  Shutdown = 0xf00,
+  /** Host → agent: `{ openFiles, runningProcesses }` after each change. */
+  Stats = 0xf01,
+  /** Host → agent: the host is up and serving: `{ pid, extensions }`. */
+  Ready = 0xf02,
+}
+
+/** First code a product's extensions may use; the last is {@link EXTENSION_CODE_MAX}. */
+export const EXTENSION_CODE_MIN = 0x1000;
+export const EXTENSION_CODE_MAX = 0xfff0;
+
+/** Success reply to any product request; its envelope carries the result. */
+export const REPLY_CODE = 0xfffe;
+
+/**
+ * What `files.stat` tells about a path.
+ *
+ * @example
+ * ```ts
+ * const info: FileInfo = { path: "/etc/hosts", type: "file", size: 220, mode: 0o644, mtimeMs: 0, atimeMs: 0 };
+ * console.log(info.type === "file" && (info.mode & 0o200) !== 0); // true
+ * ```
+ */
+export interface FileInfo {
+  path: string;
+  type: "file" | "directory" | "symlink" | "other";
+  size: number;
+  mode: number;
+  mtimeMs: number;
+  atimeMs: number;
+}
+
+/**
+ * One entry of `files.list`, its path relative to the listed directory.
+ *
+ * @example
+ * ```ts
+ * const entry: ListEntry = { path: "config/app.json", type: "file", size: 2, mtimeMs: Date.now() };
+ * console.log(entry.path.split("/").length); // 2
+ * ```
+ */
+export interface ListEntry {
+  path: string;
+  type: FileInfo["type"];
+  size: number;
+  mtimeMs: number;
+}
+
+/**
+ * How to start a process.
+ *
+ * @example
+ * ```ts
+ * const options: StartOptions = { program: "tar", args: ["-xzf", "release.tar.gz"], cwd: "/srv/app", env: { LANG: "C" } };
+ * console.log(options.args?.length); // 2
+ * ```
+ */
+export interface StartOptions {
+  program: string;
+  args?: string[];
+  /** Working directory; the product's root by default. */
+  cwd?: string;
+  /** Added to (or, with clearEnv, replacing) the agent's environment. */
+  env?: Record<string, string>;
+  clearEnv?: boolean;
+}
+
+/**
+ * The outcome of a process: exit code, or the signal that ended it.
+ *
+ * @example
+ * ```ts
+ * const status: ExitStatus = { code: null, signal: "SIGTERM" };
+ * console.log(status.code ?? 128 + 15); // 143
+ * ```
+ */
+export interface ExitStatus {
+  code: number | null;
+  signal: string | null;
+}
+
+/**
+ * A launched process as `processes.list` shows it.
+ *
+ * @example
+ * ```ts
+ * const entry: ProcessEntry = { id: 1, pid: 4242, program: "sleep", args: ["5"], startedAt: Date.now(), running: true, code: null, signal: null };
+ * console.log(entry.running); // true
+ * ```
+ */
+export interface ProcessEntry extends ExitStatus {
+  id: number;
+  pid: number;
+  program: string;
+  args: string[];
+  startedAt: number;
+  running: boolean;
+}
+
+/**
+ * What `system.info` tells about the agent's machine.
+ *
+ * @example
+ * ```ts
+ * const info: SystemInfo = { hostname: "web1", os: "linux", arch: "x64", cpus: 2, memory: { total: 2 ** 34, free: 2 ** 33 }, uptimeSeconds: 60, pid: 1, extensions: [] };
+ * console.log(info.memory.free / info.memory.total); // 0.5
+ * ```
+ */
+export interface SystemInfo {
+  hostname: string;
+  os: string;
+  arch: string;
+  cpus: number;
+  memory: { total: number; free: number };
+  uptimeSeconds: number;
+  pid: number;
+  extensions: unknown[];
+}
+
+/**
+ * Open flags as in fopen.
+ *
+ * @example
+ * ```ts
+ * const flags: OpenFlags = "a";
+ * console.log(flags); // a: append, creating the file if needed
+ * ```
+ */
+export type OpenFlags = "r" | "r+" | "w" | "wx" | "w+" | "a" | "ax" | "a+";
+
+type NoFields = Record<never, never>;
+type PathErrors = "not-found" | "permission-denied" | "invalid-argument" | "io-error";
+
+/**
+ * One entry per service code. `data` marks codes whose request or reply
+ * carries raw bytes after the fields.
+ */
+export interface ServiceContract {
+  [ServiceCode.FileStat]: { request: { path: string }; reply: FileInfo; errors: PathErrors };
+  [ServiceCode.FileList]: {
+    request: { path: string; recursive?: boolean; include?: string[]; exclude?: string[] };
+    reply: { entries: ListEntry[] };
+    errors: PathErrors | "not-a-directory";
+  };
+  [ServiceCode.FileMkdir]: { request: { path: string; recursive?: boolean; mode?: number }; reply: NoFields; errors: PathErrors | "already-exists" };
+  [ServiceCode.FileDelete]: { request: { path: string; recursive?: boolean }; reply: NoFields; errors: PathErrors | "not-empty" };
+  [ServiceCode.FileCopy]: { request: { from: string; to: string; overwrite?: boolean }; reply: NoFields; errors: PathErrors | "already-exists" };
+  [ServiceCode.FileMove]: { request: { from: string; to: string }; reply: NoFields; errors: PathErrors };
+  [ServiceCode.FileSetTimes]: { request: { path: string; atimeMs?: number; mtimeMs?: number }; reply: NoFields; errors: PathErrors };
+  [ServiceCode.FileSetMode]: { request: { path: string; mode: number }; reply: NoFields; errors: PathErrors };
+  [ServiceCode.FileSha256]: { request: { path: string }; reply: { sha256: string; size: number }; errors: PathErrors | "is-a-directory" };
+  [ServiceCode.FileOpen]: {
+    request: { path: string; flags?: OpenFlags; mode?: number };
+    reply: { handle: number; size: number };
+    errors: PathErrors | "is-a-directory" | "already-exists" | "too-many-open-files";
+  };
+  [ServiceCode.FileRead]: { request: { handle: number; length?: number; position?: number }; reply: NoFields; replyData: true; errors: "invalid-handle" | "io-error" };
+  [ServiceCode.FileWrite]: { request: { handle: number; position?: number }; requestData: true; reply: { written: number }; errors: "invalid-handle" | "no-space" | "io-error" };
+  [ServiceCode.FileSeek]: {
+    request: { handle: number; position: number; whence?: "start" | "current" | "end" };
+    reply: { position: number };
+    errors: "invalid-handle" | "invalid-argument";
+  };
+  [ServiceCode.FileClose]: { request: { handle: number }; reply: NoFields; errors: "invalid-handle" };
+  [ServiceCode.ProcessStart]: { request: StartOptions; reply: { id: number; pid: number }; errors: "not-found" | "permission-denied" | "invalid-argument" };
+  [ServiceCode.ProcessWrite]: { request: { id: number }; requestData: true; reply: NoFields; errors: "unknown-process" | "stdin-closed" };
+  [ServiceCode.ProcessCloseStdin]: { request: { id: number }; reply: NoFields; errors: "unknown-process" };
+  [ServiceCode.ProcessSignal]: { request: { id: number; signal?: string }; reply: { delivered: boolean }; errors: "unknown-process" | "invalid-argument" };
+  [ServiceCode.ProcessWait]: { request: { id: number }; reply: ExitStatus; errors: "unknown-process" };
+  [ServiceCode.ProcessList]: { request: NoFields; reply: { processes: ProcessEntry[] }; errors: never };
+  [ServiceCode.SystemInfo]: { request: NoFields; reply: SystemInfo; errors: never };
+  [ServiceCode.SystemEnv]: { request: NoFields; reply: { vars: Record<string, string> }; errors: never };
+  [ServiceCode.SystemProductRoot]: { request: NoFields; reply: { path: string }; errors: never };
+}
+
+/** Event payload fields by event code. */
+export interface EventContract {
+  [ServiceEvent.ProcessOutput]: { id: number; stream: "stdout" | "stderr" };
+  [ServiceEvent.ProcessExit]: { id: number } & ExitStatus;
+}
+
+/** Request fields of a service code. */
+export type RequestOf<C extends ServiceCode> = ServiceContract[C]["request"];
+/** Reply fields of a service code. */
+export type ReplyOf<C extends ServiceCode> = ServiceContract[C]["reply"];
+/** Error codes a service code may answer with (besides the ones every request may get). */
+export type ErrorsOf<C extends ServiceCode> = ServiceContract[C]["errors"] & ErrorCode;

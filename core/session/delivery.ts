@@ -1,0 +1,174 @@
+/**
+ * Reliable delivery for one session attachment, the same on both ends
+ * (docs/protocol.md §6). Each side numbers what it sends (1, 2, 3, …), keeps
+ * every message until the peer acknowledges it, and acknowledges what it
+ * received in the header of whatever it sends next. When nothing goes the
+ * other way for a while it sends a bare acknowledgement instead. After a lost
+ * connection the two sides exchange their last received numbers and each
+ * sends again what the other missed: nothing is lost, nothing repeated.
+ *
+ * Within one connection frames arrive in order (TCP); a gap means frames
+ * were lost and is an error, never papered over.
+ *
+ * @example
+ * ```ts
+ * const sent: Uint8Array[][] = [];
+ * const link = new DeliveryLink({ transmit: (_code, _token, parts) => void sent.push([...parts]) });
+ * link.send(0x100, 1, [new Uint8Array([1, 2])]); // numbered 1, kept until acknowledged
+ * link.acknowledge(1); // the peer confirmed it: no longer kept
+ * ```
+ * @module
+ */
+import { ProtocolError } from "../errors.ts";
+import { ACK_CODE, decodeSessionHeader, encodeSessionHeader, SESSION_HEADER_SIZE } from "./protocol.ts";
+
+/** Where a link's frames go: one attachment's target on one connection. Must not throw. */
+export interface LinkTransport {
+  transmit(code: number, token: number, parts: readonly Uint8Array[]): void;
+}
+
+/** Options for {@link DeliveryLink}. */
+export interface DeliveryOptions {
+  /** The transport at start, if connected. */
+  transmit?: LinkTransport["transmit"];
+  /** Kept (unacknowledged) bytes at which {@link DeliveryLink.saturated} turns true; unbounded by default. */
+  keepLimitBytes?: number;
+  /** Acknowledge at once after this many bytes received without sending anything (default 256 KiB). */
+  ackEveryBytes?: number;
+  /** Otherwise acknowledge within this long (default 20 ms). */
+  ackDelayMs?: number;
+  /** Called when acknowledgements bring kept bytes back under the limit. */
+  onRoom?: () => void;
+}
+
+interface Kept {
+  seq: number;
+  code: number;
+  token: number;
+  body: readonly Uint8Array[];
+  size: number;
+}
+
+/** Numbering, keeping, acknowledging and resending for one attachment. */
+export class DeliveryLink {
+  #sendSeq = 0;
+  #recvSeq = 0;
+  #kept: Kept[] = [];
+  #keptBytes = 0;
+  #transport: LinkTransport | null;
+  #unackedIn = 0;
+  #ackTimer: ReturnType<typeof setTimeout> | null = null;
+  readonly #limit: number;
+  readonly #ackEveryBytes: number;
+  readonly #ackDelayMs: number;
+  readonly #onRoom: () => void;
+
+  constructor(options: DeliveryOptions = {}) {
+    this.#transport = options.transmit ? { transmit: options.transmit } : null;
+    this.#limit = options.keepLimitBytes ?? Infinity;
+    this.#ackEveryBytes = options.ackEveryBytes ?? 256 * 1024;
+    this.#ackDelayMs = options.ackDelayMs ?? 20;
+    this.#onRoom = options.onRoom ?? (() => {});
+  }
+
+  /** The highest number received in order: what this side acknowledges. */
+  get lastReceived(): number {
+    return this.#recvSeq;
+  }
+
+  /** Bytes sent and not yet acknowledged. */
+  get keptBytes(): number {
+    return this.#keptBytes;
+  }
+
+  /** True while kept bytes are at the limit: the producer should wait for {@link DeliveryOptions.onRoom}. */
+  get saturated(): boolean {
+    return this.#keptBytes >= this.#limit;
+  }
+
+  /** True while a transport is attached. */
+  get connected(): boolean {
+    return this.#transport !== null;
+  }
+
+  /** Numbers a message, keeps it until acknowledged, and transmits it if connected. Returns its number. */
+  send(code: number, token: number, body: readonly Uint8Array[]): number {
+    let size = 0;
+    for (const b of body) size += b.length;
+    const kept = { seq: ++this.#sendSeq, code, token, body, size };
+    this.#kept.push(kept);
+    this.#keptBytes += size;
+    this.#transmit(kept);
+    return kept.seq;
+  }
+
+  /**
+   * Takes one incoming session frame's payload. Returns the message body to
+   * deliver, or null for a bare acknowledgement or a duplicate. Throws
+   * {@link ProtocolError} when frames are missing before this one.
+   */
+  receive(code: number, payload: Uint8Array): Uint8Array | null {
+    const { seq, ack } = decodeSessionHeader(payload);
+    this.acknowledge(ack);
+    if (code === ACK_CODE || seq === 0) return null;
+    if (seq <= this.#recvSeq) return null; // sent again after a resume: already delivered
+    if (seq !== this.#recvSeq + 1) throw new ProtocolError(`session frame ${seq} arrived after ${this.#recvSeq}: frames were lost`);
+    this.#recvSeq = seq;
+    this.#scheduleAck(payload.length);
+    return payload.subarray(SESSION_HEADER_SIZE);
+  }
+
+  /** Forgets everything the peer confirmed up to `ack`. */
+  acknowledge(ack: number): void {
+    const wasSaturated = this.saturated;
+    while (this.#kept.length > 0 && this.#kept[0].seq <= ack) this.#keptBytes -= this.#kept.shift()!.size;
+    if (wasSaturated && !this.saturated) this.#onRoom();
+  }
+
+  /** The connection is gone: keep everything, send nothing until {@link resume}. */
+  disconnect(): void {
+    this.#transport = null;
+    this.#clearAckTimer();
+  }
+
+  /**
+   * Continues over a new transport: drops what the peer says it has
+   * (`peerLastReceived`) and sends the rest again, in order.
+   */
+  resume(transport: LinkTransport, peerLastReceived: number): void {
+    this.#transport = transport;
+    this.acknowledge(peerLastReceived);
+    for (const k of this.#kept) this.#transmit(k);
+  }
+
+  /** Stops the acknowledgement timer; the link sends nothing more. */
+  close(): void {
+    this.disconnect();
+    this.#kept = [];
+    this.#keptBytes = 0;
+  }
+
+  #transmit(k: Kept) {
+    if (!this.#transport) return; // kept; resume() sends it
+    this.#transport.transmit(k.code, k.token, [encodeSessionHeader(k.seq, this.#recvSeq), ...k.body]);
+    this.#unackedIn = 0; // the header carried the acknowledgement
+    this.#clearAckTimer();
+  }
+
+  #scheduleAck(bytes: number) {
+    this.#unackedIn += bytes;
+    if (this.#unackedIn >= this.#ackEveryBytes) return this.#sendAck();
+    this.#ackTimer ??= setTimeout(() => this.#sendAck(), this.#ackDelayMs);
+  }
+
+  #sendAck() {
+    this.#clearAckTimer();
+    this.#unackedIn = 0;
+    this.#transport?.transmit(ACK_CODE, 0, [encodeSessionHeader(0, this.#recvSeq)]);
+  }
+
+  #clearAckTimer() {
+    if (this.#ackTimer) clearTimeout(this.#ackTimer);
+    this.#ackTimer = null;
+  }
+}
