@@ -12,6 +12,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { AgentError } from "../core/errors.ts";
 import { DEFAULT_PORT } from "../core/wire/hello.ts";
 
 /** The agent's resolved settings. */
@@ -45,7 +46,11 @@ export interface AgentConfig {
 }
 
 /** A setting that cannot be used; the message names its source. */
-export class ConfigError extends Error {}
+export class ConfigError extends AgentError {
+  constructor(message: string) {
+    super("invalid-config", message);
+  }
+}
 
 /** Flags as cac parses them (strings, numbers, booleans or arrays of them). */
 export type Flags = Record<string, unknown>;

@@ -106,7 +106,7 @@ export class ClientConnection implements SessionPeer {
 
   async #session(frame: Frame) {
     const att = this.sessions.attachmentFor(frame.target, this);
-    if (!att) return await this.#error(frame, "unknown-target", `no session is attached on channel ${frame.target} of this connection`);
+    if (!att) return await this.#error(frame, "unknown-target", `no session is attached on target ${frame.target} of this connection`);
     const body = att.link.receive(frame.code, frame.payload);
     if (body === null) return; // a bare acknowledgement, or sent again after a resume
     if (att.session.ending) return await this.#error(frame, "session-ended", "the session has ended");

@@ -13,6 +13,7 @@
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
+import { AgentError } from "../core/errors.ts";
 
 /** Socket file name inside the state directory. */
 export const CONTROL_SOCKET = "agent.sock";
@@ -23,7 +24,11 @@ export function controlPath(stateDir: string): string {
 }
 
 /** No agent answers on the control socket. */
-export class NotRunningError extends Error {}
+export class NotRunningError extends AgentError {
+  constructor(message: string) {
+    super("not-running", message);
+  }
+}
 
 /**
  * Serves `status` requests. Refuses to start if another agent answers on the

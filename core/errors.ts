@@ -35,6 +35,16 @@ export const ERROR_CODES = {
   "timeout": "a stage took longer than allowed",
   "insecure-peer": "the agent runs --insecure and this side did not opt in",
   "channel-corrupt": "the shared-memory channel is not valid, or a record in it failed its check",
+  "refused": "nothing listens at that address and port",
+  "unreachable": "the address could not be reached or resolved",
+  "untrusted": "the listener's certificate is not signed by a trusted authority",
+  "expired": "the listener's certificate has expired or is not yet valid",
+  "fingerprint-mismatch": "the listener's certificate is not the pinned one",
+  "name-mismatch": "the listener's certificate does not carry the name dialled",
+  // The operator's side.
+  "invalid-config": "a setting, flag or config file that cannot be used",
+  "not-running": "no agent answers on this machine's control socket",
+  "exit": "a command ends with a particular exit code",
   // Sessions (answered by the agent).
   "unknown-product": "the agent does not serve that product",
   "unknown-target": "no session is attached on that target of this connection",

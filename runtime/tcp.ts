@@ -10,7 +10,7 @@
  * @module
  */
 import net from "node:net";
-import { ConnectionClosedError } from "../core/errors.ts";
+import { AgentError, ConnectionClosedError } from "../core/errors.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
 
 /** Pause the socket once this much has been received but not read. */
@@ -94,9 +94,9 @@ export function socketStream(socket: net.Socket): ByteStream {
 }
 
 /** Why a dial failed; `stage` lets `agent probe` pick its message and exit code. */
-export class DialError extends Error {
+export class DialError extends AgentError {
   constructor(readonly stage: "refused" | "timeout" | "unreachable", message: string) {
-    super(message);
+    super(stage, message);
   }
 }
 

@@ -11,6 +11,7 @@
  */
 import tls from "node:tls";
 import { fromHex, toHex } from "../core/bytes.ts";
+import { AgentError } from "../core/errors.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
 import { connectError, DialError, socketStream } from "./tcp.ts";
 
@@ -40,9 +41,9 @@ export interface TrustOptions {
 }
 
 /** Why a listener's certificate was refused. */
-export class CertificateError extends Error {
+export class CertificateError extends AgentError {
   constructor(readonly reason: "untrusted" | "expired" | "fingerprint-mismatch" | "name-mismatch", message: string, readonly certificate: CertificateReport) {
-    super(message);
+    super(reason, message);
   }
 }
 

@@ -69,6 +69,16 @@ test("core/ imports no node: module, no Deno global, and only runtime-free packa
   assert.equal(problems, []);
 });
 
+test("every error class extends AgentError, so it has a stable code and a name", () => {
+  const parent = new Map<string, string>();
+  for (const f of [...Object.keys(ALLOWED).filter((d) => d !== "mod.ts").flatMap(sources)]) {
+    for (const m of fs.readFileSync(path.join(ROOT, f), "utf8").matchAll(/class (\w+Error) extends (\w+)/g)) parent.set(m[1], m[2]);
+  }
+  assert.ok(parent.size > 20, `${parent.size} error classes found`);
+  const rootOf = (name: string): string => (parent.has(name) && name !== "AgentError" ? rootOf(parent.get(name)!) : name);
+  assert.equal([...parent.keys()].filter((n) => rootOf(n) !== "AgentError"), []);
+});
+
 test("package.json and the CLI agree on the version", async () => {
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8"));
   const { VERSION } = await import("../core/version.ts");

@@ -1,6 +1,8 @@
+import { AgentError } from "../../core/errors.ts";
+
 /** An error that ends the CLI with a specific exit code and message. */
-export class ExitError extends Error {
+export class ExitError extends AgentError {
   constructor(readonly exitCode: number, message: string) {
-    super(message);
+    super("exit", message);
   }
 }

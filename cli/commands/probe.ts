@@ -52,9 +52,9 @@ interface ProbeReport {
   rtt?: { count: number; minMs: number; p50Ms: number; p99Ms: number; maxMs: number };
 }
 
-class StageError extends Error {
-  constructor(readonly stage: Stage, readonly exitCode: number, readonly code: string, message: string) {
-    super(message);
+class StageError extends AgentError {
+  constructor(readonly stage: Stage, readonly exitCode: number, code: string, message: string) {
+    super(code, message);
   }
 }
 
@@ -273,11 +273,11 @@ async function probeListener(host: string, port: number, flags: Flags): Promise<
     const id = await keyId(key);
     report.keyId = id;
     try {
-      const channel = await withTimeout(
+      const frames = await withTimeout(
         proveToListener(dialed.stream, { id, bytes: key }, runtimeCryptoProvider(), dialed.certificate.fingerprint),
         timeoutMs, "waiting for the listener's key exchange",
       );
-      channel.close();
+      frames.close();
     } catch (e) {
       dialed.stream.close();
       if (e instanceof KeyRejectedError) return fail(PROBE_EXIT.wrongKey, "key", "key-rejected", e.message);

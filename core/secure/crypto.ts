@@ -1,5 +1,5 @@
 /**
- * The cryptographic primitives the secure channel uses, behind a small
+ * The cryptographic primitives the key proof and sealed records use, behind a small
  * interface. {@link webCryptoProvider} works on every runtime; a runtime may
  * inject a faster AES-GCM (the Node CLI uses node:crypto, see
  * runtime/crypto.ts).

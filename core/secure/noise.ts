@@ -43,7 +43,7 @@ export function noiseNonce(n: number): Uint8Array {
 
 const EMPTY = new Uint8Array(0);
 
-/** One direction of an encrypted channel: a key and a message counter. */
+/** One direction of encrypted records: a key and a message counter. */
 export class CipherState {
   #n = 0;
   constructor(readonly aead: Aead) {}

@@ -17,7 +17,7 @@ import { ProtocolError } from "../errors.ts";
 export const FRAME_HEADER_SIZE = 12;
 /** Largest payload a frame may carry (1 MiB). Bulk data is sent as several frames. */
 export const MAX_PAYLOAD = 1024 * 1024;
-/** Target number of the agent itself; other targets are session channels (docs/protocol.md §4). */
+/** Target number of the agent itself; other targets are attachments (docs/protocol.md §4). */
 export const META_TARGET = 0;
 
 /** One protocol message. `token` 0 means no reply is expected. */

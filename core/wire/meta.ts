@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * const reply = await answerMeta(frame, { info: () => collectInfo() });
- * await channel.send(reply);
+ * await frames.send(reply);
  * ```
  * @module
  */
