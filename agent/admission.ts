@@ -1,7 +1,7 @@
 /**
- * Who may start a handshake now. Caps concurrent handshakes; when the cap is
- * full and others wait, the handshake that has run longest (past a short
- * grace) is dropped, so a crowd of stalled peers cannot starve quick
+ * Who may run a handshake now. Caps concurrent handshakes; when the cap is
+ * full and others wait, every handshake that has run past a short grace is
+ * dropped at once, so a crowd of stalled peers cannot starve quick
  * legitimate ones. Also counts authentication failures per address and turns
  * an address away for a minute once it passes the limit.
  *
@@ -71,13 +71,13 @@ export class Admission {
    * running too long while others wait.
    */
   acquire(evict: () => void): { slot: Promise<Slot | null>; cancel: () => void } {
-    if (this.#active.size >= this.limits.maxConcurrent) this.#evictOldest();
+    if (this.#active.size >= this.limits.maxConcurrent) this.#evictOverAge();
     if (this.#active.size < this.limits.maxConcurrent) return { slot: Promise.resolve(this.#grant(evict)), cancel: () => {} };
     if (this.#waiting.length >= this.limits.queueLimit) return { slot: Promise.resolve(null), cancel: () => {} };
     let waiter!: Waiting;
     const slot = new Promise<Slot | null>((grant) => (waiter = { grant, evict }));
     this.#waiting.push(waiter);
-    this.#ticker ??= setInterval(() => this.#evictOldest(), Math.max(50, this.limits.evictAfterMs / 4));
+    this.#ticker ??= setInterval(() => this.#evictOverAge(), Math.max(50, this.limits.evictAfterMs / 4));
     const cancel = () => {
       const i = this.#waiting.indexOf(waiter);
       if (i >= 0) {
@@ -117,14 +117,16 @@ export class Admission {
     this.#stopTickerIfIdle();
   }
 
-  #evictOldest() {
-    let oldest: Active | null = null;
-    for (const a of this.#active) if (!oldest || a.since < oldest.since) oldest = a;
-    if (oldest && Date.now() - oldest.since >= this.limits.evictAfterMs && (this.#waiting.length > 0 || this.#active.size >= this.limits.maxConcurrent)) {
-      this.#active.delete(oldest);
-      oldest.evict();
-      this.#next();
+  /** Drops every handshake past the grace while others wait or the cap is full. */
+  #evictOverAge() {
+    if (this.#waiting.length === 0 && this.#active.size < this.limits.maxConcurrent) return;
+    const now = Date.now();
+    for (const a of [...this.#active]) {
+      if (now - a.since < this.limits.evictAfterMs) continue;
+      this.#active.delete(a);
+      a.evict();
     }
+    this.#next();
   }
 
   #stopTickerIfIdle() {

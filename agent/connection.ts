@@ -5,13 +5,13 @@
  * @module
  */
 import type { FrameStream } from "../core/secure/frame-stream.ts";
-import { AgentError, ProtocolError, ServiceError } from "../core/errors.ts";
+import { AgentError, type ErrorCode, ProtocolError, ServiceError } from "../core/errors.ts";
 import { type Frame, META_TARGET } from "../core/wire/frame.ts";
 import { decodeFields, encodeError, encodeFields, ERROR_CODE, MetaCode } from "../core/wire/messages.ts";
 import { answerMeta, type MetaContext } from "../core/wire/meta.ts";
 import { startKeepalive } from "../core/wire/keepalive.ts";
 import { SessionMeta } from "../core/session/protocol.ts";
-import type { SessionManager, SessionPeer } from "./sessions.ts";
+import type { Attachment, SessionManager, SessionPeer } from "./sessions.ts";
 
 export class ClientConnection implements SessionPeer {
   /** When the last frame arrived (ms since the epoch). */
@@ -109,11 +109,21 @@ export class ClientConnection implements SessionPeer {
     if (!att) return await this.#error(frame, "unknown-target", `no session is attached on target ${frame.target} of this connection`);
     const body = att.link.receive(frame.code, frame.payload);
     if (body === null) return; // a bare acknowledgement, or sent again after a resume
-    if (att.session.ending) return await this.#error(frame, "session-ended", "the session has ended");
+    if (att.session.ending) return this.#failRequest(att, frame, "session-ended", "the session has ended");
     // A full ring holds this connection (backpressure), but must not hide that the client left.
-    await Promise.race([
-      att.session.host.send({ target: att.id, code: frame.code, token: frame.token, payload: body }),
-      this.frames.stream.closed,
-    ]);
+    // A host that dies meanwhile fails this request and its session, never the connection.
+    try {
+      await Promise.race([
+        att.session.host.send({ target: att.id, code: frame.code, token: frame.token, payload: body }),
+        this.frames.stream.closed,
+      ]);
+    } catch (e) {
+      this.#failRequest(att, frame, "host-failed", `the session's host process is gone: ${(e as Error).message}`);
+    }
+  }
+
+  /** Answers a session request with an error, numbered on its attachment like any reply from the host. */
+  #failRequest(att: Attachment, request: Frame, code: ErrorCode, message: string) {
+    if (request.token !== 0) att.link.send(ERROR_CODE, request.token, [encodeError({ code, message })]);
   }
 }

@@ -111,17 +111,20 @@ export class HostProcess {
       fs.rmSync(file, { force: true });
     };
     let ready: Frame | null;
+    let readyTimer: ReturnType<typeof setTimeout> | undefined;
     try {
       ready = await Promise.race([
         end.receive().then((r) => (r ? decodeFrame(r) : null)),
         exited.then(() => null),
-        new Promise<null>((r) => setTimeout(() => r(null), READY_TIMEOUT_MS)),
+        new Promise<null>((r) => (readyTimer = setTimeout(() => r(null), READY_TIMEOUT_MS))),
       ]);
     } catch {
       ready = null;
+    } finally {
+      clearTimeout(readyTimer); // a pending timer would keep a stopping agent alive for its full length
     }
     if (!ready || ready.code !== HostControl.Ready) {
-      killGroup(child, "SIGKILL");
+      killGroup(child.pid!, "SIGKILL");
       cleanup();
       throw new Error(`the session's host process did not start${stderr ? `: ${stderr.trim()}` : ""}`);
     }
@@ -139,27 +142,30 @@ export class HostProcess {
    * up to `timeoutMs`, then kills what is left of its process group. Removes
    * the channel file either way.
    */
-  async shutdown(timeoutMs: number, graceMs: number): Promise<void> {
+  async shutdown(timeoutMs: number, graceMs: number, processGroups: readonly number[] = []): Promise<void> {
     if (!this.#exitInfo) {
       await this.send({ target: 0, code: HostControl.Shutdown, token: 0, payload: encodeEnvelope({}) }).catch(() => {});
-      const timer = setTimeout(() => killGroup(this.child, "SIGKILL"), timeoutMs);
+      const timer = setTimeout(() => killGroup(this.child.pid!, "SIGKILL"), timeoutMs);
       await this.#exited;
       clearTimeout(timer);
     }
-    // The host ended its own children; their children may still be in its group.
-    await this.reap(graceMs);
+    // The host ended its own processes' groups; anything else it left goes now.
+    await this.reap(graceMs, processGroups);
   }
 
   /**
-   * Ends whatever is left in the host's process group (after a crash, or
-   * grandchildren after a clean end): TERM, up to `graceMs` to go, then KILL.
-   * Removes the channel.
+   * Ends whatever is left of the host's process group and of the groups of
+   * the processes it launched (`processGroups`, as the host last reported
+   * them): TERM, up to `graceMs` to go, then KILL. After a crash this is what
+   * ends the session's processes. Removes the channel.
    */
-  async reap(graceMs: number): Promise<void> {
-    if (killGroup(this.child, "SIGTERM")) {
+  async reap(graceMs: number, processGroups: readonly number[] = []): Promise<void> {
+    const groups = [this.child.pid!, ...processGroups];
+    const signalAll = (signal: NodeJS.Signals | 0) => groups.filter((g) => killGroup(g, signal)).length > 0;
+    if (signalAll("SIGTERM")) {
       const deadline = Date.now() + graceMs;
-      while (Date.now() < deadline && killGroup(this.child, 0)) await new Promise((r) => setTimeout(r, 50));
-      killGroup(this.child, "SIGKILL");
+      while (Date.now() < deadline && signalAll(0)) await new Promise((r) => setTimeout(r, 50));
+      signalAll("SIGKILL");
     }
     this.dispose();
   }
@@ -175,10 +181,10 @@ export class HostProcess {
   }
 }
 
-/** Signals the host's whole process group; false when nothing is left in it. */
-function killGroup(child: ChildProcess, signal: NodeJS.Signals | 0): boolean {
+/** Signals a whole process group; false when nothing is left in it. */
+function killGroup(group: number, signal: NodeJS.Signals | 0): boolean {
   try {
-    process.kill(-child.pid!, signal);
+    process.kill(-group, signal);
     return true;
   } catch {
     return false;

@@ -22,7 +22,7 @@ import { log } from "../runtime/log.ts";
 import { runtimeInfo } from "../runtime/crypto.ts";
 import { formatHost, isLoopback, socketStream } from "../runtime/tcp.ts";
 import { VERSION } from "../core/version.ts";
-import { Admission } from "./admission.ts";
+import { Admission, type Slot } from "./admission.ts";
 import { ClientConnection } from "./connection.ts";
 import type { SessionManager } from "./sessions.ts";
 import type { OutboundStatus, OutboundTarget } from "./dialer.ts";
@@ -57,6 +57,8 @@ export class AgentServer {
   #admission: Admission;
   #connections = new Set<Connection>();
   #handshaking = new Set<Connection>();
+  /** Connections yet to send their hello, oldest first, each with how to drop it. */
+  #awaitingHello = new Map<Connection, () => void>();
   #accepted = 0;
   #rejected: Record<string, number> = {};
   #address: { host: string; port: number } | null = null;
@@ -136,6 +138,23 @@ export class AgentServer {
     this.#server = null;
   }
 
+  /**
+   * Enters `conn` in the line of peers yet to send a hello. The line is long
+   * (50 per handshake slot) but bounded: when it is full, the oldest entry
+   * that has waited past the eviction grace is dropped for the newcomer.
+   */
+  #awaitHello(conn: Connection, drop: () => void) {
+    const limit = this.config.maxHandshakes * 50;
+    if (this.#awaitingHello.size >= limit) {
+      const [oldest, dropOldest] = this.#awaitingHello.entries().next().value!;
+      if (Date.now() - oldest.since >= EVICT_AFTER_MS) {
+        this.#awaitingHello.delete(oldest);
+        dropOldest();
+      }
+    }
+    this.#awaitingHello.set(conn, drop);
+  }
+
   #reject(remote: string, reason: string, detail?: string) {
     this.#rejected[reason] = (this.#rejected[reason] ?? 0) + 1;
     log(`connection ${remote} rejected: ${reason}${detail ? ` (${detail})` : ""}`);
@@ -154,31 +173,34 @@ export class AgentServer {
       return this.#reject(remote, "rate-limited", "too many failed authentications from this address in the last minute");
     }
     const stream = socketStream(socket);
-    let outcome: "timeout" | "evicted" | null = null;
+    let outcome: "timeout" | "evicted" | "crowded" | null = null;
+    const drop = (why: NonNullable<typeof outcome>) => () => {
+      outcome = why;
+      stream.close();
+    };
     const conn: Connection = { remote, since: Date.now(), close: () => stream.close() };
     this.#handshaking.add(conn);
-    const timer = setTimeout(() => {
-      outcome = "timeout";
-      stream.close();
-    }, this.config.handshakeTimeoutSeconds * 1000);
-    const { slot, cancel } = this.#admission.acquire(() => {
-      outcome = "evicted";
-      stream.close();
-    });
-    const granted = await Promise.race([slot, new Promise<null>((r) => socket.once("close", () => r(null)))]);
-    if (!granted) {
-      cancel();
-      clearTimeout(timer);
-      this.#handshaking.delete(conn);
-      stream.close();
-      return this.#reject(remote, outcome ?? (socket.destroyed ? "closed" : "busy"));
-    }
+    // Until its hello arrives a peer holds no handshake slot: only a socket, a deadline and a place in a bounded line.
+    const timeoutMs = this.config.handshakeTimeoutSeconds * 1000;
+    let timer = setTimeout(drop("timeout"), timeoutMs);
+    this.#awaitHello(conn, drop("crowded"));
+    let slot: Slot | null = null;
     const result = await respond(stream, {
       mode: this.config.insecure ? EncryptionMode.None : EncryptionMode.Key,
       keys: this.keys,
       provider: this.provider,
+      admit: async () => {
+        this.#awaitingHello.delete(conn);
+        const { slot: granted, cancel } = this.#admission.acquire(drop("evicted"));
+        slot = await Promise.race([granted, stream.closed.then(() => null)]);
+        if (!slot) cancel();
+        clearTimeout(timer);
+        timer = setTimeout(drop("timeout"), timeoutMs); // the handshake's own time runs from admission
+        return slot !== null;
+      },
     });
-    granted.release();
+    this.#awaitingHello.delete(conn);
+    (slot as Slot | null)?.release();
     clearTimeout(timer);
     this.#handshaking.delete(conn);
     if (!result.ok) {

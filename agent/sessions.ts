@@ -86,7 +86,7 @@ export class Attachment {
 /** One host process and the clients attached to it. */
 export class Session {
   readonly attachments = new Map<number, Attachment>();
-  stats = { openFiles: 0, runningProcesses: 0 };
+  stats: { openFiles: number; runningProcesses: number; processGroups?: number[] } = { openFiles: 0, runningProcesses: 0 };
   lastDetachedAt = Date.now();
   idleTimer: ReturnType<typeof setTimeout> | null = null;
   ending = false;
@@ -265,7 +265,7 @@ export class SessionManager {
     session.ending = true;
     this.settings.log(`session ${session.id.slice(0, 8)} failed: ${reason}`);
     this.#notifyEnded(session, "host-failed", reason);
-    await session.host.reap(this.settings.processGraceMs);
+    await session.host.reap(this.settings.processGraceMs, session.stats.processGroups);
     this.#forget(session);
   }
 
@@ -327,7 +327,7 @@ export class SessionManager {
     session.ending = true;
     session.unblock();
     this.#notifyEnded(session, code, message);
-    await session.host.shutdown(this.settings.processGraceMs + 5000, this.settings.processGraceMs);
+    await session.host.shutdown(this.settings.processGraceMs + 5000, this.settings.processGraceMs, session.stats.processGroups);
     this.#forget(session);
     this.settings.log(`session ${session.id.slice(0, 8)} ended (${code})`);
   }

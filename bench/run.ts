@@ -7,6 +7,7 @@
  *   memory      resident set of an idle agent
  *   crypto      AES-256-GCM throughput of the two providers (node:crypto, WebCrypto)
  *   outbound    handshake to ready and round trips through an outbound TLS connection, next to inbound
+ *   flood       1,000 simultaneous connections, 70% hostile: legitimate clients' time through, next to no flood
  *   sessions    product round trip, remote `true` vs OpenSSH, 1 GiB transfers vs `ssh cat`, host start and memory
  *               (bench/sessions.ts; run bench/sshd.sh first for the OpenSSH columns)
  *
@@ -27,6 +28,8 @@ import { dialTcp } from "../runtime/tcp.ts";
 import { median, quantile, ratio, table, us } from "./stats.ts";
 import { benchSessions } from "./sessions.ts";
 import { benchOutbound } from "./outbound.ts";
+import { benchFlood } from "./flood.ts";
+import { startBenchAgent } from "./agent.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const AGENT = path.join(ROOT, "dist/agent");
@@ -82,10 +85,9 @@ async function rawEchoRtts(port: number, payload: Uint8Array): Promise<number[]>
 }
 
 async function startAgent(key: string) {
-  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-bench-"));
-  const child = spawnTracked(AGENT, ["start", "--host", "127.0.0.1", "--port", "0", "--key", key], { AGENT_STATE_DIR: stateDir });
-  const m = await waitForLine(child, /listening on \S+:(\d+)/);
-  return { child, port: Number(m[1]), stateDir, key };
+  const agent = await startBenchAgent(AGENT, key);
+  children.add(agent.child);
+  return { ...agent, key };
 }
 
 async function benchPing() {
@@ -193,8 +195,8 @@ async function main() {
   await benchMemory(agent.child.pid!);
   await benchSessions(agent.port, agent.key, agent.child.pid!);
   await benchOutbound(AGENT, agent.port, agent.key);
-  agent.child.kill();
-  fs.rmSync(agent.stateDir, { recursive: true, force: true });
+  await agent.stop();
+  await benchFlood(AGENT);
   await benchStartup();
   await benchCrypto();
 }

@@ -23,6 +23,8 @@ const CODES: Record<string, [ErrorCode, string]> = {
 export function serializeError(e: unknown): SerializedError {
   if (e instanceof ServiceError) return { code: e.code, message: e.message, ...(e.detail ? { detail: e.detail } : {}) };
   const err = e as NodeJS.ErrnoException & { dest?: string };
+  // The runtime refusing an argument (a NUL byte, a wrong type) is the caller's mistake, not an I/O error.
+  if (err?.code === "ERR_INVALID_ARG_VALUE" || err?.code === "ERR_INVALID_ARG_TYPE") return { code: "invalid-argument", message: err.message };
   const known = err?.code ? CODES[err.code] : undefined;
   if (known) {
     const where = err.path ?? err.dest;
@@ -31,9 +33,15 @@ export function serializeError(e: unknown): SerializedError {
   return { code: "io-error", message: err?.message ?? String(e) };
 }
 
-/** The value of field `name` if it is a non-empty string; else an invalid-argument error. */
+/** The value of field `name` if it is a non-empty string without NUL bytes; else an invalid-argument error. */
 export function requireString(fields: Record<string, unknown>, name: string): string {
   const v = fields[name];
   if (typeof v !== "string" || v === "") throw new ServiceError("invalid-argument", `"${name}" must be a non-empty string`);
-  return v;
+  return withoutNul(v, name);
+}
+
+/** `value` if it holds no NUL byte (the operating system would cut the string there); else an invalid-argument error. */
+export function withoutNul(value: string, name: string): string {
+  if (value.includes("\0")) throw new ServiceError("invalid-argument", `"${name}" must not contain a NUL byte`);
+  return value;
 }

@@ -88,7 +88,7 @@ export async function hostMain(argv: string[]): Promise<number> {
       statsQueued = true;
       setTimeout(() => {
         statsQueued = false;
-        send(0, HostControl.Stats, 0, encodeEnvelopeParts({ openFiles: files.openCount, runningProcesses: processes.runningCount })).catch(() => {});
+        send(0, HostControl.Stats, 0, encodeEnvelopeParts({ openFiles: files.openCount, runningProcesses: processes.runningCount, processGroups: processes.processGroups })).catch(() => {});
       }, 0);
     },
   };

@@ -12,4 +12,5 @@ import "./cli.e2e.test.ts";
 import "./hostile.e2e.test.ts";
 import "./sessions.e2e.test.ts";
 import "./local.test.ts";
+import "./faults.e2e.test.ts";
 import "./outbound.e2e.test.ts";

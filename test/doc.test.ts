@@ -6,7 +6,7 @@ import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { generateKey } from "../core/secure/keys.ts";
-import { type RunningAgent, ROOT, scriptCommand, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+import { hermeticEnv, type RunningAgent, ROOT, scriptCommand, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
 import { selfSigned } from "./helpers/certs.ts";
 
 const DENO = path.join(ROOT, "node_modules/.bin/deno");
@@ -78,7 +78,7 @@ test("every example runs, against a live agent", async () => {
       cwd: ROOT,
       stdio: ["ignore", "pipe", "pipe"],
       env: {
-        ...process.env, TMPDIR: dir, AGENT_STATE_DIR: path.join(dir, "state"),
+        ...hermeticEnv({ TMPDIR: dir }),
         AGENT_HOST: "127.0.0.1", AGENT_PORT: String(agent!.port), AGENT_KEY: KEY.hex,
         LISTENER_CERT: path.join(dir, "cert.pem"), LISTENER_KEY: path.join(dir, "key.pem"),
       },

@@ -8,7 +8,7 @@ import path from "node:path";
 import { type Agent, type AgentListener, listen } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { backoffDelay } from "../agent/dialer.ts";
-import { ROOT, type RunningAgent, runAgentAsync, scriptCommand, sendSignal, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+import { hermeticEnv, ROOT, type RunningAgent, runAgentAsync, scriptCommand, sendSignal, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
 import { spawn } from "node:child_process";
 import { caSigned, selfSigned, type TestCert } from "./helpers/certs.ts";
 
@@ -276,7 +276,7 @@ outbound("a half-open connection (listener frozen) is noticed within three heart
   fs.writeFileSync(path.join(dir, "key.pem"), cert.key);
   const runtime = scriptCommand();
   const child = spawn(runtime[0], [...runtime.slice(1), path.join(ROOT, "test/helpers/listener-child.ts")], {
-    cwd: ROOT, env: { ...process.env, CERT: path.join(dir, "cert.pem"), KEY: path.join(dir, "key.pem"), AGENT_KEY: key, KEEPALIVE: "1" },
+    cwd: ROOT, env: { ...hermeticEnv(), CERT: path.join(dir, "cert.pem"), KEY: path.join(dir, "key.pem"), AGENT_KEY: key, KEEPALIVE: "1" },
     stdio: ["ignore", "pipe", "inherit"],
   });
   try {
@@ -308,7 +308,7 @@ outbound("the example product script runs a command on an agent that dials in", 
   await new Promise((r) => free.close(r));
   const runtime = scriptCommand();
   const product = spawn(runtime[0], [...runtime.slice(1), path.join(ROOT, "examples/outbound-product.ts"), "web1", "echo", "hello from web1"], {
-    cwd: ROOT, env: { ...process.env, PRODUCT_CERT: path.join(dir, "cert.pem"), PRODUCT_KEY: path.join(dir, "key.pem"), AGENT_KEY: key, PRODUCT_PORT: String(port) },
+    cwd: ROOT, env: { ...hermeticEnv(), PRODUCT_CERT: path.join(dir, "cert.pem"), PRODUCT_KEY: path.join(dir, "key.pem"), AGENT_KEY: key, PRODUCT_PORT: String(port) },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "", err = "";

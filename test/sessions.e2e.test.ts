@@ -13,7 +13,7 @@ import { generateKey } from "../core/secure/keys.ts";
 import { HostControl } from "../core/session/contract.ts";
 import { encodeEnvelope, encodeSessionHeader, SessionMeta } from "../core/session/protocol.ts";
 import { decodeError, decodeFields, encodeFields, ERROR_CODE } from "../core/wire/messages.ts";
-import { type RunningAgent, residentKiB, runAgentAsync, agentCommand, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+import { type RunningAgent, residentKiB, runAgentAsync, agentCommand, startAgent, stopAll, tempDir, alive, until } from "./helpers/agent-process.ts";
 import { spawn } from "node:child_process";
 
 const sessions = suite("sessions e2e");
@@ -43,22 +43,6 @@ async function metaRequest(agent: Agent, code: number, fields: Record<string, un
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 const sha = (b: Uint8Array) => crypto.createHash("sha256").update(b).digest("hex");
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-async function until(check: () => boolean | Promise<boolean>, what: string, ms = 15_000) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.unreachable(`timed out waiting for: ${what}`);
-}
 
 sessions("open a session and run a process: output streams as it comes, the exit code is exact", async () => {
   const c = await client();

@@ -64,7 +64,12 @@ export async function startCommand(flags: Flags): Promise<void> {
   const onSignal = (signal: NodeJS.Signals) => () => stop(signal);
   process.on("SIGINT", onSignal("SIGINT"));
   process.on("SIGTERM", onSignal("SIGTERM"));
+  process.on("SIGHUP", () => log("received SIGHUP: this version does not reload; nothing changed (SIGTERM stops the agent)"));
 
+  // The control socket first: it refuses while another agent runs on this state directory, and
+  // only then is it safe to treat channel files as left over.
+  let server: AgentServer | null = null;
+  const control = await serveControl(controlPath(config.stateDir), () => server?.status());
   const runDir = path.join(config.stateDir, "run");
   const stale = cleanStaleChannels(runDir);
   if (stale > 0) log(`removed ${stale} channel file(s) left by an agent that did not stop cleanly`);
@@ -81,20 +86,20 @@ export async function startCommand(flags: Flags): Promise<void> {
     log,
   });
   if (config.insecure && config.connect.length > 0) {
+    await control.close();
     throw new ConfigError("--insecure applies to inbound connections only; outbound connections always use TLS and the key");
   }
   const provider = runtimeCryptoProvider();
-  const server = new AgentServer(config, keys, provider, sessions);
+  server = new AgentServer(config, keys, provider, sessions);
   const outbound = config.connect.map((t) => new OutboundTarget({
     host: t.host, port: t.port, serverName: t.serverName,
     ca: t.ca ? readCa(t.ca) : undefined,
     fingerprint: t.fingerprint ? fingerprintOf(t.fingerprint) : undefined,
   }, {
-    key: keys[0], provider, sessions, meta: { info: () => server.info() },
+    key: keys[0], provider, sessions, meta: { info: () => server!.info() },
     handshakeTimeoutMs: config.handshakeTimeoutSeconds * 1000, keepaliveMs: config.keepaliveSeconds * 1000, log,
   }));
   server.outbound = outbound;
-  const control = await serveControl(controlPath(config.stateDir), () => server.status());
   if (config.listen) {
     let address;
     try {

@@ -145,7 +145,7 @@ export class FilesApi {
       // Reads go out up to the size seen at open; past it, one at a time until one comes back empty.
       const fill = () => {
         while (inflight.length < TRANSFER_WINDOW && (next < file.size || inflight.length === 0)) {
-          inflight.push(file.read(TRANSFER_CHUNK, next));
+          inflight.push(handled(file.read(TRANSFER_CHUNK, next)));
           next += TRANSFER_CHUNK;
         }
       };
@@ -178,7 +178,7 @@ export class FilesApi {
       for await (const chunk of chunks(source)) {
         for (let o = 0; o < chunk.length; o += TRANSFER_CHUNK) {
           const piece = chunk.subarray(o, Math.min(chunk.length, o + TRANSFER_CHUNK));
-          inflight.push(file.write(piece, position));
+          inflight.push(handled(file.write(piece, position)));
           position += piece.length;
           if (inflight.length >= TRANSFER_WINDOW) await inflight.shift();
         }
@@ -190,6 +190,17 @@ export class FilesApi {
     }
     return position;
   }
+}
+
+/**
+ * Marks a request in flight as handled: when one of several fails, the
+ * others fail too while nobody awaits them yet, and an unhandled rejection
+ * would end the product's process. They are still awaited (and so throw)
+ * in order.
+ */
+function handled<T>(request: Promise<T>): Promise<T> {
+  request.catch(() => {});
+  return request;
 }
 
 async function* chunks(source: Source): AsyncGenerator<Uint8Array> {

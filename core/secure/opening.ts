@@ -115,11 +115,18 @@ export async function initiate(stream: ByteStream, options: InitiateOptions): Pr
   const prologue = concat([hello, replyBytes, announced, options.binding ?? new Uint8Array(0)]);
   const noise = await NoiseHandshake.initiator(key, prologue, options.provider);
   await stream.write(encodeRecord(await noise.writeMessage1()));
+  // Only an explicit empty record says "wrong key"; a peer that just hangs up has not said so.
+  const closedEarly = () =>
+    new ConnectionClosedError(
+      "the agent closed the connection during the key exchange without answering the key proof " +
+        "(the key was not rejected; the agent may be stopping, overloaded, or turning this address away: see its log)",
+    );
   const message2 = await readRecord(reader, MAX_HANDSHAKE_RECORD).catch((e) => {
-    if (e instanceof ProtocolError || e instanceof AuthenticationError) throw e;
-    throw new AuthenticationError("authentication failed: the agent closed the connection during the key exchange");
+    if (e instanceof ConnectionClosedError) throw closedEarly();
+    throw e;
   });
-  if (message2 === null || message2.length === 0) throw new AuthenticationError();
+  if (message2 === null) throw closedEarly();
+  if (message2.length === 0) throw new AuthenticationError();
   const { keys } = await noise.readMessage2(message2);
   options.onStage?.("authenticated");
   return { frames: new FrameStream(reader, reply.mode === EncryptionMode.Key ? keys : null), reply, keyId };
@@ -131,6 +138,7 @@ export type RejectReason =
   | "incompatible-version" // replied with version 0, then closed
   | "bad-key" // the key proof failed
   | "malformed" // a handshake record that cannot be one (too long, too short)
+  | "busy" // `admit` turned it away after its hello
   | "closed"; // the peer went away mid-handshake
 
 /** Options for {@link respond}. */
@@ -141,6 +149,12 @@ export interface RespondOptions {
   provider: CryptoProvider;
   binding?: Uint8Array;
   versions?: VersionRange;
+  /**
+   * Called once a well-formed hello has arrived, before the reply: the
+   * place to wait for a handshake slot, so peers that never send one hold
+   * none. False turns the peer away without a reply.
+   */
+  admit?: () => Promise<boolean>;
 }
 
 /** The responder's outcome. On rejection `error` says the same for callers that throw. */
@@ -164,6 +178,7 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
     } catch (e) {
       return reject("bad-protocol-id", e as AgentError);
     }
+    if (options.admit && !(await options.admit())) return reject("busy", new ConnectionClosedError("no handshake slot was free"));
     const version = chooseVersion(versions, range);
     const reply = encodeReply({ mode: options.mode, version, agent: versions });
     const announced = options.mode === EncryptionMode.Tls ? encoder.encode(options.keys[0].id) : new Uint8Array(0);

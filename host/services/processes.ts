@@ -9,7 +9,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { ServiceCode, ServiceEvent } from "../../core/session/contract.ts";
 import { ServiceError } from "../../core/errors.ts";
-import { requireString } from "../errors.ts";
+import { requireString, withoutNul } from "../errors.ts";
 import type { HostContext, ServiceHandlers } from "./types.ts";
 
 interface Launched {
@@ -36,6 +36,16 @@ function signal(child: ChildProcess, name: NodeJS.Signals): boolean {
   }
 }
 
+/** Signals a launched process's whole group (it leads its own), reaching the children it started. */
+function signalGroup(child: ChildProcess, name: NodeJS.Signals): boolean {
+  try {
+    process.kill(-child.pid!, name);
+    return true;
+  } catch {
+    return signal(child, name);
+  }
+}
+
 const SIGNALS = new Set(["SIGTERM", "SIGKILL", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGSTOP", "SIGCONT"]);
 
 export class ProcessesService {
@@ -52,12 +62,17 @@ export class ProcessesService {
     for (const p of this.#procs.values()) if (!p.exited) n++;
     return n;
   }
+  /** Process groups still in use (each launched process leads one), for the agent to end if this host dies. */
+  get processGroups(): number[] {
+    return [...this.#procs.values()].filter((p) => !p.exited).map((p) => p.child.pid!);
+  }
+
 
   /** Ends every running process: TERM, then KILL those still running after `graceMs`. */
   async endAll(graceMs: number): Promise<void> {
     const running = [...this.#procs.values()].filter((p) => !p.exited);
-    for (const p of running) signal(p.child, "SIGTERM");
-    const timer = setTimeout(() => running.forEach((p) => p.exited || signal(p.child, "SIGKILL")), graceMs);
+    for (const p of running) signalGroup(p.child, "SIGTERM");
+    const timer = setTimeout(() => running.forEach((p) => p.exited || signalGroup(p.child, "SIGKILL")), graceMs);
     await Promise.all(running.map((p) => p.exit));
     clearTimeout(timer);
   }
@@ -100,13 +115,17 @@ export class ProcessesService {
 
   async #start(owner: number, fields: Record<string, unknown>) {
     const program = requireString(fields, "program");
-    const args = Array.isArray(fields.args) ? fields.args.map(String) : [];
-    const env = fields.env && typeof fields.env === "object" ? fields.env as Record<string, string> : {};
-    const cwd = typeof fields.cwd === "string" ? fields.cwd : this.context.productRoot;
+    const args = Array.isArray(fields.args) ? fields.args.map((a) => withoutNul(String(a), "args")) : [];
+    const env: Record<string, string> = {};
+    if (fields.env && typeof fields.env === "object") {
+      for (const [k, v] of Object.entries(fields.env)) env[withoutNul(k, "env")] = withoutNul(String(v), "env");
+    }
+    const cwd = typeof fields.cwd === "string" ? withoutNul(fields.cwd, "cwd") : this.context.productRoot;
     const child = spawn(program, args, {
       cwd,
       env: fields.clearEnv === true ? env : { ...process.env, ...env },
       stdio: ["pipe", "pipe", "pipe"],
+      detached: true, // its own process group, so ending it reaches its children too
     });
     await new Promise<void>((resolve, reject) => {
       child.once("spawn", resolve);

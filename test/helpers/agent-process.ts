@@ -35,13 +35,24 @@ export function tempDir(prefix = "agent-test-"): string {
 const dirs: string[] = [];
 const running = new Set<ChildProcess>();
 
+/**
+ * The environment every agent and CLI call in the tests gets: this process's, minus any AGENT_*
+ * setting, with its own HOME and its own state directory. No test reads or writes the machine's
+ * real state (/var/lib/agent, ~/.local/state/agent), whatever it holds.
+ */
+export function hermeticEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("AGENT_")) env[k] = v;
+  return { ...env, HOME: tempDir("agent-home-"), AGENT_STATE_DIR: tempDir("agent-state-"), NO_COLOR: "1", ...extra };
+}
+
 /** Runs the agent CLI to completion (no TTY, no stdin). */
 export function runAgent(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000) {
   const [cmd, ...pre] = agentCommand();
   const r = spawnSync(cmd, [...pre, ...args], {
     encoding: "utf8",
     timeout: timeoutMs,
-    env: { ...process.env, NO_COLOR: "1", ...env },
+    env: hermeticEnv(env),
     stdio: ["ignore", "pipe", "pipe"],
   });
   return { code: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "", signal: r.signal };
@@ -51,7 +62,7 @@ export function runAgent(args: string[], env: Record<string, string> = {}, timeo
 export function runAgentAsync(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000) {
   const [cmd, ...pre] = agentCommand();
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(cmd, [...pre, ...args], { env: { ...process.env, NO_COLOR: "1", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(cmd, [...pre, ...args], { env: hermeticEnv(env), stdio: ["ignore", "pipe", "pipe"] });
     running.add(child);
     let stdout = "", stderr = "";
     child.stdout!.on("data", (d) => (stdout += d));
@@ -93,7 +104,7 @@ export async function startAgent(
   const [cmd, ...pre] = agentCommand();
   const listen = options.listenFlags === false ? [] : ["--host", "127.0.0.1", "--port", "0"];
   const child = spawn(cmd, [...pre, "start", ...listen, ...args], {
-    env: { ...process.env, AGENT_STATE_DIR: stateDir, NO_COLOR: "1", ...options.env },
+    env: hermeticEnv({ AGENT_STATE_DIR: stateDir, ...options.env }),
     stdio: ["ignore", "pipe", "pipe"],
   });
   running.add(child);
@@ -189,4 +200,24 @@ export function writeKeyFile(dir: string, hex: string, name = "test.key"): strin
 export function residentKiB(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
+}
+
+/** True while a process with this pid exists. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Polls `check` every 50 ms until it holds; throws naming `what` after `ms`. */
+export async function until(check: () => boolean | Promise<boolean>, what: string, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for: ${what}`);
 }

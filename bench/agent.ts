@@ -1,0 +1,40 @@
+/** Starts the built agent for a benchmark: its own state directory, loopback, a free port. */
+import { type ChildProcess, spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+/** A running agent; `stop` ends it and removes its state directory. */
+export interface BenchAgent {
+  child: ChildProcess;
+  port: number;
+  stateDir: string;
+  stop(): Promise<void>;
+}
+
+/** `agentPath start --host 127.0.0.1 --port 0 --key keyHex`, resolved once it listens. */
+export async function startBenchAgent(agentPath: string, keyHex: string): Promise<BenchAgent> {
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-bench-"));
+  const child = spawn(agentPath, ["start", "--host", "127.0.0.1", "--port", "0", "--key", keyHex], {
+    stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, AGENT_STATE_DIR: stateDir },
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    let text = "";
+    child.stderr!.on("data", (d) => {
+      text += d;
+      const m = /listening on \S+:(\d+)/.exec(text);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once("exit", (code) => reject(new Error(`the agent exited (${code}) before listening: ${text}`)));
+  });
+  return {
+    child, port, stateDir,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill("SIGTERM");
+        await new Promise((r) => child.once("exit", r));
+      }
+      fs.rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
