@@ -12,7 +12,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { AgentError } from "../core/errors.ts";
+import { ConfigError } from "./config-error.ts";
+import { type ConfigFile, parseConfigFile } from "./config-schema.ts";
 import { DEFAULT_PORT } from "../core/wire/hello.ts";
 
 /** The agent's resolved settings. */
@@ -45,21 +46,11 @@ export interface AgentConfig {
   keepaliveSeconds: number;
 }
 
-/** A setting that cannot be used; the message names its source. */
-export class ConfigError extends AgentError {
-  constructor(message: string) {
-    super("invalid-config", message);
-  }
-}
+export { ConfigError };
 
 /** Flags as cac parses them (strings, numbers, booleans or arrays of them). */
 export type Flags = Record<string, unknown>;
 
-const FILE_FIELDS = new Set([
-  "host", "port", "stateDir", "keys", "keyFiles", "insecure", "handshakeTimeoutSeconds", "maxHandshakes", "authFailuresPerMinute",
-  "products", "idleTimeoutSeconds", "reconnectGraceSeconds", "processGraceSeconds", "replayLimitMiB",
-  "listen", "connect", "keepaliveSeconds",
-]);
 
 /** The state directory: --state-dir, AGENT_STATE_DIR, /var/lib/agent for root, else ~/.local/state/agent. */
 export function defaultStateDir(env: Record<string, string | undefined>): string {
@@ -77,30 +68,30 @@ export function resolveConfig(flags: Flags, env: Record<string, string | undefin
 
   // The first source that sets a value: flag, environment, file, default.
   const pick = <T>(...values: unknown[]) => values.find((v) => v !== undefined) as T;
-  const fileKeyFiles = (file?.keyFiles as string[] | undefined)?.map((f) => path.resolve(path.dirname(configFile), f));
+  const fileKeyFiles = file?.keyFiles?.map((f) => path.resolve(path.dirname(configFile), f));
 
   const config: AgentConfig = {
-    host: pick<string>(str(flags.host), env.AGENT_HOST, file?.host as string | undefined, "0.0.0.0"),
-    port: portOf(pick<string | number>(str(flags.port), env.AGENT_PORT, file?.port as number | undefined, DEFAULT_PORT)),
-    stateDir: path.resolve(pick<string>(earlyStateDir, undefined, file?.stateDir as string | undefined, defaultStateDir(env))),
+    host: pick<string>(str(flags.host), env.AGENT_HOST, file?.host, "0.0.0.0"),
+    port: portOf(pick<string | number>(str(flags.port), env.AGENT_PORT, file?.port, DEFAULT_PORT)),
+    stateDir: path.resolve(pick<string>(earlyStateDir, undefined, file?.stateDir, defaultStateDir(env))),
     configFile: file ? configFile : null,
-    keys: [...list(flags.key), ...((file?.keys as string[] | undefined) ?? [])],
+    keys: [...list(flags.key), ...(file?.keys ?? [])],
     keyFiles: [...list(flags.keyFile).map((f) => path.resolve(f)), ...(env.AGENT_KEY_FILE ? [path.resolve(env.AGENT_KEY_FILE)] : []), ...(fileKeyFiles ?? [])],
     insecure: Boolean(flags.insecure ?? file?.insecure ?? false),
-    handshakeTimeoutSeconds: positive("handshake timeout", pick(str(flags.handshakeTimeout), numEnv(env.AGENT_HANDSHAKE_TIMEOUT), file?.handshakeTimeoutSeconds as number | undefined, 30)),
-    maxHandshakes: positive("max handshakes", pick(str(flags.maxHandshakes), undefined, file?.maxHandshakes as number | undefined, 100)),
-    authFailuresPerMinute: positive("auth failures per minute", pick(undefined, undefined, file?.authFailuresPerMinute as number | undefined, 20)),
-    products: list(flags.product).length > 0 ? list(flags.product) : (file?.products as string[] | undefined) ?? null,
-    idleTimeoutSeconds: positive("idle timeout", pick(str(flags.idleTimeout), numEnv(env.AGENT_IDLE_TIMEOUT), file?.idleTimeoutSeconds, 1800)),
-    reconnectGraceSeconds: positive("reconnect grace", pick(str(flags.reconnectGrace), numEnv(env.AGENT_RECONNECT_GRACE), file?.reconnectGraceSeconds, 1800)),
-    processGraceSeconds: positive("process grace", pick(undefined, undefined, file?.processGraceSeconds, 5)),
-    replayLimitMiB: positive("replay limit", pick(undefined, undefined, file?.replayLimitMiB, 16)),
+    handshakeTimeoutSeconds: positive("--handshake-timeout (or AGENT_HANDSHAKE_TIMEOUT)", pick(str(flags.handshakeTimeout), numEnv(env.AGENT_HANDSHAKE_TIMEOUT), file?.handshakeTimeoutSeconds, 30)),
+    maxHandshakes: positive("--max-handshakes", pick(str(flags.maxHandshakes), undefined, file?.maxHandshakes, 100)),
+    authFailuresPerMinute: positive("authFailuresPerMinute", pick(undefined, undefined, file?.authFailuresPerMinute, 20)),
+    products: list(flags.product).length > 0 ? list(flags.product) : file?.products ?? null,
+    idleTimeoutSeconds: positive("--idle-timeout (or AGENT_IDLE_TIMEOUT)", pick(str(flags.idleTimeout), numEnv(env.AGENT_IDLE_TIMEOUT), file?.idleTimeoutSeconds, 1800)),
+    reconnectGraceSeconds: positive("--reconnect-grace (or AGENT_RECONNECT_GRACE)", pick(str(flags.reconnectGrace), numEnv(env.AGENT_RECONNECT_GRACE), file?.reconnectGraceSeconds, 1800)),
+    processGraceSeconds: positive("processGraceSeconds", pick(undefined, undefined, file?.processGraceSeconds, 5)),
+    replayLimitMiB: positive("replayLimitMiB", pick(undefined, undefined, file?.replayLimitMiB, 16)),
     listen: pick<boolean>(flags.listen === false ? false : undefined, undefined, file?.listen, true),
     connect: [
       ...list(flags.connect).map((a) => target(a, { ca: str(flags.ca), fingerprint: str(flags.fingerprint), serverName: str(flags.serverName) }, "--connect")),
-      ...((file?.connect as unknown[] | undefined) ?? []).map((t) => fileTarget(t, configFile)),
+      ...(file?.connect ?? []).map((t) => fileTarget(t, configFile)),
     ],
-    keepaliveSeconds: positive("keepalive", pick(str(flags.keepalive), undefined, file?.keepaliveSeconds, 15)),
+    keepaliveSeconds: positive("--keepalive", pick(str(flags.keepalive), undefined, file?.keepaliveSeconds, 15)),
   };
   if (!config.listen && config.connect.length === 0) {
     throw new ConfigError("--no-listen leaves nothing to do: give at least one --connect host:port");
@@ -120,14 +111,12 @@ function target(address: string, trust: { ca?: string; fingerprint?: string; ser
   };
 }
 
-function fileTarget(t: unknown, file: string) {
+function fileTarget(t: NonNullable<ConfigFile["connect"]>[number], file: string) {
   if (typeof t === "string") return target(t, {}, `config file ${file}: "connect"`);
-  const o = t as { address?: string; ca?: string; fingerprint?: string; serverName?: string };
-  if (!o || typeof o.address !== "string") throw new ConfigError(`config file ${file}: each "connect" entry is "host:port" or { "address": "host:port", "ca"?, "fingerprint"?, "serverName"? }`);
-  return target(o.address, { ...o, ca: o.ca ? path.resolve(path.dirname(file), o.ca) : undefined }, `config file ${file}: "connect"`);
+  return target(t.address, { ...t, ca: t.ca ? path.resolve(path.dirname(file), t.ca) : undefined }, `config file ${file}: "connect"`);
 }
 
-function readConfigFile(file: string, required: boolean): Record<string, unknown> | null {
+function readConfigFile(file: string, required: boolean): ConfigFile | null {
   let text: string;
   try {
     text = fs.readFileSync(file, "utf8");
@@ -135,25 +124,7 @@ function readConfigFile(file: string, required: boolean): Record<string, unknown
     if (!required && (e as NodeJS.ErrnoException).code === "ENOENT") return null;
     throw new ConfigError(`cannot read config file ${file}: ${(e as Error).message}`);
   }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (e) {
-    throw new ConfigError(`config file ${file} is not valid JSON: ${(e as Error).message}`);
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new ConfigError(`config file ${file} must hold a JSON object`);
-  }
-  for (const k of Object.keys(value)) {
-    if (!FILE_FIELDS.has(k)) throw new ConfigError(`config file ${file}: unknown setting "${k}" (known: ${[...FILE_FIELDS].join(", ")})`);
-  }
-  const v = value as Record<string, unknown>;
-  for (const k of ["keys", "keyFiles", "products"]) {
-    if (v[k] !== undefined && (!Array.isArray(v[k]) || !(v[k] as unknown[]).every((x) => typeof x === "string"))) {
-      throw new ConfigError(`config file ${file}: "${k}" must be a list of strings`);
-    }
-  }
-  return v;
+  return parseConfigFile(file, text);
 }
 
 /** The flag's value as a string; the last one when it was given more than once. */
@@ -173,7 +144,7 @@ function numEnv(v: string | undefined): number | undefined {
 
 function portOf(v: string | number): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`port must be a whole number from 0 to 65535, not "${v}"`);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`--port (or AGENT_PORT) must be a whole number from 0 to 65535, not "${v}"`);
   return n;
 }
 

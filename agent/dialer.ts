@@ -15,6 +15,7 @@ import { AgentError, KeyRejectedError } from "../core/errors.ts";
 import { CertificateError, dialTls, type TrustOptions } from "../runtime/tls.ts";
 import { DialError, formatHost } from "../runtime/tcp.ts";
 import { ClientConnection } from "./connection.ts";
+import type { Logger } from "../runtime/log.ts";
 import type { SessionManager } from "./sessions.ts";
 
 /**
@@ -65,7 +66,7 @@ export interface OutboundContext {
   meta: MetaContext;
   handshakeTimeoutMs: number;
   keepaliveMs: number;
-  log(message: string): void;
+  log: Logger;
 }
 
 export class OutboundTarget {
@@ -130,7 +131,7 @@ export class OutboundTarget {
       const delay = backoffDelay(attempt++);
       this.#nextRetryAt = Date.now() + delay;
       this.#set("waiting");
-      log(`outbound ${this.address}: ${this.#lastError}; retrying in ${(delay / 1000).toFixed(1)} s`);
+      log.warn(`outbound ${this.address}: ${this.#lastError}; retrying in ${(delay / 1000).toFixed(1)} s`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, delay);
         this.#wake = () => {
@@ -162,7 +163,7 @@ export class OutboundTarget {
     this.#connections++;
     this.#lastError = null;
     this.#set("connected");
-    log(`outbound ${this.address}: connected (listener ${certificate.subject}, key ${key.id})`);
+    log.info(`outbound ${this.address}: connected (listener ${certificate.subject}, key ${key.id})`);
     const conn = new ClientConnection(frames, this.address, sessions, meta);
     this.#current = conn;
     const stopKeepalive = conn.keepalive(keepaliveMs, keepaliveMs * 3);

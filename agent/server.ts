@@ -157,7 +157,7 @@ export class AgentServer {
 
   #reject(remote: string, reason: string, detail?: string) {
     this.#rejected[reason] = (this.#rejected[reason] ?? 0) + 1;
-    log(`connection ${remote} rejected: ${reason}${detail ? ` (${detail})` : ""}`);
+    log.warn(`connection ${remote} rejected: ${reason}${detail ? ` (${detail})` : ""}`);
   }
 
   async #onSocket(socket: net.Socket) {
@@ -208,10 +208,10 @@ export class AgentServer {
       return this.#reject(remote, outcome ?? result.reason, outcome ? undefined : result.error.message);
     }
     this.#accepted++;
-    log(`connection ${remote} accepted (${result.keyId ? `key ${result.keyId}` : "insecure"}, protocol v${result.version})`);
+    log.info(`connection ${remote} accepted (${result.keyId ? `key ${result.keyId}` : "insecure"}, protocol v${result.version})`);
     this.#connections.add(conn);
     const reason = await new ClientConnection(result.frames, remote, this.sessions, { info: () => this.info() }).serve();
     this.#connections.delete(conn);
-    log(`connection ${remote} closed after ${((Date.now() - conn.since) / 1000).toFixed(1)} s${reason ? `: ${reason}` : ""}`);
+    log.info(`connection ${remote} closed after ${((Date.now() - conn.since) / 1000).toFixed(1)} s${reason ? `: ${reason}` : ""}`);
   }
 }

@@ -24,6 +24,7 @@ import { HostControl } from "../core/session/contract.ts";
 import { DeliveryLink, type LinkTransport } from "../core/session/delivery.ts";
 import { type AttachmentInfo, decodeEnvelope, SessionMeta, type SessionSummary } from "../core/session/protocol.ts";
 import { HostProcess } from "./host-process.ts";
+import type { Logger } from "../runtime/log.ts";
 
 /** Settings for sessions. */
 export interface SessionSettings {
@@ -39,7 +40,7 @@ export interface SessionSettings {
   processGraceMs: number;
   /** argv prefix that runs the agent program, for starting hosts. */
   hostCommand: string[];
-  log(message: string): void;
+  log: Logger;
 }
 
 /** Something a session can send frames to: one client connection. */
@@ -147,7 +148,7 @@ export class Session {
         this.attachments.get(frame.target)?.link.send(frame.code, frame.token, [frame.payload]);
       }
     } catch (e) {
-      this.manager.settings.log(`session ${this.id.slice(0, 8)}: channel failed: ${(e as Error).message}`);
+      this.manager.settings.log.warn(`session ${this.id.slice(0, 8)}: channel failed: ${(e as Error).message}`);
     }
     if (!this.ending) await this.manager.fail(this, await this.#crashReason());
   }
@@ -187,11 +188,11 @@ export class SessionManager {
       capacity: this.settings.ringCapacity,
       processGraceMs: this.settings.processGraceMs,
       command: this.settings.hostCommand,
-      onLog: (line) => this.settings.log(`session ${id.slice(0, 8)} host: ${line}`),
+      onLog: (line) => this.settings.log.warn(`session ${id.slice(0, 8)} host: ${line}`),
     });
     const session = new Session(id, product, productRoot, host, this);
     this.sessions.set(id, session);
-    this.settings.log(`session ${id.slice(0, 8)} opened for ${product} by ${peer.remote} (host pid ${host.pid})`);
+    this.settings.log.info(`session ${id.slice(0, 8)} opened for ${product} by ${peer.remote} (host pid ${host.pid})`);
     session.pump();
     return this.#attach(session, peer).info();
   }
@@ -214,7 +215,7 @@ export class SessionManager {
     att.graceTimer = null;
     att.peer = peer;
     this.#clientArrived(session);
-    this.settings.log(`session ${session.id.slice(0, 8)} attachment ${att.id} resumed by ${peer.remote}`);
+    this.settings.log.info(`session ${session.id.slice(0, 8)} attachment ${att.id} resumed by ${peer.remote}`);
     const lastReceived = Number(fields.lastReceived ?? 0);
     return sendReply({ ...att.info(), lastReceived: att.link.lastReceived }).then(() => {
       att.connect(peer, lastReceived);
@@ -238,7 +239,7 @@ export class SessionManager {
   /** Ends a session for everyone. */
   async close(sessionId: unknown, peer: SessionPeer): Promise<void> {
     const session = this.#session(sessionId);
-    this.settings.log(`session ${session.id.slice(0, 8)} closed by ${peer.remote}`);
+    this.settings.log.info(`session ${session.id.slice(0, 8)} closed by ${peer.remote}`);
     await this.#end(session, "closed", "the session was closed by a client");
   }
 
@@ -252,7 +253,7 @@ export class SessionManager {
       if (att.peer !== peer) continue;
       att.disconnect();
       att.graceTimer = setTimeout(() => {
-        this.settings.log(`session ${att.session.id.slice(0, 8)} attachment ${att.id}: reconnect grace expired`);
+        this.settings.log.info(`session ${att.session.id.slice(0, 8)} attachment ${att.id}: reconnect grace expired`);
         this.#remove(att);
       }, this.settings.reconnectGraceMs);
       this.#clientLeft(att.session);
@@ -263,7 +264,7 @@ export class SessionManager {
   async fail(session: Session, reason: string): Promise<void> {
     if (session.ending) return;
     session.ending = true;
-    this.settings.log(`session ${session.id.slice(0, 8)} failed: ${reason}`);
+    this.settings.log.warn(`session ${session.id.slice(0, 8)} failed: ${reason}`);
     this.#notifyEnded(session, "host-failed", reason);
     await session.host.reap(this.settings.processGraceMs, session.stats.processGroups);
     this.#forget(session);
@@ -316,7 +317,7 @@ export class SessionManager {
         session.idleTimer = setTimeout(check, 1000); // the idle time is up; end once the last grace runs out
         return;
       }
-      this.settings.log(`session ${session.id.slice(0, 8)}: idle for ${Math.round(this.settings.idleTimeoutMs / 1000)} s with no client, ending`);
+      this.settings.log.info(`session ${session.id.slice(0, 8)}: idle for ${Math.round(this.settings.idleTimeoutMs / 1000)} s with no client, ending`);
       this.#end(session, "idle", "the session ended after its idle timeout");
     };
     session.idleTimer = setTimeout(check, this.settings.idleTimeoutMs);
@@ -329,7 +330,7 @@ export class SessionManager {
     this.#notifyEnded(session, code, message);
     await session.host.shutdown(this.settings.processGraceMs + 5000, this.settings.processGraceMs, session.stats.processGroups);
     this.#forget(session);
-    this.settings.log(`session ${session.id.slice(0, 8)} ended (${code})`);
+    this.settings.log.info(`session ${session.id.slice(0, 8)} ended (${code})`);
   }
 
   #notifyEnded(session: Session, code: string, message: string) {

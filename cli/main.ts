@@ -40,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
     .option("--server-name <name>", "Outbound: the name the listener's certificate must carry (default: the host dialled)", { type: [String] })
     .option("--no-listen", "Do not accept inbound connections (outbound only)")
     .option("--keepalive <seconds>", "Outbound: heartbeat interval; 3 silent intervals end the connection (default 15)")
+    .option("--log-format <format>", "text (default), journal (systemd priority prefixes; the default under systemd) or json")
     .option("--insecure", "No encryption, no authentication, loopback peers only. For local debugging, never production")
     .example("agent start --connect product.example.com:46340 --no-listen   # behind NAT: dial out, listen nowhere")
     .example("agent start                       # first start creates a key and prints it once")

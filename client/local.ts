@@ -19,6 +19,7 @@ import { EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
 import { memoryStreamPair } from "../core/wire/memory-stream.ts";
 import { VERSION } from "../core/version.ts";
 import { runtimeInfo } from "../runtime/crypto.ts";
+import { silent } from "../runtime/log.ts";
 import { Agent } from "./agent.ts";
 
 /**
@@ -80,7 +81,7 @@ export class LocalAgent extends Agent {
       ringCapacity: RING_CAPACITY,
       processGraceMs: (options.processGraceSeconds ?? 5) * 1000,
       hostCommand: options.agentCommand ?? defaultAgentCommand(),
-      log: () => {},
+      log: silent,
     });
     const [clientSide, agentSide] = memoryStreamPair();
     // The pair never leaves this process, so it needs no encryption.

@@ -220,7 +220,7 @@ cli("probe: each failed stage has its own message and exit code", async () => {
 
 cli("an --insecure agent is never used without --insecure on the client too", async () => {
   const agent = await startAgent(["--insecure"]);
-  assert.match(agent.stderr(), /WARNING: --insecure/);
+  assert.match(agent.stderr(), /warn: --insecure: encryption and authentication are OFF/);
   const refused = await runAgentAsync(["probe", `127.0.0.1:${agent.port}`, "--key", generateKey().hex]);
   assert.is(refused.code, 9, refused.stderr);
   assert.match(refused.stderr, /without encryption/);

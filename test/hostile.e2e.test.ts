@@ -161,11 +161,29 @@ hostile("after all of the above, a legitimate client still works and status coun
   assert.not.match(agent.stderr(), new RegExp(KEY.hex), "the key never reaches the log");
 });
 
-hostile("stalled peers holding every handshake slot do not starve a good client", async () => {
+hostile("peers that never send a hello hold no handshake slot: a good client goes straight through", async () => {
   const dir = tempDir();
   const small = await startAgent(["--key", KEY.hex, "--max-handshakes", "4", "--handshake-timeout", "30"], { stateDir: dir });
   const stalled = [];
   for (let i = 0; i < 12; i++) stalled.push(await rawConnect(small.port, "127.0.0.2"));
+  assert.ok(await legitimateClientWorks(small.port), "legitimate handshake completed");
+  const s = await status(dir);
+  assert.ok(s.connections.handshaking >= 12, `the stalled peers are still waiting: ${JSON.stringify(s.connections)}`);
+  assert.equal(s.handshakes.rejected, {}, "nobody was dropped to make room");
+  stalled.forEach((c) => c.close());
+  await small.stop();
+});
+
+hostile("peers that send a hello and then stall, holding every slot, are evicted for a good client", async () => {
+  const dir = tempDir();
+  const small = await startAgent(["--key", KEY.hex, "--max-handshakes", "4", "--handshake-timeout", "30"], { stateDir: dir });
+  const stalled = [];
+  for (let i = 0; i < 12; i++) {
+    const c = await rawConnect(small.port, "127.0.0.2");
+    c.write(encodeHello({ min: 1, max: 1 })); // a well-formed hello, then nothing
+    stalled.push(c);
+  }
+  await new Promise((r) => setTimeout(r, 200));
   assert.ok(await legitimateClientWorks(small.port), "legitimate handshake completed");
   const s = await status(dir);
   assert.ok(s.handshakes.rejected.evicted >= 1, `stalled handshakes were evicted: ${JSON.stringify(s.handshakes)}`);

@@ -8,9 +8,9 @@ import { AgentServer } from "../../agent/server.ts";
 import { cleanStaleChannels } from "../../agent/host-process.ts";
 import { RING_CAPACITY, SessionManager } from "../../agent/sessions.ts";
 import { controlPath, serveControl } from "../../agent/control.ts";
-import { type Flags, resolveConfig } from "../../agent/config.ts";
+import { type Flags, resolveConfig, str } from "../../agent/config.ts";
 import { ensureStateDir, loadAgentKeys } from "../../agent/keystore.ts";
-import { log } from "../../runtime/log.ts";
+import { log, LOG_FORMATS, type LogFormat, setLogFormat } from "../../runtime/log.ts";
 import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
 import { selfCommand } from "../../runtime/self.ts";
 import { parseFingerprint } from "../../runtime/tls.ts";
@@ -36,12 +36,17 @@ function fingerprintOf(text: string): Uint8Array {
 import { formatHost, isLoopback } from "../../runtime/tcp.ts";
 
 export async function startCommand(flags: Flags): Promise<void> {
+  const format = str(flags.logFormat);
+  if (format !== undefined) {
+    if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new ConfigError(`--log-format must be one of ${LOG_FORMATS.join(", ")}, not "${format}"`);
+    setLogFormat(format as LogFormat);
+  }
   const config = resolveConfig(flags, process.env);
   ensureStateDir(config.stateDir);
   let keys: AcceptedKey[] = [];
   if (config.insecure) {
-    log("WARNING: --insecure: encryption and authentication are OFF; only loopback peers will be served. Never use this in production.");
-    if (!isLoopback(config.host)) log(`WARNING: listening on ${config.host} with --insecure; non-loopback peers will be refused`);
+    log.warn("--insecure: encryption and authentication are OFF; only loopback peers will be served. Never use this in production.");
+    if (!isLoopback(config.host)) log.warn(`listening on ${config.host} with --insecure; non-loopback peers will be refused`);
   } else {
     const loaded = await loadAgentKeys(config);
     keys = loaded.keys;
@@ -55,8 +60,8 @@ export async function startCommand(flags: Flags): Promise<void> {
   }
 
   // A bug in one connection's handling must not take every session down with it: log it, keep serving.
-  process.on("uncaughtException", (e) => log(`internal error (please report): ${e.stack ?? e}`));
-  process.on("unhandledRejection", (e) => log(`internal error (please report): ${(e as Error)?.stack ?? e}`));
+  process.on("uncaughtException", (e) => log.error(`internal error (please report): ${e.stack ?? e}`));
+  process.on("unhandledRejection", (e) => log.error(`internal error (please report): ${(e as Error)?.stack ?? e}`));
 
   // Signal handlers go in before anything listens, so an early SIGTERM still shuts down cleanly.
   let stop!: (signal: string) => void;
@@ -64,7 +69,7 @@ export async function startCommand(flags: Flags): Promise<void> {
   const onSignal = (signal: NodeJS.Signals) => () => stop(signal);
   process.on("SIGINT", onSignal("SIGINT"));
   process.on("SIGTERM", onSignal("SIGTERM"));
-  process.on("SIGHUP", () => log("received SIGHUP: this version does not reload; nothing changed (SIGTERM stops the agent)"));
+  process.on("SIGHUP", () => log.info("received SIGHUP: this version does not reload; nothing changed (SIGTERM stops the agent)"));
 
   // The control socket first: it refuses while another agent runs on this state directory, and
   // only then is it safe to treat channel files as left over.
@@ -72,7 +77,7 @@ export async function startCommand(flags: Flags): Promise<void> {
   const control = await serveControl(controlPath(config.stateDir), () => server?.status());
   const runDir = path.join(config.stateDir, "run");
   const stale = cleanStaleChannels(runDir);
-  if (stale > 0) log(`removed ${stale} channel file(s) left by an agent that did not stop cleanly`);
+  if (stale > 0) log.warn(`removed ${stale} channel file(s) left by an agent that did not stop cleanly`);
   const sessions = new SessionManager({
     stateDir: config.stateDir,
     runDir,
@@ -109,14 +114,14 @@ export async function startCommand(flags: Flags): Promise<void> {
       throw e;
     }
     const mode = config.insecure ? "INSECURE plaintext mode" : `key mode, accepting key id${keys.length > 1 ? "s" : ""} ${keys.map((k) => k.id).join(", ")}`;
-    log(`listening on ${formatHost(address.host)}:${address.port} (${mode}); state in ${config.stateDir}`);
+    log.info(`listening on ${formatHost(address.host)}:${address.port} (${mode}); state in ${config.stateDir}`);
   }
   for (const t of outbound) {
-    log(`outbound: dialing ${t.address} over TLS as key id ${keys[0].id}`);
+    log.info(`outbound: dialing ${t.address} over TLS as key id ${keys[0].id}`);
     t.start();
   }
 
-  log(`received ${await stopped}, shutting down`);
+  log.info(`received ${await stopped}, shutting down`);
   await Promise.all([server.close(), control.close(), ...outbound.map((t) => t.stop())]);
-  log("stopped");
+  log.info("stopped");
 }

@@ -1,0 +1,46 @@
+// The config file's schema (agent/config-schema.ts): every error names the file, the setting, what it held and what is allowed.
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { parseConfigFile } from "../agent/config-schema.ts";
+import { ConfigError } from "../agent/config-error.ts";
+
+const FILE = "/etc/agent/config.json";
+const error = (text: string) => {
+  try {
+    parseConfigFile(FILE, text);
+  } catch (e) {
+    assert.instance(e, ConfigError);
+    return (e as Error).message;
+  }
+  throw new Error(`accepted: ${text}`);
+};
+
+test('"insecure": "false" is refused, not taken as true', () => {
+  assert.is(error('{ "insecure": "false" }'), `config file ${FILE}: setting "insecure" is "false" (a string); allowed: true or false (a JSON boolean, not a string)`);
+});
+
+test('"host": 5 is refused, not taken as all addresses', () => {
+  assert.match(error('{ "host": 5 }'), /setting "host" is 5 \(a number\); allowed: an address or host name/);
+});
+
+test("numbers out of range, bad keys, bad product names and bad connect entries name the setting", () => {
+  assert.match(error('{ "port": 70000 }'), /"port" is 70000 .*whole number from 0 to 65535/);
+  assert.match(error('{ "idleTimeoutSeconds": -1 }'), /"idleTimeoutSeconds" is -1 .*positive number of seconds/);
+  assert.match(error('{ "keys": ["abc"] }'), /"keys" \(at 0\) is "abc" .*64 hex digits/);
+  assert.match(error('{ "products": ["Build Master"] }'), /"products" \(at 0\) .*product names/);
+  assert.match(error('{ "connect": [{ "address": "nohost" }] }'), /"connect" \(at 0.address\) is "nohost"/);
+  assert.match(error('{ "logFormat": "xml" }'), /"logFormat" is "xml" .*"text", "journal", "json"/);
+});
+
+test("an unknown setting, a non-object and broken JSON say so", () => {
+  assert.match(error('{ "prot": 1 }'), /unknown setting "prot" \(known: host, port,/);
+  assert.match(error("[1, 2]"), /must hold a JSON object of settings, not \[1,2\] \(a list\)/);
+  assert.match(error("{ port: 1 }"), /is not valid JSON/);
+});
+
+test("a good file parses to its settings", () => {
+  const s = parseConfigFile(FILE, '{ "port": 4000, "insecure": false, "connect": ["p.example.com:46340", { "address": "[::1]:1", "ca": "ca.pem" }] }');
+  assert.equal(s, { port: 4000, insecure: false, connect: ["p.example.com:46340", { address: "[::1]:1", ca: "ca.pem" }] });
+});
+
+test.run();
