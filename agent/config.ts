@@ -52,17 +52,25 @@ export { ConfigError };
 export type Flags = Record<string, unknown>;
 
 
-/** The state directory: --state-dir, AGENT_STATE_DIR, /var/lib/agent for root, else ~/.local/state/agent. */
+/**
+ * The state directory when none is given: systemd's StateDirectory= (via
+ * STATE_DIRECTORY), then $XDG_STATE_HOME/agent, /var/lib/agent for root,
+ * ~/.local/state/agent for a user with a home, and /var/lib/agent for a
+ * system user without one.
+ */
 export function defaultStateDir(env: Record<string, string | undefined>): string {
+  if (env.STATE_DIRECTORY) return env.STATE_DIRECTORY.split(":")[0];
   if (env.XDG_STATE_HOME) return path.join(env.XDG_STATE_HOME, "agent");
   if (process.getuid?.() === 0) return "/var/lib/agent";
-  return path.join(os.homedir(), ".local", "state", "agent");
+  const home = env.HOME || os.homedir();
+  if (home && fs.existsSync(home)) return path.join(home, ".local", "state", "agent");
+  return "/var/lib/agent";
 }
 
 /** Merges defaults, the config file, environment and flags. Throws {@link ConfigError}. */
 export function resolveConfig(flags: Flags, env: Record<string, string | undefined>): AgentConfig {
   const explicitFile = str(flags.config) ?? env.AGENT_CONFIG;
-  const earlyStateDir = str(flags.stateDir) ?? env.AGENT_STATE_DIR;
+  const earlyStateDir = str(flags.stateDir) ?? (env.AGENT_STATE_DIR || undefined);
   const configFile = explicitFile ?? path.join(earlyStateDir ?? defaultStateDir(env), "config.json");
   const file = readConfigFile(configFile, explicitFile !== undefined);
 

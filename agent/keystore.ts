@@ -39,7 +39,14 @@ export function readKeyFile(file: string): string[] {
 
 /** Creates the state directory (mode 0700) if it does not exist. */
 export function ensureStateDir(dir: string): void {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw new ConfigError(
+      `cannot create the state directory ${dir}: ${(e as Error).message}; create it for this user ` +
+        `(install -d -m 0700 -o $(id -un) ${dir}) or choose another with --state-dir or AGENT_STATE_DIR`,
+    );
+  }
   if (process.platform !== "win32") {
     const mode = fs.statSync(dir).mode & 0o777;
     if ((mode & 0o077) !== 0) fs.chmodSync(dir, 0o700);

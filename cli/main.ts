@@ -40,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
     .option("--server-name <name>", "Outbound: the name the listener's certificate must carry (default: the host dialled)", { type: [String] })
     .option("--no-listen", "Do not accept inbound connections (outbound only)")
     .option("--keepalive <seconds>", "Outbound: heartbeat interval; 3 silent intervals end the connection (default 15)")
+    .option("--show-key", "On first start, print the new key itself (it is printed only to a terminal otherwise)")
     .option("--log-format <format>", "text (default), journal (systemd priority prefixes; the default under systemd) or json")
     .option("--insecure", "No encryption, no authentication, loopback peers only. For local debugging, never production")
     .example("agent start --connect product.example.com:46340 --no-listen   # behind NAT: dial out, listen nowhere")
@@ -53,10 +54,13 @@ export async function main(argv: string[]): Promise<number> {
     .option("--state-dir <dir>", STATE_DIR_HELP, { type: [String] })
     .action((flags) => statusCommand(flags));
 
-  cli.command("keygen", "Create a new 256-bit agent key and print it with its key id")
-    .option("--out <file>", "Write the key to a new file with mode 0600 instead of printing it", { type: [String] })
+  cli.command("keygen", "Create a new 256-bit agent key and print it with its key id, or show a key file's ids")
+    .option("--out <file>", "Write the key to this file (mode 0600; a missing directory is created with mode 0700)", { type: [String] })
+    .option("--force", "With --out: replace an existing file (the key in it stops working)")
+    .option("--show <file>", "Print the key id of each key in this file, without an agent", { type: [String] })
     .option("--json", "Print one JSON object")
     .example("agent keygen --out /etc/agent/keys && agent start --key-file /etc/agent/keys")
+    .example("agent keygen --show /var/lib/agent/agent.key    # which key id does this file hold?")
     .action((flags) => keygenCommand(flags));
 
   cli.command("probe [target]", "Check an agent from here: resolve, connect, handshake, authenticate, info, ping")
@@ -81,11 +85,12 @@ export async function main(argv: string[]): Promise<number> {
   cli.version(VERSION);
 
   try {
+    if (argv[0] === "help") argv = [...argv.slice(1), "--help"]; // `agent help [command]`, as other tools have it
     cli.parse(["agent", "agent", ...argv], { run: false });
     if (!cli.matchedCommand) {
       if (cli.options.help || cli.options.version) return 0;
       if (cli.args.length > 0) {
-        process.stderr.write(`agent: unknown command "${cli.args[0]}". Commands: start, status, keygen, probe (see agent --help)\n`);
+        process.stderr.write(`agent: unknown command "${cli.args[0]}". Commands: start, status, keygen, probe (see agent help)\n`);
         return 2;
       }
       cli.outputHelp();
@@ -100,7 +105,9 @@ export async function main(argv: string[]): Promise<number> {
       return e.exitCode;
     }
     if (e instanceof ConfigError || e instanceof AgentError || (e as Error).name === "CACError") {
-      process.stderr.write(`agent: ${(e as Error).message}\n`);
+      // cac names unknown options camelCased (--bogusFlag); say them as they were typed.
+      const message = (e as Error).message.replace(/`--([a-z][A-Za-z0-9]*)`/g, (_m, name: string) => `\`--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}\``);
+      process.stderr.write(`agent: ${message}\n`);
       return 2;
     }
     process.stderr.write(`agent: ${(e as Error).message ?? e}\n`);

@@ -54,20 +54,48 @@ cli("keygen --out writes a 0600 file and will not overwrite one", () => {
   assert.is(fs.statSync(file).mode & 0o777, 0o600);
   assert.not.match(r.stdout, /[0-9a-f]{64}/);
   const again = runAgent(["keygen", "--out", file]);
-  assert.is.not(again.code, 0);
-  assert.match(again.stderr, /EEXIST|exists/);
+  assert.is(again.code, 2);
+  assert.is(again.stderr.trim(), `agent: ${file} already exists; not overwriting a key that may be in use (pass --force to replace it)`);
+  const before = fs.readFileSync(file, "utf8");
+  assert.is(runAgent(["keygen", "--out", file, "--force"]).code, 0);
+  assert.is.not(fs.readFileSync(file, "utf8"), before, "--force replaced it");
 });
 
-cli("first start creates a 0600 key, prints it once, and probe with it succeeds", async () => {
+cli("keygen --out creates a missing directory with mode 0700, as the README types it", () => {
+  const dir = path.join(tempDir(), "etc", "agent");
+  const r = runAgent(["keygen", "--out", path.join(dir, "keys")]);
+  assert.is(r.code, 0, r.stderr);
+  assert.is(fs.statSync(dir).mode & 0o777, 0o700);
+  assert.is(fs.statSync(path.join(dir, "keys")).mode & 0o777, 0o600);
+});
+
+cli("keygen --show prints the id of every key in a file, offline, and refuses a file others can read", () => {
+  const dir = tempDir();
+  const a = JSON.parse(runAgent(["keygen", "--json"]).stdout), b = JSON.parse(runAgent(["keygen", "--json"]).stdout);
+  const file = path.join(dir, "keys");
+  fs.writeFileSync(file, `# two keys, for rotation\n${a.key}\n${b.key}\n`, { mode: 0o600 });
+  assert.equal(JSON.parse(runAgent(["keygen", "--show", file, "--json"]).stdout), { file, keyIds: [a.keyId, b.keyId] });
+  fs.chmodSync(file, 0o644);
+  const r = runAgent(["keygen", "--show", file]);
+  assert.is(r.code, 2);
+  assert.match(r.stderr, /readable by others \(mode 0644\); run: chmod 600/);
+});
+
+cli("first start creates a 0600 key and names its id and file, never printing the key where no one watches", async () => {
   const agent = await startAgent();
-  assert.ok(agent.keyHex, "key printed on first start");
-  assert.match(agent.stdout(), /Give this key to the product/);
   const keyFile = path.join(agent.stateDir, "agent.key");
+  assert.is(agent.keyHex, null, "stdout is not a terminal: no key printed");
+  const id = /key id ([0-9a-f]{12})/.exec(agent.stdout())?.[1];
+  assert.ok(id, agent.stdout());
+  assert.ok(agent.stdout().includes(keyFile), "the key file's path is named");
+  assert.match(agent.stdout(), /--show-key prints it/);
+  const keyHex = fs.readFileSync(keyFile, "utf8").split("\n").find((l) => /^[0-9a-f]{64}$/.test(l))!;
   assert.is(fs.statSync(keyFile).mode & 0o777, 0o600);
   assert.is(fs.statSync(agent.stateDir).mode & 0o777, 0o700);
-  assert.not.match(agent.stderr(), new RegExp(agent.keyHex!), "the log never holds the key");
+  assert.not.match(agent.stderr() + agent.stdout(), new RegExp(keyHex), "neither log nor stdout holds the key");
+  assert.equal(runAgent(["keygen", "--show", keyFile]).stdout, `${id}  ${keyFile}\n`, "keygen --show names the same id");
 
-  const probe = await runAgentAsync(["probe", `127.0.0.1:${agent.port}`, "--key", agent.keyHex!, "--count", "7"]);
+  const probe = await runAgentAsync(["probe", `127.0.0.1:${agent.port}`, "--key", keyHex, "--count", "7"]);
   assert.is(probe.code, 0, probe.stderr);
   assert.match(probe.stdout, /agent\s+0\.\d+\.\d+ on \w+\/\w+/);
   assert.match(probe.stdout, /round trip\s+min [\d.]+ ms\s+p50 [\d.]+ ms\s+p99 [\d.]+ ms\s+max [\d.]+ ms\s+\(7 pings\)/);
@@ -81,9 +109,14 @@ cli("first start creates a 0600 key, prints it once, and probe with it succeeds"
   assert.match(agent.stderr(), /stopped\n$/);
 
   const second = await startAgent([], { stateDir: agent.stateDir });
-  assert.is(second.keyHex, null, "the key is not printed again");
+  assert.not.match(second.stdout(), /new one was created/, "no new key on a second start");
   assert.match(second.stderr(), /listening on/);
   await second.stop();
+
+  const shown = await startAgent(["--show-key"]);
+  assert.ok(shown.keyHex, "--show-key prints the new key");
+  assert.ok(fs.readFileSync(path.join(shown.stateDir, "agent.key"), "utf8").includes(shown.keyHex!));
+  await shown.stop();
 });
 
 cli("status reports the running agent, and says clearly when none runs", async () => {
@@ -138,7 +171,7 @@ cli("bad settings stop start with a clear message and exit code 2", async () => 
     [["--key", "abc"], {}, /--key #1 is not a valid agent key: expected 64 hex digits/],
     [["--key-file", loose], {}, /readable by others \(mode 0644\); run: chmod 600/],
     [["--key-file", path.join(dir, "missing.key")], {}, /cannot read key file .*missing\.key/],
-    [["--port", "70000"], {}, /port must be a whole number from 0 to 65535/],
+    [["--port", "70000"], {}, /--port \(or AGENT_PORT\) must be a whole number from 0 to 65535, not "70000"/],
     [["--config", path.join(dir, "nope.json")], {}, /cannot read config file/],
   ];
   fs.writeFileSync(path.join(dir, "typo.json"), JSON.stringify({ prot: 1 }));

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { generateKey } from "../core/secure/keys.ts";
-import { agentCommand, hermeticEnv, runAgentAsync, sendSignal, startAgent, stopAll, tempDir, until } from "./helpers/agent-process.ts";
+import { agentCommand, hermeticEnv, ROOT, runAgent, runAgentAsync, sendSignal, startAgent, stopAll, tempDir, until } from "./helpers/agent-process.ts";
 
 const ops = suite("operations e2e");
 const KEY = generateKey();
@@ -64,6 +64,44 @@ ops("a config file with a setting of the wrong type fails to start, naming the f
   fs.writeFileSync(file, JSON.stringify({ host: 5 }));
   assert.match((await runAgentAsync(["start", "--config", file])).stderr, /setting "host" is 5 \(a number\)/);
   assert.match((await runAgentAsync(["start", "--log-format", "xml"])).stderr, /--log-format must be one of text, journal, json, not "xml"/);
+});
+
+ops("`agent help` and `agent help <command>` teach; an unknown option is named as it was typed", () => {
+  const h = runAgent(["help"]);
+  assert.is(h.code, 0);
+  for (const c of ["start", "status", "keygen", "probe"]) assert.match(h.stdout, new RegExp(`\\n\\s+${c}`));
+  const k = runAgent(["help", "keygen"]);
+  assert.is(k.code, 0);
+  assert.match(k.stdout, /--show <file>/);
+  const o = runAgent(["keygen", "--bogus-flag"]);
+  assert.is(o.code, 2);
+  assert.match(o.stderr, /Unknown option `--bogus-flag`/);
+});
+
+ops("a system user with no home directory: under systemd the state goes to its StateDirectory", async () => {
+  const dir = tempDir();
+  const agent = await startAgent(["--key", KEY.hex], { env: { AGENT_STATE_DIR: "", HOME: "/nonexistent", STATE_DIRECTORY: dir } });
+  assert.match(agent.stderr(), new RegExp(`state in ${dir}`));
+  assert.ok(fs.existsSync(path.join(dir, "agent.sock")));
+  await agent.stop();
+});
+
+ops("`deno task start` runs the agent with the Deno from the npm registry", async () => {
+  const deno = path.join(ROOT, "node_modules", ".bin", "deno");
+  const child = spawn(deno, ["task", "start", "--host", "127.0.0.1", "--port", "0", "--insecure"], {
+    cwd: ROOT, env: hermeticEnv(), stdio: ["ignore", "ignore", "pipe"], detached: true,
+  });
+  let err = "";
+  child.stderr!.on("data", (d) => (err += d));
+  try {
+    await until(() => /listening on 127\.0\.0\.1:\d+/.test(err), "deno task start listens", 60_000);
+  } finally {
+    try {
+      process.kill(-child.pid!, "SIGTERM");
+    } catch { /* gone */ }
+    await new Promise((r) => child.once("exit", r));
+  }
+  assert.not.match(err, /SyntaxError/);
 });
 
 ops.run();

@@ -51,10 +51,13 @@ export async function startCommand(flags: Flags): Promise<void> {
     const loaded = await loadAgentKeys(config);
     keys = loaded.keys;
     if (loaded.generated) {
+      // The key goes to stdout only when a person is watching (or asked for it): under systemd stdout is the journal.
+      const show = Boolean(flags.showKey) || process.stdout.isTTY === true;
       process.stdout.write(
-        `No key was configured, so a new one was created (key id ${keys[0].id}) and saved to ${loaded.generated.file}:\n\n` +
-          `  ${loaded.generated.hex}\n\n` +
-          `Give this key to the product that will connect to this agent; it is not shown again (it stays in that file, mode 0600).\n`,
+        `No key was configured, so a new one was created (key id ${keys[0].id}) and saved to ${loaded.generated.file} (mode 0600).\n` +
+          (show
+            ? `\n  ${loaded.generated.hex}\n\nGive this key to the product that will connect to this agent; it stays in that file.\n`
+            : `Give the product the key in that file (it is not printed here, since this is not a terminal; --show-key prints it).\n`),
       );
     }
   }
