@@ -43,6 +43,7 @@ export const CONFIG_FILE = z.strictObject({
   connect: z.array(target).optional(),
   keepaliveSeconds: seconds.optional(),
   logFormat: z.enum(LOG_FORMATS).optional(),
+  revokedKeyGraceSeconds: z.number().min(0).optional(),
 });
 
 /** The settings as the file gives them (all optional). */
@@ -68,6 +69,7 @@ export const ALLOWED: Record<keyof ConfigFile, string> = {
   connect: 'a list of "host:port" strings or { "address": "host:port", "ca"?, "fingerprint"?, "serverName"? } objects',
   keepaliveSeconds: "a positive number of seconds",
   logFormat: `one of ${LOG_FORMATS.map((f) => `"${f}"`).join(", ")}`,
+  revokedKeyGraceSeconds: "a number of seconds, 0 or more",
 };
 
 function describe(value: unknown): string {

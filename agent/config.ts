@@ -44,6 +44,10 @@ export interface AgentConfig {
   connect: Array<{ host: string; port: number; ca?: string; fingerprint?: string; serverName?: string }>;
   /** Seconds between heartbeats on outbound connections; silence for 3× this ends one. */
   keepaliveSeconds: number;
+  /** After a reload removes a key, connections that authenticated with it are closed this long after. */
+  revokedKeyGraceSeconds: number;
+  /** The log format from the config file, if it sets one. */
+  logFormat: ConfigFile["logFormat"];
 }
 
 export { ConfigError };
@@ -100,6 +104,8 @@ export function resolveConfig(flags: Flags, env: Record<string, string | undefin
       ...(file?.connect ?? []).map((t) => fileTarget(t, configFile)),
     ],
     keepaliveSeconds: positive("--keepalive", pick(str(flags.keepalive), undefined, file?.keepaliveSeconds, 15)),
+    revokedKeyGraceSeconds: file?.revokedKeyGraceSeconds ?? 60,
+    logFormat: file?.logFormat,
   };
   if (!config.listen && config.connect.length === 0) {
     throw new ConfigError("--no-listen leaves nothing to do: give at least one --connect host:port");

@@ -58,7 +58,7 @@ export function ensureStateDir(dir: string): void {
  * file, created with a new key on first start. `generated` is set when a key
  * was created now, so the caller can show it once.
  */
-export async function loadAgentKeys(config: { keys: string[]; keyFiles: string[]; stateDir: string }): Promise<{
+export async function loadAgentKeys(config: { keys: string[]; keyFiles: string[]; stateDir: string }, createIfMissing = true): Promise<{
   keys: AcceptedKey[];
   generated: { hex: string; file: string } | null;
 }> {
@@ -68,6 +68,7 @@ export async function loadAgentKeys(config: { keys: string[]; keyFiles: string[]
   if (hexes.length === 0) {
     const file = path.join(config.stateDir, DEFAULT_KEY_FILE);
     if (!fs.existsSync(file)) {
+      if (!createIfMissing) throw new ConfigError(`no key is configured and ${file} does not exist yet (a first start creates it)`);
       ensureStateDir(config.stateDir);
       const key = generateKey();
       fs.writeFileSync(file, `# agent key, created ${new Date().toISOString()}\n${key.hex}\n`, { mode: 0o600, flag: "wx" });

@@ -48,6 +48,8 @@ export interface AgentStatus {
 interface Connection {
   remote: string;
   since: number;
+  /** The key it authenticated with, once it has. */
+  keyId?: string | null;
   close(): void;
 }
 
@@ -67,7 +69,7 @@ export class AgentServer {
 
   constructor(
     readonly config: AgentConfig,
-    readonly keys: AcceptedKey[],
+    public keys: AcceptedKey[],
     readonly provider: CryptoProvider,
     readonly sessions: SessionManager,
   ) {
@@ -127,6 +129,27 @@ export class AgentServer {
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       runtime: runtimeInfo(),
     };
+  }
+
+  /**
+   * Accepts `keys` from now on (a reload). Connections that authenticated
+   * with a key no longer among them are closed after `graceMs`; their
+   * sessions wait out the reconnect grace as after any disconnect.
+   */
+  replaceKeys(keys: AcceptedKey[], graceMs: number): { added: string[]; removed: string[] } {
+    const before = new Set(this.keys.map((k) => k.id)), after = new Set(keys.map((k) => k.id));
+    this.keys = keys;
+    const removed = [...before].filter((id) => !after.has(id));
+    for (const c of this.#connections) {
+      if (!c.keyId || after.has(c.keyId)) continue;
+      const keyId = c.keyId;
+      setTimeout(() => {
+        if (!this.#connections.has(c)) return;
+        log.info(`connection ${c.remote} closed: its key ${keyId} was removed`);
+        c.close();
+      }, graceMs).unref?.();
+    }
+    return { added: [...after].filter((id) => !before.has(id)), removed };
   }
 
   /** Stops accepting and closes every connection. */
@@ -208,6 +231,7 @@ export class AgentServer {
       return this.#reject(remote, outcome ?? result.reason, outcome ? undefined : result.error.message);
     }
     this.#accepted++;
+    conn.keyId = result.keyId;
     log.info(`connection ${remote} accepted (${result.keyId ? `key ${result.keyId}` : "insecure"}, protocol v${result.version})`);
     this.#connections.add(conn);
     const reason = await new ClientConnection(result.frames, remote, this.sessions, { info: () => this.info() }).serve();

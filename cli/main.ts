@@ -40,12 +40,14 @@ export async function main(argv: string[]): Promise<number> {
     .option("--server-name <name>", "Outbound: the name the listener's certificate must carry (default: the host dialled)", { type: [String] })
     .option("--no-listen", "Do not accept inbound connections (outbound only)")
     .option("--keepalive <seconds>", "Outbound: heartbeat interval; 3 silent intervals end the connection (default 15)")
+    .option("--check", "Check the settings and key files, print a summary and exit (0 when they load), like sshd -t")
     .option("--show-key", "On first start, print the new key itself (it is printed only to a terminal otherwise)")
     .option("--log-format <format>", "text (default), journal (systemd priority prefixes; the default under systemd) or json")
     .option("--insecure", "No encryption, no authentication, loopback peers only. For local debugging, never production")
     .example("agent start --connect product.example.com:46340 --no-listen   # behind NAT: dial out, listen nowhere")
     .example("agent start                       # first start creates a key and prints it once")
     .example("agent start --port 4000 --key-file /etc/agent/keys")
+    .example("agent start --check && systemctl reload agent   # SIGHUP re-reads keys and config; sessions stay")
     .action((flags) => startCommand(flags));
 
   cli.command("status", "Show the agent running on this machine: connections, handshakes, sessions, outbound targets")

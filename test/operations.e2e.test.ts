@@ -6,6 +6,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { generateKey } from "../core/secure/keys.ts";
+import { AuthenticationError, connect } from "../mod.ts";
 import { agentCommand, hermeticEnv, ROOT, runAgent, runAgentAsync, sendSignal, startAgent, stopAll, tempDir, until } from "./helpers/agent-process.ts";
 
 const ops = suite("operations e2e");
@@ -102,6 +103,67 @@ ops("`deno task start` runs the agent with the Deno from the npm registry", asyn
     await new Promise((r) => child.once("exit", r));
   }
   assert.not.match(err, /SyntaxError/);
+});
+
+ops("SIGHUP rotates keys: a removed key admits no one new, its live connection closes after the grace, sessions survive", async () => {
+  const dir = tempDir();
+  const [oldKey, newKey] = [generateKey(), generateKey()];
+  const config = path.join(dir, "config.json");
+  const keys = path.join(dir, "keys");
+  fs.writeFileSync(keys, `${oldKey.hex}\n`, { mode: 0o600 });
+  fs.writeFileSync(config, JSON.stringify({ keyFiles: ["keys"], revokedKeyGraceSeconds: 1 }));
+  const agent = await startAgent(["--config", config]);
+  const c1 = await connect({ host: "127.0.0.1", port: agent.port, key: oldKey.hex });
+  const s = await c1.openSession("alpha");
+  await s.files.writeFile("kept.txt", new TextEncoder().encode("still here"));
+
+  fs.writeFileSync(keys, `${newKey.hex}\n`, { mode: 0o600 }); // add the new key, drop the old one
+  sendSignal(agent.child, "SIGHUP");
+  await agent.waitForLog(/reloaded on SIGHUP: accepting key id [0-9a-f]{12}; added [0-9a-f]{12}; removed [0-9a-f]{12} \(its connections close in 1 s\)/);
+  const refused = await connect({ host: "127.0.0.1", port: agent.port, key: oldKey.hex }).then((a) => (a.close(), null), (e) => e);
+  assert.instance(refused, AuthenticationError);
+  const closed = await Promise.race([c1.closed.then(() => true), new Promise((r) => setTimeout(() => r(false), 5000))]);
+  assert.ok(closed, "the connection that used the removed key was closed");
+  const c2 = await connect({ host: "127.0.0.1", port: agent.port, key: newKey.hex });
+  await s.resume(c2.client);
+  assert.is(new TextDecoder().decode(await s.files.readFile("kept.txt")), "still here", "the session survived the reload");
+  await s.close();
+  c2.close();
+  await agent.stop();
+});
+
+ops("a reload with a broken config keeps the running one; a restart-only change is named, not applied", async () => {
+  const dir = tempDir();
+  const config = path.join(dir, "config.json");
+  fs.writeFileSync(config, JSON.stringify({ keys: [KEY.hex] }));
+  const agent = await startAgent(["--config", config]);
+  fs.writeFileSync(config, '{ "keys": [');
+  sendSignal(agent.child, "SIGHUP");
+  await agent.waitForLog(/error: reload on SIGHUP failed, keeping the running configuration: config file .* is not valid JSON/);
+  (await connect({ host: "127.0.0.1", port: agent.port, key: KEY.hex })).close();
+  fs.writeFileSync(config, JSON.stringify({ keys: [KEY.hex], handshakeTimeoutSeconds: 5 }));
+  sendSignal(agent.child, "SIGHUP");
+  await agent.waitForLog(/warn: reload: handshakeTimeoutSeconds changed; these take effect at the next restart/);
+  (await connect({ host: "127.0.0.1", port: agent.port, key: KEY.hex })).close();
+  await agent.stop();
+});
+
+ops("agent start --check validates settings and keys without starting, like sshd -t", async () => {
+  const dir = tempDir();
+  const config = path.join(dir, "config.json");
+  fs.writeFileSync(path.join(dir, "keys"), `${KEY.hex}\n`, { mode: 0o600 });
+  fs.writeFileSync(config, JSON.stringify({ keyFiles: ["keys"], port: 4999 }));
+  const ok = runAgent(["start", "--check", "--config", config]);
+  assert.is(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, new RegExp(`configuration OK \\(${config}\\): 1 key \\([0-9a-f]{12}\\); listening on 0\\.0\\.0\\.0:4999; 0 outbound targets`));
+  assert.not.ok(fs.existsSync(path.join(dir, "agent.sock")), "nothing started");
+  fs.chmodSync(path.join(dir, "keys"), 0o644);
+  const bad = runAgent(["start", "--check", "--config", config]);
+  assert.is(bad.code, 2);
+  assert.match(bad.stderr, /readable by others/);
+  const none = runAgent(["start", "--check"]);
+  assert.is(none.code, 2);
+  assert.match(none.stderr, /no key is configured and .*agent\.key does not exist yet/);
 });
 
 ops.run();

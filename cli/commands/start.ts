@@ -2,13 +2,12 @@
  * `agent start`: run the agent in the foreground until SIGINT or SIGTERM.
  * @module
  */
-import type { AcceptedKey } from "../../core/secure/opening.ts";
 import path from "node:path";
 import { AgentServer } from "../../agent/server.ts";
 import { cleanStaleChannels } from "../../agent/host-process.ts";
 import { RING_CAPACITY, SessionManager } from "../../agent/sessions.ts";
 import { controlPath, serveControl } from "../../agent/control.ts";
-import { type Flags, resolveConfig, str } from "../../agent/config.ts";
+import { type AgentConfig, type Flags, resolveConfig, str } from "../../agent/config.ts";
 import { ensureStateDir, loadAgentKeys } from "../../agent/keystore.ts";
 import { log, LOG_FORMATS, type LogFormat, setLogFormat } from "../../runtime/log.ts";
 import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
@@ -35,21 +34,52 @@ function fingerprintOf(text: string): Uint8Array {
 }
 import { formatHost, isLoopback } from "../../runtime/tcp.ts";
 
-export async function startCommand(flags: Flags): Promise<void> {
-  const format = str(flags.logFormat);
-  if (format !== undefined) {
-    if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new ConfigError(`--log-format must be one of ${LOG_FORMATS.join(", ")}, not "${format}"`);
-    setLogFormat(format as LogFormat);
-  }
+/** The trust settings of each outbound target, read and checked. */
+function outboundTrust(config: AgentConfig) {
+  return config.connect.map((t) => ({
+    host: t.host, port: t.port, serverName: t.serverName,
+    ca: t.ca ? readCa(t.ca) : undefined,
+    fingerprint: t.fingerprint ? fingerprintOf(t.fingerprint) : undefined,
+  }));
+}
+
+/** Resolves and checks everything a start needs, without starting: `agent start --check`, and each reload. */
+async function loadSettings(flags: Flags, createKey: boolean) {
   const config = resolveConfig(flags, process.env);
-  ensureStateDir(config.stateDir);
-  let keys: AcceptedKey[] = [];
+  const format = str(flags.logFormat) ?? config.logFormat;
+  if (format !== undefined && !(LOG_FORMATS as readonly string[]).includes(format)) {
+    throw new ConfigError(`--log-format must be one of ${LOG_FORMATS.join(", ")}, not "${format}"`);
+  }
+  if (config.insecure && config.connect.length > 0) {
+    throw new ConfigError("--insecure applies to inbound connections only; outbound connections always use TLS and the key");
+  }
+  const trust = outboundTrust(config);
+  const loaded = config.insecure ? { keys: [], generated: null } : await loadAgentKeys(config, createKey);
+  return { config, format: format as LogFormat | undefined, trust, ...loaded };
+}
+
+/** Settings a running agent cannot change without a restart. */
+const RESTART_ONLY = ["host", "port", "stateDir", "insecure", "listen", "connect", "handshakeTimeoutSeconds", "maxHandshakes", "keepaliveSeconds"] as const;
+
+export async function startCommand(flags: Flags): Promise<void> {
+  if (flags.check) {
+    const { config, keys, trust } = await loadSettings(flags, false);
+    process.stdout.write(
+      `configuration OK${config.configFile ? ` (${config.configFile})` : ""}: ` +
+        (config.insecure ? "insecure mode, no keys" : `${keys.length} key${keys.length === 1 ? "" : "s"} (${keys.map((k) => k.id).join(", ")})`) +
+        `; ${config.listen ? `listening on ${formatHost(config.host)}:${config.port}` : "not listening"}` +
+        `; ${trust.length} outbound target${trust.length === 1 ? "" : "s"}; state in ${config.stateDir}\n`,
+    );
+    return;
+  }
+  ensureStateDir(resolveConfig(flags, process.env).stateDir);
+  const { config, format, keys, generated, trust } = await loadSettings(flags, true);
+  if (format) setLogFormat(format);
   if (config.insecure) {
     log.warn("--insecure: encryption and authentication are OFF; only loopback peers will be served. Never use this in production.");
     if (!isLoopback(config.host)) log.warn(`listening on ${config.host} with --insecure; non-loopback peers will be refused`);
   } else {
-    const loaded = await loadAgentKeys(config);
-    keys = loaded.keys;
+    const loaded = { generated };
     if (loaded.generated) {
       // The key goes to stdout only when a person is watching (or asked for it): under systemd stdout is the journal.
       const show = Boolean(flags.showKey) || process.stdout.isTTY === true;
@@ -72,7 +102,8 @@ export async function startCommand(flags: Flags): Promise<void> {
   const onSignal = (signal: NodeJS.Signals) => () => stop(signal);
   process.on("SIGINT", onSignal("SIGINT"));
   process.on("SIGTERM", onSignal("SIGTERM"));
-  process.on("SIGHUP", () => log.info("received SIGHUP: this version does not reload; nothing changed (SIGTERM stops the agent)"));
+  let reloading = Promise.resolve();
+  process.on("SIGHUP", () => void (reloading = reloading.then(() => reload())));
 
   // The control socket first: it refuses while another agent runs on this state directory, and
   // only then is it safe to treat channel files as left over.
@@ -93,17 +124,9 @@ export async function startCommand(flags: Flags): Promise<void> {
     hostCommand: selfCommand(),
     log,
   });
-  if (config.insecure && config.connect.length > 0) {
-    await control.close();
-    throw new ConfigError("--insecure applies to inbound connections only; outbound connections always use TLS and the key");
-  }
   const provider = runtimeCryptoProvider();
   server = new AgentServer(config, keys, provider, sessions);
-  const outbound = config.connect.map((t) => new OutboundTarget({
-    host: t.host, port: t.port, serverName: t.serverName,
-    ca: t.ca ? readCa(t.ca) : undefined,
-    fingerprint: t.fingerprint ? fingerprintOf(t.fingerprint) : undefined,
-  }, {
+  const outbound = trust.map((t) => new OutboundTarget(t, {
     key: keys[0], provider, sessions, meta: { info: () => server!.info() },
     handshakeTimeoutMs: config.handshakeTimeoutSeconds * 1000, keepaliveMs: config.keepaliveSeconds * 1000, log,
   }));
@@ -122,6 +145,31 @@ export async function startCommand(flags: Flags): Promise<void> {
   for (const t of outbound) {
     log.info(`outbound: dialing ${t.address} over TLS as key id ${keys[0].id}`);
     t.start();
+  }
+
+  /**
+   * SIGHUP: read the config and key files again. Keys and products change at
+   * once; settings that need a restart are named. A new configuration that
+   * does not load leaves the running one untouched.
+   */
+  async function reload() {
+    let next;
+    try {
+      next = await loadSettings(flags, false);
+    } catch (e) {
+      log.error(`reload on SIGHUP failed, keeping the running configuration: ${(e as Error).message}`);
+      return;
+    }
+    const changed = RESTART_ONLY.filter((k) => JSON.stringify(next.config[k]) !== JSON.stringify(config[k]));
+    const { added, removed } = server!.replaceKeys(next.keys, next.config.revokedKeyGraceSeconds * 1000);
+    sessions.settings.products = next.config.products;
+    if (next.format) setLogFormat(next.format);
+    log.info(
+      `reloaded on SIGHUP: accepting key id${next.keys.length === 1 ? "" : "s"} ${next.keys.map((k) => k.id).join(", ") || "(none: insecure)"}` +
+        (added.length ? `; added ${added.join(", ")}` : "") +
+        (removed.length ? `; removed ${removed.join(", ")} (its connections close in ${next.config.revokedKeyGraceSeconds} s)` : ""),
+    );
+    if (changed.length) log.warn(`reload: ${changed.join(", ")} changed; these take effect at the next restart`);
   }
 
   log.info(`received ${await stopped}, shutting down`);
