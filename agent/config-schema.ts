@@ -44,6 +44,7 @@ export const CONFIG_FILE = z.strictObject({
   keepaliveSeconds: seconds.optional(),
   logFormat: z.enum(LOG_FORMATS).optional(),
   revokedKeyGraceSeconds: z.number().min(0).optional(),
+  metrics: hostPort.optional(),
 });
 
 /** The settings as the file gives them (all optional). */
@@ -70,6 +71,7 @@ export const ALLOWED: Record<keyof ConfigFile, string> = {
   keepaliveSeconds: "a positive number of seconds",
   logFormat: `one of ${LOG_FORMATS.map((f) => `"${f}"`).join(", ")}`,
   revokedKeyGraceSeconds: "a number of seconds, 0 or more",
+  metrics: '"host:port" for the health and metrics endpoint, e.g. "127.0.0.1:9464"',
 };
 
 function describe(value: unknown): string {

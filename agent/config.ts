@@ -46,6 +46,8 @@ export interface AgentConfig {
   keepaliveSeconds: number;
   /** After a reload removes a key, connections that authenticated with it are closed this long after. */
   revokedKeyGraceSeconds: number;
+  /** Where to serve /healthz, /readyz and /metrics; null for nowhere (the default). */
+  metrics: { host: string; port: number } | null;
   /** The log format from the config file, if it sets one. */
   logFormat: ConfigFile["logFormat"];
 }
@@ -105,12 +107,21 @@ export function resolveConfig(flags: Flags, env: Record<string, string | undefin
     ],
     keepaliveSeconds: positive("--keepalive", pick(str(flags.keepalive), undefined, file?.keepaliveSeconds, 15)),
     revokedKeyGraceSeconds: file?.revokedKeyGraceSeconds ?? 60,
+    metrics: metricsAddress(str(flags.metrics) ?? file?.metrics),
     logFormat: file?.logFormat,
   };
   if (!config.listen && config.connect.length === 0) {
     throw new ConfigError("--no-listen leaves nothing to do: give at least one --connect host:port");
   }
   return config;
+}
+
+/** The --metrics address ("host:port", port 0 picks one), or null when not asked for. */
+function metricsAddress(v: string | undefined): { host: string; port: number } | null {
+  if (v === undefined) return null;
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(v) ?? /^([^:]+):(\d+)$/.exec(v);
+  if (!m || Number(m[2]) > 65535) throw new ConfigError(`--metrics needs host:port (e.g. 127.0.0.1:9464), not "${v}"`);
+  return { host: m[1], port: Number(m[2]) };
 }
 
 /** "host:port" or "[v6]:port" with trust settings. */

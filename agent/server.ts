@@ -64,6 +64,9 @@ export class AgentServer {
   #accepted = 0;
   #rejected: Record<string, number> = {};
   #address: { host: string; port: number } | null = null;
+  /** Bytes through inbound connections that have closed; live ones are added by {@link traffic}. */
+  #closedTraffic = { received: 0, sent: 0 };
+  #liveSockets = new Set<net.Socket>();
   /** Listeners this agent dials (outbound mode); shown by status. */
   outbound: OutboundTarget[] = [];
 
@@ -116,6 +119,16 @@ export class AgentServer {
       sessions: this.sessions.list(),
       outbound: this.outbound.map((t) => t.status()),
     };
+  }
+
+  /** Bytes received and sent on inbound connections so far. */
+  traffic(): { received: number; sent: number } {
+    let { received, sent } = this.#closedTraffic;
+    for (const s of this.#liveSockets) {
+      received += s.bytesRead;
+      sent += s.bytesWritten;
+    }
+    return { received, sent };
   }
 
   /** What the agent tells clients about itself (meta Info). */
@@ -187,6 +200,12 @@ export class AgentServer {
     const address = socket.remoteAddress ?? "unknown";
     const remote = `${formatHost(address)}:${socket.remotePort}`;
     socket.on("error", () => {}); // reported through the stream's end
+    this.#liveSockets.add(socket);
+    socket.once("close", () => {
+      this.#liveSockets.delete(socket);
+      this.#closedTraffic.received += socket.bytesRead;
+      this.#closedTraffic.sent += socket.bytesWritten;
+    });
     if (this.config.insecure && !isLoopback(address)) {
       socket.destroy();
       return this.#reject(remote, "not-loopback", "the agent runs --insecure and only serves loopback peers");

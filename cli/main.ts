@@ -40,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
     .option("--server-name <name>", "Outbound: the name the listener's certificate must carry (default: the host dialled)", { type: [String] })
     .option("--no-listen", "Do not accept inbound connections (outbound only)")
     .option("--keepalive <seconds>", "Outbound: heartbeat interval; 3 silent intervals end the connection (default 15)")
+    .option("--metrics <host:port>", "Serve /healthz, /readyz and Prometheus /metrics over HTTP here (e.g. 127.0.0.1:9464; off by default)")
     .option("--check", "Check the settings and key files, print a summary and exit (0 when they load), like sshd -t")
     .option("--show-key", "On first start, print the new key itself (it is printed only to a terminal otherwise)")
     .option("--log-format <format>", "text (default), journal (systemd priority prefixes; the default under systemd) or json")

@@ -166,4 +166,38 @@ ops("agent start --check validates settings and keys without starting, like sshd
   assert.match(none.stderr, /no key is configured and .*agent\.key does not exist yet/);
 });
 
+ops("--metrics serves /healthz, /readyz and Prometheus /metrics that count what happens", async () => {
+  const agent = await startAgent(["--key", KEY.hex, "--metrics", "127.0.0.1:0", "--connect", "127.0.0.1:1", "--fingerprint", "ab".repeat(32)], {
+    ready: /health and metrics on http:\/\/127\.0\.0\.1:\d+/,
+  });
+  const base = /health and metrics on (http:\/\/127\.0\.0\.1:\d+)\//.exec(agent.stderr())![1];
+  const get = async (p: string) => {
+    const r = await fetch(base + p);
+    return { status: r.status, type: r.headers.get("content-type") ?? "", body: await r.text() };
+  };
+  assert.equal(await get("/healthz"), { status: 200, type: "text/plain; charset=utf-8", body: "ok\n" });
+  const ready = await get("/readyz");
+  assert.is(ready.status, 503, "the outbound target is not connected");
+  assert.match(ready.body, /outbound 127\.0\.0\.1:1 is (connecting|waiting)/);
+  const c = await connect({ host: "127.0.0.1", port: agent.port, key: KEY.hex });
+  const s = await c.openSession("alpha");
+  await runAgentAsync(["probe", `127.0.0.1:${agent.port}`, "--key", generateKey().hex]);
+  await agent.waitForLog(/rejected: bad-key/);
+  const m = await get("/metrics");
+  assert.is(m.status, 200);
+  assert.match(m.type, /^text\/plain; version=0\.0\.4/);
+  assert.match(m.body, /# TYPE agent_handshakes_total counter\nagent_handshakes_total\{outcome="accepted"\} [1-9]/);
+  assert.match(m.body, /\nagent_handshakes_total\{outcome="bad-key"\} 1\n/);
+  assert.match(m.body, /\nagent_sessions 1\n/);
+  assert.match(m.body, /\nagent_connections_open 1\n/);
+  assert.match(m.body, /\nagent_received_bytes_total [1-9]\d*\n/);
+  assert.match(m.body, /\nagent_outbound_connected\{address="127\.0\.0\.1:1",state="(connecting|waiting)"\} 0\n/);
+  assert.match(m.body, /\nagent_ready 0\n/);
+  for (const line of m.body.trim().split("\n")) assert.match(line, /^(# (HELP|TYPE) \w+ .+|\w+(\{[^}]*\})? \d+(\.\d+)?)$/, line);
+  assert.is((await get("/nope")).status, 404);
+  await s.close();
+  c.close();
+  await agent.stop();
+});
+
 ops.run();

@@ -9,7 +9,8 @@ import { RING_CAPACITY, SessionManager } from "../../agent/sessions.ts";
 import { controlPath, serveControl } from "../../agent/control.ts";
 import { type AgentConfig, type Flags, resolveConfig, str } from "../../agent/config.ts";
 import { ensureStateDir, loadAgentKeys } from "../../agent/keystore.ts";
-import { log, LOG_FORMATS, type LogFormat, setLogFormat } from "../../runtime/log.ts";
+import { droppedLogLines, log, LOG_FORMATS, type LogFormat, setLogFormat } from "../../runtime/log.ts";
+import { serveMetrics } from "../../agent/metrics.ts";
 import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
 import { selfCommand } from "../../runtime/self.ts";
 import { parseFingerprint } from "../../runtime/tls.ts";
@@ -59,7 +60,7 @@ async function loadSettings(flags: Flags, createKey: boolean) {
 }
 
 /** Settings a running agent cannot change without a restart. */
-const RESTART_ONLY = ["host", "port", "stateDir", "insecure", "listen", "connect", "handshakeTimeoutSeconds", "maxHandshakes", "keepaliveSeconds"] as const;
+const RESTART_ONLY = ["host", "port", "stateDir", "insecure", "listen", "connect", "handshakeTimeoutSeconds", "maxHandshakes", "keepaliveSeconds", "metrics"] as const;
 
 export async function startCommand(flags: Flags): Promise<void> {
   if (flags.check) {
@@ -93,8 +94,9 @@ export async function startCommand(flags: Flags): Promise<void> {
   }
 
   // A bug in one connection's handling must not take every session down with it: log it, keep serving.
-  process.on("uncaughtException", (e) => log.error(`internal error (please report): ${e.stack ?? e}`));
-  process.on("unhandledRejection", (e) => log.error(`internal error (please report): ${(e as Error)?.stack ?? e}`));
+  let internalErrors = 0;
+  process.on("uncaughtException", (e) => (internalErrors++, log.error(`internal error (please report): ${e.stack ?? e}`)));
+  process.on("unhandledRejection", (e) => (internalErrors++, log.error(`internal error (please report): ${(e as Error)?.stack ?? e}`)));
 
   // Signal handlers go in before anything listens, so an early SIGTERM still shuts down cleanly.
   let stop!: (signal: string) => void;
@@ -146,6 +148,20 @@ export async function startCommand(flags: Flags): Promise<void> {
     log.info(`outbound: dialing ${t.address} over TLS as key id ${keys[0].id}`);
     t.start();
   }
+  let metrics: Awaited<ReturnType<typeof serveMetrics>> | null = null;
+  if (config.metrics) {
+    const counters = () => {
+      const t = server!.traffic();
+      return { bytesReceived: t.received, bytesSent: t.sent, internalErrors, logLinesDropped: droppedLogLines() };
+    };
+    try {
+      metrics = await serveMetrics(config.metrics.host, config.metrics.port, () => server!.status(), counters, config.listen);
+    } catch (e) {
+      await Promise.all([server.close(), control.close(), ...outbound.map((t) => t.stop())]);
+      throw new ConfigError((e as Error).message);
+    }
+    log.info(`health and metrics on http://${formatHost(metrics.address.host)}:${metrics.address.port}/ (healthz, readyz, metrics)`);
+  }
 
   /**
    * SIGHUP: read the config and key files again. Keys and products change at
@@ -173,6 +189,6 @@ export async function startCommand(flags: Flags): Promise<void> {
   }
 
   log.info(`received ${await stopped}, shutting down`);
-  await Promise.all([server.close(), control.close(), ...outbound.map((t) => t.stop())]);
+  await Promise.all([server.close(), control.close(), metrics?.close(), ...outbound.map((t) => t.stop())]);
   log.info("stopped");
 }
