@@ -45,6 +45,7 @@ export const CONFIG_FILE = z.strictObject({
   logFormat: z.enum(LOG_FORMATS).optional(),
   revokedKeyGraceSeconds: z.number().min(0).optional(),
   metrics: hostPort.optional(),
+  proxy: z.string().min(1).optional(),
 });
 
 /** The settings as the file gives them (all optional). */
@@ -72,6 +73,7 @@ export const ALLOWED: Record<keyof ConfigFile, string> = {
   logFormat: `one of ${LOG_FORMATS.map((f) => `"${f}"`).join(", ")}`,
   revokedKeyGraceSeconds: "a number of seconds, 0 or more",
   metrics: '"host:port" for the health and metrics endpoint, e.g. "127.0.0.1:9464"',
+  proxy: 'an HTTP proxy URL for outbound connections, e.g. "http://proxy.example.com:3128"',
 };
 
 function describe(value: unknown): string {

@@ -46,6 +46,8 @@ export interface AgentConfig {
   keepaliveSeconds: number;
   /** After a reload removes a key, connections that authenticated with it are closed this long after. */
   revokedKeyGraceSeconds: number;
+  /** The HTTP CONNECT proxy for outbound connections, as given (else HTTPS_PROXY applies). */
+  proxy: string | undefined;
   /** Where to serve /healthz, /readyz and /metrics; null for nowhere (the default). */
   metrics: { host: string; port: number } | null;
   /** The log format from the config file, if it sets one. */
@@ -108,6 +110,7 @@ export function resolveConfig(flags: Flags, env: Record<string, string | undefin
     keepaliveSeconds: positive("--keepalive", pick(str(flags.keepalive), undefined, file?.keepaliveSeconds, 15)),
     revokedKeyGraceSeconds: file?.revokedKeyGraceSeconds ?? 60,
     metrics: metricsAddress(str(flags.metrics) ?? file?.metrics),
+    proxy: str(flags.proxy) ?? file?.proxy,
     logFormat: file?.logFormat,
   };
   if (!config.listen && config.connect.length === 0) {

@@ -14,6 +14,7 @@ import type { ByteStream } from "../core/wire/stream.ts";
 import { AgentError, KeyRejectedError } from "../core/errors.ts";
 import { CertificateError, dialTls, type TrustOptions } from "../runtime/tls.ts";
 import { DialError, formatHost } from "../runtime/tcp.ts";
+import { ProxyError } from "../runtime/proxy.ts";
 import { ClientConnection } from "./connection.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { SessionManager } from "./sessions.ts";
@@ -47,6 +48,8 @@ export function backoffDelay(attempt: number, random: () => number = Math.random
 export interface OutboundTargetConfig extends TrustOptions {
   host: string;
   port: number;
+  /** Dial through this HTTP CONNECT proxy. */
+  proxy?: URL | null;
 }
 
 /** What `agent status` shows of a target. */
@@ -175,7 +178,7 @@ export class OutboundTarget {
 }
 
 function describe(e: Error): string {
-  if (e instanceof CertificateError || e instanceof DialError || e instanceof KeyRejectedError) return e.message;
+  if (e instanceof CertificateError || e instanceof DialError || e instanceof KeyRejectedError || e instanceof ProxyError) return e.message;
   if (e instanceof AgentError) return `${e.code}: ${e.message}`;
   return e.message;
 }

@@ -39,6 +39,7 @@ export async function main(argv: string[]): Promise<number> {
     .option("--fingerprint <sha256>", "Outbound: trust exactly the listener certificate with this SHA-256 fingerprint", { type: [String] })
     .option("--server-name <name>", "Outbound: the name the listener's certificate must carry (default: the host dialled)", { type: [String] })
     .option("--no-listen", "Do not accept inbound connections (outbound only)")
+    .option("--proxy <url>", "Outbound: dial through this HTTP CONNECT proxy (default: HTTPS_PROXY, minus NO_PROXY hosts)")
     .option("--keepalive <seconds>", "Outbound: heartbeat interval; 3 silent intervals end the connection (default 15)")
     .option("--metrics <host:port>", "Serve /healthz, /readyz and Prometheus /metrics over HTTP here (e.g. 127.0.0.1:9464; off by default)")
     .option("--check", "Check the settings and key files, print a summary and exit (0 when they load), like sshd -t")
@@ -77,10 +78,11 @@ export async function main(argv: string[]): Promise<number> {
     .option("--ca <file>", "With --tls: trust the CA(s) in this PEM file", { type: [String] })
     .option("--fingerprint <sha256>", "With --tls: trust exactly this certificate", { type: [String] })
     .option("--server-name <name>", "With --tls: the name the certificate must carry", { type: [String] })
+    .option("--proxy <url>", "With --tls: go through this HTTP CONNECT proxy (default: HTTPS_PROXY, minus NO_PROXY hosts)")
     .option("--state-dir <dir>", STATE_DIR_HELP, { type: [String] })
     .example("agent probe server1.example.com:46336 --key-file ./server1.key")
     .example("agent probe product.example.com:46340 --tls --ca /etc/agent/product-ca.pem")
-    .usage("probe host[:port] [options]\n\n  Exit codes: 0 ok, 2 usage, 3 name not found, 4 connection refused, 5 timed out,\n  6 not an agent, 7 wrong key (with --tls: key not accepted), 8 incompatible version, 9 agent is --insecure,\n  10 certificate not trusted, 11 certificate expired, 12 fingerprint mismatch, 1 other")
+    .usage("probe host[:port] [options]\n\n  Exit codes: 0 ok, 2 usage, 3 name not found, 4 connection refused, 5 timed out,\n  6 not an agent, 7 wrong key (with --tls: key not accepted), 8 incompatible version, 9 agent is --insecure,\n  10 certificate not trusted, 11 certificate expired, 12 fingerprint mismatch, 13 proxy failed, 1 other")
     .action((target, flags) => probeCommand(target, flags));
 
   // cac shows negated flags as "(default: true)", which reads backwards for --no-listen.

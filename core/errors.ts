@@ -41,6 +41,7 @@ export const ERROR_CODES = {
   "expired": "the listener's certificate has expired or is not yet valid",
   "fingerprint-mismatch": "the listener's certificate is not the pinned one",
   "name-mismatch": "the listener's certificate does not carry the name dialled",
+  "proxy": "the HTTP proxy could not be reached, refused the tunnel, or did not answer",
   // The operator's side.
   "invalid-config": "a setting, flag or config file that cannot be used",
   "not-running": "no agent answers on this machine's control socket",

@@ -14,6 +14,7 @@ import { fromHex, toHex } from "../core/bytes.ts";
 import { AgentError } from "../core/errors.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
 import { connectError, DialError, socketStream } from "./tcp.ts";
+import { connectThroughProxy } from "./proxy.ts";
 
 /** What the listener presented. */
 export interface CertificateReport {
@@ -62,14 +63,98 @@ export function formatFingerprint(bytes: Uint8Array): string {
 /**
  * Connects with TLS and verifies the listener; throws {@link CertificateError}
  * when it is not to be trusted (nothing has been sent then), or a
- * {@link DialError} when it cannot be reached.
+ * {@link DialError} (or ProxyError) when it cannot be reached.
+ *
+ * Trust is decided by the TLS library enforcing it (`rejectUnauthorized`),
+ * never by reading `authorized` after the fact: Deno's Node compatibility
+ * layer reports most connections to an untrusted certificate as authorized.
+ * When the library refuses, a second connection, on which nothing is sent,
+ * fetches the certificate so the error can say what was presented.
  */
-export function dialTls(host: string, port: number, options: TrustOptions & { timeoutMs: number }): Promise<{ stream: ByteStream; certificate: CertificateReport }> {
-  return new Promise((resolve, reject) => {
-    const serverName = options.serverName ?? host;
+export async function dialTls(
+  host: string,
+  port: number,
+  options: TrustOptions & { timeoutMs: number; proxy?: URL | null; reportTrust?: boolean },
+): Promise<{ stream: ByteStream; certificate: CertificateReport }> {
+  const serverName = options.serverName ?? host;
+  const pinned = options.fingerprint !== undefined;
+  let refusal: NodeJS.ErrnoException;
+  try {
+    // Pinned: the fingerprint alone decides, whoever issued the certificate.
+    const { socket, certificate } = await handshake(host, port, options, serverName, !pinned);
+    if (pinned) {
+      const refuse = (reason: CertificateError["reason"], message: string) => {
+        socket.destroy();
+        throw new CertificateError(reason, message, certificate);
+      };
+      if (toHex(options.fingerprint!) !== toHex(certificate.fingerprint)) {
+        refuse("fingerprint-mismatch", `certificate fingerprint mismatch: the listener presented ${formatFingerprint(certificate.fingerprint)}, expected ${formatFingerprint(options.fingerprint!)}`);
+      }
+      if (certificate.expired) refuse("expired", `the pinned certificate is outside its validity (${certificate.validFrom} to ${certificate.validTo})`);
+      // For a report (probe): would the CA file or system roots trust it too? A separate handshake says.
+      if (options.reportTrust) return { stream: socketStream(socket), certificate: await caVerdict(host, port, options, serverName, certificate) };
+    }
+    return { stream: socketStream(socket), certificate: { ...certificate, trusted: true } };
+  } catch (e) {
+    if (!(e instanceof VerifyError)) throw e;
+    refusal = e.cause as NodeJS.ErrnoException;
+  }
+  // Refused by the TLS library: look at the certificate once more, only to report it.
+  const { socket, certificate } = await handshake(host, port, options, serverName, false);
+  socket.destroy();
+  const { reason, problem, expired } = whyRefused(refusal, certificate, serverName);
+  throw new CertificateError(
+    reason,
+    `the listener's certificate is not trusted: ${problem} (subject ${certificate.subject}; pass --ca FILE or pin it with --fingerprint ${formatFingerprint(certificate.fingerprint)})`,
+    { ...certificate, trusted: false, problem, expired },
+  );
+}
+
+/** Why the TLS library refused `certificate`, in words. */
+function whyRefused(refusal: NodeJS.ErrnoException, certificate: CertificateReport, serverName: string) {
+  const code = refusal.code ?? "";
+  const nameError = code === "ERR_TLS_CERT_ALTNAME_INVALID";
+  const expired = certificate.expired || code === "CERT_HAS_EXPIRED" || code === "CERT_NOT_YET_VALID";
+  // Dates first: runtimes word an expired certificate differently, and this says it plainly.
+  const problem = expired
+    ? `it has expired or is not yet valid (valid ${certificate.validFrom} to ${certificate.validTo})`
+    : nameError
+    ? `the certificate is not for "${serverName}"`
+    : describe(code || refusal.message);
+  const reason: CertificateError["reason"] = expired ? "expired" : nameError ? "name-mismatch" : "untrusted";
+  return { reason, problem, expired };
+}
+
+/** `certificate` with whether the CA file or system roots (and the name) would trust it, by a verifying handshake. */
+async function caVerdict(host: string, port: number, options: TrustOptions & { timeoutMs: number; proxy?: URL | null }, serverName: string, certificate: CertificateReport): Promise<CertificateReport> {
+  try {
+    (await handshake(host, port, options, serverName, true)).socket.destroy();
+    return { ...certificate, trusted: true };
+  } catch (e) {
+    if (!(e instanceof VerifyError)) throw e;
+    const { problem } = whyRefused(e.cause as NodeJS.ErrnoException, certificate, serverName);
+    return { ...certificate, trusted: false, problem };
+  }
+}
+
+/** The TLS library refused the certificate; `cause` is its error. */
+class VerifyError extends Error {}
+
+/** Error codes with which a TLS library refuses a certificate (as opposed to failing to connect). */
+const CERTIFICATE_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(VERIFY|GET_ISSUER)|ALTNAME|HOSTNAME|ISSUER|SIGNATURE/;
+
+/** One TLS handshake (through the proxy if any); `verify` makes the library enforce trust and the name. */
+async function handshake(host: string, port: number, options: TrustOptions & { timeoutMs: number; proxy?: URL | null }, serverName: string, verify: boolean) {
+  // Through a proxy, TLS runs end to end inside the CONNECT tunnel: the proxy never sees the certificate checks.
+  const tunnel = options.proxy ? await connectThroughProxy(options.proxy, host, port, options.timeoutMs) : undefined;
+  return await new Promise<{ socket: tls.TLSSocket; certificate: CertificateReport }>((resolve, reject) => {
+    const ip = /^[\d.]+$|:/.test(serverName);
     const socket = tls.connect({
-      host, port, servername: /^[\d.]+$|:/.test(serverName) ? undefined : serverName,
-      ca: options.ca, rejectUnauthorized: false, // the decision is made below, with reasons
+      ...(tunnel ? { socket: tunnel } : { host, port }),
+      servername: ip ? undefined : serverName,
+      ca: options.ca,
+      rejectUnauthorized: verify,
+      checkServerIdentity: verify ? (_h, cert) => tls.checkServerIdentity(serverName, cert) : () => undefined,
     });
     const timer = setTimeout(() => {
       socket.destroy();
@@ -79,38 +164,20 @@ export function dialTls(host: string, port: number, options: TrustOptions & { ti
       clearTimeout(timer);
       socket.removeAllListeners("error");
       const peer = socket.getPeerCertificate();
-      const expired = Date.parse(peer.valid_to) < Date.now() || Date.parse(peer.valid_from) > Date.now();
-      const nameError = tls.checkServerIdentity(serverName, peer);
-      // Dates first: runtimes word an expired certificate differently, and this says it plainly.
-      const problem = expired
-        ? `it has expired or is not yet valid (valid ${peer.valid_from} to ${peer.valid_to})`
-        : socket.authorizationError
-        ? describe(String(socket.authorizationError))
-        : nameError
-        ? `the certificate is not for "${serverName}"`
-        : undefined;
-      const certificate: CertificateReport = {
-        subject: formatName(peer.subject), issuer: formatName(peer.issuer), validFrom: peer.valid_from, validTo: peer.valid_to,
-        fingerprint: parseFingerprint(peer.fingerprint256), trusted: !problem, problem, expired,
-      };
-      const refuse = (reason: CertificateError["reason"], message: string) => {
-        socket.destroy();
-        reject(new CertificateError(reason, message, certificate));
-      };
-      if (options.fingerprint) {
-        if (toHex(options.fingerprint) !== toHex(certificate.fingerprint)) {
-          return refuse("fingerprint-mismatch", `certificate fingerprint mismatch: the listener presented ${formatFingerprint(certificate.fingerprint)}, expected ${formatFingerprint(options.fingerprint)}`);
-        }
-        if (expired) return refuse("expired", `the pinned certificate is outside its validity (${peer.valid_from} to ${peer.valid_to})`);
-      } else if (problem) {
-        const reason = expired ? "expired" : nameError && !socket.authorizationError ? "name-mismatch" : "untrusted";
-        return refuse(reason, `the listener's certificate is not trusted: ${problem} (subject ${certificate.subject}; pass --ca FILE or pin it with --fingerprint ${formatFingerprint(certificate.fingerprint)})`);
-      }
-      resolve({ stream: socketStream(socket), certificate });
+      resolve({
+        socket,
+        certificate: {
+          subject: formatName(peer.subject), issuer: formatName(peer.issuer), validFrom: peer.valid_from, validTo: peer.valid_to,
+          fingerprint: parseFingerprint(peer.fingerprint256), trusted: false,
+          expired: Date.parse(peer.valid_to) < Date.now() || Date.parse(peer.valid_from) > Date.now(),
+        },
+      });
     });
     socket.once("error", (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      reject(connectError(e, host, port));
+      socket.destroy();
+      if (verify && CERTIFICATE_CODES.test(e.code ?? e.message)) reject(new VerifyError("refused", { cause: e }));
+      else reject(connectError(e, host, port));
     });
   });
 }

@@ -6,7 +6,9 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { generateKey } from "../core/secure/keys.ts";
-import { AuthenticationError, connect } from "../mod.ts";
+import { AuthenticationError, connect, listen } from "../mod.ts";
+import { selfSigned } from "./helpers/certs.ts";
+import { connectProxy } from "./helpers/net.ts";
 import { agentCommand, hermeticEnv, ROOT, runAgent, runAgentAsync, sendSignal, startAgent, stopAll, tempDir, until } from "./helpers/agent-process.ts";
 
 const ops = suite("operations e2e");
@@ -198,6 +200,54 @@ ops("--metrics serves /healthz, /readyz and Prometheus /metrics that count what 
   await s.close();
   c.close();
   await agent.stop();
+});
+
+ops("outbound through an HTTP CONNECT proxy: --proxy, HTTPS_PROXY and NO_PROXY; a refusing proxy is named", async () => {
+  const cert = await selfSigned();
+  const serverKey = generateKey().hex;
+  const listener = await listen({ host: "127.0.0.1", port: 0, cert: cert.cert, key: cert.key, agents: { web1: serverKey } });
+  const proxy = await connectProxy();
+  const target = `127.0.0.1:${listener.port}`;
+  const dial = ["--no-listen", "--connect", target, "--fingerprint", cert.fingerprint, "--key", serverKey];
+  try {
+    const viaFlag = await startAgent([...dial, "--proxy", proxy.url], { listenFlags: false, ready: /outbound .* connected/ });
+    assert.match(viaFlag.stderr(), /dialing .* through the proxy 127\.0\.0\.1:\d+/);
+    const tunnels = () => proxy.requests.filter((r) => r === target).length;
+    assert.ok(tunnels() >= 1, `the proxy opened a tunnel to the listener: ${proxy.requests}`);
+    const web1 = await listener.waitForAgent("web1", 10_000);
+    const s = await web1.openSession("alpha");
+    assert.is((await s.files.stat(".")).type, "directory", "a session works through the tunnel");
+    await s.close();
+    await viaFlag.stop();
+
+    let before = tunnels();
+    const viaEnv = await startAgent(dial, { listenFlags: false, ready: /outbound .* connected/, env: { HTTPS_PROXY: proxy.url } });
+    assert.ok(tunnels() > before, "HTTPS_PROXY is used");
+    await viaEnv.stop();
+    before = tunnels();
+    const bypass = await startAgent(dial, { listenFlags: false, ready: /outbound .* connected/, env: { HTTPS_PROXY: proxy.url, NO_PROXY: "localhost,127.0.0.1" } });
+    assert.is(tunnels(), before, "NO_PROXY skips the proxy");
+    await bypass.stop();
+
+    const refusing = await connectProxy({ refuse: "403 Forbidden" });
+    const refused = await startAgent([...dial, "--proxy", refusing.url], { listenFlags: false, ready: /retrying in/ });
+    assert.match(refused.stderr(), new RegExp(`the proxy 127\\.0\\.0\\.1:${refusing.port} refused CONNECT to ${target.replace(/\./g, "\\.")}: 403 Forbidden`));
+    await refused.stop();
+
+    const probe = await runAgentAsync(["probe", target, "--tls", "--fingerprint", cert.fingerprint, "--key", serverKey, "--proxy", proxy.url]);
+    assert.is(probe.code, 0, probe.stderr);
+    assert.match(probe.stdout, /proxy\s+127\.0\.0\.1:\d+ \(HTTP CONNECT\)/);
+    const blocked = await runAgentAsync(["probe", target, "--tls", "--fingerprint", cert.fingerprint, "--proxy", refusing.url]);
+    assert.is(blocked.code, 13);
+    assert.match(blocked.stderr, /FAILED at proxy: .*refused CONNECT .*403 Forbidden/);
+    const nobody = await runAgentAsync(["probe", target, "--tls", "--fingerprint", cert.fingerprint, "--proxy", "http://127.0.0.1:1"]);
+    assert.is(nobody.code, 13);
+    assert.match(nobody.stderr, /FAILED at proxy: cannot reach the proxy 127\.0\.0\.1:1: connection refused/);
+    await refusing.close();
+  } finally {
+    await proxy.close();
+    await listener.close();
+  }
 });
 
 ops.run();

@@ -129,6 +129,19 @@ outbound("untrusted, expired and mismatched certificates each fail with a clear 
   await a.stop();
 });
 
+outbound("an untrusted listener stays untrusted on every retry (Deno's TLS layer reports later connections as authorized)", async () => {
+  const key = generateKey().hex;
+  const cert = await selfSigned();
+  const events: string[] = [];
+  const l = await startListener(cert, { s1: key }, 0, events);
+  const a = await dialer(["--connect", `127.0.0.1:${l.port}`, "--key", key, "--handshake-timeout", "10"], /(retrying in[\s\S]*){3}/);
+  assert.is((a.stderr().match(/not trusted: it is self-signed/g) ?? []).length, 3, a.stderr());
+  assert.is(l.connected().length, 0, "never connected");
+  assert.not.ok(events.some((e) => e.startsWith("connected")));
+  await a.stop();
+  await l.close();
+});
+
 outbound("an unknown or revoked key is rejected at the listener, and no session is opened", async () => {
   const cert = await selfSigned();
   const known = generateKey().hex, stranger = generateKey().hex;

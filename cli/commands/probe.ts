@@ -19,6 +19,7 @@ import { DialError, dialTcp, formatHost } from "../../runtime/tcp.ts";
 import { CertificateError, type CertificateReport, dialTls, formatFingerprint, parseFingerprint } from "../../runtime/tls.ts";
 import { proveToListener } from "../../agent/dialer.ts";
 import { ExitError } from "./exit.ts";
+import { ProxyError, proxyFor } from "../../runtime/proxy.ts";
 
 /** Exit codes, one per failed stage (docs/operations.md lists them too). */
 export const PROBE_EXIT = {
@@ -35,6 +36,7 @@ export const PROBE_EXIT = {
   certificateUntrusted: 10,
   certificateExpired: 11,
   fingerprintMismatch: 12,
+  proxyFailed: 13,
 } as const;
 
 type Stage = "resolve" | "connect" | "handshake" | "authenticate" | "info" | "ping";
@@ -230,12 +232,23 @@ async function probeListener(host: string, port: number, flags: Flags): Promise<
     else process.stderr.write(lines.join("\n") + "\n");
     throw new ExitError(code, "");
   };
-  let address: string;
+  let proxy: URL | null;
   try {
-    address = await resolveStage(host, timeoutMs);
+    proxy = proxyFor(host, process.env, str(flags.proxy));
   } catch (e) {
-    const s = e as StageError;
-    return fail(s.exitCode, s.stage, s.code, s.message);
+    throw new ExitError(PROBE_EXIT.usage, (e as Error).message);
+  }
+  let address = host; // through a proxy, the proxy resolves the name
+  if (proxy) {
+    lines.push(`  proxy          ${proxy.host} (HTTP CONNECT)`);
+    report.proxy = proxy.host;
+  } else {
+    try {
+      address = await resolveStage(host, timeoutMs);
+    } catch (e) {
+      const s = e as StageError;
+      return fail(s.exitCode, s.stage, s.code, s.message);
+    }
   }
   const ca = str(flags.ca);
   let trust;
@@ -251,8 +264,9 @@ async function probeListener(host: string, port: number, flags: Flags): Promise<
   const t0 = performance.now();
   let dialed;
   try {
-    dialed = await dialTls(address, port, { ...trust, timeoutMs });
+    dialed = await dialTls(address, port, { ...trust, timeoutMs, proxy, reportTrust: true });
   } catch (e) {
+    if (e instanceof ProxyError) return fail(PROBE_EXIT.proxyFailed, "proxy", e.stage, e.message);
     if (e instanceof CertificateError) {
       describeCertificate(e.certificate, lines, report);
       const code = e.reason === "fingerprint-mismatch" ? PROBE_EXIT.fingerprintMismatch : e.reason === "expired" ? PROBE_EXIT.certificateExpired : PROBE_EXIT.certificateUntrusted;

@@ -11,6 +11,7 @@ import { type AgentConfig, type Flags, resolveConfig, str } from "../../agent/co
 import { ensureStateDir, loadAgentKeys } from "../../agent/keystore.ts";
 import { droppedLogLines, log, LOG_FORMATS, type LogFormat, setLogFormat } from "../../runtime/log.ts";
 import { serveMetrics } from "../../agent/metrics.ts";
+import { proxyFor } from "../../runtime/proxy.ts";
 import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
 import { selfCommand } from "../../runtime/self.ts";
 import { parseFingerprint } from "../../runtime/tls.ts";
@@ -38,7 +39,7 @@ import { formatHost, isLoopback } from "../../runtime/tcp.ts";
 /** The trust settings of each outbound target, read and checked. */
 function outboundTrust(config: AgentConfig) {
   return config.connect.map((t) => ({
-    host: t.host, port: t.port, serverName: t.serverName,
+    host: t.host, port: t.port, serverName: t.serverName, proxy: proxyFor(t.host, process.env, config.proxy),
     ca: t.ca ? readCa(t.ca) : undefined,
     fingerprint: t.fingerprint ? fingerprintOf(t.fingerprint) : undefined,
   }));
@@ -60,7 +61,7 @@ async function loadSettings(flags: Flags, createKey: boolean) {
 }
 
 /** Settings a running agent cannot change without a restart. */
-const RESTART_ONLY = ["host", "port", "stateDir", "insecure", "listen", "connect", "handshakeTimeoutSeconds", "maxHandshakes", "keepaliveSeconds", "metrics"] as const;
+const RESTART_ONLY = ["host", "port", "stateDir", "insecure", "listen", "connect", "handshakeTimeoutSeconds", "maxHandshakes", "keepaliveSeconds", "metrics", "proxy"] as const;
 
 export async function startCommand(flags: Flags): Promise<void> {
   if (flags.check) {
@@ -145,7 +146,7 @@ export async function startCommand(flags: Flags): Promise<void> {
     log.info(`listening on ${formatHost(address.host)}:${address.port} (${mode}); state in ${config.stateDir}`);
   }
   for (const t of outbound) {
-    log.info(`outbound: dialing ${t.address} over TLS as key id ${keys[0].id}`);
+    log.info(`outbound: dialing ${t.address} over TLS as key id ${keys[0].id}${t.target.proxy ? ` through the proxy ${t.target.proxy.host}` : ""}`);
     t.start();
   }
   let metrics: Awaited<ReturnType<typeof serveMetrics>> | null = null;

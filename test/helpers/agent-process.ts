@@ -43,7 +43,8 @@ const running = new Set<ChildProcess>();
 export function hermeticEnv(extra: Record<string, string> = {}): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("AGENT_")) env[k] = v;
-  return { ...env, HOME: tempDir("agent-home-"), AGENT_STATE_DIR: tempDir("agent-state-"), NO_COLOR: "1", ...extra };
+  // DENO_NO_UPDATE_CHECK: Deno's own version check would reach for the network (through HTTPS_PROXY, when set).
+  return { ...env, HOME: tempDir("agent-home-"), AGENT_STATE_DIR: tempDir("agent-state-"), NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...extra };
 }
 
 /** Runs the agent CLI to completion (no TTY, no stdin). */

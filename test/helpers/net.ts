@@ -74,3 +74,34 @@ export async function recordingRelay(targetPort: number) {
   });
   return { port: relay.port, captured: () => Buffer.concat(captured), close: relay.close };
 }
+
+/**
+ * A small HTTP CONNECT proxy on loopback: it records each CONNECT target and tunnels to it, or
+ * answers every CONNECT with `refuse` (e.g. "403 Forbidden") when given.
+ */
+export async function connectProxy(options: { refuse?: string } = {}) {
+  const requests: string[] = [];
+  const proxy = await fakeServer((client) => {
+    let head = "";
+    const onData = (d: Buffer) => {
+      head += d.toString("latin1");
+      const end = head.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      client.off("data", onData);
+      const target = /^CONNECT (\S+) HTTP\/1\.1/.exec(head)?.[1];
+      if (!target) return void client.end("HTTP/1.1 400 Bad Request\r\n\r\n");
+      requests.push(target);
+      if (options.refuse) return void client.end(`HTTP/1.1 ${options.refuse}\r\n\r\n`);
+      const [, host, port] = /^\[?([^\]]+)\]?:(\d+)$/.exec(target)!;
+      const upstream = net.connect({ host, port: Number(port) }, () => {
+        client.write("HTTP/1.1 200 Connection established\r\n\r\n");
+        upstream.pipe(client);
+        client.pipe(upstream);
+      });
+      upstream.on("error", () => client.destroy());
+      client.on("close", () => upstream.destroy());
+    };
+    client.on("data", onData);
+  });
+  return { ...proxy, requests, url: `http://127.0.0.1:${proxy.port}` };
+}
