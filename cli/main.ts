@@ -10,6 +10,7 @@ import { keygenCommand } from "./commands/keygen.ts";
 import { probeCommand } from "./commands/probe.ts";
 import { startCommand } from "./commands/start.ts";
 import { statusCommand } from "./commands/status.ts";
+import { serviceCommand } from "./commands/service.ts";
 import { ExitError } from "./commands/exit.ts";
 import { ConfigError } from "../agent/config.ts";
 import { VERSION } from "../core/version.ts";
@@ -85,6 +86,17 @@ export async function main(argv: string[]): Promise<number> {
     .usage("probe host[:port] [options]\n\n  Exit codes: 0 ok, 2 usage, 3 name not found, 4 connection refused, 5 timed out,\n  6 not an agent, 7 wrong key (with --tls: key not accepted), 8 incompatible version, 9 agent is --insecure,\n  10 certificate not trusted, 11 certificate expired, 12 fingerprint mismatch, 13 proxy failed, 1 other")
     .action((target, flags) => probeCommand(target, flags));
 
+  cli.command("service [action]", "Install, uninstall or show the agent as a systemd service (install | uninstall | status)")
+    .option("--user <name>", "System user the service runs as; created if missing (default agent)", { type: [String] })
+    .option("--binary <path>", "Where the executable goes; install copies this one there (default /usr/local/bin/agent)", { type: [String] })
+    .option("--root <dir>", "Install into this file tree instead of / (packaging); no users, no systemctl", { type: [String] })
+    .option("--no-start", "With install: enable the service but do not start it")
+    .option("--json", "Print one JSON object")
+    .example("sudo agent service install        # user, binary, hardened unit, enabled and started; safe to run again")
+    .example("sudo agent service status         # exit 3 when not installed")
+    .usage("service install|uninstall|status [options]\n\n  The unit text is in docs/operations.md for manual installs.")
+    .action((action, flags) => serviceCommand(action, flags));
+
   // cac shows negated flags as "(default: true)", which reads backwards for --no-listen.
   cli.help((sections) => sections.map((s) => ({ ...s, body: s.body.replace(/ \(default: true\)/g, "") })));
   cli.version(VERSION);
@@ -95,7 +107,7 @@ export async function main(argv: string[]): Promise<number> {
     if (!cli.matchedCommand) {
       if (cli.options.help || cli.options.version) return 0;
       if (cli.args.length > 0) {
-        process.stderr.write(`agent: unknown command "${cli.args[0]}". Commands: start, status, keygen, probe (see agent help)\n`);
+        process.stderr.write(`agent: unknown command "${cli.args[0]}". Commands: start, status, keygen, probe, service (see agent help)\n`);
         return 2;
       }
       cli.outputHelp();

@@ -2,14 +2,15 @@
 // keys, help, signals. (Issue "Operable as a service".)
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { generateKey } from "../core/secure/keys.ts";
 import { AuthenticationError, connect, listen } from "../mod.ts";
 import { selfSigned } from "./helpers/certs.ts";
 import { connectProxy } from "./helpers/net.ts";
-import { agentCommand, hermeticEnv, ROOT, runAgent, runAgentAsync, sendSignal, startAgent, stopAll, tempDir, until } from "./helpers/agent-process.ts";
+import { serviceUnit, UNIT_PATH } from "../agent/service.ts";
+import { agentCommand, hermeticEnv, IS_DENO, ROOT, runAgent, runAgentAsync, sendSignal, startAgent, stopAll, tempDir, until } from "./helpers/agent-process.ts";
 
 const ops = suite("operations e2e");
 const KEY = generateKey();
@@ -248,6 +249,55 @@ ops("outbound through an HTTP CONNECT proxy: --proxy, HTTPS_PROXY and NO_PROXY; 
     await proxy.close();
     await listener.close();
   }
+});
+
+ops("agent service install: a hardened unit that systemd-analyze accepts; idempotent; status and uninstall", () => {
+  const root = tempDir("agent-root-");
+  const binary = path.join(root, "usr/local/bin/agent");
+  if (IS_DENO) {
+    // Under Deno the CLI is not the single executable, so the binary must already be in place.
+    fs.mkdirSync(path.dirname(binary), { recursive: true });
+    fs.copyFileSync(path.join(ROOT, "dist/agent"), binary);
+  }
+  const first = runAgent(["service", "install", "--root", root]);
+  assert.is(first.code, 0, first.stderr);
+  assert.match(first.stdout, /unit .*agent\.service: written/);
+  assert.ok(fs.readFileSync(binary).equals(fs.readFileSync(path.join(ROOT, "dist/agent"))), "the binary is in place");
+  const unit = fs.readFileSync(path.join(root, UNIT_PATH), "utf8");
+  for (const line of ["User=agent", "ExecStart=/usr/local/bin/agent start", "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
+    "StateDirectory=agent", "RuntimeDirectory=agent", "NoNewPrivileges=yes", "ProtectSystem=full", "KillMode=mixed", "TimeoutStopSec=20s"]) {
+    assert.ok(unit.split("\n").includes(line), `the unit has ${line}`);
+  }
+  const again = runAgent(["service", "install", "--root", root]);
+  assert.is(again.code, 0);
+  assert.not.match(again.stdout, /written|installed from|updated/, "a second install changes nothing");
+  assert.match(again.stdout, /unit .*: up to date/);
+
+  const verifier = spawnSync("systemd-analyze", ["--version"], { encoding: "utf8" });
+  if (verifier.status !== 0) console.log(`\n  (systemd-analyze verify skipped: ${verifier.error?.message ?? verifier.stderr})`);
+  else {
+    const copy = path.join(tempDir(), "agent.service");
+    fs.writeFileSync(copy, unit.replace("ExecStart=/usr/local/bin/agent", `ExecStart=${binary}`)); // the installed binary, under the test root
+    const v = spawnSync("systemd-analyze", ["verify", copy], { encoding: "utf8" });
+    assert.is(v.status, 0, v.stderr);
+    assert.is(v.stderr.trim(), "", v.stderr);
+  }
+
+  const st = runAgent(["service", "status", "--root", root]);
+  assert.is(st.code, 0);
+  assert.match(st.stdout, /installed, up to date/);
+  const gone = runAgent(["service", "uninstall", "--root", root]);
+  assert.is(gone.code, 0);
+  assert.match(gone.stdout, /unit .*: removed[\s\S]*kept: \/usr\/local\/bin\/agent, the user agent and \/var\/lib\/agent/);
+  const after = runAgent(["service", "status", "--root", root]);
+  assert.is(after.code, 3);
+  assert.match(after.stdout, /not installed/);
+});
+
+ops("the unit in docs/operations.md is the one agent service install writes", () => {
+  const docs = fs.readFileSync(path.join(ROOT, "docs/operations.md"), "utf8");
+  const shown = /```ini\n(# Installed by `agent service install`[\s\S]*?)```/.exec(docs)?.[1];
+  assert.is(shown, serviceUnit({ user: "agent", binary: "/usr/local/bin/agent" }));
 });
 
 ops.run();
