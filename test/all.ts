@@ -5,6 +5,7 @@ import "./noise.test.ts";
 import "./opening.test.ts";
 import "./layers.test.ts";
 import "./config.test.ts";
+import "./log.test.ts";
 import "./delivery.test.ts";
 import "./doc.test.ts";
 import "./ring.test.ts";

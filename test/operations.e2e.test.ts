@@ -300,4 +300,34 @@ ops("the unit in docs/operations.md is the one agent service install writes", ()
   assert.is(shown, serviceUnit({ user: "agent", binary: "/usr/local/bin/agent" }));
 });
 
+ops("the README's commands work as typed (its /etc/agent under a temp root, server1 on loopback)", async () => {
+  const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
+  const block = /## Using it\n\n```sh\n([\s\S]*?)```/.exec(readme)![1];
+  const commands = block.split("\n").map((l) => l.replace(/\s+#.*$/, "").trim()).filter((l) => l.startsWith("dist/agent "));
+  assert.equal(commands.map((c) => c.split(" ")[1]), ["keygen", "keygen", "start", "status", "probe"]);
+  const root = tempDir("agent-readme-");
+  const stateDir = tempDir();
+  // The listener's address comes from the environment, so the start line runs as typed.
+  const env = { AGENT_STATE_DIR: stateDir, AGENT_HOST: "127.0.0.1", AGENT_PORT: "0" };
+  const argv = (line: string, port?: number) =>
+    line.replace(/^dist\/agent /, "").replaceAll("/etc/agent", path.join(root, "etc/agent"))
+      .replace("server1:46336", `127.0.0.1:${port}`).replace("--key-file keys", `--key-file ${path.join(root, "etc/agent/keys")}`).split(/\s+/);
+  for (const line of commands) {
+    const [command] = argv(line);
+    if (command === "start") {
+      const agent = await startAgent(argv(line).slice(1), { stateDir, env, listenFlags: false }); // it adds "start" itself
+      const status = runAgent(argv(commands.find((c) => c.includes(" status"))!), env);
+      assert.is(status.code, 0, status.stderr);
+      assert.match(status.stdout, /listening\s+127\.0\.0\.1:\d+/);
+      const probe = await runAgentAsync(argv(commands.find((c) => c.includes(" probe "))!, agent.port), env);
+      assert.is(probe.code, 0, probe.stdout + probe.stderr);
+      await agent.stop();
+      break;
+    }
+    const r = runAgent(argv(line), env);
+    assert.is(r.code, 0, `${line}: ${r.stderr}`);
+  }
+  assert.is(fs.statSync(path.join(root, "etc/agent")).mode & 0o777, 0o700);
+});
+
 ops.run();
