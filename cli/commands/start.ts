@@ -17,6 +17,7 @@ import { selfCommand } from "../../runtime/self.ts";
 import { parseFingerprint } from "../../runtime/tls.ts";
 import { OutboundTarget } from "../../agent/dialer.ts";
 import { ConfigError } from "../../agent/config.ts";
+import { formatHost, isLoopback } from "../../runtime/tcp.ts";
 import fs from "node:fs";
 
 function readCa(file: string): string {
@@ -34,7 +35,6 @@ function fingerprintOf(text: string): Uint8Array {
     throw new ConfigError((e as Error).message);
   }
 }
-import { formatHost, isLoopback } from "../../runtime/tcp.ts";
 
 /** The trust settings of each outbound target, read and checked. */
 function outboundTrust(config: AgentConfig) {
@@ -80,18 +80,15 @@ export async function startCommand(flags: Flags): Promise<void> {
   if (config.insecure) {
     log.warn("--insecure: encryption and authentication are OFF; only loopback peers will be served. Never use this in production.");
     if (!isLoopback(config.host)) log.warn(`listening on ${config.host} with --insecure; non-loopback peers will be refused`);
-  } else {
-    const loaded = { generated };
-    if (loaded.generated) {
-      // The key goes to stdout only when a person is watching (or asked for it): under systemd stdout is the journal.
-      const show = Boolean(flags.showKey) || process.stdout.isTTY === true;
-      process.stdout.write(
-        `No key was configured, so a new one was created (key id ${keys[0].id}) and saved to ${loaded.generated.file} (mode 0600).\n` +
-          (show
-            ? `\n  ${loaded.generated.hex}\n\nGive this key to the product that will connect to this agent; it stays in that file.\n`
-            : `Give the product the key in that file (it is not printed here, since this is not a terminal; --show-key prints it).\n`),
-      );
-    }
+  } else if (generated) {
+    // The key goes to stdout only when a person is watching (or asked for it): under systemd stdout is the journal.
+    const show = Boolean(flags.showKey) || process.stdout.isTTY === true;
+    process.stdout.write(
+      `No key was configured, so a new one was created (key id ${keys[0].id}) and saved to ${generated.file} (mode 0600).\n` +
+        (show
+          ? `\n  ${generated.hex}\n\nGive this key to the product that will connect to this agent; it stays in that file.\n`
+          : `Give the product the key in that file (it is not printed here, since this is not a terminal; --show-key prints it).\n`),
+    );
   }
 
   // A bug in one connection's handling must not take every session down with it: log it, keep serving.
@@ -170,6 +167,7 @@ export async function startCommand(flags: Flags): Promise<void> {
    * does not load leaves the running one untouched.
    */
   async function reload() {
+    if (!server) return log.warn("SIGHUP before the agent was up: nothing reloaded");
     let next;
     try {
       next = await loadSettings(flags, false);
