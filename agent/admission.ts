@@ -1,8 +1,9 @@
 /**
  * Who may run a handshake now. Caps concurrent handshakes; when the cap is
- * full and others wait, every handshake that has run past a short grace is
- * dropped at once, so a crowd of stalled peers cannot starve quick
- * legitimate ones. Also counts authentication failures per address and turns
+ * full and others wait, every handshake whose peer has kept it waiting past
+ * a short grace is dropped at once, so a crowd of stalled peers cannot starve
+ * quick legitimate ones. A handshake held up by this agent's own work (a busy
+ * CPU) is never dropped for it. Also counts authentication failures per address and turns
  * an address away for a minute once it passes the limit.
  *
  * @example
@@ -26,10 +27,13 @@ export interface AdmissionLimits {
 /** A granted handshake slot. */
 export interface Slot {
   release(): void;
+  /** The handshake now waits for the peer (true), or no longer does (false). */
+  waitingForPeer(waiting: boolean): void;
 }
 
 interface Active {
-  since: number;
+  /** Since when the peer has kept it waiting; null while the agent is the one working. */
+  waitingSince: number | null;
   evict: () => void;
 }
 
@@ -96,7 +100,7 @@ export class Admission {
   }
 
   #grant(evict: () => void): Slot {
-    const entry: Active = { since: Date.now(), evict };
+    const entry: Active = { waitingSince: null, evict };
     this.#active.add(entry);
     let released = false;
     return {
@@ -105,6 +109,9 @@ export class Admission {
         released = true;
         this.#active.delete(entry);
         this.#next();
+      },
+      waitingForPeer: (waiting) => {
+        entry.waitingSince = waiting ? Date.now() : null;
       },
     };
   }
@@ -117,12 +124,12 @@ export class Admission {
     this.#stopTickerIfIdle();
   }
 
-  /** Drops every handshake past the grace while others wait or the cap is full. */
+  /** Drops every handshake whose peer has kept it waiting past the grace, while others wait or the cap is full. */
   #evictOverAge() {
     if (this.#waiting.length === 0 && this.#active.size < this.limits.maxConcurrent) return;
     const now = Date.now();
     for (const a of [...this.#active]) {
-      if (now - a.since < this.limits.evictAfterMs) continue;
+      if (a.waitingSince === null || now - a.waitingSince < this.limits.evictAfterMs) continue;
       this.#active.delete(a);
       a.evict();
     }

@@ -240,6 +240,7 @@ export class AgentServer {
         timer = setTimeout(drop("timeout"), timeoutMs); // the handshake's own time runs from admission
         return slot !== null;
       },
+      waitingForPeer: (waiting) => (slot as Slot | null)?.waitingForPeer(waiting),
     });
     this.#awaitingHello.delete(conn);
     (slot as Slot | null)?.release();

@@ -25,6 +25,7 @@ async function legitimate(port: number, key: Uint8Array, count: number, hostile:
   const timers: Array<ReturnType<typeof setInterval>> = [];
   const times: number[] = [];
   let failed = 0;
+  const errors = new Set<string>();
   const opens: Promise<void>[] = [];
   const every = hostile > 0 ? Math.round((count + hostile) / count) : 1;
   let made = 0;
@@ -46,8 +47,9 @@ async function legitimate(port: number, key: Uint8Array, count: number, hostile:
         await c.ping();
         times.push((performance.now() - t0) / 1000);
         c.close();
-      } catch {
+      } catch (e) {
         failed++;
+        errors.add((e as Error).message);
       }
     })());
   }
@@ -55,7 +57,7 @@ async function legitimate(port: number, key: Uint8Array, count: number, hostile:
   await Promise.all(opens);
   timers.forEach(clearInterval);
   sockets.forEach((s) => s.destroy());
-  return { times, failed, hostile: sockets.length };
+  return { times, failed, errors: [...errors], hostile: sockets.length };
 }
 
 /** Runs the flood next to its peer (no hostile traffic) against a fresh agent with default limits. */
@@ -71,6 +73,7 @@ export async function benchFlood(agentPath: string): Promise<void> {
     const row = (name: string, r: typeof alone) =>
       [name, String(r.times.length), String(r.failed), `${quantile(r.times, 0.5).toFixed(3)} s`, `${quantile(r.times, 0.99).toFixed(3)} s`, `${Math.max(...r.times).toFixed(3)} s`];
     table([["legitimate clients", "through", "failed", "p50", "p99", "max"], row(`alone (${good})`, alone), row(`among ${flooded.hostile} hostile`, flooded)]);
+    for (const e of new Set([...alone.errors, ...flooded.errors])) console.log(`  failure: ${e}`);
     console.log(`  ratio flooded/alone: p50 ${ratio(quantile(flooded.times, 0.5), quantile(alone.times, 0.5))}, p99 ${ratio(quantile(flooded.times, 0.99), quantile(alone.times, 0.99))}  (target: p99 under 5 s, none failed)`);
   } finally {
     await agent.stop();

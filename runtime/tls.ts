@@ -97,7 +97,7 @@ export async function dialTls(
     return { stream: socketStream(socket), certificate: { ...certificate, trusted: true } };
   } catch (e) {
     if (!(e instanceof VerifyError)) throw e;
-    refusal = e.cause as NodeJS.ErrnoException;
+    refusal = e.refusal;
   }
   // Refused by the TLS library: look at the certificate once more, only to report it.
   const { socket, certificate } = await handshake(host, port, options, serverName, false);
@@ -132,13 +132,17 @@ async function caVerdict(host: string, port: number, options: TrustOptions & { t
     return { ...certificate, trusted: true };
   } catch (e) {
     if (!(e instanceof VerifyError)) throw e;
-    const { problem } = whyRefused(e.cause as NodeJS.ErrnoException, certificate, serverName);
+    const { problem } = whyRefused(e.refusal, certificate, serverName);
     return { ...certificate, trusted: false, problem };
   }
 }
 
-/** The TLS library refused the certificate; `cause` is its error. */
-class VerifyError extends Error {}
+/** The TLS library refused the certificate; `refusal` is its error. */
+class VerifyError extends AgentError {
+  constructor(readonly refusal: NodeJS.ErrnoException) {
+    super("untrusted", `the TLS library refused the certificate: ${refusal.code ?? refusal.message}`);
+  }
+}
 
 /** Error codes with which a TLS library refuses a certificate (as opposed to failing to connect). */
 const CERTIFICATE_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(VERIFY|GET_ISSUER)|ALTNAME|HOSTNAME|ISSUER|SIGNATURE/;
@@ -176,7 +180,7 @@ async function handshake(host: string, port: number, options: TrustOptions & { t
     socket.once("error", (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       socket.destroy();
-      if (verify && CERTIFICATE_CODES.test(e.code ?? e.message)) reject(new VerifyError("refused", { cause: e }));
+      if (verify && CERTIFICATE_CODES.test(e.code ?? e.message)) reject(new VerifyError(e));
       else reject(connectError(e, host, port));
     });
   });

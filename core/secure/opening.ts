@@ -155,6 +155,8 @@ export interface RespondOptions {
    * none. False turns the peer away without a reply.
    */
   admit?: () => Promise<boolean>;
+  /** Told when the responder starts (true) and stops (false) waiting for the peer's key proof. */
+  waitingForPeer?: (waiting: boolean) => void;
 }
 
 /** The responder's outcome. On rejection `error` says the same for callers that throw. */
@@ -188,7 +190,9 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
 
     let message1: Uint8Array | null;
     try {
+      options.waitingForPeer?.(true);
       message1 = await readRecord(reader, MAX_HANDSHAKE_RECORD);
+      options.waitingForPeer?.(false);
     } catch (e) {
       if (e instanceof AgentError && e.code === "frame-too-large") return reject("malformed", e);
       throw e;
