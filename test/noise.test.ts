@@ -1,7 +1,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { fromHex, toHex } from "../core/bytes.ts";
-import { type CryptoProvider, webCryptoProvider, x25519, x25519FromPrivate } from "../core/secure/crypto.ts";
+import { type CryptoProvider, webCryptoProvider, x25519, x25519FromPrivate, x25519Generate } from "../core/secure/crypto.ts";
 import { AuthenticationError, IntegrityError } from "../core/errors.ts";
 import { encodeFrame } from "../core/wire/frame.ts";
 import { EncryptionMode, encodeHello, encodeReply } from "../core/wire/hello.ts";
@@ -54,6 +54,17 @@ for (const provider of [webCryptoProvider, nodeCryptoProvider]) {
     assert.equal(await agentKeys.receive.decrypt(record), PING);
   });
 }
+
+test("x25519 (node:crypto): agrees with WebCrypto both ways, and a handshake across the two providers completes", async () => {
+  const node = nodeCryptoProvider.x25519Generate!(), web = await x25519Generate();
+  assert.is(toHex(await node.agree(web.publicKey)), toHex(await web.agree(node.publicKey)));
+  const init = await NoiseHandshake.initiator(PSK, PROLOGUE, nodeCryptoProvider);
+  const found = await NoiseHandshake.respond([PSK], PROLOGUE, await init.writeMessage1(), webCryptoProvider);
+  const { message, keys } = await found!.handshake.writeMessage2();
+  const { keys: clientKeys } = await init.readMessage2(message);
+  assert.equal(clientKeys.handshakeHash, keys.handshakeHash);
+  assert.throws(() => node.agree(new Uint8Array(32)), /all-zero|failed during derivation/, "a small-order point is refused (by OpenSSL itself, or by the all-zero check)");
+});
 
 test("noise: the agent finds the right key among several (rotation)", async () => {
   const other = generateKey().bytes;

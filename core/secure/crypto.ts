@@ -21,10 +21,18 @@ export interface Aead {
   open(nonce: Uint8Array, ciphertext: Uint8Array, ad: Uint8Array): Uint8Array | null | Promise<Uint8Array | null>;
 }
 
-/** Supplies AES-256-GCM; everything else comes from WebCrypto. */
+/**
+ * Supplies AES-256-GCM, and optionally faster synchronous SHA-256, HMAC and
+ * X25519; whatever it leaves out comes from WebCrypto. (On Node each
+ * WebCrypto call costs about a millisecond of dispatch, and a handshake
+ * makes some twenty-five of them per side.)
+ */
 export interface CryptoProvider {
   readonly name: string;
   aesGcm(key: Uint8Array): Promise<Aead>;
+  sha256?(...parts: Uint8Array[]): Uint8Array;
+  hmacSha256?(key: Uint8Array, ...parts: Uint8Array[]): Uint8Array;
+  x25519Generate?(): X25519KeyPair;
 }
 
 /** Length of the AES-GCM authentication tag. */
@@ -73,27 +81,40 @@ export async function hmacSha256(key: Uint8Array, ...parts: Uint8Array[]): Promi
   return new Uint8Array(await subtle.sign("HMAC", k, src(parts.length === 1 ? parts[0] : concat(parts))));
 }
 
-/** An X25519 key pair; `publicKey` is the 32-byte raw form. */
+/**
+ * An X25519 key pair: the 32-byte raw public key, and the agreement with a
+ * peer's public key (the private key stays with whichever provider made it).
+ * The agreement rejects an all-zero result (a small-order peer key).
+ */
 export interface X25519KeyPair {
   publicKey: Uint8Array;
+  agree(peerPublic: Uint8Array): Uint8Array | Promise<Uint8Array>;
+}
+
+/** A WebCrypto X25519 key pair, whose private key is a CryptoKey. */
+export interface WebCryptoX25519KeyPair extends X25519KeyPair {
   privateKey: CryptoKey;
 }
 
-/** A fresh ephemeral X25519 key pair. */
-export async function x25519Generate(): Promise<X25519KeyPair> {
+function webPair(publicKey: Uint8Array, privateKey: CryptoKey): WebCryptoX25519KeyPair {
+  return { publicKey, privateKey, agree: (peer) => x25519(privateKey, peer) };
+}
+
+/** A fresh ephemeral X25519 key pair, through WebCrypto. */
+export async function x25519Generate(): Promise<WebCryptoX25519KeyPair> {
   const pair = await subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]) as CryptoKeyPair;
-  return { publicKey: new Uint8Array(await subtle.exportKey("raw", pair.publicKey)), privateKey: pair.privateKey };
+  return webPair(new Uint8Array(await subtle.exportKey("raw", pair.publicKey)), pair.privateKey);
 }
 
 // PKCS#8 prefix for a raw X25519 private key (RFC 8410).
 const PKCS8_X25519 = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20];
 
 /** An X25519 key pair from a fixed 32-byte private key: for test vectors only. */
-export async function x25519FromPrivate(raw: Uint8Array): Promise<X25519KeyPair> {
+export async function x25519FromPrivate(raw: Uint8Array): Promise<WebCryptoX25519KeyPair> {
   const der = new Uint8Array([...PKCS8_X25519, ...raw]);
   const privateKey = await subtle.importKey("pkcs8", src(der), { name: "X25519" }, true, ["deriveBits"]);
   const jwk = await subtle.exportKey("jwk", privateKey);
-  return { publicKey: fromBase64Url(jwk.x!), privateKey };
+  return webPair(fromBase64Url(jwk.x!), privateKey);
 }
 
 /** X25519(private, peer public): the 32-byte shared secret. Rejects an all-zero result (small-order peer key). */

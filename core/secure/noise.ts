@@ -22,7 +22,7 @@
  * ```
  * @module
  */
-import { type Aead, type CryptoProvider, hmacSha256, sha256, TAG_SIZE, x25519, x25519Generate, type X25519KeyPair } from "./crypto.ts";
+import { type Aead, type CryptoProvider, hmacSha256, sha256, TAG_SIZE, x25519Generate, type X25519KeyPair } from "./crypto.ts";
 import { AuthenticationError, IntegrityError, ProtocolError } from "../errors.ts";
 import { concat } from "../bytes.ts";
 
@@ -93,17 +93,17 @@ class SymmetricState {
   }
 
   async mixHash(data: Uint8Array) {
-    this.h = await sha256(this.h, data);
+    this.h = this.provider.sha256 ? this.provider.sha256(this.h, data) : await sha256(this.h, data);
   }
 
   async mixKey(ikm: Uint8Array) {
-    const [ck, k] = await hkdf(this.ck, ikm, 2);
+    const [ck, k] = await hkdf(this.provider, this.ck, ikm, 2);
     this.ck = ck;
     this.cipher = new CipherState(await this.provider.aesGcm(k));
   }
 
   async mixKeyAndHash(ikm: Uint8Array) {
-    const [ck, th, k] = await hkdf(this.ck, ikm, 3);
+    const [ck, th, k] = await hkdf(this.provider, this.ck, ikm, 3);
     this.ck = ck;
     await this.mixHash(th);
     this.cipher = new CipherState(await this.provider.aesGcm(k));
@@ -122,18 +122,24 @@ class SymmetricState {
   }
 
   async split(): Promise<[CipherState, CipherState]> {
-    const [k1, k2] = await hkdf(this.ck, EMPTY, 2);
+    const [k1, k2] = await hkdf(this.provider, this.ck, EMPTY, 2);
     return [new CipherState(await this.provider.aesGcm(k1)), new CipherState(await this.provider.aesGcm(k2))];
   }
 }
 
 /** Noise HKDF (§4.3): HMAC-SHA-256 with the chaining key, then `count` chained outputs. */
-async function hkdf(ck: Uint8Array, ikm: Uint8Array, count: 2 | 3): Promise<Uint8Array[]> {
-  const temp = await hmacSha256(ck, ikm);
-  const out1 = await hmacSha256(temp, new Uint8Array([1]));
-  const out2 = await hmacSha256(temp, out1, new Uint8Array([2]));
+async function hkdf(provider: CryptoProvider, ck: Uint8Array, ikm: Uint8Array, count: 2 | 3): Promise<Uint8Array[]> {
+  const hmac = (key: Uint8Array, ...parts: Uint8Array[]) => provider.hmacSha256 ? provider.hmacSha256(key, ...parts) : hmacSha256(key, ...parts);
+  const temp = await hmac(ck, ikm);
+  const out1 = await hmac(temp, new Uint8Array([1]));
+  const out2 = await hmac(temp, out1, new Uint8Array([2]));
   if (count === 2) return [out1, out2];
-  return [out1, out2, await hmacSha256(temp, out2, new Uint8Array([3]))];
+  return [out1, out2, await hmac(temp, out2, new Uint8Array([3]))];
+}
+
+/** A fresh ephemeral key pair from the provider, or WebCrypto. */
+function ephemeralFor(provider: CryptoProvider): X25519KeyPair | Promise<X25519KeyPair> {
+  return provider.x25519Generate ? provider.x25519Generate() : x25519Generate();
 }
 
 /** Runs one side of NNpsk0. Create with {@link NoiseHandshake.initiator} or {@link NoiseHandshake.respond}. */
@@ -145,7 +151,7 @@ export class NoiseHandshake {
   /** Starts the initiator (the side that connects). `ephemeral` is fixed only in test vectors. */
   static async initiator(psk: Uint8Array, prologue: Uint8Array, provider: CryptoProvider, ephemeral?: X25519KeyPair) {
     const ss = await start(psk, prologue, provider);
-    return new NoiseHandshake(ss, ephemeral ?? await x25519Generate());
+    return new NoiseHandshake(ss, ephemeral ?? await ephemeralFor(provider));
   }
 
   /** Message 1: `e` in clear, then the (possibly empty) payload sealed under the psk-derived key. */
@@ -181,7 +187,7 @@ export class NoiseHandshake {
       } catch { /* not this key */ }
     }
     if (!found) return null;
-    const hs = new NoiseHandshake(found.ss, ephemeral ?? await x25519Generate());
+    const hs = new NoiseHandshake(found.ss, ephemeral ?? await ephemeralFor(provider));
     hs.#re = re.slice();
     return { handshake: hs, keyIndex: found.keyIndex, payload: found.payload };
   }
@@ -191,7 +197,7 @@ export class NoiseHandshake {
     const e = this.ephemeral.publicKey;
     await this.state.mixHash(e);
     await this.state.mixKey(e);
-    await this.state.mixKey(await x25519(this.ephemeral.privateKey, this.#re!));
+    await this.state.mixKey(await this.ephemeral.agree(this.#re!));
     const message = join(e, await this.state.encryptAndHash(payload));
     const [c1, c2] = await this.state.split();
     return { message, keys: { send: c2, receive: c1, handshakeHash: this.state.h } };
@@ -205,7 +211,7 @@ export class NoiseHandshake {
     await this.state.mixKey(re);
     let payload: Uint8Array;
     try {
-      await this.state.mixKey(await x25519(this.ephemeral.privateKey, re));
+      await this.state.mixKey(await this.ephemeral.agree(re));
       payload = await this.state.decryptAndHash(message.subarray(DH_LEN));
     } catch {
       throw new AuthenticationError("authentication failed: the agent could not prove it holds the same key");
