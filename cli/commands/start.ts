@@ -48,6 +48,7 @@ function outboundTrust(config: AgentConfig) {
 /** Resolves and checks everything a start needs, without starting: `agent start --check`, and each reload. */
 async function loadSettings(flags: Flags, createKey: boolean) {
   const config = resolveConfig(flags, process.env);
+  if (createKey) ensureStateDir(config.stateDir); // a first start creates the key there
   const format = str(flags.logFormat) ?? config.logFormat;
   if (format !== undefined && !(LOG_FORMATS as readonly string[]).includes(format)) {
     throw new ConfigError(`--log-format must be one of ${LOG_FORMATS.join(", ")}, not "${format}"`);
@@ -74,7 +75,6 @@ export async function startCommand(flags: Flags): Promise<void> {
     );
     return;
   }
-  ensureStateDir(resolveConfig(flags, process.env).stateDir);
   const { config, format, keys, generated, trust } = await loadSettings(flags, true);
   if (format) setLogFormat(format);
   if (config.insecure) {
