@@ -4,6 +4,7 @@
  *   dist/agent.cjs  one-file CommonJS bundle of cli/main.ts (what the SEA runs)
  *   dist/agent.mjs  the same as an ES module, for `deno run -A dist/agent.mjs`
  *   dist/agent      the single executable: Node's SEA blob injected into a copy of node
+ *   dist/lib/       the client library package: ES modules and .d.ts (tsconfig.lib.json)
  *
  * Usage: tsx build.ts [--bundle-only]
  * `deno compile` is not used: it downloads its runtime from a host these
@@ -76,7 +77,15 @@ async function singleExecutable() {
   fs.rmSync(configPath);
 }
 
+/** The npm package's contents: what `npm pack` ships (package.json "files"). */
+function library() {
+  fs.rmSync(path.join(dist, "lib"), { recursive: true, force: true });
+  const tsc = path.join(root, "node_modules/typescript/bin/tsc");
+  execFileSync(process.execPath, [tsc, "-p", path.join(root, "tsconfig.lib.json")], { stdio: ["ignore", "inherit", "inherit"] });
+}
+
 const started = performance.now();
 await bundle();
+library();
 if (!process.argv.includes("--bundle-only")) await singleExecutable();
 console.log(`built ${path.relative(process.cwd(), dist)}/ in ${((performance.now() - started) / 1000).toFixed(1)} s`);

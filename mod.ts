@@ -13,14 +13,13 @@
  * agent.close();
  * ```
  *
- * `LocalAgent` does the same for the machine the product runs on, with no
- * network: it starts host processes directly.
+ * `LocalAgent` (in `local.ts`, the package's `./local` export) does the same
+ * for the machine the product runs on, with no network.
  * @module
  */
 export { Agent } from "./client/agent.ts";
 export { connect, type ConnectOptions } from "./client/connect.ts";
 export { type AgentEntry, AgentListener, listen, type ListenerEvent, type ListenerOptions } from "./client/listener.ts";
-export { LocalAgent, type LocalAgentOptions } from "./client/local.ts";
 export { RemoteSession } from "./core/client/remote-session.ts";
 export { FilesApi, RemoteFile } from "./core/client/files.ts";
 export { ProcessesApi, RemoteProcess } from "./core/client/processes.ts";

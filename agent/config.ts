@@ -10,11 +10,13 @@
  * @module
  */
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { ConfigError } from "./config-error.ts";
 import { type ConfigFile, parseConfigFile } from "./config-schema.ts";
 import { DEFAULT_PORT } from "../core/wire/hello.ts";
+import { defaultStateDir } from "./state-dir.ts";
+
+export { defaultStateDir };
 
 /** The agent's resolved settings. */
 export interface AgentConfig {
@@ -59,21 +61,6 @@ export { ConfigError };
 /** Flags as cac parses them (strings, numbers, booleans or arrays of them). */
 export type Flags = Record<string, unknown>;
 
-
-/**
- * The state directory when none is given: systemd's StateDirectory= (via
- * STATE_DIRECTORY), then $XDG_STATE_HOME/agent, /var/lib/agent for root,
- * ~/.local/state/agent for a user with a home, and /var/lib/agent for a
- * system user without one.
- */
-export function defaultStateDir(env: Record<string, string | undefined>): string {
-  if (env.STATE_DIRECTORY) return env.STATE_DIRECTORY.split(":")[0];
-  if (env.XDG_STATE_HOME) return path.join(env.XDG_STATE_HOME, "agent");
-  if (process.getuid?.() === 0) return "/var/lib/agent";
-  const home = env.HOME || os.homedir();
-  if (home && fs.existsSync(home)) return path.join(home, ".local", "state", "agent");
-  return "/var/lib/agent";
-}
 
 /** Merges defaults, the config file, environment and flags. Throws {@link ConfigError}. */
 export function resolveConfig(flags: Flags, env: Record<string, string | undefined>): AgentConfig {

@@ -72,7 +72,9 @@ export interface ListenerOptions {
 export type ListenerEvent =
   | { type: "connected"; server: string; keyId: string; remote: string }
   | { type: "disconnected"; server: string; reason: string }
-  | { type: "rejected"; remote: string; reason: string };
+  | { type: "rejected"; remote: string; reason: string }
+  /** A connection proved a registered key and closed before answering: `agent probe --tls`. Never registered. */
+  | { type: "probed"; server: string; keyId: string; remote: string };
 
 /**
  * A TLS listener for outbound agents (made by {@link listen}). Connected
@@ -190,9 +192,19 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
           return entry && !entry.revoked ? entry.key : null;
         },
       });
-      clearTimeout(timer);
       const client = AgentClient.wrap(frames, reply);
       const server = this.#byKeyId.get(keyId!)!.server;
+      // An agent answers; `agent probe --tls` proves its key and closes without a word. Only a
+      // connection that answers is registered, so a probe never stands in for (or evicts) the agent.
+      try {
+        await client.info();
+      } catch {
+        client.close();
+        this.options.onEvent?.({ type: "probed", server, keyId: keyId!, remote });
+        return;
+      } finally {
+        clearTimeout(timer);
+      }
       const agent = this.wrap(client);
       this.#connected.get(server)?.close(); // a reconnecting agent replaces its old connection
       this.#connected.set(server, agent);

@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ClientConnection } from "../agent/connection.ts";
-import { defaultStateDir } from "../agent/config.ts";
+import { defaultStateDir } from "../agent/state-dir.ts";
 import { RING_CAPACITY, SessionManager } from "../agent/sessions.ts";
 import { AgentClient } from "../core/client/agent-client.ts";
 import { webCryptoProvider } from "../core/secure/crypto.ts";
@@ -20,6 +20,7 @@ import { memoryStreamPair } from "../core/wire/memory-stream.ts";
 import { VERSION } from "../core/version.ts";
 import { runtimeInfo } from "../runtime/crypto.ts";
 import { silent } from "../runtime/log.ts";
+import { checkMmapAvailable } from "../runtime/mmap.ts";
 import { Agent } from "./agent.ts";
 
 /**
@@ -36,18 +37,24 @@ export interface LocalAgentOptions {
   stateDir?: string;
   idleTimeoutSeconds?: number;
   processGraceSeconds?: number;
-  /** argv prefix that runs the agent program; this checkout's dist/agent (or its sources) by default. */
+  /** argv prefix that runs the agent program: this checkout's dist/agent (or its sources), or `agent` on the PATH from the installed package. */
   agentCommand?: string[];
 }
 
-/** This checkout's agent: the built single executable if present, else the sources on this runtime. */
+/**
+ * The agent program that runs host processes: in a checkout, its built single
+ * executable or else its sources on this runtime; from the installed package,
+ * `agent` on the PATH.
+ */
 function defaultAgentCommand(): string[] {
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+  const sources = path.join(root, "cli/main.ts");
+  if (!fs.existsSync(sources)) return ["agent"];
   const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
-  if (deno) return [deno.execPath(), "run", "-A", path.join(root, "cli/main.ts")];
+  if (deno) return [deno.execPath(), "run", "-A", sources];
   const built = path.join(root, "dist/agent");
   if (fs.existsSync(built)) return [built];
-  return [process.execPath, ...process.execArgv, path.join(root, "cli/main.ts")];
+  return [process.execPath, ...process.execArgv, sources];
 }
 
 /**
@@ -70,6 +77,7 @@ export class LocalAgent extends Agent {
 
   /** Starts the in-process agent. */
   static async start(options: LocalAgentOptions = {}): Promise<LocalAgent> {
+    checkMmapAvailable();
     const stateDir = options.stateDir ?? defaultStateDir(process.env);
     const sessions = new SessionManager({
       stateDir,

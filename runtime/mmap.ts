@@ -150,7 +150,17 @@ function loadKoffi(): Koffi {
     return mod.exports;
   }
   const here = typeof __filename === "string" ? __filename : import.meta.url;
-  return createRequire(here)("koffi") as Koffi;
+  try {
+    return createRequire(here)("koffi") as Koffi;
+  } catch (e) {
+    if ((e as { code?: string }).code !== "MODULE_NOT_FOUND") throw e;
+    throw new Error("the shared-memory channel needs koffi on Node, an optional dependency that is not installed: run `npm install koffi` (Deno needs nothing)");
+  }
+}
+
+/** Throws the reason the shared-memory channel cannot work in this process, if any. */
+export function checkMmapAvailable(): void {
+  if (!("Deno" in globalThis) && koffiLibc === null) loadKoffi();
 }
 
 /**

@@ -1,4 +1,4 @@
-// Every public export of the library (mod.ts) has a doc comment with an example, and every example
+// Every public export of the library (mod.ts, and local.ts for LocalAgent) has a doc comment with an example, and every example
 // type-checks and runs: against a live agent started here, on this test run's runtime.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -13,24 +13,27 @@ const DENO = path.join(ROOT, "node_modules/.bin/deno");
 const EXAMPLES = path.join(ROOT, "test", ".doc-examples"); // inside the checkout, so imports resolve as the library's do
 const KEY = generateKey();
 
+/** The library's entry points, as package.json and deno.json export them. */
+const ENTRIES = ["mod.ts", "local.ts"];
+
 interface DocSymbol {
+  module: string;
   name: string;
   kind: string;
   examples: string[];
 }
 
-/** The exports of mod.ts with their `@example` code blocks, as `deno doc --json` reads them. */
+/** The exports of the entry points with their `@example` code blocks, as `deno doc --json` reads them. */
 function exportsWithExamples(): DocSymbol[] {
-  const r = spawnSync(DENO, ["doc", "--json", "mod.ts"], { cwd: ROOT, encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
+  const r = spawnSync(DENO, ["doc", "--json", ...ENTRIES], { cwd: ROOT, encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
   assert.is(r.status, 0, r.stderr);
   const doc = JSON.parse(r.stdout) as { nodes: Record<string, { symbols: Array<{ name: string; declarations: Array<{ kind: string; jsDoc?: { tags?: Array<{ kind: string; doc?: string }> } }> }> }> };
-  const symbols = Object.values(doc.nodes)[0].symbols;
-  return symbols.map((s) => {
+  return Object.entries(doc.nodes).flatMap(([url, node]) => node.symbols.map((s) => {
     const decl = s.declarations[0];
     const examples = (decl.jsDoc?.tags ?? []).filter((t) => t.kind === "example")
       .flatMap((t) => [...(t.doc ?? "").matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]));
-    return { name: s.name, kind: decl.kind, examples };
-  });
+    return { module: url.replace(/^.*\//, ""), name: s.name, kind: decl.kind, examples };
+  }));
 }
 
 let symbols: DocSymbol[] = [];
@@ -40,11 +43,13 @@ test.before(() => {
   symbols = exportsWithExamples();
   fs.rmSync(EXAMPLES, { recursive: true, force: true });
   fs.mkdirSync(EXAMPLES, { recursive: true });
-  const values = symbols.filter((s) => !["interface", "typeAlias"].includes(s.kind)).map((s) => s.name);
-  const types = symbols.filter((s) => ["interface", "typeAlias"].includes(s.kind)).map((s) => `type ${s.name}`);
-  // As `deno test --doc` does: every export of the module is in scope, plus the Node modules examples use.
-  const prelude = `import { ${[...values, ...types].join(", ")} } from "../../mod.ts";\n` +
-    `import fs from "node:fs";\nimport os from "node:os";\nimport path from "node:path";\n`;
+  // As `deno test --doc` does: every export of the library is in scope, plus the Node modules examples use.
+  const imports = ENTRIES.map((entry) => {
+    const names = symbols.filter((s) => s.module === entry)
+      .map((s) => (["interface", "typeAlias"].includes(s.kind) ? `type ${s.name}` : s.name));
+    return `import { ${names.join(", ")} } from "../../${entry}";\n`;
+  });
+  const prelude = `${imports.join("")}import fs from "node:fs";\nimport os from "node:os";\nimport path from "node:path";\n`;
   for (const s of symbols) s.examples.forEach((code, i) => fs.writeFileSync(path.join(EXAMPLES, `${s.kind}-${s.name}${i ? `-${i}` : ""}.ts`), `${prelude}${code}\nexport {};\n`));
 });
 
@@ -54,7 +59,7 @@ test.after(async () => {
   fs.rmSync(EXAMPLES, { recursive: true, force: true });
 });
 
-test("every export of mod.ts has a doc comment with an example", () => {
+test("every export of the library has a doc comment with an example", () => {
   assert.ok(symbols.length >= 40, `${symbols.length} exports found`);
   assert.equal(symbols.filter((s) => s.examples.length === 0).map((s) => s.name), []);
 });

@@ -15,7 +15,9 @@ const ALLOWED: Record<string, string[]> = {
   client: ["core", "runtime"],
   cli: ["core", "runtime", "agent", "host", "client"],
   "mod.ts": ["client", "core"],
+  "local.ts": ["client"],
 };
+const ENTRY_FILES = ["mod.ts", "local.ts"];
 /** The one deliberate exception: LocalAgent runs the agent's session manager in-process. */
 const EXCEPTIONS = new Set(["client/local.ts -> agent"]);
 const CORE_PACKAGES = new Set(["@msgpack/msgpack"]);
@@ -30,7 +32,7 @@ function sources(dir: string): string[] {
   return fs.readdirSync(path.join(ROOT, dir), { recursive: true }).map(String).filter((f) => f.endsWith(".ts")).map((f) => path.join(dir, f));
 }
 
-const layerOf = (rel: string) => (rel === "mod.ts" ? "mod.ts" : rel.split(path.sep)[0]);
+const layerOf = (rel: string) => (ENTRY_FILES.includes(rel) ? rel : rel.split(path.sep)[0]);
 
 /** The imports of `file` (relative to the root) that break the layering. */
 function violations(file: string, specs: string[]): string[] {
@@ -43,7 +45,7 @@ function violations(file: string, specs: string[]): string[] {
 }
 
 test("each folder imports only the folders below it", () => {
-  const files = [...Object.keys(ALLOWED).filter((d) => d !== "mod.ts").flatMap(sources), "mod.ts"];
+  const files = [...Object.keys(ALLOWED).filter((d) => !ENTRY_FILES.includes(d)).flatMap(sources), ...ENTRY_FILES];
   assert.ok(files.length > 40, "sources found");
   assert.equal(files.flatMap((f) => violations(f, imports(path.join(ROOT, f)))), []);
 });
@@ -53,6 +55,30 @@ test("the layering check catches an upward import, and allows only the named exc
   assert.equal(violations(path.join("client", "connect.ts"), ["../agent/sessions.ts"]).length, 1);
   assert.equal(violations(path.join("client", "local.ts"), ["../agent/sessions.ts"]), []);
   assert.equal(violations("mod.ts", ["./runtime/tcp.ts"]).length, 1);
+});
+
+/** Every file and package reachable from `entry` through static imports. */
+function importGraph(entry: string): { files: Set<string>; packages: Set<string> } {
+  const files = new Set<string>(), packages = new Set<string>();
+  const visit = (file: string) => {
+    if (files.has(file)) return;
+    files.add(file);
+    for (const spec of imports(path.join(ROOT, file))) {
+      if (spec.startsWith(".")) visit(path.relative(ROOT, path.resolve(ROOT, path.dirname(file), spec)));
+      else if (!spec.startsWith("node:")) packages.add(spec);
+    }
+  };
+  visit(entry);
+  return { files, packages };
+}
+
+test("the main entry (connect, listen) reaches no agent server code and no FFI; only local.ts does", () => {
+  const main = importGraph("mod.ts");
+  assert.equal([...main.files].filter((f) => /^(agent|host|cli)\b/.test(f) || f === path.join("runtime", "mmap.ts")), []);
+  assert.equal([...main.packages].sort(), ["@msgpack/msgpack"]);
+  const local = importGraph("local.ts");
+  assert.ok(local.files.has(path.join("runtime", "mmap.ts")), "LocalAgent uses the shared-memory channel");
+  assert.not.ok(local.packages.has("zod"), "LocalAgent does not need the config schema");
 });
 
 test("core/ imports no node: module, no Deno global, and only runtime-free packages", () => {
@@ -71,7 +97,7 @@ test("core/ imports no node: module, no Deno global, and only runtime-free packa
 
 test("every error class extends AgentError, so it has a stable code and a name", () => {
   const parent = new Map<string, string>();
-  for (const f of [...Object.keys(ALLOWED).filter((d) => d !== "mod.ts").flatMap(sources)]) {
+  for (const f of Object.keys(ALLOWED).filter((d) => !ENTRY_FILES.includes(d)).flatMap(sources)) {
     for (const m of fs.readFileSync(path.join(ROOT, f), "utf8").matchAll(/class (\w+Error) extends (\w+)/g)) parent.set(m[1], m[2]);
   }
   assert.ok(parent.size > 20, `${parent.size} error classes found`);

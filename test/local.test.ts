@@ -1,7 +1,8 @@
 // The local agent: a product on the same machine, no network, the same host processes.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { LocalAgent, NotFoundError } from "../mod.ts";
+import { NotFoundError } from "../mod.ts";
+import { LocalAgent } from "../local.ts";
 import { agentCommand, stopAll, tempDir } from "./helpers/agent-process.ts";
 
 test.after(stopAll);

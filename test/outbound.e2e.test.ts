@@ -281,6 +281,34 @@ outbound("probe --tls reports reachability, certificate, trust and key, each wit
   assert.is(down.code, 4);
 });
 
+outbound("a probe is never the server's agent: waitForAgent does not return it, and a connected agent keeps its place", async () => {
+  const cert = await selfSigned();
+  const key = generateKey().hex;
+  const events: string[] = [];
+  const l = await startListener(cert, { web1: key }, 0, events);
+  const dir = tempDir();
+  const probe = () => runAgentAsync(["probe", `127.0.0.1:${l.port}`, "--tls", "--timeout", "3", "--fingerprint", cert.fingerprint, "--key", key], { AGENT_STATE_DIR: dir });
+
+  const waiting = l.waitForAgent("web1", 1500).then(() => "returned", (e: Error) => e.message);
+  const before = await probe();
+  assert.is(before.code, 0, before.stderr);
+  assert.match(before.stdout, /key\s+accepted/);
+  assert.is(await waiting, 'server "web1" did not connect within 1.5 s');
+  assert.equal(l.connected(), []);
+  assert.ok(events.some((e) => e.startsWith("probed web1")), events.join("\n"));
+
+  const a = await dialer(["--connect", `127.0.0.1:${l.port}`, "--fingerprint", cert.fingerprint, "--key", key]);
+  const web1 = await l.waitForAgent("web1", 10_000);
+  const during = await probe();
+  assert.is(during.code, 0, during.stderr);
+  assert.is(l.agent("web1"), web1, "the probe did not replace the connected agent");
+  const s = await web1.openSession("deploy");
+  assert.is((await s.processes.run({ program: "true" })).code, 0);
+  await s.close();
+  assert.is(events.filter((e) => e.startsWith("connected")).length, 1, events.join("\n"));
+  await a.stop();
+});
+
 outbound("a half-open connection (listener frozen) is noticed within three heartbeats, then retried", async () => {
   const cert = await selfSigned();
   const key = generateKey().hex;
