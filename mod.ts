@@ -18,7 +18,8 @@
  * @module
  */
 export { Agent } from "./client/agent.ts";
-export { connect, type ConnectOptions } from "./client/connect.ts";
+export { connect, type ConnectOptions, DialError } from "./client/connect.ts";
+export { type FleetOptions, type FleetResult, type FleetTarget, runOnAgents } from "./client/fleet.ts";
 export { type AgentEntry, AgentListener, listen, type ListenerEvent, type ListenerOptions } from "./client/listener.ts";
 export { RemoteSession } from "./core/client/remote-session.ts";
 export { FilesApi, RemoteFile } from "./core/client/files.ts";

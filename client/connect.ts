@@ -8,6 +8,8 @@ import { parseKey } from "../core/secure/keys.ts";
 import { DEFAULT_PORT } from "../core/wire/hello.ts";
 import { runtimeCryptoProvider } from "../runtime/crypto.ts";
 import { dialTcp } from "../runtime/tcp.ts";
+
+export { DialError } from "../runtime/tcp.ts";
 import { Agent } from "./agent.ts";
 
 /**

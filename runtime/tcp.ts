@@ -93,9 +93,22 @@ export function socketStream(socket: net.Socket): ByteStream {
   };
 }
 
-/** Why a dial failed; `stage` lets `agent probe` pick its message and exit code. */
+/**
+ * Why a dial failed: `stage` is "unresolved" (the name did not resolve),
+ * "refused", "timeout" or "unreachable" (no route, or another socket error),
+ * so a caller can pick its message and exit code.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await connect({ host: "127.0.0.1", port: 1, key: process.env.AGENT_KEY! });
+ * } catch (e) {
+ *   if (e instanceof DialError) console.log(e.stage); // "refused"
+ * }
+ * ```
+ */
 export class DialError extends AgentError {
-  constructor(readonly stage: "refused" | "timeout" | "unreachable", message: string) {
+  constructor(readonly stage: "refused" | "timeout" | "unreachable" | "unresolved", message: string) {
     super(stage, message);
   }
 }
@@ -123,6 +136,7 @@ export function dialTcp(host: string, port: number, options: { timeoutMs: number
 /** A socket error while connecting, as the {@link DialError} that names the stage. */
 export function connectError(e: NodeJS.ErrnoException, host: string, port: number): DialError {
   if (e.code === "ECONNREFUSED") return new DialError("refused", `connection refused by ${host}:${port}: nothing is listening there`);
+  if (e.code === "ENOTFOUND" || e.code === "EAI_AGAIN") return new DialError("unresolved", `cannot resolve ${host}: no such host name (${e.code})`);
   return new DialError("unreachable", `cannot connect to ${host}:${port}: ${e.message}`);
 }
 

@@ -17,3 +17,4 @@ import "./local.test.ts";
 import "./faults.e2e.test.ts";
 import "./operations.e2e.test.ts";
 import "./outbound.e2e.test.ts";
+import "./fleet.e2e.test.ts";

@@ -1,0 +1,135 @@
+/**
+ * One operation on many agents: products drive hundreds of servers, and a
+ * slow, unreachable or misconfigured one must neither stall the rest nor
+ * hide in an aggregate error.
+ * @module
+ */
+import { TimeoutError } from "../core/errors.ts";
+import { Agent } from "./agent.ts";
+import { connect, type ConnectOptions } from "./connect.ts";
+
+/**
+ * A server to run on: where to connect (the connection is opened and closed
+ * for the operation), or an {@link Agent} already at hand (from
+ * {@link listen}, kept open). `name` labels its result; `host:port` by default.
+ *
+ * @example
+ * ```ts
+ * const targets: FleetTarget[] = [{ name: "web1", host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! }];
+ * console.log((await runOnAgents(targets, async (agent) => (await agent.info()).os))[0].ok); // true
+ * ```
+ */
+export type FleetTarget = (ConnectOptions & { name?: string }) | { name: string; agent: Agent };
+
+/**
+ * What one target gave: its value, or the error (connecting or in the
+ * operation) that stopped it. `ms` is the time it took.
+ *
+ * @example
+ * ```ts
+ * const results: FleetResult<number>[] = await runOnAgents([{ host: "127.0.0.1", port: 1, key: process.env.AGENT_KEY! }], async () => 1);
+ * for (const r of results) console.log(r.name, r.ok ? r.value : r.error.message); // 127.0.0.1:1 connection refused by …
+ * ```
+ */
+export type FleetResult<T> =
+  | { name: string; ok: true; value: T; ms: number }
+  | { name: string; ok: false; error: Error; ms: number };
+
+/**
+ * How {@link runOnAgents} proceeds.
+ *
+ * @example
+ * ```ts
+ * const options: FleetOptions<string> = { concurrency: 16, timeoutMs: 60_000, onResult: (r) => console.log(r.name, r.ok) };
+ * await runOnAgents([], async () => "", options);
+ * ```
+ */
+export interface FleetOptions<T> {
+  /** Targets worked on at the same time (default 32). */
+  concurrency?: number;
+  /** Time allowed per target, connecting included; past it the target fails with a {@link TimeoutError} (default: none). */
+  timeoutMs?: number;
+  /** Called as each target finishes, in the order they finish (for progress). */
+  onResult?: (result: FleetResult<T>) => void;
+}
+
+/**
+ * Runs `operation` on every target, at most `concurrency` at a time, and
+ * returns one result per target in the order given. It never throws for a
+ * target's failure: each result says `ok` or carries its error, so one bad
+ * server cannot hide the others.
+ *
+ * @example
+ * ```ts
+ * const key = process.env.AGENT_KEY!, host = process.env.AGENT_HOST!, port = Number(process.env.AGENT_PORT);
+ * const results = await runOnAgents(
+ *   [{ name: "web1", host, port, key }, { name: "web2", host, port, key }],
+ *   async (agent) => {
+ *     const session = await agent.openSession("buildmaster");
+ *     try {
+ *       return (await session.processes.run({ program: "uname", args: ["-r"] })).code;
+ *     } finally {
+ *       await session.close();
+ *     }
+ *   },
+ *   { concurrency: 8, timeoutMs: 30_000 },
+ * );
+ * for (const r of results) console.log(r.name, r.ok ? `exit ${r.value}` : `failed: ${r.error.message}`);
+ * ```
+ */
+export async function runOnAgents<T>(
+  targets: readonly FleetTarget[],
+  operation: (agent: Agent, name: string) => Promise<T>,
+  options: FleetOptions<T> = {},
+): Promise<FleetResult<T>[]> {
+  const concurrency = Math.max(1, Math.floor(options.concurrency ?? 32));
+  const results = new Array<FleetResult<T>>(targets.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < targets.length) {
+      const index = next++;
+      const result = await runOne(targets[index], operation, options.timeoutMs);
+      results[index] = result;
+      options.onResult?.(result);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, targets.length) }, worker));
+  return results;
+}
+
+function nameOf(target: FleetTarget): string {
+  if (target.name) return target.name;
+  const t = target as ConnectOptions;
+  return `${t.host.includes(":") ? `[${t.host}]` : t.host}:${t.port ?? 46336}`;
+}
+
+async function runOne<T>(target: FleetTarget, operation: (agent: Agent, name: string) => Promise<T>, timeoutMs?: number): Promise<FleetResult<T>> {
+  const name = nameOf(target);
+  const started = performance.now();
+  let opened: Agent | null = null;
+  let finished = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const work = (async () => {
+    if ("agent" in target) return await operation(target.agent, name);
+    const agent = await connect(target);
+    opened = agent;
+    if (finished) throw new TimeoutError(`${name}: connected after the deadline`); // closed below, never used
+    return await operation(agent, name);
+  })();
+  const deadline = timeoutMs === undefined ? null : new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new TimeoutError(`${name}: not done within ${timeoutMs / 1000} s`)), timeoutMs);
+  });
+  try {
+    const value = await (deadline ? Promise.race([work, deadline]) : work);
+    return { name, ok: true, value, ms: performance.now() - started };
+  } catch (e) {
+    return { name, ok: false, error: e instanceof Error ? e : new Error(String(e)), ms: performance.now() - started };
+  } finally {
+    finished = true;
+    clearTimeout(timer);
+    // The connection this call opened ends with it, even one that completes after a timeout.
+    const close = () => (opened as Agent | null)?.close();
+    close();
+    work.then(close, close);
+  }
+}

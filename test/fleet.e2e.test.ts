@@ -1,0 +1,76 @@
+// runOnAgents: one operation on many agents, a bounded number at a time, one result per agent in the
+// order given, and a failing server (refused, wrong key, too slow) reported by name, never hiding the rest.
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import net from "node:net";
+import { AuthenticationError, DialError, runOnAgents, TimeoutError } from "../mod.ts";
+import { generateKey } from "../core/secure/keys.ts";
+import { type RunningAgent, startAgent, stopAll } from "./helpers/agent-process.ts";
+
+const agents: RunningAgent[] = [];
+test.after(async () => {
+  await Promise.all(agents.map((a) => a.stop()));
+  stopAll();
+});
+
+/** A loopback port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const server = net.createServer().listen(0, "127.0.0.1");
+  await new Promise((r) => server.once("listening", r));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+test("runOnAgents: results in the order given, each server's error by name, never more than `concurrency` at once", async () => {
+  const keys = [generateKey().hex, generateKey().hex, generateKey().hex];
+  agents.push(...(await Promise.all(keys.map((k) => startAgent(["--key", k])))));
+  const targets = [
+    { name: "web1", host: "127.0.0.1", port: agents[0].port, key: keys[0] },
+    { name: "down", host: "127.0.0.1", port: await closedPort(), key: keys[0] },
+    { name: "web2", host: "127.0.0.1", port: agents[1].port, key: keys[1] },
+    { name: "wrongkey", host: "127.0.0.1", port: agents[2].port, key: keys[0] },
+    { name: "web3", host: "127.0.0.1", port: agents[2].port, key: keys[2] },
+  ];
+  let inFlight = 0, most = 0;
+  const finished: string[] = [];
+  const results = await runOnAgents(targets, async (agent, name) => {
+    most = Math.max(most, ++inFlight);
+    try {
+      const session = await agent.openSession("fleet");
+      const r = await session.processes.run({ program: "sh", args: ["-c", `sleep 0.2; echo ${name}`] });
+      await session.close();
+      return new TextDecoder().decode(r.stdout).trim();
+    } finally {
+      inFlight--;
+    }
+  }, { concurrency: 2, onResult: (r) => finished.push(r.name) });
+
+  assert.equal(results.map((r) => r.name), ["web1", "down", "web2", "wrongkey", "web3"]);
+  assert.equal(results.map((r) => (r.ok ? r.value : null)), ["web1", null, "web2", null, "web3"]);
+  const down = results[1], wrong = results[3];
+  assert.ok(!down.ok && down.error instanceof DialError && down.error.stage === "refused", String(!down.ok && down.error));
+  assert.ok(!wrong.ok && wrong.error instanceof AuthenticationError, String(!wrong.ok && wrong.error));
+  assert.ok(most <= 2 && most >= 1, `at most 2 at once, saw ${most}`);
+  assert.is(finished.length, 5);
+});
+
+test("runOnAgents: a server slower than timeoutMs fails with TimeoutError while the others finish", async () => {
+  const key = generateKey().hex;
+  const a = await startAgent(["--key", key]);
+  agents.push(a);
+  const started = performance.now();
+  const results = await runOnAgents(
+    [{ name: "slow", host: "127.0.0.1", port: a.port, key }, { name: "quick", host: "127.0.0.1", port: a.port, key }],
+    async (agent, name) => {
+      if (name === "slow") await new Promise((r) => setTimeout(r, 5000));
+      return (await agent.info()).version;
+    },
+    { timeoutMs: 1000 },
+  );
+  assert.ok(!results[0].ok && results[0].error instanceof TimeoutError, String(!results[0].ok && results[0].error));
+  assert.ok(results[1].ok);
+  assert.ok(performance.now() - started < 4000, "the slow one did not hold up the result");
+});
+
+test.run();
