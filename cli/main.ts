@@ -1,5 +1,5 @@
 /**
- * The `agent` command line: start, status, keygen, probe.
+ * The `agent` command line: start, status, keygen, probe, run, cp, service.
  * Runs from source (`deno run -A cli/main.ts`, `tsx cli/main.ts`) and as the
  * single executable built by build.ts.
  * @module
@@ -12,6 +12,9 @@ import { startCommand } from "./commands/start.ts";
 import { statusCommand } from "./commands/status.ts";
 import { serviceCommand } from "./commands/service.ts";
 import { ExitError } from "./commands/exit.ts";
+import { CLI_PRODUCT } from "./commands/remote.ts";
+import { runCommand } from "./commands/run.ts";
+import { cpCommand } from "./commands/cp.ts";
 import { ConfigError } from "../agent/config.ts";
 import { VERSION } from "../core/version.ts";
 import { hostMain } from "../host/main.ts";
@@ -86,6 +89,46 @@ export async function main(argv: string[]): Promise<number> {
     .usage("probe host[:port] [options]\n\n  Exit codes: 0 ok, 2 usage, 3 name not found, 4 connection refused, 5 timed out,\n  6 not an agent, 7 wrong key (with --tls: key not accepted), 8 incompatible version, 9 agent is --insecure,\n  10 certificate not trusted, 11 certificate expired, 12 fingerprint mismatch, 13 proxy failed, 1 other")
     .action((target, flags) => probeCommand(target, flags));
 
+  cli.command("run [target]", "Run a program on a server through its agent, as `ssh host cmd` does; exits with its code")
+    .option("--key <hex>", "The agent's key (visible in `ps`, prefer --key-file)", { type: [String] })
+    .option("--key-file <file>", "File holding the agent's key (env AGENT_KEY_FILE; default: this machine's agent key, if readable)", { type: [String] })
+    .option("--product <name>", `Open the session for this product (default ${CLI_PRODUCT})`, { type: [String] })
+    .option("--shell", "Run the words after -- as one command line through /bin/sh -c (default: no shell)")
+    .option("--cwd <dir>", "Working directory on the server (default: the product's root)", { type: [String] })
+    .option("--env <NAME=VALUE>", "Set a variable for the program (repeatable)", { type: [String] })
+    .option("--no-stdin", "Do not send standard input (it is sent when piped or redirected, never from a terminal)")
+    .option("--timeout <seconds>", "Time allowed to connect (default 10)")
+    .option("--json", "Collect the output and print one JSON object: code, signal, exitCode, stdout, stderr")
+    .example("agent run web1:46336 --key-file web1.key -- uname -a")
+    .example("tar c site | agent run web1 --key-file web1.key -- tar x -C /srv/www")
+    .example("agent run web1 --key-file web1.key --shell -- 'df -h / | tail -1'")
+    .usage("run HOST[:PORT] [options] -- program [args...]\n\n" +
+      "  Output streams as it comes. The first Ctrl-C sends SIGINT to the program, a second ends it.\n" +
+      "  Exit codes: the program's own; 128+N when signal N ended it; 127 no such program, 126 not executable;\n" +
+      "  243 name not found, 244 refused, 245 timed out, 246 not an agent, 247 wrong key, 248 incompatible version,\n" +
+      "  249 product refused, 250 connection lost, 254 usage, 255 other")
+    .action((target, flags) => runCommand(target, flags));
+
+  cli.command("cp [...operands]", "Copy files and directories to or from a server through its agent, as scp does, checked by SHA-256")
+    .option("-r, --recursive", "Copy directories and everything in them")
+    .option("--key <hex>", "The agent's key (visible in `ps`, prefer --key-file)", { type: [String] })
+    .option("--key-file <file>", "File holding the agent's key (env AGENT_KEY_FILE; default: this machine's agent key, if readable)", { type: [String] })
+    .option("--product <name>", `Open the session for this product (default ${CLI_PRODUCT}; relative remote paths start at its root)`, { type: [String] })
+    .option("--jobs <n>", "Files in flight at once when copying many (default 16)")
+    .option("--timeout <seconds>", "Time allowed to connect (default 10)")
+    .option("--json", "Print one JSON object: files, bytes, seconds, and each file's path, size and SHA-256")
+    .example("agent cp --key-file web1.key release.tar.gz web1:/srv/app/          # upload into a directory")
+    .example("agent cp --key-file web1.key -r web1:46336:/var/log/app ./logs      # download a tree")
+    .usage("cp [options] SOURCE... DEST\n\n" +
+      "  A remote operand is HOST:PATH or HOST:PORT:PATH ([::1]:PORT:PATH for IPv6); either DEST or every SOURCE is remote.\n" +
+      "  Each file goes to a temporary name and is renamed once its SHA-256 matches on both ends, so a failed copy\n" +
+      "  never replaces an existing file. Progress shows on a terminal.\n" +
+      "  Exit codes: 0 ok, 1 other, 2 usage, 3 name not found, 4 refused, 5 timed out, 6 not an agent, 7 wrong key,\n" +
+      "  8 incompatible version, 9 product refused, 10 connection lost, 20 remote file not found, 21 is a directory\n" +
+      "  (add -r), 22 not a directory, 23 permission denied, 24 local file not found, 25 local disk full,\n" +
+      "  26 checksum mismatch")
+    .action((operands, flags) => cpCommand(operands, flags));
+
   cli.command("service [action]", "Install, uninstall or show the agent as a systemd service (install | uninstall | status)")
     .option("--user <name>", "System user the service runs as; created if missing (default agent)", { type: [String] })
     .option("--binary <path>", "Where the executable goes; install copies this one there (default /usr/local/bin/agent)", { type: [String] })
@@ -107,15 +150,15 @@ export async function main(argv: string[]): Promise<number> {
     if (!cli.matchedCommand) {
       if (cli.options.help || cli.options.version) return 0;
       if (cli.args.length > 0) {
-        process.stderr.write(`agent: unknown command "${cli.args[0]}". Commands: start, status, keygen, probe, service (see agent help)\n`);
+        process.stderr.write(`agent: unknown command "${cli.args[0]}". Commands: start, status, keygen, probe, run, cp, service (see agent help)\n`);
         return 2;
       }
       cli.outputHelp();
       return 0;
     }
     if (cli.options.help) return 0;
-    await cli.runMatchedCommand();
-    return 0;
+    const result = await cli.runMatchedCommand();
+    return typeof result === "number" ? result : 0;
   } catch (e) {
     if (e instanceof ExitError) {
       if (e.message) process.stderr.write(`agent: ${e.message}\n`);

@@ -18,3 +18,4 @@ import "./faults.e2e.test.ts";
 import "./operations.e2e.test.ts";
 import "./outbound.e2e.test.ts";
 import "./fleet.e2e.test.ts";
+import "./remote-commands.e2e.test.ts";

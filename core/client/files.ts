@@ -11,7 +11,7 @@
  * @module
  */
 import { concat } from "../bytes.ts";
-import { NotFoundError } from "../errors.ts";
+import { NotFoundError, ProtocolError } from "../errors.ts";
 import { type FileInfo, type ListEntry, type OpenFlags, ServiceCode } from "../session/contract.ts";
 import type { SessionCalls } from "./calls.ts";
 
@@ -56,8 +56,9 @@ export class RemoteFile {
     return (await this.session.call(ServiceCode.FileSeek, { handle: this.handle, position, whence })).fields.position;
   }
 
-  async close(): Promise<void> {
-    await this.session.call(ServiceCode.FileClose, { handle: this.handle });
+  /** Closes the handle. Opened with `{ sha256: true }` and used in order from the start, it returns the host's digest of those bytes. */
+  async close(): Promise<{ sha256?: string; size?: number }> {
+    return (await this.session.call(ServiceCode.FileClose, { handle: this.handle })).fields;
   }
 }
 
@@ -131,14 +132,20 @@ export class FilesApi {
   }
 
   /** Opens a file: flags as in fopen (`r`, `r+`, `w`, `wx`, `w+`, `a`, `ax`, `a+`). */
-  async open(path: string, flags: OpenFlags = "r", mode?: number): Promise<RemoteFile> {
-    const { fields } = await this.session.call(ServiceCode.FileOpen, { path, flags, mode });
+  async open(path: string, flags: OpenFlags = "r", mode?: number, options: { sha256?: boolean } = {}): Promise<RemoteFile> {
+    const { fields } = await this.session.call(ServiceCode.FileOpen, { path, flags, mode, ...(options.sha256 ? { sha256: true } : {}) });
     return new RemoteFile(this.session, fields.handle, fields.size);
   }
 
-  /** Streams a file of any size in order, with several reads in flight. */
-  async *readStream(path: string): AsyncGenerator<Uint8Array> {
-    const file = await this.open(path, "r");
+  /**
+   * Streams a file of any size in order, with several reads in flight.
+   * `onSha256` receives the agent's SHA-256 of exactly the bytes it sent,
+   * computed as they passed (no second read), after the last chunk: compare
+   * it with your own digest of what arrived.
+   */
+  async *readStream(path: string, options: TransferOptions = {}): AsyncGenerator<Uint8Array> {
+    const file = await this.open(path, "r", undefined, { sha256: options.onSha256 !== undefined });
+    let closed = false;
     try {
       let next = 0;
       const inflight: Promise<Uint8Array>[] = [];
@@ -157,8 +164,11 @@ export class FilesApi {
         fill();
       }
       await Promise.allSettled(inflight);
+      closed = true;
+      const digest = await file.close();
+      if (options.onSha256) options.onSha256(requireDigest(digest, path), digest.size ?? 0);
     } finally {
-      await file.close().catch(() => {});
+      if (!closed) await file.close().catch(() => {});
     }
   }
 
@@ -169,11 +179,16 @@ export class FilesApi {
     return concat(parts);
   }
 
-  /** Writes (creates or truncates) a file from bytes or a stream of chunks; returns its size. */
-  async writeFile(path: string, source: Source, options: { mode?: number } = {}): Promise<number> {
-    const file = await this.open(path, "w", options.mode);
+  /**
+   * Writes (creates or truncates) a file from bytes or a stream of chunks;
+   * returns its size. `onSha256` receives the agent's SHA-256 of exactly the
+   * bytes it wrote, computed as they passed: compare it with your own.
+   */
+  async writeFile(path: string, source: Source, options: { mode?: number } & TransferOptions = {}): Promise<number> {
+    const file = await this.open(path, "w", options.mode, { sha256: options.onSha256 !== undefined });
     let position = 0;
     const inflight: Promise<number>[] = [];
+    let closed = false;
     try {
       for await (const chunk of chunks(source)) {
         for (let o = 0; o < chunk.length; o += TRANSFER_CHUNK) {
@@ -184,12 +199,38 @@ export class FilesApi {
         }
       }
       await Promise.all(inflight);
+      closed = true;
+      const digest = await file.close();
+      if (options.onSha256) options.onSha256(requireDigest(digest, path), digest.size ?? position);
     } finally {
       await Promise.allSettled(inflight);
-      await file.close().catch(() => {});
+      if (!closed) await file.close().catch(() => {});
     }
     return position;
   }
+}
+
+/**
+ * For whole-file transfers: `onSha256(hex, size)` is called with the agent's
+ * SHA-256 of the bytes as they passed, once the transfer is complete.
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * const session = await agent.openSession("buildmaster");
+ * const options: TransferOptions = { onSha256: (hex, size) => console.log(size, hex.slice(0, 8)) }; // 5 2cf24dba
+ * await session.files.writeFile("hello.txt", new TextEncoder().encode("hello"), options);
+ * await session.close();
+ * agent.close();
+ * ```
+ */
+export interface TransferOptions {
+  onSha256?: (sha256: string, size: number) => void;
+}
+
+function requireDigest(reply: { sha256?: string }, path: string): string {
+  if (typeof reply.sha256 !== "string") throw new ProtocolError(`the agent returned no SHA-256 for ${path} (an agent older than this library?)`);
+  return reply.sha256;
 }
 
 /**

@@ -208,7 +208,8 @@ export interface ServiceContract {
   [ServiceCode.FileSetMode]: { request: { path: string; mode: number }; reply: NoFields; errors: PathErrors };
   [ServiceCode.FileSha256]: { request: { path: string }; reply: { sha256: string; size: number }; errors: PathErrors | "is-a-directory" };
   [ServiceCode.FileOpen]: {
-    request: { path: string; flags?: OpenFlags; mode?: number };
+    /** `sha256`: the host keeps a SHA-256 of the bytes as they pass, in order from the start, and FileClose returns it. */
+    request: { path: string; flags?: OpenFlags; mode?: number; sha256?: boolean };
     reply: { handle: number; size: number };
     errors: PathErrors | "is-a-directory" | "already-exists" | "too-many-open-files";
   };
@@ -219,7 +220,8 @@ export interface ServiceContract {
     reply: { position: number };
     errors: "invalid-handle" | "invalid-argument";
   };
-  [ServiceCode.FileClose]: { request: { handle: number }; reply: NoFields; errors: "invalid-handle" };
+  /** `sha256`, `size`: for a handle opened with `sha256` and used in order from the start (reads from 0, or a fresh write). */
+  [ServiceCode.FileClose]: { request: { handle: number }; reply: { sha256?: string; size?: number }; errors: "invalid-handle" };
   [ServiceCode.ProcessStart]: { request: StartOptions; reply: { id: number; pid: number }; errors: "not-found" | "permission-denied" | "invalid-argument" };
   [ServiceCode.ProcessWrite]: { request: { id: number }; requestData: true; reply: NoFields; errors: "unknown-process" | "stdin-closed" };
   [ServiceCode.ProcessCloseStdin]: { request: { id: number }; reply: NoFields; errors: "unknown-process" };

@@ -20,6 +20,20 @@ interface OpenFile {
   handle: fsp.FileHandle;
   path: string;
   position: number;
+  /** SHA-256 of the bytes read or written so far, while they come in order from the start (open with `sha256`). */
+  digest: crypto.Hash | null;
+  digested: number;
+}
+
+/** Feeds `bytes` at `position` to the handle's running digest; access out of order ends it. */
+function digestBytes(f: OpenFile, position: number, bytes: Uint8Array): void {
+  if (!f.digest || bytes.length === 0) return;
+  if (position !== f.digested) {
+    f.digest = null;
+    return;
+  }
+  f.digest.update(bytes);
+  f.digested += bytes.length;
 }
 
 type EntryType = "file" | "directory" | "symlink" | "other";
@@ -162,7 +176,10 @@ export class FilesService {
           throw new ServiceError("is-a-directory", `${p}: is a directory`, p);
         }
         const id = this.#nextHandle++;
-        this.#open.set(id, { handle, path: p, position: flags.startsWith("a") ? st.size : 0 });
+        const position = flags.startsWith("a") ? st.size : 0;
+        // A digest covers the file from its first byte: reading, or writing a file that starts empty.
+        const digest = fields.sha256 === true && (flags === "r" || flags.startsWith("w")) ? crypto.createHash("sha256") : null;
+        this.#open.set(id, { handle, path: p, position, digest, digested: 0 });
         this.context.statsChanged();
         return { fields: { handle: id, size: st.size } };
       },
@@ -173,6 +190,7 @@ export class FilesService {
         const buf = new Uint8Array(length);
         const { bytesRead } = await f.handle.read(buf, 0, length, position);
         if (typeof fields.position !== "number") f.position += bytesRead;
+        digestBytes(f, position, buf.subarray(0, bytesRead));
         return { data: buf.subarray(0, bytesRead) };
       },
       [ServiceCode.FileWrite]: async ({ fields, data }) => {
@@ -184,6 +202,7 @@ export class FilesService {
           written += r.bytesWritten;
         }
         if (typeof fields.position !== "number") f.position += written;
+        digestBytes(f, position, data);
         return { fields: { written } };
       },
       [ServiceCode.FileSeek]: async ({ fields }) => {
@@ -200,6 +219,7 @@ export class FilesService {
         this.#open.delete(Number(fields.handle));
         this.context.statsChanged();
         await f.handle.close();
+        return { fields: f.digest ? { sha256: f.digest.digest("hex"), size: f.digested } : {} };
       },
     };
   }

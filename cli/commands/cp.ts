@@ -1,0 +1,315 @@
+/**
+ * `agent cp`: copies files and directory trees to and from a server through
+ * its agent, as scp does. Every file is checked by SHA-256 end to end (the
+ * agent hashes the bytes as they pass; we hash ours), lands under a temporary
+ * name and is renamed only when complete, and many small files go out
+ * several at a time so they do not each pay a round trip. Built on the
+ * client library only.
+ * @module
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import type { RemoteSession } from "../../core/client/remote-session.ts";
+import { NotFoundError } from "../../core/errors.ts";
+import { type Flags, str } from "../../agent/config.ts";
+import { CommandFailure, type Failure, fail, openRemote, parseAddress } from "./remote.ts";
+
+/** Exit codes (docs/operations.md): the connection's match `agent probe`'s. */
+export const CP_EXIT: Record<Failure, number> = {
+  "failed": 1,
+  "usage": 2,
+  "invalid-argument": 2,
+  "unresolved": 3,
+  "refused": 4,
+  "timeout": 5,
+  "not-an-agent": 6,
+  "wrong-key": 7,
+  "incompatible": 8,
+  "unknown-product": 9,
+  "connection-lost": 10,
+  "remote-not-found": 20,
+  "remote-is-directory": 21,
+  "remote-not-directory": 22,
+  "permission-denied": 23,
+  "local-not-found": 24,
+  "local-disk-full": 25,
+  "checksum-mismatch": 26,
+};
+
+/** Files in flight at once when copying a tree. */
+const DEFAULT_JOBS = 16;
+/** Local reads and writes in pieces this large. */
+const LOCAL_CHUNK = 1024 * 1024;
+
+/** A remote operand: `HOST:PATH`, `HOST:PORT:PATH` or `[v6]:PORT:PATH`. Null for a local path. */
+export function parseRemote(operand: string): { address: string; path: string } | null {
+  const m = /^(\[[^\]]+\](?::\d+)?|[^:/[\]]+(?::\d+)?):(.*)$/.exec(operand);
+  if (!m || m[1].length === 1) return null; // "C:" style or plain paths stay local
+  return { address: m[1], path: m[2] === "" ? "." : m[2] };
+}
+
+interface CopyJob {
+  /** Local file (upload source or download destination). */
+  local: string;
+  remote: string;
+  size: number;
+}
+
+interface Copied {
+  path: string;
+  size: number;
+  sha256: string;
+}
+
+/** Runs `work` over `items`, `jobs` at a time; the first failure stops new ones and is thrown. */
+async function pool<T>(items: T[], jobs: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed: unknown = null;
+  const worker = async () => {
+    while (failed === null && next < items.length) {
+      const item = items[next++];
+      try {
+        await work(item);
+      } catch (e) {
+        failed ??= e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(jobs, items.length) }, worker));
+  if (failed !== null) throw failed;
+}
+
+/** A progress line on a terminal, redrawn at most 10 times a second. */
+class Progress {
+  #files = 0;
+  #bytes = 0;
+  #last = 0;
+  readonly #started = performance.now();
+  constructor(readonly total: { files: number; bytes: number }, readonly enabled: boolean) {}
+
+  add(bytes: number, fileDone = false) {
+    this.#bytes += bytes;
+    if (fileDone) this.#files++;
+    const now = performance.now();
+    if (this.enabled && (now - this.#last > 100 || (fileDone && this.#files === this.total.files))) {
+      this.#last = now;
+      const mib = (n: number) => (n / 1048576).toFixed(1);
+      const rate = this.#bytes / 1048576 / Math.max(0.001, (now - this.#started) / 1000);
+      const pct = this.total.bytes > 0 ? Math.floor((100 * this.#bytes) / this.total.bytes) : 100;
+      process.stderr.write(`\r\x1b[K${this.#files}/${this.total.files} files  ${mib(this.#bytes)}/${mib(this.total.bytes)} MiB  ${pct}%  ${rate.toFixed(1)} MiB/s`);
+    }
+  }
+
+  end() {
+    if (this.enabled) process.stderr.write("\n");
+  }
+}
+
+const tempName = (file: string) => path.join(path.dirname(file), `.${path.basename(file)}.agent-cp-${crypto.randomBytes(4).toString("hex")}`);
+
+/** Remote paths are '/'-separated whatever the local OS. */
+const remoteJoin = (...parts: string[]) => path.posix.join(...parts);
+
+async function remoteType(session: RemoteSession, p: string): Promise<"file" | "directory" | "other" | null> {
+  try {
+    const st = await session.files.stat(p);
+    return st.type === "file" || st.type === "directory" ? st.type : "other";
+  } catch (e) {
+    if (e instanceof NotFoundError) return null;
+    throw e;
+  }
+}
+
+async function localType(p: string): Promise<"file" | "directory" | "other" | null> {
+  try {
+    const st = await fsp.stat(p);
+    return st.isFile() ? "file" : st.isDirectory() ? "directory" : "other";
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw e;
+  }
+}
+
+async function upload(session: RemoteSession, job: CopyJob, progress: Progress): Promise<Copied> {
+  const hash = crypto.createHash("sha256");
+  let remoteDigest = "";
+  const temp = tempName(job.remote);
+  async function* chunks() {
+    const stream = fs.createReadStream(job.local, { highWaterMark: LOCAL_CHUNK });
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      hash.update(chunk);
+      progress.add(chunk.length);
+      yield new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length);
+    }
+  }
+  let size: number;
+  try {
+    size = await session.files.writeFile(temp, chunks(), { onSha256: (hex) => (remoteDigest = hex) });
+    const ours = hash.digest("hex");
+    if (ours !== remoteDigest) {
+      throw new CommandFailure("checksum-mismatch", `${job.remote}: the agent wrote bytes with SHA-256 ${remoteDigest}, we sent ${ours}; the file was not replaced`, CP_EXIT);
+    }
+    await session.files.move(temp, job.remote);
+  } catch (e) {
+    await session.files.delete(temp).catch(() => {});
+    throw e;
+  }
+  progress.add(0, true);
+  return { path: job.remote, size, sha256: remoteDigest };
+}
+
+async function download(session: RemoteSession, job: CopyJob, progress: Progress): Promise<Copied> {
+  const hash = crypto.createHash("sha256");
+  let remoteDigest = "";
+  const temp = tempName(job.local);
+  const out = await fsp.open(temp, "wx", 0o644);
+  let size = 0;
+  try {
+    try {
+      for await (const chunk of session.files.readStream(job.remote, { onSha256: (hex) => (remoteDigest = hex) })) {
+        hash.update(chunk);
+        let written = 0;
+        while (written < chunk.length) written += (await out.write(chunk, written, chunk.length - written)).bytesWritten;
+        size += chunk.length;
+        progress.add(chunk.length);
+      }
+    } finally {
+      await out.close();
+    }
+    const ours = hash.digest("hex");
+    if (ours !== remoteDigest) {
+      throw new CommandFailure("checksum-mismatch", `${job.remote}: the agent sent bytes with SHA-256 ${remoteDigest}, we received ${ours}; ${job.local} was not replaced`, CP_EXIT);
+    }
+    await fsp.rename(temp, job.local);
+  } catch (e) {
+    await fsp.rm(temp, { force: true });
+    throw e;
+  }
+  progress.add(0, true);
+  return { path: job.local, size, sha256: remoteDigest };
+}
+
+/** Every file and directory under a local directory, parents before children. */
+async function localTree(root: string): Promise<{ dirs: string[]; files: Array<{ rel: string; size: number }> }> {
+  const dirs: string[] = [], files: Array<{ rel: string; size: number }> = [];
+  const walk = async (rel: string) => {
+    for (const entry of await fsp.readdir(path.join(root, rel), { withFileTypes: true })) {
+      const child = rel ? path.join(rel, entry.name) : entry.name;
+      if (entry.isDirectory()) {
+        dirs.push(child);
+        await walk(child);
+      } else if (entry.isFile()) {
+        files.push({ rel: child, size: (await fsp.stat(path.join(root, child))).size });
+      }
+    }
+  };
+  await walk("");
+  return { dirs, files };
+}
+
+export async function cpCommand(operands: string[], flags: Flags): Promise<number> {
+  if (operands.length < 2) throw new CommandFailure("usage", "cp needs a source and a destination: agent cp SOURCE... DEST (one of them HOST[:PORT]:PATH)", CP_EXIT);
+  const dest = operands[operands.length - 1];
+  const sources = operands.slice(0, -1);
+  const remoteDest = parseRemote(dest);
+  const remoteSources = sources.map(parseRemote);
+  const uploading = remoteDest !== null;
+  if (uploading ? remoteSources.some((r) => r !== null) : remoteSources.some((r) => r === null)) {
+    throw new CommandFailure("usage", "cp copies between this machine and one server: either every source is local and DEST is HOST:PATH, or every source is HOST:PATH and DEST is local", CP_EXIT);
+  }
+  const addresses = new Set(uploading ? [remoteDest!.address] : remoteSources.map((r) => r!.address));
+  if (addresses.size > 1) throw new CommandFailure("usage", "all remote operands must name the same server", CP_EXIT);
+  const address = parseAddress([...addresses][0], CP_EXIT);
+  const recursive = Boolean(flags.recursive);
+  const jobs = Math.max(1, Number(flags.jobs ?? DEFAULT_JOBS) | 0);
+  const json = Boolean(flags.json);
+
+  // Local checks first: a missing source should not cost a connection.
+  if (uploading) {
+    for (const s of sources) {
+      const t = await localType(s);
+      if (t === null) throw new CommandFailure("local-not-found", `${s}: no such file or directory`, CP_EXIT);
+      if (t === "directory" && !recursive) throw new CommandFailure("remote-is-directory", `${s} is a directory (add -r to copy directories)`, CP_EXIT);
+      if (t === "other") throw new CommandFailure("usage", `${s} is neither a file nor a directory`, CP_EXIT);
+    }
+  }
+
+  const { agent, session } = await openRemote(address, flags, CP_EXIT);
+  const started = performance.now();
+  const copied: Copied[] = [];
+  try {
+    const plan: { dirs: string[]; jobs: CopyJob[] } = { dirs: [], jobs: [] };
+    const single = sources.length === 1;
+    if (uploading) {
+      const target = remoteDest!.path;
+      const destType = await remoteType(session, target).catch((e) => fail(e, CP_EXIT, target));
+      if (!single && destType !== "directory") throw new CommandFailure("remote-not-directory", `${target}: not a directory on the server (needed for several sources)`, CP_EXIT);
+      for (const s of sources) {
+        const base = path.basename(path.resolve(s));
+        const into = destType === "directory" ? remoteJoin(target, base) : target;
+        if ((await localType(s)) === "file") {
+          plan.jobs.push({ local: s, remote: into, size: (await fsp.stat(s)).size });
+        } else {
+          const tree = await localTree(s);
+          plan.dirs.push(into, ...tree.dirs.map((d) => remoteJoin(into, ...d.split(path.sep))));
+          for (const f of tree.files) plan.jobs.push({ local: path.join(s, f.rel), remote: remoteJoin(into, ...f.rel.split(path.sep)), size: f.size });
+        }
+      }
+    } else {
+      const destType = await localType(dest);
+      if (!single && destType !== "directory") throw new CommandFailure("local-not-found", `${dest}: not a directory here (needed for several sources)`, CP_EXIT);
+      for (const r of remoteSources) {
+        const remote = r!.path;
+        let info;
+        try {
+          info = await session.files.stat(remote);
+        } catch (e) {
+          fail(e, CP_EXIT, remote);
+        }
+        const base = path.posix.basename(remote === "." ? "copy" : remote);
+        const into = destType === "directory" ? path.join(dest, base) : dest;
+        if (info.type === "file") {
+          plan.jobs.push({ local: into, remote, size: info.size });
+        } else if (info.type === "directory") {
+          if (!recursive) throw new CommandFailure("remote-is-directory", `${remote} is a directory on the server (add -r to copy directories)`, CP_EXIT);
+          plan.dirs.push(into);
+          for (const e of await session.files.list(remote, { recursive: true })) {
+            const local = path.join(into, ...e.path.split("/"));
+            if (e.type === "directory") plan.dirs.push(local);
+            else if (e.type === "file") plan.jobs.push({ local, remote: remoteJoin(remote, e.path), size: e.size });
+          }
+        } else {
+          throw new CommandFailure("usage", `${remote} is neither a file nor a directory on the server`, CP_EXIT);
+        }
+      }
+    }
+
+    const progress = new Progress({ files: plan.jobs.length, bytes: plan.jobs.reduce((n, j) => n + j.size, 0) }, !json && process.stderr.isTTY === true);
+    // Directories first (parents before children, several at once: mkdir -p is idempotent), then the files.
+    if (uploading) await pool(plan.dirs, jobs, (d) => session.files.mkdir(d, { recursive: true }));
+    else for (const d of plan.dirs) await fsp.mkdir(d, { recursive: true });
+    await pool(plan.jobs, jobs, async (job) => {
+      copied.push(await (uploading ? upload(session, job, progress) : download(session, job, progress)));
+    });
+    progress.end();
+  } catch (e) {
+    fail(e, CP_EXIT);
+  } finally {
+    await session.close().catch(() => {});
+    agent.close();
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const bytes = copied.reduce((n, c) => n + c.size, 0);
+  if (json) {
+    process.stdout.write(JSON.stringify({ ok: true, direction: uploading ? "upload" : "download", files: copied.length, bytes, seconds: Number(seconds.toFixed(3)), copied }) + "\n");
+  } else if (!process.stderr.isTTY) {
+    // Quiet when no one watches, as cp and scp are.
+  } else if (copied.length === 1 && !recursive) {
+    process.stderr.write(`${copied[0].path}: ${copied[0].size} bytes, sha256 ${copied[0].sha256} (checked on both ends)\n`);
+  } else {
+    process.stderr.write(`${copied.length} files, ${bytes} bytes in ${seconds.toFixed(2)} s, each checked by SHA-256 on both ends\n`);
+  }
+  return 0;
+}
