@@ -59,11 +59,11 @@ export class HostProcess {
   }
 
   /** Set once the process has exited. */
-  get exitInfo() {
+  get exitInfo(): { code: number | null; signal: string | null } | null {
     return this.#exitInfo;
   }
 
-  get exited() {
+  get exited(): Promise<{ code: number | null; signal: string | null }> {
     return this.#exited;
   }
 

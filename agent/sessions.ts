@@ -86,9 +86,9 @@ export class Attachment {
 
 /** One host process and the clients attached to it. */
 export class Session {
-  readonly attachments = new Map<number, Attachment>();
+  readonly attachments: Map<number, Attachment> = new Map();
   stats: { openFiles: number; runningProcesses: number; processGroups?: number[] } = { openFiles: 0, runningProcesses: 0 };
-  lastDetachedAt = Date.now();
+  lastDetachedAt: number = Date.now();
   idleTimer: ReturnType<typeof setTimeout> | null = null;
   ending = false;
   #resume: (() => void) | null = null;
@@ -162,7 +162,7 @@ export class Session {
 
 /** All sessions of this agent. */
 export class SessionManager {
-  readonly sessions = new Map<string, Session>();
+  readonly sessions: Map<string, Session> = new Map();
   readonly #attachments = new Map<number, Attachment>();
   #nextAttachment = 1;
 

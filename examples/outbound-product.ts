@@ -14,7 +14,7 @@
  * @module
  */
 import fs from "node:fs";
-import { listen } from "../mod.ts";
+import { listen } from "../mod.ts"; // from the package: "@agent/client"
 
 const [server = "web1", program = "uname", ...args] = process.argv.slice(2);
 const port = Number(process.env.PRODUCT_PORT ?? 46340);

@@ -19,3 +19,4 @@ import "./operations.e2e.test.ts";
 import "./outbound.e2e.test.ts";
 import "./fleet.e2e.test.ts";
 import "./remote-commands.e2e.test.ts";
+import "./package.e2e.test.ts";

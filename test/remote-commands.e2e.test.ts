@@ -108,17 +108,17 @@ remote("run: a program ended by a signal exits 128 + its number", async () => {
 remote("run: Ctrl-C reaches the program as SIGINT; a second one ends it", async () => {
   const trapping = cli(["run", target, "--key-file", keyFile, "--", "sh", "-c", "trap 'echo got-int; exit 42' INT; echo ready; while :; do sleep 0.1; done"]);
   await until(() => trapping.chunks.some((c) => c.text.includes("ready")), "the program is running");
-  trapping.child.kill("SIGINT");
+  sendSignal(trapping.child, "SIGINT");
   const first = await trapping.done;
   assert.is(first.code, 42, first.stderr);
   assert.match(first.stdout, /got-int/);
 
   const stubborn = cli(["run", target, "--key-file", keyFile, "--", "sh", "-c", "trap '' INT; echo ready; while :; do sleep 0.1; done"]);
   await until(() => stubborn.chunks.some((c) => c.text.includes("ready")), "the program is running");
-  stubborn.child.kill("SIGINT");
+  sendSignal(stubborn.child, "SIGINT");
   await new Promise((r) => setTimeout(r, 300));
   assert.is(stubborn.child.exitCode, null, "one Ctrl-C is only a request");
-  stubborn.child.kill("SIGINT");
+  sendSignal(stubborn.child, "SIGINT");
   const second = await stubborn.done;
   assert.is(second.code, 137, second.stderr);
 });

@@ -41,7 +41,7 @@ export class AgentClient {
   #closedError: Error | null = null;
   #routes = new Map<number, AttachmentRoute>();
   /** When the last frame arrived (ms since the epoch). */
-  lastReceivedAt = Date.now();
+  lastReceivedAt: number = Date.now();
   /** Resolves when the connection has ended, for whatever reason. */
   readonly closed: Promise<Error>;
 

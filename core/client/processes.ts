@@ -66,8 +66,8 @@ class OutputStream implements AsyncIterable<Uint8Array> {
  */
 export class RemoteProcess {
   pid = 0;
-  readonly stdout = new OutputStream();
-  readonly stderr = new OutputStream();
+  readonly stdout: OutputStream = new OutputStream();
+  readonly stderr: OutputStream = new OutputStream();
   #exit: Promise<ExitStatus>;
   #resolveExit!: (s: ExitStatus) => void;
   #rejectExit!: (e: Error) => void;
