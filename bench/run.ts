@@ -10,6 +10,9 @@
  *   flood       1,000 simultaneous connections, 70% hostile: legitimate clients' time through, next to no flood
  *   sessions    product round trip, remote `true` vs OpenSSH, 1 GiB transfers vs `ssh cat`, host start and memory
  *               (bench/sessions.ts; run bench/sshd.sh first for the OpenSSH columns)
+ *   commands    `agent run` and `agent cp` vs ssh, scp, sftp and `tar | ssh tar x` (bench/commands.ts; sshd as above)
+ *
+ * BENCH_ONLY=name,name runs only those sections.
  *
  * Run after `npm run build`. Each section prints its figures and ratio.
  * @module
@@ -30,6 +33,7 @@ import { benchSessions } from "./sessions.ts";
 import { benchOutbound } from "./outbound.ts";
 import { benchFlood } from "./flood.ts";
 import { startBenchAgent } from "./agent.ts";
+import { benchCommands } from "./commands.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const AGENT = path.join(ROOT, "dist/agent");
@@ -191,14 +195,19 @@ async function benchCrypto() {
 async function main() {
   if (!fs.existsSync(AGENT)) throw new Error("dist/agent is missing: run `npm run build` first");
   console.log(`agent benchmarks — ${os.cpus().length} CPUs, node ${process.versions.node}; peers run in the same process tree`);
-  const agent = await benchPing();
-  await benchMemory(agent.child.pid!);
-  await benchSessions(agent.port, agent.key, agent.child.pid!);
-  await benchOutbound(AGENT, agent.port, agent.key);
-  await agent.stop();
-  await benchFlood(AGENT);
-  await benchStartup();
-  await benchCrypto();
+  const only = process.env.BENCH_ONLY?.split(",");
+  const wanted = (name: string) => !only || only.includes(name);
+  if (["ping", "memory", "sessions", "outbound"].some(wanted)) {
+    const agent = await benchPing();
+    if (wanted("memory")) await benchMemory(agent.child.pid!);
+    if (wanted("sessions")) await benchSessions(agent.port, agent.key, agent.child.pid!);
+    if (wanted("outbound")) await benchOutbound(AGENT, agent.port, agent.key);
+    await agent.stop();
+  }
+  if (wanted("flood")) await benchFlood(AGENT);
+  if (wanted("commands")) await benchCommands(AGENT);
+  if (wanted("startup")) await benchStartup();
+  if (wanted("crypto")) await benchCrypto();
 }
 
 try {

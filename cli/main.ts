@@ -4,7 +4,7 @@
  * single executable built by build.ts.
  * @module
  */
-import { cac } from "cac";
+import { cac, type Command } from "cac";
 import { AgentError } from "../core/errors.ts";
 import { keygenCommand } from "./commands/keygen.ts";
 import { probeCommand } from "./commands/probe.ts";
@@ -21,6 +21,15 @@ import { hostMain } from "../host/main.ts";
 
 const STATE_DIR_HELP = "State directory (env AGENT_STATE_DIR; default /var/lib/agent as root, else ~/.local/state/agent)";
 const CONFIG_HELP = "JSON config file (env AGENT_CONFIG; default <state-dir>/config.json if present)";
+
+/** The options of the commands that open a session on a server: `run` and `cp`. */
+function sessionOptions(command: Command): Command {
+  return command
+    .option("--key <hex>", "The agent's key (visible in `ps`, prefer --key-file)", { type: [String] })
+    .option("--key-file <file>", "File holding the agent's key (env AGENT_KEY_FILE; default: this machine's agent key, if readable)", { type: [String] })
+    .option("--product <name>", `Open the session for this product (default ${CLI_PRODUCT}; relative remote paths start at its root)`, { type: [String] })
+    .option("--timeout <seconds>", "Time allowed to connect (default 10)");
+}
 
 /** Parses `argv` (without the runtime and script) and runs the command. Resolves with the exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -89,15 +98,11 @@ export async function main(argv: string[]): Promise<number> {
     .usage("probe host[:port] [options]\n\n  Exit codes: 0 ok, 2 usage, 3 name not found, 4 connection refused, 5 timed out,\n  6 not an agent, 7 wrong key (with --tls: key not accepted), 8 incompatible version, 9 agent is --insecure,\n  10 certificate not trusted, 11 certificate expired, 12 fingerprint mismatch, 13 proxy failed, 1 other")
     .action((target, flags) => probeCommand(target, flags));
 
-  cli.command("run [target]", "Run a program on a server through its agent, as `ssh host cmd` does; exits with its code")
-    .option("--key <hex>", "The agent's key (visible in `ps`, prefer --key-file)", { type: [String] })
-    .option("--key-file <file>", "File holding the agent's key (env AGENT_KEY_FILE; default: this machine's agent key, if readable)", { type: [String] })
-    .option("--product <name>", `Open the session for this product (default ${CLI_PRODUCT})`, { type: [String] })
+  sessionOptions(cli.command("run [target]", "Run a program on a server through its agent, as `ssh host cmd` does; exits with its code"))
     .option("--shell", "Run the words after -- as one command line through /bin/sh -c (default: no shell)")
     .option("--cwd <dir>", "Working directory on the server (default: the product's root)", { type: [String] })
     .option("--env <NAME=VALUE>", "Set a variable for the program (repeatable)", { type: [String] })
     .option("--no-stdin", "Do not send standard input (it is sent when piped or redirected, never from a terminal)")
-    .option("--timeout <seconds>", "Time allowed to connect (default 10)")
     .option("--json", "Collect the output and print one JSON object: code, signal, exitCode, stdout, stderr")
     .example("agent run web1:46336 --key-file web1.key -- uname -a")
     .example("tar c site | agent run web1 --key-file web1.key -- tar x -C /srv/www")
@@ -109,13 +114,9 @@ export async function main(argv: string[]): Promise<number> {
       "  249 product refused, 250 connection lost, 254 usage, 255 other")
     .action((target, flags) => runCommand(target, flags));
 
-  cli.command("cp [...operands]", "Copy files and directories to or from a server through its agent, as scp does, checked by SHA-256")
+  sessionOptions(cli.command("cp [...operands]", "Copy files and directories to or from a server through its agent, as scp does, checked by SHA-256"))
     .option("-r, --recursive", "Copy directories and everything in them")
-    .option("--key <hex>", "The agent's key (visible in `ps`, prefer --key-file)", { type: [String] })
-    .option("--key-file <file>", "File holding the agent's key (env AGENT_KEY_FILE; default: this machine's agent key, if readable)", { type: [String] })
-    .option("--product <name>", `Open the session for this product (default ${CLI_PRODUCT}; relative remote paths start at its root)`, { type: [String] })
     .option("--jobs <n>", "Files in flight at once when copying many (default 16)")
-    .option("--timeout <seconds>", "Time allowed to connect (default 10)")
     .option("--json", "Print one JSON object: files, bytes, seconds, and each file's path, size and SHA-256")
     .example("agent cp --key-file web1.key release.tar.gz web1:/srv/app/          # upload into a directory")
     .example("agent cp --key-file web1.key -r web1:46336:/var/log/app ./logs      # download a tree")

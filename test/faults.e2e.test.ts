@@ -19,7 +19,7 @@ import { encodeRecord } from "../core/secure/frame-stream.ts";
 import { encodeHello, encodeReply, EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
 import {
   agentCommand, cleanExit, hermeticEnv, residentKiB, runAgentAsync, type RunningAgent, scriptCommand, sendSignal, startAgent, stopAll,
-  tempDir, alive, until } from "./helpers/agent-process.ts";
+  tempDir, alive, until, withFullDisk } from "./helpers/agent-process.ts";
 import { dial, fakeServer } from "./helpers/net.ts";
 
 const faults = suite("faults e2e");
@@ -338,13 +338,7 @@ faults("CLI calls in the tests never see the machine's real state directory", as
 });
 
 faults("a full disk gives a no-space error and loses nothing else", async () => {
-  const dir = tempDir();
-  const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir], { encoding: "utf8" });
-  if (mounted.status !== 0) {
-    console.log(`\n  (skipped: cannot mount a small tmpfs here: ${(mounted.stderr || mounted.error?.message || "").trim()})`);
-    return;
-  }
-  try {
+  await withFullDisk(async (dir) => {
     const agent = await startAgent(["--key", KEY.hex]);
     const s = await (await client(agent.port)).openSession("alpha");
     const e = await s.files.writeFile(path.join(dir, "big.bin"), new Uint8Array(4 * 1024 * 1024)).then(() => null, (e) => e);
@@ -352,9 +346,7 @@ faults("a full disk gives a no-space error and loses nothing else", async () => 
     assert.is(e.code, "no-space");
     assert.is((await s.files.stat(".")).type, "directory", "the session goes on");
     await agent.stop();
-  } finally {
-    spawnSync("umount", [dir]);
-  }
+  });
 });
 
 faults("a process flooding output to a slow reader: agent memory stays bounded, every byte arrives", async () => {

@@ -2,25 +2,15 @@
 // order given, and a failing server (refused, wrong key, too slow) reported by name, never hiding the rest.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import net from "node:net";
 import { AuthenticationError, DialError, runOnAgents, TimeoutError } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
-import { type RunningAgent, startAgent, stopAll } from "./helpers/agent-process.ts";
+import { closedPort, type RunningAgent, startAgent, stopAll } from "./helpers/agent-process.ts";
 
 const agents: RunningAgent[] = [];
 test.after(async () => {
   await Promise.all(agents.map((a) => a.stop()));
   stopAll();
 });
-
-/** A loopback port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = net.createServer().listen(0, "127.0.0.1");
-  await new Promise((r) => server.once("listening", r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 test("runOnAgents: results in the order given, each server's error by name, never more than `concurrency` at once", async () => {
   const keys = [generateKey().hex, generateKey().hex, generateKey().hex];

@@ -304,13 +304,16 @@ ops("the README's commands work as typed (its /etc/agent under a temp root, serv
   const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
   const block = /## Using it\n\n```sh\n([\s\S]*?)```/.exec(readme)![1];
   const commands = block.split("\n").map((l) => l.replace(/\s+#.*$/, "").trim()).filter((l) => l.startsWith("dist/agent "));
-  assert.equal(commands.map((c) => c.split(" ")[1]), ["keygen", "keygen", "start", "status", "probe"]);
+  assert.equal(commands.map((c) => c.split(" ")[1]), ["keygen", "keygen", "start", "status", "probe", "run", "cp", "cp"]);
   const root = tempDir("agent-readme-");
   const stateDir = tempDir();
   // The listener's address comes from the environment, so the start line runs as typed.
   const env = { AGENT_STATE_DIR: stateDir, AGENT_HOST: "127.0.0.1", AGENT_PORT: "0" };
+  // Its absolute and relative paths land under the temp root too.
+  fs.writeFileSync(path.join(root, "release.tar.gz"), "a release\n");
   const argv = (line: string, port?: number) =>
-    line.replace(/^dist\/agent /, "").replaceAll("/etc/agent", path.join(root, "etc/agent"))
+    line.replace(/^dist\/agent /, "").replaceAll("/etc/agent", path.join(root, "etc/agent")).replaceAll(/(^|[\s:])\/srv\b/g, `$1${root}/srv`)
+      .replace(" release.tar.gz ", ` ${root}/release.tar.gz `).replace("./app-copy", `${root}/app-copy`)
       .replace("server1:46336", `127.0.0.1:${port}`).replace("--key-file keys", `--key-file ${path.join(root, "etc/agent/keys")}`).split(/\s+/);
   for (const line of commands) {
     const [command] = argv(line);
@@ -321,6 +324,11 @@ ops("the README's commands work as typed (its /etc/agent under a temp root, serv
       assert.match(status.stdout, /listening\s+127\.0\.0\.1:\d+/);
       const probe = await runAgentAsync(argv(commands.find((c) => c.includes(" probe "))!, agent.port), env);
       assert.is(probe.code, 0, probe.stdout + probe.stderr);
+      for (const later of commands.filter((c) => / (run|cp) /.test(c))) {
+        const r = await runAgentAsync(argv(later, agent.port), env);
+        assert.is(r.code, 0, `${later}: ${r.stderr}`);
+      }
+      assert.is(fs.readFileSync(path.join(root, "app-copy/release.tar.gz"), "utf8"), "a release\n");
       await agent.stop();
       break;
     }

@@ -2,13 +2,12 @@
 // standard input, output as it comes, and every way they fail, each with its message and exit code.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { generateKey } from "../core/secure/keys.ts";
-import { agentCommand, hermeticEnv, type RunningAgent, sendSignal, startAgent, stopAll, tempDir, until, writeKeyFile } from "./helpers/agent-process.ts";
+import { agentCommand, closedPort, hermeticEnv, type RunningAgent, sendSignal, startAgent, stopAll, tempDir, until, withFullDisk, writeKeyFile } from "./helpers/agent-process.ts";
 
 const remote = suite("agent run and agent cp e2e");
 const KEY = generateKey();
@@ -58,14 +57,6 @@ function cli(args: string[], options: { stdin?: Uint8Array | string | "keep-open
 const run = (args: string[], options?: Parameters<typeof cli>[1]) => cli(["run", target, "--key-file", keyFile, ...args], options).done;
 const cp = (...args: string[]) => cli(["cp", "--key-file", keyFile, ...args]).done;
 const sha256 = (file: string) => crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex");
-
-async function closedPort(): Promise<number> {
-  const server = net.createServer().listen(0, "127.0.0.1");
-  await new Promise((r) => server.once("listening", r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 // ---- agent run ------------------------------------------------------------------------------------
 
@@ -209,13 +200,7 @@ remote("cp: each failure has its message and exit code, and leaves the destinati
 });
 
 remote("cp: a download onto a full local disk exits 25 and never replaces the existing file", async () => {
-  const dir = tempDir();
-  const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir], { encoding: "utf8" });
-  if (mounted.status !== 0) {
-    console.log(`\n  (skipped: cannot mount a small tmpfs here: ${(mounted.stderr || mounted.error?.message || "").trim()})`);
-    return;
-  }
-  try {
+  await withFullDisk(async (dir) => {
     const existing = path.join(dir, "big.bin");
     fs.writeFileSync(existing, "original\n");
     await run(["--", "sh", "-c", "head -c 4194304 /dev/urandom > big4.bin"]);
@@ -224,9 +209,7 @@ remote("cp: a download onto a full local disk exits 25 and never replaces the ex
     assert.match(r.stderr, /no space left on the local disk/);
     assert.is(fs.readFileSync(existing, "utf8"), "original\n");
     assert.equal(fs.readdirSync(dir), ["big.bin"], "the partial download was removed");
-  } finally {
-    spawnSync("umount", [dir]);
-  }
+  });
 });
 
 remote.run();

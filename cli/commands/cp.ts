@@ -221,7 +221,7 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
   }
   const addresses = new Set(uploading ? [remoteDest!.address] : remoteSources.map((r) => r!.address));
   if (addresses.size > 1) throw new CommandFailure("usage", "all remote operands must name the same server", CP_EXIT);
-  const address = parseAddress([...addresses][0], CP_EXIT);
+  const address = parseAddress([...addresses][0], CP_EXIT.usage);
   const recursive = Boolean(flags.recursive);
   const jobs = Math.max(1, Number(flags.jobs ?? DEFAULT_JOBS) | 0);
   const json = Boolean(flags.json);
@@ -246,6 +246,7 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
       const target = remoteDest!.path;
       const destType = await remoteType(session, target).catch((e) => fail(e, CP_EXIT, target));
       if (!single && destType !== "directory") throw new CommandFailure("remote-not-directory", `${target}: not a directory on the server (needed for several sources)`, CP_EXIT);
+      if (target.endsWith("/") && destType !== "directory") throw new CommandFailure(destType ? "remote-not-directory" : "remote-not-found", `${target}: no such directory on the server`, CP_EXIT);
       for (const s of sources) {
         const base = path.basename(path.resolve(s));
         const into = destType === "directory" ? remoteJoin(target, base) : target;
@@ -259,7 +260,7 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
       }
     } else {
       const destType = await localType(dest);
-      if (!single && destType !== "directory") throw new CommandFailure("local-not-found", `${dest}: not a directory here (needed for several sources)`, CP_EXIT);
+      if ((!single || dest.endsWith("/")) && destType !== "directory") throw new CommandFailure("local-not-found", `${dest}: not a directory here${single ? "" : " (needed for several sources)"}`, CP_EXIT);
       for (const r of remoteSources) {
         const remote = r!.path;
         let info;

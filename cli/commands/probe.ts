@@ -6,19 +6,17 @@
  */
 import dns from "node:dns/promises";
 import fs from "node:fs";
-import path from "node:path";
 import { AgentClient } from "../../core/client/agent-client.ts";
 import { AgentError, AuthenticationError, InsecurePeerError, KeyRejectedError, ProtocolError, TimeoutError, VersionMismatchError } from "../../core/errors.ts";
-import { keyId, parseKey } from "../../core/secure/keys.ts";
+import { keyId } from "../../core/secure/keys.ts";
 import type { AgentInfo } from "../../core/wire/messages.ts";
-import { type Flags, resolveConfig, str } from "../../agent/config.ts";
-import { DEFAULT_PORT } from "../../core/wire/hello.ts";
-import { DEFAULT_KEY_FILE, readKeyFile } from "../../agent/keystore.ts";
+import { type Flags, str } from "../../agent/config.ts";
 import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
 import { DialError, dialTcp, formatHost } from "../../runtime/tcp.ts";
 import { CertificateError, type CertificateReport, dialTls, formatFingerprint, parseFingerprint } from "../../runtime/tls.ts";
 import { proveToListener } from "../../agent/dialer.ts";
 import { ExitError } from "./exit.ts";
+import { keyFromFlags, parseAddress } from "./remote.ts";
 import { ProxyError, proxyFor } from "../../runtime/proxy.ts";
 
 /** Exit codes, one per failed stage (docs/operations.md lists them too). */
@@ -60,26 +58,6 @@ class StageError extends AgentError {
   }
 }
 
-/** Splits "host:port", "[v6]:port" or "host" (default port). */
-export function parseTarget(target: string): { host: string; port: number } {
-  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(target) ?? /^([^:]+)(?::(\d+))?$/.exec(target);
-  if (!m) throw new ExitError(PROBE_EXIT.usage, `"${target}" is not host:port (write IPv6 addresses as [::1]:46336)`);
-  const port = m[2] === undefined ? DEFAULT_PORT : Number(m[2]);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ExitError(PROBE_EXIT.usage, `port in "${target}" must be 1-65535`);
-  return { host: m[1], port };
-}
-
-function probeKey(flags: Flags): Uint8Array | undefined {
-  const inline = str(flags.key);
-  if (inline !== undefined) return parseKey(inline, "--key").bytes;
-  const file = str(flags.keyFile) ?? process.env.AGENT_KEY_FILE;
-  if (file !== undefined) return parseKey(readKeyFile(file)[0], file).bytes;
-  // On the agent's own machine, its key file is the natural default.
-  const local = path.join(resolveConfig(flags, process.env).stateDir, DEFAULT_KEY_FILE);
-  if (fs.existsSync(local)) return parseKey(readKeyFile(local)[0], local).bytes;
-  return undefined;
-}
-
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout>;
   return Promise.race([
@@ -90,13 +68,13 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 
 export async function probeCommand(target: string | undefined, flags: Flags): Promise<void> {
   if (!target) throw new ExitError(PROBE_EXIT.usage, "probe needs a target: agent probe host:port");
-  const { host, port } = parseTarget(target);
+  const { host, port } = parseAddress(target, PROBE_EXIT.usage);
   if (flags.tls) return await probeListener(host, port, flags);
   const count = Number(flags.count ?? 5);
   if (!Number.isInteger(count) || count < 0 || count > 10000) throw new ExitError(PROBE_EXIT.usage, "--count must be a whole number from 0 to 10000");
   const timeoutMs = Number(flags.timeout ?? 10) * 1000;
   if (!(timeoutMs > 0)) throw new ExitError(PROBE_EXIT.usage, "--timeout must be a positive number of seconds");
-  const key = probeKey(flags);
+  const key = keyFromFlags(flags);
   if (!key && !flags.insecure) {
     throw new ExitError(PROBE_EXIT.usage, "probe needs the agent's key: pass --key-file FILE (or --key HEX); see `agent keygen`");
   }
@@ -221,7 +199,7 @@ function print(report: ProbeReport, flags: Flags) {
 /** `agent probe host:port --tls`: checks a product's listener from this server, as the agent would dial it. */
 async function probeListener(host: string, port: number, flags: Flags): Promise<void> {
   const timeoutMs = Number(flags.timeout ?? 10) * 1000;
-  const key = probeKey(flags);
+  const key = keyFromFlags(flags);
   const lines = [`probe listener ${formatHost(host)}:${port} (outbound TLS, as this agent would dial it)`];
   const report: Record<string, unknown> = { ok: false, target: `${formatHost(host)}:${port}` };
   const fail = (code: number, stage: string, errorCode: string, message: string): never => {

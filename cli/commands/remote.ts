@@ -16,6 +16,7 @@ import type { RemoteSession } from "../../core/client/remote-session.ts";
 import { type Flags, resolveConfig, str } from "../../agent/config.ts";
 import { DEFAULT_KEY_FILE, readKeyFile } from "../../agent/keystore.ts";
 import { ExitError } from "./exit.ts";
+import { DEFAULT_PORT } from "../../core/wire/hello.ts";
 
 /** The product whose sessions the commands open unless --product says otherwise. */
 export const CLI_PRODUCT = "cli";
@@ -76,12 +77,12 @@ export function fail(e: unknown, codes: Record<Failure, number>, what?: string):
   throw new CommandFailure(failure, what ? `${what}: ${message}` : message, codes);
 }
 
-/** Splits "host:port", "[v6]:port" or "host" (default port). */
-export function parseAddress(target: string, codes: Record<Failure, number>): { host: string; port: number } {
+/** Splits "host:port", "[v6]:port" or "host" (default port); a bad one exits with `usageCode`. */
+export function parseAddress(target: string, usageCode: number): { host: string; port: number } {
   const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(target) ?? /^([^:]+)(?::(\d+))?$/.exec(target);
-  if (!m) throw new CommandFailure("usage", `"${target}" is not host:port (write IPv6 addresses as [::1]:46336)`, codes);
-  const port = m[2] === undefined ? 46336 : Number(m[2]);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new CommandFailure("usage", `port in "${target}" must be 1-65535`, codes);
+  if (!m) throw new ExitError(usageCode, `"${target}" is not host:port (write IPv6 addresses as [::1]:46336)`);
+  const port = m[2] === undefined ? DEFAULT_PORT : Number(m[2]);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ExitError(usageCode, `port in "${target}" must be 1-65535`);
   return { host: m[1], port };
 }
 

@@ -53,7 +53,7 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
   if (!target || command.length === 0) {
     throw new CommandFailure("usage", "run needs a server and a program: agent run HOST[:PORT] [options] -- program [args...]", RUN_EXIT);
   }
-  const address = parseAddress(target, RUN_EXIT);
+  const address = parseAddress(target, RUN_EXIT.usage);
   const env: Record<string, string> = {};
   for (const pair of ([] as unknown[]).concat(flags.env ?? []).map(String)) {
     const eq = pair.indexOf("=");

@@ -6,6 +6,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -221,4 +222,31 @@ export async function until(check: () => boolean | Promise<boolean>, what: strin
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`timed out waiting for: ${what}`);
+}
+
+/** A loopback port nothing listens on (bound, then released). */
+export async function closedPort(): Promise<number> {
+  const server = net.createServer().listen(0, "127.0.0.1");
+  await new Promise((r) => server.once("listening", r));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/**
+ * Runs `body` with a fresh 1 MiB tmpfs mounted at a temporary directory, to fill a disk for real;
+ * unmounts it after. Where mounting is not allowed it says why and skips `body`.
+ */
+export async function withFullDisk(body: (dir: string) => Promise<void>): Promise<void> {
+  const dir = tempDir();
+  const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir], { encoding: "utf8" });
+  if (mounted.status !== 0) {
+    console.log(`\n  (skipped: cannot mount a small tmpfs here: ${(mounted.stderr || mounted.error?.message || "").trim()})`);
+    return;
+  }
+  try {
+    await body(dir);
+  } finally {
+    spawnSync("umount", [dir]);
+  }
 }
