@@ -38,6 +38,8 @@ export interface AgentConfig {
   reconnectGraceSeconds: number;
   /** Seconds launched processes get between TERM and KILL when their session ends. */
   processGraceSeconds: number;
+  /** Products to keep one already started host ready for (0: every session starts its own). */
+  warmHosts: number;
   /** Unacknowledged session output kept per client, in MiB. */
   replayLimitMiB: number;
   /** Listen for inbound connections (off with --no-listen, for outbound-only agents). */
@@ -88,6 +90,7 @@ export function resolveConfig(flags: Flags, env: Record<string, string | undefin
     idleTimeoutSeconds: positive("--idle-timeout (or AGENT_IDLE_TIMEOUT)", pick(str(flags.idleTimeout), numEnv(env.AGENT_IDLE_TIMEOUT), file?.idleTimeoutSeconds, 1800)),
     reconnectGraceSeconds: positive("--reconnect-grace (or AGENT_RECONNECT_GRACE)", pick(str(flags.reconnectGrace), numEnv(env.AGENT_RECONNECT_GRACE), file?.reconnectGraceSeconds, 1800)),
     processGraceSeconds: positive("processGraceSeconds", pick(undefined, undefined, file?.processGraceSeconds, 5)),
+    warmHosts: wholeNumber("--warm-hosts", pick(str(flags.warmHosts), undefined, file?.warmHosts, 2), 64),
     replayLimitMiB: positive("replayLimitMiB", pick(undefined, undefined, file?.replayLimitMiB, 16)),
     listen: pick<boolean>(flags.listen === false ? false : undefined, undefined, file?.listen, true),
     connect: [
@@ -160,6 +163,12 @@ function numEnv(v: string | undefined): number | undefined {
 function portOf(v: string | number): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`--port (or AGENT_PORT) must be a whole number from 0 to 65535, not "${v}"`);
+  return n;
+}
+
+function wholeNumber(name: string, v: unknown, max: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > max) throw new ConfigError(`${name} must be a whole number from 0 to ${max}, not "${v}"`);
   return n;
 }
 

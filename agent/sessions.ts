@@ -24,6 +24,7 @@ import { HostControl } from "../core/session/contract.ts";
 import { DeliveryLink, type LinkTransport } from "../core/session/delivery.ts";
 import { type AttachmentInfo, decodeEnvelope, SessionMeta, type SessionSummary } from "../core/session/protocol.ts";
 import { HostProcess } from "./host-process.ts";
+import { WarmHosts } from "./warm-hosts.ts";
 import type { Logger } from "../runtime/log.ts";
 
 /** Settings for sessions. */
@@ -40,8 +41,13 @@ export interface SessionSettings {
   processGraceMs: number;
   /** argv prefix that runs the agent program, for starting hosts. */
   hostCommand: string[];
+  /** Products to keep one spare, already started host for (0: every session starts its own). */
+  warmHosts: number;
   log: Logger;
 }
+
+/** A spare host nobody took in this long ends. */
+const SPARE_UNUSED_MS = 10 * 60_000;
 
 /** Something a session can send frames to: one client connection. */
 export interface SessionPeer {
@@ -166,21 +172,28 @@ export class SessionManager {
   readonly #attachments = new Map<number, Attachment>();
   #nextAttachment = 1;
 
-  constructor(readonly settings: SessionSettings) {}
+  readonly #warm: WarmHosts;
 
-  /** Opens a new session for `product` and attaches `peer` to it. */
-  async open(product: unknown, peer: SessionPeer): Promise<AttachmentInfo> {
-    if (typeof product !== "string" || !PRODUCT_NAME.test(product)) {
-      throw new ServiceError("invalid-argument", `product name must match ${PRODUCT_NAME} (got ${JSON.stringify(product)})`);
-    }
-    if (this.settings.products && !this.settings.products.includes(product)) {
-      throw new ServiceError("unknown-product", `this agent does not serve product "${product}" (it serves: ${this.settings.products.join(", ")})`);
-    }
-    const id = toHex(randomBytes(16));
-    const productDir = path.join(this.settings.stateDir, "products", product);
+  constructor(readonly settings: SessionSettings) {
+    this.#warm = new WarmHosts({
+      products: settings.warmHosts,
+      unusedMs: SPARE_UNUSED_MS,
+      launch: (product, id) => this.#launch(product, id),
+      extensionsDir: (product) => path.join(this.#productDir(product), "extensions"),
+      newId: () => toHex(randomBytes(16)),
+      log: settings.log,
+    });
+  }
+
+  #productDir(product: string): string {
+    return path.join(this.settings.stateDir, "products", product);
+  }
+
+  #launch(product: string, id: string): Promise<HostProcess> {
+    const productDir = this.#productDir(product);
     const productRoot = path.join(productDir, "work");
     fs.mkdirSync(productRoot, { recursive: true, mode: 0o700 });
-    const host = await HostProcess.launch({
+    return HostProcess.launch({
       sessionId: id,
       runDir: this.settings.runDir,
       productRoot,
@@ -190,10 +203,24 @@ export class SessionManager {
       command: this.settings.hostCommand,
       onLog: (line) => this.settings.log.warn(`session ${id.slice(0, 8)} host: ${line}`),
     });
-    const session = new Session(id, product, productRoot, host, this);
+  }
+
+  /** Opens a new session for `product` and attaches `peer` to it. */
+  async open(product: unknown, peer: SessionPeer): Promise<AttachmentInfo> {
+    if (typeof product !== "string" || !PRODUCT_NAME.test(product)) {
+      throw new ServiceError("invalid-argument", `product name must match ${PRODUCT_NAME} (got ${JSON.stringify(product)})`);
+    }
+    if (this.settings.products && !this.settings.products.includes(product)) {
+      throw new ServiceError("unknown-product", `this agent does not serve product "${product}" (it serves: ${this.settings.products.join(", ")})`);
+    }
+    const warm = await this.#warm.take(product);
+    const id = warm?.id ?? toHex(randomBytes(16));
+    const host = warm?.host ?? await this.#launch(product, id);
+    const session = new Session(id, product, path.join(this.#productDir(product), "work"), host, this);
     this.sessions.set(id, session);
-    this.settings.log.info(`session ${id.slice(0, 8)} opened for ${product} by ${peer.remote} (host pid ${host.pid})`);
+    this.settings.log.info(`session ${id.slice(0, 8)} opened for ${product} by ${peer.remote} (host pid ${host.pid}${warm ? ", already started" : ""})`);
     session.pump();
+    this.#warm.prepare(product); // the next session for this product need not wait for a runtime to start
     return this.#attach(session, peer).info();
   }
 
@@ -272,7 +299,10 @@ export class SessionManager {
 
   /** Ends every session (agent shutdown). */
   async shutdown(): Promise<void> {
-    await Promise.all([...this.sessions.values()].map((s) => this.#end(s, "agent-stopped", "the agent is shutting down")));
+    await Promise.all([
+      this.#warm.shutdown(),
+      ...[...this.sessions.values()].map((s) => this.#end(s, "agent-stopped", "the agent is shutting down")),
+    ]);
   }
 
   #session(sessionId: unknown): Session {

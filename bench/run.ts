@@ -17,7 +17,7 @@
  * Run after `npm run build`. Each section prints its figures and ratio.
  * @module
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -195,6 +195,17 @@ async function benchCrypto() {
 async function main() {
   if (!fs.existsSync(AGENT)) throw new Error("dist/agent is missing: run `npm run build` first");
   console.log(`agent benchmarks — ${os.cpus().length} CPUs, node ${process.versions.node}; peers run in the same process tree`);
+  if (process.env.NODE_EXTRA_CA_CERTS) {
+    // Node reads that file at every start, which is this machine's cost, not the agent's; ssh never reads it.
+    const start = (env: NodeJS.ProcessEnv) => median(Array.from({ length: 5 }, () => {
+      const t0 = performance.now();
+      spawnSync(process.execPath, ["-e", "0"], { env });
+      return performance.now() - t0;
+    }));
+    const withIt = start(process.env);
+    delete process.env.NODE_EXTRA_CA_CERTS;
+    console.log(`NODE_EXTRA_CA_CERTS is set here: a Node start takes ${withIt.toFixed(0)} ms with it, ${start(process.env).toFixed(0)} ms without; every process this bench starts runs without it`);
+  }
   const only = process.env.BENCH_ONLY?.split(",");
   const wanted = (name: string) => !only || only.includes(name);
   if (["ping", "memory", "sessions", "outbound"].some(wanted)) {

@@ -46,6 +46,7 @@ export async function main(argv: string[]): Promise<number> {
     .option("--max-handshakes <n>", "Handshakes in progress at once before new ones wait (default 100)")
     .option("--product <name>", "Serve sessions for this product only (repeatable; default: any product name)", { type: [String] })
     .option("--idle-timeout <seconds>", "End a session after this long with no client attached (env AGENT_IDLE_TIMEOUT; default 1800)")
+    .option("--warm-hosts <n>", "Keep an already started host ready for this many recently used products, so their next session opens at once (default 2; 0 turns it off)")
     .option("--reconnect-grace <seconds>", "Keep a disconnected client's place this long so it can resume (env AGENT_RECONNECT_GRACE; default 1800)")
     .option("--connect <host:port>", "Outbound: dial this product listener over TLS and serve it (repeatable)", { type: [String] })
     .option("--ca <file>", "Outbound: trust listeners signed by the CA(s) in this PEM file instead of the system's", { type: [String] })

@@ -83,6 +83,7 @@ export class LocalAgent extends Agent {
       stateDir,
       runDir: path.join(stateDir, `run-local-${process.pid}`),
       products: null,
+      warmHosts: 0, // a product's own process: no spare hosts it did not ask for
       idleTimeoutMs: (options.idleTimeoutSeconds ?? 1800) * 1000,
       reconnectGraceMs: 0,
       replayLimitBytes: 16 * 1024 * 1024,

@@ -171,7 +171,7 @@ remote("cp -r: a tree of many small files goes up and comes back the same, with 
   const listing = (root: string) => (fs.readdirSync(root, { recursive: true }) as string[]).sort();
   assert.equal(listing(back), listing(tree));
   for (const f of listing(tree)) if (fs.statSync(path.join(tree, f)).isFile()) assert.is(sha256(path.join(back, f)), sha256(path.join(tree, f)), f);
-  const remoteList = await run(["--", "find", "site-copy", "-name", ".*agent-cp-*"]);
+  const remoteList = await run(["--", "find", "site-copy", "-name", ".*.agent-*"]);
   assert.is(remoteList.stdout, "", "no temporary names left on the server");
 });
 

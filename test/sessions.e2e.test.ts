@@ -6,11 +6,11 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import {
-  type Agent, connect, IsADirectoryError, NotFoundError, PermissionDeniedError, RemoteError, type RemoteSession,
+  type Agent, connect, InvalidArgumentError, IsADirectoryError, NotFoundError, PermissionDeniedError, RemoteError, type RemoteSession,
   SessionEndedError, UnknownCodeError, UnknownProductError,
 } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
-import { HostControl } from "../core/session/contract.ts";
+import { HostControl, ServiceCode } from "../core/session/contract.ts";
 import { encodeEnvelope, encodeSessionHeader, SessionMeta } from "../core/session/protocol.ts";
 import { decodeError, decodeFields, encodeFields, ERROR_CODE } from "../core/wire/messages.ts";
 import { type RunningAgent, residentKiB, runAgentAsync, agentCommand, startAgent, stopAll, tempDir, alive, until } from "./helpers/agent-process.ts";
@@ -318,6 +318,63 @@ sessions("extensions add product codes; a broken one is reported and does not br
   fs.rmSync(ext, { recursive: true });
 });
 
+sessions("the next session for a product opens on a host started ahead; not after its extensions changed", async () => {
+  /** The pid of the next spare for `product` logged after `mark` characters of the agent's log. */
+  const spareAfter = async (product: string, mark: number) => {
+    const re = new RegExp(`spare host for ${product} ready \\(pid (\\d+)\\)`);
+    await until(() => re.test(agent.stderr().slice(mark)), `a spare host for ${product}`);
+    return Number(re.exec(agent.stderr().slice(mark))![1]);
+  };
+  const c = await client();
+  let mark = agent.stderr().length;
+  const first = await c.openSession("alpha");
+  const spare = await spareAfter("alpha", mark);
+  const t0 = performance.now();
+  const second = await c.openSession("alpha");
+  const opened = performance.now() - t0;
+  assert.is((await second.system.info()).pid, spare, "the second session runs in the spare");
+  await agent.waitForLog(new RegExp(`session ${second.id.slice(0, 8)} opened for alpha .*already started`));
+  console.log(`\n  (session open on a spare host: ${opened.toFixed(1)} ms)`);
+
+  // A spare for beta, then an extension for beta: the next session must see it, so not on that spare.
+  mark = agent.stderr().length;
+  await (await c.openSession("beta")).close();
+  const betaSpare = await spareAfter("beta", mark);
+  const ext = path.join(agent.stateDir, "products", "beta", "extensions");
+  fs.mkdirSync(ext, { recursive: true });
+  fs.writeFileSync(path.join(ext, "late.cjs"), `exports.register = (host) => host.handle(0x1001, () => ({ fields: { late: true } }));`);
+  const third = await c.openSession("beta");
+  assert.is.not((await third.system.info()).pid, betaSpare);
+  assert.equal((await third.callExtension(0x1001, {})).fields, { late: true });
+  await until(() => !alive(betaSpare), "the stale spare ended");
+  fs.rmSync(ext, { recursive: true });
+  await Promise.all([first.close(), second.close(), third.close()]);
+});
+
+sessions("many small files in one request each way, each with the agent's SHA-256; bad batches are refused", async () => {
+  const c = await client();
+  const s = await c.openSession("alpha");
+  await s.files.mkdir("batch");
+  const files = Array.from({ length: 300 }, (_, i) => ({ path: `batch/f${i}`, data: crypto.randomBytes((i * 37) % 3000) }));
+  const written = await s.files.writeFiles(files);
+  assert.equal(written.map((w) => w.sha256), files.map((f) => sha(f.data)));
+  assert.is(sha(fs.readFileSync(path.join(s.productRoot, "batch/f299"))), sha(files[299].data));
+  const big = crypto.randomBytes(700 * 1024); // over a batch: read by streaming instead
+  await s.files.writeFile("batch/big", big);
+  const read = await s.files.readFiles([...files.map((f) => f.path), "batch/big"]);
+  assert.equal(read.map((r) => sha(r.data)), [...files.map((f) => sha(f.data)), sha(big)]);
+  assert.equal(read.map((r) => r.sha256), [...files.map((f) => sha(f.data)), sha(big)]);
+
+  const short = await s.call(ServiceCode.FileWriteBatch, { files: [{ path: "batch/x", size: 10 }] }, new Uint8Array(5)).then(() => null, (e) => e);
+  assert.instance(short, InvalidArgumentError);
+  const dir = await s.files.readFiles(["batch"]).then(() => null, (e) => e);
+  assert.instance(dir, IsADirectoryError);
+  const missing = await s.files.writeFiles([{ path: "batch/none/x", data: new Uint8Array(3) }]).then(() => null, (e) => e);
+  assert.instance(missing, NotFoundError);
+  assert.equal(fs.readdirSync(path.join(s.productRoot, "batch")).filter((f) => f.startsWith(".")), [], "no temporary file left");
+  await s.close();
+});
+
 sessions("a client that floods a session faster than the host consumes leaves agent memory bounded", async () => {
   const c = await client();
   const s = await c.openSession("alpha");
@@ -353,7 +410,7 @@ expiry("idle and grace expiry leave no host, no process, no channel file", async
   c.client.frames.stream.close(); // vanishes mid-write, no detach
   await until(() => !alive(hostPid), "host ended after grace + idle", 20_000);
   assert.not.ok(alive(sleeper.pid), "no stray process");
-  assert.not.ok(fs.existsSync(channelFile), "no channel file");
+  await until(() => !fs.existsSync(channelFile), "no channel file (removed once the host has exited)", 5000);
   await a.waitForLog(/ended \(idle\)/); // logged once the host's shutdown is complete, just after it exits
   assert.match(a.stderr(), /reconnect grace expired[\s\S]*ended \(idle\)/);
   const st = JSON.parse((await runAgentAsync(["status", "--json"], { AGENT_STATE_DIR: dir })).stdout);

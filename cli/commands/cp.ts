@@ -42,6 +42,10 @@ export const CP_EXIT: Record<Failure, number> = {
 const DEFAULT_JOBS = 16;
 /** Local reads and writes in pieces this large. */
 const LOCAL_CHUNK = 1024 * 1024;
+/** Files up to this size travel many to a request (files.writeFiles / readFiles). */
+const SMALL_FILE = 64 * 1024;
+/** Small files per batch: enough to fill a request, few enough that several batches overlap. */
+const SMALL_BATCH = 64;
 
 /** A remote operand: `HOST:PATH`, `HOST:PORT:PATH` or `[v6]:PORT:PATH`. Null for a local path. */
 export function parseRemote(operand: string): { address: string; path: string } | null {
@@ -107,7 +111,9 @@ class Progress {
   }
 }
 
-const tempName = (file: string) => path.join(path.dirname(file), `.${path.basename(file)}.agent-cp-${crypto.randomBytes(4).toString("hex")}`);
+let temps = 0;
+/** A name beside `file` that no other copy uses: ours by pid, then a counter. */
+const tempName = (file: string) => path.join(path.dirname(file), `.${path.basename(file)}.agent-cp-${process.pid}-${temps++}`);
 
 /** Remote paths are '/'-separated whatever the local OS. */
 const remoteJoin = (...parts: string[]) => path.posix.join(...parts);
@@ -158,6 +164,50 @@ async function upload(session: RemoteSession, job: CopyJob, progress: Progress):
   }
   progress.add(0, true);
   return { path: job.remote, size, sha256: remoteDigest };
+}
+
+const digest = (bytes: Uint8Array) => crypto.createHash("sha256").update(bytes).digest("hex");
+
+function mismatch(name: string, theirs: string, ours: string, replaced: string): CommandFailure {
+  return new CommandFailure("checksum-mismatch", `${name}: the agent's SHA-256 is ${theirs}, ours ${ours}; ${replaced} was not replaced`, CP_EXIT);
+}
+
+/** Small files, many to a request; each lands whole under its name on the agent. */
+async function uploadSmall(session: RemoteSession, jobs: CopyJob[], progress: Progress): Promise<Copied[]> {
+  const files = jobs.map((j) => ({ path: j.remote, data: new Uint8Array(fs.readFileSync(j.local)) })); // small: see downloadSmall
+  const written = await session.files.writeFiles(files);
+  return written.map((w, i) => {
+    const ours = digest(files[i].data);
+    if (w.sha256 !== ours) throw mismatch(w.path, w.sha256, ours, "the remote file");
+    progress.add(w.size, true);
+    return { path: w.path, size: w.size, sha256: w.sha256 };
+  });
+}
+
+/**
+ * Small files, many to a reply. Each is written under a temporary name and renamed, except in a
+ * directory this copy created (`fresh`): there is nothing there to replace, so the file is created
+ * under its own name (exclusively), saving a rename per file, and removed if writing it fails.
+ */
+async function downloadSmall(session: RemoteSession, jobs: CopyJob[], progress: Progress, fresh: ReadonlySet<string>): Promise<Copied[]> {
+  const read = await session.files.readFiles(jobs.map((j) => j.remote));
+  return await Promise.all(read.map(async (r, i) => {
+    const local = jobs[i].local;
+    const ours = digest(r.data);
+    if (r.sha256 !== ours) throw mismatch(r.path, r.sha256, ours, local);
+    const direct = fresh.has(path.dirname(local));
+    const temp = direct ? local : tempName(local);
+    try {
+      // Asynchronous, side by side: creating a file is the slow part, and the thread pool overlaps them.
+      await fsp.writeFile(temp, r.data, { flag: "wx", mode: 0o644 });
+      if (!direct) await fsp.rename(temp, local);
+    } catch (e) {
+      await fsp.rm(temp, { force: true });
+      throw e;
+    }
+    progress.add(r.data.length, true);
+    return { path: local, size: r.data.length, sha256: r.sha256 };
+  }));
 }
 
 async function download(session: RemoteSession, job: CopyJob, progress: Progress): Promise<Copied> {
@@ -276,7 +326,8 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
         } else if (info.type === "directory") {
           if (!recursive) throw new CommandFailure("remote-is-directory", `${remote} is a directory on the server (add -r to copy directories)`, CP_EXIT);
           plan.dirs.push(into);
-          for (const e of await session.files.list(remote, { recursive: true })) {
+          const listed = await session.files.list(remote, { recursive: true });
+          for (const e of listed) {
             const local = path.join(into, ...e.path.split("/"));
             if (e.type === "directory") plan.dirs.push(local);
             else if (e.type === "file") plan.jobs.push({ local, remote: remoteJoin(remote, e.path), size: e.size });
@@ -289,11 +340,22 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
 
     const progress = new Progress({ files: plan.jobs.length, bytes: plan.jobs.reduce((n, j) => n + j.size, 0) }, !json && process.stderr.isTTY === true);
     // Directories first (parents before children, several at once: mkdir -p is idempotent), then the files.
+    const fresh = new Set<string>(); // local directories this copy created
     if (uploading) await pool(plan.dirs, jobs, (d) => session.files.mkdir(d, { recursive: true }));
-    else for (const d of plan.dirs) await fsp.mkdir(d, { recursive: true });
-    await pool(plan.jobs, jobs, async (job) => {
-      copied.push(await (uploading ? upload(session, job, progress) : download(session, job, progress)));
-    });
+    else for (const d of plan.dirs) if ((await fsp.mkdir(d, { recursive: true })) !== undefined) fresh.add(d); // undefined: it was there
+    // Small files go many to a request; larger ones stream, several at once.
+    const small = plan.jobs.filter((j) => j.size <= SMALL_FILE);
+    const large = plan.jobs.filter((j) => j.size > SMALL_FILE);
+    const groups: CopyJob[][] = [];
+    for (let i = 0; i < small.length; i += SMALL_BATCH) groups.push(small.slice(i, i + SMALL_BATCH));
+    await Promise.all([
+      pool(groups, Math.max(1, Math.ceil(jobs / 4)), async (group) => {
+        copied.push(...await (uploading ? uploadSmall(session, group, progress) : downloadSmall(session, group, progress, fresh)));
+      }),
+      pool(large, jobs, async (job) => {
+        copied.push(await (uploading ? upload(session, job, progress) : download(session, job, progress)));
+      }),
+    ]);
     progress.end();
   } catch (e) {
     fail(e, CP_EXIT);

@@ -62,7 +62,7 @@ async function loadSettings(flags: Flags, createKey: boolean) {
 }
 
 /** Settings a running agent cannot change without a restart. */
-const RESTART_ONLY = ["host", "port", "stateDir", "insecure", "listen", "connect", "handshakeTimeoutSeconds", "maxHandshakes", "keepaliveSeconds", "metrics", "proxy"] as const;
+const RESTART_ONLY = ["host", "port", "stateDir", "insecure", "listen", "connect", "handshakeTimeoutSeconds", "maxHandshakes", "keepaliveSeconds", "metrics", "proxy", "warmHosts"] as const;
 
 export async function startCommand(flags: Flags): Promise<void> {
   if (flags.check) {
@@ -122,6 +122,7 @@ export async function startCommand(flags: Flags): Promise<void> {
     ringCapacity: RING_CAPACITY,
     processGraceMs: config.processGraceSeconds * 1000,
     hostCommand: selfCommand(),
+    warmHosts: config.warmHosts,
     log,
   });
   const provider = runtimeCryptoProvider();

@@ -12,7 +12,7 @@
  */
 import { concat } from "../bytes.ts";
 import { NotFoundError, ProtocolError } from "../errors.ts";
-import { type FileInfo, type ListEntry, type OpenFlags, ServiceCode } from "../session/contract.ts";
+import { BATCH_MAX_BYTES, BATCH_MAX_FILES, type FileInfo, type ListEntry, type OpenFlags, ServiceCode } from "../session/contract.ts";
 import type { SessionCalls } from "./calls.ts";
 
 export type { FileInfo, ListEntry, OpenFlags };
@@ -172,6 +172,61 @@ export class FilesApi {
     }
   }
 
+  /**
+   * Writes many small files in as few requests as fit ({@link BATCH_MAX_BYTES} of data and
+   * {@link BATCH_MAX_FILES} files each): one round trip for what would take four per file. Each
+   * file lands whole under its name or not at all; the result gives each one's SHA-256 as the
+   * agent wrote it, in order. Parent directories must exist. Larger files: use `writeFile`.
+   */
+  async writeFiles(files: ReadonlyArray<{ path: string; data: Uint8Array; mode?: number }>): Promise<Array<{ path: string; size: number; sha256: string }>> {
+    const out: Array<{ path: string; size: number; sha256: string }> = [];
+    for (const batch of batches(files, (f) => f.data.length)) {
+      if (batch.length === 1 && batch[0].data.length > BATCH_MAX_BYTES) {
+        const [f] = batch; // too large for a batch: streamed, with the agent's digest as it passes
+        let sha256 = "";
+        await this.writeFile(f.path, f.data, { mode: f.mode, onSha256: (hex) => (sha256 = hex) });
+        out.push({ path: f.path, size: f.data.length, sha256 });
+        continue;
+      }
+      const { fields } = await this.session.call(
+        ServiceCode.FileWriteBatch,
+        { files: batch.map((f) => ({ path: f.path, size: f.data.length, ...(f.mode !== undefined ? { mode: f.mode } : {}) })) },
+        concat(batch.map((f) => f.data)),
+      );
+      batch.forEach((f, i) => out.push({ path: f.path, size: f.data.length, sha256: fields.sha256[i] }));
+    }
+    return out;
+  }
+
+  /**
+   * Reads many small files in as few requests as fit, in order, each with the SHA-256 the agent
+   * computed of the bytes it sent. A file too large for a batch is read with `readFile` instead.
+   */
+  async readFiles(paths: readonly string[]): Promise<Array<{ path: string; data: Uint8Array; sha256: string }>> {
+    const out: Array<{ path: string; data: Uint8Array; sha256: string }> = [];
+    let next = 0;
+    while (next < paths.length) {
+      const asked = paths.slice(next, next + BATCH_MAX_FILES);
+      const { fields, data } = await this.session.call(ServiceCode.FileReadBatch, { paths: asked });
+      if (fields.files.length === 0) {
+        // The first alone is larger than a batch: stream it, with the agent's digest as it passes.
+        let sha256 = "";
+        const parts: Uint8Array[] = [];
+        for await (const c of this.readStream(asked[0], { onSha256: (hex) => (sha256 = hex) })) parts.push(c);
+        out.push({ path: asked[0], data: concat(parts), sha256 });
+        next++;
+        continue;
+      }
+      let offset = 0;
+      fields.files.forEach((f, i) => {
+        out.push({ path: asked[i], data: data.subarray(offset, offset + f.size), sha256: f.sha256 });
+        offset += f.size;
+      });
+      next += fields.files.length;
+    }
+    return out;
+  }
+
   /** The whole file. */
   async readFile(path: string): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
@@ -226,6 +281,22 @@ export class FilesApi {
  */
 export interface TransferOptions {
   onSha256?: (sha256: string, size: number) => void;
+}
+
+/** Splits `items` into runs that fit one batch request. */
+function* batches<T>(items: readonly T[], sizeOf: (item: T) => number): Generator<T[]> {
+  let batch: T[] = [], bytes = 0;
+  for (const item of items) {
+    const size = sizeOf(item);
+    if (batch.length > 0 && (batch.length >= BATCH_MAX_FILES || bytes + size > BATCH_MAX_BYTES)) {
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(item);
+    bytes += size;
+  }
+  if (batch.length > 0) yield batch;
 }
 
 function requireDigest(reply: { sha256?: string }, path: string): string {

@@ -34,6 +34,8 @@ export enum ServiceCode {
   FileWrite = 0x10b,
   FileSeek = 0x10c,
   FileClose = 0x10d,
+  FileWriteBatch = 0x10e,
+  FileReadBatch = 0x10f,
   ProcessStart = 0x200,
   ProcessWrite = 0x201,
   ProcessCloseStdin = 0x202,
@@ -62,6 +64,11 @@ export enum HostControl {
   /** Host → agent: the host is up and serving: `{ pid, extensions }`. */
   Ready = 0xf02,
 }
+
+/** Most bytes of file data one batch request or reply carries (frames hold up to 1 MiB). */
+export const BATCH_MAX_BYTES = 512 * 1024;
+/** Most files in one batch. */
+export const BATCH_MAX_FILES = 256;
 
 /** First code a product's extensions may use; the last is {@link EXTENSION_CODE_MAX}. */
 export const EXTENSION_CODE_MIN = 0x1000;
@@ -222,6 +229,27 @@ export interface ServiceContract {
   };
   /** `sha256`, `size`: for a handle opened with `sha256` and used in order from the start (reads from 0, or a fresh write). */
   [ServiceCode.FileClose]: { request: { handle: number }; reply: { sha256?: string; size?: number }; errors: "invalid-handle" };
+  /**
+   * Many small files in one request: each `size` bytes of the data in turn, written under a
+   * temporary name and renamed into place; the reply gives each one's SHA-256 as written.
+   */
+  [ServiceCode.FileWriteBatch]: {
+    request: { files: Array<{ path: string; size: number; mode?: number }> };
+    requestData: true;
+    reply: { sha256: string[] };
+    errors: PathErrors | "is-a-directory" | "no-space" | "invalid-argument";
+  };
+  /**
+   * Many small files in one reply: the data holds each file's bytes in turn. Files are read in
+   * order until the next would pass {@link BATCH_MAX_BYTES}; `files` says which came (at least one,
+   * unless the first alone is too large: then none, and the client streams it).
+   */
+  [ServiceCode.FileReadBatch]: {
+    request: { paths: string[] };
+    reply: { files: Array<{ path: string; size: number; sha256: string }> };
+    replyData: true;
+    errors: PathErrors | "is-a-directory" | "invalid-argument";
+  };
   [ServiceCode.ProcessStart]: { request: StartOptions; reply: { id: number; pid: number }; errors: "not-found" | "permission-denied" | "invalid-argument" };
   [ServiceCode.ProcessWrite]: { request: { id: number }; requestData: true; reply: NoFields; errors: "unknown-process" | "stdin-closed" };
   [ServiceCode.ProcessCloseStdin]: { request: { id: number }; reply: NoFields; errors: "unknown-process" };

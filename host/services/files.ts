@@ -8,13 +8,22 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { ServiceCode } from "../../core/session/contract.ts";
+import { BATCH_MAX_BYTES, BATCH_MAX_FILES, ServiceCode } from "../../core/session/contract.ts";
+import { concat } from "../../core/bytes.ts";
 import { ServiceError } from "../../core/errors.ts";
-import { requireString } from "../errors.ts";
+import { requireString, withoutNul } from "../errors.ts";
 import type { HostContext, ServiceHandlers } from "./types.ts";
 
 /** Largest read one request may ask for (the frame payload limit leaves room for the envelope). */
 export const MAX_READ = 1024 * 1024 - 1024;
+
+/** A batch's list, checked for shape and size. */
+function batchList(value: unknown, name: string): unknown[] {
+  if (!Array.isArray(value) || value.length === 0 || value.length > BATCH_MAX_FILES) {
+    throw new ServiceError("invalid-argument", `${name} must be a list of 1 to ${BATCH_MAX_FILES} entries`);
+  }
+  return value;
+}
 
 interface OpenFile {
   handle: fsp.FileHandle;
@@ -60,6 +69,7 @@ export function globToRegExp(glob: string): RegExp {
 export class FilesService {
   #open = new Map<number, OpenFile>();
   #nextHandle = 1;
+  #nextTemp = 0;
 
   constructor(readonly context: HostContext) {}
 
@@ -97,17 +107,27 @@ export class FilesService {
         const exclude = ((fields.exclude as string[] | undefined) ?? []).map(globToRegExp);
         const recursive = fields.recursive === true;
         const entries: Array<{ path: string; type: EntryType; size: number; mtimeMs: number }> = [];
+        const lstat = (p: string) => {
+          try {
+            return fs.lstatSync(p);
+          } catch {
+            return null; // vanished while listing
+          }
+        };
         const walk = async (dir: string, rel: string) => {
-          for (const d of await fsp.readdir(dir, { withFileTypes: true })) {
-            const relPath = rel ? `${rel}/${d.name}` : d.name;
-            if (exclude.some((r) => r.test(relPath))) continue;
-            const full = path.join(dir, d.name);
-            const st = await fsp.lstat(full).catch(() => null);
-            if (!st) continue; // vanished while listing
-            if (include.length === 0 || include.some((r) => r.test(relPath))) {
-              entries.push({ path: relPath, type: typeOf(st), size: st.size, mtimeMs: st.mtimeMs });
+          // One directory at a time synchronously (a thread-pool hop per lstat costs ten times the
+          // lstat), yielding between directories so a large tree does not hold up the session.
+          await new Promise((r) => setImmediate(r));
+          const names = fs.readdirSync(dir).sort();
+          const kept = names.map((name) => ({ name, relPath: rel ? `${rel}/${name}` : name })).filter((e) => !exclude.some((r) => r.test(e.relPath)));
+          const stats = kept.map((e) => lstat(path.join(dir, e.name)));
+          for (const [i, e] of kept.entries()) {
+            const st = stats[i];
+            if (!st) continue;
+            if (include.length === 0 || include.some((r) => r.test(e.relPath))) {
+              entries.push({ path: e.relPath, type: typeOf(st), size: st.size, mtimeMs: st.mtimeMs });
             }
-            if (recursive && st.isDirectory()) await walk(full, relPath);
+            if (recursive && st.isDirectory()) await walk(path.join(dir, e.name), e.relPath);
           }
         };
         const st = await fsp.stat(root);
@@ -213,6 +233,54 @@ export class FilesService {
         if (base + offset < 0) throw new ServiceError("invalid-argument", "seek before the start of the file");
         f.position = base + offset;
         return { fields: { position: f.position } };
+      },
+      [ServiceCode.FileWriteBatch]: async ({ fields, data }) => {
+        const files = batchList(fields.files, "files");
+        let offset = 0;
+        const plan = files.map((f) => {
+          if (!f || typeof f !== "object") throw new ServiceError("invalid-argument", "each of files must be { path, size, mode? }");
+          const size = Number((f as { size?: unknown }).size);
+          if (!Number.isInteger(size) || size < 0 || offset + size > data.length) throw new ServiceError("invalid-argument", "file sizes do not add up to the data sent");
+          const entry = { path: this.#resolve(requireString(f as Record<string, unknown>, "path")), bytes: data.subarray(offset, offset + size), mode: (f as { mode?: unknown }).mode };
+          offset += size;
+          return entry;
+        });
+        if (offset !== data.length) throw new ServiceError("invalid-argument", "file sizes do not add up to the data sent");
+        // Synchronous on purpose: for small files a thread-pool hop per call costs more than the
+        // work, and a batch holds at most BATCH_MAX_BYTES. Each lands whole or not at all.
+        const sha256 = plan.map((f) => {
+          const temp = path.join(path.dirname(f.path), `.${path.basename(f.path)}.agent-${process.pid}-${this.#nextTemp++}`);
+          try {
+            fs.writeFileSync(temp, f.bytes, { mode: typeof f.mode === "number" ? f.mode : 0o644 });
+            fs.renameSync(temp, f.path);
+          } catch (e) {
+            fs.rmSync(temp, { force: true });
+            throw e;
+          }
+          return crypto.createHash("sha256").update(f.bytes).digest("hex");
+        });
+        return { fields: { sha256 } };
+      },
+      [ServiceCode.FileReadBatch]: async ({ fields }) => {
+        const paths = batchList(fields.paths, "paths").map((p) => {
+          if (typeof p !== "string" || p === "") throw new ServiceError("invalid-argument", "paths must be non-empty strings");
+          return this.#resolve(withoutNul(p, "paths"));
+        });
+        const parts: Uint8Array[] = [];
+        const files: Array<{ path: string; size: number; sha256: string }> = [];
+        let total = 0;
+        for (const p of paths) {
+          // Synchronous, as in FileWriteBatch: small files, a bounded total.
+          const st = fs.statSync(p);
+          if (st.isDirectory()) throw new ServiceError("is-a-directory", `${p}: is a directory`, p);
+          if (total + st.size > BATCH_MAX_BYTES) break; // the rest in a later batch (or streamed, when one alone is too large)
+          const bytes = fs.readFileSync(p);
+          if (total + bytes.length > BATCH_MAX_BYTES) break; // it grew since the stat
+          total += bytes.length;
+          parts.push(bytes);
+          files.push({ path: p, size: bytes.length, sha256: crypto.createHash("sha256").update(bytes).digest("hex") });
+        }
+        return { fields: { files }, data: concat(parts) };
       },
       [ServiceCode.FileClose]: async ({ fields }) => {
         const f = this.#file(fields);
