@@ -112,7 +112,7 @@ export async function main(argv: string[]): Promise<number> {
       "  Output streams as it comes. The first Ctrl-C sends SIGINT to the program, a second ends it.\n" +
       "  Exit codes: the program's own; 128+N when signal N ended it; 127 no such program, 126 not executable;\n" +
       "  243 name not found, 244 refused, 245 timed out, 246 not an agent, 247 wrong key, 248 incompatible version,\n" +
-      "  249 product refused, 250 connection lost, 254 usage, 255 other")
+      "  249 product refused, 250 connection lost, 251 output could not be written here (disk full), 254 usage, 255 other")
     .action((target, flags) => runCommand(target, flags));
 
   sessionOptions(cli.command("cp [...operands]", "Copy files and directories to or from a server through its agent, as scp does, checked by SHA-256"))

@@ -122,6 +122,7 @@ remote("run: each failure has its message and exit code", async () => {
     ["unknown host name", ["run", "no-such-host.invalid", "--key-file", keyFile, "--timeout", "8", "--", "true"], 243, /cannot resolve no-such-host\.invalid/],
     ["no such program", ["run", target, "--key-file", keyFile, "--", "no-such-program-here"], 127, /no such program/],
     ["not executable", ["run", target, "--key-file", keyFile, "--", "./plain.txt"], 126, /permission|denied/i],
+    ["a directory where a program was expected", ["run", target, "--key-file", keyFile, "--", "/tmp"], 126, /permission|denied/i],
     ["product refused", ["run", target, "--key-file", keyFile, "--product", "other", "--", "true"], 249, /other/],
     ["no program", ["run", target, "--key-file", keyFile], 254, /needs a server and a program/],
     ["no key", ["run", target, "--", "true"], 254, /no key/],
@@ -197,6 +198,31 @@ remote("cp: each failure has its message and exit code, and leaves the destinati
   assert.is(wrong.code, 7, wrong.stderr);
   assert.is(fs.readFileSync(existing, "utf8"), "original\n");
   assert.equal(fs.readdirSync(dir), ["keep.txt"], "nothing else was written here");
+});
+
+remote("run: output onto a full local disk exits 251 and ends the program; a reader that goes away ends it quietly", async () => {
+  await withFullDisk(async (dir) => {
+    const out = fs.openSync(path.join(dir, "out.txt"), "w");
+    const [cmd, ...pre] = agentCommand();
+    const child = spawn(cmd, [...pre, "run", target, "--key-file", keyFile, "--", "sh", "-c", "echo $$ > pid.txt; head -c 8388608 /dev/zero; sleep 30"], { env: hermeticEnv(), stdio: ["ignore", out, "pipe"] });
+    let stderr = "";
+    child.stderr!.on("data", (d) => (stderr += d));
+    const code = await new Promise<number | null>((r) => child.on("close", r));
+    fs.closeSync(out);
+    assert.is(code, 251, stderr);
+    assert.match(stderr, /no space left on the local disk; the program was ended/);
+  });
+  const [cmd, ...pre] = agentCommand();
+  const reader = spawn(cmd, [...pre, "run", target, "--key-file", keyFile, "--", "yes"], { env: hermeticEnv(), stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  reader.stderr!.on("data", (d) => (stderr += d));
+  await new Promise((r) => reader.stdout!.once("data", r));
+  reader.stdout!.destroy(); // as `| head -1` does once it has its line
+  const timer = setTimeout(() => sendSignal(reader, "SIGKILL"), 20_000);
+  const code = await new Promise<number | null>((r) => reader.on("close", r));
+  clearTimeout(timer);
+  assert.is(code, 141, stderr);
+  assert.is(stderr, "", "quietly");
 });
 
 remote("cp: a download onto a full local disk exits 25 and never replaces the existing file", async () => {

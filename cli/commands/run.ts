@@ -30,7 +30,7 @@ export const RUN_EXIT: Record<Failure, number> = {
   "remote-not-directory": 127,
   "invalid-argument": 254,
   "local-not-found": 255,
-  "local-disk-full": 255,
+  "local-disk-full": 251, // the program's output could not be written here
   "checksum-mismatch": 255,
 };
 
@@ -66,6 +66,7 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
   const { agent, session } = await openRemote(address, flags, RUN_EXIT);
   const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   const handlers = new Map<NodeJS.Signals, () => void>();
+  const cleanups: Array<() => void> = [];
   try {
     let proc;
     try {
@@ -88,11 +89,27 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
       process.on(signal, handler);
     }
 
+    // Our own output failing (a full disk, a reader that went away) ends the program: its output has nowhere to go.
+    let localError: NodeJS.ErrnoException | null = null;
+    const onLocalError = (e: NodeJS.ErrnoException) => {
+      if (localError) return;
+      localError = e;
+      void proc.signal("SIGTERM").catch(() => {});
+    };
+    for (const name of ["stdout", "stderr"] as const) process[name].on("error", onLocalError);
+    cleanups.push(() => ["stdout", "stderr"].forEach((n) => process[n as "stdout"].off("error", onLocalError)));
+
     const collected = { stdout: [] as Uint8Array[], stderr: [] as Uint8Array[] };
     const pump = async (name: "stdout" | "stderr") => {
       for await (const chunk of proc[name]) {
         if (json) collected[name].push(chunk);
-        else await writeOut(process[name], chunk);
+        else if (!localError) {
+          try {
+            await writeOut(process[name], chunk);
+          } catch (e) {
+            onLocalError(e as NodeJS.ErrnoException); // Deno throws here where Node emits "error"
+          }
+        }
       }
     };
     const output = Promise.all([pump("stdout"), pump("stderr")]);
@@ -124,6 +141,14 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
     }
     if (!feedStdin) void stdinDone;
     else process.stdin.destroy();
+    const failed = localError as NodeJS.ErrnoException | null;
+    // Deno's errors here carry the OS error number in the message rather than a code.
+    const is = (code: string, errno: number) => failed?.code === code || new RegExp(`os error ${errno}\\b`).test(failed?.message ?? "");
+    if (is("EPIPE", 32)) return 128 + 13; // the reader went away: end quietly, as a shell pipeline would (SIGPIPE)
+    if (failed) {
+      const full = is("ENOSPC", 28) || is("EDQUOT", 122);
+      throw new CommandFailure(full ? "local-disk-full" : "failed", `cannot write ${program}'s output here${full ? ": no space left on the local disk" : `: ${failed.message}`}; the program was ended`, RUN_EXIT);
+    }
     const signalNumber = status.signal ? (os.constants.signals as Record<string, number>)[status.signal] ?? 0 : 0;
     const code = status.code ?? 128 + signalNumber;
     if (json) {
@@ -135,6 +160,7 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
     return code;
   } finally {
     for (const [signal, handler] of handlers) process.off(signal, handler);
+    for (const cleanup of cleanups) cleanup();
     await session.close().catch(() => {});
     agent.close();
   }
