@@ -6,7 +6,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import {
-  type Agent, connect, InvalidArgumentError, IsADirectoryError, NotFoundError, PermissionDeniedError, RemoteError, type RemoteSession,
+  type Agent, AlreadyExistsError, connect, InvalidArgumentError, IsADirectoryError, NotFoundError, PermissionDeniedError, RemoteError, type RemoteSession,
   SessionEndedError, UnknownCodeError, UnknownProductError,
 } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
@@ -369,6 +369,9 @@ sessions("many small files in one request each way, each with the agent's SHA-25
   assert.instance(short, InvalidArgumentError);
   const dir = await s.files.readFiles(["batch"]).then(() => null, (e) => e);
   assert.instance(dir, IsADirectoryError);
+  const kept = await s.files.writeFiles([{ path: "batch/f1", data: new Uint8Array(3) }], { exclusive: true }).then(() => null, (e) => e);
+  assert.instance(kept, AlreadyExistsError);
+  assert.is(sha(fs.readFileSync(path.join(s.productRoot, "batch/f1"))), sha(files[1].data), "exclusive never replaces a file");
   const missing = await s.files.writeFiles([{ path: "batch/none/x", data: new Uint8Array(3) }]).then(() => null, (e) => e);
   assert.instance(missing, NotFoundError);
   assert.equal(fs.readdirSync(path.join(s.productRoot, "batch")).filter((f) => f.startsWith(".")), [], "no temporary file left");

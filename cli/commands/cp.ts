@@ -173,9 +173,14 @@ function mismatch(name: string, theirs: string, ours: string, replaced: string):
 }
 
 /** Small files, many to a request; each lands whole under its name on the agent. */
-async function uploadSmall(session: RemoteSession, jobs: CopyJob[], progress: Progress): Promise<Copied[]> {
-  const files = jobs.map((j) => ({ path: j.remote, data: new Uint8Array(fs.readFileSync(j.local)) })); // small: see downloadSmall
-  const written = await session.files.writeFiles(files);
+/**
+ * Small files, many to a request; each lands whole under its name on the agent. In a directory
+ * this copy created (`fresh`) nothing can be replaced, so the agent creates them under their own
+ * names (`exclusive`), a rename less per file.
+ */
+async function uploadSmall(session: RemoteSession, jobs: CopyJob[], progress: Progress, fresh: ReadonlySet<string>): Promise<Copied[]> {
+  const files = jobs.map((j) => ({ path: j.remote, data: new Uint8Array(fs.readFileSync(j.local)) })); // small: synchronous reads are cheaper
+  const written = await session.files.writeFiles(files, { exclusive: jobs.every((j) => fresh.has(path.posix.dirname(j.remote))) });
   return written.map((w, i) => {
     const ours = digest(files[i].data);
     if (w.sha256 !== ours) throw mismatch(w.path, w.sha256, ours, "the remote file");
@@ -241,21 +246,24 @@ async function download(session: RemoteSession, job: CopyJob, progress: Progress
   return { path: job.local, size, sha256: remoteDigest };
 }
 
-/** Every file and directory under a local directory, parents before children. */
-async function localTree(root: string): Promise<{ dirs: string[]; files: Array<{ rel: string; size: number }> }> {
+/**
+ * Every file and directory under a local directory, parents before children. Synchronous: a
+ * thread-pool hop per stat costs ten times the stat.
+ */
+function localTree(root: string): { dirs: string[]; files: Array<{ rel: string; size: number }> } {
   const dirs: string[] = [], files: Array<{ rel: string; size: number }> = [];
-  const walk = async (rel: string) => {
-    for (const entry of await fsp.readdir(path.join(root, rel), { withFileTypes: true })) {
+  const walk = (rel: string) => {
+    for (const entry of fs.readdirSync(path.join(root, rel), { withFileTypes: true })) {
       const child = rel ? path.join(rel, entry.name) : entry.name;
       if (entry.isDirectory()) {
         dirs.push(child);
-        await walk(child);
+        walk(child);
       } else if (entry.isFile()) {
-        files.push({ rel: child, size: (await fsp.stat(path.join(root, child))).size });
+        files.push({ rel: child, size: fs.statSync(path.join(root, child)).size });
       }
     }
   };
-  await walk("");
+  walk("");
   return { dirs, files };
 }
 
@@ -290,7 +298,8 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
   const started = performance.now();
   const copied: Copied[] = [];
   try {
-    const plan: { dirs: string[]; jobs: CopyJob[] } = { dirs: [], jobs: [] };
+    /** `roots`: the top directory of each tree copied up, which may or may not exist yet. */
+    const plan: { dirs: string[]; jobs: CopyJob[]; roots: string[] } = { dirs: [], jobs: [], roots: [] };
     const single = sources.length === 1;
     if (uploading) {
       const target = remoteDest!.path;
@@ -303,7 +312,8 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
         if ((await localType(s)) === "file") {
           plan.jobs.push({ local: s, remote: into, size: (await fsp.stat(s)).size });
         } else {
-          const tree = await localTree(s);
+          const tree = localTree(s);
+          plan.roots.push(into);
           plan.dirs.push(into, ...tree.dirs.map((d) => remoteJoin(into, ...d.split(path.sep))));
           for (const f of tree.files) plan.jobs.push({ local: path.join(s, f.rel), remote: remoteJoin(into, ...f.rel.split(path.sep)), size: f.size });
         }
@@ -340,17 +350,25 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
 
     const progress = new Progress({ files: plan.jobs.length, bytes: plan.jobs.reduce((n, j) => n + j.size, 0) }, !json && process.stderr.isTTY === true);
     // Directories first (parents before children, several at once: mkdir -p is idempotent), then the files.
-    const fresh = new Set<string>(); // local directories this copy created
-    if (uploading) await pool(plan.dirs, jobs, (d) => session.files.mkdir(d, { recursive: true }));
-    else for (const d of plan.dirs) if ((await fsp.mkdir(d, { recursive: true })) !== undefined) fresh.add(d); // undefined: it was there
-    // Small files go many to a request; larger ones stream, several at once.
+    // Directories this copy creates hold nothing to replace: their files need no temporary names.
+    const fresh = new Set<string>();
+    if (uploading) {
+      for (const root of plan.roots) if ((await remoteType(session, root)) === null) plan.dirs.filter((d) => d === root || d.startsWith(`${root}/`)).forEach((d) => fresh.add(d));
+      await pool(plan.dirs, jobs, (d) => session.files.mkdir(d, { recursive: true }));
+    } else {
+      for (const d of plan.dirs) if ((await fsp.mkdir(d, { recursive: true })) !== undefined) fresh.add(d); // undefined: it was there
+    }
+    // Small files go many to a request (those for fresh directories apart); larger ones stream, several at once.
+    const parent = (j: CopyJob) => (uploading ? path.posix.dirname(j.remote) : path.dirname(j.local));
     const small = plan.jobs.filter((j) => j.size <= SMALL_FILE);
     const large = plan.jobs.filter((j) => j.size > SMALL_FILE);
     const groups: CopyJob[][] = [];
-    for (let i = 0; i < small.length; i += SMALL_BATCH) groups.push(small.slice(i, i + SMALL_BATCH));
+    for (const part of [small.filter((j) => fresh.has(parent(j))), small.filter((j) => !fresh.has(parent(j)))]) {
+      for (let i = 0; i < part.length; i += SMALL_BATCH) groups.push(part.slice(i, i + SMALL_BATCH));
+    }
     await Promise.all([
       pool(groups, Math.max(1, Math.ceil(jobs / 4)), async (group) => {
-        copied.push(...await (uploading ? uploadSmall(session, group, progress) : downloadSmall(session, group, progress, fresh)));
+        copied.push(...await (uploading ? uploadSmall(session, group, progress, fresh) : downloadSmall(session, group, progress, fresh)));
       }),
       pool(large, jobs, async (job) => {
         copied.push(await (uploading ? upload(session, job, progress) : download(session, job, progress)));

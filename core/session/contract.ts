@@ -234,10 +234,11 @@ export interface ServiceContract {
    * temporary name and renamed into place; the reply gives each one's SHA-256 as written.
    */
   [ServiceCode.FileWriteBatch]: {
-    request: { files: Array<{ path: string; size: number; mode?: number }> };
+    /** `exclusive`: create each file under its own name, failing with already-exists rather than replacing one. */
+    request: { files: Array<{ path: string; size: number; mode?: number }>; exclusive?: boolean };
     requestData: true;
     reply: { sha256: string[] };
-    errors: PathErrors | "is-a-directory" | "no-space" | "invalid-argument";
+    errors: PathErrors | "is-a-directory" | "no-space" | "invalid-argument" | "already-exists";
   };
   /**
    * Many small files in one reply: the data holds each file's bytes in turn. Files are read in

@@ -246,19 +246,26 @@ export class FilesService {
           return entry;
         });
         if (offset !== data.length) throw new ServiceError("invalid-argument", "file sizes do not add up to the data sent");
-        // Synchronous on purpose: for small files a thread-pool hop per call costs more than the
-        // work, and a batch holds at most BATCH_MAX_BYTES. Each lands whole or not at all.
-        const sha256 = plan.map((f) => {
-          const temp = path.join(path.dirname(f.path), `.${path.basename(f.path)}.agent-${process.pid}-${this.#nextTemp++}`);
+        // Side by side: creating files is the slow part, and the file system overlaps creations in
+        // the thread pool. Each file lands whole or not at all: under a temporary name renamed into
+        // place, or with `exclusive` created under its own name (never replacing one) and removed if
+        // writing it fails.
+        const exclusive = fields.exclusive === true;
+        const sha256 = await Promise.all(plan.map(async (f) => {
+          const mode = typeof f.mode === "number" ? f.mode : 0o644;
+          const target = exclusive ? f.path : path.join(path.dirname(f.path), `.${path.basename(f.path)}.agent-${process.pid}-${this.#nextTemp++}`);
+          const handle = await fsp.open(target, "wx", mode);
           try {
-            fs.writeFileSync(temp, f.bytes, { mode: typeof f.mode === "number" ? f.mode : 0o644 });
-            fs.renameSync(temp, f.path);
+            await handle.writeFile(f.bytes);
+            await handle.close();
+            if (!exclusive) await fsp.rename(target, f.path);
           } catch (e) {
-            fs.rmSync(temp, { force: true });
+            await handle.close().catch(() => {});
+            await fsp.rm(target, { force: true });
             throw e;
           }
           return crypto.createHash("sha256").update(f.bytes).digest("hex");
-        });
+        }));
         return { fields: { sha256 } };
       },
       [ServiceCode.FileReadBatch]: async ({ fields }) => {
