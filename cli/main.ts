@@ -6,18 +6,13 @@
  */
 import { cac, type Command } from "cac";
 import { AgentError } from "../core/errors.ts";
-import { keygenCommand } from "./commands/keygen.ts";
-import { probeCommand } from "./commands/probe.ts";
-import { startCommand } from "./commands/start.ts";
-import { statusCommand } from "./commands/status.ts";
-import { serviceCommand } from "./commands/service.ts";
 import { ExitError } from "./commands/exit.ts";
-import { CLI_PRODUCT } from "./commands/remote.ts";
-import { runCommand } from "./commands/run.ts";
-import { cpCommand } from "./commands/cp.ts";
-import { ConfigError } from "../agent/config.ts";
+import { CLI_PRODUCT } from "./commands/product.ts";
+import { ConfigError } from "../agent/config-error.ts";
 import { VERSION } from "../core/version.ts";
-import { hostMain } from "../host/main.ts";
+
+// Each command's module loads only when that command runs: `agent run` and a session's host
+// process then start without evaluating the server, TLS, HTTP or config-schema code they never use.
 
 const STATE_DIR_HELP = "State directory (env AGENT_STATE_DIR; default /var/lib/agent as root, else ~/.local/state/agent)";
 const CONFIG_HELP = "JSON config file (env AGENT_CONFIG; default <state-dir>/config.json if present)";
@@ -64,13 +59,13 @@ export async function main(argv: string[]): Promise<number> {
     .example("agent start                       # first start creates a key and prints it once")
     .example("agent start --port 4000 --key-file /etc/agent/keys")
     .example("agent start --check && systemctl reload agent   # SIGHUP re-reads keys and config; sessions stay")
-    .action((flags) => startCommand(flags));
+    .action(async (flags) => (await import("./commands/start.ts")).startCommand(flags));
 
   cli.command("status", "Show the agent running on this machine: connections, handshakes, sessions, outbound targets")
     .option("--json", "Print one JSON object")
     .option("--config <file>", CONFIG_HELP, { type: [String] })
     .option("--state-dir <dir>", STATE_DIR_HELP, { type: [String] })
-    .action((flags) => statusCommand(flags));
+    .action(async (flags) => (await import("./commands/status.ts")).statusCommand(flags));
 
   cli.command("keygen", "Create a new 256-bit agent key and print it with its key id, or show a key file's ids")
     .option("--out <file>", "Write the key to this file (mode 0600; a missing directory is created with mode 0700)", { type: [String] })
@@ -79,7 +74,7 @@ export async function main(argv: string[]): Promise<number> {
     .option("--json", "Print one JSON object")
     .example("agent keygen --out /etc/agent/keys && agent start --key-file /etc/agent/keys")
     .example("agent keygen --show /var/lib/agent/agent.key    # which key id does this file hold?")
-    .action((flags) => keygenCommand(flags));
+    .action(async (flags) => (await import("./commands/keygen.ts")).keygenCommand(flags));
 
   cli.command("probe [target]", "Check an agent from here: resolve, connect, handshake, authenticate, info, ping")
     .option("--key <hex>", "The agent's key", { type: [String] })
@@ -97,7 +92,7 @@ export async function main(argv: string[]): Promise<number> {
     .example("agent probe server1.example.com:46336 --key-file ./server1.key")
     .example("agent probe product.example.com:46340 --tls --ca /etc/agent/product-ca.pem")
     .usage("probe host[:port] [options]\n\n  Exit codes: 0 ok, 2 usage, 3 name not found, 4 connection refused, 5 timed out,\n  6 not an agent, 7 wrong key (with --tls: key not accepted), 8 incompatible version, 9 agent is --insecure,\n  10 certificate not trusted, 11 certificate expired, 12 fingerprint mismatch, 13 proxy failed, 1 other")
-    .action((target, flags) => probeCommand(target, flags));
+    .action(async (target, flags) => (await import("./commands/probe.ts")).probeCommand(target, flags));
 
   sessionOptions(cli.command("run [target]", "Run a program on a server through its agent, as `ssh host cmd` does; exits with its code"))
     .option("--shell", "Run the words after -- as one command line through /bin/sh -c (default: no shell)")
@@ -113,7 +108,7 @@ export async function main(argv: string[]): Promise<number> {
       "  Exit codes: the program's own; 128+N when signal N ended it; 127 no such program, 126 not executable;\n" +
       "  243 name not found, 244 refused, 245 timed out, 246 not an agent, 247 wrong key, 248 incompatible version,\n" +
       "  249 product refused, 250 connection lost, 251 output could not be written here (disk full), 254 usage, 255 other")
-    .action((target, flags) => runCommand(target, flags));
+    .action(async (target, flags) => (await import("./commands/run.ts")).runCommand(target, flags));
 
   sessionOptions(cli.command("cp [...operands]", "Copy files and directories to or from a server through its agent, as scp does, checked by SHA-256"))
     .option("-r, --recursive", "Copy directories and everything in them")
@@ -129,7 +124,7 @@ export async function main(argv: string[]): Promise<number> {
       "  8 incompatible version, 9 product refused, 10 connection lost, 20 remote file not found, 21 is a directory\n" +
       "  (add -r), 22 not a directory, 23 permission denied, 24 local file not found, 25 local disk full,\n" +
       "  26 checksum mismatch")
-    .action((operands, flags) => cpCommand(operands, flags));
+    .action(async (operands, flags) => (await import("./commands/cp.ts")).cpCommand(operands, flags));
 
   cli.command("service [action]", "Install, uninstall or show the agent as a systemd service (install | uninstall | status)")
     .option("--user <name>", "System user the service runs as; created if missing (default agent)", { type: [String] })
@@ -140,7 +135,7 @@ export async function main(argv: string[]): Promise<number> {
     .example("sudo agent service install        # user, binary, hardened unit, enabled and started; safe to run again")
     .example("sudo agent service status         # exit 3 when not installed")
     .usage("service install|uninstall|status [options]\n\n  The unit text is in docs/operations.md for manual installs.")
-    .action((action, flags) => serviceCommand(action, flags));
+    .action(async (action, flags) => (await import("./commands/service.ts")).serviceCommand(action, flags));
 
   // cac shows negated flags as "(default: true)", which reads backwards for --no-listen.
   cli.help((sections) => sections.map((s) => ({ ...s, body: s.body.replace(/ \(default: true\)/g, "") })));
@@ -181,7 +176,7 @@ export async function main(argv: string[]): Promise<number> {
 const argv = process.argv.slice(2);
 if (argv[0] === "host") {
   // The host's doorbell pipe would keep it alive; it is done when hostMain returns.
-  hostMain(argv.slice(1)).then((code) => process.exit(code), (e) => {
+  import("../host/main.ts").then(({ hostMain }) => hostMain(argv.slice(1))).then((code) => process.exit(code), (e) => {
     process.stderr.write(`host failed: ${(e as Error).stack ?? e}\n`);
     process.exit(70);
   });

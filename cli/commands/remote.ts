@@ -18,8 +18,7 @@ import { DEFAULT_KEY_FILE, readKeyFile } from "../../agent/keystore.ts";
 import { ExitError } from "./exit.ts";
 import { DEFAULT_PORT } from "../../core/wire/hello.ts";
 
-/** The product whose sessions the commands open unless --product says otherwise. */
-export const CLI_PRODUCT = "cli";
+import { CLI_PRODUCT } from "./product.ts";
 
 /** The ways a remote command fails before or around its work; each command maps them to its own exit codes. */
 export type Failure =
