@@ -45,7 +45,7 @@ const LOCAL_CHUNK = 1024 * 1024;
 /** Files up to this size travel many to a request (files.writeFiles / readFiles). */
 const SMALL_FILE = 64 * 1024;
 /** Small files per batch: enough to fill a request, few enough that several batches overlap. */
-const SMALL_BATCH = 64;
+const SMALL_BATCH = 256;
 
 /** A remote operand: `HOST:PATH`, `HOST:PORT:PATH` or `[v6]:PORT:PATH`. Null for a local path. */
 export function parseRemote(operand: string): { address: string; path: string } | null {
