@@ -103,7 +103,8 @@ console.log(JSON.stringify({ out: new TextDecoder().decode(run.stdout).trim(), c
 test("LocalAgent comes from its own entry; on Node without koffi it says what to install", async () => {
   fs.writeFileSync(path.join(project, "local.mjs"), `
 import { LocalAgent } from "${IS_DENO ? `npm:${NAME}/local` : `${NAME}/local`}";
-try { await (await LocalAgent.start({ agentCommand: ["false"] })).stop(); console.log("started"); } catch (e) { console.log(e.message); }
+// Its own state directory (the test's temp one), never the machine's default.
+try { await (await LocalAgent.start({ stateDir: process.env.AGENT_STATE_DIR, agentCommand: ["false"] })).stop(); console.log("started"); } catch (e) { console.log(e.message); }
 `);
   const r = await runScript("local.mjs");
   assert.is(r.code, 0, r.stderr);
