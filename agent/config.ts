@@ -16,8 +16,6 @@ import { type ConfigFile, parseConfigFile } from "./config-schema.ts";
 import { DEFAULT_PORT } from "../core/wire/hello.ts";
 import { defaultStateDir } from "./state-dir.ts";
 
-export { defaultStateDir };
-
 /** The agent's resolved settings. */
 export interface AgentConfig {
   host: string;

@@ -4,6 +4,7 @@
  * hide in an aggregate error.
  * @module
  */
+import { eachLimited } from "../core/concurrency.ts";
 import { TimeoutError } from "../core/errors.ts";
 import { Agent } from "./agent.ts";
 import { connect, type ConnectOptions } from "./connect.ts";
@@ -84,16 +85,11 @@ export async function runOnAgents<T>(
 ): Promise<FleetResult<T>[]> {
   const concurrency = Math.max(1, Math.floor(options.concurrency ?? 32));
   const results = new Array<FleetResult<T>>(targets.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < targets.length) {
-      const index = next++;
-      const result = await runOne(targets[index], operation, options.timeoutMs);
-      results[index] = result;
-      options.onResult?.(result);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, targets.length) }, worker));
+  // runOne never throws: a server's failure is its result.
+  await eachLimited(targets, concurrency, async (target, index) => {
+    results[index] = await runOne(target, operation, options.timeoutMs);
+    options.onResult?.(results[index]);
+  });
   return results;
 }
 

@@ -12,6 +12,7 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import type { RemoteSession } from "../../core/client/remote-session.ts";
+import { eachLimited } from "../../core/concurrency.ts";
 import { NotFoundError } from "../../core/errors.ts";
 import { type Flags, str } from "../../agent/config.ts";
 import { CommandFailure, type Failure, fail, openRemote, parseAddress } from "./remote.ts";
@@ -67,24 +68,6 @@ interface Copied {
   sha256: string;
 }
 
-/** Runs `work` over `items`, `jobs` at a time; the first failure stops new ones and is thrown. */
-async function pool<T>(items: T[], jobs: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: unknown = null;
-  const worker = async () => {
-    while (failed === null && next < items.length) {
-      const item = items[next++];
-      try {
-        await work(item);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(jobs, items.length) }, worker));
-  if (failed !== null) throw failed;
-}
-
 /** A progress line on a terminal, redrawn at most 10 times a second. */
 class Progress {
   #files = 0;
@@ -138,6 +121,12 @@ async function localType(p: string): Promise<"file" | "directory" | "other" | nu
   }
 }
 
+const digest = (bytes: Uint8Array) => crypto.createHash("sha256").update(bytes).digest("hex");
+
+function mismatch(name: string, theirs: string, ours: string, replaced: string): CommandFailure {
+  return new CommandFailure("checksum-mismatch", `${name}: the agent's SHA-256 is ${theirs}, ours ${ours}; ${replaced} was not replaced`, CP_EXIT);
+}
+
 async function upload(session: RemoteSession, job: CopyJob, progress: Progress): Promise<Copied> {
   const hash = crypto.createHash("sha256");
   let remoteDigest = "";
@@ -154,9 +143,7 @@ async function upload(session: RemoteSession, job: CopyJob, progress: Progress):
   try {
     size = await session.files.writeFile(temp, chunks(), { onSha256: (hex) => (remoteDigest = hex) });
     const ours = hash.digest("hex");
-    if (ours !== remoteDigest) {
-      throw new CommandFailure("checksum-mismatch", `${job.remote}: the agent wrote bytes with SHA-256 ${remoteDigest}, we sent ${ours}; the file was not replaced`, CP_EXIT);
-    }
+    if (ours !== remoteDigest) throw mismatch(job.remote, remoteDigest, ours, "the remote file");
     await session.files.move(temp, job.remote);
   } catch (e) {
     await session.files.delete(temp).catch(() => {});
@@ -166,13 +153,6 @@ async function upload(session: RemoteSession, job: CopyJob, progress: Progress):
   return { path: job.remote, size, sha256: remoteDigest };
 }
 
-const digest = (bytes: Uint8Array) => crypto.createHash("sha256").update(bytes).digest("hex");
-
-function mismatch(name: string, theirs: string, ours: string, replaced: string): CommandFailure {
-  return new CommandFailure("checksum-mismatch", `${name}: the agent's SHA-256 is ${theirs}, ours ${ours}; ${replaced} was not replaced`, CP_EXIT);
-}
-
-/** Small files, many to a request; each lands whole under its name on the agent. */
 /**
  * Small files, many to a request; each lands whole under its name on the agent. In a directory
  * this copy created (`fresh`) nothing can be replaced, so the agent creates them under their own
@@ -234,9 +214,7 @@ async function download(session: RemoteSession, job: CopyJob, progress: Progress
       await out.close();
     }
     const ours = hash.digest("hex");
-    if (ours !== remoteDigest) {
-      throw new CommandFailure("checksum-mismatch", `${job.remote}: the agent sent bytes with SHA-256 ${remoteDigest}, we received ${ours}; ${job.local} was not replaced`, CP_EXIT);
-    }
+    if (ours !== remoteDigest) throw mismatch(job.remote, remoteDigest, ours, job.local);
     await fsp.rename(temp, job.local);
   } catch (e) {
     await fsp.rm(temp, { force: true });
@@ -285,12 +263,16 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
   const json = Boolean(flags.json);
 
   // Local checks first: a missing source should not cost a connection.
+  const sourceStats = new Map<string, fs.Stats>();
   if (uploading) {
     for (const s of sources) {
-      const t = await localType(s);
-      if (t === null) throw new CommandFailure("local-not-found", `${s}: no such file or directory`, CP_EXIT);
-      if (t === "directory" && !recursive) throw new CommandFailure("remote-is-directory", `${s} is a directory (add -r to copy directories)`, CP_EXIT);
-      if (t === "other") throw new CommandFailure("usage", `${s} is neither a file nor a directory`, CP_EXIT);
+      const st = await fsp.stat(s).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === "ENOENT") throw new CommandFailure("local-not-found", `${s}: no such file or directory`, CP_EXIT);
+        throw e;
+      });
+      if (st.isDirectory() && !recursive) throw new CommandFailure("remote-is-directory", `${s} is a directory (add -r to copy directories)`, CP_EXIT);
+      if (!st.isDirectory() && !st.isFile()) throw new CommandFailure("usage", `${s} is neither a file nor a directory`, CP_EXIT);
+      sourceStats.set(s, st);
     }
   }
 
@@ -309,8 +291,9 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
       for (const s of sources) {
         const base = path.basename(path.resolve(s));
         const into = destType === "directory" ? remoteJoin(target, base) : target;
-        if ((await localType(s)) === "file") {
-          plan.jobs.push({ local: s, remote: into, size: (await fsp.stat(s)).size });
+        const st = sourceStats.get(s)!;
+        if (st.isFile()) {
+          plan.jobs.push({ local: s, remote: into, size: st.size });
         } else {
           const tree = localTree(s);
           plan.roots.push(into);
@@ -354,7 +337,7 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
     const fresh = new Set<string>();
     if (uploading) {
       for (const root of plan.roots) if ((await remoteType(session, root)) === null) plan.dirs.filter((d) => d === root || d.startsWith(`${root}/`)).forEach((d) => fresh.add(d));
-      await pool(plan.dirs, jobs, (d) => session.files.mkdir(d, { recursive: true }));
+      await eachLimited(plan.dirs, jobs, (d) => session.files.mkdir(d, { recursive: true }));
     } else {
       for (const d of plan.dirs) if ((await fsp.mkdir(d, { recursive: true })) !== undefined) fresh.add(d); // undefined: it was there
     }
@@ -367,10 +350,10 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
       for (let i = 0; i < part.length; i += SMALL_BATCH) groups.push(part.slice(i, i + SMALL_BATCH));
     }
     await Promise.all([
-      pool(groups, Math.max(1, Math.ceil(jobs / 4)), async (group) => {
+      eachLimited(groups, Math.ceil(jobs / 4), async (group) => {
         copied.push(...await (uploading ? uploadSmall(session, group, progress, fresh) : downloadSmall(session, group, progress, fresh)));
       }),
-      pool(large, jobs, async (job) => {
+      eachLimited(large, jobs, async (job) => {
         copied.push(await (uploading ? upload(session, job, progress) : download(session, job, progress)));
       }),
     ]);

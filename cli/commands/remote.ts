@@ -17,7 +17,6 @@ import { type Flags, resolveConfig, str } from "../../agent/config.ts";
 import { DEFAULT_KEY_FILE, readKeyFile } from "../../agent/keystore.ts";
 import { ExitError } from "./exit.ts";
 import { DEFAULT_PORT } from "../../core/wire/hello.ts";
-
 import { CLI_PRODUCT } from "./product.ts";
 
 /** The ways a remote command fails before or around its work; each command maps them to its own exit codes. */
@@ -45,6 +44,17 @@ export function keyFromFlags(flags: Flags): Uint8Array | undefined {
   return undefined;
 }
 
+/** Deno reports some system errors by number in the message ("… (os error 28)") where Node sets `code`. */
+const OS_ERRORS: Record<number, string> = { 1: "EPERM", 2: "ENOENT", 13: "EACCES", 28: "ENOSPC", 32: "EPIPE", 122: "EDQUOT" };
+
+/** The system error code of `e` ("ENOSPC", "EPIPE", …) on either runtime, if it has one. */
+export function errorCode(e: unknown): string | undefined {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code === "string") return code;
+  const n = /\(os error (\d+)\)/.exec((e as Error | null)?.message ?? "")?.[1];
+  return n === undefined ? undefined : OS_ERRORS[Number(n)];
+}
+
 /** Which {@link Failure} an error from the library (or the local file system) is. */
 export function failureOf(e: unknown): Failure {
   if (e instanceof DialError) return e.stage === "unresolved" ? "unresolved" : e.stage === "timeout" ? "timeout" : "refused";
@@ -59,7 +69,7 @@ export function failureOf(e: unknown): Failure {
   if (e instanceof ConnectionClosedError || e instanceof SessionEndedError) return "connection-lost";
   if (e instanceof TimeoutError) return "timeout";
   if (e instanceof ProtocolError) return "not-an-agent";
-  const code = (e as { code?: string }).code;
+  const code = errorCode(e);
   if (code === "ENOSPC" || code === "EDQUOT") return "local-disk-full";
   if (code === "ENOENT") return "local-not-found";
   if (code === "EACCES" || code === "EPERM") return "permission-denied";

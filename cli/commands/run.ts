@@ -7,7 +7,7 @@
  */
 import os from "node:os";
 import { type Flags, str } from "../../agent/config.ts";
-import { CommandFailure, type Failure, fail, openRemote, parseAddress } from "./remote.ts";
+import { CommandFailure, errorCode, type Failure, fail, openRemote, parseAddress } from "./remote.ts";
 
 /**
  * Exit codes: the program's own (0–255), 128 + n when signal n ended it, and
@@ -64,8 +64,6 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
   const json = Boolean(flags.json);
 
   const { agent, session } = await openRemote(address, flags, RUN_EXIT);
-  const signals: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
-  const handlers = new Map<NodeJS.Signals, () => void>();
   const cleanups: Array<() => void> = [];
   try {
     let proc;
@@ -76,7 +74,7 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
     }
     // Ctrl-C: the first one reaches the program as SIGINT (so it can clean up); a second ends it.
     let interrupts = 0;
-    for (const signal of signals) {
+    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
       const handler = () => {
         if (signal === "SIGINT" && ++interrupts > 1) {
           if (interrupts === 2) process.stderr.write("agent: interrupted again; ending the remote program\n");
@@ -85,8 +83,8 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
           void proc.signal(signal).catch(() => {});
         }
       };
-      handlers.set(signal, handler);
       process.on(signal, handler);
+      cleanups.push(() => process.off(signal, handler));
     }
 
     // Our own output failing (a full disk, a reader that went away) ends the program: its output has nowhere to go.
@@ -96,8 +94,10 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
       localError = e;
       void proc.signal("SIGTERM").catch(() => {});
     };
-    for (const name of ["stdout", "stderr"] as const) process[name].on("error", onLocalError);
-    cleanups.push(() => ["stdout", "stderr"].forEach((n) => process[n as "stdout"].off("error", onLocalError)));
+    for (const name of ["stdout", "stderr"] as const) {
+      process[name].on("error", onLocalError);
+      cleanups.push(() => process[name].off("error", onLocalError));
+    }
 
     const collected = { stdout: [] as Uint8Array[], stderr: [] as Uint8Array[] };
     const pump = async (name: "stdout" | "stderr") => {
@@ -116,9 +116,8 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
 
     // Standard input goes to the program when it is piped or a file; a terminal is left alone.
     const feedStdin = !flags.noStdin && flags.stdin !== false && !process.stdin.isTTY;
-    let stdinDone: Promise<void> = Promise.resolve();
     if (feedStdin) {
-      stdinDone = (async () => {
+      void (async () => {
         try {
           for await (const chunk of process.stdin as AsyncIterable<Uint8Array>) await proc.write(chunk);
           await proc.closeStdin();
@@ -139,14 +138,12 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
     } catch (e) {
       fail(e, RUN_EXIT, `running ${program}`);
     }
-    if (!feedStdin) void stdinDone;
-    else process.stdin.destroy();
+    if (feedStdin) process.stdin.destroy(); // stop reading input the program can no longer take
     const failed = localError as NodeJS.ErrnoException | null;
-    // Deno's errors here carry the OS error number in the message rather than a code.
-    const is = (code: string, errno: number) => failed?.code === code || new RegExp(`os error ${errno}\\b`).test(failed?.message ?? "");
-    if (is("EPIPE", 32)) return 128 + 13; // the reader went away: end quietly, as a shell pipeline would (SIGPIPE)
+    const failedCode = errorCode(failed);
+    if (failedCode === "EPIPE") return 128 + 13; // the reader went away: end quietly, as a shell pipeline would (SIGPIPE)
     if (failed) {
-      const full = is("ENOSPC", 28) || is("EDQUOT", 122);
+      const full = failedCode === "ENOSPC" || failedCode === "EDQUOT";
       throw new CommandFailure(full ? "local-disk-full" : "failed", `cannot write ${program}'s output here${full ? ": no space left on the local disk" : `: ${failed.message}`}; the program was ended`, RUN_EXIT);
     }
     const signalNumber = status.signal ? (os.constants.signals as Record<string, number>)[status.signal] ?? 0 : 0;
@@ -159,7 +156,6 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
     }
     return code;
   } finally {
-    for (const [signal, handler] of handlers) process.off(signal, handler);
     for (const cleanup of cleanups) cleanup();
     await session.close().catch(() => {});
     agent.close();

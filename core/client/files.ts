@@ -213,9 +213,8 @@ export class FilesApi {
       if (fields.files.length === 0) {
         // The first alone is larger than a batch: stream it, with the agent's digest as it passes.
         let sha256 = "";
-        const parts: Uint8Array[] = [];
-        for await (const c of this.readStream(asked[0], { onSha256: (hex) => (sha256 = hex) })) parts.push(c);
-        out.push({ path: asked[0], data: concat(parts), sha256 });
+        const data = await this.readFile(asked[0], { onSha256: (hex) => (sha256 = hex) });
+        out.push({ path: asked[0], data, sha256 });
         next++;
         continue;
       }
@@ -229,10 +228,10 @@ export class FilesApi {
     return out;
   }
 
-  /** The whole file. */
-  async readFile(path: string): Promise<Uint8Array> {
+  /** The whole file (`onSha256` as for {@link FilesApi.readStream}). */
+  async readFile(path: string, options: TransferOptions = {}): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
-    for await (const c of this.readStream(path)) parts.push(c);
+    for await (const c of this.readStream(path, options)) parts.push(c);
     return concat(parts);
   }
 

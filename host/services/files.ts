@@ -277,7 +277,7 @@ export class FilesService {
         const files: Array<{ path: string; size: number; sha256: string }> = [];
         let total = 0;
         for (const p of paths) {
-          // Synchronous, as in FileWriteBatch: small files, a bounded total.
+          // Synchronous: small files, a bounded total; a thread-pool hop per call costs more than the read.
           const st = fs.statSync(p);
           if (st.isDirectory()) throw new ServiceError("is-a-directory", `${p}: is a directory`, p);
           if (total + st.size > BATCH_MAX_BYTES) break; // the rest in a later batch (or streamed, when one alone is too large)
