@@ -32,6 +32,10 @@ export class ClientConnection implements SessionPeer {
     return this.frames.sendParts(target, code, token, parts);
   }
 
+  drop(_reason: string): void {
+    this.frames.close();
+  }
+
   /** Serves frames until the peer leaves; returns why it ended, if not cleanly. */
   async serve(): Promise<string | null> {
     try {

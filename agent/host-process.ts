@@ -45,6 +45,8 @@ export class HostProcess {
   private constructor(
     readonly child: ChildProcess,
     readonly end: ChannelEnd,
+    /** The channel header: flags and the held table. */
+    readonly header: ChannelHeader,
     readonly mapping: Mapping,
     readonly file: string,
     /** Extensions the host reported at start. */
@@ -129,7 +131,7 @@ export class HostProcess {
       throw new Error(`the session's host process did not start${stderr ? `: ${stderr.trim()}` : ""}`);
     }
     const { extensions } = decodeEnvelope<{ extensions: unknown[] }>(ready.payload).fields;
-    return new HostProcess(child, end, mapping, file, extensions ?? [], exited);
+    return new HostProcess(child, end, header, mapping, file, extensions ?? [], exited);
   }
 
   /** Sends a frame into the host's ring, waiting while it is full. */

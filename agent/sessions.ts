@@ -5,8 +5,9 @@
  * agent keeps what it sent until the client acknowledges it, up to a bound,
  * so a client that reconnects within the grace period resumes exactly where
  * it was. While an attachment's unacknowledged output is at the bound the
- * agent stops reading the host's ring: the host, and the processes whose
- * output it forwards, wait. Nothing is dropped.
+ * agent asks the host to hold that attachment's events (the held table in
+ * the channel header): the processes whose output goes to it wait, and the
+ * session's other clients go on. Nothing is dropped.
  *
  * A session ends when it is closed, when no client has been attached for the
  * idle timeout and no attachment is within its reconnect grace, or when its
@@ -52,6 +53,8 @@ const SPARE_UNUSED_MS = 10 * 60_000;
 /** Something a session can send frames to: one client connection. */
 export interface SessionPeer {
   send(frame: Frame): Promise<void>;
+  /** Closes the connection (its attachments wait out the reconnect grace). */
+  drop(reason: string): void;
   /** Sends a frame whose payload is the concatenation of `parts`. */
   sendParts(target: number, code: number, token: number, parts: readonly Uint8Array[]): Promise<void>;
   readonly remote: string;
@@ -67,9 +70,11 @@ export class Attachment {
   peer: SessionPeer | null = null;
   readonly link: DeliveryLink;
   graceTimer: ReturnType<typeof setTimeout> | null = null;
+  /** True while the host holds this attachment's events. */
+  held = false;
 
   constructor(readonly id: number, readonly session: Session, readonly resumeToken: Uint8Array, keepLimitBytes: number) {
-    this.link = new DeliveryLink({ keepLimitBytes, onRoom: () => session.unblock() });
+    this.link = new DeliveryLink({ keepLimitBytes, onRoom: () => session.unblock(this) });
   }
 
   info(): AttachmentInfo {
@@ -125,14 +130,23 @@ export class Session {
     };
   }
 
-  /** True while some attachment holds as much unacknowledged output as allowed. */
-  get saturated(): boolean {
-    for (const a of this.attachments.values()) if (a.link.saturated) return true;
+  /**
+   * True while an attachment is at its bound and the host could not be asked
+   * to hold it (every slot of the held table taken): then the agent stops
+   * reading the host's ring altogether, as the last resort.
+   */
+  get #blocked(): boolean {
+    for (const a of this.attachments.values()) if (a.link.saturated && !a.held) return true;
     return false;
   }
 
-  /** Called after acknowledgements: lets the host pump continue. */
-  unblock(): void {
+  /** Called when `attachment` has room again (or left): the host may send it events again. */
+  unblock(attachment?: Attachment): void {
+    if (attachment?.held) {
+      attachment.held = false;
+      this.host.header.release(attachment.id);
+      this.host.end.doorbell.ring(); // a held event may be waiting for exactly this
+    }
     const r = this.#resume;
     this.#resume = null;
     r?.();
@@ -142,7 +156,7 @@ export class Session {
   async pump(): Promise<void> {
     try {
       for (;;) {
-        while (this.saturated && !this.ending) await new Promise<void>((r) => (this.#resume = r));
+        while (this.#blocked && !this.ending) await new Promise<void>((r) => (this.#resume = r));
         const record = await this.host.end.receive();
         if (record === null) break;
         const frame = decodeFrame(record);
@@ -151,7 +165,15 @@ export class Session {
           continue;
         }
         // Frames for an attachment that has gone (detached or expired) have nobody to go to.
-        this.attachments.get(frame.target)?.link.send(frame.code, frame.token, [frame.payload]);
+        const att = this.attachments.get(frame.target);
+        if (!att) continue;
+        att.link.send(frame.code, frame.token, [frame.payload]);
+        if (att.link.saturated && !att.held) att.held = this.host.header.hold(att.id);
+        // Held, it can still receive replies; a client that asks for more while reading none is cut off.
+        if (att.link.keptBytes > 2 * this.manager.settings.replayLimitBytes && att.peer) {
+          this.manager.settings.log.warn(`session ${this.id.slice(0, 8)} attachment ${att.id}: ${att.peer.remote} asks for more while reading none of ${Math.round(att.link.keptBytes / 1048576)} MiB of replies, closing its connection`);
+          att.peer.drop("not reading replies");
+        }
       }
     } catch (e) {
       this.manager.settings.log.warn(`session ${this.id.slice(0, 8)}: channel failed: ${(e as Error).message}`);
@@ -326,7 +348,7 @@ export class SessionManager {
     att.link.close();
     att.session.attachments.delete(att.id);
     this.#attachments.delete(att.id);
-    att.session.unblock();
+    att.session.unblock(att);
     this.#clientLeft(att.session);
   }
 

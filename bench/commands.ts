@@ -13,36 +13,17 @@
  * ends; the ssh tools check nothing beyond their transport MAC.
  * @module
  */
-import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { startBenchAgent } from "./agent.ts";
+import { CIPHERS, findSsh, muxMaster, NO_SSH, SSH_PORT } from "./ssh.ts";
 import { median, ratio, table } from "./stats.ts";
 
-const SSH_DIR = path.join(process.env.TMPDIR ?? "/tmp", "agent-bench-sshd");
-const SSH_PORT = process.env.BENCH_SSH_PORT ?? "2222";
 const CP_MIB = Number(process.env.BENCH_CP_MIB ?? 1024);
 const RUNS = Number(process.env.BENCH_RUN_COUNT ?? 15);
-const CIPHERS = ["aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"];
-
-interface Ssh {
-  user: string;
-  /** Options every ssh, scp and sftp call takes (all spell -o the same way; the port is added per tool). */
-  options: string[];
-  host: string;
-}
-
-function findSsh(): Ssh | null {
-  const key = path.join(SSH_DIR, "client_key");
-  if (!fs.existsSync(key)) return null;
-  const user = fs.existsSync(path.join(SSH_DIR, "user")) ? fs.readFileSync(path.join(SSH_DIR, "user"), "utf8").trim() : os.userInfo().username;
-  const options = ["-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"];
-  const host = `${user}@127.0.0.1`;
-  const probe = spawnSync("ssh", ["-p", SSH_PORT, ...options, host, "true"], { timeout: 10_000 });
-  return probe.status === 0 ? { user, options, host } : null;
-}
 
 /** Wall time of one shell command line, in ms; throws when it fails. */
 function timed(command: string): number {
@@ -57,10 +38,10 @@ export async function benchCommands(agentPath: string): Promise<void> {
   console.log("\n== agent run / agent cp vs OpenSSH tools ==");
   const ssh = findSsh();
   if (!ssh) {
-    console.log(`  skipped: no sshd on 127.0.0.1:${SSH_PORT} (start one with bench/sshd.sh)`);
+    console.log(`  ${NO_SSH}`);
     return;
   }
-  const shell = spawnSync("getent", ["passwd", ssh.user], { encoding: "utf8" }).stdout.trim().split(":").pop() ?? "?";
+  const shell = ssh.shell;
   const shellCost = median(Array.from({ length: 20 }, () => timed(`${shell} -c true`)));
   console.log(`  peer: sshd on 127.0.0.1:${SSH_PORT}, user ${ssh.user}, login shell ${shell} (${shell.endsWith("dash") ? "reads no startup files" : "may read startup files"}; \`${shell} -c true\` costs ${shellCost.toFixed(2)} ms here), sftp = internal-sftp`);
   console.log(`  peer ciphers: ${CIPHERS.join(", ")}; each transfer row keeps the faster`);
@@ -75,9 +56,8 @@ export async function benchCommands(agentPath: string): Promise<void> {
   const agentRoot = path.join(agent.stateDir, "products/cli/work");
   const o = ssh.options.map(q).join(" ");
   const control = path.join(work, "mux");
-  const master = spawn("ssh", ["-p", SSH_PORT, ...ssh.options, "-o", `ControlPath=${control}`, "-o", "ControlMaster=yes", "-N", ssh.host], { stdio: "ignore" });
+  const master = await muxMaster(ssh, control, CIPHERS[0]);
   try {
-    for (let i = 0; i < 50 && spawnSync("ssh", ["-o", `ControlPath=${control}`, "-O", "check", ssh.host]).status !== 0; i++) await new Promise((r) => setTimeout(r, 100));
 
     // ---- run true -----------------------------------------------------------------------------
     const runs = { agent: [] as number[], fresh: [] as number[], mux: [] as number[] };
@@ -164,8 +144,7 @@ export async function benchCommands(agentPath: string): Promise<void> {
       table(rows);
     }
   } finally {
-    spawnSync("ssh", ["-o", `ControlPath=${control}`, "-O", "exit", ssh.host]);
-    master.kill();
+    master.stop();
     await agent.stop();
     fs.rmSync(work, { recursive: true, force: true });
   }

@@ -8,8 +8,9 @@
  *   crypto      AES-256-GCM throughput of the two providers (node:crypto, WebCrypto)
  *   outbound    handshake to ready and round trips through an outbound TLS connection, next to inbound
  *   flood       1,000 simultaneous connections, 70% hostile: legitimate clients' time through, next to no flood
- *   sessions    product round trip, remote `true` vs OpenSSH, 1 GiB transfers vs `ssh cat`, host start and memory
- *               (bench/sessions.ts; run bench/sshd.sh first for the OpenSSH columns)
+ *   sessions    on Node and on Deno: product round trip vs meta ping vs TCP echo, remote `true` vs
+ *               `ssh -S`, a small request during a transfer, session open, PSS per session, agent
+ *               RSS, 1 GiB transfers vs `ssh cat` (bench/sessions.ts; run bench/sshd.sh first for OpenSSH)
  *   commands    `agent run` and `agent cp` vs ssh, scp, sftp and `tar | ssh tar x` (bench/commands.ts; sshd as above)
  *
  * BENCH_ONLY=name,name runs only those sections.
@@ -208,10 +209,10 @@ async function main() {
   }
   const only = process.env.BENCH_ONLY?.split(",");
   const wanted = (name: string) => !only || only.includes(name);
-  if (["ping", "memory", "sessions", "outbound"].some(wanted)) {
+  if (wanted("sessions")) await benchSessions();
+  if (["ping", "memory", "outbound"].some(wanted)) {
     const agent = await benchPing();
     if (wanted("memory")) await benchMemory(agent.child.pid!);
-    if (wanted("sessions")) await benchSessions(agent.port, agent.key, agent.child.pid!);
     if (wanted("outbound")) await benchOutbound(AGENT, agent.port, agent.key);
     await agent.stop();
   }

@@ -1,180 +1,278 @@
 /**
- * Session benchmarks, each next to its peer in the same run:
+ * Session benchmarks, on an agent running on Node (the single executable) and on Deno
+ * (`deno run dist/agent.mjs`), each next to its peer in the same run:
  *
- *   product round trip   client → agent → host → back, next to meta ping on the same connection
- *   remote `true`        process start to exit on an open session, next to OpenSSH's multiplexed `ssh host true`
- *   transfer             upload and download with SHA-256 on both ends, next to `ssh host 'cat > file'` and `ssh host cat file`
- *   host                 session open time (host process start) and a host's resident memory
+ *   round trip        product message (client → agent → host → back) vs meta ping vs a raw TCP echo
+ *   remote `true`     process start to exit on an open session vs OpenSSH multiplexed `ssh -S host true`
+ *   during transfer   a small request's p99 in a session while a transfer runs in it, vs idle
+ *   session open      p50, on the spare host the agent keeps ready
+ *   memory            PSS per extra session with 20 open; agent RSS idle and after 10,000 pings
+ *   transfer          upload and download with SHA-256 on both ends vs `ssh cat`, faster cipher
  *
- * The OpenSSH column needs a loopback sshd: run `bench/sshd.sh` first (it prints how to stop it).
- * Without one the column says so and no ratio is printed.
+ * The OpenSSH columns need the loopback sshd from bench/sshd.sh; without one they say so.
+ * BENCH_RUNTIMES=node,deno picks the agent's runtimes; BENCH_TRANSFER_MIB sizes the transfers.
  * @module
  */
-import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { type Agent, connect } from "../mod.ts";
+import { fileURLToPath } from "node:url";
+import { type Agent, connect, type RemoteSession } from "../mod.ts";
 import { ServiceCode } from "../core/session/contract.ts";
+import { generateKey } from "../core/secure/keys.ts";
+import { startBenchAgent } from "./agent.ts";
+import { CIPHERS, findSsh, muxMaster, NO_SSH, SSH_PORT, type Ssh } from "./ssh.ts";
 import { median, quantile, ratio, table, us } from "./stats.ts";
 
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const TRANSFER_MIB = Number(process.env.BENCH_TRANSFER_MIB ?? 1024);
-const SSH_DIR = path.join(process.env.TMPDIR ?? "/tmp", "agent-bench-sshd");
-const SSH_PORT = process.env.BENCH_SSH_PORT ?? "2222";
+const RUNTIMES: Record<string, string[]> = {
+  node: [path.join(ROOT, "dist/agent")],
+  deno: [path.join(ROOT, "node_modules/.bin/deno"), "run", "-A", path.join(ROOT, "dist/agent.mjs")],
+};
 
-/** argv for ssh to the loopback bench sshd, or null when there is none. */
-function sshArgs(): string[] | null {
-  const key = path.join(SSH_DIR, "client_key");
-  if (!fs.existsSync(key)) return null;
-  const args = ["-p", SSH_PORT, "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"];
-  const probe = spawnSync("ssh", [...args, "127.0.0.1", "true"], { timeout: 10_000 });
-  return probe.status === 0 ? args : null;
+type Column = Record<string, string>;
+const ms = (x: number) => `${x.toFixed(2)} ms`;
+const mib = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
+
+function statusKiB(pid: number, field: "VmRSS"): number {
+  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
 }
 
-const NO_SSH = "skipped: no sshd on 127.0.0.1:" + SSH_PORT + " (start one with bench/sshd.sh)";
+function pssKiB(pid: number): number {
+  return Number(/^Pss:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))![1]);
+}
 
-export async function benchSessions(port: number, key: string, agentPid: number): Promise<void> {
-  const agent = await connect({ host: "127.0.0.1", port, key });
-  const ssh = sshArgs();
-  try {
-    await benchRoundTrip(agent);
-    await benchRemoteTrue(agent, ssh);
-    await benchTransfer(agent, ssh);
-    await benchHost(agent, agentPid);
-  } finally {
-    agent.close();
+/** A TCP echo server in this process; its round trips are the floor every other column stands on. */
+async function tcpEchoRtts(count: number): Promise<number[]> {
+  const server = net.createServer((s) => {
+    s.setNoDelay(true);
+    s.pipe(s);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const socket = net.connect({ host: "127.0.0.1", port: (server.address() as net.AddressInfo).port });
+  socket.setNoDelay(true);
+  await new Promise((r) => socket.once("connect", r));
+  const out: number[] = [];
+  const payload = new Uint8Array(64);
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now();
+    await new Promise<void>((resolve) => {
+      let got = 0;
+      const on = (d: Buffer) => {
+        got += d.length;
+        if (got < payload.length) return;
+        socket.off("data", on);
+        resolve();
+      };
+      socket.on("data", on);
+      socket.write(payload);
+    });
+    out.push(performance.now() - t0);
   }
+  socket.destroy();
+  server.close();
+  return out;
 }
 
-async function benchRoundTrip(agent: Agent) {
-  const s = await agent.openSession("bench");
-  const N = 3000;
+async function timed<T>(samples: number[], f: () => Promise<T>): Promise<T> {
+  const t0 = performance.now();
+  const r = await f();
+  samples.push(performance.now() - t0);
+  return r;
+}
+
+/** Product message round trip, meta ping, both interleaved in rounds. */
+async function roundTrips(agent: Agent, s: RemoteSession, n: number) {
   const product: number[] = [], meta: number[] = [];
   for (let i = 0; i < 300; i++) await s.call(ServiceCode.SystemProductRoot, {});
-  for (let round = 0; round < 2; round++) {
-    for (let i = 0; i < N / 2; i++) {
-      const t0 = performance.now();
-      await s.call(ServiceCode.SystemProductRoot, {});
-      product.push(performance.now() - t0);
-    }
-    for (let i = 0; i < N / 2; i++) meta.push((await agent.ping()).rttMs);
+  for (let round = 0; round < 4; round++) {
+    for (let i = 0; i < n / 4; i++) await timed(product, () => s.call(ServiceCode.SystemProductRoot, {}));
+    for (let i = 0; i < n / 4; i++) meta.push((await agent.ping()).rttMs);
   }
-  console.log(`\nproduct message round trip, client → agent → host (mmap) → back (${N})`);
-  table([["", "p50", "p99"], ["meta ping (agent only)", us(median(meta)), us(quantile(meta, 0.99))], ["product message (via host)", us(median(product)), us(quantile(product, 0.99))]]);
-  console.log(`  the host hop adds ${us(median(product) - median(meta))} at p50 (target: product round trip under 200 µs p50)`);
-  await s.close();
+  return { product, meta };
 }
 
-async function benchRemoteTrue(agent: Agent, ssh: string[] | null) {
-  const s = await agent.openSession("bench");
-  const runs: number[] = [];
-  for (let i = 0; i < 5; i++) await s.processes.run({ program: "true" });
-  for (let i = 0; i < 60; i++) {
-    const t0 = performance.now();
-    const r = await s.processes.run({ program: "true" });
-    runs.push(performance.now() - t0);
-    if (r.code !== 0) throw new Error("remote true failed");
+/** p99 of `stat` in `s` every few ms while `busy` runs, and the same with nothing else going on. */
+async function statDuring(s: RemoteSession, busy: Promise<unknown>): Promise<number[]> {
+  const out: number[] = [];
+  let done = false;
+  busy.finally(() => (done = true));
+  while (!done) {
+    await timed(out, () => s.files.stat("."));
+    await new Promise((r) => setTimeout(r, 5));
   }
-  await s.close();
-  console.log("\nremote `true` on an open session vs OpenSSH multiplexed exec");
-  const rows = [["", "p50"], ["agent session", `${median(runs).toFixed(2)} ms`]];
-  if (!ssh) {
-    rows.push(["ssh -S (multiplexed)", NO_SSH]);
-    table(rows);
-    return;
-  }
-  const control = path.join(SSH_DIR, `ctl-${process.pid}`);
-  const mux = [...ssh, "-o", `ControlPath=${control}`];
-  const master = spawn("ssh", [...mux, "-o", "ControlMaster=yes", "-N", "127.0.0.1"], { stdio: "ignore" });
-  try {
-    for (let i = 0; i < 50 && spawnSync("ssh", [...mux, "-O", "check", "127.0.0.1"]).status !== 0; i++) await new Promise((r) => setTimeout(r, 100));
-    const sshRuns: number[] = [];
-    for (let i = 0; i < 15; i++) {
-      const t0 = performance.now();
-      execFileSync("ssh", [...mux, "127.0.0.1", "true"]);
-      sshRuns.push(performance.now() - t0);
-    }
-    rows.push(["ssh -S (multiplexed)", `${median(sshRuns).toFixed(2)} ms`]);
-    table(rows);
-    console.log(`  agent is ${ratio(median(sshRuns), median(runs))} faster than OpenSSH multiplexed (target: at least 20×)`);
-  } finally {
-    master.kill();
-  }
+  return out;
 }
 
 /** `mib` MiB of incompressible data in 8 MiB pieces, hashed as it is produced. */
 function* source(mib: number, hash: crypto.Hash) {
   const block = crypto.randomBytes(8 * 1024 * 1024);
-  for (let i = 0; i < mib / 8; i++) {
+  for (let i = 0; i < Math.max(1, mib / 8); i++) {
     block[0] = i & 255; // every piece differs
     hash.update(block);
     yield block;
   }
 }
 
-async function benchTransfer(agent: Agent, ssh: string[] | null) {
-  const s = await agent.openSession("bench");
-  const remotePath = path.join(os.tmpdir(), `agent-bench-${process.pid}.bin`);
-  const upHash = crypto.createHash("sha256");
-  let t0 = performance.now();
-  await s.files.writeFile(remotePath, source(TRANSFER_MIB, upHash));
-  const remote = await s.files.sha256(remotePath);
-  const upSeconds = (performance.now() - t0) / 1000;
-  const upDigest = upHash.digest("hex");
-  if (remote.sha256 !== upDigest) throw new Error("upload checksum mismatch");
+async function measureRuntime(runtime: string, command: string[]): Promise<Column> {
+  const key = generateKey();
+  const bench = await startBenchAgent(command, key.hex);
+  const agentPid = bench.child.pid!;
+  const col: Column = {};
+  let agent: Agent | null = null;
+  try {
+    await new Promise((r) => setTimeout(r, 1500));
+    col["agent RSS, idle"] = mib(statusKiB(agentPid, "VmRSS"));
+    agent = await connect({ host: "127.0.0.1", port: bench.port, key: key.hex });
+    for (let i = 0; i < 10_000; i++) await agent.ping();
+    await new Promise((r) => setTimeout(r, 1500));
+    col["agent RSS after 10,000 pings"] = mib(statusKiB(agentPid, "VmRSS"));
 
-  t0 = performance.now();
-  const downHash = crypto.createHash("sha256");
-  for await (const chunk of s.files.readStream(remotePath)) downHash.update(chunk);
-  const downSeconds = (performance.now() - t0) / 1000;
-  if (downHash.digest("hex") !== upDigest) throw new Error("download checksum mismatch");
-  await s.close();
-
-  const mbps = (sec: number) => (TRANSFER_MIB * 1.048576) / sec;
-  console.log(`\n${TRANSFER_MIB} MiB transfer with SHA-256 checked on both ends (upload includes the remote checksum)`);
-  const rows = [["", "upload MB/s", "download MB/s"], ["agent session", mbps(upSeconds).toFixed(0), mbps(downSeconds).toFixed(0)]];
-  if (!ssh) {
-    rows.push(["ssh cat", NO_SSH, ""]);
-    table(rows);
-  } else {
-    const sshFile = remotePath + ".ssh";
-    t0 = performance.now();
-    const up = spawn("ssh", [...ssh, "127.0.0.1", `cat > ${sshFile}`], { stdio: ["pipe", "ignore", "inherit"] });
-    for (const block of source(TRANSFER_MIB, crypto.createHash("sha256"))) {
-      if (!up.stdin!.write(block)) await new Promise((r) => up.stdin!.once("drain", r));
+    // Session open: the agent keeps a spare host per product; give it time to be ready each time.
+    const opens: number[] = [];
+    for (let i = 0; i < 9; i++) {
+      await new Promise((r) => setTimeout(r, 1200));
+      const s = await timed(opens, () => agent!.openSession("bench"));
+      await s.close();
     }
-    up.stdin!.end();
-    await new Promise((r) => up.once("exit", r));
-    const sshUp = (performance.now() - t0) / 1000;
+    col["session open p50"] = ms(median(opens));
+
+    const s = await agent.openSession("bench");
+    const { product, meta } = await roundTrips(agent, s, 4000);
+    col["meta ping p50"] = us(median(meta));
+    col["product round trip p50"] = us(median(product));
+    col["product / meta ping"] = ratio(median(product), median(meta));
+
+    const trues: number[] = [];
+    for (let i = 0; i < 10; i++) await s.processes.run({ program: "true" });
+    for (let i = 0; i < 100; i++) await timed(trues, () => s.processes.run({ program: "true" }));
+    col["remote true p50 (open session)"] = ms(median(trues));
+
+    const idle: number[] = [];
+    for (let i = 0; i < 300; i++) await timed(idle, () => s.files.stat("."));
+    const file = path.join(os.tmpdir(), `agent-bench-${process.pid}-${runtime}.bin`);
+    const upHash = crypto.createHash("sha256");
+    let t0 = performance.now();
+    // The same session from a second connection too: what waits there is the session's host, not TCP behind the upload.
+    const other = await connect({ host: "127.0.0.1", port: bench.port, key: key.hex });
+    const s2 = await other.attachSession(s.id);
+    const upload = s.files.writeFile(file, source(TRANSFER_MIB, upHash), { onSha256: () => {} });
+    const [during, duringOther] = await Promise.all([statDuring(s, upload), statDuring(s2, upload)]);
+    const upSeconds = (performance.now() - t0) / 1000;
+    await s2.detach();
+    other.close();
+    col["stat p99 idle"] = ms(quantile(idle, 0.99));
+    col[`stat p99 during ${TRANSFER_MIB} MiB upload, same connection`] = ms(quantile(during, 0.99));
+    col[`  same session, another connection`] = ms(quantile(duringOther, 0.99));
+    const digest = upHash.digest("hex");
+    if ((await s.files.sha256(file)).sha256 !== digest) throw new Error("upload checksum mismatch");
     t0 = performance.now();
-    const down = spawn("ssh", [...ssh, "127.0.0.1", `cat ${sshFile}`], { stdio: ["ignore", "pipe", "inherit"] });
-    const h = crypto.createHash("sha256");
-    for await (const c of down.stdout!) h.update(c);
-    const sshDown = (performance.now() - t0) / 1000;
-    fs.rmSync(sshFile, { force: true });
-    rows.push(["ssh cat", mbps(sshUp).toFixed(0), mbps(sshDown).toFixed(0)]);
-    table(rows);
-    console.log(`  ratio agent/ssh: upload ${ratio(sshUp, upSeconds)}, download ${ratio(sshDown, downSeconds)}  (target: at least 3×)`);
+    const down = crypto.createHash("sha256");
+    for await (const chunk of s.files.readStream(file)) down.update(chunk);
+    const downSeconds = (performance.now() - t0) / 1000;
+    if (down.digest("hex") !== digest) throw new Error("download checksum mismatch");
+    fs.rmSync(file, { force: true });
+    col["upload MB/s (SHA-256 both ends)"] = ((TRANSFER_MIB * 1.048576) / upSeconds).toFixed(0);
+    col["download MB/s (SHA-256 both ends)"] = ((TRANSFER_MIB * 1.048576) / downSeconds).toFixed(0);
+    await s.close();
+
+    // Memory per session: 20 open at once, each host's proportional share.
+    const many: RemoteSession[] = [];
+    for (let i = 0; i < 20; i++) many.push(await agent.openSession("bench"));
+    const pids = await Promise.all(many.map(async (m) => (await m.system.info()).pid));
+    await new Promise((r) => setTimeout(r, 1500));
+    const pss = pids.map(pssKiB);
+    col["host PSS per session, 20 open (median)"] = mib(median(pss));
+    col["host RSS, one of 20"] = mib(statusKiB(pids[0], "VmRSS"));
+    for (const m of many) await m.close();
+    return col;
+  } finally {
+    agent?.close();
+    await bench.stop();
   }
-  fs.rmSync(remotePath, { force: true });
 }
 
-async function benchHost(agent: Agent, agentPid: number) {
-  const opens: number[] = [];
-  let hostRss = 0;
-  for (let i = 0; i < 8; i++) {
-    const t0 = performance.now();
-    const s = await agent.openSession("bench");
-    opens.push(performance.now() - t0);
-    if (i === 7) {
-      const pid = (await s.system.info()).pid;
-      await new Promise((r) => setTimeout(r, 1000));
-      hostRss = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
+/** OpenSSH's figures for the same rows, through a multiplexed master with each fast cipher. */
+async function measureSsh(ssh: Ssh): Promise<Column> {
+  const col: Column = {};
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), "agent-bench-ssh-"));
+  try {
+    const trues: Record<string, number[]> = {};
+    for (const cipher of CIPHERS) {
+      const master = await muxMaster(ssh, path.join(work, `mux-${cipher.slice(0, 4)}`), cipher);
+      try {
+        const runs: number[] = [];
+        for (let i = 0; i < 5; i++) execFileSync("ssh", [...master.args, "true"]);
+        for (let i = 0; i < 30; i++) {
+          const t0 = performance.now();
+          execFileSync("ssh", [...master.args, "true"]);
+          runs.push(performance.now() - t0);
+        }
+        trues[cipher] = runs;
+      } finally {
+        master.stop();
+      }
     }
-    await s.close();
+    const best = Math.min(...CIPHERS.map((c) => median(trues[c])));
+    col["remote true p50 (open session)"] = ms(best);
+    const up: Record<string, { up: number; down: number }> = {};
+    for (const cipher of CIPHERS) up[cipher] = await sshTransfer(ssh, cipher);
+    const fastest = (dir: "up" | "down") => Math.max(...CIPHERS.map((c) => up[c][dir]));
+    col["upload MB/s (SHA-256 both ends)"] = `${fastest("up").toFixed(0)}`;
+    col["download MB/s (SHA-256 both ends)"] = `${fastest("down").toFixed(0)}`;
+    return col;
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
   }
-  const agentRss = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${agentPid}/status`, "utf8"))![1]) / 1024;
-  console.log("\nhost process");
-  table([["", ""], ["session open (host start to ready), p50", `${median(opens).toFixed(0)} ms`], ["host resident memory, idle", `${hostRss.toFixed(1)} MiB`], ["agent resident memory after these runs", `${agentRss.toFixed(1)} MiB`]]);
+}
+
+/** `ssh host 'cat > f'` then `ssh host cat f`, hashing both ends like the agent's rows; MB/s each way. */
+async function sshTransfer(ssh: Ssh, cipher: string): Promise<{ up: number; down: number }> {
+  const args = ["-p", SSH_PORT, "-c", cipher, ...ssh.options, ssh.host];
+  const remote = `agent-bench-${process.pid}.bin`;
+  let t0 = performance.now();
+  const upload = spawn("ssh", [...args, `cat > ${remote} && sha256sum ${remote}`], { stdio: ["pipe", "pipe", "inherit"] });
+  let remoteSum = "";
+  upload.stdout!.on("data", (d) => (remoteSum += d));
+  const h = crypto.createHash("sha256");
+  for (const block of source(TRANSFER_MIB, h)) if (!upload.stdin!.write(block)) await new Promise((r) => upload.stdin!.once("drain", r));
+  upload.stdin!.end();
+  await new Promise((r) => upload.once("exit", r));
+  const upSeconds = (performance.now() - t0) / 1000;
+  if (!remoteSum.startsWith(h.digest("hex"))) throw new Error("ssh upload checksum mismatch");
+  t0 = performance.now();
+  const download = spawn("ssh", [...args, `cat ${remote}; rm -f ${remote}`], { stdio: ["ignore", "pipe", "inherit"] });
+  const d = crypto.createHash("sha256");
+  for await (const c of download.stdout!) d.update(c);
+  const downSeconds = (performance.now() - t0) / 1000;
+  return { up: (TRANSFER_MIB * 1.048576) / upSeconds, down: (TRANSFER_MIB * 1.048576) / downSeconds };
+}
+
+export async function benchSessions(): Promise<void> {
+  const ssh = findSsh();
+  const runtimes = (process.env.BENCH_RUNTIMES ?? "node,deno").split(",");
+  console.log(`\n== sessions: agent on ${runtimes.join(" and ")}, next to OpenSSH ==`);
+  if (ssh) console.log(`  peer: sshd on 127.0.0.1:${SSH_PORT}, user ${ssh.user}, login shell ${ssh.shell}; ControlMaster multiplexing; ciphers ${CIPHERS.join(", ")}, the faster kept per row`);
+  const echo = await tcpEchoRtts(3000);
+  const columns: Record<string, Column> = {};
+  for (const runtime of runtimes) columns[runtime] = await measureRuntime(runtime, RUNTIMES[runtime]);
+  const peer = ssh ? await measureSsh(ssh) : {};
+  const rows = [["", ...runtimes.map((r) => `agent on ${r}`), "OpenSSH"]];
+  for (const label of Object.keys(columns[runtimes[0]])) rows.push([label, ...runtimes.map((r) => columns[r][label] ?? ""), peer[label] ?? ""]);
+  rows.push(["raw TCP echo p50 (same machine)", us(median(echo)), "", ""]);
+  table(rows);
+  const num = (s: string | undefined) => Number.parseFloat(s ?? "NaN");
+  for (const r of runtimes) {
+    const c = columns[r];
+    console.log(`  ${r}: product round trip / meta ping ${c["product / meta ping"]} (target ≤ 1.5×); meta ping / raw TCP echo ${ratio(num(c["meta ping p50"]), median(echo) * 1000)}`);
+    if (ssh) {
+      console.log(`  ${r}: remote true, ssh -S / agent ${ratio(num(peer["remote true p50 (open session)"]), num(c["remote true p50 (open session)"]))} (target ≥ 4×)`);
+      console.log(`  ${r}: transfer agent / ssh cat (faster cipher) up ${ratio(num(c["upload MB/s (SHA-256 both ends)"]), num(peer["upload MB/s (SHA-256 both ends)"]))}, down ${ratio(num(c["download MB/s (SHA-256 both ends)"]), num(peer["download MB/s (SHA-256 both ends)"]))}`);
+    } else console.log(`  OpenSSH: ${NO_SSH}`);
+  }
+  console.log("  targets: stat during transfer p99 ≤ 20 ms; session open ≤ 25 ms; PSS ≤ 8 MiB per extra session; agent RSS ≤ 60 MiB after load");
 }

@@ -13,7 +13,8 @@ import { ServiceError } from "../core/errors.ts";
 import { encodeError, ERROR_CODE } from "../core/wire/messages.ts";
 import { ChannelHeader, Direction, FLAG_HOST_CLOSED, checkChannel } from "../core/shm/ring.ts";
 import { HostControl, REPLY_CODE } from "../core/session/contract.ts";
-import { decodeEnvelope, encodeEnvelopeParts } from "../core/session/protocol.ts";
+import { decodeEnvelope, encodeEnvelopeParts, type Envelope } from "../core/session/protocol.ts";
+import { Dispatcher } from "./dispatcher.ts";
 import { mapFile, ringChecksum } from "../runtime/mmap.ts";
 import { serializeError } from "./errors.ts";
 import { type ExtensionReport, loadExtensions } from "./extensions.ts";
@@ -22,6 +23,9 @@ import { ProcessesService } from "./services/processes.ts";
 import { systemHandlers } from "./services/system.ts";
 import type { ExtensionHandler, HostContext, ServiceHandlers } from "./services/types.ts";
 import fs from "node:fs";
+
+/** How often a held event looks again if no doorbell comes. */
+const HELD_RECHECK_MS = 100;
 
 /** Exit code when the host is started any way but by the agent. */
 export const EXIT_NOT_FROM_AGENT = 64;
@@ -82,7 +86,11 @@ export async function hostMain(argv: string[]): Promise<number> {
   let statsQueued = false;
   const context: HostContext = {
     productRoot: args.root,
-    emit: (attachment, code, fields, data) => send(attachment, code, 0, encodeEnvelopeParts(fields, data)),
+    emit: async (attachment, code, fields, data) => {
+      // The agent holds this attachment's events while its client is not keeping up (docs/protocol.md §7).
+      while (header.isHeld(attachment) && !end.closed) await end.rung(HELD_RECHECK_MS);
+      await send(attachment, code, 0, encodeEnvelopeParts(fields, data));
+    },
     statsChanged() {
       if (statsQueued) return;
       statsQueued = true;
@@ -98,17 +106,17 @@ export async function hostMain(argv: string[]): Promise<number> {
   const handlers = new Map<number, ExtensionHandler>();
   const builtIn: ServiceHandlers[] = [files.handlers(), processes.handlers(), systemHandlers(context, () => extensions)];
   for (const table of builtIn) for (const [code, h] of Object.entries(table)) handlers.set(Number(code), h as ExtensionHandler);
-  const waiting = new Set<number>(processes.waitingCodes);
   extensions = loadExtensions(args.extensions, handlers, args.root);
   for (const x of extensions) if (!x.ok) process.stderr.write(`extension ${x.name} not loaded: ${x.error}\n`);
   await send(0, HostControl.Ready, 0, encodeEnvelopeParts({ pid: process.pid, extensions }));
 
-  const answer = async (attachment: number, token: number, handler: ExtensionHandler | undefined, code: number, body: Uint8Array) => {
+  const answer = async (attachment: number, token: number, code: number, request: Envelope | Error) => {
     let payload: Uint8Array[], replyCode = REPLY_CODE;
     try {
+      if (request instanceof Error) throw request;
+      const handler = handlers.get(code);
       if (!handler) throw new ServiceError("unknown-code", `this host has no handler for code 0x${code.toString(16)}`);
-      const { fields, data } = decodeEnvelope(body);
-      const result = await handler({ attachment, token, fields, data });
+      const result = await handler({ attachment, token, fields: request.fields, data: request.data });
       payload = encodeEnvelopeParts(result?.fields ?? {}, result?.data);
     } catch (e) {
       replyCode = ERROR_CODE;
@@ -117,6 +125,7 @@ export async function hostMain(argv: string[]): Promise<number> {
     if (token !== 0) await send(attachment, replyCode, token, payload).catch(() => {});
   };
 
+  const dispatcher = new Dispatcher();
   for (;;) {
     const record = await end.receive();
     if (record === null) break; // the agent is gone
@@ -129,9 +138,15 @@ export async function hostMain(argv: string[]): Promise<number> {
       await send(0, REPLY_CODE, frame.token, encodeEnvelopeParts({})).catch(() => {});
       return 0;
     }
-    const work = answer(frame.target, frame.token, handlers.get(frame.code), frame.code, frame.payload);
-    // A request that waits (for a process to end) must not hold up the session; everything else runs in order.
-    if (!waiting.has(frame.code)) await work;
+    let request: Envelope | Error;
+    try {
+      request = decodeEnvelope(frame.payload);
+    } catch (e) {
+      request = e as Error;
+    }
+    const key = request instanceof Error ? null : files.orderKey(frame.code, request.fields) ?? processes.orderKey(frame.code, request.fields);
+    // Waits while the session is at its cap: the ring fills and the agent holds further requests.
+    await dispatcher.admit(key, frame.payload.length, () => answer(frame.target, frame.token, frame.code, request));
   }
   await shutdown(files, processes, args.graceMs);
   return 0;

@@ -1,8 +1,9 @@
 /**
  * The AES-GCM provider for this runtime. On Node, `node:crypto` runs the
  * cipher synchronously on the calling thread, which is markedly faster than
- * WebCrypto for small records; on Deno its `node:crypto` is slower than its
- * WebCrypto, so WebCrypto is used there (bench/ measures both).
+ * WebCrypto for small records; on Deno its `node:crypto` is the slowest, and
+ * the system libcrypto through FFI (runtime/libcrypto.ts) the fastest, with
+ * WebCrypto where that cannot load (bench/ measures them).
  *
  * @example
  * ```ts
@@ -14,6 +15,7 @@ import { createCipheriv, createDecipheriv, createHash, createHmac, createPublicK
 import type { Aead, CryptoProvider, X25519KeyPair } from "../core/secure/crypto.ts";
 import { concat } from "../core/bytes.ts";
 import { TAG_SIZE, webCryptoProvider } from "../core/secure/crypto.ts";
+import { libcryptoProvider } from "./libcrypto.ts";
 
 const b64url = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64url");
 const view = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.length);
@@ -78,9 +80,15 @@ export const nodeCryptoProvider: CryptoProvider = {
   },
 };
 
-/** The faster provider for the runtime this process runs on. */
+let chosen: CryptoProvider | null = null;
+
+/**
+ * The faster provider for the runtime this process runs on: `node:crypto` on Node; on Deno the
+ * system libcrypto through FFI where it loads (3× WebCrypto there), else WebCrypto.
+ */
 export function runtimeCryptoProvider(): CryptoProvider {
-  return "Deno" in globalThis ? webCryptoProvider : nodeCryptoProvider;
+  chosen ??= "Deno" in globalThis ? libcryptoProvider() ?? webCryptoProvider : nodeCryptoProvider;
+  return chosen;
 }
 
 /** Runtime name and version, for agent info and status. */

@@ -13,6 +13,7 @@ import "./mmap.test.ts";
 import "./cli.e2e.test.ts";
 import "./hostile.e2e.test.ts";
 import "./sessions.e2e.test.ts";
+import "./concurrency.e2e.test.ts";
 import "./local.test.ts";
 import "./faults.e2e.test.ts";
 import "./operations.e2e.test.ts";

@@ -6,7 +6,7 @@ import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { cleanExit, IS_DENO, ROOT, runAgent, runAgentAsync, startAgent, stopAll, tempDir, writeKeyFile } from "./helpers/agent-process.ts";
 import { fakeServer } from "./helpers/net.ts";
-import { encodeReply, EncryptionMode } from "../core/wire/hello.ts";
+import { encodeReply, EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
 import { generateKey } from "../core/secure/keys.ts";
 
 const cli = suite("cli e2e");
@@ -103,7 +103,7 @@ cli("first start creates a 0600 key and names its id and file, never printing th
   const json = JSON.parse((await runAgentAsync(["probe", `127.0.0.1:${agent.port}`, "--key-file", keyFile, "--json", "--count", "3"])).stdout);
   assert.is(json.ok, true);
   assert.is(json.rtt.count, 3);
-  assert.is(json.agent.protocol.current, 1);
+  assert.is(json.agent.protocol.current, PROTOCOL_VERSIONS.max);
   assert.ok(json.rtt.minMs <= json.rtt.p50Ms && json.rtt.p50Ms <= json.rtt.maxMs);
   assert.ok(cleanExit(await agent.stop()));
   assert.match(agent.stderr(), /stopped\n$/);
@@ -240,7 +240,7 @@ cli("probe: each failed stage has its own message and exit code", async () => {
   const future = await fakeServer((s) => s.once("data", () => s.end(encodeReply({ mode: EncryptionMode.Key, version: 0, agent: { min: 7, max: 9 } }))));
   const incompatible = await probe(`127.0.0.1:${future.port}`);
   assert.is(incompatible.code, 8, incompatible.stderr);
-  assert.match(incompatible.stderr, /incompatible version: .*this side speaks 1\.\.1, the peer 7\.\.9/);
+  assert.match(incompatible.stderr, /incompatible version: .*this side speaks 2\.\.2, the peer 7\.\.9/);
   await future.close();
 
   const json = JSON.parse((await probe(`127.0.0.1:${closedPort}`, "--json")).stdout);

@@ -9,7 +9,7 @@ import { AgentClient } from "../core/client/agent-client.ts";
 import { encodeRecord } from "../core/secure/frame-stream.ts";
 import { randomBytes, webCryptoProvider } from "../core/secure/crypto.ts";
 import { encodeFrame } from "../core/wire/frame.ts";
-import { encodeHello } from "../core/wire/hello.ts";
+import { encodeHello, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { MetaCode } from "../core/wire/messages.ts";
 import { type RunningAgent, residentKiB, runAgentAsync, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
@@ -57,7 +57,7 @@ async function endsWithin(stream: { read(): Promise<Uint8Array | null> }, ms: nu
 
 hostile("a wrong protocol id is dropped without a single byte of reply", async () => {
   const c = await rawConnect(agent.port);
-  const hello = encodeHello({ min: 1, max: 1 });
+  const hello = encodeHello(PROTOCOL_VERSIONS);
   hello[0] ^= 0xff;
   c.write(hello);
   assert.ok(await c.closedWithin(5000), "closed");
@@ -72,7 +72,7 @@ hostile("an incompatible version gets a reply saying so, then the connection end
   const bytes = c.received();
   assert.is(bytes.length, 16);
   const reply = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  assert.equal([reply.getInt32(4, true), reply.getInt32(8, true), reply.getInt32(12, true)], [0, 1, 1]);
+  assert.equal([reply.getInt32(4, true), reply.getInt32(8, true), reply.getInt32(12, true)], [0, PROTOCOL_VERSIONS.min, PROTOCOL_VERSIONS.max]);
 });
 
 hostile("a wrong key fails without saying which part was wrong, and is never served in plaintext", async () => {
@@ -88,7 +88,7 @@ hostile("an oversized length prefix closes the connection at once, with no large
   for (let i = 0; i < 20; i++) {
     // during the key exchange
     const c = await rawConnect(agent.port);
-    c.write(encodeHello({ min: 1, max: 1 }));
+    c.write(encodeHello(PROTOCOL_VERSIONS));
     c.write(new Uint8Array([0xff, 0xff, 0xff, 0xff]));
     assert.ok(await c.closedWithin(5000), "closed during key exchange");
     // after authentication
@@ -136,7 +136,7 @@ hostile("bit-flipped, truncated, replayed and reordered records are rejected", a
 
 hostile("a stalled handshake times out", async () => {
   const c = await rawConnect(agent.port);
-  c.write(encodeHello({ min: 1, max: 1 }).subarray(0, 10)); // then nothing
+  c.write(encodeHello(PROTOCOL_VERSIONS).subarray(0, 10)); // then nothing
   assert.ok(await c.closedWithin(10_000), "dropped after the 2 s handshake timeout");
   await agent.waitForLog(/rejected: timeout/);
 });
@@ -180,7 +180,7 @@ hostile("peers that send a hello and then stall, holding every slot, are evicted
   const stalled = [];
   for (let i = 0; i < 12; i++) {
     const c = await rawConnect(small.port, "127.0.0.2");
-    c.write(encodeHello({ min: 1, max: 1 })); // a well-formed hello, then nothing
+    c.write(encodeHello(PROTOCOL_VERSIONS)); // a well-formed hello, then nothing
     stalled.push(c);
   }
   await new Promise((r) => setTimeout(r, 200));

@@ -6,8 +6,18 @@ import { AuthenticationError, IntegrityError } from "../core/errors.ts";
 import { encodeFrame } from "../core/wire/frame.ts";
 import { EncryptionMode, encodeHello, encodeReply } from "../core/wire/hello.ts";
 import { keyId, parseKey, generateKey, InvalidKeyError } from "../core/secure/keys.ts";
-import { NoiseHandshake } from "../core/secure/noise.ts";
+import { NOISE_PROTOCOL_NAME, NoiseHandshake, type TransportKeys } from "../core/secure/noise.ts";
+import { encodeRecord, FrameStream, MAX_NOISE_MESSAGE, MAX_NOISE_PLAINTEXT, readRecord } from "../core/secure/frame-stream.ts";
+import { MAX_PAYLOAD } from "../core/wire/frame.ts";
+import { memoryStreamPair } from "../core/wire/memory-stream.ts";
+import { StreamReader } from "../core/wire/stream.ts";
+import { concat } from "../core/bytes.ts";
+import fs from "node:fs";
 import { nodeCryptoProvider } from "../runtime/crypto.ts";
+import { libcryptoProvider } from "../runtime/libcrypto.ts";
+
+/** Every provider this runtime can use: on Deno also libcrypto through FFI. */
+const PROVIDERS: CryptoProvider[] = [webCryptoProvider, nodeCryptoProvider, ...[libcryptoProvider()].filter((p) => p !== null)];
 
 const hex = (s: string) => fromHex(s)!;
 
@@ -38,7 +48,7 @@ async function handshake(provider: CryptoProvider, psks = [PSK], clientPsk = PSK
   return { init, msg1, found };
 }
 
-for (const provider of [webCryptoProvider, nodeCryptoProvider]) {
+for (const provider of PROVIDERS) {
   test(`noise NNpsk0 (${provider.name}): documented test vector`, async () => {
     const { init, msg1, found } = await handshake(provider);
     assert.is(toHex(msg1), "358072d6365880d1aeea329adf9121383851ed21a28e3b75e965d0d2cd166254e59608b54358cbb6435210ae05b320f6");
@@ -48,10 +58,11 @@ for (const provider of [webCryptoProvider, nodeCryptoProvider]) {
     const { keys: clientKeys } = await init.readMessage2(msg2);
     assert.is(toHex(clientKeys.handshakeHash), "d2205d628fe77d7baf36411539e450c0c315a569f9b9eb9bfc6130c874005498");
     assert.equal(clientKeys.handshakeHash, agentKeys.handshakeHash);
-    const record = await clientKeys.send.encrypt(PING);
-    assert.is(toHex(record), "94cf440171df2eff065761641fff4e4a00430becf305a6ed7ad82c0c4f6ff019");
-    assert.is(toHex(await agentKeys.send.encrypt(PING)), "3c30dcdb0bbb3d5e31d6471250e697aa630566ec09e3f1d1cbb0ebcc0f537382");
-    assert.equal(await agentKeys.receive.decrypt(record), PING);
+    const plain = concat([new Uint8Array([PING.length, 0, 0, 0]), PING]); // a frame's plaintext starts with its length
+    const record = await clientKeys.send.encrypt(plain);
+    assert.is(toHex(record), "84cf440170df2eff065761646e96202d9c6fcf4f92d6aae3c23f789d35cbabe364c559f5");
+    assert.is(toHex(await agentKeys.send.encrypt(plain)), "2c30dcdb0abb3d5e31d64712218ff9cdeea1c63bbb5c37117355577bf56eef335e16a6d8");
+    assert.equal(await agentKeys.receive.decrypt(record), plain);
   });
 }
 
@@ -124,5 +135,102 @@ test("keys: parse, id, and clear errors for malformed keys", async () => {
   assert.is.not(a.hex, b.hex);
   assert.match(a.hex, /^[0-9a-f]{64}$/);
 });
+
+
+// The Cacophony project's published vector for exactly this protocol name: an independent Noise
+// implementation's handshake and transport messages, byte for byte (test/vectors, source inside).
+const CACOPHONY = JSON.parse(fs.readFileSync(new URL("./vectors/noise-nnpsk0-25519-aesgcm-sha256.json", import.meta.url), "utf8"));
+
+for (const provider of PROVIDERS) {
+  test(`noise NNpsk0 (${provider.name}): interoperates with Cacophony's published vector`, async () => {
+    const v = CACOPHONY;
+    assert.is(v.protocol_name, NOISE_PROTOCOL_NAME);
+    const [m1, m2, ...transport] = v.messages as Array<{ payload: string; ciphertext: string }>;
+    const init = await NoiseHandshake.initiator(hex(v.init_psks[0]), hex(v.init_prologue), provider, await x25519FromPrivate(hex(v.init_ephemeral)));
+    assert.is(toHex(await init.writeMessage1(hex(m1.payload))), m1.ciphertext);
+    const found = await NoiseHandshake.respond([hex(v.resp_psks[0])], hex(v.resp_prologue), hex(m1.ciphertext), provider, await x25519FromPrivate(hex(v.resp_ephemeral)));
+    assert.is(toHex(found!.payload), m1.payload);
+    const { message, keys: responder } = await found!.handshake.writeMessage2(hex(m2.payload));
+    assert.is(toHex(message), m2.ciphertext);
+    const { payload, keys: initiator } = await init.readMessage2(hex(m2.ciphertext));
+    assert.is(toHex(payload), m2.payload);
+    assert.is(toHex(initiator.handshakeHash), v.handshake_hash);
+    // Transport messages alternate, initiator first.
+    for (const [i, m] of transport.entries()) {
+      const [from, to] = i % 2 === 0 ? [initiator, responder] : [responder, initiator];
+      assert.is(toHex(await from.send.encrypt(hex(m.payload))), m.ciphertext, `transport message ${i}`);
+      assert.is(toHex(await to.receive.decrypt(hex(m.ciphertext))), m.payload);
+    }
+  });
+}
+
+test("frames in key mode travel as Noise transport messages of at most 65,535 bytes, each a plain Noise message", async () => {
+  const init = await NoiseHandshake.initiator(PSK, PROLOGUE, nodeCryptoProvider);
+  const found = await NoiseHandshake.respond([PSK], PROLOGUE, await init.writeMessage1(), nodeCryptoProvider);
+  const { message, keys: agentKeys } = await found!.handshake.writeMessage2();
+  const { keys: clientKeys } = await init.readMessage2(message);
+  const [a, b] = memoryStreamPair();
+  const sender = new FrameStream(new StreamReader(a), clientKeys);
+  const payload = new Uint8Array(MAX_PAYLOAD).map((_, i) => (i * 7919) >>> 3);
+  await sender.send({ target: 3, code: 0x10b, token: 9, payload });
+  // Read the records off the wire by hand: each is one standalone Noise message under the next nonce.
+  const wire = new StreamReader(b);
+  const plain: Uint8Array[] = [];
+  let total = 0, records = 0;
+  while (total < 4 + 12 + MAX_PAYLOAD) {
+    const record = (await readRecord(wire, 1 << 30))!;
+    assert.ok(record.length <= MAX_NOISE_MESSAGE, `record of ${record.length} bytes`);
+    const piece = await agentKeys.receive.decrypt(record);
+    plain.push(piece);
+    total += piece.length;
+    records++;
+  }
+  assert.is(records, Math.ceil((4 + 12 + MAX_PAYLOAD) / MAX_NOISE_PLAINTEXT));
+  const joined = concat(plain);
+  assert.is(new DataView(joined.buffer).getUint32(0, true), 12 + MAX_PAYLOAD, "the plaintext starts with the frame's length");
+  assert.equal(joined.subarray(16), payload);
+});
+
+test("frames in key mode: a record over 65,535 bytes, a message past its frame, or a frame over the maximum is refused", async () => {
+  const keysFor = async () => {
+    const init = await NoiseHandshake.initiator(PSK, PROLOGUE, nodeCryptoProvider);
+    const found = await NoiseHandshake.respond([PSK], PROLOGUE, await init.writeMessage1(), nodeCryptoProvider);
+    const { message, keys } = await found!.handshake.writeMessage2();
+    return { client: (await init.readMessage2(message)).keys, agent: keys };
+  };
+  const seal = async (keys: TransportKeys, plain: Uint8Array) => encodeRecord(await keys.send.encrypt(plain));
+  const le32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer);
+  const cases: Array<[string, (k: TransportKeys) => Promise<Uint8Array>, RegExp]> = [
+    ["oversized record", async () => new Uint8Array([0x00, 0x00, 0x01, 0x00]), /65536 bytes exceeds the maximum of 65535/],
+    ["frame over the maximum", (k) => seal(k, concat([le32(12 + MAX_PAYLOAD + 1), new Uint8Array(100)])), /1048589 bytes exceeds the maximum of 1048588/],
+    ["message past its frame", (k) => seal(k, concat([le32(12), new Uint8Array(20)])), /runs past the end of its frame/],
+  ];
+  for (const [what, record, error] of cases) {
+    const { client, agent } = await keysFor();
+    const [a, b] = memoryStreamPair();
+    await a.write(await record(client));
+    const e = await new FrameStream(new StreamReader(b), agent).receive().then(() => null, (x) => x);
+    assert.match(String(e?.message), error, what);
+  }
+});
+
+for (const provider of PROVIDERS) {
+  test(`aes-256-gcm (${provider.name}): same bytes as WebCrypto; a changed byte, tag or associated data opens to nothing`, async () => {
+    const key = hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+    const nonce = hex("000000000000000000000007"), ad = new TextEncoder().encode("ad");
+    const plain = new Uint8Array(70_000).map((_, i) => i * 31);
+    const [mine, web] = [await provider.aesGcm(key), await webCryptoProvider.aesGcm(key)];
+    const sealed = await mine.seal(nonce, plain, ad);
+    assert.equal(sealed, await web.seal(nonce, plain, ad));
+    assert.equal(await mine.open(nonce, sealed, ad), plain);
+    for (const at of [5, sealed.length - 1]) {
+      const bad = sealed.slice();
+      bad[at] ^= 1;
+      assert.is(await mine.open(nonce, bad, ad), null, `byte ${at} changed`);
+    }
+    assert.is(await mine.open(nonce, sealed, new Uint8Array(0)), null, "other associated data");
+    assert.equal(await mine.open(nonce, sealed, ad), plain, "a failed open leaves the key usable");
+  });
+}
 
 test.run();

@@ -22,7 +22,8 @@ export const TRANSFER_CHUNK = 512 * 1024;
 /** Requests kept in flight during a transfer. */
 export const TRANSFER_WINDOW = 6;
 
-type Source = Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+/** What `writeFile` writes: text (as UTF-8), bytes, or a stream of chunks. */
+type Source = string | Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
 
 /**
  * An open file on the agent's machine. Positions default to the handle's own.
@@ -236,7 +237,7 @@ export class FilesApi {
   }
 
   /**
-   * Writes (creates or truncates) a file from bytes or a stream of chunks;
+   * Writes (creates or truncates) a file from text (UTF-8), bytes or a stream of chunks;
    * returns its size. `onSha256` receives the agent's SHA-256 of exactly the
    * bytes it wrote, computed as they passed: compare it with your own.
    */
@@ -317,7 +318,8 @@ function handled<T>(request: Promise<T>): Promise<T> {
 }
 
 async function* chunks(source: Source): AsyncGenerator<Uint8Array> {
-  if (source instanceof Uint8Array) yield source;
+  if (typeof source === "string") yield new TextEncoder().encode(source);
+  else if (source instanceof Uint8Array) yield source;
   else yield* source as AsyncIterable<Uint8Array>;
 }
 

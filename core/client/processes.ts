@@ -125,6 +125,9 @@ export class RemoteProcess {
   }
 }
 
+/** Stdin up to this size goes in the run request itself (the rest of a frame is left for the options). */
+const RUN_STDIN_MAX = 960 * 1024;
+
 /**
  * Programs on the agent's machine. Owns the session's processes and routes their events.
  *
@@ -167,9 +170,19 @@ export class ProcessesApi {
 
   /** Runs a program to the end and returns its exit status and output. */
   async run(options: StartOptions & { stdin?: Uint8Array | string }): Promise<ExitStatus & { stdout: Uint8Array; stderr: Uint8Array }> {
-    const p = await this.start(options);
-    if (options.stdin !== undefined) await p.write(options.stdin);
-    await p.closeStdin();
+    const { stdin, ...start } = options;
+    const input = typeof stdin === "string" ? new TextEncoder().encode(stdin) : stdin ?? new Uint8Array(0);
+    let p: RemoteProcess;
+    if (input.length <= RUN_STDIN_MAX) {
+      // One message: the reply comes after the exit event, so every byte of output is already here.
+      const { fields } = await this.session.call(ServiceCode.ProcessRun, { ...start }, input);
+      p = this.#byId(fields.id);
+      p.pid = fields.pid;
+    } else {
+      p = await this.start(start);
+      await p.write(input);
+      await p.closeStdin();
+    }
     const [stdout, stderr, status] = await Promise.all([p.output("stdout"), p.output("stderr"), p.wait()]);
     return { ...status, stdout, stderr };
   }

@@ -16,12 +16,12 @@
  * @module
  */
 import type { AgentClient, AttachmentRoute } from "./agent-client.ts";
-import { ConnectionClosedError, ProtocolError, remoteError, SessionEndedError } from "../errors.ts";
-import type { Frame } from "../wire/frame.ts";
+import { ConnectionClosedError, FrameTooLargeError, ProtocolError, remoteError, SessionEndedError } from "../errors.ts";
+import { type Frame, MAX_PAYLOAD } from "../wire/frame.ts";
 import { decodeError, decodeFields, encodeFields, ERROR_CODE } from "../wire/messages.ts";
 import { type EventContract, EXTENSION_CODE_MAX, EXTENSION_CODE_MIN, REPLY_CODE, type ReplyOf, type RequestOf, type ServiceCode, type ServiceEvent } from "../session/contract.ts";
 import { DeliveryLink } from "../session/delivery.ts";
-import { type AttachmentInfo, decodeEnvelope, encodeEnvelopeParts, type Envelope, SessionMeta, type SessionSummary } from "../session/protocol.ts";
+import { type AttachmentInfo, decodeEnvelope, encodeEnvelopeParts, type Envelope, SESSION_HEADER_SIZE, SessionMeta, type SessionSummary } from "../session/protocol.ts";
 import type { SessionCalls } from "./calls.ts";
 import { FilesApi } from "./files.ts";
 import { ProcessesApi } from "./processes.ts";
@@ -180,9 +180,13 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
     if (this.ended) return Promise.reject(this.ended);
     const token = this.#nextToken;
     this.#nextToken = this.#nextToken >= 0xffffffff ? 1 : this.#nextToken + 1;
+    const body = encodeEnvelopeParts(fields, data);
+    const size = body.reduce((n, b) => n + b.length, SESSION_HEADER_SIZE);
+    // Refused here, with the sizes: sent, it would make the agent close the whole connection.
+    if (size > MAX_PAYLOAD) return Promise.reject(new FrameTooLargeError(size, MAX_PAYLOAD));
     return new Promise<Envelope>((resolve, reject) => {
       this.#pending.set(token, { resolve, reject });
-      this.#link.send(code, token, encodeEnvelopeParts(fields, data));
+      this.#link.send(code, token, body);
     });
   }
 

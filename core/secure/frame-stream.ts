@@ -1,8 +1,10 @@
 /**
  * Records and the frame stream: how frames travel once the opening is done. Each record is a
- * uint32 LE body length and the body; in key mode the body is the frame
- * sealed with AES-256-GCM under the direction's key and counter nonce.
- * The length is checked against the maximum before anything is allocated.
+ * uint32 LE body length and the body. Plain (inside TLS, or --insecure), one record carries one
+ * frame. In key mode a record's body is one Noise transport message (AES-256-GCM under the
+ * direction's key and counter nonce), at most 65,535 bytes as the Noise spec requires; a frame
+ * is sealed as the plaintext `uint32 LE frame length, frame`, cut into as many messages as it
+ * takes. Every length is checked against its maximum before anything is allocated.
  * docs/protocol.md §3–§4.
  *
  * @example
@@ -13,14 +15,19 @@
  * @module
  */
 import { TAG_SIZE } from "./crypto.ts";
-import { ConnectionClosedError, FrameTooLargeError } from "../errors.ts";
+import { ConnectionClosedError, FrameTooLargeError, ProtocolError } from "../errors.ts";
 import { decodeFrame, encodeFrameHeader, type Frame, FRAME_HEADER_SIZE, MAX_PAYLOAD } from "../wire/frame.ts";
 import { concat } from "../bytes.ts";
 import type { CipherState } from "./noise.ts";
 import type { ByteStream, StreamReader } from "../wire/stream.ts";
 
-/** Largest record body: a full frame plus the tag. */
-export const MAX_RECORD = FRAME_HEADER_SIZE + MAX_PAYLOAD + TAG_SIZE;
+/** Largest plain record body: a full frame. */
+export const MAX_RECORD = FRAME_HEADER_SIZE + MAX_PAYLOAD;
+/** Largest Noise transport message (Noise spec §3): ciphertext and tag. */
+export const MAX_NOISE_MESSAGE = 65535;
+/** Plaintext bytes one transport message carries at most. */
+export const MAX_NOISE_PLAINTEXT = MAX_NOISE_MESSAGE - TAG_SIZE;
+const FRAME_LENGTH_SIZE = 4;
 
 /** Reads one length-prefixed record body, refusing lengths above `max` before reading the body. */
 export async function readRecord(reader: StreamReader, max: number): Promise<Uint8Array | null> {
@@ -71,13 +78,9 @@ export class FrameStream {
     const run = this.#sendQueue.then(async () => {
       if (this.#closed) throw new ConnectionClosedError();
       const plain = [encodeFrameHeader(target, code, token), ...parts];
-      const body = this.keys ? await this.keys.send.encryptParts(plain) : plain;
-      let length = 0;
-      for (const b of body) length += b.length;
-      const prefix = new Uint8Array(4);
-      new DataView(prefix.buffer).setUint32(0, length, true);
-      if (this.stream.writev) await this.stream.writev([prefix, ...body]);
-      else await this.stream.write(concat([prefix, ...body]));
+      const pieces = this.keys ? await sealFrame(this.keys.send, plain) : [lengthPrefix(plain), ...plain];
+      if (this.stream.writev) await this.stream.writev(pieces);
+      else await this.stream.write(concat(pieces));
     });
     this.#sendQueue = run.catch(() => {});
     return run;
@@ -85,13 +88,71 @@ export class FrameStream {
 
   /** The next frame, or null when the peer closed between records. Throws on a bad or oversized record. */
   async receive(): Promise<Frame | null> {
-    const body = await readRecord(this.reader, this.keys ? MAX_RECORD : MAX_RECORD - TAG_SIZE);
-    if (body === null) return null;
-    return decodeFrame(this.keys ? await this.keys.receive.decrypt(body) : body);
+    if (!this.keys) {
+      const body = await readRecord(this.reader, MAX_RECORD);
+      return body === null ? null : decodeFrame(body);
+    }
+    const first = await readRecord(this.reader, MAX_NOISE_MESSAGE);
+    if (first === null) return null;
+    const plain = await this.keys.receive.decrypt(first);
+    if (plain.length < FRAME_LENGTH_SIZE) throw new ProtocolError("a frame's first message is shorter than its length");
+    const length = new DataView(plain.buffer, plain.byteOffset, FRAME_LENGTH_SIZE).getUint32(0, true);
+    if (length > MAX_RECORD) throw new FrameTooLargeError(length, MAX_RECORD);
+    const head = plain.subarray(FRAME_LENGTH_SIZE);
+    if (head.length > length) throw new ProtocolError("a message runs past the end of its frame");
+    if (head.length === length) return decodeFrame(head);
+    const frame = new Uint8Array(length);
+    frame.set(head);
+    let filled = head.length;
+    while (filled < length) {
+      const record = await readRecord(this.reader, MAX_NOISE_MESSAGE);
+      if (record === null) throw new ConnectionClosedError("the connection closed in the middle of a frame");
+      const piece = await this.keys.receive.decrypt(record);
+      if (filled + piece.length > length) throw new ProtocolError("a message runs past the end of its frame");
+      frame.set(piece, filled);
+      filled += piece.length;
+    }
+    return decodeFrame(frame);
   }
 
   close(): void {
     this.#closed = true;
     this.stream.close();
   }
+}
+
+/** The uint32 LE length of the concatenation of `parts`. */
+function lengthPrefix(parts: readonly Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const p of parts) length += p.length;
+  const prefix = new Uint8Array(4);
+  new DataView(prefix.buffer).setUint32(0, length, true);
+  return prefix;
+}
+
+/**
+ * Seals a frame as Noise transport messages of at most {@link MAX_NOISE_MESSAGE}
+ * bytes, each with its record length: the pieces to write, in order, unjoined.
+ */
+async function sealFrame(cipher: CipherState, frame: readonly Uint8Array[]): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  let message: Uint8Array[] = [];
+  let room = MAX_NOISE_PLAINTEXT;
+  const seal = async () => {
+    const sealed = await cipher.encryptParts(message);
+    out.push(lengthPrefix(sealed), ...sealed);
+    message = [];
+    room = MAX_NOISE_PLAINTEXT;
+  };
+  for (let piece of [lengthPrefix(frame), ...frame]) {
+    while (piece.length > 0) {
+      const take = Math.min(room, piece.length);
+      message.push(take === piece.length ? piece : piece.subarray(0, take));
+      piece = piece.subarray(take);
+      room -= take;
+      if (room === 0) await seal();
+    }
+  }
+  if (message.length > 0) await seal();
+  return out;
 }

@@ -42,6 +42,8 @@ export enum ServiceCode {
   ProcessSignal = 0x203,
   ProcessWait = 0x204,
   ProcessList = 0x205,
+  /** Start, feed stdin (the request's bytes) and close it, wait: one message; output events come before the reply. */
+  ProcessRun = 0x206,
   SystemInfo = 0x300,
   SystemEnv = 0x301,
   SystemProductRoot = 0x302,
@@ -257,6 +259,7 @@ export interface ServiceContract {
   [ServiceCode.ProcessSignal]: { request: { id: number; signal?: string }; reply: { delivered: boolean }; errors: "unknown-process" | "invalid-argument" };
   [ServiceCode.ProcessWait]: { request: { id: number }; reply: ExitStatus; errors: "unknown-process" };
   [ServiceCode.ProcessList]: { request: NoFields; reply: { processes: ProcessEntry[] }; errors: never };
+  [ServiceCode.ProcessRun]: { request: StartOptions; requestData: true; reply: { id: number; pid: number } & ExitStatus; errors: "not-found" | "permission-denied" | "invalid-argument" };
   [ServiceCode.SystemInfo]: { request: NoFields; reply: SystemInfo; errors: never };
   [ServiceCode.SystemEnv]: { request: NoFields; reply: { vars: Record<string, string> }; errors: never };
   [ServiceCode.SystemProductRoot]: { request: NoFields; reply: { path: string }; errors: never };

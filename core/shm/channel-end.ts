@@ -88,6 +88,11 @@ export class ChannelEnd {
     }
   }
 
+  /** Resolves at the peer's next doorbell, or after `maxMs` (a backstop, like every sleep here). */
+  async rung(maxMs: number): Promise<void> {
+    await this.#wait(maxMs);
+  }
+
   /** Wakes any waiter so it notices `closed`. */
   close(): void {
     this.#closed = true;
@@ -122,19 +127,22 @@ export class ChannelEnd {
     }
   }
 
-  #sleep(): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.#backstop = Math.min(BACKSTOP_MAX_MS, this.#backstop * 2);
-        done();
-      }, this.#backstop);
-      const done = () => {
+  async #sleep(): Promise<void> {
+    if (await this.#wait(this.#backstop)) this.#backstop = Math.min(BACKSTOP_MAX_MS, this.#backstop * 2);
+  }
+
+  /** Waits for a doorbell or `ms`; true when the time ran out. */
+  #wait(ms: number): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const done = (timedOut: boolean) => {
         clearTimeout(timer);
-        const i = this.#waiters.indexOf(done);
+        const i = this.#waiters.indexOf(wake);
         if (i >= 0) this.#waiters.splice(i, 1);
-        resolve();
+        resolve(timedOut);
       };
-      this.#waiters.push(done);
+      const wake = () => done(false);
+      const timer = setTimeout(() => done(true), ms);
+      this.#waiters.push(wake);
     });
   }
 

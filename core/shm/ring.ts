@@ -23,9 +23,9 @@ import { AgentError } from "../errors.ts";
 
 /** "AGMM" little-endian. */
 export const CHANNEL_MAGIC = 0x4d4d4741;
-export const CHANNEL_LAYOUT_VERSION = 1;
+export const CHANNEL_LAYOUT_VERSION = 2;
 /** Bytes before the first ring. */
-export const CHANNEL_HEADER_SIZE = 128;
+export const CHANNEL_HEADER_SIZE = 256;
 /** Per-record header: length, sequence, CRC-32, reserved. */
 export const RECORD_HEADER_SIZE = 16;
 
@@ -41,6 +41,9 @@ const H_MAGIC = 0, H_VERSION = 4, H_HEADER_SIZE = 8, H_CAPACITY = 12, H_FLAGS = 
 const H_NONCE = 32, NONCE_SIZE = 16;
 // Ring descriptors, 32 bytes each, at 64 and 96.
 const RING_DESC = 64;
+/** Held attachments at 128: 32 uint32 slots, 0 = free (docs/protocol.md §7 "Held attachments"). */
+const H_HELD = 128;
+export const HELD_SLOTS = 32;
 const R_HEAD = 0, R_TAIL = 4, R_CONSUMER_WAITING = 8, R_PRODUCER_WAITING = 12, R_RECORDS = 16;
 
 /** Channel flags. */
@@ -124,6 +127,32 @@ export class ChannelHeader {
   }
   set hostPid(pid: number) {
     this.#v.setUint32(H_HOST_PID, pid, true);
+  }
+
+  /**
+   * Asks the host to hold events for `attachment` (its client is not keeping up).
+   * Only the agent writes the table. False when every slot is taken.
+   */
+  hold(attachment: number): boolean {
+    if (this.isHeld(attachment)) return true;
+    for (let i = 0; i < HELD_SLOTS; i++) {
+      if (this.#v.getUint32(H_HELD + 4 * i, true) === 0) {
+        this.#v.setUint32(H_HELD + 4 * i, attachment, true);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Lets the host send events for `attachment` again. */
+  release(attachment: number): void {
+    for (let i = 0; i < HELD_SLOTS; i++) if (this.#v.getUint32(H_HELD + 4 * i, true) === attachment) this.#v.setUint32(H_HELD + 4 * i, 0, true);
+  }
+
+  /** True while the agent holds events for `attachment`. */
+  isHeld(attachment: number): boolean {
+    for (let i = 0; i < HELD_SLOTS; i++) if (this.#v.getUint32(H_HELD + 4 * i, true) === attachment) return true;
+    return false;
   }
 }
 

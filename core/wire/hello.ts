@@ -22,7 +22,8 @@ export const PROTOCOL_ID: Uint8Array = new Uint8Array([
 export const DEFAULT_PORT = 46336;
 
 /** Protocol versions this build speaks. */
-export const PROTOCOL_VERSIONS: VersionRange = { min: 1, max: 1 };
+/** Version 2: key-mode frames travel as Noise transport messages of at most 65,535 bytes (version 1 sealed each frame whole). */
+export const PROTOCOL_VERSIONS: VersionRange = { min: 2, max: 2 };
 
 /** Size of the hello: protocol id, lowest and highest version. */
 export const HELLO_SIZE = 24;

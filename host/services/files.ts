@@ -25,6 +25,8 @@ function batchList(value: unknown, name: string): unknown[] {
   return value;
 }
 
+const HANDLE_CODES = new Set<number>([ServiceCode.FileRead, ServiceCode.FileWrite, ServiceCode.FileSeek, ServiceCode.FileClose]);
+
 interface OpenFile {
   handle: fsp.FileHandle;
   path: string;
@@ -75,6 +77,11 @@ export class FilesService {
 
   get openCount(): number {
     return this.#open.size;
+  }
+
+  /** Requests on one handle (read, write, seek, close) run in arrival order; everything else runs concurrently. */
+  orderKey(code: number, fields: Record<string, unknown>): string | null {
+    return HANDLE_CODES.has(code) ? `file:${fields.handle}` : null;
   }
 
   /** Closes every handle (session end). */

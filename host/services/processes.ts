@@ -52,8 +52,10 @@ export class ProcessesService {
   #procs = new Map<number, Launched>();
   #nextId = 1;
 
-  /** Codes whose requests wait (for a process to end): the host answers them without holding up later requests. */
-  readonly waitingCodes: readonly ServiceCode[] = [ServiceCode.ProcessWait];
+  /** Writes to one process's stdin, and closing it, run in arrival order; everything else runs concurrently. */
+  orderKey(code: number, fields: Record<string, unknown>): string | null {
+    return code === ServiceCode.ProcessWrite || code === ServiceCode.ProcessCloseStdin ? `stdin:${fields.id}` : null;
+  }
 
   constructor(readonly context: HostContext) {}
 
@@ -102,6 +104,12 @@ export class ProcessesService {
         return { fields: { delivered } };
       },
       [ServiceCode.ProcessWait]: async ({ fields }) => ({ fields: { ...(await this.#get(fields).exit) } }),
+      [ServiceCode.ProcessRun]: async ({ attachment, fields, data }) => {
+        const { id, pid } = (await this.#start(attachment, fields)).fields;
+        const p = this.#procs.get(id)!;
+        p.child.stdin!.end(data.length > 0 ? data : undefined); // a program that does not read it gets EPIPE, ignored
+        return { fields: { id, pid, ...(await p.exit) } };
+      },
       [ServiceCode.ProcessList]: () => ({
         fields: {
           processes: [...this.#procs.values()].map((p) => ({
