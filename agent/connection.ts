@@ -32,8 +32,13 @@ export class ClientConnection implements SessionPeer {
     return this.frames.sendParts(target, code, token, parts);
   }
 
-  drop(_reason: string): void {
+  #dropped = false;
+
+  drop(): boolean {
+    if (this.#dropped) return false;
+    this.#dropped = true;
     this.frames.close();
+    return true;
   }
 
   /** Serves frames until the peer leaves; returns why it ended, if not cleanly. */

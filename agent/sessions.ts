@@ -53,8 +53,8 @@ const SPARE_UNUSED_MS = 10 * 60_000;
 /** Something a session can send frames to: one client connection. */
 export interface SessionPeer {
   send(frame: Frame): Promise<void>;
-  /** Closes the connection (its attachments wait out the reconnect grace). */
-  drop(reason: string): void;
+  /** Closes the connection (its attachments wait out the reconnect grace); false if it was already closing. */
+  drop(): boolean;
   /** Sends a frame whose payload is the concatenation of `parts`. */
   sendParts(target: number, code: number, token: number, parts: readonly Uint8Array[]): Promise<void>;
   readonly remote: string;
@@ -170,9 +170,8 @@ export class Session {
         att.link.send(frame.code, frame.token, [frame.payload]);
         if (att.link.saturated && !att.held) att.held = this.host.header.hold(att.id);
         // Held, it can still receive replies; a client that asks for more while reading none is cut off.
-        if (att.link.keptBytes > 2 * this.manager.settings.replayLimitBytes && att.peer) {
-          this.manager.settings.log.warn(`session ${this.id.slice(0, 8)} attachment ${att.id}: ${att.peer.remote} asks for more while reading none of ${Math.round(att.link.keptBytes / 1048576)} MiB of replies, closing its connection`);
-          att.peer.drop("not reading replies");
+        if (att.link.keptBytes > 2 * this.manager.settings.replayLimitBytes && att.peer?.drop()) {
+          this.manager.settings.log.warn(`session ${this.id.slice(0, 8)} attachment ${att.id}: ${att.peer.remote} asks for more while reading none of ${Math.round(att.link.keptBytes / 1048576)} MiB of replies, connection closed`);
         }
       }
     } catch (e) {

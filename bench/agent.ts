@@ -16,10 +16,10 @@ export interface BenchAgent {
  * `agent start --host 127.0.0.1 --port 0 --key keyHex`, resolved once it listens. `agent` is the
  * program, or an argv prefix that runs it (`deno run -A dist/agent.mjs`).
  */
-export async function startBenchAgent(agent: string | string[], keyHex: string, extraArgs: string[] = []): Promise<BenchAgent> {
+export async function startBenchAgent(agent: string | string[], keyHex: string): Promise<BenchAgent> {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-bench-"));
   const [cmd, ...prefix] = typeof agent === "string" ? [agent] : agent;
-  const child = spawn(cmd, [...prefix, "start", "--host", "127.0.0.1", "--port", "0", "--key", keyHex, ...extraArgs], {
+  const child = spawn(cmd, [...prefix, "start", "--host", "127.0.0.1", "--port", "0", "--key", keyHex], {
     stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, AGENT_STATE_DIR: stateDir },
   });
   const port = await new Promise<number>((resolve, reject) => {

@@ -35,6 +35,8 @@ import { benchOutbound } from "./outbound.ts";
 import { benchFlood } from "./flood.ts";
 import { startBenchAgent } from "./agent.ts";
 import { benchCommands } from "./commands.ts";
+import { echoRtts, startEchoServer } from "./echo.ts";
+import { rssKiB } from "./proc.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const AGENT = path.join(ROOT, "dist/agent");
@@ -48,47 +50,6 @@ function spawnTracked(cmd: string, args: string[], env: Record<string, string> =
   return child;
 }
 
-function waitForLine(child: ChildProcess, pattern: RegExp): Promise<RegExpExecArray> {
-  return new Promise((resolve, reject) => {
-    let text = "";
-    const on = (d: Buffer) => {
-      text += d;
-      const m = pattern.exec(text);
-      if (m) resolve(m);
-    };
-    child.stdout!.on("data", on);
-    child.stderr!.on("data", on);
-    child.once("exit", (code) => reject(new Error(`exited ${code} before ${pattern}: ${text}`)));
-  });
-}
-
-const ECHO_SERVER = `require("net").createServer((s) => { s.setNoDelay(true); s.pipe(s); }).listen(0, "127.0.0.1", function () { console.log("echo " + this.address().port); });`;
-
-async function rawEchoRtts(port: number, payload: Uint8Array): Promise<number[]> {
-  const socket = net.connect({ host: "127.0.0.1", port });
-  socket.setNoDelay(true);
-  await new Promise((r) => socket.once("connect", r));
-  const rtts: number[] = [];
-  for (let i = 0; i < PINGS + 200; i++) {
-    const t0 = performance.now();
-    await new Promise<void>((resolve) => {
-      let got = 0;
-      const on = (d: Buffer) => {
-        got += d.length;
-        if (got >= payload.length) {
-          socket.off("data", on);
-          resolve();
-        }
-      };
-      socket.on("data", on);
-      socket.write(payload);
-    });
-    if (i >= 200) rtts.push(performance.now() - t0);
-  }
-  socket.destroy();
-  return rtts;
-}
-
 async function startAgent(key: string) {
   const agent = await startBenchAgent(AGENT, key);
   children.add(agent.child);
@@ -97,8 +58,7 @@ async function startAgent(key: string) {
 
 async function benchPing() {
   console.log(`\nping round trip (${PINGS} sequential, 16-byte payload)`);
-  const echo = spawnTracked(process.execPath, ["-e", ECHO_SERVER]);
-  const echoPort = Number((await waitForLine(echo, /echo (\d+)/))[1]);
+  const echo = await startEchoServer();
   const key = generateKey();
   const agent = await startAgent(key.hex);
   const payload = new Uint8Array(16);
@@ -106,12 +66,12 @@ async function benchPing() {
   const raw: number[] = [], agentRtts: number[] = [];
   const client = await AgentClient.open(await dialTcp("127.0.0.1", agent.port, { timeoutMs: 5000 }), { key: key.bytes, provider: runtimeCryptoProvider() });
   for (let round = 0; round < 2; round++) {
-    raw.push(...await rawEchoRtts(echoPort, payload));
+    raw.push(...await echoRtts(echo.port, payload, PINGS));
     for (let i = 0; i < 200; i++) await client.ping(payload.subarray(8)); // warm-up
     for (let i = 0; i < PINGS; i++) agentRtts.push((await client.ping(payload.subarray(8))).rttMs);
   }
   client.close();
-  echo.kill();
+  echo.stop();
   const rows = [["", "p50", "p99"], ["raw TCP echo", us(median(raw)), us(quantile(raw, 0.99))], ["agent meta ping (encrypted)", us(median(agentRtts)), us(quantile(agentRtts, 0.99))]];
   table(rows);
   console.log(`  ratio agent/raw: p50 ${ratio(median(agentRtts), median(raw))}, p99 ${ratio(quantile(agentRtts, 0.99), quantile(raw, 0.99))}  (target: p50 within 3×)`);
@@ -164,7 +124,7 @@ async function benchStartup() {
   console.log(`  ratio agent/node: ${ratio(median(agentTimes), median(nodeTimes))}  (target: within 2×)`);
 }
 
-const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
+const rssMiB = (pid: number) => rssKiB(pid) / 1024;
 
 async function benchMemory(afterLoadPid: number) {
   const fresh = await startAgent(generateKey().hex);

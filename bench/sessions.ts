@@ -16,7 +16,6 @@
 import { execFileSync, spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,6 +23,8 @@ import { type Agent, connect, type RemoteSession } from "../mod.ts";
 import { ServiceCode } from "../core/session/contract.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { startBenchAgent } from "./agent.ts";
+import { echoRtts, startEchoServer } from "./echo.ts";
+import { pssKiB, rssKiB } from "./proc.ts";
 import { CIPHERS, findSsh, muxMaster, NO_SSH, SSH_PORT, type Ssh } from "./ssh.ts";
 import { median, quantile, ratio, table, us } from "./stats.ts";
 
@@ -37,46 +38,6 @@ const RUNTIMES: Record<string, string[]> = {
 type Column = Record<string, string>;
 const ms = (x: number) => `${x.toFixed(2)} ms`;
 const mib = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
-
-function statusKiB(pid: number, field: "VmRSS"): number {
-  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
-}
-
-function pssKiB(pid: number): number {
-  return Number(/^Pss:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))![1]);
-}
-
-/** A TCP echo server in this process; its round trips are the floor every other column stands on. */
-async function tcpEchoRtts(count: number): Promise<number[]> {
-  const server = net.createServer((s) => {
-    s.setNoDelay(true);
-    s.pipe(s);
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const socket = net.connect({ host: "127.0.0.1", port: (server.address() as net.AddressInfo).port });
-  socket.setNoDelay(true);
-  await new Promise((r) => socket.once("connect", r));
-  const out: number[] = [];
-  const payload = new Uint8Array(64);
-  for (let i = 0; i < count; i++) {
-    const t0 = performance.now();
-    await new Promise<void>((resolve) => {
-      let got = 0;
-      const on = (d: Buffer) => {
-        got += d.length;
-        if (got < payload.length) return;
-        socket.off("data", on);
-        resolve();
-      };
-      socket.on("data", on);
-      socket.write(payload);
-    });
-    out.push(performance.now() - t0);
-  }
-  socket.destroy();
-  server.close();
-  return out;
-}
 
 async function timed<T>(samples: number[], f: () => Promise<T>): Promise<T> {
   const t0 = performance.now();
@@ -126,11 +87,11 @@ async function measureRuntime(runtime: string, command: string[]): Promise<Colum
   let agent: Agent | null = null;
   try {
     await new Promise((r) => setTimeout(r, 1500));
-    col["agent RSS, idle"] = mib(statusKiB(agentPid, "VmRSS"));
+    col["agent RSS, idle"] = mib(rssKiB(agentPid));
     agent = await connect({ host: "127.0.0.1", port: bench.port, key: key.hex });
     for (let i = 0; i < 10_000; i++) await agent.ping();
     await new Promise((r) => setTimeout(r, 1500));
-    col["agent RSS after 10,000 pings"] = mib(statusKiB(agentPid, "VmRSS"));
+    col["agent RSS after 10,000 pings"] = mib(rssKiB(agentPid));
 
     // Session open: the agent keeps a spare host per product; give it time to be ready each time.
     const opens: number[] = [];
@@ -187,7 +148,7 @@ async function measureRuntime(runtime: string, command: string[]): Promise<Colum
     await new Promise((r) => setTimeout(r, 1500));
     const pss = pids.map(pssKiB);
     col["host PSS per session, 20 open (median)"] = mib(median(pss));
-    col["host RSS, one of 20"] = mib(statusKiB(pids[0], "VmRSS"));
+    col["host RSS, one of 20"] = mib(rssKiB(pids[0]));
     for (const m of many) await m.close();
     return col;
   } finally {
@@ -257,7 +218,8 @@ export async function benchSessions(): Promise<void> {
   const runtimes = (process.env.BENCH_RUNTIMES ?? "node,deno").split(",");
   console.log(`\n== sessions: agent on ${runtimes.join(" and ")}, next to OpenSSH ==`);
   if (ssh) console.log(`  peer: sshd on 127.0.0.1:${SSH_PORT}, user ${ssh.user}, login shell ${ssh.shell}; ControlMaster multiplexing; ciphers ${CIPHERS.join(", ")}, the faster kept per row`);
-  const echo = await tcpEchoRtts(3000);
+  const server = await startEchoServer();
+  const echo = await echoRtts(server.port, new Uint8Array(64), 3000).finally(() => server.stop());
   const columns: Record<string, Column> = {};
   for (const runtime of runtimes) columns[runtime] = await measureRuntime(runtime, RUNTIMES[runtime]);
   const peer = ssh ? await measureSsh(ssh) : {};

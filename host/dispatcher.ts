@@ -60,12 +60,9 @@ export class Dispatcher {
       this.#room = null;
       room?.();
     };
-    if (key === null) {
-      work().catch(() => {}).finally(finish);
-      return;
-    }
-    const previous = this.#tails.get(key);
+    const previous = key === null ? undefined : this.#tails.get(key);
     const run = (previous ? previous.then(work) : work()).catch(() => {}).finally(finish);
+    if (key === null) return;
     this.#tails.set(key, run);
     run.then(() => {
       if (this.#tails.get(key) === run) this.#tails.delete(key);

@@ -98,21 +98,18 @@ export class FrameStream {
     if (plain.length < FRAME_LENGTH_SIZE) throw new ProtocolError("a frame's first message is shorter than its length");
     const length = new DataView(plain.buffer, plain.byteOffset, FRAME_LENGTH_SIZE).getUint32(0, true);
     if (length > MAX_RECORD) throw new FrameTooLargeError(length, MAX_RECORD);
-    const head = plain.subarray(FRAME_LENGTH_SIZE);
-    if (head.length > length) throw new ProtocolError("a message runs past the end of its frame");
-    if (head.length === length) return decodeFrame(head);
+    let piece = plain.subarray(FRAME_LENGTH_SIZE);
+    if (piece.length === length) return decodeFrame(piece); // the whole frame in one message: no copy
     const frame = new Uint8Array(length);
-    frame.set(head);
-    let filled = head.length;
-    while (filled < length) {
-      const record = await readRecord(this.reader, MAX_NOISE_MESSAGE);
-      if (record === null) throw new ConnectionClosedError("the connection closed in the middle of a frame");
-      const piece = await this.keys.receive.decrypt(record);
+    for (let filled = 0; ; ) {
       if (filled + piece.length > length) throw new ProtocolError("a message runs past the end of its frame");
       frame.set(piece, filled);
       filled += piece.length;
+      if (filled === length) return decodeFrame(frame);
+      const record = await readRecord(this.reader, MAX_NOISE_MESSAGE);
+      if (record === null) throw new ConnectionClosedError("the connection closed in the middle of a frame");
+      piece = await this.keys.receive.decrypt(record);
     }
-    return decodeFrame(frame);
   }
 
   close(): void {

@@ -135,24 +135,27 @@ export class ChannelHeader {
    */
   hold(attachment: number): boolean {
     if (this.isHeld(attachment)) return true;
-    for (let i = 0; i < HELD_SLOTS; i++) {
-      if (this.#v.getUint32(H_HELD + 4 * i, true) === 0) {
-        this.#v.setUint32(H_HELD + 4 * i, attachment, true);
-        return true;
-      }
-    }
-    return false;
+    const free = this.#heldSlot(0);
+    if (free < 0) return false;
+    this.#v.setUint32(free, attachment, true);
+    return true;
   }
 
   /** Lets the host send events for `attachment` again. */
   release(attachment: number): void {
-    for (let i = 0; i < HELD_SLOTS; i++) if (this.#v.getUint32(H_HELD + 4 * i, true) === attachment) this.#v.setUint32(H_HELD + 4 * i, 0, true);
+    const slot = this.#heldSlot(attachment);
+    if (slot >= 0) this.#v.setUint32(slot, 0, true);
   }
 
   /** True while the agent holds events for `attachment`. */
   isHeld(attachment: number): boolean {
-    for (let i = 0; i < HELD_SLOTS; i++) if (this.#v.getUint32(H_HELD + 4 * i, true) === attachment) return true;
-    return false;
+    return this.#heldSlot(attachment) >= 0;
+  }
+
+  /** Offset of the held-table slot holding `value` (0: a free slot), or -1. */
+  #heldSlot(value: number): number {
+    for (let at = H_HELD; at < H_HELD + 4 * HELD_SLOTS; at += 4) if (this.#v.getUint32(at, true) === value) return at;
+    return -1;
   }
 }
 
