@@ -17,7 +17,7 @@ import { decodeFrame, encodeFrameHeader, type Frame } from "../core/wire/frame.t
 import { ChannelHeader, channelSize, Direction, FLAG_AGENT_CLOSED, initChannel } from "../core/shm/ring.ts";
 import { HostControl } from "../core/session/contract.ts";
 import { decodeEnvelope, encodeEnvelope } from "../core/session/protocol.ts";
-import { createMapFile, type Mapping, mapFile, ringChecksum } from "../runtime/mmap.ts";
+import { createMapFile, type Mapping, mapFile } from "../runtime/mmap.ts";
 
 /** Where a host runs and how. */
 export interface HostLaunch {
@@ -105,7 +105,7 @@ export class HostProcess {
         stderr = stderr.slice(nl + 1);
       }
     });
-    const end = new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, pipeDoorbell(child.stdout!, child.stdin!), ringChecksum);
+    const end = new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, pipeDoorbell(child.stdout!, child.stdin!));
 
     const cleanup = () => {
       end.detach();

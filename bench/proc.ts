@@ -1,4 +1,4 @@
-/** A process's memory as the kernel counts it (Linux /proc). */
+/** A process's memory and CPU time as the kernel counts them (Linux /proc). */
 import fs from "node:fs";
 
 /** Resident set size, KiB. */
@@ -9,4 +9,24 @@ export function rssKiB(pid: number): number {
 /** Proportional set size (shared pages split among their sharers), KiB. */
 export function pssKiB(pid: number): number {
   return Number(/^Pss:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))![1]);
+}
+
+const TICKS_PER_SECOND = 100; // USER_HZ on Linux
+
+/**
+ * User plus system CPU seconds of `pid` ("self" for this process); with `children`, also those of
+ * its descendants that have exited and been waited for (sshd's per-connection processes, say).
+ */
+export function cpuSeconds(pid: number | "self", children = false): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number); // f[0] is field 3, state
+  const ticks = f[11] + f[12] + (children ? f[13] + f[14] : 0); // utime, stime, cutime, cstime
+  return ticks / TICKS_PER_SECOND;
+}
+
+/** CPU-seconds the whole machine has spent busy (every core, every process, interrupts), from /proc/stat. */
+export function machineCpuSeconds(): number {
+  const f = fs.readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = f; // idle and iowait left out
+  return (user + nice + system + irq + softirq + (steal ?? 0)) / TICKS_PER_SECOND;
 }

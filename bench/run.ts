@@ -10,7 +10,9 @@
  *   flood       1,000 simultaneous connections, 70% hostile: legitimate clients' time through, next to no flood
  *   sessions    on Node and on Deno: product round trip vs meta ping vs TCP echo, remote `true` vs
  *               `ssh -S`, a small request during a transfer, session open, PSS per session, agent
- *               RSS, 1 GiB transfers vs `ssh cat` (bench/sessions.ts; run bench/sshd.sh first for OpenSSH)
+ *               RSS (bench/sessions.ts; run bench/sshd.sh first for OpenSSH)
+ *   transfer    on Node and Deno: 1 GiB up and down vs `ssh cat` with the faster cipher, CPU-s/GiB by
+ *               process next to ssh and sshd, the machine's limits, the per-byte stages (bench/transfer.ts)
  *   commands    `agent run` and `agent cp` vs ssh, scp, sftp and `tar | ssh tar x` (bench/commands.ts; sshd as above)
  *
  * BENCH_ONLY=name,name runs only those sections.
@@ -31,6 +33,7 @@ import { nodeCryptoProvider, runtimeCryptoProvider } from "../runtime/crypto.ts"
 import { dialTcp } from "../runtime/tcp.ts";
 import { median, quantile, ratio, table, us } from "./stats.ts";
 import { benchSessions } from "./sessions.ts";
+import { benchTransfer } from "./transfer.ts";
 import { benchOutbound } from "./outbound.ts";
 import { benchFlood } from "./flood.ts";
 import { startBenchAgent } from "./agent.ts";
@@ -170,6 +173,7 @@ async function main() {
   const only = process.env.BENCH_ONLY?.split(",");
   const wanted = (name: string) => !only || only.includes(name);
   if (wanted("sessions")) await benchSessions();
+  if (wanted("transfer")) await benchTransfer();
   if (["ping", "memory", "outbound"].some(wanted)) {
     const agent = await benchPing();
     if (wanted("memory")) await benchMemory(agent.child.pid!);

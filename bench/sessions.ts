@@ -7,13 +7,13 @@
  *   during transfer   a small request's p99 in a session while a transfer runs in it, vs idle
  *   session open      p50, on the spare host the agent keeps ready
  *   memory            PSS per extra session with 20 open; agent RSS idle and after 10,000 pings
- *   transfer          upload and download with SHA-256 on both ends vs `ssh cat`, faster cipher
  *
  * The OpenSSH columns need the loopback sshd from bench/sshd.sh; without one they say so.
- * BENCH_RUNTIMES=node,deno picks the agent's runtimes; BENCH_TRANSFER_MIB sizes the transfers.
+ * BENCH_RUNTIMES=node,deno picks the agent's runtimes; BENCH_TRANSFER_MIB sizes the upload
+ * the small requests run beside (throughput itself: bench/transfer.ts).
  * @module
  */
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
@@ -27,9 +27,9 @@ import { echoRtts, startEchoServer } from "./echo.ts";
 import { pssKiB, rssKiB } from "./proc.ts";
 import { CIPHERS, findSsh, muxMaster, NO_SSH, SSH_PORT, type Ssh } from "./ssh.ts";
 import { median, quantile, ratio, table, us } from "./stats.ts";
+import { source, TRANSFER_MIB } from "./transfer.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const TRANSFER_MIB = Number(process.env.BENCH_TRANSFER_MIB ?? 1024);
 const RUNTIMES: Record<string, string[]> = {
   node: [path.join(ROOT, "dist/agent")],
   deno: [path.join(ROOT, "node_modules/.bin/deno"), "run", "-A", path.join(ROOT, "dist/agent.mjs")],
@@ -67,16 +67,6 @@ async function statDuring(s: RemoteSession, busy: Promise<unknown>): Promise<num
     await new Promise((r) => setTimeout(r, 5));
   }
   return out;
-}
-
-/** `mib` MiB of incompressible data in 8 MiB pieces, hashed as it is produced. */
-function* source(mib: number, hash: crypto.Hash) {
-  const block = crypto.randomBytes(8 * 1024 * 1024);
-  for (let i = 0; i < Math.max(1, mib / 8); i++) {
-    block[0] = i & 255; // every piece differs
-    hash.update(block);
-    yield block;
-  }
 }
 
 async function measureRuntime(runtime: string, command: string[]): Promise<Column> {
@@ -117,28 +107,18 @@ async function measureRuntime(runtime: string, command: string[]): Promise<Colum
     for (let i = 0; i < 300; i++) await timed(idle, () => s.files.stat("."));
     const file = path.join(os.tmpdir(), `agent-bench-${process.pid}-${runtime}.bin`);
     const upHash = crypto.createHash("sha256");
-    let t0 = performance.now();
     // The same session from a second connection too: what waits there is the session's host, not TCP behind the upload.
     const other = await connect({ host: "127.0.0.1", port: bench.port, key: key.hex });
     const s2 = await other.attachSession(s.id);
     const upload = s.files.writeFile(file, source(TRANSFER_MIB, upHash), { onSha256: () => {} });
     const [during, duringOther] = await Promise.all([statDuring(s, upload), statDuring(s2, upload)]);
-    const upSeconds = (performance.now() - t0) / 1000;
     await s2.detach();
     other.close();
     col["stat p99 idle"] = ms(quantile(idle, 0.99));
     col[`stat p99 during ${TRANSFER_MIB} MiB upload, same connection`] = ms(quantile(during, 0.99));
     col[`  same session, another connection`] = ms(quantile(duringOther, 0.99));
-    const digest = upHash.digest("hex");
-    if ((await s.files.sha256(file)).sha256 !== digest) throw new Error("upload checksum mismatch");
-    t0 = performance.now();
-    const down = crypto.createHash("sha256");
-    for await (const chunk of s.files.readStream(file)) down.update(chunk);
-    const downSeconds = (performance.now() - t0) / 1000;
-    if (down.digest("hex") !== digest) throw new Error("download checksum mismatch");
+    if ((await s.files.sha256(file)).sha256 !== upHash.digest("hex")) throw new Error("upload checksum mismatch");
     fs.rmSync(file, { force: true });
-    col["upload MB/s (SHA-256 both ends)"] = ((TRANSFER_MIB * 1.048576) / upSeconds).toFixed(0);
-    col["download MB/s (SHA-256 both ends)"] = ((TRANSFER_MIB * 1.048576) / downSeconds).toFixed(0);
     await s.close();
 
     // Memory per session: 20 open at once, each host's proportional share.
@@ -180,37 +160,10 @@ async function measureSsh(ssh: Ssh): Promise<Column> {
     }
     const best = Math.min(...CIPHERS.map((c) => median(trues[c])));
     col["remote true p50 (open session)"] = ms(best);
-    const up: Record<string, { up: number; down: number }> = {};
-    for (const cipher of CIPHERS) up[cipher] = await sshTransfer(ssh, cipher);
-    const fastest = (dir: "up" | "down") => Math.max(...CIPHERS.map((c) => up[c][dir]));
-    col["upload MB/s (SHA-256 both ends)"] = `${fastest("up").toFixed(0)}`;
-    col["download MB/s (SHA-256 both ends)"] = `${fastest("down").toFixed(0)}`;
     return col;
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
-}
-
-/** `ssh host 'cat > f'` then `ssh host cat f`, hashing both ends like the agent's rows; MB/s each way. */
-async function sshTransfer(ssh: Ssh, cipher: string): Promise<{ up: number; down: number }> {
-  const args = ["-p", SSH_PORT, "-c", cipher, ...ssh.options, ssh.host];
-  const remote = `agent-bench-${process.pid}.bin`;
-  let t0 = performance.now();
-  const upload = spawn("ssh", [...args, `cat > ${remote} && sha256sum ${remote}`], { stdio: ["pipe", "pipe", "inherit"] });
-  let remoteSum = "";
-  upload.stdout!.on("data", (d) => (remoteSum += d));
-  const h = crypto.createHash("sha256");
-  for (const block of source(TRANSFER_MIB, h)) if (!upload.stdin!.write(block)) await new Promise((r) => upload.stdin!.once("drain", r));
-  upload.stdin!.end();
-  await new Promise((r) => upload.once("exit", r));
-  const upSeconds = (performance.now() - t0) / 1000;
-  if (!remoteSum.startsWith(h.digest("hex"))) throw new Error("ssh upload checksum mismatch");
-  t0 = performance.now();
-  const download = spawn("ssh", [...args, `cat ${remote}; rm -f ${remote}`], { stdio: ["ignore", "pipe", "inherit"] });
-  const d = crypto.createHash("sha256");
-  for await (const c of download.stdout!) d.update(c);
-  const downSeconds = (performance.now() - t0) / 1000;
-  return { up: (TRANSFER_MIB * 1.048576) / upSeconds, down: (TRANSFER_MIB * 1.048576) / downSeconds };
 }
 
 export async function benchSessions(): Promise<void> {
@@ -233,7 +186,6 @@ export async function benchSessions(): Promise<void> {
     console.log(`  ${r}: product round trip / meta ping ${c["product / meta ping"]} (target ≤ 1.5×); meta ping / raw TCP echo ${ratio(num(c["meta ping p50"]), median(echo) * 1000)}`);
     if (ssh) {
       console.log(`  ${r}: remote true, ssh -S / agent ${ratio(num(peer["remote true p50 (open session)"]), num(c["remote true p50 (open session)"]))} (target ≥ 4×)`);
-      console.log(`  ${r}: transfer agent / ssh cat (faster cipher) up ${ratio(num(c["upload MB/s (SHA-256 both ends)"]), num(peer["upload MB/s (SHA-256 both ends)"]))}, down ${ratio(num(c["download MB/s (SHA-256 both ends)"]), num(peer["download MB/s (SHA-256 both ends)"]))}`);
     } else console.log(`  OpenSSH: ${NO_SSH}`);
   }
   console.log("  targets: stat during transfer p99 ≤ 20 ms; session open ≤ 25 ms; PSS ≤ 8 MiB per extra session; agent RSS ≤ 60 MiB after load");

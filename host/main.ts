@@ -15,7 +15,7 @@ import { ChannelHeader, Direction, FLAG_HOST_CLOSED, checkChannel } from "../cor
 import { HostControl, REPLY_CODE } from "../core/session/contract.ts";
 import { decodeEnvelope, encodeEnvelopeParts, type Envelope } from "../core/session/protocol.ts";
 import { Dispatcher } from "./dispatcher.ts";
-import { mapFile, ringChecksum } from "../runtime/mmap.ts";
+import { mapFile } from "../runtime/mmap.ts";
 import { serializeError } from "./errors.ts";
 import { type ExtensionReport, loadExtensions } from "./extensions.ts";
 import { FilesService } from "./services/files.ts";
@@ -79,7 +79,7 @@ export async function hostMain(argv: string[]): Promise<number> {
   }
   header.hostPid = process.pid;
 
-  const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, pipeDoorbell(process.stdin, process.stdout), ringChecksum);
+  const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, pipeDoorbell(process.stdin, process.stdout));
 
   const send = (target: number, code: number, token: number, parts: readonly Uint8Array[]) =>
     end.send([encodeFrameHeader(target, code, token), ...parts]);

@@ -17,9 +17,6 @@ import fs from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
-import zlib from "node:zlib";
-import { crc32 } from "../core/shm/crc32.ts";
-import type { Checksum } from "../core/shm/ring.ts";
 import { seaModule } from "./self.ts";
 
 /** A mapped file. */
@@ -33,15 +30,6 @@ export interface Mapping {
 const PROT_READ_WRITE = 3;
 const MAP_SHARED = 1;
 const O_RDWR = 2;
-
-/**
- * CRC-32 for the rings: zlib's native one where the runtime has it (Node
- * 20.15+, Deno), else the portable one from core (about 10× slower).
- */
-export const ringChecksum: Checksum = (() => {
-  const native = (zlib as { crc32?: (data: Uint8Array, value?: number) => number }).crc32;
-  return native ? (bytes: Uint8Array, previous = 0) => native(bytes, previous) : crc32;
-})();
 
 /** Maps `size` bytes of an existing file read-write and shared. */
 export function mapFile(file: string, size: number): Mapping {

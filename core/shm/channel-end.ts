@@ -4,9 +4,9 @@
  *
  * The doorbell is a byte stream to the other process (a pipe); it carries
  * wake-ups only, never data. Producers ring only when the consumer said it
- * sleeps (event suppression), so a busy stream rings rarely. A slow backstop
- * timer (doubling from 10 ms to 1 s while idle) covers the one race plain
- * memory cannot rule out without atomics: docs/protocol.md §7.
+ * sleeps (event suppression), so a busy stream rings rarely. The flags are
+ * atomic, so no wake-up is missed; a slow backstop timer (doubling from 10 ms
+ * to 1 s while idle) stays as a safety net: docs/protocol.md §7.
  *
  * @example
  * ```ts
@@ -16,7 +16,7 @@
  * ```
  * @module
  */
-import { ChannelCorruptError, type Checksum, Direction, RingReader, RingWriter } from "./ring.ts";
+import { ChannelCorruptError, Direction, RingReader, RingWriter } from "./ring.ts";
 
 /** Wake-ups to and from the peer process. */
 export interface Doorbell {
@@ -28,7 +28,6 @@ export interface Doorbell {
 
 const BACKSTOP_MIN_MS = 10;
 const BACKSTOP_MAX_MS = 1000;
-const TORN_RETRIES = 5;
 
 export class ChannelEnd {
   readonly writer: RingWriter;
@@ -39,9 +38,9 @@ export class ChannelEnd {
   #detached = false;
   #backstop = BACKSTOP_MIN_MS;
 
-  constructor(region: Uint8Array, send: Direction, receive: Direction, readonly doorbell: Doorbell, checksum?: Checksum) {
-    this.writer = new RingWriter(region, send, checksum);
-    this.reader = new RingReader(region, receive, checksum);
+  constructor(region: Uint8Array, send: Direction, receive: Direction, readonly doorbell: Doorbell) {
+    this.writer = new RingWriter(region, send);
+    this.reader = new RingReader(region, receive);
     doorbell.onRing((closed) => {
       if (closed) this.#closed = true;
       this.#wakeAll();
@@ -110,21 +109,13 @@ export class ChannelEnd {
   }
 
   #tryRead(): Uint8Array | null {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const record = this.reader.tryRead();
-        if (record) {
-          this.#backstop = BACKSTOP_MIN_MS;
-          if (this.reader.takeProducerWaiting()) this.doorbell.ring();
-        }
-        return record;
-      } catch (e) {
-        // A record whose bytes are not all visible yet reads as torn; give it a moment.
-        if (attempt >= TORN_RETRIES) throw e;
-        const until = Date.now() + 1;
-        while (Date.now() < until) { /* about a millisecond, at most five times */ }
-      }
+    // A record that fails its checks throws: with atomic publication it is damage, not a record in flight.
+    const record = this.reader.tryRead();
+    if (record) {
+      this.#backstop = BACKSTOP_MIN_MS;
+      if (this.reader.takeProducerWaiting()) this.doorbell.ring();
     }
+    return record;
   }
 
   async #sleep(): Promise<void> {

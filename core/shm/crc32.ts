@@ -1,6 +1,7 @@
 /**
- * CRC-32 (IEEE 802.3, the zlib polynomial), used to detect torn or corrupt
- * records in the shared-memory rings. Slicing-by-4 table implementation.
+ * CRC-32 (IEEE 802.3, the zlib polynomial), used to check the header of
+ * every record in the shared-memory rings (docs/protocol.md §7). Slicing-by-4
+ * table implementation.
  *
  * @example
  * ```ts

@@ -16,17 +16,14 @@
  * @module
  */
 import { crc32 } from "./crc32.ts";
-
-/** CRC-32 (zlib polynomial) continuing from `previous`; the runtime may supply a native one. */
-export type Checksum = (bytes: Uint8Array, previous?: number) => number;
 import { AgentError } from "../errors.ts";
 
 /** "AGMM" little-endian. */
 export const CHANNEL_MAGIC = 0x4d4d4741;
-export const CHANNEL_LAYOUT_VERSION = 2;
+export const CHANNEL_LAYOUT_VERSION = 3;
 /** Bytes before the first ring. */
 export const CHANNEL_HEADER_SIZE = 256;
-/** Per-record header: length, sequence, CRC-32, reserved. */
+/** Per-record header: length, sequence, CRC-32 of those two, reserved. */
 export const RECORD_HEADER_SIZE = 16;
 
 /** Which ring. */
@@ -160,32 +157,33 @@ export class ChannelHeader {
 }
 
 abstract class RingSide {
-  protected v: DataView;
+  /** The descriptor's words, read and written with Atomics: each access is a full fence (§7). */
+  #words: Int32Array;
   protected data: Uint8Array;
   protected desc: number;
   readonly capacity: number;
   protected mask: number;
 
-  constructor(region: Uint8Array, direction: Direction, protected checksum: Checksum = crc32) {
+  constructor(region: Uint8Array, direction: Direction) {
     this.capacity = checkChannel(region);
-    this.v = view(region);
-    this.desc = RING_DESC + 32 * direction;
+    this.desc = (RING_DESC + 32 * direction) / 4;
+    this.#words = new Int32Array(region.buffer, region.byteOffset, CHANNEL_HEADER_SIZE / 4);
     const start = CHANNEL_HEADER_SIZE + direction * this.capacity;
     this.data = region.subarray(start, start + this.capacity);
     this.mask = this.capacity - 1;
   }
 
   protected get head(): number {
-    return this.v.getUint32(this.desc + R_HEAD, true);
+    return this.field(R_HEAD);
   }
   protected get tail(): number {
-    return this.v.getUint32(this.desc + R_TAIL, true);
+    return this.field(R_TAIL);
   }
   protected field(offset: number): number {
-    return this.v.getUint32(this.desc + offset, true);
+    return Atomics.load(this.#words, this.desc + offset / 4) >>> 0;
   }
   protected setField(offset: number, value: number): void {
-    this.v.setUint32(this.desc + offset, value >>> 0, true);
+    Atomics.store(this.#words, this.desc + offset / 4, value | 0);
   }
 
   /** Bytes written and not yet consumed. */
@@ -218,8 +216,8 @@ export class RingWriter extends RingSide {
   #header = new Uint8Array(RECORD_HEADER_SIZE);
   #hv = new DataView(this.#header.buffer);
 
-  constructor(region: Uint8Array, direction: Direction, checksum?: Checksum) {
-    super(region, direction, checksum);
+  constructor(region: Uint8Array, direction: Direction) {
+    super(region, direction);
     this.#seq = this.field(R_RECORDS);
   }
 
@@ -248,17 +246,15 @@ export class RingWriter extends RingSide {
     const seq = (this.#seq + 1) >>> 0;
     this.#hv.setUint32(0, length, true);
     this.#hv.setUint32(4, seq, true);
+    this.#hv.setUint32(8, crc32(this.#header.subarray(0, 8)), true);
     this.#hv.setUint32(12, 0, true);
-    let crc = this.checksum(this.#header.subarray(0, 8));
     let at = head + RECORD_HEADER_SIZE;
     for (const p of parts) {
-      crc = this.checksum(p, crc);
       this.copyIn(at, p);
       at += p.length;
     }
-    this.#hv.setUint32(8, crc, true);
     this.copyIn(head, this.#header);
-    // Publish: the head moves only after the record is complete.
+    // Publish: the head moves only after the record is complete (an atomic store, so a fence).
     this.setField(R_HEAD, head + size);
     this.setField(R_RECORDS, seq);
     this.#seq = seq;
@@ -277,16 +273,16 @@ export class RingWriter extends RingSide {
 export class RingReader extends RingSide {
   #expectSeq: number;
 
-  constructor(region: Uint8Array, direction: Direction, checksum?: Checksum) {
-    super(region, direction, checksum);
+  constructor(region: Uint8Array, direction: Direction) {
+    super(region, direction);
     // Records already consumed: everything before the tail. The next expected sequence follows.
     this.#expectSeq = 0;
   }
 
   /**
-   * The next record, or null when the ring is empty. A record whose checksum
-   * or sequence does not match throws {@link ChannelCorruptError}: it is never
-   * delivered.
+   * The next record, or null when the ring is empty. A record whose header
+   * fails its check or whose sequence does not follow throws
+   * {@link ChannelCorruptError}: it is never delivered.
    */
   tryRead(): Uint8Array | null {
     const tail = this.tail;
@@ -297,13 +293,12 @@ export class RingReader extends RingSide {
     const hv = new DataView(header.buffer);
     const length = hv.getUint32(0, true);
     const seq = hv.getUint32(4, true);
+    // The header is checked before its length is believed; the sequence shows it is this lap's.
+    if (crc32(header.subarray(0, 8)) !== hv.getUint32(8, true)) throw new ChannelCorruptError(`record header at ${tail} failed its checksum (torn or corrupt)`);
+    if (this.#expectSeq !== 0 && seq !== this.#expectSeq) throw new ChannelCorruptError(`record ${seq} out of sequence (expected ${this.#expectSeq})`);
     const size = align8(RECORD_HEADER_SIZE + length);
     if (size > available) throw new ChannelCorruptError(`record length ${length} runs past the published data`);
     const payload = this.copyOut(tail + RECORD_HEADER_SIZE, length);
-    if (this.checksum(payload, this.checksum(header.subarray(0, 8))) !== hv.getUint32(8, true)) {
-      throw new ChannelCorruptError(`record ${seq} failed its checksum (torn or corrupt)`);
-    }
-    if (this.#expectSeq !== 0 && seq !== this.#expectSeq) throw new ChannelCorruptError(`record ${seq} out of sequence (expected ${this.#expectSeq})`);
     this.#expectSeq = (seq + 1) >>> 0 || 1;
     this.setField(R_TAIL, tail + size);
     return payload;
