@@ -55,7 +55,7 @@ export function* source(mib: number, hash: crypto.Hash): Generator<Uint8Array> {
 
 const mbps = (seconds: number) => (TRANSFER_MIB * 1.048576) / seconds;
 
-/** Runs `work` and returns its wall seconds and each named process's CPU-seconds per GiB. */
+/** Runs `work` and returns its MB/s and each named counter's CPU-seconds per GiB. */
 async function measured(processes: Record<string, () => number>, work: () => Promise<void>): Promise<Leg> {
   const before = Object.fromEntries(Object.entries(processes).map(([k, f]) => [k, f()]));
   const t0 = performance.now();
@@ -66,7 +66,7 @@ async function measured(processes: Record<string, () => number>, work: () => Pro
   return { mbps: mbps(seconds), cpu };
 }
 
-/** sshd counts a connection's CPU once its processes exit and are waited for: wait for that. */
+/** Waits for sshd's processes of the last connection to end, so the machine's count includes their last work. */
 async function settle(): Promise<void> {
   const pid = sshdPid();
   for (let i = 0; i < 50 && pid && fs.readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim() !== ""; i++) {
@@ -159,8 +159,9 @@ function stagesUnder(runtime: string): Record<string, number> {
   return JSON.parse(out.trim().split("\n").pop()!);
 }
 
-const sumOf = (o: Record<string, number>) => Object.values(o).reduce((a, b) => a + b, 0);
 const f2 = (x: number) => x.toFixed(2);
+/** The result row of ssh with `cipher`. */
+const sshRow = (cipher: string) => `ssh ${cipher.split("@")[0]}`;
 
 export async function benchTransfer(): Promise<void> {
   const ssh = findSsh();
@@ -170,11 +171,11 @@ export async function benchTransfer(): Promise<void> {
   else console.log(`  OpenSSH: ${NO_SSH}`);
   const results: Record<string, { up: Leg; down: Leg }> = {};
   for (const r of runtimes) results[`agent on ${r}`] = await agentLegs(RUNTIMES[r]);
-  if (ssh) for (const c of CIPHERS) results[`ssh ${c.split("@")[0]}`] = await sshLegs(ssh, c);
+  if (ssh) for (const c of CIPHERS) results[sshRow(c)] = await sshLegs(ssh, c);
 
   // The bench process makes the data, hashes it and feeds the client; with ssh it does only that
   // (and pipe writes), so its CPU in the ssh run is the share no transport should be charged.
-  const benchShare = (dir: "up" | "down") => (ssh ? results[`ssh ${CIPHERS[0].split("@")[0]}`][dir].cpu.bench : 0);
+  const benchShare = (dir: "up" | "down") => (ssh ? results[sshRow(CIPHERS[0])][dir].cpu.bench : 0);
   const total = (leg: Leg, dir: "up" | "down") => leg.cpu.machine - benchShare(dir);
   const rows = [["", "MB/s", "CPU-s/GiB: bench process, each process of the transport", "transport total*"]];
   for (const dir of ["up", "down"] as const) {
@@ -190,7 +191,7 @@ export async function benchTransfer(): Promise<void> {
   console.log("    process is the client library. sshd's side is the machine's time less the bench process and ssh.");
   if (ssh) {
     for (const dir of ["up", "down"] as const) {
-      const sshes = CIPHERS.map((c) => results[`ssh ${c.split("@")[0]}`][dir]);
+      const sshes = CIPHERS.map((c) => results[sshRow(c)][dir]);
       const fastest = sshes.reduce((a, b) => (a.mbps >= b.mbps ? a : b));
       for (const r of runtimes) {
         const leg = results[`agent on ${r}`][dir];
@@ -204,7 +205,7 @@ export async function benchTransfer(): Promise<void> {
   const stageRows = [["stage, CPU-s/GiB (bench/stages.ts)", ...runtimes]];
   const stages = Object.fromEntries(runtimes.map((r) => [r, stagesUnder(r)]));
   for (const name of Object.keys(stages[runtimes[0]])) stageRows.push([name, ...runtimes.map((r) => f2(stages[r][name]))]);
-  // Along one direction: the hash at the far end, one AES each way, one AES each way, the socket, two ring passes, the disk.
+  // Along one direction: the hash at the far end, one seal and one open, the socket, one ring pass, the disk.
   const path1 = (s: Record<string, number>, disk: string) => s["SHA-256"] + s.encrypt + s.decrypt + s["loopback TCP (both ends)"] + s.ring + s[disk];
   stageRows.push(["sum along an upload", ...runtimes.map((r) => f2(path1(stages[r], "file write")))]);
   stageRows.push(["measured upload, transport total", ...runtimes.map((r) => f2(total(results[`agent on ${r}`].up, "up")))]);
