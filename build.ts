@@ -17,7 +17,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 import { inject } from "postject";
-import { KOFFI_ASSET } from "./runtime/mmap.ts";
+import { KOFFI_ASSET } from "./runtime/native.ts";
 
 const root = path.dirname(fileURLToPath(import.meta.url));
 const dist = path.join(root, "dist");
@@ -64,7 +64,7 @@ async function singleExecutable() {
     output: blob,
     disableExperimentalSEAWarning: true,
     useCodeCache: true,
-    // The mmap channel needs koffi's native module; the binary carries it (runtime/mmap.ts loads it).
+    // The mmap channel needs koffi's native module; the binary carries it (runtime/native.ts loads it).
     assets: { [KOFFI_ASSET]: koffiNative() },
   }));
   execFileSync(process.execPath, ["--experimental-sea-config", configPath], { stdio: ["ignore", "ignore", "inherit"] });

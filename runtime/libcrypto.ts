@@ -14,14 +14,10 @@
  * @module
  */
 import { type Aead, type CryptoProvider, TAG_SIZE } from "../core/secure/crypto.ts";
+import { denoFfi, isDeno } from "./native.ts";
 
 const LIBRARIES = ["libcrypto.so.3", "libcrypto.so"];
 const GCM_GET_TAG = 0x10, GCM_SET_TAG = 0x11;
-
-interface DenoFfi {
-  dlopen(lib: string, symbols: Record<string, unknown>): { symbols: Record<string, (...a: unknown[]) => unknown> };
-  permissions: { querySync(p: { name: "ffi" }): { state: string } };
-}
 
 type Symbols = {
   ctxNew(): unknown;
@@ -41,7 +37,7 @@ let loaded: Symbols | null | undefined;
 function load(): Symbols | null {
   if (loaded !== undefined) return loaded;
   loaded = null;
-  const D = (globalThis as unknown as { Deno?: DenoFfi }).Deno;
+  const D = isDeno() ? denoFfi() : null;
   // Never ask: a program run without --allow-ffi gets WebCrypto, not a permission prompt.
   if (!D || D.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
   const pointer = "pointer", buffer = "buffer";

@@ -10,6 +10,7 @@ import "./delivery.test.ts";
 import "./doc.test.ts";
 import "./ring.test.ts";
 import "./mmap.test.ts";
+import "./spawn.test.ts";
 import "./cli.e2e.test.ts";
 import "./hostile.e2e.test.ts";
 import "./sessions.e2e.test.ts";

@@ -96,6 +96,13 @@ remote("run: a program ended by a signal exits 128 + its number", async () => {
   assert.equal(JSON.parse(json.stdout), { code: null, signal: "SIGTERM", exitCode: 143, stdout: "out\n", stderr: "" });
 });
 
+remote("run: the program holds no descriptor of the agent's but its own stdin, stdout and stderr, and SIGPIPE is not ignored", async () => {
+  const fds = await run(["--", "sh", "-c", "ls /proc/$$/fd"]);
+  assert.equal(fds.stdout.trim().split("\n").sort(), ["0", "1", "2"]);
+  const pipe = await run(["--", "sh", "-c", "kill -PIPE $$; echo survived"]);
+  assert.is(pipe.code, 141, pipe.stdout);
+});
+
 remote("run: Ctrl-C reaches the program as SIGINT; a second one ends it", async () => {
   const trapping = cli(["run", target, "--key-file", keyFile, "--", "sh", "-c", "trap 'echo got-int; exit 42' INT; echo ready; while :; do sleep 0.1; done"]);
   await until(() => trapping.chunks.some((c) => c.text.includes("ready")), "the program is running");
