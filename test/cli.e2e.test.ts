@@ -4,7 +4,7 @@ import * as assert from "uvu/assert";
 import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { cleanExit, IS_DENO, ROOT, runAgent, runAgentAsync, startAgent, stopAll, tempDir, writeKeyFile } from "./helpers/agent-process.ts";
+import { cleanExit, hermeticEnv, IS_DENO, ROOT, runAgent, runAgentAsync, startAgent, stopAll, tempDir, writeKeyFile } from "./helpers/agent-process.ts";
 import { fakeServer } from "./helpers/net.ts";
 import { encodeReply, EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
 import { generateKey } from "../core/secure/keys.ts";
@@ -18,12 +18,12 @@ cli("--version and --help work from the binary alone, with no node_modules besid
   const exe = path.join(dir, "agent");
   fs.copyFileSync(path.join(ROOT, "dist/agent"), exe);
   fs.chmodSync(exe, 0o755);
-  const v = spawnSync(exe, ["--version"], { cwd: dir, encoding: "utf8" });
+  const v = spawnSync(exe, ["--version"], { cwd: dir, encoding: "utf8", env: hermeticEnv() });
   assert.is(v.status, 0);
   assert.match(v.stdout, /agent\/\d+\.\d+\.\d+/);
-  const h = spawnSync(exe, ["--help"], { cwd: dir, encoding: "utf8" });
+  const h = spawnSync(exe, ["--help"], { cwd: dir, encoding: "utf8", env: hermeticEnv() });
   for (const c of ["start", "status", "keygen", "probe"]) assert.match(h.stdout, new RegExp(`\\n\\s+${c}`));
-  const ph = spawnSync(exe, ["probe", "--help"], { cwd: dir, encoding: "utf8" });
+  const ph = spawnSync(exe, ["probe", "--help"], { cwd: dir, encoding: "utf8", env: hermeticEnv() });
   assert.match(ph.stdout, /7 wrong key/);
 });
 
