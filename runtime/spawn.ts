@@ -81,15 +81,11 @@ export function startBackend(): StartBackend {
 }
 
 /** Starts `program` with `args`; rejects with an error whose `code` is the errno name (ENOENT, EACCES, …) if it cannot run. */
-export function startProcess(program: string, args: readonly string[], options: StartOptions): Promise<StartedProcess> {
-  if ((options.via ?? startBackend()) === "child_process") return startWithChildProcess(program, args, options);
-  try {
-    const libc = loadPosixSpawn();
-    if (!libc) throw startError("ENOSYS", "posix_spawn is not available in this process");
-    return Promise.resolve(startWithPosixSpawn(libc, program, args, options));
-  } catch (e) {
-    return Promise.reject(e);
-  }
+export async function startProcess(program: string, args: readonly string[], options: StartOptions): Promise<StartedProcess> {
+  if ((options.via ?? startBackend()) === "child_process") return await startWithChildProcess(program, args, options);
+  const libc = loadPosixSpawn();
+  if (!libc) throw startError("ENOSYS", "posix_spawn is not available in this process");
+  return startWithPosixSpawn(libc, program, args, options);
 }
 
 // ---- child_process ------------------------------------------------------
@@ -299,31 +295,28 @@ function startWithPosixSpawn(libc: PosixSpawn, program: string, args: readonly s
   const file = searchPath ? program : resolveProgram(program, options.env, options.cwd);
   const envp = Object.entries(options.env).map(([k, v]) => `${k}=${v}`);
   const pipes: Array<[number, number]> = [];
+  let pid: number;
+  reaper.listen(); // before the child exists, so its SIGCHLD is never missed
   try {
     for (let k = 0; k < 3; k++) pipes.push(libc.pipe());
     const [stdin, stdout, stderr] = pipes;
-    reaper.listen(libc); // before the child exists, so its SIGCHLD is never missed
-    let pid: number;
-    try {
-      pid = libc.spawn(file, [program, ...args], envp, [[stdin[0], 0], [stdout[1], 1], [stderr[1], 2]], options.cwd, searchPath);
-    } catch (e) {
-      reaper.unlistenIfIdle();
-      throw e;
-    }
-    for (const fd of [stdin[0], stdout[1], stderr[1]]) libc.close(fd); // the child's ends
-    const started: StartedProcess = {
-      pid,
-      stdin: new net.Socket({ fd: stdin[1], readable: false, writable: true }),
-      stdout: new net.Socket({ fd: stdout[0], readable: true, writable: false }),
-      stderr: new net.Socket({ fd: stderr[0], readable: true, writable: false }),
-      exit: reaper.watch(pid),
-    };
-    started.stdin.on("error", () => {}); // EPIPE surfaces through the write that caused it
-    return started;
+    pid = libc.spawn(file, [program, ...args], envp, [[stdin[0], 0], [stdout[1], 1], [stderr[1], 2]], options.cwd, searchPath);
   } catch (e) {
     for (const [r, w] of pipes) libc.close(r), libc.close(w);
+    reaper.unlistenIfIdle();
     throw e;
   }
+  const [stdin, stdout, stderr] = pipes;
+  for (const fd of [stdin[0], stdout[1], stderr[1]]) libc.close(fd); // the child's ends
+  const started: StartedProcess = {
+    pid,
+    stdin: new net.Socket({ fd: stdin[1], readable: false, writable: true }),
+    stdout: new net.Socket({ fd: stdout[0], readable: true, writable: false }),
+    stderr: new net.Socket({ fd: stderr[0], readable: true, writable: false }),
+    exit: reaper.watch(pid),
+  };
+  started.stdin.on("error", () => {}); // EPIPE surfaces through the write that caused it
+  return started;
 }
 
 const BACKSTOP_MS = 1000;
@@ -335,14 +328,12 @@ const BACKSTOP_MS = 1000;
  */
 const reaper = new (class Reaper {
   #waiting = new Map<number, (status: ExitStatus) => void>();
-  #libc: PosixSpawn | null = null;
   #listening = false;
   #onSignal = () => this.#reapAll();
   /** Keeps the event loop alive while a child runs, as child_process does, and backs up the signal. */
   #backstop: ReturnType<typeof setInterval> | null = null;
 
-  listen(libc: PosixSpawn) {
-    this.#libc = libc;
+  listen() {
     if (this.#listening) return;
     process.on("SIGCHLD", this.#onSignal);
     this.#backstop = setInterval(this.#onSignal, BACKSTOP_MS);
@@ -364,7 +355,7 @@ const reaper = new (class Reaper {
 
   #reapAll() {
     for (const [pid, resolve] of this.#waiting) {
-      const status = this.#libc!.reap(pid);
+      const status = posix!.reap(pid); // only children posix_spawn started are waited for here
       if (status === null) continue;
       this.#waiting.delete(pid);
       resolve(exitStatus(status));
