@@ -38,6 +38,12 @@ async function bundle() {
     platform: "node",
     target: "node20",
     legalComments: "none",
+    // Without comments and indentation the source every process holds is 0.87 MB instead of 1.2 MB, and
+    // ASCII: one non-ASCII comment made V8 keep all of it as a two-byte string (2.4 MiB per process).
+    // Names stay, so stack traces still read.
+    minifyWhitespace: true,
+    minifySyntax: true,
+    charset: "ascii",
     logLevel: "warning",
   };
   await esbuild.build({

@@ -3,6 +3,16 @@ import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { DENO_HEAP_FLAGS } from "../runtime/heap.ts";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+/** How the built agent runs on each runtime, as the README tells an operator to run it. */
+export const AGENT_COMMANDS: Record<string, string[]> = {
+  node: [path.join(ROOT, "dist/agent")],
+  deno: [path.join(ROOT, "node_modules/.bin/deno"), "run", "-A", ...DENO_HEAP_FLAGS, path.join(ROOT, "dist/agent.mjs")],
+};
 
 /** A running agent; `stop` ends it and removes its state directory. */
 export interface BenchAgent {

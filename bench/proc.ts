@@ -6,6 +6,17 @@ export function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
 }
 
+/**
+ * The resident set as private memory (anonymous: heaps, stacks) and file-backed pages (code mapped
+ * from the binary, shared with every process running it; how many are mapped varies with how much of
+ * the file the page cache holds), KiB.
+ */
+export function rssSplitKiB(pid: number): { anon: number; file: number } {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  const field = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+)`).exec(status)![1]);
+  return { anon: field("RssAnon"), file: field("RssFile") + field("RssShmem") };
+}
+
 /** Proportional set size (shared pages split among their sharers), KiB. */
 export function pssKiB(pid: number): number {
   return Number(/^Pss:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))![1]);

@@ -18,22 +18,15 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { type Agent, connect, type RemoteSession } from "../mod.ts";
 import { ServiceCode } from "../core/session/contract.ts";
 import { generateKey } from "../core/secure/keys.ts";
-import { startBenchAgent } from "./agent.ts";
+import { AGENT_COMMANDS, startBenchAgent } from "./agent.ts";
 import { echoRtts, startEchoServer } from "./echo.ts";
-import { pssKiB, rssKiB } from "./proc.ts";
+import { pssKiB, rssKiB, rssSplitKiB } from "./proc.ts";
 import { CIPHERS, findSsh, muxMaster, NO_SSH, SSH_PORT, type Ssh } from "./ssh.ts";
 import { median, quantile, ratio, table, us } from "./stats.ts";
 import { source, TRANSFER_MIB } from "./transfer.ts";
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const RUNTIMES: Record<string, string[]> = {
-  node: [path.join(ROOT, "dist/agent")],
-  deno: [path.join(ROOT, "node_modules/.bin/deno"), "run", "-A", path.join(ROOT, "dist/agent.mjs")],
-};
 
 type Column = Record<string, string>;
 const ms = (x: number) => `${x.toFixed(2)} ms`;
@@ -82,6 +75,8 @@ async function measureRuntime(runtime: string, command: string[]): Promise<Colum
     for (let i = 0; i < 10_000; i++) await agent.ping();
     await new Promise((r) => setTimeout(r, 1500));
     col["agent RSS after 10,000 pings"] = mib(rssKiB(agentPid));
+    const split = rssSplitKiB(agentPid);
+    col["  of it private / file-backed"] = `${mib(split.anon)} / ${mib(split.file)}`;
 
     // Session open: the agent keeps a spare host per product; give it time to be ready each time.
     const opens: number[] = [];
@@ -174,7 +169,7 @@ export async function benchSessions(): Promise<void> {
   const server = await startEchoServer();
   const echo = await echoRtts(server.port, new Uint8Array(64), 3000).finally(() => server.stop());
   const columns: Record<string, Column> = {};
-  for (const runtime of runtimes) columns[runtime] = await measureRuntime(runtime, RUNTIMES[runtime]);
+  for (const runtime of runtimes) columns[runtime] = await measureRuntime(runtime, AGENT_COMMANDS[runtime]);
   const peer = ssh ? await measureSsh(ssh) : {};
   const rows = [["", ...runtimes.map((r) => `agent on ${r}`), "OpenSSH"]];
   for (const label of Object.keys(columns[runtimes[0]])) rows.push([label, ...runtimes.map((r) => columns[r][label] ?? ""), peer[label] ?? ""]);

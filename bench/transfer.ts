@@ -23,7 +23,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
-import { startBenchAgent } from "./agent.ts";
+import { AGENT_COMMANDS, startBenchAgent } from "./agent.ts";
 import { cpuSeconds, machineCpuSeconds } from "./proc.ts";
 import { CIPHERS, findSsh, NO_SSH, SSH_DIR, SSH_PORT, type Ssh } from "./ssh.ts";
 import { ratio, table } from "./stats.ts";
@@ -32,10 +32,6 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const TRANSFER_MIB = Number(process.env.BENCH_TRANSFER_MIB ?? 1024);
 const GIB = TRANSFER_MIB / 1024;
 const DENO = path.join(ROOT, "node_modules/.bin/deno");
-const RUNTIMES: Record<string, string[]> = {
-  node: [path.join(ROOT, "dist/agent")],
-  deno: [DENO, "run", "-A", path.join(ROOT, "dist/agent.mjs")],
-};
 
 /** One direction's figures: MB/s and CPU-seconds per GiB by process. */
 interface Leg {
@@ -170,7 +166,7 @@ export async function benchTransfer(): Promise<void> {
   if (ssh) console.log(`  peer: sshd on 127.0.0.1:${SSH_PORT}, user ${ssh.user}, shell ${ssh.shell}; one connection per transfer with each of ${CIPHERS.join(", ")}; the far end hashes with openssl as the bytes pass through tee`);
   else console.log(`  OpenSSH: ${NO_SSH}`);
   const results: Record<string, { up: Leg; down: Leg }> = {};
-  for (const r of runtimes) results[`agent on ${r}`] = await agentLegs(RUNTIMES[r]);
+  for (const r of runtimes) results[`agent on ${r}`] = await agentLegs(AGENT_COMMANDS[r]);
   if (ssh) for (const c of CIPHERS) results[sshRow(c)] = await sshLegs(ssh, c);
 
   // The bench process makes the data, hashes it and feeds the client; with ssh it does only that

@@ -6,6 +6,7 @@
  */
 import { createRequire } from "node:module";
 import path from "node:path";
+import { DENO_HEAP_FLAGS } from "./heap.ts";
 
 /** The `node:sea` module when running as a Node single executable, else null. */
 export function seaModule(): { isSea(): boolean; getAsset(name: string): ArrayBuffer } | null {
@@ -21,7 +22,7 @@ export function seaModule(): { isSea(): boolean; getAsset(name: string): ArrayBu
 /** argv prefix that starts this same program (append the subcommand and its arguments). */
 export function selfCommand(): string[] {
   const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
-  if (deno) return [deno.execPath(), "run", "-A", path.resolve(process.argv[1])];
+  if (deno) return [deno.execPath(), "run", "-A", ...DENO_HEAP_FLAGS, path.resolve(process.argv[1])];
   if (seaModule()) return [process.execPath];
   return [process.execPath, ...process.execArgv, path.resolve(process.argv[1])];
 }
