@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-import { decode, encode } from "@msgpack/msgpack";
+import { decode, Encoder } from "@msgpack/msgpack";
 import { ProtocolError } from "../errors.ts";
 
 /** Codes of messages addressed to the agent itself (target 0). Replies are request code + 1. */
@@ -59,9 +59,17 @@ export interface SerializedError {
   detail?: string;
 }
 
-/** Encodes a structured payload. */
+// One encoder for the process: `encode()` builds a new one with a fresh 2 KiB buffer per call, which
+// doubles the cost of a small message. Its buffer grows to the largest message it has encoded, so a
+// large one gets it replaced rather than held for the life of the process.
+let encoder = new Encoder();
+const ENCODER_KEEP_BYTES = 64 * 1024;
+
+/** Encodes a structured payload (a copy the caller owns). */
 export function encodeFields(value: unknown): Uint8Array {
-  return encode(value);
+  const bytes = encoder.encode(value);
+  if (bytes.length > ENCODER_KEEP_BYTES) encoder = new Encoder();
+  return bytes;
 }
 
 /** Decodes a structured payload; a malformed one is a {@link ProtocolError}. */
