@@ -1,9 +1,12 @@
 // The local agent: a product on the same machine, no network, the same host processes.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { NotFoundError } from "../mod.ts";
 import { LocalAgent } from "../local.ts";
-import { agentCommand, stopAll, tempDir } from "./helpers/agent-process.ts";
+import { agentCommand, IS_DENO, stopAll, tempDir } from "./helpers/agent-process.ts";
 
 test.after(stopAll);
 
@@ -28,6 +31,16 @@ test("local agent: sessions, processes and files with no listener at all", async
     }
   }
   assert.not.ok(alive, "stopping the local agent ends its hosts");
+});
+
+test("its hosts inherit the tests' private HOME: native code they unpack never lands in the user's cache", async () => {
+  assert.ok(os.homedir().startsWith(os.tmpdir()), `HOME is ${os.homedir()}`);
+  assert.is(process.env.XDG_CACHE_HOME, undefined);
+  const local = await LocalAgent.start({ stateDir: tempDir(), agentCommand: agentCommand() });
+  await (await local.openSession("local")).system.info();
+  await local.stop();
+  // The single executable (Node) unpacks koffi into ~/.cache/agent; Deno needs nothing unpacked.
+  if (!IS_DENO) assert.ok(fs.readdirSync(path.join(os.homedir(), ".cache/agent")).some((f) => f.startsWith("koffi-")));
 });
 
 test.run();

@@ -37,14 +37,31 @@ export function tempDir(prefix = "agent-test-"): string {
 const dirs: string[] = [];
 const running = new Set<ChildProcess>();
 
+/** Settings through which a process finds the machine's real agent state or cache. */
+const REAL_STATE_SETTINGS = /^(AGENT_|XDG_STATE_HOME$|XDG_CACHE_HOME$|STATE_DIRECTORY$)/;
+
 /**
- * The environment every agent and CLI call in the tests gets: this process's, minus any AGENT_*
- * setting, with its own HOME and its own state directory. No test reads or writes the machine's
- * real state (/var/lib/agent, ~/.local/state/agent), whatever it holds.
+ * The test process itself runs with a private HOME and none of {@link REAL_STATE_SETTINGS}, so what
+ * it starts without {@link hermeticEnv} (a LocalAgent's hosts, helper scripts) cannot reach the
+ * user's state or cache either. Deno keeps reading its module cache where it was.
+ */
+function isolateTestProcess(): void {
+  process.env.DENO_DIR ??= path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "deno");
+  for (const name of Object.keys(process.env)) if (REAL_STATE_SETTINGS.test(name)) delete process.env[name];
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), "agent-test-home-"));
+  process.env.HOME = home;
+  process.on("exit", () => fs.rmSync(home, { recursive: true, force: true }));
+}
+isolateTestProcess();
+
+/**
+ * The environment every agent and CLI call in the tests gets: this process's (see
+ * {@link isolateTestProcess}), with its own HOME and its own state directory. No test reads or
+ * writes the machine's real state (/var/lib/agent, ~/.local/state/agent), whatever it holds.
  */
 export function hermeticEnv(extra: Record<string, string> = {}): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("AGENT_")) env[k] = v;
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !REAL_STATE_SETTINGS.test(k)) env[k] = v;
   // DENO_NO_UPDATE_CHECK: Deno's own version check would reach for the network (through HTTPS_PROXY, when set).
   return { ...env, HOME: tempDir("agent-home-"), AGENT_STATE_DIR: tempDir("agent-state-"), NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...extra };
 }
