@@ -89,6 +89,19 @@ test("a large inflow is acknowledged at once, without waiting for the delay", ()
   agent.link.close();
 });
 
+test("a transfer's 512 KiB requests, each answered, put no bare acknowledgement on the wire: the replies carry them", () => {
+  const client = new Side("client"), agent = new Side("agent");
+  for (let i = 0; i < 8; i++) {
+    client.link.send(DATA, 0, [new Uint8Array(512 * 1024)]);
+    client.deliverTo(agent);
+    agent.send(`written ${i}`);
+    assert.equal(agent.wire.map((f) => f.code), [DATA], `request ${i}: only the reply`);
+    agent.deliverTo(client);
+    assert.is(client.link.keptBytes, 0, `request ${i} acknowledged by its reply`);
+  }
+  agent.link.close();
+});
+
 test("duplication: a frame that arrives twice is handed up once", () => {
   const client = new Side("client"), agent = new Side("agent");
   client.send("a", "b");

@@ -33,7 +33,11 @@ export interface DeliveryOptions {
   transmit?: LinkTransport["transmit"];
   /** Kept (unacknowledged) bytes at which {@link DeliveryLink.saturated} turns true; unbounded by default. */
   keepLimitBytes?: number;
-  /** Acknowledge at once after this many bytes received without sending anything (default 256 KiB). */
+  /**
+   * Acknowledge at once after this many bytes received without sending anything (default 2 MiB:
+   * above a transfer's 512 KiB requests, so their replies carry the acknowledgement instead,
+   * and far below the 16 MiB the agent keeps per attachment).
+   */
   ackEveryBytes?: number;
   /** Otherwise acknowledge within this long (default 20 ms). */
   ackDelayMs?: number;
@@ -66,7 +70,7 @@ export class DeliveryLink {
   constructor(options: DeliveryOptions = {}) {
     this.#transport = options.transmit ? { transmit: options.transmit } : null;
     this.#limit = options.keepLimitBytes ?? Infinity;
-    this.#ackEveryBytes = options.ackEveryBytes ?? 256 * 1024;
+    this.#ackEveryBytes = options.ackEveryBytes ?? 2 * 1024 * 1024;
     this.#ackDelayMs = options.ackDelayMs ?? 20;
     this.#onRoom = options.onRoom ?? (() => {});
   }
