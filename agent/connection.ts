@@ -122,10 +122,11 @@ export class ClientConnection implements SessionPeer {
     // A full ring holds this connection (backpressure), but must not hide that the client left.
     // A host that dies meanwhile fails this request and its session, never the connection.
     try {
-      await Promise.race([
-        att.session.host.send({ target: att.id, code: frame.code, token: frame.token, payload: body }),
-        this.frames.stream.closed,
+      const copied = await Promise.race([
+        att.session.host.send({ target: att.id, code: frame.code, token: frame.token, payload: body }).then(() => true),
+        this.frames.stream.closed.then(() => false),
       ]);
+      if (copied) this.frames.release(frame); // in the ring now: its buffer can take the next frame
     } catch (e) {
       this.#failRequest(att, frame, "host-failed", `the session's host process is gone: ${(e as Error).message}`);
     }

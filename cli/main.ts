@@ -11,6 +11,7 @@ import { CLI_PRODUCT } from "./commands/product.ts";
 import { ConfigError } from "../agent/config-error.ts";
 import { VERSION } from "../core/version.ts";
 import { keepYoungGenerationSmall } from "../runtime/heap.ts";
+import { useUninitializedAllocation } from "../runtime/memory.ts";
 
 // Each command's module loads only when that command runs: `agent run` and a session's host
 // process then start without evaluating the server, TLS, HTTP or config-schema code they never use.
@@ -175,6 +176,7 @@ export async function main(argv: string[]): Promise<number> {
 
 // No top-level await: the SEA bundle is CommonJS. `host` is internal, so it stays out of cac's help.
 keepYoungGenerationSmall();
+useUninitializedAllocation();
 const argv = process.argv.slice(2);
 if (argv[0] === "host") {
   // The host's doorbell pipe would keep it alive; it is done when hostMain returns.

@@ -9,6 +9,10 @@ import type { AgentClient } from "../core/client/agent-client.ts";
 import { listSessions, RemoteSession } from "../core/client/remote-session.ts";
 import type { AgentInfo } from "../core/wire/messages.ts";
 import type { SessionSummary } from "../core/session/protocol.ts";
+import { useUninitializedAllocation } from "../runtime/memory.ts";
+
+// Every way a library user reaches an agent (connect, listen, LocalAgent) goes through this class.
+useUninitializedAllocation();
 
 /**
  * A connection to an agent, with sessions.

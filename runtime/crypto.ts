@@ -15,7 +15,7 @@ import { createCipheriv, createDecipheriv, createHash, createHmac, createPublicK
 import type { Aead, CryptoProvider, X25519KeyPair } from "../core/secure/crypto.ts";
 import { concat } from "../core/bytes.ts";
 import { TAG_SIZE, webCryptoProvider } from "../core/secure/crypto.ts";
-import { libcryptoProvider } from "./libcrypto.ts";
+import { libcryptoAead, libcryptoProvider } from "./libcrypto.ts";
 
 const b64url = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64url");
 const view = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.length);
@@ -34,7 +34,14 @@ function nodeX25519(): X25519KeyPair {
   };
 }
 
-/** AES-256-GCM, SHA-256, HMAC-SHA-256 and X25519 through `node:crypto`. */
+/**
+ * Messages at least this long, sealed or opened into a caller's buffer, go through libcrypto where
+ * it loads: one reused context and no output buffer per message. Smaller ones stay on `node:crypto`,
+ * whose per-call cost is lower than the FFI's, and a process that never moves bulk data never loads it.
+ */
+const BULK_MESSAGE = 16 * 1024;
+
+/** AES-256-GCM, SHA-256, HMAC-SHA-256 and X25519 through `node:crypto`; bulk AES-GCM through libcrypto where it loads. */
 export const nodeCryptoProvider: CryptoProvider = {
   name: "node:crypto",
   sha256(...parts) {
@@ -60,9 +67,28 @@ export const nodeCryptoProvider: CryptoProvider = {
       out.push(c.getAuthTag());
       return out;
     };
-    return Promise.resolve({
+    let bulk: Aead | null | undefined;
+    const bulkFor = (length: number) => (length < BULK_MESSAGE ? null : bulk !== undefined ? bulk : (bulk = libcryptoAead(raw)));
+    const self: Aead = {
       seal: (iv, plaintext, ad) => concat(sealParts(iv, [plaintext], ad)),
       sealParts,
+      sealInto(iv, parts, ad, out) {
+        const fast = bulkFor(out.length);
+        if (fast) return fast.sealInto!(iv, parts, ad, out);
+        let at = 0;
+        for (const piece of sealParts(iv, parts, ad)) {
+          out.set(piece, at);
+          at += piece.length;
+        }
+      },
+      openInto(iv, pieces, ad, out) {
+        const fast = bulkFor(out.length);
+        if (fast) return fast.openInto!(iv, pieces, ad, out);
+        const plain = self.open(iv, pieces.length === 1 ? pieces[0] : concat(pieces), ad) as Uint8Array | null;
+        if (plain === null || plain.length !== out.length) return false;
+        out.set(plain);
+        return true;
+      },
       open(iv, sealed, ad) {
         if (sealed.length < TAG_SIZE) return null;
         const d = createDecipheriv("aes-256-gcm", key, iv);
@@ -76,7 +102,8 @@ export const nodeCryptoProvider: CryptoProvider = {
           return null;
         }
       },
-    });
+    };
+    return Promise.resolve(self);
   },
 };
 

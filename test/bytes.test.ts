@@ -1,11 +1,27 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { concat, copy, equals, fromHex, indexOfNeedle, timingSafeEqual, toHex } from "../core/bytes.ts";
+import { allocateUninitialized, concat, copy, equals, fromHex, indexOfNeedle, timingSafeEqual, toHex } from "../core/bytes.ts";
+import { useUninitializedAllocation } from "../runtime/memory.ts";
 
 const b = (...n: number[]) => new Uint8Array(n);
 
 test("bytes: concat joins in order", () => {
   assert.equal(concat([b(1, 2), b(), b(3)]), b(1, 2, 3));
+});
+
+test("bytes: the runtime's uninitialized allocation hands out plain arrays, whose slice is a copy", () => {
+  useUninitializedAllocation();
+  for (const length of [0, 10, 1 << 20]) {
+    const a = allocateUninitialized(length);
+    assert.is(a.constructor, Uint8Array, "not a Buffer: a Buffer's slice would share memory");
+    assert.is(a.length, length);
+    assert.is(a.byteOffset, 0);
+    if (length === 0) continue;
+    a.fill(1);
+    const copied = a.slice();
+    copied[0] = 2;
+    assert.is(a[0], 1);
+  }
 });
 
 test("bytes: equals and timingSafeEqual agree", () => {

@@ -16,8 +16,12 @@ import fs from "node:fs";
 import { nodeCryptoProvider } from "../runtime/crypto.ts";
 import { libcryptoProvider } from "../runtime/libcrypto.ts";
 
-/** Every provider this runtime can use: on Deno also libcrypto through FFI. */
+/** Every provider this runtime can use, libcrypto through FFI where it loads (on Node through koffi). */
 const PROVIDERS: CryptoProvider[] = [webCryptoProvider, nodeCryptoProvider, ...[libcryptoProvider()].filter((p) => p !== null)];
+
+test("libcrypto loads through this runtime's FFI: koffi on Node, Deno.dlopen on Deno", () => {
+  assert.ok(libcryptoProvider(), "libcrypto.so.3 is installed here, so the provider must load");
+});
 
 const hex = (s: string) => fromHex(s)!;
 
@@ -164,11 +168,16 @@ for (const provider of PROVIDERS) {
   });
 }
 
-test("frames in key mode travel as Noise transport messages of at most 65,535 bytes, each a plain Noise message", async () => {
+/** Both ends' transport keys after a real handshake. */
+async function transportKeys(): Promise<{ client: TransportKeys; agent: TransportKeys }> {
   const init = await NoiseHandshake.initiator(PSK, PROLOGUE, nodeCryptoProvider);
   const found = await NoiseHandshake.respond([PSK], PROLOGUE, await init.writeMessage1(), nodeCryptoProvider);
-  const { message, keys: agentKeys } = await found!.handshake.writeMessage2();
-  const { keys: clientKeys } = await init.readMessage2(message);
+  const { message, keys } = await found!.handshake.writeMessage2();
+  return { client: (await init.readMessage2(message)).keys, agent: keys };
+}
+
+test("frames in key mode travel as Noise transport messages of at most 65,535 bytes, each a plain Noise message", async () => {
+  const { client: clientKeys, agent: agentKeys } = await transportKeys();
   const [a, b] = memoryStreamPair();
   const sender = new FrameStream(new StreamReader(a), clientKeys);
   const payload = new Uint8Array(MAX_PAYLOAD).map((_, i) => (i * 7919) >>> 3);
@@ -192,12 +201,6 @@ test("frames in key mode travel as Noise transport messages of at most 65,535 by
 });
 
 test("frames in key mode: a record over 65,535 bytes, a message past its frame, or a frame over the maximum is refused", async () => {
-  const keysFor = async () => {
-    const init = await NoiseHandshake.initiator(PSK, PROLOGUE, nodeCryptoProvider);
-    const found = await NoiseHandshake.respond([PSK], PROLOGUE, await init.writeMessage1(), nodeCryptoProvider);
-    const { message, keys } = await found!.handshake.writeMessage2();
-    return { client: (await init.readMessage2(message)).keys, agent: keys };
-  };
   const seal = async (keys: TransportKeys, plain: Uint8Array) => encodeRecord(await keys.send.encrypt(plain));
   const le32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer);
   const cases: Array<[string, (k: TransportKeys) => Promise<Uint8Array>, RegExp]> = [
@@ -206,7 +209,7 @@ test("frames in key mode: a record over 65,535 bytes, a message past its frame, 
     ["message past its frame", (k) => seal(k, concat([le32(12), new Uint8Array(20)])), /runs past the end of its frame/],
   ];
   for (const [what, record, error] of cases) {
-    const { client, agent } = await keysFor();
+    const { client, agent } = await transportKeys();
     const [a, b] = memoryStreamPair();
     await a.write(await record(client));
     const e = await new FrameStream(new StreamReader(b), agent).receive().then(() => null, (x) => x);
@@ -232,5 +235,80 @@ for (const provider of PROVIDERS) {
     assert.equal(await mine.open(nonce, sealed, ad), plain, "a failed open leaves the key usable");
   });
 }
+
+for (const provider of PROVIDERS) {
+  test(`aes-256-gcm (${provider.name}): sealing into and opening from pieces gives WebCrypto's bytes, small and bulk; any changed byte fails`, async () => {
+    const key = hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+    const nonce = hex("000000000000000000000009"), none = new Uint8Array(0);
+    const [mine, web] = [await provider.aesGcm(key), await webCryptoProvider.aesGcm(key)];
+    if (!mine.sealInto || !mine.openInto) return; // optional: CipherState falls back to seal and open
+    for (const size of [100, 40_000, 65_519]) { // below and above node:crypto's hand-over to libcrypto
+      const plain = new Uint8Array(size).map((_, i) => i * 13);
+      const expected = await web.seal(nonce, plain, none);
+      const out = new Uint8Array(size + 16).fill(0xee);
+      mine.sealInto(nonce, [plain.subarray(0, 7), plain.subarray(7, 7), plain.subarray(7)], none, out);
+      assert.equal(out, expected, `sealed ${size}`);
+      // Pieces cut as a socket might: inside the ciphertext and inside the tag.
+      const cuts = [[expected], [expected.subarray(0, 1), expected.subarray(1)], [expected.subarray(0, size + 5), expected.subarray(size + 5, size + 9), expected.subarray(size + 9)]];
+      for (const pieces of cuts) {
+        const opened = new Uint8Array(size).fill(0xee);
+        assert.ok(mine.openInto(nonce, pieces, none, opened), `${size} in ${pieces.length} pieces`);
+        assert.equal(opened, plain);
+      }
+      for (const at of [0, size - 1, size + 15]) {
+        const bad = expected.slice();
+        bad[at] ^= 1;
+        assert.not.ok(mine.openInto(nonce, [bad.subarray(0, 3), bad.subarray(3)], none, new Uint8Array(size)), `byte ${at} changed`);
+      }
+      assert.not.ok(mine.openInto(nonce, [expected.subarray(0, size + 15)], none, new Uint8Array(size)), "a short tag");
+      assert.ok(mine.openInto(nonce, [expected], none, new Uint8Array(size)), "a failed open leaves the key usable");
+    }
+  });
+}
+
+test("frames in key mode: a 1 MiB frame arriving in odd pieces comes out whole; a changed byte in a later message delivers nothing", async () => {
+  const payload = new Uint8Array(MAX_PAYLOAD).map((_, i) => (i * 7919) >>> 5);
+  const wireOf = async (keys: TransportKeys) => {
+    const [a, b] = memoryStreamPair();
+    await new FrameStream(new StreamReader(a), keys).send({ target: 3, code: 0x10b, token: 9, payload });
+    a.close();
+    const chunks: Uint8Array[] = [];
+    for (let c = await b.read(); c; c = await b.read()) chunks.push(c);
+    return concat(chunks);
+  };
+  const deliver = async (wire: Uint8Array, keys: TransportKeys) => {
+    const [a, b] = memoryStreamPair();
+    for (let at = 0, step = 1; at < wire.length; at += step, step = (step * 37 + 11) % 90_001 + 1) await a.write(wire.subarray(at, at + step));
+    a.close();
+    return await new FrameStream(new StreamReader(b), keys).receive();
+  };
+  let { client, agent } = await transportKeys();
+  const frame = await deliver(await wireOf(client), agent);
+  assert.equal(frame?.payload, payload);
+  assert.is(frame?.token, 9);
+  ({ client, agent } = await transportKeys());
+  const wire = await wireOf(client);
+  wire[5 * 65_539 + 100] ^= 1; // inside the sixth message
+  const e = await deliver(wire, agent).then(() => null, (x) => x);
+  assert.instance(e, IntegrityError);
+});
+
+test("frames in key mode: a released frame's buffer carries the next large frame, which arrives intact", async () => {
+  const { client: clientKeys, agent: agentKeys } = await transportKeys();
+  const [a, b] = memoryStreamPair();
+  const sender = new FrameStream(new StreamReader(a), clientKeys), receiver = new FrameStream(new StreamReader(b), agentKeys);
+  const payloads = [1, 3, 2].map((k) => new Uint8Array(300_000 * k).map((_, i) => (i * k) >>> 2));
+  for (const payload of payloads) await sender.send({ target: 3, code: 0x10b, token: 9, payload });
+  const first = (await receiver.receive())!;
+  assert.equal(first.payload, payloads[0]);
+  receiver.release(first);
+  const second = (await receiver.receive())!;
+  assert.equal(second.payload, payloads[1]);
+  assert.is.not(second.payload.buffer, first.payload.buffer, "too small for the second frame: a new buffer");
+  receiver.release(second);
+  const third = (await receiver.receive())!;
+  assert.is(third.payload.buffer, second.payload.buffer, "large enough: reused");
+  assert.equal(third.payload, payloads[2]);
+});
 
 test.run();

@@ -19,6 +19,17 @@ export interface Aead {
   /** Optional: seals the concatenation of `parts` without joining them first; returns ciphertext pieces then the tag. */
   sealParts?(nonce: Uint8Array, parts: readonly Uint8Array[], ad: Uint8Array): Uint8Array[];
   open(nonce: Uint8Array, ciphertext: Uint8Array, ad: Uint8Array): Uint8Array | null | Promise<Uint8Array | null>;
+  /**
+   * Optional, for bulk messages: seals the concatenation of `parts` into `out`, which is
+   * exactly its length plus {@link TAG_SIZE} (ciphertext, then tag), allocating nothing.
+   */
+  sealInto?(nonce: Uint8Array, parts: readonly Uint8Array[], ad: Uint8Array, out: Uint8Array): void;
+  /**
+   * Optional, for bulk messages: opens the ciphertext-and-tag given as consecutive `pieces`
+   * into `out`, which is exactly the plaintext's length. False when the tag does not verify:
+   * `out` then holds unauthenticated bytes and must be discarded.
+   */
+  openInto?(nonce: Uint8Array, pieces: readonly Uint8Array[], ad: Uint8Array, out: Uint8Array): boolean;
 }
 
 /**

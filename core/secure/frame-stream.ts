@@ -15,9 +15,9 @@
  * @module
  */
 import { TAG_SIZE } from "./crypto.ts";
-import { ConnectionClosedError, FrameTooLargeError, ProtocolError } from "../errors.ts";
+import { ConnectionClosedError, FrameTooLargeError, IntegrityError, ProtocolError } from "../errors.ts";
 import { decodeFrame, encodeFrameHeader, type Frame, FRAME_HEADER_SIZE, MAX_PAYLOAD } from "../wire/frame.ts";
-import { concat } from "../bytes.ts";
+import { allocateUninitialized, concat } from "../bytes.ts";
 import type { CipherState } from "./noise.ts";
 import type { ByteStream, StreamReader } from "../wire/stream.ts";
 
@@ -38,6 +38,15 @@ export async function readRecord(reader: StreamReader, max: number): Promise<Uin
   return await reader.readExactly(length);
 }
 
+/** Like {@link readRecord}, but the body comes as the pieces it arrived in (StreamReader.readPieces). */
+async function readRecordPieces(reader: StreamReader, max: number): Promise<Uint8Array[] | null> {
+  const prefix = await reader.readExactlyOrEnd(4);
+  if (prefix === null) return null;
+  const length = new DataView(prefix.buffer, prefix.byteOffset, 4).getUint32(0, true);
+  if (length > max) throw new FrameTooLargeError(length, max);
+  return await reader.readPieces(length);
+}
+
 /** Prefixes `body` with its uint32 LE length. */
 export function encodeRecord(body: Uint8Array): Uint8Array {
   const out = new Uint8Array(4 + body.length);
@@ -50,6 +59,9 @@ export function encodeRecord(body: Uint8Array): Uint8Array {
 export class FrameStream {
   #sendQueue: Promise<void> = Promise.resolve();
   #closed = false;
+  /** Reassembly buffers this stream handed out, and one handed back for reuse. */
+  readonly #reassembly = new WeakSet<ArrayBuffer>();
+  #spare: ArrayBuffer | null = null;
 
   constructor(
     readonly reader: StreamReader,
@@ -78,7 +90,7 @@ export class FrameStream {
     const run = this.#sendQueue.then(async () => {
       if (this.#closed) throw new ConnectionClosedError();
       const plain = [encodeFrameHeader(target, code, token), ...parts];
-      const pieces = this.keys ? await sealFrame(this.keys.send, plain) : [lengthPrefix(plain), ...plain];
+      const pieces = this.keys ? [await sealFrame(this.keys.send, plain)] : [lengthPrefix(plain), ...plain];
       if (this.stream.writev) await this.stream.writev(pieces);
       else await this.stream.write(concat(pieces));
     });
@@ -98,18 +110,44 @@ export class FrameStream {
     if (plain.length < FRAME_LENGTH_SIZE) throw new ProtocolError("a frame's first message is shorter than its length");
     const length = new DataView(plain.buffer, plain.byteOffset, FRAME_LENGTH_SIZE).getUint32(0, true);
     if (length > MAX_RECORD) throw new FrameTooLargeError(length, MAX_RECORD);
-    let piece = plain.subarray(FRAME_LENGTH_SIZE);
+    const piece = plain.subarray(FRAME_LENGTH_SIZE);
     if (piece.length === length) return decodeFrame(piece); // the whole frame in one message: no copy
-    const frame = new Uint8Array(length);
-    for (let filled = 0; ; ) {
-      if (filled + piece.length > length) throw new ProtocolError("a message runs past the end of its frame");
-      frame.set(piece, filled);
-      filled += piece.length;
-      if (filled === length) return decodeFrame(frame);
-      const record = await readRecord(this.reader, MAX_NOISE_MESSAGE);
-      if (record === null) throw new ConnectionClosedError("the connection closed in the middle of a frame");
-      piece = await this.keys.receive.decrypt(record);
+    if (piece.length > length) throw new ProtocolError("a message runs past the end of its frame");
+    // The rest of the frame is decrypted straight into it, from the pieces the socket delivered.
+    const frame = this.#reassemblyBuffer(length); // every byte written below before it is returned
+    frame.set(piece);
+    for (let filled = piece.length; filled < length; ) {
+      const sealed = await readRecordPieces(this.reader, MAX_NOISE_MESSAGE);
+      if (sealed === null) throw new ConnectionClosedError("the connection closed in the middle of a frame");
+      let size = -TAG_SIZE;
+      for (const p of sealed) size += p.length;
+      if (size < 0) throw new IntegrityError();
+      if (filled + size > length) throw new ProtocolError("a message runs past the end of its frame");
+      await this.keys.receive.decryptInto(sealed, frame.subarray(filled, filled + size));
+      filled += size;
     }
+    return decodeFrame(frame);
+  }
+
+  /**
+   * Hands back a frame from {@link receive} once nothing reads its payload any more (the agent:
+   * once the frame is in the host's ring). A frame that spanned several messages leaves its
+   * reassembly buffer for the next one, instead of a new MiB each time. Others are ignored.
+   */
+  release(frame: Frame): void {
+    const buffer = frame.payload.buffer as ArrayBuffer;
+    if (this.#reassembly.has(buffer)) this.#spare = buffer;
+  }
+
+  #reassemblyBuffer(length: number): Uint8Array {
+    const spare = this.#spare;
+    if (spare && spare.byteLength >= length) {
+      this.#spare = null;
+      return new Uint8Array(spare, 0, length);
+    }
+    const fresh = allocateUninitialized(length);
+    this.#reassembly.add(fresh.buffer as ArrayBuffer);
+    return fresh;
   }
 
   close(): void {
@@ -129,27 +167,36 @@ function lengthPrefix(parts: readonly Uint8Array[]): Uint8Array {
 
 /**
  * Seals a frame as Noise transport messages of at most {@link MAX_NOISE_MESSAGE}
- * bytes, each with its record length: the pieces to write, in order, unjoined.
+ * bytes, each after its record length, all into one buffer: what to write.
  */
-async function sealFrame(cipher: CipherState, frame: readonly Uint8Array[]): Promise<Uint8Array[]> {
-  const out: Uint8Array[] = [];
-  let message: Uint8Array[] = [];
-  let room = MAX_NOISE_PLAINTEXT;
-  const seal = async () => {
-    const sealed = await cipher.encryptParts(message);
-    out.push(lengthPrefix(sealed), ...sealed);
-    message = [];
-    room = MAX_NOISE_PLAINTEXT;
-  };
-  for (let piece of [lengthPrefix(frame), ...frame]) {
-    while (piece.length > 0) {
-      const take = Math.min(room, piece.length);
-      message.push(take === piece.length ? piece : piece.subarray(0, take));
-      piece = piece.subarray(take);
-      room -= take;
-      if (room === 0) await seal();
+async function sealFrame(cipher: CipherState, frame: readonly Uint8Array[]): Promise<Uint8Array> {
+  let plainLength = 0;
+  for (const p of frame) plainLength += p.length;
+  const total = FRAME_LENGTH_SIZE + plainLength;
+  const messages = Math.ceil(total / MAX_NOISE_PLAINTEXT);
+  const out = allocateUninitialized(total + messages * (4 + TAG_SIZE)); // every byte written below
+  const view = new DataView(out.buffer, out.byteOffset);
+  const pieces = [lengthPrefix(frame), ...frame];
+  let at = 0, index = 0;
+  for (let left = total; left > 0; ) {
+    const size = Math.min(left, MAX_NOISE_PLAINTEXT);
+    const message: Uint8Array[] = [];
+    for (let need = size; need > 0; ) {
+      const p = pieces[index];
+      if (p.length <= need) {
+        message.push(p);
+        need -= p.length;
+        index++;
+      } else {
+        message.push(p.subarray(0, need));
+        pieces[index] = p.subarray(need);
+        need = 0;
+      }
     }
+    view.setUint32(at, size + TAG_SIZE, true);
+    await cipher.encryptInto(message, out.subarray(at + 4, at + 4 + size + TAG_SIZE));
+    at += 4 + size + TAG_SIZE;
+    left -= size;
   }
-  if (message.length > 0) await seal();
   return out;
 }

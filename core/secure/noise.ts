@@ -63,6 +63,25 @@ export class CipherState {
     return [await this.encrypt(parts.length === 1 ? parts[0] : concat(parts))];
   }
 
+  /** Encrypts the concatenation of `parts` into `out` (their length plus the tag). */
+  async encryptInto(parts: readonly Uint8Array[], out: Uint8Array): Promise<void> {
+    if (this.aead.sealInto) return this.aead.sealInto(noiseNonce(this.#n++), parts, EMPTY, out);
+    out.set(await this.encrypt(parts.length === 1 ? parts[0] : concat(parts)));
+  }
+
+  /** Decrypts the message given as consecutive `pieces` into `out` (its plaintext length); see {@link decrypt}. */
+  async decryptInto(pieces: readonly Uint8Array[], out: Uint8Array): Promise<void> {
+    let length = 0;
+    for (const p of pieces) length += p.length;
+    if (length !== out.length + TAG_SIZE) throw new IntegrityError();
+    if (this.aead.openInto) {
+      if (!this.aead.openInto(noiseNonce(this.#n), pieces, EMPTY, out)) throw new IntegrityError();
+      this.#n++;
+      return;
+    }
+    out.set(await this.decrypt(pieces.length === 1 ? pieces[0] : concat(pieces)));
+  }
+
   /** Decrypts with the next counter; a bad tag, replay or reordering throws {@link IntegrityError}. */
   async decrypt(ciphertext: Uint8Array, ad: Uint8Array = EMPTY): Promise<Uint8Array> {
     if (ciphertext.length < TAG_SIZE) throw new IntegrityError();

@@ -14,6 +14,7 @@
  */
 import { decodeFields, encodeFields } from "../wire/messages.ts";
 import { ProtocolError } from "../errors.ts";
+import { allocateUninitialized } from "../bytes.ts";
 
 /** Meta codes for sessions (target 0); replies are request code + 1. */
 export enum SessionMeta {
@@ -99,8 +100,8 @@ const EMPTY = new Uint8Array(0);
 /** uint32 LE length of the MessagePack fields, the fields, then the raw bytes. */
 export function encodeEnvelope(fields: unknown, data: Uint8Array = EMPTY): Uint8Array {
   const f = encodeFields(fields ?? {});
-  const out = new Uint8Array(4 + f.length + data.length);
-  new DataView(out.buffer).setUint32(0, f.length, true);
+  const out = allocateUninitialized(4 + f.length + data.length);
+  new DataView(out.buffer, out.byteOffset).setUint32(0, f.length, true);
   out.set(f, 4);
   out.set(data, 4 + f.length);
   return out;

@@ -16,6 +16,7 @@
  * @module
  */
 import { crc32 } from "./crc32.ts";
+import { allocateUninitialized } from "../bytes.ts";
 import { AgentError } from "../errors.ts";
 
 /** "AGMM" little-endian. */
@@ -200,7 +201,7 @@ abstract class RingSide {
 
   protected copyOut(position: number, length: number): Uint8Array {
     const at = position & this.mask;
-    const out = new Uint8Array(length);
+    const out = allocateUninitialized(length);
     const first = Math.min(length, this.capacity - at);
     out.set(this.data.subarray(at, at + first));
     if (first < length) out.set(this.data.subarray(0, length - first), first);

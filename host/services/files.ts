@@ -9,7 +9,7 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { BATCH_MAX_BYTES, BATCH_MAX_FILES, ServiceCode } from "../../core/session/contract.ts";
-import { concat } from "../../core/bytes.ts";
+import { allocateUninitialized, concat } from "../../core/bytes.ts";
 import { ServiceError } from "../../core/errors.ts";
 import { requireString, withoutNul } from "../errors.ts";
 import type { HostContext, ServiceHandlers } from "./types.ts";
@@ -214,7 +214,7 @@ export class FilesService {
         const f = this.#file(fields);
         const length = Math.min(MAX_READ, Math.max(0, Number(fields.length ?? MAX_READ)));
         const position = typeof fields.position === "number" ? fields.position : f.position;
-        const buf = new Uint8Array(length);
+        const buf = allocateUninitialized(length); // only the bytes read are sent
         const { bytesRead } = await f.handle.read(buf, 0, length, position);
         if (typeof fields.position !== "number") f.position += bytesRead;
         digestBytes(f, position, buf.subarray(0, bytesRead));
