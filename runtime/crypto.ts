@@ -14,7 +14,7 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, createPublicKey, createSecretKey, diffieHellman, generateKeyPairSync } from "node:crypto";
 import type { Aead, CryptoProvider, X25519KeyPair } from "../core/secure/crypto.ts";
 import { concat } from "../core/bytes.ts";
-import { TAG_SIZE, webCryptoProvider } from "../core/secure/crypto.ts";
+import { BULK_MESSAGE, TAG_SIZE, webCryptoProvider } from "../core/secure/crypto.ts";
 import { libcryptoAead, libcryptoProvider } from "./libcrypto.ts";
 
 const b64url = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64url");
@@ -33,13 +33,6 @@ function nodeX25519(): X25519KeyPair {
     },
   };
 }
-
-/**
- * Messages at least this long, sealed or opened into a caller's buffer, go through libcrypto where
- * it loads: one reused context and no output buffer per message. Smaller ones stay on `node:crypto`,
- * whose per-call cost is lower than the FFI's, and a process that never moves bulk data never loads it.
- */
-const BULK_MESSAGE = 16 * 1024;
 
 /** AES-256-GCM, SHA-256, HMAC-SHA-256 and X25519 through `node:crypto`; bulk AES-GCM through libcrypto where it loads. */
 export const nodeCryptoProvider: CryptoProvider = {
@@ -67,6 +60,9 @@ export const nodeCryptoProvider: CryptoProvider = {
       out.push(c.getAuthTag());
       return out;
     };
+    // Bulk messages sealed or opened into a caller's buffer go through libcrypto where it loads: one
+    // reused context and no output buffer per message. Smaller ones stay on node:crypto, whose per-call
+    // cost is lower than the FFI's, and a process that never moves bulk data never loads the library.
     let bulk: Aead | null | undefined;
     const bulkFor = (length: number) => (length < BULK_MESSAGE ? null : bulk !== undefined ? bulk : (bulk = libcryptoAead(raw)));
     const self: Aead = {

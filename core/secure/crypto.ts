@@ -49,6 +49,13 @@ export interface CryptoProvider {
 /** Length of the AES-GCM authentication tag. */
 export const TAG_SIZE = 16;
 
+/**
+ * Plaintext length from which a message counts as bulk: the frame stream seals and opens such
+ * messages into buffers it holds ({@link Aead.sealInto}, {@link Aead.openInto}), and a provider
+ * may carry them on a path whose per-call cost only pays off at that size.
+ */
+export const BULK_MESSAGE = 16 * 1024;
+
 const subtle = globalThis.crypto.subtle;
 // WebCrypto's typings want ArrayBuffer-backed views; ours always are.
 const src = (bytes: Uint8Array) => bytes as Uint8Array<ArrayBuffer>;

@@ -14,7 +14,7 @@
  * ```
  * @module
  */
-import { TAG_SIZE } from "./crypto.ts";
+import { BULK_MESSAGE, TAG_SIZE } from "./crypto.ts";
 import { ConnectionClosedError, FrameTooLargeError, IntegrityError, ProtocolError } from "../errors.ts";
 import { decodeFrame, encodeFrameHeader, type Frame, FRAME_HEADER_SIZE, MAX_PAYLOAD } from "../wire/frame.ts";
 import { allocateUninitialized, concat } from "../bytes.ts";
@@ -29,22 +29,25 @@ export const MAX_NOISE_MESSAGE = 65535;
 export const MAX_NOISE_PLAINTEXT = MAX_NOISE_MESSAGE - TAG_SIZE;
 const FRAME_LENGTH_SIZE = 4;
 
-/** Reads one length-prefixed record body, refusing lengths above `max` before reading the body. */
-export async function readRecord(reader: StreamReader, max: number): Promise<Uint8Array | null> {
+/** Reads a record's length prefix, refusing lengths above `max`; null when the stream ended cleanly first. */
+async function readRecordLength(reader: StreamReader, max: number): Promise<number | null> {
   const prefix = await reader.readExactlyOrEnd(4);
   if (prefix === null) return null;
   const length = new DataView(prefix.buffer, prefix.byteOffset, 4).getUint32(0, true);
   if (length > max) throw new FrameTooLargeError(length, max);
-  return await reader.readExactly(length);
+  return length;
+}
+
+/** Reads one length-prefixed record body, refusing lengths above `max` before reading the body. */
+export async function readRecord(reader: StreamReader, max: number): Promise<Uint8Array | null> {
+  const length = await readRecordLength(reader, max);
+  return length === null ? null : await reader.readExactly(length);
 }
 
 /** Like {@link readRecord}, but the body comes as the pieces it arrived in (StreamReader.readPieces). */
 async function readRecordPieces(reader: StreamReader, max: number): Promise<Uint8Array[] | null> {
-  const prefix = await reader.readExactlyOrEnd(4);
-  if (prefix === null) return null;
-  const length = new DataView(prefix.buffer, prefix.byteOffset, 4).getUint32(0, true);
-  if (length > max) throw new FrameTooLargeError(length, max);
-  return await reader.readPieces(length);
+  const length = await readRecordLength(reader, max);
+  return length === null ? null : await reader.readPieces(length);
 }
 
 /** Prefixes `body` with its uint32 LE length. */
@@ -104,9 +107,8 @@ export class FrameStream {
       const body = await readRecord(this.reader, MAX_RECORD);
       return body === null ? null : decodeFrame(body);
     }
-    const first = await readRecord(this.reader, MAX_NOISE_MESSAGE);
-    if (first === null) return null;
-    const plain = await this.keys.receive.decrypt(first);
+    const plain = await this.#openMessage(this.keys.receive);
+    if (plain === null) return null;
     if (plain.length < FRAME_LENGTH_SIZE) throw new ProtocolError("a frame's first message is shorter than its length");
     const length = new DataView(plain.buffer, plain.byteOffset, FRAME_LENGTH_SIZE).getUint32(0, true);
     if (length > MAX_RECORD) throw new FrameTooLargeError(length, MAX_RECORD);
@@ -127,6 +129,16 @@ export class FrameStream {
       filled += size;
     }
     return decodeFrame(frame);
+  }
+
+  /** The next message's plaintext, or null at a clean end: a bulk one opened from the socket's pieces, a small one whole. */
+  async #openMessage(cipher: CipherState): Promise<Uint8Array | null> {
+    const length = await readRecordLength(this.reader, MAX_NOISE_MESSAGE);
+    if (length === null) return null;
+    if (length < BULK_MESSAGE + TAG_SIZE) return await cipher.decrypt(await this.reader.readExactly(length));
+    const plain = allocateUninitialized(length - TAG_SIZE); // every byte written by the decryption
+    await cipher.decryptInto(await this.reader.readPieces(length), plain);
+    return plain;
   }
 
   /**
