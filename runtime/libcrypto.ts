@@ -17,12 +17,12 @@
  * @module
  */
 import { type Aead, type CryptoProvider, TAG_SIZE } from "../core/secure/crypto.ts";
-import { denoFfi, isDeno, loadKoffi } from "./native.ts";
+import { bindC, denoFfi, isDeno } from "./native.ts";
 
 const LIBRARIES = ["libcrypto.so.3", "libcrypto.so"];
 const GCM_GET_TAG = 0x10, GCM_SET_TAG = 0x11;
 
-/** The functions used, in C (koffi's form; Deno's is derived from it, `void *` being an opaque pointer). */
+/** The functions used, in C (runtime/native.ts `bindC`; each `void *` is an opaque pointer). */
 const SIGNATURES = {
   ctxNew: "void *EVP_CIPHER_CTX_new(void)",
   ctxFree: "void EVP_CIPHER_CTX_free(void *ctx)",
@@ -50,23 +50,6 @@ type Symbols = {
   ctrl(ctx: unknown, type: number, arg: number, ptr: Uint8Array): number;
 };
 
-/** A koffi signature as a Deno.dlopen symbol: `void *` is an opaque pointer, other pointers are buffers. */
-function denoSymbol(signature: string) {
-  const type = (c: string) => (/^void\s*\*/.test(c) ? "pointer" : c.includes("*") ? "buffer" : c === "void" ? "void" : "i32");
-  const [, result, params] = /^(.*?)\s*\w+\((.*)\)$/.exec(signature)!;
-  return { parameters: params === "void" ? [] : params.split(",").map((p) => type(p.trim())), result: type(result.trim()) };
-}
-
-function bind(name: string): Symbols {
-  const entries = Object.entries(SIGNATURES);
-  if (isDeno()) {
-    const symbols = denoFfi().dlopen(name, Object.fromEntries(entries.map(([, sig]) => [/(\w+)\(/.exec(sig)![1], denoSymbol(sig)]))).symbols;
-    return Object.fromEntries(entries.map(([key, sig]) => [key, symbols[/(\w+)\(/.exec(sig)![1]]])) as Symbols;
-  }
-  const lib = loadKoffi().load(name);
-  return Object.fromEntries(entries.map(([key, sig]) => [key, lib.func(sig)])) as Symbols;
-}
-
 let loaded: Symbols | null | undefined;
 
 function load(): Symbols | null {
@@ -76,7 +59,7 @@ function load(): Symbols | null {
   if (isDeno() && denoFfi().permissions.querySync({ name: "ffi" }).state !== "granted") return null;
   for (const name of LIBRARIES) {
     try {
-      return (loaded = bind(name));
+      return (loaded = bindC(name, SIGNATURES, "opaque") as unknown as Symbols);
     } catch { /* not this name, or no koffi on Node: try the next */ }
   }
   return null;

@@ -2,14 +2,13 @@
  * Calls into the C library from either runtime: koffi on Node, `Deno.dlopen`
  * on Deno. Inside the single executable, koffi's native module ships as a SEA
  * asset and is loaded with `process.dlopen` from a private cache directory.
- * The shared-memory channel (mmap.ts) and process start (spawn.ts) use it.
+ * The shared-memory channel (mmap.ts), process start (spawn.ts) and AES-GCM
+ * through libcrypto (libcrypto.ts) use it.
  *
  * @example
  * ```ts
- * if (!isDeno()) {
- *   const getpid = loadKoffi().load(libcName()).func("int getpid(void)");
- *   console.log(getpid());
- * }
+ * const { getpid } = bindC(libcName(), { getpid: "int getpid(void)" });
+ * console.log(getpid());
  * ```
  * @module
  */
@@ -43,6 +42,37 @@ export function isDeno(): boolean {
 /** Deno's FFI namespace (call only on Deno). */
 export function denoFfi(): DenoFfi {
   return (globalThis as unknown as { Deno: DenoFfi }).Deno;
+}
+
+/**
+ * Binds C functions of `library`, given as C signatures (koffi's form) under the names the caller
+ * wants: through koffi on Node, `Deno.dlopen` on Deno, with Deno's types derived from the
+ * signature. On Deno every pointer parameter is a buffer (a typed array, or null), except a
+ * `void *` when `voidPointers` is "opaque": then it is a pointer the library handed out, such as
+ * a context, and a `void *` result is one. Throws if the library or a function is missing.
+ */
+export function bindC<K extends string>(library: string, signatures: Record<K, string>, voidPointers: "buffer" | "opaque" = "buffer"): Record<K, (...a: unknown[]) => unknown> {
+  const entries = Object.entries(signatures) as Array<[K, string]>;
+  if (!isDeno()) {
+    const lib = loadKoffi().load(library);
+    return Object.fromEntries(entries.map(([key, signature]) => [key, lib.func(signature)])) as Record<K, (...a: unknown[]) => unknown>;
+  }
+  const type = (c: string, result: boolean): string => {
+    if (c === "void") return "void";
+    if (/^void\s*\*$/.test(c) && (result || voidPointers === "opaque")) return "pointer";
+    if (c.includes("*")) return result ? "pointer" : "buffer";
+    if (/^(unsigned\s+)?short$/.test(c)) return "i16";
+    if (/^(unsigned\s+)?int$/.test(c)) return "i32";
+    throw new Error(`bindC: no Deno type for the C type "${c}"`);
+  };
+  const parsed = entries.map(([key, signature]) => {
+    const [, result, name, params] = /^(.*?)\s*\b(\w+)\((.*)\)$/.exec(signature)!;
+    // A parameter's type is what precedes its name: "const uint8_t *in" -> "const uint8_t *".
+    const parameters = params === "void" ? [] : params.split(",").map((p) => type(p.trim().replace(/\s*\w+$/, "").trim(), false));
+    return { key, name, symbol: { parameters, result: type(result.trim(), true) } };
+  });
+  const symbols = denoFfi().dlopen(library, Object.fromEntries(parsed.map((p) => [p.name, p.symbol]))).symbols;
+  return Object.fromEntries(parsed.map((p) => [p.key, symbols[p.name]])) as Record<K, (...a: unknown[]) => unknown>;
 }
 
 /** The C library's file name on this platform. */

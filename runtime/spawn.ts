@@ -26,7 +26,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
-import { denoFfi, isDeno, libcName, loadKoffi } from "./native.ts";
+import { bindC, denoFfi, isDeno, libcName } from "./native.ts";
 
 /** How a process ended: an exit code, or the name of the signal that ended it. */
 export interface ExitStatus {
@@ -68,7 +68,7 @@ function loadPosixSpawn(): PosixSpawn | null {
     posix = null;
     if (process.platform === "linux") {
       try {
-        posix = isDeno() ? denoPosixSpawn() : koffiPosixSpawn();
+        posix = libcPosixSpawn();
       } catch { /* no FFI here */ }
     }
   }
@@ -203,7 +203,7 @@ function posixSpawnOver(f: Record<string, (...a: unknown[]) => number>, marshal:
   };
 }
 
-/** The libc functions, by name and C signature (koffi's form; Deno's is derived from it). */
+/** The libc functions, by name and C signature (runtime/native.ts `bindC`). */
 const SIGNATURES: Record<string, string> = {
   pipe2: "int pipe2(void *fds, int flags)",
   close: "int close(int fd)",
@@ -225,30 +225,20 @@ const SIGNATURES: Record<string, string> = {
 /** glibc 2.34 and later; without it, the runtime's close-on-exec flags are all that keeps descriptors from the child. */
 const CLOSEFROM = "int posix_spawn_file_actions_addclosefrom_np(void *fa, int from)";
 
-function koffiPosixSpawn(): PosixSpawn {
-  const lib = loadKoffi().load(libcName());
-  const f = Object.fromEntries(Object.entries(SIGNATURES).map(([name, signature]) => [name, lib.func(signature)])) as Record<string, (...a: unknown[]) => number>;
-  const closefrom = optional(() => lib.func(CLOSEFROM));
-  if (closefrom) f.posix_spawn_file_actions_addclosefrom_np = closefrom as (...a: unknown[]) => number;
-  return posixSpawnOver(f, { string: (s) => s, strings: (list) => [...list, null] });
-}
-
-/** A koffi signature as a Deno.dlopen symbol: every pointer a buffer. */
-function denoSymbol(signature: string) {
-  const type = (c: string) => (c.includes("*") ? "buffer" : c.startsWith("short") ? "i16" : "i32");
-  const [, params] = /\((.*)\)/.exec(signature)!;
-  return { parameters: params.split(",").map((p) => type(p.trim())), result: "i32" };
-}
-
-function denoPosixSpawn(): PosixSpawn {
-  const D = denoFfi();
-  const lib = D.dlopen(libcName(), Object.fromEntries(Object.entries(SIGNATURES).map(([name, signature]) => [name, denoSymbol(signature)])));
-  const f = lib.symbols as Record<string, (...a: unknown[]) => number>;
-  const closefrom = optional(() => D.dlopen(libcName(), { posix_spawn_file_actions_addclosefrom_np: denoSymbol(CLOSEFROM) }).symbols);
+/** libc's posix_spawn and the calls around it, through this runtime's FFI. */
+function libcPosixSpawn(): PosixSpawn {
+  const f = bindC(libcName(), SIGNATURES) as Record<string, (...a: unknown[]) => number>;
+  const closefrom = optional(() => bindC(libcName(), { posix_spawn_file_actions_addclosefrom_np: CLOSEFROM }));
   if (closefrom) Object.assign(f, closefrom);
+  return posixSpawnOver(f, isDeno() ? denoMarshal() : { string: (s) => s, strings: (list) => [...list, null] });
+}
+
+/** Strings for Deno's FFI: NUL-terminated bytes, and arrays of pointers to them. */
+function denoMarshal(): Marshal {
+  const D = denoFfi();
   const encoder = new TextEncoder();
   const string = (s: string) => encoder.encode(s + "\0");
-  return posixSpawnOver(f, {
+  return {
     string,
     /** Pointers into one pool of C strings; the pool hangs off the array so it lives as long as the pointers. */
     strings(list) {
@@ -264,7 +254,7 @@ function denoPosixSpawn(): PosixSpawn {
       });
       return pointers;
     },
-  });
+  };
 }
 
 /**
