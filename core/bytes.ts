@@ -41,6 +41,28 @@ export function concat(buffers: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
+/**
+ * Removes the first `n` bytes from the front of `queue` (byte arrays in order) and returns them
+ * as the views they were, unjoined; a partly taken array stays in the queue as its rest.
+ * The queue must hold at least `n` bytes.
+ */
+export function takeFront(queue: Uint8Array[], n: number): Uint8Array[] {
+  const taken: Uint8Array[] = [];
+  for (let need = n; need > 0; ) {
+    const first = queue[0];
+    if (first.length <= need) {
+      taken.push(first);
+      queue.shift();
+      need -= first.length;
+    } else {
+      taken.push(first.subarray(0, need));
+      queue[0] = first.subarray(need);
+      need = 0;
+    }
+  }
+  return taken;
+}
+
 /** True when both arrays hold the same bytes. Not constant-time: use {@link timingSafeEqual} for secrets. */
 export function equals(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;

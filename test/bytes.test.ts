@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { allocateUninitialized, concat, copy, equals, fromHex, indexOfNeedle, timingSafeEqual, toHex } from "../core/bytes.ts";
+import { allocateUninitialized, concat, copy, equals, fromHex, indexOfNeedle, takeFront, timingSafeEqual, toHex } from "../core/bytes.ts";
 import { useUninitializedAllocation } from "../runtime/memory.ts";
 
 const b = (...n: number[]) => new Uint8Array(n);
@@ -22,6 +22,15 @@ test("bytes: the runtime's uninitialized allocation hands out plain arrays, whos
     copied[0] = 2;
     assert.is(a[0], 1);
   }
+});
+
+test("bytes: takeFront takes views off the front of a queue, leaving a partly taken array's rest", () => {
+  const queue = [b(1, 2), b(3, 4, 5), b(6)];
+  assert.equal(takeFront(queue, 3), [b(1, 2), b(3)]);
+  assert.equal(queue, [b(4, 5), b(6)]);
+  assert.equal(takeFront(queue, 3), [b(4, 5), b(6)]);
+  assert.equal(queue, []);
+  assert.equal(takeFront(queue, 0), []);
 });
 
 test("bytes: equals and timingSafeEqual agree", () => {

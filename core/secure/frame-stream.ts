@@ -17,7 +17,7 @@
 import { BULK_MESSAGE, TAG_SIZE } from "./crypto.ts";
 import { ConnectionClosedError, FrameTooLargeError, IntegrityError, ProtocolError } from "../errors.ts";
 import { decodeFrame, encodeFrameHeader, type Frame, FRAME_HEADER_SIZE, MAX_PAYLOAD } from "../wire/frame.ts";
-import { allocateUninitialized, concat } from "../bytes.ts";
+import { allocateUninitialized, concat, takeFront } from "../bytes.ts";
 import type { CipherState } from "./noise.ts";
 import type { ByteStream, StreamReader } from "../wire/stream.ts";
 
@@ -42,12 +42,6 @@ async function readRecordLength(reader: StreamReader, max: number): Promise<numb
 export async function readRecord(reader: StreamReader, max: number): Promise<Uint8Array | null> {
   const length = await readRecordLength(reader, max);
   return length === null ? null : await reader.readExactly(length);
-}
-
-/** Like {@link readRecord}, but the body comes as the pieces it arrived in (StreamReader.readPieces). */
-async function readRecordPieces(reader: StreamReader, max: number): Promise<Uint8Array[] | null> {
-  const length = await readRecordLength(reader, max);
-  return length === null ? null : await reader.readPieces(length);
 }
 
 /** Prefixes `body` with its uint32 LE length. */
@@ -119,13 +113,12 @@ export class FrameStream {
     const frame = this.#reassemblyBuffer(length); // every byte written below before it is returned
     frame.set(piece);
     for (let filled = piece.length; filled < length; ) {
-      const sealed = await readRecordPieces(this.reader, MAX_NOISE_MESSAGE);
+      const sealed = await readRecordLength(this.reader, MAX_NOISE_MESSAGE);
       if (sealed === null) throw new ConnectionClosedError("the connection closed in the middle of a frame");
-      let size = -TAG_SIZE;
-      for (const p of sealed) size += p.length;
+      const size = sealed - TAG_SIZE;
       if (size < 0) throw new IntegrityError();
       if (filled + size > length) throw new ProtocolError("a message runs past the end of its frame");
-      await this.keys.receive.decryptInto(sealed, frame.subarray(filled, filled + size));
+      await this.keys.receive.decryptInto(await this.reader.readPieces(sealed), frame.subarray(filled, filled + size));
       filled += size;
     }
     return decodeFrame(frame);
@@ -188,25 +181,12 @@ async function sealFrame(cipher: CipherState, frame: readonly Uint8Array[]): Pro
   const messages = Math.ceil(total / MAX_NOISE_PLAINTEXT);
   const out = allocateUninitialized(total + messages * (4 + TAG_SIZE)); // every byte written below
   const view = new DataView(out.buffer, out.byteOffset);
-  const pieces = [lengthPrefix(frame), ...frame];
-  let at = 0, index = 0;
+  const plain = [lengthPrefix(frame), ...frame];
+  let at = 0;
   for (let left = total; left > 0; ) {
     const size = Math.min(left, MAX_NOISE_PLAINTEXT);
-    const message: Uint8Array[] = [];
-    for (let need = size; need > 0; ) {
-      const p = pieces[index];
-      if (p.length <= need) {
-        message.push(p);
-        need -= p.length;
-        index++;
-      } else {
-        message.push(p.subarray(0, need));
-        pieces[index] = p.subarray(need);
-        need = 0;
-      }
-    }
     view.setUint32(at, size + TAG_SIZE, true);
-    await cipher.encryptInto(message, out.subarray(at + 4, at + 4 + size + TAG_SIZE));
+    await cipher.encryptInto(takeFront(plain, size), out.subarray(at + 4, at + 4 + size + TAG_SIZE));
     at += 4 + size + TAG_SIZE;
     left -= size;
   }

@@ -10,7 +10,7 @@
  * @module
  */
 import { ConnectionClosedError } from "../errors.ts";
-import { allocateUninitialized } from "../bytes.ts";
+import { concat, takeFront } from "../bytes.ts";
 
 /** A duplex byte stream: TCP, TLS, a Unix socket or an in-memory pair. */
 export interface ByteStream {
@@ -56,21 +56,8 @@ export class StreamReader {
    */
   async readPieces(n: number): Promise<Uint8Array[]> {
     if (this.#buffered < n) await this.#fill(n);
-    const pieces: Uint8Array[] = [];
-    for (let need = n; need > 0; ) {
-      const chunk = this.#chunks[0];
-      if (chunk.length <= need) {
-        pieces.push(chunk);
-        this.#chunks.shift();
-        need -= chunk.length;
-      } else {
-        pieces.push(chunk.subarray(0, need));
-        this.#chunks[0] = chunk.subarray(need);
-        need = 0;
-      }
-    }
     this.#buffered -= n;
-    return pieces;
+    return takeFront(this.#chunks, n);
   }
 
   async #fill(n: number): Promise<void> {
@@ -113,17 +100,7 @@ export class StreamReader {
       this.#buffered -= n;
       return first.subarray(0, n);
     }
-    const out = allocateUninitialized(n);
-    let offset = 0;
-    while (offset < n) {
-      const chunk = this.#chunks[0];
-      const take = Math.min(chunk.length, n - offset);
-      out.set(chunk.subarray(0, take), offset);
-      offset += take;
-      if (take === chunk.length) this.#chunks.shift();
-      else this.#chunks[0] = chunk.subarray(take);
-    }
     this.#buffered -= n;
-    return out;
+    return concat(takeFront(this.#chunks, n));
   }
 }
