@@ -67,7 +67,6 @@ export const nodeCryptoProvider: CryptoProvider = {
     const bulkFor = (length: number) => (length < BULK_MESSAGE ? null : bulk !== undefined ? bulk : (bulk = libcryptoAead(raw)));
     const self: Aead = {
       seal: (iv, plaintext, ad) => concat(sealParts(iv, [plaintext], ad)),
-      sealParts,
       sealInto(iv, parts, ad, out) {
         const fast = bulkFor(out.length);
         if (fast) return fast.sealInto!(iv, parts, ad, out);

@@ -85,13 +85,6 @@ function aead(lib: Symbols, key: Uint8Array): Aead {
       self.sealInto!(nonce, [plaintext], ad, out);
       return out;
     },
-    sealParts(nonce, parts, ad) {
-      let length = 0;
-      for (const p of parts) length += p.length;
-      const out = new Uint8Array(length + TAG_SIZE);
-      self.sealInto!(nonce, parts, ad, out);
-      return [out];
-    },
     sealInto(nonce, parts, ad, out) {
       sealer ??= context(lib.encryptInit);
       if (lib.encryptInit(sealer, null, null, null, nonce) !== 1) throw new Error("libcrypto: setting the nonce failed");

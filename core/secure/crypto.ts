@@ -16,8 +16,6 @@ import { concat } from "../bytes.ts";
 /** AES-256-GCM under one key. `open` returns null when the tag does not verify. */
 export interface Aead {
   seal(nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Uint8Array | Promise<Uint8Array>;
-  /** Optional: seals the concatenation of `parts` without joining them first; returns ciphertext pieces then the tag. */
-  sealParts?(nonce: Uint8Array, parts: readonly Uint8Array[], ad: Uint8Array): Uint8Array[];
   open(nonce: Uint8Array, ciphertext: Uint8Array, ad: Uint8Array): Uint8Array | null | Promise<Uint8Array | null>;
   /**
    * Optional, for bulk messages: seals the concatenation of `parts` into `out`, which is

@@ -57,12 +57,6 @@ export class CipherState {
     return await this.aead.seal(noiseNonce(this.#n++), plaintext, ad);
   }
 
-  /** Encrypts the concatenation of `parts`; returns the sealed record as pieces (no join where the provider allows). */
-  async encryptParts(parts: readonly Uint8Array[]): Promise<Uint8Array[]> {
-    if (this.aead.sealParts) return this.aead.sealParts(noiseNonce(this.#n++), parts, EMPTY);
-    return [await this.encrypt(parts.length === 1 ? parts[0] : concat(parts))];
-  }
-
   /** Encrypts the concatenation of `parts` into `out` (their length plus the tag). */
   async encryptInto(parts: readonly Uint8Array[], out: Uint8Array): Promise<void> {
     if (this.aead.sealInto) return this.aead.sealInto(noiseNonce(this.#n++), parts, EMPTY, out);
