@@ -68,11 +68,12 @@ export function socketStream(socket: net.Socket): ByteStream {
       if (buffered <= READ_HIGH_WATER && socket.isPaused() && !ended) socket.resume();
       return chunk;
     },
-    writev(parts) {
+    writev(parts, released) {
       if (ended || socket.destroyed) return Promise.reject(new ConnectionClosedError());
       socket.cork();
       let flowing = true;
-      for (const p of parts) flowing = socket.write(p);
+      // Writes complete in order: the last piece's callback means all of them left.
+      for (let i = 0; i < parts.length; i++) flowing = socket.write(parts[i], i === parts.length - 1 ? released : undefined);
       socket.uncork();
       return flowing ? Promise.resolve() : drained();
     },

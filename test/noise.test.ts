@@ -13,6 +13,9 @@ import { memoryStreamPair } from "../core/wire/memory-stream.ts";
 import { StreamReader } from "../core/wire/stream.ts";
 import { concat } from "../core/bytes.ts";
 import fs from "node:fs";
+import net from "node:net";
+import { socketStream } from "../runtime/tcp.ts";
+import type { ByteStream } from "../core/wire/stream.ts";
 import { nodeCryptoProvider } from "../runtime/crypto.ts";
 import { libcryptoProvider } from "../runtime/libcrypto.ts";
 
@@ -311,6 +314,81 @@ test("frames in key mode: a released frame's buffer carries the next large frame
   const third = (await receiver.receive())!;
   assert.is(third.payload.buffer, second.payload.buffer, "large enough: reused");
   assert.equal(third.payload, payloads[2]);
+});
+
+/** A connected loopback pair: `outgoing` dialled, `incoming` accepted and paused. */
+async function loopbackPair(): Promise<{ outgoing: net.Socket; incoming: net.Socket; close(): Promise<void> }> {
+  const server = net.createServer();
+  const accepted = new Promise<net.Socket>((resolve) => server.once("connection", resolve));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const outgoing = net.connect((server.address() as net.AddressInfo).port, "127.0.0.1");
+  const incoming = await accepted;
+  incoming.pause();
+  return {
+    outgoing, incoming,
+    close: async () => {
+      outgoing.destroy();
+      incoming.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+test("TCP transport: a write's release comes once the socket let go of its bytes, not when it accepted them", async () => {
+  const { outgoing, incoming, close } = await loopbackPair();
+  try {
+    let released = false;
+    // More than the kernel buffers on both ends hold while the reader waits.
+    await Promise.race([socketStream(outgoing).writev!([new Uint8Array(48 << 20)], () => (released = true)), new Promise((r) => setTimeout(r, 200))]);
+    assert.not.ok(released, "released while the bytes still wait in the process");
+    let received = 0;
+    incoming.on("data", (d: Uint8Array) => (received += d.length));
+    incoming.resume();
+    for (let i = 0; i < 500 && !released; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(released, `released once the reader took the bytes (${received} read)`);
+  } finally {
+    await close();
+  }
+});
+
+test("frames in key mode over TCP: a sealed frame's buffer is sealed into again only once the socket let go of it; every frame arrives intact", async () => {
+  const { client: clientKeys, agent: agentKeys } = await transportKeys();
+  const { outgoing, incoming, close } = await loopbackPair(); // the reader waits: sealed frames queue in the socket, unwritten
+  try {
+    const tcp = socketStream(outgoing);
+    const held = new Set<ArrayBufferLike>(), seen = new Set<ArrayBufferLike>();
+    let reused = 0;
+    const watched: ByteStream = {
+      ...tcp,
+      writev(parts, released) {
+        const buffer = parts[0].buffer;
+        assert.not.ok(held.has(buffer), "a buffer the socket still holds was sealed into");
+        if (seen.has(buffer)) reused++;
+        held.add(buffer);
+        seen.add(buffer);
+        return tcp.writev!(parts, () => {
+          held.delete(buffer);
+          released?.();
+        });
+      },
+    };
+    const sender = new FrameStream(new StreamReader(watched), clientKeys);
+    const payloads = Array.from({ length: 24 }, (_, k) => new Uint8Array(512 * 1024).map((_, i) => (i * (k + 3)) >>> 3));
+    const sent = Promise.all(payloads.map((payload, token) => sender.send({ target: 3, code: 0x10b, token, payload })));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(held.size > 0, "the socket holds frames while the reader waits");
+    incoming.resume();
+    const receiver = new FrameStream(new StreamReader(socketStream(incoming)), agentKeys);
+    for (const [token, payload] of payloads.entries()) {
+      const frame = (await receiver.receive())!;
+      assert.is(frame.token, token);
+      assert.ok(Buffer.from(frame.payload).equals(payload), `frame ${token} intact`);
+    }
+    await sent;
+    assert.ok(reused >= payloads.length - 4, `written-out buffers were sealed into again (${reused} of ${payloads.length})`);
+  } finally {
+    await close();
+  }
 });
 
 test.run();

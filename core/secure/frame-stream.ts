@@ -59,6 +59,8 @@ export class FrameStream {
   /** Reassembly buffers this stream handed out, and one handed back for reuse. */
   readonly #reassembly = new WeakSet<ArrayBuffer>();
   #spare: ArrayBuffer | null = null;
+  /** Buffers of sealed bulk frames the transport has written out, for the next ones. */
+  readonly #sealSpares: ArrayBuffer[] = [];
 
   constructor(
     readonly reader: StreamReader,
@@ -87,9 +89,14 @@ export class FrameStream {
     const run = this.#sendQueue.then(async () => {
       if (this.#closed) throw new ConnectionClosedError();
       const plain = [encodeFrameHeader(target, code, token), ...parts];
-      const pieces = this.keys ? [await sealFrame(this.keys.send, plain)] : [lengthPrefix(plain), ...plain];
-      if (this.stream.writev) await this.stream.writev(pieces);
-      else await this.stream.write(concat(pieces));
+      if (!this.keys) {
+        const pieces = [lengthPrefix(plain), ...plain];
+        return this.stream.writev ? await this.stream.writev(pieces) : await this.stream.write(concat(pieces));
+      }
+      const sealed = await sealFrame(this.keys.send, plain, (size) => this.#sealBuffer(size));
+      if (!this.stream.writev) return await this.stream.write(sealed);
+      const reusable = sealed.length >= BULK_MESSAGE;
+      await this.stream.writev([sealed], reusable ? () => this.#returnSealBuffer(sealed.buffer as ArrayBuffer) : undefined);
     });
     this.#sendQueue = run.catch(() => {});
     return run;
@@ -155,6 +162,20 @@ export class FrameStream {
     return fresh;
   }
 
+  /** Room for a sealed frame: a written-out bulk frame's buffer when one is big enough. */
+  #sealBuffer(size: number): Uint8Array {
+    if (size >= BULK_MESSAGE) {
+      const i = this.#sealSpares.findIndex((b) => b.byteLength >= size);
+      if (i >= 0) return new Uint8Array(this.#sealSpares.splice(i, 1)[0], 0, size);
+    }
+    return allocateUninitialized(size);
+  }
+
+  #returnSealBuffer(buffer: ArrayBuffer): void {
+    // Two cover a frame being sealed while the previous one is written; more would only hold memory.
+    if (this.#sealSpares.length < 2) this.#sealSpares.push(buffer);
+  }
+
   close(): void {
     this.#closed = true;
     this.stream.close();
@@ -174,12 +195,12 @@ function lengthPrefix(parts: readonly Uint8Array[]): Uint8Array {
  * Seals a frame as Noise transport messages of at most {@link MAX_NOISE_MESSAGE}
  * bytes, each after its record length, all into one buffer: what to write.
  */
-async function sealFrame(cipher: CipherState, frame: readonly Uint8Array[]): Promise<Uint8Array> {
+async function sealFrame(cipher: CipherState, frame: readonly Uint8Array[], allocate: (size: number) => Uint8Array): Promise<Uint8Array> {
   let plainLength = 0;
   for (const p of frame) plainLength += p.length;
   const total = FRAME_LENGTH_SIZE + plainLength;
   const messages = Math.ceil(total / MAX_NOISE_PLAINTEXT);
-  const out = allocateUninitialized(total + messages * (4 + TAG_SIZE)); // every byte written below
+  const out = allocate(total + messages * (4 + TAG_SIZE)); // every byte written below
   const view = new DataView(out.buffer, out.byteOffset);
   const plain = [lengthPrefix(frame), ...frame];
   let at = 0;

@@ -18,8 +18,12 @@ export interface ByteStream {
   read(): Promise<Uint8Array | null>;
   /** Resolves once the transport has taken the bytes (its backpressure point). */
   write(data: Uint8Array): Promise<void>;
-  /** Optional: writes several pieces as one, without joining them first. */
-  writev?(parts: readonly Uint8Array[]): Promise<void>;
+  /**
+   * Optional: writes several pieces as one, without joining them first. `released`, if given,
+   * is called once the transport holds none of the pieces any more (they reached the OS, or the
+   * write failed), so their memory may be reused; a transport that cannot tell never calls it.
+   */
+  writev?(parts: readonly Uint8Array[], released?: () => void): Promise<void>;
   /** Closes both directions; pending reads resolve null. Safe to call twice. */
   close(): void;
   /** "address:port" of the peer, where the transport knows it. */
