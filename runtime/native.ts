@@ -90,7 +90,8 @@ export function loadKoffi(): Koffi {
   if (koffi) return koffi;
   const sea = seaModule();
   if (sea) {
-    const native = Buffer.from(sea.getAsset(KOFFI_ASSET) as ArrayBuffer);
+    // The raw asset is the binary's own mapped bytes; getAsset would copy 1.6 MB into every process.
+    const native = new Uint8Array(sea.getRawAsset ? sea.getRawAsset(KOFFI_ASSET) : sea.getAsset(KOFFI_ASSET));
     const file = privateCacheFile(`koffi-${crypto.createHash("sha256").update(native).digest("hex").slice(0, 16)}.node`, native);
     const mod = { exports: {} as Koffi };
     process.dlopen(mod, file);
@@ -118,11 +119,31 @@ function privateCacheFile(name: string, content: Uint8Array): string {
     throw new Error(`cache directory ${dir} is writable by others or not ours; refusing to load native code from it`);
   }
   const file = path.join(dir, name);
-  try {
-    if (Buffer.compare(fs.readFileSync(file), content) === 0) return file;
-  } catch { /* missing: write it */ }
+  if (sameContent(file, content)) return file;
   const tmp = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, content, { mode: 0o600 });
   fs.renameSync(tmp, file);
   return file;
+}
+
+/** True if `file` holds exactly `content`; compared in pieces, so no copy of the whole file is made. */
+function sameContent(file: string, content: Uint8Array): boolean {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, "r");
+  } catch {
+    return false; // missing
+  }
+  try {
+    if (fs.fstatSync(fd).size !== content.length) return false;
+    const piece = new Uint8Array(64 * 1024);
+    for (let at = 0; at < content.length; ) {
+      const n = fs.readSync(fd, piece, 0, piece.length, at);
+      if (n === 0 || Buffer.compare(piece.subarray(0, n), content.subarray(at, at + n)) !== 0) return false;
+      at += n;
+    }
+    return true;
+  } finally {
+    fs.closeSync(fd);
+  }
 }
