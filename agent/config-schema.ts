@@ -1,5 +1,5 @@
 /**
- * The config file's schema (JSON), checked with zod: every setting's type
+ * The config file's schema (JSON), checked with zod (its tree-shakable "mini" form): every setting's type
  * and range, and a sentence saying what is allowed, so an error names the
  * file, the setting, what it held and what it may hold.
  *
@@ -9,44 +9,44 @@
  * ```
  * @module
  */
-import { z } from "zod";
+import * as z from "zod/mini";
 import { ConfigError } from "./config-error.ts";
 import { LOG_FORMATS } from "../runtime/log.ts";
 
 /** A product name: 1–32 of a-z, 0-9 and "-", starting with a letter. */
 export const PRODUCT_NAME = /^[a-z][a-z0-9-]{0,31}$/;
 
-const seconds = z.number().positive();
-const hostPort = z.string().regex(/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/);
+const seconds = z.number().check(z.positive());
+const hostPort = z.string().check(z.regex(/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/));
 const target = z.union([
   hostPort,
-  z.strictObject({ address: hostPort, ca: z.string().min(1).optional(), fingerprint: z.string().min(1).optional(), serverName: z.string().min(1).optional() }),
+  z.strictObject({ address: hostPort, ca: z.optional(z.string().check(z.minLength(1))), fingerprint: z.optional(z.string().check(z.minLength(1))), serverName: z.optional(z.string().check(z.minLength(1))) }),
 ]);
 
 /** Every setting the file may hold. */
 export const CONFIG_FILE = z.strictObject({
-  host: z.string().min(1).optional(),
-  port: z.number().int().min(0).max(65535).optional(),
-  stateDir: z.string().min(1).optional(),
-  keys: z.array(z.string().regex(/^\s*[0-9a-fA-F]{64}\s*$/)).optional(),
-  keyFiles: z.array(z.string().min(1)).optional(),
-  insecure: z.boolean().optional(),
-  handshakeTimeoutSeconds: seconds.optional(),
-  maxHandshakes: z.number().int().positive().optional(),
-  authFailuresPerMinute: z.number().int().positive().optional(),
-  products: z.array(z.string().regex(PRODUCT_NAME)).optional(),
-  idleTimeoutSeconds: seconds.optional(),
-  reconnectGraceSeconds: seconds.optional(),
-  processGraceSeconds: seconds.optional(),
-  warmHosts: z.number().int().min(0).max(64).optional(),
-  replayLimitMiB: z.number().positive().optional(),
-  listen: z.boolean().optional(),
-  connect: z.array(target).optional(),
-  keepaliveSeconds: seconds.optional(),
-  logFormat: z.enum(LOG_FORMATS).optional(),
-  revokedKeyGraceSeconds: z.number().min(0).optional(),
-  metrics: hostPort.optional(),
-  proxy: z.string().min(1).optional(),
+  host: z.optional(z.string().check(z.minLength(1))),
+  port: z.optional(z.int().check(z.minimum(0), z.maximum(65535))),
+  stateDir: z.optional(z.string().check(z.minLength(1))),
+  keys: z.optional(z.array(z.string().check(z.regex(/^\s*[0-9a-fA-F]{64}\s*$/)))),
+  keyFiles: z.optional(z.array(z.string().check(z.minLength(1)))),
+  insecure: z.optional(z.boolean()),
+  handshakeTimeoutSeconds: z.optional(seconds),
+  maxHandshakes: z.optional(z.int().check(z.positive())),
+  authFailuresPerMinute: z.optional(z.int().check(z.positive())),
+  products: z.optional(z.array(z.string().check(z.regex(PRODUCT_NAME)))),
+  idleTimeoutSeconds: z.optional(seconds),
+  reconnectGraceSeconds: z.optional(seconds),
+  processGraceSeconds: z.optional(seconds),
+  warmHosts: z.optional(z.int().check(z.minimum(0), z.maximum(64))),
+  replayLimitMiB: z.optional(z.number().check(z.positive())),
+  listen: z.optional(z.boolean()),
+  connect: z.optional(z.array(target)),
+  keepaliveSeconds: z.optional(seconds),
+  logFormat: z.optional(z.enum(LOG_FORMATS)),
+  revokedKeyGraceSeconds: z.optional(z.number().check(z.minimum(0))),
+  metrics: z.optional(hostPort),
+  proxy: z.optional(z.string().check(z.minLength(1))),
 });
 
 /** The settings as the file gives them (all optional). */
