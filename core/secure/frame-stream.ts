@@ -59,7 +59,8 @@ export class FrameStream {
   /** Reassembly buffers this stream handed out, and one handed back for reuse. */
   readonly #reassembly = new WeakSet<ArrayBuffer>();
   #spare: ArrayBuffer | null = null;
-  /** Buffers of sealed bulk frames the transport has written out, for the next ones. */
+  /** Buffers this stream sealed bulk frames into and owns whole; those the transport has written out. */
+  readonly #sealBuffers = new WeakSet<ArrayBuffer>();
   readonly #sealSpares: ArrayBuffer[] = [];
 
   constructor(
@@ -95,8 +96,8 @@ export class FrameStream {
       }
       const sealed = await sealFrame(this.keys.send, plain, (size) => this.#sealBuffer(size));
       if (!this.stream.writev) return await this.stream.write(sealed);
-      const reusable = sealed.length >= BULK_MESSAGE;
-      await this.stream.writev([sealed], reusable ? () => this.#returnSealBuffer(sealed.buffer as ArrayBuffer) : undefined);
+      const buffer = sealed.buffer as ArrayBuffer;
+      await this.stream.writev([sealed], this.#sealBuffers.has(buffer) ? () => this.#returnSealBuffer(buffer) : undefined);
     });
     this.#sendQueue = run.catch(() => {});
     return run;
@@ -168,7 +169,10 @@ export class FrameStream {
       const i = this.#sealSpares.findIndex((b) => b.byteLength >= size);
       if (i >= 0) return new Uint8Array(this.#sealSpares.splice(i, 1)[0], 0, size);
     }
-    return allocateUninitialized(size);
+    const fresh = allocateUninitialized(size);
+    // Only a buffer that is all ours may be written into again later.
+    if (size >= BULK_MESSAGE && fresh.byteOffset === 0 && fresh.buffer.byteLength === size) this.#sealBuffers.add(fresh.buffer as ArrayBuffer);
+    return fresh;
   }
 
   #returnSealBuffer(buffer: ArrayBuffer): void {
