@@ -28,6 +28,43 @@ export function setUninitializedAllocator(allocate: (length: number) => Uint8Arr
   allocator = allocate;
 }
 
+/**
+ * Keeps up to `keep` large buffers that were handed back once nothing reads them, for the next
+ * request of a size they can hold. Only buffers it allocated whole are kept, so a view into
+ * memory shared with others is never written again; when full, a larger buffer replaces the
+ * smallest kept.
+ */
+export class BufferRecycler {
+  readonly #owned = new WeakSet<ArrayBufferLike>();
+  readonly #kept: ArrayBuffer[] = [];
+
+  constructor(readonly keep: number) {}
+
+  /** `length` bytes for the caller to overwrite in full: a kept buffer that holds them, or a new one. */
+  take(length: number): Uint8Array {
+    const i = this.#kept.findIndex((b) => b.byteLength >= length);
+    if (i >= 0) return new Uint8Array(this.#kept.splice(i, 1)[0], 0, length);
+    const fresh = allocateUninitialized(length);
+    if (fresh.byteOffset === 0 && fresh.buffer.byteLength === length) this.#owned.add(fresh.buffer);
+    return fresh;
+  }
+
+  /** True when `bytes` lies in a buffer from {@link take} that {@link give} would keep. */
+  owns(bytes: Uint8Array): boolean {
+    return this.#owned.has(bytes.buffer);
+  }
+
+  /** Hands back the buffer under `bytes` once nothing reads it; ignored unless it came whole from {@link take}. */
+  give(bytes: Uint8Array): void {
+    const buffer = bytes.buffer as ArrayBuffer;
+    if (!this.#owned.has(buffer) || this.#kept.includes(buffer)) return;
+    if (this.#kept.length < this.keep) return void this.#kept.push(buffer);
+    let smallest = 0;
+    for (let i = 1; i < this.#kept.length; i++) if (this.#kept[i].byteLength < this.#kept[smallest].byteLength) smallest = i;
+    if (this.#kept[smallest].byteLength < buffer.byteLength) this.#kept[smallest] = buffer;
+  }
+}
+
 /** Joins byte arrays into one new array. */
 export function concat(buffers: readonly Uint8Array[]): Uint8Array {
   let length = 0;

@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { allocateUninitialized, concat, copy, equals, fromHex, indexOfNeedle, takeFront, timingSafeEqual, toHex } from "../core/bytes.ts";
+import { allocateUninitialized, BufferRecycler, concat, copy, equals, fromHex, indexOfNeedle, setUninitializedAllocator, takeFront, timingSafeEqual, toHex } from "../core/bytes.ts";
 import { useUninitializedAllocation } from "../runtime/memory.ts";
 
 const b = (...n: number[]) => new Uint8Array(n);
@@ -31,6 +31,28 @@ test("bytes: takeFront takes views off the front of a queue, leaving a partly ta
   assert.equal(takeFront(queue, 3), [b(4, 5), b(6)]);
   assert.equal(queue, []);
   assert.equal(takeFront(queue, 0), []);
+});
+
+test("bytes: a recycler hands back what it was given, keeps the larger when full, and never a buffer shared with others", () => {
+  const recycler = new BufferRecycler(1);
+  const small = recycler.take(100), large = recycler.take(300);
+  recycler.give(small);
+  recycler.give(large);
+  assert.is(recycler.take(250).buffer, large.buffer, "full: the larger one replaced the smaller");
+  assert.is.not(recycler.take(50).buffer, small.buffer, "the smaller one was let go");
+  recycler.give(new Uint8Array(500));
+  assert.is(recycler.take(400).length, 400);
+  assert.not.ok(recycler.owns(new Uint8Array(500)), "not from take: never kept");
+  setUninitializedAllocator((length) => new Uint8Array(length + 16).subarray(8, 8 + length)); // views into shared memory
+  try {
+    const shared = recycler.take(1000);
+    recycler.give(shared);
+    assert.not.ok(recycler.owns(shared));
+    assert.is.not(recycler.take(1000).buffer, shared.buffer, "a view into shared memory is never handed out again");
+  } finally {
+    setUninitializedAllocator((length) => new Uint8Array(length)); // as before: the default, then the runtime's
+    useUninitializedAllocation();
+  }
 });
 
 test("bytes: equals and timingSafeEqual agree", () => {

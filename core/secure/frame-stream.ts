@@ -17,7 +17,7 @@
 import { BULK_MESSAGE, TAG_SIZE } from "./crypto.ts";
 import { ConnectionClosedError, FrameTooLargeError, IntegrityError, ProtocolError } from "../errors.ts";
 import { decodeFrame, encodeFrameHeader, type Frame, FRAME_HEADER_SIZE, MAX_PAYLOAD } from "../wire/frame.ts";
-import { allocateUninitialized, concat, takeFront } from "../bytes.ts";
+import { allocateUninitialized, BufferRecycler, concat, takeFront } from "../bytes.ts";
 import type { CipherState } from "./noise.ts";
 import type { ByteStream, StreamReader } from "../wire/stream.ts";
 
@@ -56,12 +56,10 @@ export function encodeRecord(body: Uint8Array): Uint8Array {
 export class FrameStream {
   #sendQueue: Promise<void> = Promise.resolve();
   #closed = false;
-  /** Reassembly buffers this stream handed out, and one handed back for reuse. */
-  readonly #reassembly = new WeakSet<ArrayBuffer>();
-  #spare: ArrayBuffer | null = null;
-  /** Buffers this stream sealed bulk frames into and owns whole; those the transport has written out. */
-  readonly #sealBuffers = new WeakSet<ArrayBuffer>();
-  readonly #sealSpares: ArrayBuffer[] = [];
+  /** Frames reassembled from several messages; one handed back is kept for the next. */
+  readonly #reassembly = new BufferRecycler(1);
+  /** Sealed bulk frames; two cover one being sealed while the previous one is written. */
+  readonly #sealed = new BufferRecycler(2);
 
   constructor(
     readonly reader: StreamReader,
@@ -94,10 +92,9 @@ export class FrameStream {
         const pieces = [lengthPrefix(plain), ...plain];
         return this.stream.writev ? await this.stream.writev(pieces) : await this.stream.write(concat(pieces));
       }
-      const sealed = await sealFrame(this.keys.send, plain, (size) => this.#sealBuffer(size));
+      const sealed = await sealFrame(this.keys.send, plain, (size) => (size >= BULK_MESSAGE ? this.#sealed.take(size) : allocateUninitialized(size)));
       if (!this.stream.writev) return await this.stream.write(sealed);
-      const buffer = sealed.buffer as ArrayBuffer;
-      await this.stream.writev([sealed], this.#sealBuffers.has(buffer) ? () => this.#returnSealBuffer(buffer) : undefined);
+      await this.stream.writev([sealed], this.#sealed.owns(sealed) ? () => this.#sealed.give(sealed) : undefined);
     });
     this.#sendQueue = run.catch(() => {});
     return run;
@@ -118,7 +115,7 @@ export class FrameStream {
     if (piece.length === length) return decodeFrame(piece); // the whole frame in one message: no copy
     if (piece.length > length) throw new ProtocolError("a message runs past the end of its frame");
     // The rest of the frame is decrypted straight into it, from the pieces the socket delivered.
-    const frame = this.#reassemblyBuffer(length); // every byte written below before it is returned
+    const frame = this.#reassembly.take(length); // every byte written below before it is returned
     frame.set(piece);
     for (let filled = piece.length; filled < length; ) {
       const sealed = await readRecordLength(this.reader, MAX_NOISE_MESSAGE);
@@ -148,36 +145,7 @@ export class FrameStream {
    * reassembly buffer for the next one, instead of a new MiB each time. Others are ignored.
    */
   release(frame: Frame): void {
-    const buffer = frame.payload.buffer as ArrayBuffer;
-    if (this.#reassembly.has(buffer)) this.#spare = buffer;
-  }
-
-  #reassemblyBuffer(length: number): Uint8Array {
-    const spare = this.#spare;
-    if (spare && spare.byteLength >= length) {
-      this.#spare = null;
-      return new Uint8Array(spare, 0, length);
-    }
-    const fresh = allocateUninitialized(length);
-    this.#reassembly.add(fresh.buffer as ArrayBuffer);
-    return fresh;
-  }
-
-  /** Room for a sealed frame: a written-out bulk frame's buffer when one is big enough. */
-  #sealBuffer(size: number): Uint8Array {
-    if (size >= BULK_MESSAGE) {
-      const i = this.#sealSpares.findIndex((b) => b.byteLength >= size);
-      if (i >= 0) return new Uint8Array(this.#sealSpares.splice(i, 1)[0], 0, size);
-    }
-    const fresh = allocateUninitialized(size);
-    // Only a buffer that is all ours may be written into again later.
-    if (size >= BULK_MESSAGE && fresh.byteOffset === 0 && fresh.buffer.byteLength === size) this.#sealBuffers.add(fresh.buffer as ArrayBuffer);
-    return fresh;
-  }
-
-  #returnSealBuffer(buffer: ArrayBuffer): void {
-    // Two cover a frame being sealed while the previous one is written; more would only hold memory.
-    if (this.#sealSpares.length < 2) this.#sealSpares.push(buffer);
+    this.#reassembly.give(frame.payload);
   }
 
   close(): void {
