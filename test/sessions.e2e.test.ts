@@ -383,7 +383,7 @@ sessions("a session's host keeps its private memory small: the native module the
   const s = await c.openSession("beta");
   const { pid } = await s.system.info();
   await new Promise((r) => setTimeout(r, 500)); // settled after start
-  const anonMiB = Number(/RssAnon:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
+  const anonMiB = residentKiB(pid, "private") / 1024;
   // Node: about 12.5 MiB, and 15.7 when every host held two copies of koffi's 1.6 MB module
   // (the asset, then the cached file read back to compare). Deno's hosts load no koffi.
   if (!IS_DENO) assert.ok(anonMiB < 14, `the host holds ${anonMiB.toFixed(1)} MiB of private memory`);

@@ -216,10 +216,10 @@ export function writeKeyFile(dir: string, hex: string, name = "test.key"): strin
   return file;
 }
 
-/** Resident memory of a process in KiB (Linux /proc). */
-export function residentKiB(pid: number): number {
+/** Resident memory of a process in KiB (Linux /proc); `private` counts only its anonymous pages, not code mapped from files. */
+export function residentKiB(pid: number, which: "all" | "private" = "all"): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
+  return Number((which === "all" ? /VmRSS:\s+(\d+)/ : /RssAnon:\s+(\d+)/).exec(status)![1]);
 }
 
 /** True while a process with this pid exists. */
