@@ -1,9 +1,12 @@
 /**
  * Builds the agent.
  *
- *   dist/agent.cjs  one-file CommonJS bundle of cli/main.ts (what the SEA runs)
+ *   dist/agent.cjs  one-file CommonJS bundle of cli/main.ts
  *   dist/agent.mjs  the same as an ES module, for `deno run -A dist/agent.mjs`
- *   dist/agent      the single executable: Node's SEA blob injected into a copy of node
+ *   dist/host.cjs   the host program alone (host/entry.ts), which the agent starts beside agent.cjs
+ *   dist/host.mjs   the same as an ES module, beside agent.mjs
+ *   dist/agent      the single executable: Node's SEA blob injected into a copy of node; it carries
+ *                   agent.cjs and host.cjs and runs one of them (SEA_ENTRY)
  *   dist/lib/       the client library package: ES modules and .d.ts (tsconfig.lib.json)
  *
  * Usage: tsx build.ts [--bundle-only]
@@ -14,6 +17,7 @@
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
+import vm from "node:vm";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 import { inject } from "postject";
@@ -30,10 +34,12 @@ function koffiNative(): string {
   return file;
 }
 
+/** The programs bundled, each as CommonJS (Node, the single executable) and as an ES module (Deno). */
+const PROGRAMS = { agent: "cli/main.ts", host: "host/entry.ts" };
+
 async function bundle() {
   fs.mkdirSync(dist, { recursive: true });
   const common: esbuild.BuildOptions = {
-    entryPoints: [path.join(root, "cli/main.ts")],
     bundle: true,
     platform: "node",
     target: "node20",
@@ -46,32 +52,66 @@ async function bundle() {
     charset: "ascii",
     logLevel: "warning",
   };
-  await esbuild.build({
-    ...common,
-    format: "cjs",
-    outfile: path.join(dist, "agent.cjs"),
-    define: { "import.meta.url": "__import_meta_url" },
-    banner: { js: 'var __import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
-  });
-  await esbuild.build({
-    ...common,
-    format: "esm",
-    outfile: path.join(dist, "agent.mjs"),
-    // Bundled CommonJS dependencies may call require(); give ESM one.
-    banner: { js: 'import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);' },
-  });
+  for (const [name, entry] of Object.entries(PROGRAMS)) {
+    await esbuild.build({
+      ...common,
+      entryPoints: [path.join(root, entry)],
+      format: "cjs",
+      outfile: path.join(dist, `${name}.cjs`),
+      define: { "import.meta.url": "__import_meta_url" },
+      banner: { js: 'var __import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
+    });
+    await esbuild.build({
+      ...common,
+      entryPoints: [path.join(root, entry)],
+      format: "esm",
+      outfile: path.join(dist, `${name}.mjs`),
+      // Bundled CommonJS dependencies may call require(); give ESM one.
+      banner: { js: 'import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);' },
+    });
+  }
+}
+
+/** How a program's CommonJS source is wrapped to run from an asset (as Node wraps a module). */
+const WRAP = ["(function (exports, require, module, __filename, __dirname) {", "\n})"];
+
+/**
+ * The single executable's main script: runs the host program when asked for `host`, else the
+ * agent's, each from its asset and with the code cache build.ts made for it. A host thus never
+ * parses the agent's code, nor keeps its source.
+ */
+const SEA_ENTRY = `"use strict";
+const sea = require("node:sea");
+const program = process.argv[2] === "host" ? "host" : "agent";
+const source = ${JSON.stringify(WRAP[0])} + sea.getAsset(program + ".cjs", "utf8") + ${JSON.stringify(WRAP[1])};
+const cachedData = Buffer.from(sea.getAsset(program + ".cache"));
+new (require("node:vm").Script)(source, { filename: program + ".cjs", cachedData }).runInThisContext()(exports, require, module, __filename, __dirname);
+`;
+
+/** V8's code cache for a program's wrapped source: what SEA's useCodeCache makes for a main script. */
+function codeCache(program: string): Uint8Array {
+  const source = WRAP[0] + fs.readFileSync(path.join(dist, `${program}.cjs`), "utf8") + WRAP[1];
+  return new vm.Script(source, { filename: `${program}.cjs` }).createCachedData();
 }
 
 async function singleExecutable() {
   const configPath = path.join(dist, "sea-config.json");
+  const entry = path.join(dist, "sea-entry.cjs");
   const blob = path.join(dist, "agent.blob");
+  fs.writeFileSync(entry, SEA_ENTRY);
+  const assets: Record<string, string> = { [KOFFI_ASSET]: koffiNative() };
+  for (const program of Object.keys(PROGRAMS)) {
+    assets[`${program}.cjs`] = path.join(dist, `${program}.cjs`);
+    assets[`${program}.cache`] = path.join(dist, `${program}.cache`);
+    fs.writeFileSync(assets[`${program}.cache`], codeCache(program));
+  }
   fs.writeFileSync(configPath, JSON.stringify({
-    main: path.join(dist, "agent.cjs"),
+    main: entry,
     output: blob,
     disableExperimentalSEAWarning: true,
     useCodeCache: true,
     // The mmap channel needs koffi's native module; the binary carries it (runtime/native.ts loads it).
-    assets: { [KOFFI_ASSET]: koffiNative() },
+    assets,
   }));
   execFileSync(process.execPath, ["--experimental-sea-config", configPath], { stdio: ["ignore", "ignore", "inherit"] });
   const exe = path.join(dist, "agent");
@@ -81,6 +121,8 @@ async function singleExecutable() {
   await inject(exe, "NODE_SEA_BLOB", fs.readFileSync(blob), { sentinelFuse: SEA_FUSE });
   fs.rmSync(blob);
   fs.rmSync(configPath);
+  fs.rmSync(entry);
+  for (const program of Object.keys(PROGRAMS)) fs.rmSync(path.join(dist, `${program}.cache`));
 }
 
 /** The npm package's contents: what `npm pack` ships (package.json "files"). */

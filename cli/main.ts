@@ -179,11 +179,7 @@ keepYoungGenerationSmall();
 useUninitializedAllocation();
 const argv = process.argv.slice(2);
 if (argv[0] === "host") {
-  // The host's doorbell pipe would keep it alive; it is done when hostMain returns.
-  import("../host/main.ts").then(({ hostMain }) => hostMain(argv.slice(1))).then((code) => process.exit(code), (e) => {
-    process.stderr.write(`host failed: ${(e as Error).stack ?? e}\n`);
-    process.exit(70);
-  });
+  import("../host/entry.ts"); // runs the host with these arguments
 } else {
   main(argv).then((code) => {
     process.exitCode = code;

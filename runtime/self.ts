@@ -1,9 +1,9 @@
 /**
- * How this program re-runs itself: the single executable, a bundle or the
- * sources under Node (with its loader flags), or `deno run -A`. The agent
- * uses it to start each session's host process.
+ * How this program starts its own host processes: the single executable, a
+ * bundle or the sources under Node (with its loader flags), or `deno run -A`.
  * @module
  */
+import fs from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { DENO_HEAP_FLAGS } from "./heap.ts";
@@ -19,10 +19,18 @@ export function seaModule(): { isSea(): boolean; getAsset(name: string): ArrayBu
   }
 }
 
-/** argv prefix that starts this same program (append the subcommand and its arguments). */
-export function selfCommand(): string[] {
+/**
+ * argv prefix that starts a session's host (append `host` and its arguments): this same program,
+ * or the host-only bundle beside it where build.ts made one (dist/host.cjs beside dist/agent.cjs,
+ * dist/host.mjs beside dist/agent.mjs). The single executable carries both programs and picks
+ * one by its first argument. `running` is the script this process runs.
+ */
+export function hostCommand(running: string = process.argv[1]): string[] {
   const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
-  if (deno) return [deno.execPath(), "run", "-A", ...DENO_HEAP_FLAGS, path.resolve(process.argv[1])];
-  if (seaModule()) return [process.execPath];
-  return [process.execPath, ...process.execArgv, path.resolve(process.argv[1])];
+  if (!deno && seaModule()) return [process.execPath];
+  const program = path.resolve(running);
+  const hostOnly = path.join(path.dirname(program), `host${path.extname(program)}`);
+  const script = /^agent\.[cm]js$/.test(path.basename(program)) && fs.existsSync(hostOnly) ? hostOnly : program;
+  if (deno) return [deno.execPath(), "run", "-A", ...DENO_HEAP_FLAGS, script];
+  return [process.execPath, ...process.execArgv, script];
 }

@@ -13,7 +13,7 @@ import { droppedLogLines, log, LOG_FORMATS, type LogFormat, setLogFormat } from 
 import { serveMetrics } from "../../agent/metrics.ts";
 import { proxyFor } from "../../runtime/proxy.ts";
 import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
-import { selfCommand } from "../../runtime/self.ts";
+import { hostCommand } from "../../runtime/self.ts";
 import { parseFingerprint } from "../../runtime/tls.ts";
 import { OutboundTarget } from "../../agent/dialer.ts";
 import { ConfigError } from "../../agent/config.ts";
@@ -121,7 +121,7 @@ export async function startCommand(flags: Flags): Promise<void> {
     replayLimitBytes: config.replayLimitMiB * 1024 * 1024,
     ringCapacity: RING_CAPACITY,
     processGraceMs: config.processGraceSeconds * 1000,
-    hostCommand: selfCommand(),
+    hostCommand: hostCommand(),
     warmHosts: config.warmHosts,
     log,
   });
