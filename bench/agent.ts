@@ -4,14 +4,16 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { DENO_HEAP_FLAGS } from "../runtime/heap.ts";
+import { denoRunCommand } from "../runtime/heap.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+/** Deno, from the dev dependency. */
+export const DENO = path.join(ROOT, "node_modules/.bin/deno");
 
 /** How the built agent runs on each runtime, as the README tells an operator to run it. */
 export const AGENT_COMMANDS: Record<string, string[]> = {
   node: [path.join(ROOT, "dist/agent")],
-  deno: [path.join(ROOT, "node_modules/.bin/deno"), "run", "-A", ...DENO_HEAP_FLAGS, path.join(ROOT, "dist/agent.mjs")],
+  deno: denoRunCommand(DENO, path.join(ROOT, "dist/agent.mjs")),
 };
 
 /** A running agent; `stop` ends it and removes its state directory. */

@@ -23,7 +23,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
-import { AGENT_COMMANDS, startBenchAgent } from "./agent.ts";
+import { AGENT_COMMANDS, DENO, startBenchAgent } from "./agent.ts";
 import { cpuSeconds, machineCpuSeconds } from "./proc.ts";
 import { CIPHERS, findSsh, NO_SSH, SSH_DIR, SSH_PORT, type Ssh } from "./ssh.ts";
 import { ratio, table } from "./stats.ts";
@@ -31,7 +31,6 @@ import { ratio, table } from "./stats.ts";
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const TRANSFER_MIB = Number(process.env.BENCH_TRANSFER_MIB ?? 1024);
 const GIB = TRANSFER_MIB / 1024;
-const DENO = path.join(ROOT, "node_modules/.bin/deno");
 
 /** One direction's figures: MB/s and CPU-seconds per GiB by process. */
 interface Leg {

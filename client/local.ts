@@ -19,7 +19,7 @@ import { EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
 import { memoryStreamPair } from "../core/wire/memory-stream.ts";
 import { VERSION } from "../core/version.ts";
 import { runtimeInfo } from "../runtime/crypto.ts";
-import { DENO_HEAP_FLAGS } from "../runtime/heap.ts";
+import { denoRunCommand } from "../runtime/heap.ts";
 import { silent } from "../runtime/log.ts";
 import { checkMmapAvailable } from "../runtime/mmap.ts";
 import { Agent } from "./agent.ts";
@@ -52,7 +52,7 @@ function defaultAgentCommand(): string[] {
   const sources = path.join(root, "cli/main.ts");
   if (!fs.existsSync(sources)) return ["agent"];
   const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
-  if (deno) return [deno.execPath(), "run", "-A", ...DENO_HEAP_FLAGS, sources];
+  if (deno) return denoRunCommand(deno.execPath(), sources);
   const built = path.join(root, "dist/agent");
   if (fs.existsSync(built)) return [built];
   return [process.execPath, ...process.execArgv, sources];

@@ -6,11 +6,12 @@
  * scavenge costs what survives it, which in a request loop is little.
  *
  * Node applies the limit at run time; Deno reads V8 flags only at launch, so
- * a Deno process is started with {@link DENO_HEAP_FLAGS} (runtime/self.ts).
+ * a Deno process is started with {@link DENO_HEAP_FLAGS} ({@link denoRunCommand}).
  *
  * @example
  * ```ts
  * keepYoungGenerationSmall(); // first thing in a long-lived process
+ * denoRunCommand("deno", "dist/agent.mjs"); // ["deno", "run", "-A", "--v8-flags=--max-semi-space-size=1", "dist/agent.mjs"]
  * ```
  * @module
  */
@@ -18,6 +19,11 @@ import v8 from "node:v8";
 
 /** The `deno run` flag with the same effect, for a Deno process this program starts. */
 export const DENO_HEAP_FLAGS = ["--v8-flags=--max-semi-space-size=1"];
+
+/** The command that runs `script` as a long-lived Deno process: all permissions, {@link DENO_HEAP_FLAGS}. */
+export function denoRunCommand(deno: string, script: string): string[] {
+  return [deno, "run", "-A", ...DENO_HEAP_FLAGS, script];
+}
 
 /** Stops the young generation growing past its initial size (Node; a no-op on Deno, see the module note). */
 export function keepYoungGenerationSmall(): void {

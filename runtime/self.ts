@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { DENO_HEAP_FLAGS } from "./heap.ts";
+import { denoRunCommand } from "./heap.ts";
 
 /** The `node:sea` module when running as a Node single executable, else null. */
 export function seaModule(): { isSea(): boolean; getAsset(name: string): ArrayBuffer; getRawAsset?(name: string): ArrayBuffer } | null {
@@ -31,6 +31,6 @@ export function hostCommand(running: string = process.argv[1]): string[] {
   const program = path.resolve(running);
   const hostOnly = path.join(path.dirname(program), `host${path.extname(program)}`);
   const script = /^agent\.[cm]js$/.test(path.basename(program)) && fs.existsSync(hostOnly) ? hostOnly : program;
-  if (deno) return [deno.execPath(), "run", "-A", ...DENO_HEAP_FLAGS, script];
+  if (deno) return denoRunCommand(deno.execPath(), script);
   return [process.execPath, ...process.execArgv, script];
 }

@@ -10,7 +10,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { DENO_HEAP_FLAGS } from "../../runtime/heap.ts";
+import { denoRunCommand } from "../../runtime/heap.ts";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const IS_DENO = "Deno" in globalThis;
@@ -23,7 +23,7 @@ export function scriptCommand(): string[] {
 
 /** The command that runs the built agent on this test run's runtime. */
 export function agentCommand(): string[] {
-  if (IS_DENO) return [DENO_BIN, "run", "-A", ...DENO_HEAP_FLAGS, path.join(ROOT, "dist/agent.mjs")];
+  if (IS_DENO) return denoRunCommand(DENO_BIN, path.join(ROOT, "dist/agent.mjs"));
   return [path.join(ROOT, "dist/agent")];
 }
 
