@@ -53,17 +53,16 @@ async function bundle() {
     logLevel: "warning",
   };
   for (const [name, entry] of Object.entries(PROGRAMS)) {
+    const program = { ...common, entryPoints: [path.join(root, entry)] };
     await esbuild.build({
-      ...common,
-      entryPoints: [path.join(root, entry)],
+      ...program,
       format: "cjs",
       outfile: path.join(dist, `${name}.cjs`),
       define: { "import.meta.url": "__import_meta_url" },
       banner: { js: 'var __import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
     });
     await esbuild.build({
-      ...common,
-      entryPoints: [path.join(root, entry)],
+      ...program,
       format: "esm",
       outfile: path.join(dist, `${name}.mjs`),
       // Bundled CommonJS dependencies may call require(); give ESM one.

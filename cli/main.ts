@@ -175,12 +175,12 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 // No top-level await: the SEA bundle is CommonJS. `host` is internal, so it stays out of cac's help.
-keepYoungGenerationSmall();
-useUninitializedAllocation();
 const argv = process.argv.slice(2);
 if (argv[0] === "host") {
-  import("../host/entry.ts"); // runs the host with these arguments
+  import("../host/entry.ts"); // sets up the host's heap and allocation, and runs it with these arguments
 } else {
+  keepYoungGenerationSmall();
+  useUninitializedAllocation();
   main(argv).then((code) => {
     process.exitCode = code;
     if (code !== 0) process.exit(code);

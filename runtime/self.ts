@@ -27,7 +27,7 @@ export function seaModule(): { isSea(): boolean; getAsset(name: string): ArrayBu
  */
 export function hostCommand(running: string = process.argv[1]): string[] {
   const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
-  if (!deno && seaModule()) return [process.execPath];
+  if (seaModule()) return [process.execPath];
   const program = path.resolve(running);
   const hostOnly = path.join(path.dirname(program), `host${path.extname(program)}`);
   const script = /^agent\.[cm]js$/.test(path.basename(program)) && fs.existsSync(hostOnly) ? hostOnly : program;
