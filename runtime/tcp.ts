@@ -15,6 +15,12 @@ import type { ByteStream } from "../core/wire/stream.ts";
 
 /** Pause the socket once this much has been received but not read. */
 const READ_HIGH_WATER = 1024 * 1024;
+/**
+ * Most a socket delivers in one turn of the event loop. Node reads a readable socket up to 32
+ * times (2 MiB) before it looks at the next one, so one connection's upload would hold every other
+ * connection's requests for that long; past this, the socket waits for the next turn.
+ */
+export const READ_TURN_BUDGET = 256 * 1024;
 
 /** Wraps a connected socket. Reading pauses the socket when the consumer falls behind. */
 export function socketStream(socket: net.Socket): ByteStream {
@@ -27,11 +33,24 @@ export function socketStream(socket: net.Socket): ByteStream {
     wake = null;
     w?.();
   };
+  // Resumes only when neither the consumer (high water) nor the turn budget holds it.
+  const resumeIfRoom = () => {
+    if (buffered <= READ_HIGH_WATER && !turnSpent && !ended && socket.isPaused()) socket.resume();
+  };
+  let turnBytes = 0, turnSpent = false;
+  const nextTurn = () => {
+    turnBytes = 0;
+    turnSpent = false;
+    resumeIfRoom();
+  };
   socket.setNoDelay(true);
   socket.on("data", (data: Uint8Array) => {
     chunks.push(data);
     buffered += data.length;
-    if (buffered > READ_HIGH_WATER) socket.pause();
+    if (turnBytes === 0) setImmediate(nextTurn);
+    turnBytes += data.length;
+    if (turnBytes >= READ_TURN_BUDGET) turnSpent = true;
+    if (buffered > READ_HIGH_WATER || turnSpent) socket.pause();
     notify();
   });
   const finish = () => {
@@ -65,7 +84,7 @@ export function socketStream(socket: net.Socket): ByteStream {
       }
       const chunk = chunks.shift()!;
       buffered -= chunk.length;
-      if (buffered <= READ_HIGH_WATER && socket.isPaused() && !ended) socket.resume();
+      resumeIfRoom();
       return chunk;
     },
     writev(parts, released) {

@@ -14,7 +14,7 @@ import { StreamReader } from "../core/wire/stream.ts";
 import { concat } from "../core/bytes.ts";
 import fs from "node:fs";
 import net from "node:net";
-import { socketStream } from "../runtime/tcp.ts";
+import { READ_TURN_BUDGET, socketStream } from "../runtime/tcp.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
 import { nodeCryptoProvider } from "../runtime/crypto.ts";
 import { libcryptoProvider } from "../runtime/libcrypto.ts";
@@ -333,6 +333,40 @@ async function loopbackPair(): Promise<{ outgoing: net.Socket; incoming: net.Soc
     },
   };
 }
+
+test("TCP transport: one connection's flood is read a bounded slice per event-loop turn, so other connections get their turn; every byte arrives in order", async () => {
+  const { outgoing, incoming, close } = await loopbackPair();
+  try {
+    const size = 16 << 20;
+    const sent = new Uint8Array(size);
+    for (let i = 0; i < size; i += 4096) sent[i] = (i >> 12) & 255;
+    outgoing.write(sent);
+    const stream = socketStream(incoming);
+    let turn = 0, done = false;
+    const tick = () => {
+      turn++;
+      if (!done) setImmediate(tick);
+    };
+    tick();
+    const perTurn = new Map<number, number>();
+    const received: Uint8Array[] = [];
+    let total = 0;
+    incoming.resume();
+    while (total < size) {
+      const chunk = await stream.read();
+      if (chunk === null) break;
+      received.push(chunk);
+      total += chunk.length;
+      perTurn.set(turn, (perTurn.get(turn) ?? 0) + chunk.length);
+    }
+    done = true;
+    assert.ok(Buffer.from(concat(received)).equals(sent), "every byte, in order");
+    const most = Math.max(...perTurn.values());
+    assert.ok(most <= READ_TURN_BUDGET + 64 * 1024, `${most} bytes read in one turn, budget ${READ_TURN_BUDGET} (plus one read)`);
+  } finally {
+    await close();
+  }
+});
 
 test("TCP transport: a write's release comes once the socket let go of its bytes, not when it accepted them", async () => {
   const { outgoing, incoming, close } = await loopbackPair();

@@ -19,8 +19,12 @@ export type { FileInfo, ListEntry, OpenFlags };
 
 /** Bytes per read or write request in whole-file transfers. */
 export const TRANSFER_CHUNK = 512 * 1024;
-/** Requests kept in flight during a transfer. */
-export const TRANSFER_WINDOW = 6;
+/**
+ * Requests kept in flight during a transfer: 2 MiB. A small request in the same session waits behind
+ * what is in flight (in TCP, the ring and the host), so this is as shallow as keeps a transfer at
+ * full speed: 6 deep doubled a `stat`'s p99 during an upload for 3-4% more upload throughput.
+ */
+export const TRANSFER_WINDOW = 4;
 
 /** What `writeFile` writes: text (as UTF-8), bytes, or a stream of chunks. */
 type Source = string | Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
