@@ -33,14 +33,14 @@ export function socketStream(socket: net.Socket): ByteStream {
     wake = null;
     w?.();
   };
+  /** Bytes delivered in this turn of the event loop. */
+  let turnBytes = 0;
   // Resumes only when neither the consumer (high water) nor the turn budget holds it.
   const resumeIfRoom = () => {
-    if (buffered <= READ_HIGH_WATER && !turnSpent && !ended && socket.isPaused()) socket.resume();
+    if (buffered <= READ_HIGH_WATER && turnBytes < READ_TURN_BUDGET && !ended && socket.isPaused()) socket.resume();
   };
-  let turnBytes = 0, turnSpent = false;
   const nextTurn = () => {
     turnBytes = 0;
-    turnSpent = false;
     resumeIfRoom();
   };
   socket.setNoDelay(true);
@@ -49,8 +49,7 @@ export function socketStream(socket: net.Socket): ByteStream {
     buffered += data.length;
     if (turnBytes === 0) setImmediate(nextTurn);
     turnBytes += data.length;
-    if (turnBytes >= READ_TURN_BUDGET) turnSpent = true;
-    if (buffered > READ_HIGH_WATER || turnSpent) socket.pause();
+    if (buffered > READ_HIGH_WATER || turnBytes >= READ_TURN_BUDGET) socket.pause();
     notify();
   });
   const finish = () => {

@@ -21,8 +21,8 @@ export type { FileInfo, ListEntry, OpenFlags };
 export const TRANSFER_CHUNK = 512 * 1024;
 /**
  * Requests kept in flight during a transfer: 2 MiB. A small request in the same session waits behind
- * what is in flight (in TCP, the ring and the host), so this is as shallow as keeps a transfer at
- * full speed: 6 deep doubled a `stat`'s p99 during an upload for 3-4% more upload throughput.
+ * what is in flight (in TCP, the ring and the host), so the window is kept shallow: 6 deep raised a
+ * `stat`'s p99 during an upload by about half (25-30 against 16-21 ms) for 3-4% more upload throughput.
  */
 export const TRANSFER_WINDOW = 4;
 
