@@ -140,4 +140,40 @@ concurrency("a cut connection resumed while many requests run: every reply and e
   await s.close();
 });
 
+concurrency("downloads in two sessions, one connection cut and resumed mid-way: every byte of both arrives once (the agent reuses the memory of transfer records)", async () => {
+  let connection = await client();
+  const cut = await connection.openSession("alpha");
+  const steady = await (await client()).openSession("alpha");
+  const data = [crypto.randomBytes(24 << 20), crypto.randomBytes(24 << 20)];
+  await cut.files.writeFile("a.bin", data[0]);
+  await steady.files.writeFile("b.bin", data[1]);
+  const download = async (s: typeof cut, file: string, onChunk = (_n: number) => {}) => {
+    const got: Uint8Array[] = [];
+    for await (const c of s.files.readStream(file)) onChunk(got.push(c));
+    return Buffer.concat(got);
+  };
+  for (let round = 0; round < 2; round++) {
+    let resumed: Promise<void> | null = null;
+    const down = download(cut, "a.bin", (n) => {
+      if (n !== 4) return;
+      connection.client.frames.stream.close(); // cut with requests and replies in flight
+      resumed = (async () => {
+        await new Promise((r) => setTimeout(r, 100));
+        connection = await client();
+        await cut.resume(connection.client);
+      })();
+    });
+    const both = await within(Promise.all([down, download(steady, "b.bin")]), 60_000);
+    assert.ok(both !== "pending", `round ${round}: both downloads finished`);
+    assert.ok(resumed, `round ${round}: the connection was cut mid-way`);
+    await resumed;
+    const [gotCut, gotSteady] = both as Buffer[];
+    assert.ok(gotCut.equals(data[0]), `round ${round}: the cut session's file, byte for byte`);
+    assert.ok(gotSteady.equals(data[1]), `round ${round}: the other session's file, byte for byte`);
+    assert.ok((await download(cut, "a.bin")).equals(data[0]), `round ${round}: read again after the resume`);
+  }
+  await cut.close();
+  await steady.close();
+});
+
 concurrency.run();

@@ -204,6 +204,46 @@ test("while disconnected nothing is transmitted; everything is kept for the resu
   agent.link.close();
 });
 
+test("a body is handed back once acknowledged, and not while a transmission still reads it", async () => {
+  const released: string[] = [];
+  // A transport that reads the parts later (as a queued seal does) and says when it has.
+  let finish: Array<() => void> = [];
+  const slow = { transmit: (_c: number, _t: number, _parts: readonly Uint8Array[]) => new Promise<void>((r) => finish.push(r)) };
+  const agent = new DeliveryLink({ transmit: slow.transmit, released: (body) => released.push(str(body[0])) });
+  agent.send(DATA, 0, [text("one")]);
+  agent.send(DATA, 0, [text("two")]);
+  agent.acknowledge(1);
+  assert.equal(released, [], "acknowledged, but its transmission has not read it yet");
+  finish.shift()!(); // one's transmission has read it
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(released, ["one"], "read and acknowledged: handed back; two is still unacknowledged");
+  // A cut while two's transmission still reads it: two is sent again on the new transport.
+  agent.disconnect();
+  agent.resume(slow, 0);
+  agent.acknowledge(2);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(released, ["one"], "both transmissions of two still read it");
+  finish.shift()!(); // the old transmission finishes; the new one still reads
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(released, ["one"]);
+  finish.shift()!();
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(released, ["one", "two"]);
+  agent.send(DATA, 0, [text("three")]);
+  agent.close();
+  for (const f of finish.splice(0)) f();
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(released, ["one", "two"], "dropped by close, never acknowledged: not handed back");
+});
+
+test("a transport that reads the parts at once: the body is handed back at the acknowledgement", () => {
+  const released: string[] = [];
+  const agent = new Side("agent", { released: (body) => released.push(str(body[0])) });
+  agent.send("x", "y");
+  agent.link.acknowledge(2);
+  assert.equal(released, ["x", "y"]);
+});
+
 test("over real frame streams: a connection lost mid-exchange and replaced by a new one", async () => {
   const got: string[] = [];
   const connect = () => {

@@ -86,6 +86,21 @@ test("ring: a record left from an earlier lap is refused by its sequence", () =>
   assert.throws(() => r.tryRead(), (e: Error) => e instanceof ChannelCorruptError && /out of sequence/.test(e.message));
 });
 
+test("ring: a record is read into memory the consumer provides, whole across the wrap-around", () => {
+  const { w, r } = fresh();
+  const mine = new Uint8Array(4096);
+  const asked: number[] = [];
+  const into = (length: number) => (asked.push(length), mine.subarray(0, length));
+  for (let round = 0; round < 20; round++) {
+    const payload = bytes(1000 + round, round);
+    assert.ok(w.tryWrite(payload));
+    const rec = r.tryRead(into)!;
+    assert.is(rec.buffer, mine.buffer, "the consumer's memory, not a new buffer");
+    assert.equal(rec, payload);
+  }
+  assert.equal(asked, Array.from({ length: 20 }, (_, i) => 1000 + i), "asked once per record, for its payload length");
+});
+
 test("ring: a header that is not a channel is refused", () => {
   const region = new Uint8Array(channelSize(CAP));
   assert.throws(() => checkChannel(region), (e: Error) => e instanceof ChannelCorruptError && /bad magic/.test(e.message));

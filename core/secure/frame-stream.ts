@@ -83,7 +83,11 @@ export class FrameStream {
     return this.sendParts(frame.target, frame.code, frame.token, [frame.payload]);
   }
 
-  /** Sends a frame whose payload is the concatenation of `parts`, without joining them. */
+  /**
+   * Sends a frame whose payload is the concatenation of `parts`, without joining them. Once keys are
+   * set, the promise settles only after `parts` were sealed into a buffer of the stream's own, so the
+   * caller may reuse their memory then; before the handshake the transport may still hold them.
+   */
   sendParts(target: number, code: number, token: number, parts: readonly Uint8Array[]): Promise<void> {
     const run = this.#sendQueue.then(async () => {
       if (this.#closed) throw new ConnectionClosedError();

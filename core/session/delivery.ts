@@ -24,7 +24,11 @@ import { ACK_CODE, decodeSessionHeader, encodeSessionHeader, SESSION_HEADER_SIZE
 
 /** Where a link's frames go: one attachment's target on one connection. Must not throw. */
 export interface LinkTransport {
-  transmit(code: number, token: number, parts: readonly Uint8Array[]): void;
+  /**
+   * Sends a frame made of `parts`. A transport that reads the parts later (a queued seal) returns a
+   * promise that settles once it no longer reads them, whatever the outcome.
+   */
+  transmit(code: number, token: number, parts: readonly Uint8Array[]): void | Promise<unknown>;
 }
 
 /** Options for {@link DeliveryLink}. */
@@ -43,6 +47,11 @@ export interface DeliveryOptions {
   ackDelayMs?: number;
   /** Called when acknowledgements bring kept bytes back under the limit. */
   onRoom?: () => void;
+  /**
+   * Called with a message's body once the peer acknowledged it and no transmission still reads it,
+   * so its memory may be reused. Messages dropped by {@link DeliveryLink.close} are not handed back.
+   */
+  released?: (body: readonly Uint8Array[]) => void;
 }
 
 interface Kept {
@@ -51,6 +60,9 @@ interface Kept {
   token: number;
   body: readonly Uint8Array[];
   size: number;
+  /** Transmissions that may still read the body. */
+  reading: number;
+  acknowledged: boolean;
 }
 
 /** Numbering, keeping, acknowledging and resending for one attachment. */
@@ -66,6 +78,7 @@ export class DeliveryLink {
   readonly #ackEveryBytes: number;
   readonly #ackDelayMs: number;
   readonly #onRoom: () => void;
+  readonly #released: ((body: readonly Uint8Array[]) => void) | undefined;
 
   constructor(options: DeliveryOptions = {}) {
     this.#transport = options.transmit ? { transmit: options.transmit } : null;
@@ -73,6 +86,7 @@ export class DeliveryLink {
     this.#ackEveryBytes = options.ackEveryBytes ?? 2 * 1024 * 1024;
     this.#ackDelayMs = options.ackDelayMs ?? 20;
     this.#onRoom = options.onRoom ?? (() => {});
+    this.#released = options.released;
   }
 
   /** The highest number received in order: what this side acknowledges. */
@@ -99,7 +113,7 @@ export class DeliveryLink {
   send(code: number, token: number, body: readonly Uint8Array[]): number {
     let size = 0;
     for (const b of body) size += b.length;
-    const kept = { seq: ++this.#sendSeq, code, token, body, size };
+    const kept: Kept = { seq: ++this.#sendSeq, code, token, body, size, reading: 0, acknowledged: false };
     this.#kept.push(kept);
     this.#keptBytes += size;
     this.#transmit(kept);
@@ -125,7 +139,12 @@ export class DeliveryLink {
   /** Forgets everything the peer confirmed up to `ack`. */
   acknowledge(ack: number): void {
     const wasSaturated = this.saturated;
-    while (this.#kept.length > 0 && this.#kept[0].seq <= ack) this.#keptBytes -= this.#kept.shift()!.size;
+    while (this.#kept.length > 0 && this.#kept[0].seq <= ack) {
+      const k = this.#kept.shift()!;
+      this.#keptBytes -= k.size;
+      k.acknowledged = true;
+      if (k.reading === 0) this.#released?.(k.body);
+    }
     if (wasSaturated && !this.saturated) this.#onRoom();
   }
 
@@ -154,7 +173,14 @@ export class DeliveryLink {
 
   #transmit(k: Kept) {
     if (!this.#transport) return; // kept; resume() sends it
-    this.#transport.transmit(k.code, k.token, [encodeSessionHeader(k.seq, this.#recvSeq), ...k.body]);
+    const reading = this.#transport.transmit(k.code, k.token, [encodeSessionHeader(k.seq, this.#recvSeq), ...k.body]);
+    if (reading && this.#released) {
+      k.reading++;
+      const done = () => {
+        if (--k.reading === 0 && k.acknowledged) this.#released!(k.body);
+      };
+      reading.then(done, done);
+    }
     this.#unackedIn = 0; // the header carried the acknowledgement
     this.#clearAckTimer();
   }

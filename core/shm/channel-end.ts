@@ -68,15 +68,18 @@ export class ChannelEnd {
     if (this.writer.takeConsumerWaiting()) this.doorbell.ring();
   }
 
-  /** The next record; null once the peer is gone and the ring is drained. */
-  async receive(): Promise<Uint8Array | null> {
+  /**
+   * The next record; null once the peer is gone and the ring is drained. `allocate`, if given,
+   * provides the memory each record is copied into (see {@link RingReader.tryRead}).
+   */
+  async receive(allocate?: (length: number) => Uint8Array): Promise<Uint8Array | null> {
     for (;;) {
       if (this.#detached) return null;
-      const record = this.#tryRead();
+      const record = this.#tryRead(allocate);
       if (record) return record;
-      if (this.#closed) return this.#tryRead(); // whatever the peer wrote before it went
+      if (this.#closed) return this.#tryRead(allocate); // whatever the peer wrote before it went
       this.reader.setWaiting();
-      const again = this.#tryRead(); // re-check after announcing sleep
+      const again = this.#tryRead(allocate); // re-check after announcing sleep
       if (again) {
         this.reader.clearWaiting();
         return again;
@@ -108,9 +111,9 @@ export class ChannelEnd {
     this.close();
   }
 
-  #tryRead(): Uint8Array | null {
+  #tryRead(allocate?: (length: number) => Uint8Array): Uint8Array | null {
     // A record that fails its checks throws: with atomic publication it is damage, not a record in flight.
-    const record = this.reader.tryRead();
+    const record = this.reader.tryRead(allocate);
     if (record) {
       this.#backstop = BACKSTOP_MIN_MS;
       if (this.reader.takeProducerWaiting()) this.doorbell.ring();

@@ -199,9 +199,9 @@ abstract class RingSide {
     if (first < bytes.length) this.data.set(bytes.subarray(first), 0);
   }
 
-  protected copyOut(position: number, length: number): Uint8Array {
+  protected copyOut(position: number, length: number, allocate: (length: number) => Uint8Array = allocateUninitialized): Uint8Array {
     const at = position & this.mask;
-    const out = allocateUninitialized(length);
+    const out = allocate(length);
     const first = Math.min(length, this.capacity - at);
     out.set(this.data.subarray(at, at + first));
     if (first < length) out.set(this.data.subarray(0, length - first), first);
@@ -285,7 +285,11 @@ export class RingReader extends RingSide {
    * fails its check or whose sequence does not follow throws
    * {@link ChannelCorruptError}: it is never delivered.
    */
-  tryRead(): Uint8Array | null {
+  /**
+   * The next record's payload, or null when the ring is empty. `allocate(length)` gives the memory it
+   * is copied into (by default a new array); the consumer may hand in memory it reuses.
+   */
+  tryRead(allocate?: (length: number) => Uint8Array): Uint8Array | null {
     const tail = this.tail;
     const available = (this.head - tail) >>> 0;
     if (available === 0) return null;
@@ -299,7 +303,7 @@ export class RingReader extends RingSide {
     if (this.#expectSeq !== 0 && seq !== this.#expectSeq) throw new ChannelCorruptError(`record ${seq} out of sequence (expected ${this.#expectSeq})`);
     const size = align8(RECORD_HEADER_SIZE + length);
     if (size > available) throw new ChannelCorruptError(`record length ${length} runs past the published data`);
-    const payload = this.copyOut(tail + RECORD_HEADER_SIZE, length);
+    const payload = this.copyOut(tail + RECORD_HEADER_SIZE, length, allocate);
     this.#expectSeq = (seq + 1) >>> 0 || 1;
     this.setField(R_TAIL, tail + size);
     return payload;
