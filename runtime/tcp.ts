@@ -12,6 +12,7 @@
 import net from "node:net";
 import { AgentError, ConnectionClosedError } from "../core/errors.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
+import { allocateUninitialized } from "../core/bytes.ts";
 
 /** Pause the socket once this much has been received but not read. */
 const READ_HIGH_WATER = 1024 * 1024;
@@ -22,8 +23,44 @@ const READ_HIGH_WATER = 1024 * 1024;
  */
 export const READ_TURN_BUDGET = 256 * 1024;
 
-/** Wraps a connected socket. Reading pauses the socket when the consumer falls behind. */
-export function socketStream(socket: net.Socket): ByteStream {
+/** Most one read takes from the socket into a slab (Node's own read size). */
+const SLAB_READ_SIZE = 64 * 1024;
+/** Memory a dialed socket reads into, a few reads at a time. */
+const READ_SLAB_SIZE = 256 * 1024;
+
+/**
+ * Reads for a socket this side dials (`onread`, on Node and Deno alike): each read lands in the
+ * free tail of a slab, which reads share until a new one takes over, so a read allocates nothing
+ * and skips the stream machinery a `data` event goes through (a download's client spends about
+ * a seventh less CPU, measured). Nothing is copied; each chunk is a view, and a slab lives while
+ * any of its chunks does. A server's accepted sockets cannot be given `onread`.
+ */
+class SlabReads {
+  #slab = allocateUninitialized(READ_SLAB_SIZE);
+  #used = 0;
+  /** Takes each read; socketStream sets it. */
+  deliver: (chunk: Uint8Array) => void = () => {};
+  readonly onread = {
+    buffer: (): Uint8Array => {
+      if (this.#slab.length - this.#used < SLAB_READ_SIZE) {
+        this.#slab = allocateUninitialized(READ_SLAB_SIZE);
+        this.#used = 0;
+      }
+      return this.#slab.subarray(this.#used, this.#used + SLAB_READ_SIZE);
+    },
+    callback: (length: number, buffer: Uint8Array): boolean => {
+      this.#used += length;
+      this.deliver(buffer.subarray(0, length));
+      return true; // keep reading: deliver pauses the socket itself
+    },
+  };
+}
+
+/**
+ * Wraps a connected socket. Reading pauses the socket when the consumer falls behind. `reads` is
+ * given for a socket created with its `onread`; other sockets deliver through `data` events.
+ */
+export function socketStream(socket: net.Socket, reads?: SlabReads): ByteStream {
   const chunks: Uint8Array[] = [];
   let buffered = 0;
   let ended = false;
@@ -44,14 +81,17 @@ export function socketStream(socket: net.Socket): ByteStream {
     resumeIfRoom();
   };
   socket.setNoDelay(true);
-  socket.on("data", (data: Uint8Array) => {
+  const deliver = (data: Uint8Array) => {
     chunks.push(data);
     buffered += data.length;
     if (turnBytes === 0) setImmediate(nextTurn);
     turnBytes += data.length;
+    // With onread too, pause() stops the reads (and resume() restarts them).
     if (buffered > READ_HIGH_WATER || turnBytes >= READ_TURN_BUDGET) socket.pause();
     notify();
-  });
+  };
+  if (reads) reads.deliver = deliver;
+  else socket.on("data", deliver);
   const finish = () => {
     ended = true;
     notify();
@@ -135,7 +175,8 @@ export class DialError extends AgentError {
 /** Connects to `host:port` (an address or name), failing with a {@link DialError}. */
 export function dialTcp(host: string, port: number, options: { timeoutMs: number; localAddress?: string }): Promise<ByteStream> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port, localAddress: options.localAddress });
+    const reads = new SlabReads();
+    const socket = net.connect({ host, port, localAddress: options.localAddress, onread: reads.onread });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new DialError("timeout", `timed out after ${options.timeoutMs} ms connecting to ${host}:${port}`));
@@ -143,7 +184,7 @@ export function dialTcp(host: string, port: number, options: { timeoutMs: number
     socket.once("connect", () => {
       clearTimeout(timer);
       socket.removeAllListeners("error");
-      resolve(socketStream(socket));
+      resolve(socketStream(socket, reads));
     });
     socket.once("error", (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);

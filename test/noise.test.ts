@@ -14,7 +14,7 @@ import { StreamReader } from "../core/wire/stream.ts";
 import { concat } from "../core/bytes.ts";
 import fs from "node:fs";
 import net from "node:net";
-import { READ_TURN_BUDGET, socketStream } from "../runtime/tcp.ts";
+import { dialTcp, READ_TURN_BUDGET, socketStream } from "../runtime/tcp.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
 import { nodeCryptoProvider } from "../runtime/crypto.ts";
 import { libcryptoProvider } from "../runtime/libcrypto.ts";
@@ -334,6 +334,28 @@ async function loopbackPair(): Promise<{ outgoing: net.Socket; incoming: net.Soc
   };
 }
 
+/** Reads `size` bytes from `stream`, counting what each event-loop turn delivered. */
+async function readByTurns(stream: ByteStream, size: number): Promise<{ received: Uint8Array[]; mostInOneTurn: number }> {
+  let turn = 0, done = false;
+  const tick = () => {
+    turn++;
+    if (!done) setImmediate(tick);
+  };
+  tick();
+  const perTurn = new Map<number, number>();
+  const received: Uint8Array[] = [];
+  let total = 0;
+  while (total < size) {
+    const chunk = await stream.read();
+    if (chunk === null) break;
+    received.push(chunk);
+    total += chunk.length;
+    perTurn.set(turn, (perTurn.get(turn) ?? 0) + chunk.length);
+  }
+  done = true;
+  return { received, mostInOneTurn: Math.max(...perTurn.values()) };
+}
+
 test("TCP transport: one connection's flood is read a bounded slice per event-loop turn, so other connections get their turn; every byte arrives in order", async () => {
   const { outgoing, incoming, close } = await loopbackPair();
   try {
@@ -342,29 +364,31 @@ test("TCP transport: one connection's flood is read a bounded slice per event-lo
     for (let i = 0; i < size; i += 4096) sent[i] = (i >> 12) & 255;
     outgoing.write(sent);
     const stream = socketStream(incoming);
-    let turn = 0, done = false;
-    const tick = () => {
-      turn++;
-      if (!done) setImmediate(tick);
-    };
-    tick();
-    const perTurn = new Map<number, number>();
-    const received: Uint8Array[] = [];
-    let total = 0;
     incoming.resume();
-    while (total < size) {
-      const chunk = await stream.read();
-      if (chunk === null) break;
-      received.push(chunk);
-      total += chunk.length;
-      perTurn.set(turn, (perTurn.get(turn) ?? 0) + chunk.length);
-    }
-    done = true;
+    const { received, mostInOneTurn: most } = await readByTurns(stream, size);
     assert.ok(Buffer.from(concat(received)).equals(sent), "every byte, in order");
-    const most = Math.max(...perTurn.values());
     assert.ok(most <= READ_TURN_BUDGET + 64 * 1024, `${most} bytes read in one turn, budget ${READ_TURN_BUDGET} (plus one read)`);
   } finally {
     await close();
+  }
+});
+
+test("TCP transport, a connection this side dials: reads land in shared slabs, not a new buffer each; every byte in order, the same bound per turn", async () => {
+  const size = 16 << 20;
+  const sent = new Uint8Array(size);
+  for (let i = 0; i < size; i += 4096) sent[i] = (i >> 12) & 255;
+  const server = net.createServer((socket) => socket.end(sent));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const stream = await dialTcp("127.0.0.1", (server.address() as net.AddressInfo).port, { timeoutMs: 5000 });
+  try {
+    const { received, mostInOneTurn: most } = await readByTurns(stream, size);
+    assert.ok(Buffer.from(concat(received)).equals(sent), "every byte, in order");
+    assert.ok(most <= READ_TURN_BUDGET + 64 * 1024, `${most} bytes read in one turn, budget ${READ_TURN_BUDGET} (plus one read)`);
+    const buffers = new Set(received.map((c) => c.buffer)).size;
+    assert.ok(buffers * 2 <= received.length, `${received.length} reads landed in ${buffers} buffers`);
+  } finally {
+    stream.close();
+    await new Promise((r) => server.close(r));
   }
 });
 
