@@ -7,7 +7,8 @@
  *                ssh likewise, `tee f | openssl dgst -sha256` up and `tee` from f into stdout and openssl down (openssl: coreutils' sha256sum is 6× slower here), with each
  *                fast cipher (no multiplexing: a master would add a hop), the faster one kept
  *   CPU          CPU-seconds per GiB of each process: the bench (client), agent and host; ssh; and the
- *                machine's busy time, from which sshd's side (sshd, tee, openssl, the kernel) follows
+ *                machine's busy time, from which sshd's side (sshd, tee, openssl, the kernel) follows;
+ *                a transport's total is the machine's time less making and hashing the data, timed alone
  *   limits       what this machine does alone: openssl AES-256-GCM and SHA-256, loopback TCP
  *   stages       each per-byte stage timed alone (bench/stages.ts) and the sum along each path,
  *                next to the measured total, so the gap to the limit is visible
@@ -161,6 +162,17 @@ async function sshRound(ssh: Ssh, cipher: string): Promise<Round> {
   return { up, down };
 }
 
+/** CPU-seconds per GiB the bench process spends on the data with no transport: making and hashing it (up), hashing it (down). */
+function dataAlone(): { up: number; down: number } {
+  const t0 = cpuSeconds("self");
+  for (const _block of source(TRANSFER_MIB, crypto.createHash("sha256")));
+  const t1 = cpuSeconds("self");
+  const piece = crypto.randomBytes(512 * 1024), hash = crypto.createHash("sha256");
+  for (let i = 0; i < TRANSFER_MIB * 2; i++) hash.update(piece);
+  hash.digest();
+  return { up: (t1 - t0) / GIB, down: (cpuSeconds("self") - t1) / GIB };
+}
+
 /** openssl's own figure for `algorithm` on 64 KiB blocks, in CPU-seconds per GiB (one core, busy). */
 function opensslPerGiB(algorithm: string): number {
   const out = execFileSync("openssl", ["speed", "-evp", algorithm, "-bytes", "65536", "-seconds", "1"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
@@ -202,10 +214,11 @@ export async function benchTransfer(): Promise<void> {
     }
   }
 
-  // The bench process makes the data, hashes it and feeds the client; with ssh it does only that
-  // (and pipe writes), so its CPU in the ssh run is the share no transport should be charged.
-  const benchShare = (dir: "up" | "down") => (ssh ? results[sshRow(CIPHERS[0])][dir].cpu.bench : 0);
-  const total = (leg: Leg, dir: "up" | "down") => leg.cpu.machine - benchShare(dir);
+  // The bench process makes and hashes the data whatever carries it: that share, measured alone,
+  // is no transport's. What it spends beyond it is the transport's: the client library, or reading
+  // and writing ssh's pipes.
+  const alone = dataAlone();
+  const total = (leg: Leg, dir: "up" | "down") => leg.cpu.machine - alone[dir];
   const rows = [["", "MB/s", "CPU-s/GiB: bench process, each process of the transport", "transport total*"]];
   for (const dir of ["up", "down"] as const) {
     for (const [name, legs] of Object.entries(results)) {
@@ -215,9 +228,10 @@ export async function benchTransfer(): Promise<void> {
     }
   }
   table(rows);
-  console.log("  * the machine's busy CPU during the transfer (every process and the kernel's loopback work) less the bench");
-  console.log("    process's share in the ssh aes-gcm run: making and hashing the data. For the agent the rest of the bench");
-  console.log("    process is the client library. sshd's side is the machine's time less the bench process and ssh.");
+  console.log("  * the machine's busy CPU during the transfer (every process and the kernel's loopback work) less what the bench");
+  console.log(`    process spends making and hashing the data alone (measured alone: up ${f2(alone.up)}, down ${f2(alone.down)}). The rest of the`);
+  console.log("    bench process is the client library, or reading and writing ssh's pipes. sshd's side is the machine's time less");
+  console.log("    the bench process and ssh.");
   if (ssh) {
     for (const dir of ["up", "down"] as const) {
       const sshes = CIPHERS.map((c) => results[sshRow(c)][dir]);
