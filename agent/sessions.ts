@@ -69,7 +69,7 @@ export const RING_CAPACITY = 4 * 1024 * 1024;
  * Host records at least this large (a transfer's data) are read into reused memory. A new array
  * for each one counts as external memory, and V8 weighs what that adds since its last full
  * collection against the old generation's limit: a download allocating 512 KiB per record made
- * the agent run a full collection every 50-100 ms once warm (its CPU per GiB up by half).
+ * the agent run a full collection every 50-100 ms once warm (its CPU per GiB nearly doubled).
  */
 const REUSED_RECORD_MIN = 64 * 1024;
 /** Record buffers kept for reuse across all sessions (each up to a transfer's 512 KiB request and a header). */
