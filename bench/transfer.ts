@@ -4,8 +4,9 @@
  *   throughput   upload and download of BENCH_TRANSFER_MIB (default 1024) MiB, SHA-256 checked on
  *                both ends, twice (ROUNDS: the faster round counts, the agent's first is shown too):
  *                the agent through writeFile / readStream with the host's digest as the bytes pass;
- *                ssh likewise, `tee f | openssl dgst -sha256` up and `tee` from f into stdout and openssl down (openssl: coreutils' sha256sum is 6× slower here), with each
- *                fast cipher (no multiplexing: a master would add a hop), the faster one kept
+ *                ssh likewise, `tee f | openssl dgst -sha256` up and `tee` from f into stdout and
+ *                openssl down (openssl: coreutils' sha256sum is 6× slower here), with each fast cipher
+ *                (no multiplexing: a master would add a hop), the faster one kept
  *   CPU          CPU-seconds per GiB of each process: the bench (client), agent and host; ssh; and the
  *                machine's busy time, from which sshd's side (sshd, tee, openssl, the kernel) follows;
  *                a transport's total is the machine's time less making and hashing the data, timed alone
@@ -92,8 +93,10 @@ interface Round {
  */
 const ROUNDS = 2;
 
-/** The round with the higher throughput in `dir`. */
-const best = (rounds: Round[], dir: "up" | "down"): Leg => rounds.map((r) => r[dir]).reduce((a, b) => (a.mbps >= b.mbps ? a : b));
+/** The leg with the higher throughput. */
+const faster = (legs: Leg[]): Leg => legs.reduce((a, b) => (a.mbps >= b.mbps ? a : b));
+/** Each direction's faster leg over `rounds`. */
+const fasterEachWay = (rounds: Round[]): Round => ({ up: faster(rounds.map((r) => r.up)), down: faster(rounds.map((r) => r.down)) });
 
 async function agentRounds(command: string[]): Promise<Round[]> {
   const key = generateKey();
@@ -200,17 +203,16 @@ export async function benchTransfer(): Promise<void> {
   console.log(`  each transport runs ${ROUNDS} rounds (up, then down) and counts its faster round each way; the agent's rounds share one`);
   console.log("  fresh agent and session, and its first round, which includes V8 compiling the hot code, has its own row");
   const results: Record<string, Round> = {};
-  const bestOf = (rounds: Round[]): Round => ({ up: best(rounds, "up"), down: best(rounds, "down") });
   for (const r of runtimes) {
     const rounds = await agentRounds(AGENT_COMMANDS[r]);
     results[`agent on ${r}, first round`] = rounds[0];
-    results[`agent on ${r}`] = bestOf(rounds);
+    results[`agent on ${r}`] = fasterEachWay(rounds);
   }
   if (ssh) {
     for (const c of CIPHERS) {
       const rounds: Round[] = [];
       for (let i = 0; i < ROUNDS; i++) rounds.push(await sshRound(ssh, c));
-      results[sshRow(c)] = bestOf(rounds);
+      results[sshRow(c)] = fasterEachWay(rounds);
     }
   }
 
@@ -235,7 +237,7 @@ export async function benchTransfer(): Promise<void> {
   if (ssh) {
     for (const dir of ["up", "down"] as const) {
       const sshes = CIPHERS.map((c) => results[sshRow(c)][dir]);
-      const fastest = sshes.reduce((a, b) => (a.mbps >= b.mbps ? a : b));
+      const fastest = faster(sshes);
       for (const r of runtimes) {
         const leg = results[`agent on ${r}`][dir], first = results[`agent on ${r}, first round`][dir];
         const versus = (l: Leg) => `MB/s agent / faster ssh ${ratio(l.mbps, fastest.mbps)}, transport CPU agent / ssh aes-gcm ${ratio(total(l, dir), total(sshes[0], dir))}`;

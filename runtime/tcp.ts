@@ -24,9 +24,9 @@ const READ_HIGH_WATER = 1024 * 1024;
 export const READ_TURN_BUDGET = 256 * 1024;
 
 /** Most one read takes from the socket into a slab (Node's own read size). */
-const SLAB_READ_SIZE = 64 * 1024;
+const MAX_SLAB_READ = 64 * 1024;
 /** Memory a dialed socket reads into, a few reads at a time. */
-const READ_SLAB_SIZE = 256 * 1024;
+const SLAB_SIZE = 256 * 1024;
 
 /**
  * Reads for a socket this side dials (`onread`, on Node and Deno alike): each read lands in the
@@ -36,17 +36,17 @@ const READ_SLAB_SIZE = 256 * 1024;
  * any of its chunks does. A server's accepted sockets cannot be given `onread`.
  */
 class SlabReads {
-  #slab = allocateUninitialized(READ_SLAB_SIZE);
+  #slab = allocateUninitialized(SLAB_SIZE);
   #used = 0;
   /** Takes each read; socketStream sets it. */
   deliver: (chunk: Uint8Array) => void = () => {};
   readonly onread = {
     buffer: (): Uint8Array => {
-      if (this.#slab.length - this.#used < SLAB_READ_SIZE) {
-        this.#slab = allocateUninitialized(READ_SLAB_SIZE);
+      if (this.#slab.length - this.#used < MAX_SLAB_READ) {
+        this.#slab = allocateUninitialized(SLAB_SIZE);
         this.#used = 0;
       }
-      return this.#slab.subarray(this.#used, this.#used + SLAB_READ_SIZE);
+      return this.#slab.subarray(this.#used, this.#used + MAX_SLAB_READ);
     },
     callback: (length: number, buffer: Uint8Array): boolean => {
       this.#used += length;
