@@ -26,9 +26,11 @@ test("by default an allocation burst grows the young generation to many MiB", ()
   assert.ok(after >= before + 8 * MIB, `${before} -> ${after}`);
 });
 
-test("with the agent's limit the same burst leaves it within its initial 2 MiB, or where it stood", () => {
+// Two 1 MiB semi-spaces, plus a few 256 KiB pages V8 15 (Deno) commits for a moment during a
+// scavenge: 2-2.75 MiB on Deno over 80 runs (under load too), 4 MiB flat on Node; 32 MiB by default.
+test("with the agent's limit the same burst leaves it at 4 MiB or less", () => {
   const { before, after } = youngGeneration(true);
-  assert.ok(after <= Math.max(before, 2 * MIB), `${before} -> ${after}`);
+  assert.ok(after <= 4 * MIB, `${before} -> ${after}`);
 });
 
 test.run();
