@@ -141,6 +141,7 @@ async function measureRuntime(runtime: string, command: string[]): Promise<Colum
       col[`stat p99 during the session's ${nth} ${TRANSFER_MIB} MiB upload, same connection`] = ms(quantile(during, 0.99));
       col[`  ${nth} upload, same session, another connection`] = ms(quantile(duringOther, 0.99));
       if ((await s.files.sha256(file)).sha256 !== upHash.digest("hex")) throw new Error("upload checksum mismatch");
+      await s.files.delete(file); // the second upload makes a new file too, not truncates the first (bench/transfer.ts)
     }
     await s2.detach();
     other.close();
