@@ -120,7 +120,7 @@ async function agentRounds(command: string[]): Promise<Round[]> {
       remote = "";
       const received = crypto.createHash("sha256");
       // Removed within the download, as ssh's round does: a later upload over the old file would pay
-      // for truncating it and, at close, ext4 writing it back (0.3 s each per GiB here), ssh's not.
+      // for truncating it and, at close, ext4 writing it back (up to 0.3 s each per GiB here), ssh's not.
       const down = await measured(processes, async () => {
         for await (const chunk of s.files.readStream(file, { onSha256: (hex) => (remote = hex) })) received.update(chunk);
         await s.files.delete(file);
