@@ -145,7 +145,6 @@ async function measureRuntime(runtime: string, command: string[]): Promise<Colum
     }
     await s2.detach();
     other.close();
-    fs.rmSync(file, { force: true });
     await s.close();
 
     // Memory per session: 20 open at once, each host's proportional share.

@@ -281,13 +281,10 @@ export class RingReader extends RingSide {
   }
 
   /**
-   * The next record, or null when the ring is empty. A record whose header
-   * fails its check or whose sequence does not follow throws
-   * {@link ChannelCorruptError}: it is never delivered.
-   */
-  /**
-   * The next record's payload, or null when the ring is empty. `allocate(length)` gives the memory it
-   * is copied into (by default a new array); the consumer may hand in memory it reuses.
+   * The next record's payload, or null when the ring is empty. A record whose header fails its check
+   * or whose sequence does not follow throws {@link ChannelCorruptError}: it is never delivered.
+   * `allocate(length)` gives the memory the payload is copied into (by default a new array); the
+   * consumer may hand in memory it reuses.
    */
   tryRead(allocate?: (length: number) => Uint8Array): Uint8Array | null {
     const tail = this.tail;
