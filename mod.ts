@@ -22,7 +22,7 @@ export { connect, type ConnectOptions, DialError } from "./client/connect.ts";
 export { type FleetOptions, type FleetResult, type FleetTarget, runOnAgents } from "./client/fleet.ts";
 export { type AgentEntry, AgentListener, listen, type ListenerEvent, type ListenerOptions } from "./client/listener.ts";
 export { RemoteSession } from "./core/client/remote-session.ts";
-export { FilesApi, RemoteFile, type TransferOptions } from "./core/client/files.ts";
+export { FilesApi, type ReadStreamOptions, RemoteFile, type TransferOptions } from "./core/client/files.ts";
 export { ProcessesApi, RemoteProcess } from "./core/client/processes.ts";
 export { SystemApi } from "./core/client/system.ts";
 export type { ExitStatus, FileInfo, ListEntry, OpenFlags, ProcessEntry, StartOptions, SystemInfo } from "./core/session/contract.ts";

@@ -3,7 +3,8 @@
  *
  *   throughput   upload and download of BENCH_TRANSFER_MIB (default 1024) MiB, SHA-256 checked on
  *                both ends, twice (ROUNDS: the faster round counts, the agent's first is shown too):
- *                the agent through writeFile / readStream with the host's digest as the bytes pass,
+ *                the agent through writeFile / readStream (reuseChunks: each chunk is hashed and done
+ *                with before the next) with the host's digest as the bytes pass,
  *                the file deleted at the end of the download as ssh's `rm -f` does;
  *                ssh likewise, `tee f | openssl dgst -sha256` up and `tee` from f into stdout and
  *                openssl down (openssl: coreutils' sha256sum is 6× slower here), with each fast cipher
@@ -122,7 +123,7 @@ async function agentRounds(command: string[]): Promise<Round[]> {
       // Removed within the download, as ssh's round does: a later upload over the old file would pay
       // for truncating it and, at close, ext4 writing it back (up to 0.3 s each per GiB here), ssh's not.
       const down = await measured(processes, async () => {
-        for await (const chunk of s.files.readStream(file, { onSha256: (hex) => (remote = hex) })) received.update(chunk);
+        for await (const chunk of s.files.readStream(file, { onSha256: (hex) => (remote = hex), reuseChunks: true })) received.update(chunk);
         await s.files.delete(file);
       });
       if (received.digest("hex") !== digest || remote !== digest) throw new Error("download: SHA-256 mismatch");

@@ -306,11 +306,11 @@ test("frames in key mode: a released frame's buffer carries the next large frame
   for (const payload of payloads) await sender.send({ target: 3, code: 0x10b, token: 9, payload });
   const first = (await receiver.receive())!;
   assert.equal(first.payload, payloads[0]);
-  receiver.release(first);
+  receiver.release(first.payload);
   const second = (await receiver.receive())!;
   assert.equal(second.payload, payloads[1]);
   assert.is.not(second.payload.buffer, first.payload.buffer, "too small for the second frame: a new buffer");
-  receiver.release(second);
+  receiver.release(second.payload);
   const third = (await receiver.receive())!;
   assert.is(third.payload.buffer, second.payload.buffer, "large enough: reused");
   assert.equal(third.payload, payloads[2]);
@@ -388,6 +388,65 @@ test("TCP transport, a connection this side dials: reads land in shared slabs, n
     assert.ok(buffers * 2 <= received.length, `${received.length} reads landed in ${buffers} buffers`);
   } finally {
     stream.close();
+    await new Promise((r) => server.close(r));
+  }
+});
+
+test("TCP transport, a connection this side dials: a reader that releases what it read gets its slabs back, so 16 MiB pass through a handful; no byte is read over before the reader is done with it", async () => {
+  const size = 16 << 20;
+  const sent = new Uint8Array(size).map((_, i) => (i * 131) >>> 9);
+  const server = net.createServer((socket) => socket.end(sent));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const dialed = await dialTcp("127.0.0.1", (server.address() as net.AddressInfo).port, { timeoutMs: 5000 });
+  const slabs = new Set<ArrayBufferLike>();
+  const reader = new StreamReader({ ...dialed, read: async () => {
+    const chunk = await dialed.read();
+    if (chunk) slabs.add(chunk.buffer);
+    return chunk;
+  } });
+  try {
+    reader.releaseConsumed();
+    const received = new Uint8Array(size);
+    for (let at = 0, n = 0; at < size; n++) {
+      const length = Math.min([65_539, 4, 17, 200_000][n % 4], size - at);
+      const pieces = await reader.readPieces(length);
+      // More reads land while the pieces are still the reader's: they must not go over them.
+      if (n % 3 === 0) await new Promise((r) => setTimeout(r, 1));
+      received.set(concat(pieces), at);
+      at += length;
+    }
+    assert.ok(Buffer.from(received).equals(sent), "every byte, in order");
+    assert.ok(slabs.size <= 12, `16 MiB were read into ${slabs.size} slabs of 256 KiB`);
+  } finally {
+    dialed.close();
+    await new Promise((r) => server.close(r));
+  }
+});
+
+test("frames in key mode over a dialed TCP connection: frames of every size arrive intact and stay so while the socket's slabs are read into again", async () => {
+  const { client: clientKeys, agent: agentKeys } = await transportKeys();
+  const sizes = Array.from({ length: 40 }, (_, k) => [512 * 1024, 60_000, 20, 300_000, 16 * 1024][k % 5]);
+  const payloads = sizes.map((size, k) => new Uint8Array(size).map((_, i) => (i * (k + 5)) >>> 4));
+  const server = net.createServer(async (socket) => {
+    const sender = new FrameStream(new StreamReader(socketStream(socket)), agentKeys);
+    for (const [token, payload] of payloads.entries()) await sender.send({ target: 3, code: 0x10b, token, payload });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const dialed = await dialTcp("127.0.0.1", (server.address() as net.AddressInfo).port, { timeoutMs: 5000 });
+  const slabs = new Set<ArrayBufferLike>();
+  const receiver = new FrameStream(new StreamReader({ ...dialed, read: async () => {
+    const chunk = await dialed.read();
+    if (chunk) slabs.add(chunk.buffer);
+    return chunk;
+  } }), clientKeys);
+  try {
+    const kept = [];
+    for (let token = 0; token < payloads.length; token++) kept.push((await receiver.receive())!);
+    for (const [token, frame] of kept.entries()) assert.ok(Buffer.from(frame.payload).equals(payloads[token]), `frame ${token} intact at the end`);
+    const total = sizes.reduce((a, b) => a + b, 0);
+    assert.ok(slabs.size * 256 * 1024 < total / 2, `${total} bytes were read into ${slabs.size} slabs of 256 KiB`);
+  } finally {
+    receiver.close();
     await new Promise((r) => server.close(r));
   }
 });

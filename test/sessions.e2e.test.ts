@@ -9,6 +9,7 @@ import {
   type Agent, AlreadyExistsError, connect, InvalidArgumentError, IsADirectoryError, NotFoundError, PermissionDeniedError, RemoteError, type RemoteSession,
   SessionEndedError, UnknownCodeError, UnknownProductError,
 } from "../mod.ts";
+import { concat } from "../core/bytes.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { HostControl, ServiceCode } from "../core/session/contract.ts";
 import { encodeEnvelope, encodeSessionHeader, SessionMeta } from "../core/session/protocol.ts";
@@ -86,6 +87,27 @@ sessions("a file larger than the ring is written and read back intact (SHA-256)"
   assert.is(back.length, data.length);
   assert.is(sha(back), sha(data));
   assert.is(sha(fs.readFileSync(path.join(s.productRoot, "big.bin"))), sha(data), "the file on disk is the same");
+  await s.close();
+});
+
+sessions("readStream with reuseChunks: later chunks arrive in the memory of chunks the loop is done with, every byte intact; without it, chunks are the caller's to keep", async () => {
+  const c = await client();
+  const s = await c.openSession("alpha");
+  const data = crypto.randomBytes(8 * 1024 * 1024 + 777);
+  await s.files.writeFile("reuse.bin", data);
+  const reused = crypto.createHash("sha256"), memory = new Set<ArrayBufferLike>();
+  let chunks = 0;
+  for await (const chunk of s.files.readStream("reuse.bin", { reuseChunks: true })) {
+    reused.update(chunk);
+    memory.add(chunk.buffer);
+    chunks++;
+  }
+  assert.is(reused.digest("hex"), sha(data));
+  assert.ok(memory.size * 2 <= chunks, `${chunks} chunks arrived in ${memory.size} buffers`);
+  const kept: Uint8Array[] = [];
+  for await (const chunk of s.files.readStream("reuse.bin")) kept.push(chunk);
+  assert.is(new Set(kept.map((k) => k.buffer)).size, kept.length, "a buffer of its own for every kept chunk");
+  assert.is(sha(concat(kept)), sha(data), "kept chunks intact after the stream ended");
   await s.close();
 });
 

@@ -203,7 +203,8 @@ async function download(session: RemoteSession, job: CopyJob, progress: Progress
   let size = 0;
   try {
     try {
-      for await (const chunk of session.files.readStream(job.remote, { onSha256: (hex) => (remoteDigest = hex) })) {
+      // Each chunk is hashed and written before the next is asked for: its memory may carry a later one.
+      for await (const chunk of session.files.readStream(job.remote, { onSha256: (hex) => (remoteDigest = hex), reuseChunks: true })) {
         hash.update(chunk);
         let written = 0;
         while (written < chunk.length) written += (await out.write(chunk, written, chunk.length - written)).bytesWritten;

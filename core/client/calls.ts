@@ -20,4 +20,6 @@ export interface SessionCalls {
   onEvent<E extends ServiceEvent>(code: E, handler: (fields: EventContract[E], data: Uint8Array) => void): void;
   /** Calls `handler` once when the session ends. */
   onEnd(handler: (error: Error) => void): void;
+  /** The caller is done with a reply's bytes: nothing reads them any more, so their memory may carry a later reply. */
+  recycle(data: Uint8Array): void;
 }

@@ -146,9 +146,10 @@ export class FilesApi {
    * Streams a file of any size in order, with several reads in flight.
    * `onSha256` receives the agent's SHA-256 of exactly the bytes it sent,
    * computed as they passed (no second read), after the last chunk: compare
-   * it with your own digest of what arrived.
+   * it with your own digest of what arrived. With `reuseChunks`, each chunk is
+   * valid only until the loop asks for the next one (see {@link ReadStreamOptions}).
    */
-  async *readStream(path: string, options: TransferOptions = {}): AsyncGenerator<Uint8Array> {
+  async *readStream(path: string, options: ReadStreamOptions = {}): AsyncGenerator<Uint8Array> {
     const file = await this.open(path, "r", undefined, { sha256: options.onSha256 !== undefined });
     let closed = false;
     try {
@@ -166,6 +167,7 @@ export class FilesApi {
         const chunk = await inflight.shift()!;
         if (chunk.length === 0) break;
         yield chunk;
+        if (options.reuseChunks) this.session.recycle(chunk);
         fill();
       }
       await Promise.allSettled(inflight);
@@ -236,7 +238,7 @@ export class FilesApi {
   /** The whole file (`onSha256` as for {@link FilesApi.readStream}). */
   async readFile(path: string, options: TransferOptions = {}): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
-    for await (const c of this.readStream(path, options)) parts.push(c);
+    for await (const c of this.readStream(path, { onSha256: options.onSha256 })) parts.push(c); // kept: never reuseChunks
     return concat(parts);
   }
 
@@ -287,6 +289,28 @@ export class FilesApi {
  */
 export interface TransferOptions {
   onSha256?: (sha256: string, size: number) => void;
+}
+
+/**
+ * For {@link FilesApi.readStream}. `reuseChunks: true` lets a later chunk arrive in the memory of
+ * one the loop is done with, instead of a new 512 KiB each: a chunk is valid only until the loop
+ * asks for the next. For a consumer that hashes, writes or sends each chunk before it takes the
+ * next (a download's client spends less CPU, measured); one that keeps chunks must copy them.
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * const session = await agent.openSession("buildmaster");
+ * await session.files.writeFile("hello.txt", "hello");
+ * let size = 0;
+ * for await (const chunk of session.files.readStream("hello.txt", { reuseChunks: true })) size += chunk.length; // used, not kept
+ * console.log(size); // 5
+ * await session.close();
+ * agent.close();
+ * ```
+ */
+export interface ReadStreamOptions extends TransferOptions {
+  reuseChunks?: boolean;
 }
 
 /** Splits `items` into runs that fit one batch request. */

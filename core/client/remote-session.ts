@@ -131,6 +131,10 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
     this.#endHandlers.push(handler);
   }
 
+  recycle(data: Uint8Array): void {
+    this.#client?.frames.release(data);
+  }
+
   /** Leaves the session; it goes on for other clients. */
   async detach(): Promise<void> {
     const client = this.#live();

@@ -56,15 +56,20 @@ export function encodeRecord(body: Uint8Array): Uint8Array {
 export class FrameStream {
   #sendQueue: Promise<void> = Promise.resolve();
   #closed = false;
-  /** Frames reassembled from several messages; one handed back is kept for the next. */
+  /** Frames reassembled from several messages; those handed back are kept for the next. */
   readonly #reassembly = new BufferRecycler(1);
+  /** A bulk message that began a longer frame, once copied into it: the next one opens into it. */
+  readonly #firstMessage = new BufferRecycler(1);
   /** Sealed bulk frames; two cover one being sealed while the previous one is written. */
   readonly #sealed = new BufferRecycler(2);
 
   constructor(
     readonly reader: StreamReader,
     readonly keys: { send: CipherState; receive: CipherState } | null,
-  ) {}
+  ) {
+    // Decryption copies every sealed byte out, so the socket may reuse what was read; plain frames keep views of it.
+    if (keys) reader.releaseConsumed();
+  }
 
   get stream(): ByteStream {
     return this.reader.stream;
@@ -121,6 +126,7 @@ export class FrameStream {
     // The rest of the frame is decrypted straight into it, from the pieces the socket delivered.
     const frame = this.#reassembly.take(length); // every byte written below before it is returned
     frame.set(piece);
+    this.#firstMessage.give(plain); // copied: the next frame's first message may take it
     for (let filled = piece.length; filled < length; ) {
       const sealed = await readRecordLength(this.reader, MAX_NOISE_MESSAGE);
       if (sealed === null) throw new ConnectionClosedError("the connection closed in the middle of a frame");
@@ -138,18 +144,19 @@ export class FrameStream {
     const length = await readRecordLength(this.reader, MAX_NOISE_MESSAGE);
     if (length === null) return null;
     if (length < BULK_MESSAGE + TAG_SIZE) return await cipher.decrypt(await this.reader.readExactly(length));
-    const plain = allocateUninitialized(length - TAG_SIZE); // every byte written by the decryption
+    const plain = this.#firstMessage.take(length - TAG_SIZE); // every byte written by the decryption
     await cipher.decryptInto(await this.reader.readPieces(length), plain);
     return plain;
   }
 
   /**
-   * Hands back a frame from {@link receive} once nothing reads its payload any more (the agent:
-   * once the frame is in the host's ring). A frame that spanned several messages leaves its
-   * reassembly buffer for the next one, instead of a new MiB each time. Others are ignored.
+   * Hands back a frame's payload from {@link receive} (or any view of it) once nothing reads it
+   * any more: the agent, once the frame is in the host's ring; a client, once the caller is done
+   * with a reply's bytes. A frame that spanned several messages leaves its reassembly buffer for
+   * a later one, instead of a new MiB each time. Others are ignored.
    */
-  release(frame: Frame): void {
-    this.#reassembly.give(frame.payload);
+  release(payload: Uint8Array): void {
+    this.#reassembly.give(payload);
   }
 
   close(): void {

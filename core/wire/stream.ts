@@ -24,6 +24,11 @@ export interface ByteStream {
    * write failed), so their memory may be reused; a transport that cannot tell never calls it.
    */
   writev?(parts: readonly Uint8Array[], released?: () => void): Promise<void>;
+  /**
+   * Optional: the reader promises that nothing reads `piece` (part of a chunk from {@link read})
+   * any more, so the transport may read into its memory again. Every byte it releases was read.
+   */
+  release?(piece: Uint8Array): void;
   /** Closes both directions; pending reads resolve null. Safe to call twice. */
   close(): void;
   /** "address:port" of the peer, where the transport knows it. */
@@ -36,6 +41,8 @@ export interface ByteStream {
 export class StreamReader {
   #chunks: Uint8Array[] = [];
   #buffered = 0;
+  /** Views handed out by the last read, released at the next one; null until {@link releaseConsumed}. */
+  #lent: Uint8Array[] | null = null;
 
   constructor(readonly stream: ByteStream) {}
 
@@ -45,11 +52,21 @@ export class StreamReader {
   }
 
   /**
+   * From now on, whatever a read hands out is dead once the next read starts: the caller copies
+   * what it keeps (a decryption does). The reader then hands those bytes back to the stream
+   * ({@link ByteStream.release}), which may read into their memory again instead of allocating.
+   */
+  releaseConsumed(): void {
+    if (this.stream.release) this.#lent ??= [];
+  }
+
+  /**
    * Resolves with exactly `n` bytes. Allocates only once the bytes have
    * arrived, so a large `n` that never arrives costs nothing.
    * Throws {@link ConnectionClosedError} if the stream ends first.
    */
   async readExactly(n: number): Promise<Uint8Array> {
+    this.#releaseLent();
     if (this.#buffered < n) await this.#fill(n);
     return this.#take(n);
   }
@@ -59,9 +76,12 @@ export class StreamReader {
    * not joined: for a consumer that takes pieces anyway (a decryption), one copy less.
    */
   async readPieces(n: number): Promise<Uint8Array[]> {
+    this.#releaseLent();
     if (this.#buffered < n) await this.#fill(n);
     this.#buffered -= n;
-    return takeFront(this.#chunks, n);
+    const pieces = takeFront(this.#chunks, n);
+    this.#lent?.push(...pieces);
+    return pieces;
   }
 
   async #fill(n: number): Promise<void> {
@@ -80,6 +100,7 @@ export class StreamReader {
 
   /** Like {@link readExactly} but resolves null when the stream ends cleanly before the first byte. */
   async readExactlyOrEnd(n: number): Promise<Uint8Array | null> {
+    this.#releaseLent();
     if (this.#buffered === 0) {
       const chunk = await this.stream.read();
       if (chunk === null) return null;
@@ -91,20 +112,26 @@ export class StreamReader {
     return this.readExactly(n);
   }
 
+  #releaseLent(): void {
+    if (!this.#lent?.length) return;
+    for (const piece of this.#lent) this.stream.release!(piece);
+    this.#lent.length = 0;
+  }
+
   #take(n: number): Uint8Array {
     if (n === 0) return new Uint8Array(0);
     const first = this.#chunks[0];
-    if (first.length === n) {
-      this.#chunks.shift();
+    if (first.length >= n) {
+      const taken = first.length === n ? first : first.subarray(0, n);
+      if (first.length === n) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(n);
       this.#buffered -= n;
-      return first;
-    }
-    if (first.length > n) {
-      this.#chunks[0] = first.subarray(n);
-      this.#buffered -= n;
-      return first.subarray(0, n);
+      this.#lent?.push(taken);
+      return taken;
     }
     this.#buffered -= n;
-    return concat(takeFront(this.#chunks, n));
+    const pieces = takeFront(this.#chunks, n);
+    this.#lent?.push(...pieces); // joined into new memory below, so they are dead at once
+    return concat(pieces);
   }
 }
