@@ -40,27 +40,27 @@ const SPARE_SLABS = 6;
  * released lives while its chunks do, like any memory. A server's accepted sockets cannot be given `onread`.
  */
 class SlabReads {
-  /** Each slab: how many bytes read into it are not yet released, and whether reads moved on to another. */
-  readonly #unreleased = new WeakMap<ArrayBufferLike, { slab: Uint8Array; bytes: number; full: boolean }>();
-  readonly #spare: Uint8Array[] = [];
-  #slab = this.#fresh();
+  /** Each slab with reads in it, by its memory: what release() finds a piece's slab by. */
+  readonly #slabs = new WeakMap<ArrayBufferLike, Slab>();
+  readonly #spare: Slab[] = [];
+  /** The slab reads land in now, and how much of it they filled. */
+  #current = this.#fresh();
   #used = 0;
   /** Takes each read; socketStream sets it. */
   deliver: (chunk: Uint8Array) => void = () => {};
   readonly onread = {
     buffer: (): Uint8Array => {
-      if (this.#slab.length - this.#used < MAX_SLAB_READ) {
-        const state = this.#unreleased.get(this.#slab.buffer)!;
-        state.full = true;
-        if (state.bytes === 0) this.#makeSpare(state.slab);
-        this.#slab = this.#spare.pop() ?? this.#fresh();
+      if (this.#current.memory.length - this.#used < MAX_SLAB_READ) {
+        this.#current.full = true;
+        if (this.#current.unreleased === 0) this.#makeSpare(this.#current);
+        this.#current = this.#spare.pop() ?? this.#fresh();
         this.#used = 0;
       }
-      return this.#slab.subarray(this.#used, this.#used + MAX_SLAB_READ);
+      return this.#current.memory.subarray(this.#used, this.#used + MAX_SLAB_READ);
     },
     callback: (length: number, buffer: Uint8Array): boolean => {
       this.#used += length;
-      this.#unreleased.get(this.#slab.buffer)!.bytes += length;
+      this.#current.unreleased += length;
       this.deliver(buffer.subarray(0, length));
       return true; // keep reading: deliver pauses the socket itself
     },
@@ -68,24 +68,30 @@ class SlabReads {
 
   /** The reader is done with `piece`; the last piece of a full slab makes it spare. */
   release(piece: Uint8Array): void {
-    const state = this.#unreleased.get(piece.buffer);
-    if (!state) return;
-    state.bytes -= piece.length;
-    if (state.bytes === 0 && state.full) this.#makeSpare(state.slab);
+    const slab = this.#slabs.get(piece.buffer);
+    if (!slab) return;
+    slab.unreleased -= piece.length;
+    if (slab.unreleased === 0 && slab.full) this.#makeSpare(slab);
   }
 
-  #fresh(): Uint8Array {
-    const slab = allocateUninitialized(SLAB_SIZE);
-    this.#unreleased.set(slab.buffer, { slab, bytes: 0, full: false });
+  #fresh(): Slab {
+    const slab = { memory: allocateUninitialized(SLAB_SIZE), unreleased: 0, full: false };
+    this.#slabs.set(slab.memory.buffer, slab);
     return slab;
   }
 
-  #makeSpare(slab: Uint8Array): void {
-    const state = this.#unreleased.get(slab.buffer)!;
-    state.full = false;
+  #makeSpare(slab: Slab): void {
+    slab.full = false;
     if (this.#spare.length < SPARE_SLABS) this.#spare.push(slab);
-    else this.#unreleased.delete(slab.buffer);
+    else this.#slabs.delete(slab.memory.buffer);
   }
+}
+
+/** A slab's memory, the bytes read into it not yet released, and whether reads moved on to another. */
+interface Slab {
+  memory: Uint8Array;
+  unreleased: number;
+  full: boolean;
 }
 
 /**

@@ -392,18 +392,25 @@ test("TCP transport, a connection this side dials: reads land in shared slabs, n
   }
 });
 
+/** `stream` as it is, recording the memory each chunk it delivers lies in. */
+function recordingSlabs(stream: ByteStream): { stream: ByteStream; slabs: Set<ArrayBufferLike> } {
+  const slabs = new Set<ArrayBufferLike>();
+  const read = async () => {
+    const chunk = await stream.read();
+    if (chunk) slabs.add(chunk.buffer);
+    return chunk;
+  };
+  return { stream: { ...stream, read }, slabs };
+}
+
 test("TCP transport, a connection this side dials: a reader that releases what it read gets its slabs back, so 16 MiB pass through a handful; no byte is read over before the reader is done with it", async () => {
   const size = 16 << 20;
   const sent = new Uint8Array(size).map((_, i) => (i * 131) >>> 9);
   const server = net.createServer((socket) => socket.end(sent));
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const dialed = await dialTcp("127.0.0.1", (server.address() as net.AddressInfo).port, { timeoutMs: 5000 });
-  const slabs = new Set<ArrayBufferLike>();
-  const reader = new StreamReader({ ...dialed, read: async () => {
-    const chunk = await dialed.read();
-    if (chunk) slabs.add(chunk.buffer);
-    return chunk;
-  } });
+  const { stream, slabs } = recordingSlabs(dialed);
+  const reader = new StreamReader(stream);
   try {
     reader.releaseConsumed();
     const received = new Uint8Array(size);
@@ -433,12 +440,8 @@ test("frames in key mode over a dialed TCP connection: frames of every size arri
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const dialed = await dialTcp("127.0.0.1", (server.address() as net.AddressInfo).port, { timeoutMs: 5000 });
-  const slabs = new Set<ArrayBufferLike>();
-  const receiver = new FrameStream(new StreamReader({ ...dialed, read: async () => {
-    const chunk = await dialed.read();
-    if (chunk) slabs.add(chunk.buffer);
-    return chunk;
-  } }), clientKeys);
+  const { stream, slabs } = recordingSlabs(dialed);
+  const receiver = new FrameStream(new StreamReader(stream), clientKeys);
   try {
     const kept = [];
     for (let token = 0; token < payloads.length; token++) kept.push((await receiver.receive())!);

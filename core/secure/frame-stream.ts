@@ -56,7 +56,7 @@ export function encodeRecord(body: Uint8Array): Uint8Array {
 export class FrameStream {
   #sendQueue: Promise<void> = Promise.resolve();
   #closed = false;
-  /** Frames reassembled from several messages; those handed back are kept for the next. */
+  /** Frames reassembled from several messages; one handed back is kept for the next. */
   readonly #reassembly = new BufferRecycler(1);
   /** A bulk message that began a longer frame, once copied into it: the next one opens into it. */
   readonly #firstMessage = new BufferRecycler(1);
