@@ -12,6 +12,10 @@ import { answerMeta, type MetaContext } from "../core/wire/meta.ts";
 import { startKeepalive } from "../core/wire/keepalive.ts";
 import { SessionMeta } from "../core/session/protocol.ts";
 import type { Attachment, SessionManager, SessionPeer } from "./sessions.ts";
+import { IdleTrim } from "../runtime/malloc.ts";
+
+/** The agent process's: every connection's traffic counts, and memory goes back when all are quiet. */
+const idle = new IdleTrim();
 
 export class ClientConnection implements SessionPeer {
   /** When the last frame arrived (ms since the epoch). */
@@ -49,6 +53,7 @@ export class ClientConnection implements SessionPeer {
         if (frame === null) return null;
         this.lastReceivedAt = Date.now();
         if (frame.target === META_TARGET && frame.code === MetaCode.Heartbeat) continue;
+        idle.activity();
         if (frame.target === META_TARGET) await this.#meta(frame);
         else await this.#session(frame);
       }

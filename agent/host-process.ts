@@ -18,6 +18,7 @@ import { ChannelHeader, channelSize, Direction, FLAG_AGENT_CLOSED, initChannel }
 import { HostControl } from "../core/session/contract.ts";
 import { decodeEnvelope, encodeEnvelope } from "../core/session/protocol.ts";
 import { createMapFile, type Mapping, mapFile } from "../runtime/mmap.ts";
+import { keepFreedMemory } from "../runtime/malloc.ts";
 
 /** Where a host runs and how. */
 export interface HostLaunch {
@@ -74,6 +75,9 @@ export class HostProcess {
     fs.mkdirSync(options.runDir, { recursive: true, mode: 0o700 });
     const file = path.join(options.runDir, `${options.sessionId}.mmap`);
     const size = channelSize(options.capacity);
+    // Sessions bring the bulk transfers, and their channel loads the FFI anyway: an agent that only
+    // answers meta messages keeps glibc's defaults and never loads it.
+    keepFreedMemory();
     createMapFile(file, size);
     const mapping = mapFile(file, size);
     initChannel(mapping.bytes, options.capacity);

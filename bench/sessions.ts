@@ -216,5 +216,6 @@ export async function benchSessions(): Promise<void> {
   }
   console.log("  targets: stat during transfer p99 ≤ 20 ms; session open ≤ 25 ms; PSS ≤ 8 MiB per extra session; agent RSS ≤ 60 MiB after load");
   console.log("  agent RSS: the binary is first dropped from the page cache, so the agent maps what it reads as it runs, as when");
-  console.log("  installed; file-backed pages are the runtime's code, shared with every process running that binary");
+  console.log("  installed; file-backed pages are the runtime's code, shared with every process running that binary; read 1.5 s");
+  console.log("  after the pings end, by when the idle agent has given freed memory back (runtime/malloc.ts, 0.5-1 s idle)");
 }

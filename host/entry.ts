@@ -9,6 +9,7 @@
  */
 import { keepYoungGenerationSmall } from "../runtime/heap.ts";
 import { useUninitializedAllocation } from "../runtime/memory.ts";
+import { keepFreedMemory } from "../runtime/malloc.ts";
 import { hostMain } from "./main.ts";
 
 /** Exit code when the host fails outside a request (an uncaught error in its own code). */
@@ -16,6 +17,7 @@ const EXIT_HOST_FAILED = 70;
 
 keepYoungGenerationSmall();
 useUninitializedAllocation();
+keepFreedMemory();
 const argv = process.argv.slice(2);
 // The host's doorbell pipe would keep it alive; it is done when hostMain returns.
 hostMain(argv[0] === "host" ? argv.slice(1) : argv).then((code) => process.exit(code), (e) => {

@@ -16,6 +16,7 @@ import { HostControl, REPLY_CODE } from "../core/session/contract.ts";
 import { decodeEnvelope, encodeEnvelopeParts, type Envelope } from "../core/session/protocol.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import { mapFile } from "../runtime/mmap.ts";
+import { IdleTrim } from "../runtime/malloc.ts";
 import { serializeError } from "./errors.ts";
 import { type ExtensionReport, loadExtensions } from "./extensions.ts";
 import { FilesService } from "./services/files.ts";
@@ -126,9 +127,11 @@ export async function hostMain(argv: string[]): Promise<number> {
   };
 
   const dispatcher = new Dispatcher();
+  const idle = new IdleTrim();
   for (;;) {
     const record = await end.receive();
     if (record === null) break; // the agent is gone
+    idle.activity();
     const frame = decodeFrame(record);
     // Target 0 is the agent itself; clients' frames arrive on their attachments' targets, never 0.
     if (frame.target === 0) {

@@ -63,6 +63,7 @@ export function bindC<K extends string>(library: string, signatures: Record<K, s
     if (c.includes("*")) return result ? "pointer" : "buffer";
     if (/^(unsigned\s+)?short$/.test(c)) return "i16";
     if (/^(unsigned\s+)?int$/.test(c)) return "i32";
+    if (c === "size_t") return "usize";
     throw new Error(`bindC: no Deno type for the C type "${c}"`);
   };
   const parsed = entries.map(([key, signature]) => {

@@ -12,6 +12,7 @@ import "./ring.test.ts";
 import "./mmap.test.ts";
 import "./spawn.test.ts";
 import "./heap.test.ts";
+import "./malloc.test.ts";
 import "./programs.test.ts";
 import "./cli.e2e.test.ts";
 import "./hostile.e2e.test.ts";
