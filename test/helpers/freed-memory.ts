@@ -4,6 +4,7 @@
 import fs from "node:fs";
 import { bindC, libcName } from "../../runtime/native.ts";
 import { IdleTrim, keepFreedMemory } from "../../runtime/malloc.ts";
+import { residentKiB } from "./agent-process.ts";
 
 const libc = bindC(libcName(), {
   malloc: "void *malloc(size_t size)",
@@ -12,9 +13,12 @@ const libc = bindC(libcName(), {
 }, "opaque");
 const PIECE = 64 * 1024, PIECES = 96; // 6 MiB in the 64 KiB pieces a socket read allocates
 
-const stat = () => fs.readFileSync("/proc/self/stat", "utf8").slice(fs.readFileSync("/proc/self/stat", "utf8").lastIndexOf(")") + 2).split(" ");
-const minorFaults = () => Number(stat()[7]);
-const privateKiB = () => Number(/RssAnon:\s+(\d+)/.exec(fs.readFileSync("/proc/self/status", "utf8"))![1]);
+/** Minor page faults of this process so far (/proc/self/stat, field 10). */
+function minorFaults(): number {
+  const stat = fs.readFileSync("/proc/self/stat", "utf8");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[7]);
+}
+const privateKiB = () => residentKiB(process.pid, "private");
 
 /** Allocates and writes the pieces, then frees them all: a burst. */
 function burst(): void {
