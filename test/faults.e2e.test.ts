@@ -119,13 +119,14 @@ faults("closing a session whose process has children holding its output: prompt,
   const agent = await startAgent(["--key", KEY.hex]);
   const c = await client(agent.port);
   const s = await c.openSession("alpha");
-  const marker = path.join(tempDir(), "marker");
-  // A grandchild that records TERM, and a parent that waits on it with the same stdout.
+  const dir = tempDir(), marker = path.join(dir, "marker"), trapped = path.join(dir, "trapped");
+  // A grandchild that records TERM, and a parent that waits on it with the same stdout. The
+  // grandchild says when its trap is set: a TERM before that ends it unrecorded (seen under load).
   const p = await s.processes.start({
     program: "sh",
-    args: ["-c", `sh -c 'trap "echo term > ${marker}; exit 0" TERM; while :; do sleep 0.1; done' & sleep 600; echo done`],
+    args: ["-c", `sh -c 'trap "echo term > ${marker}; exit 0" TERM; : > ${trapped}; while :; do sleep 0.1; done' & sleep 600; echo done`],
   });
-  await until(() => descendantsOf(p.pid).length >= 2, "the grandchildren started");
+  await until(() => fs.existsSync(trapped) && descendantsOf(p.pid).length >= 2, "the grandchild set its trap");
   const t0 = performance.now();
   await s.close();
   const took = elapsed(t0);
