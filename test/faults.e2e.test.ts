@@ -19,7 +19,7 @@ import { encodeRecord } from "../core/secure/frame-stream.ts";
 import { encodeHello, encodeReply, EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
 import {
   agentCommand, cleanExit, hermeticEnv, residentKiB, runAgentAsync, type RunningAgent, scriptCommand, sendSignal, startAgent, stopAll,
-  tempDir, alive, until, withFullDisk } from "./helpers/agent-process.ts";
+  tempDir, alive, until, withFullDisk, procStat } from "./helpers/agent-process.ts";
 import { dial, fakeServer } from "./helpers/net.ts";
 
 const faults = suite("faults e2e");
@@ -39,7 +39,7 @@ async function client(port: number): Promise<Agent> {
 
 /** User plus system CPU time of a process, in clock ticks (Linux /proc). */
 function cpuTicks(pid: number): number {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  const fields = procStat(pid);
   return Number(fields[11]) + Number(fields[12]);
 }
 

@@ -10,7 +10,7 @@ import { ChannelEnd } from "../core/shm/channel-end.ts";
 import { channelSize, Direction, initChannel, maxRecordPayload } from "../core/shm/ring.ts";
 import { createMapFile, mapFile } from "../runtime/mmap.ts";
 import { pipeDoorbell } from "../runtime/pipe-doorbell.ts";
-import { IS_DENO, ROOT, stopAll, tempDir } from "./helpers/agent-process.ts";
+import { IS_DENO, procStat, ROOT, stopAll, tempDir } from "./helpers/agent-process.ts";
 
 const mmap = suite("mmap channel");
 mmap.after(stopAll);
@@ -49,7 +49,7 @@ async function echoThrough(peerRuntime: string) {
   assert.match(stderr, new RegExp(`mapped with ${peerRuntime === "deno" ? "deno" : "koffi"}`));
 
   // Idle: neither side spins. The peer uses (almost) no CPU while nothing is sent.
-  const ticks = () => fs.readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1].split(" ").slice(11, 13).reduce((a, b) => a + Number(b), 0);
+  const ticks = () => procStat(child.pid!).slice(11, 13).reduce((a, b) => a + Number(b), 0);
   await new Promise((r) => setTimeout(r, 300));
   const before = ticks();
   await new Promise((r) => setTimeout(r, 2000));

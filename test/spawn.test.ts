@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { type StartBackend, startBackend, type StartedProcess, startProcess } from "../runtime/spawn.ts";
-import { tempDir } from "./helpers/agent-process.ts";
+import { procStat, tempDir } from "./helpers/agent-process.ts";
 
 const ENV = { PATH: "/usr/bin:/bin" };
 
@@ -72,7 +72,7 @@ for (const via of ["posix_spawn", "child_process"] as StartBackend[]) {
 
   it("leads its own process group, so signalling the group reaches its children", async () => {
     const child = await start("sh", ["-c", "sleep 30 & echo $!; wait"]);
-    const [pgid] = fs.readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1].split(" ").slice(2, 3).map(Number);
+    const pgid = Number(procStat(child.pid)[2]);
     assert.is(pgid, child.pid);
     const sleeper = Number((await new Promise<string>((resolve) => child.stdout.once("data", (d) => resolve(String(d))))).trim());
     process.kill(-child.pid, "SIGTERM");

@@ -222,6 +222,16 @@ export function residentKiB(pid: number, which: "all" | "private" = "all"): numb
   return Number((which === "all" ? /VmRSS:\s+(\d+)/ : /RssAnon:\s+(\d+)/).exec(status)![1]);
 }
 
+/**
+ * The fields of `/proc/<pid>/stat` after the command name ("self": this process), from field 3 on:
+ * [0] state, [2] process group, [7] minor faults, [11] and [12] user and system CPU in clock ticks.
+ * Cut at the last ")", since the command name may hold one.
+ */
+export function procStat(pid: number | "self"): string[] {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+}
+
 /** True while a process with this pid exists. */
 export function alive(pid: number): boolean {
   try {

@@ -1,10 +1,9 @@
 // Frees and allocates bulk buffers through the C allocator, as a transfer's socket reads and ring
 // records do, and prints the page faults that cost. "keep": after keepFreedMemory(), as the agent
 // and its hosts start. "idle": then whether an IdleTrim gives the kept memory back.
-import fs from "node:fs";
 import { bindC, libcName } from "../../runtime/native.ts";
 import { IdleTrim, keepFreedMemory } from "../../runtime/malloc.ts";
-import { residentKiB } from "./agent-process.ts";
+import { procStat, residentKiB } from "./agent-process.ts";
 
 const libc = bindC(libcName(), {
   malloc: "void *malloc(size_t size)",
@@ -13,11 +12,8 @@ const libc = bindC(libcName(), {
 }, "opaque");
 const PIECE = 64 * 1024, PIECES = 96; // 6 MiB in the 64 KiB pieces a socket read allocates
 
-/** Minor page faults of this process so far (/proc/self/stat, field 10). */
-function minorFaults(): number {
-  const stat = fs.readFileSync("/proc/self/stat", "utf8");
-  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[7]);
-}
+/** Minor page faults of this process so far. */
+const minorFaults = () => Number(procStat("self")[7]);
 const privateKiB = () => residentKiB(process.pid, "private");
 
 /** Allocates and writes the pieces, then frees them all: a burst. */
