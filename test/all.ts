@@ -13,6 +13,7 @@ import "./mmap.test.ts";
 import "./spawn.test.ts";
 import "./heap.test.ts";
 import "./malloc.test.ts";
+import "./helpers.test.ts";
 import "./programs.test.ts";
 import "./cli.e2e.test.ts";
 import "./hostile.e2e.test.ts";

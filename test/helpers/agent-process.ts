@@ -27,7 +27,7 @@ export function agentCommand(): string[] {
   return [path.join(ROOT, "dist/agent")];
 }
 
-/** A fresh private directory, removed by {@link stopAll}. */
+/** A fresh private directory, removed by {@link stopAll}, which also runs when the process exits. */
 export function tempDir(prefix = "agent-test-"): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   dirs.push(dir);
@@ -208,6 +208,8 @@ export function stopAll(): void {
   running.clear();
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 }
+// A test file run on its own may never call stopAll: what it made still goes when it ends.
+process.on("exit", stopAll);
 
 /** Writes a key file with mode 0600 and returns its path. */
 export function writeKeyFile(dir: string, hex: string, name = "test.key"): string {
