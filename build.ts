@@ -15,13 +15,14 @@
  * @module
  */
 import { execFileSync } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import vm from "node:vm";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 import { inject } from "postject";
-import { KOFFI_ASSET } from "./runtime/native.ts";
+import { KOFFI_ASSET, KOFFI_NAME_ASSET } from "./runtime/native.ts";
 
 const root = path.dirname(fileURLToPath(import.meta.url));
 const dist = path.join(root, "dist");
@@ -58,6 +59,9 @@ async function bundle() {
       ...program,
       format: "cjs",
       outfile: path.join(dist, `${name}.cjs`),
+      // import() of a built-in module becomes require() on first use (runtime/lazy.ts): the executable
+      // runs this code as a vm.Script, where import() has no loader.
+      supported: { "dynamic-import": false },
       define: { "import.meta.url": "__import_meta_url" },
       banner: { js: 'var __import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
     });
@@ -98,7 +102,9 @@ async function singleExecutable() {
   const entry = path.join(dist, "sea-entry.cjs");
   const blob = path.join(dist, "agent.blob");
   fs.writeFileSync(entry, SEA_ENTRY);
-  const assets: Record<string, string> = { [KOFFI_ASSET]: koffiNative() };
+  const koffiName = path.join(dist, KOFFI_NAME_ASSET);
+  fs.writeFileSync(koffiName, `koffi-${crypto.createHash("sha256").update(fs.readFileSync(koffiNative())).digest("hex").slice(0, 16)}.node`);
+  const assets: Record<string, string> = { [KOFFI_ASSET]: koffiNative(), [KOFFI_NAME_ASSET]: koffiName };
   for (const program of Object.keys(PROGRAMS)) {
     assets[`${program}.cjs`] = path.join(dist, `${program}.cjs`);
     assets[`${program}.cache`] = path.join(dist, `${program}.cache`);
@@ -121,6 +127,7 @@ async function singleExecutable() {
   fs.rmSync(blob);
   fs.rmSync(configPath);
   fs.rmSync(entry);
+  fs.rmSync(koffiName);
   for (const program of Object.keys(PROGRAMS)) fs.rmSync(path.join(dist, `${program}.cache`));
 }
 

@@ -12,7 +12,6 @@
  * ```
  * @module
  */
-import crypto from "node:crypto";
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
@@ -83,6 +82,12 @@ export function libcName(): string {
 
 /** Name of the koffi native module asset inside the single executable (see build.ts). */
 export const KOFFI_ASSET = "koffi.node";
+/**
+ * Name of the asset that holds the name of koffi's cache file, `koffi-<first 16 hex of its SHA-256>.node`,
+ * made by build.ts: hashing the 1.6 MB module at run time would cost every host a millisecond and
+ * node:crypto's memory.
+ */
+export const KOFFI_NAME_ASSET = "koffi.name";
 
 let koffi: Koffi | null = null;
 
@@ -93,7 +98,7 @@ export function loadKoffi(): Koffi {
   if (sea) {
     // The raw asset is the binary's own mapped bytes; getAsset would copy 1.6 MB into every process.
     const native = new Uint8Array(sea.getRawAsset ? sea.getRawAsset(KOFFI_ASSET) : sea.getAsset(KOFFI_ASSET));
-    const file = privateCacheFile(`koffi-${crypto.createHash("sha256").update(native).digest("hex").slice(0, 16)}.node`, native);
+    const file = privateCacheFile(sea.getAsset(KOFFI_NAME_ASSET, "utf8"), native);
     const mod = { exports: {} as Koffi };
     process.dlopen(mod, file);
     return (koffi = mod.exports);

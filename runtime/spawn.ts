@@ -20,12 +20,12 @@
  * ```
  * @module
  */
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
+import { loadOnFirstUse } from "./lazy.ts";
 import { bindC, denoFfi, isDeno, libcName } from "./native.ts";
 
 /** How a process ended: an exit code, or the name of the signal that ended it. */
@@ -90,8 +90,12 @@ export async function startProcess(program: string, args: readonly string[], opt
 
 // ---- child_process ------------------------------------------------------
 
-function startWithChildProcess(program: string, args: readonly string[], options: StartOptions): Promise<StartedProcess> {
-  const child = spawn(program, args, {
+// Loaded only when this path is taken: a host that starts its processes with posix_spawn never
+// carries it (runtime/lazy.ts).
+const childProcess = loadOnFirstUse(() => import("node:child_process"));
+
+async function startWithChildProcess(program: string, args: readonly string[], options: StartOptions): Promise<StartedProcess> {
+  const child = (await childProcess()).spawn(program, args, {
     cwd: options.cwd,
     env: options.env,
     stdio: ["pipe", "pipe", "pipe"],

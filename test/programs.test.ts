@@ -2,10 +2,11 @@
 // that it never parses nor keeps the agent's code (docs/operations.md "Memory").
 import { test } from "uvu";
 import * as assert from "uvu/assert";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { hostCommand } from "../runtime/self.ts";
-import { IS_DENO, ROOT, tempDir } from "./helpers/agent-process.ts";
+import { hermeticEnv, IS_DENO, ROOT, tempDir } from "./helpers/agent-process.ts";
 
 const dist = (file: string) => fs.readFileSync(path.join(ROOT, "dist", file), "utf8");
 
@@ -34,5 +35,21 @@ test("the agent starts its hosts with the host program beside its own, where the
   assert.is(hostCommand(sources).at(-1), sources, "from the sources: cli/main.ts runs the host itself");
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+// Node lists the built-in modules a process has loaded; Deno has no such list.
+if (!IS_DENO) {
+  test("the executable's host loads node:crypto, node:child_process and fs promises only when a request needs them", () => {
+    // Started by hand, the host refuses at once: by then its program has loaded all it loads at start.
+    const report = path.join(tempDir(), "report.cjs");
+    fs.writeFileSync(report, `process.on("exit", () => process.stderr.write("\\nloaded: " + process.moduleLoadList.join(",")));`);
+    const r = spawnSync(path.join(ROOT, "dist/agent"), ["host"], { env: hermeticEnv({ NODE_OPTIONS: `--require ${report}` }), encoding: "utf8", stdio: ["pipe", "pipe", "pipe"] });
+    assert.match(r.stderr, /cannot be started by hand/);
+    const loaded = r.stderr.slice(r.stderr.indexOf("loaded: ")).split(",");
+    assert.ok(loaded.includes("NativeModule fs"), "the list was read");
+    for (const name of ["NativeModule crypto", "NativeModule child_process", "NativeModule internal/fs/promises"]) {
+      assert.not.ok(loaded.includes(name), `${name} loaded at start`);
+    }
+  });
+}
 
 test.run();

@@ -4,15 +4,20 @@
  * Every opened handle is tracked so the session can close it at the end.
  * @module
  */
-import crypto from "node:crypto";
+import type { Hash } from "node:crypto";
 import fs from "node:fs";
-import fsp from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { BATCH_MAX_BYTES, BATCH_MAX_FILES, ServiceCode } from "../../core/session/contract.ts";
 import { allocateUninitialized, concat } from "../../core/bytes.ts";
 import { ServiceError } from "../../core/errors.ts";
 import { requireString, withoutNul } from "../errors.ts";
+import { loadOnFirstUse } from "../../runtime/lazy.ts";
 import type { HostContext, ServiceHandlers } from "./types.ts";
+
+// node:crypto is loaded when a request first needs a digest, and fs.promises (Node loads it on
+// first use) when one first needs a file: an idle host carries neither (runtime/lazy.ts).
+const nodeCrypto = loadOnFirstUse(() => import("node:crypto"));
 
 /** Largest read one request may ask for (the frame payload limit leaves room for the envelope). */
 export const MAX_READ = 1024 * 1024 - 1024;
@@ -28,11 +33,11 @@ function batchList(value: unknown, name: string): unknown[] {
 const HANDLE_CODES = new Set<number>([ServiceCode.FileRead, ServiceCode.FileWrite, ServiceCode.FileSeek, ServiceCode.FileClose]);
 
 interface OpenFile {
-  handle: fsp.FileHandle;
+  handle: FileHandle;
   path: string;
   position: number;
   /** SHA-256 of the bytes read or written so far, while they come in order from the start (open with `sha256`). */
-  digest: crypto.Hash | null;
+  digest: Hash | null;
   digested: number;
 }
 
@@ -105,7 +110,7 @@ export class FilesService {
     return {
       [ServiceCode.FileStat]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
-        const st = await fsp.lstat(p);
+        const st = await fs.promises.lstat(p);
         return { fields: { path: p, type: typeOf(st), size: st.size, mode: st.mode & 0o7777, mtimeMs: st.mtimeMs, atimeMs: st.atimeMs } };
       },
       [ServiceCode.FileList]: async ({ fields }) => {
@@ -137,47 +142,47 @@ export class FilesService {
             if (recursive && st.isDirectory()) await walk(path.join(dir, e.name), e.relPath);
           }
         };
-        const st = await fsp.stat(root);
+        const st = await fs.promises.stat(root);
         if (!st.isDirectory()) throw new ServiceError("not-a-directory", `${root}: not a directory`, root);
         await walk(root, "");
         return { fields: { entries } };
       },
       [ServiceCode.FileMkdir]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
-        await fsp.mkdir(p, { recursive: fields.recursive !== false, mode: typeof fields.mode === "number" ? fields.mode : undefined });
+        await fs.promises.mkdir(p, { recursive: fields.recursive !== false, mode: typeof fields.mode === "number" ? fields.mode : undefined });
       },
       [ServiceCode.FileDelete]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
-        const st = await fsp.lstat(p);
-        if (st.isDirectory()) await (fields.recursive === true ? fsp.rm(p, { recursive: true }) : fsp.rmdir(p));
-        else await fsp.unlink(p);
+        const st = await fs.promises.lstat(p);
+        if (st.isDirectory()) await (fields.recursive === true ? fs.promises.rm(p, { recursive: true }) : fs.promises.rmdir(p));
+        else await fs.promises.unlink(p);
       },
       [ServiceCode.FileCopy]: async ({ fields }) => {
         const from = this.#resolve(requireString(fields, "from")), to = this.#resolve(requireString(fields, "to"));
-        await fsp.cp(from, to, { recursive: true, force: fields.overwrite !== false, errorOnExist: fields.overwrite === false });
+        await fs.promises.cp(from, to, { recursive: true, force: fields.overwrite !== false, errorOnExist: fields.overwrite === false });
       },
       [ServiceCode.FileMove]: async ({ fields }) => {
         const from = this.#resolve(requireString(fields, "from")), to = this.#resolve(requireString(fields, "to"));
         try {
-          await fsp.rename(from, to);
+          await fs.promises.rename(from, to);
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== "EXDEV") throw e;
-          await fsp.cp(from, to, { recursive: true });
-          await fsp.rm(from, { recursive: true });
+          await fs.promises.cp(from, to, { recursive: true });
+          await fs.promises.rm(from, { recursive: true });
         }
       },
       [ServiceCode.FileSetTimes]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
-        const st = await fsp.stat(p);
-        await fsp.utimes(p, Number(fields.atimeMs ?? st.atimeMs) / 1000, Number(fields.mtimeMs ?? st.mtimeMs) / 1000);
+        const st = await fs.promises.stat(p);
+        await fs.promises.utimes(p, Number(fields.atimeMs ?? st.atimeMs) / 1000, Number(fields.mtimeMs ?? st.mtimeMs) / 1000);
       },
       [ServiceCode.FileSetMode]: async ({ fields }) => {
-        await fsp.chmod(this.#resolve(requireString(fields, "path")), Number(fields.mode));
+        await fs.promises.chmod(this.#resolve(requireString(fields, "path")), Number(fields.mode));
       },
       [ServiceCode.FileSha256]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
-        const hash = crypto.createHash("sha256");
-        const fh = await fsp.open(p, "r");
+        const hash = (await nodeCrypto()).createHash("sha256");
+        const fh = await fs.promises.open(p, "r");
         try {
           const buf = new Uint8Array(1024 * 1024);
           let size = 0;
@@ -196,7 +201,7 @@ export class FilesService {
         const p = this.#resolve(requireString(fields, "path"));
         const flags = typeof fields.flags === "string" ? fields.flags : "r";
         if (!/^(r|r\+|w|wx|w\+|a|ax|a\+)$/.test(flags)) throw new ServiceError("invalid-argument", `unknown open flags "${flags}"`);
-        const handle = await fsp.open(p, flags, typeof fields.mode === "number" ? fields.mode : 0o644);
+        const handle = await fs.promises.open(p, flags, typeof fields.mode === "number" ? fields.mode : 0o644);
         const st = await handle.stat();
         if (st.isDirectory()) {
           await handle.close();
@@ -205,7 +210,7 @@ export class FilesService {
         const id = this.#nextHandle++;
         const position = flags.startsWith("a") ? st.size : 0;
         // A digest covers the file from its first byte: reading, or writing a file that starts empty.
-        const digest = fields.sha256 === true && (flags === "r" || flags.startsWith("w")) ? crypto.createHash("sha256") : null;
+        const digest = fields.sha256 === true && (flags === "r" || flags.startsWith("w")) ? (await nodeCrypto()).createHash("sha256") : null;
         this.#open.set(id, { handle, path: p, position, digest, digested: 0 });
         this.context.statsChanged();
         return { fields: { handle: id, size: st.size } };
@@ -258,20 +263,21 @@ export class FilesService {
         // place, or with `exclusive` created under its own name (never replacing one) and removed if
         // writing it fails.
         const exclusive = fields.exclusive === true;
+        const { createHash } = await nodeCrypto();
         const sha256 = await Promise.all(plan.map(async (f) => {
           const mode = typeof f.mode === "number" ? f.mode : 0o644;
           const target = exclusive ? f.path : path.join(path.dirname(f.path), `.${path.basename(f.path)}.agent-${process.pid}-${this.#nextTemp++}`);
-          const handle = await fsp.open(target, "wx", mode);
+          const handle = await fs.promises.open(target, "wx", mode);
           try {
             await handle.writeFile(f.bytes);
             await handle.close();
-            if (!exclusive) await fsp.rename(target, f.path);
+            if (!exclusive) await fs.promises.rename(target, f.path);
           } catch (e) {
             await handle.close().catch(() => {});
-            await fsp.rm(target, { force: true });
+            await fs.promises.rm(target, { force: true });
             throw e;
           }
-          return crypto.createHash("sha256").update(f.bytes).digest("hex");
+          return createHash("sha256").update(f.bytes).digest("hex");
         }));
         return { fields: { sha256 } };
       },
@@ -283,6 +289,7 @@ export class FilesService {
         const parts: Uint8Array[] = [];
         const files: Array<{ path: string; size: number; sha256: string }> = [];
         let total = 0;
+        const { createHash } = await nodeCrypto();
         for (const p of paths) {
           // Synchronous: small files, a bounded total; a thread-pool hop per call costs more than the read.
           const st = fs.statSync(p);
@@ -292,7 +299,7 @@ export class FilesService {
           if (total + bytes.length > BATCH_MAX_BYTES) break; // it grew since the stat
           total += bytes.length;
           parts.push(bytes);
-          files.push({ path: p, size: bytes.length, sha256: crypto.createHash("sha256").update(bytes).digest("hex") });
+          files.push({ path: p, size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") });
         }
         return { fields: { files }, data: concat(parts) };
       },
