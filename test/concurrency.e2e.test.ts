@@ -2,12 +2,13 @@
 // real host, the client library over loopback. Each test is an exchange a product would drive.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import crypto from "node:crypto";
+import fs from "node:fs";
 import path from "node:path";
 import { type Agent, connect, FrameTooLargeError, RemoteError, SessionEndedError } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
-import { hermeticEnv, residentKiB, type RunningAgent, scriptCommand, sendSignal, startAgent, stopAll, until } from "./helpers/agent-process.ts";
+import { hermeticEnv, residentKiB, type RunningAgent, scriptCommand, sendSignal, startAgent, stopAll, tempDir, until } from "./helpers/agent-process.ts";
 
 const concurrency = suite("concurrent requests e2e");
 const KEY = generateKey();
@@ -58,6 +59,39 @@ concurrency("a process that never reads its stdin holds up only the writes to it
   // Its end fails the writes still waiting, each with a typed error.
   await deaf.signal("SIGKILL");
   for (const write of [first, second]) assert.instance(await within(write, 10_000), RemoteError);
+  await s.close();
+});
+
+concurrency("a batch read that meets a FIFO holds up nothing else in the session; the FIFO is read once written", async () => {
+  const dir = tempDir();
+  const fifo = path.join(dir, "fifo");
+  assert.is(spawnSync("mkfifo", [fifo]).status, 0, "mkfifo");
+  fs.writeFileSync(path.join(dir, "plain.txt"), "plain");
+  const c = await client();
+  const s = await c.openSession("alpha");
+  // No writer yet: reading the FIFO waits, as `cat` would.
+  const read = s.files.readFiles([path.join(dir, "plain.txt"), fifo]);
+  const stat = within(s.files.stat(dir), 5_000);
+  try {
+    assert.not.equal(await stat, "pending", "a stat in the same session replied while the FIFO had no writer");
+    assert.is(await within(read, 200), "pending");
+  } finally {
+    const writer = await fs.promises.open(fifo, "w"); // opens once the host reads it; also frees a host stuck on it
+    await writer.write("through the fifo");
+    await writer.close();
+  }
+  const files = await read;
+  assert.equal(files.map((f) => text(f.data)), ["plain", "through the fifo"]);
+  assert.is(files[1].sha256, crypto.createHash("sha256").update("through the fifo").digest("hex"));
+  // And the other way: a FIFO has no positions, so the writes go in order.
+  const reader = fs.promises.readFile(fifo, "utf8");
+  await s.files.writeFile(fifo, "back through it");
+  assert.is(await reader, "back through it");
+  const both = await s.files.open(fifo, "r+"); // read and write: opens without waiting for a peer
+  const seek = await both.seek(10).then(() => null, (e) => e);
+  assert.instance(seek, RemoteError);
+  assert.match(seek.message, /FIFO or a device: it has no position/);
+  await both.close();
   await s.close();
 });
 

@@ -36,6 +36,8 @@ interface OpenFile {
   handle: FileHandle;
   path: string;
   position: number;
+  /** False for a FIFO, a character device or a socket: no positions; reads and writes go in order. */
+  seekable: boolean;
   /** SHA-256 of the bytes read or written so far, while they come in order from the start (open with `sha256`). */
   digest: Hash | null;
   digested: number;
@@ -50,6 +52,11 @@ function digestBytes(f: OpenFile, position: number, bytes: Uint8Array): void {
   }
   f.digest.update(bytes);
   f.digested += bytes.length;
+}
+
+/** Where a read or write on `f` starts: the position asked for, or the handle's own; a FIFO or device has only its own. */
+function atPosition(f: OpenFile, asked: unknown): number {
+  return f.seekable && typeof asked === "number" ? asked : f.position;
 }
 
 type EntryType = "file" | "directory" | "symlink" | "other";
@@ -211,34 +218,35 @@ export class FilesService {
         const position = flags.startsWith("a") ? st.size : 0;
         // A digest covers the file from its first byte: reading, or writing a file that starts empty.
         const digest = fields.sha256 === true && (flags === "r" || flags.startsWith("w")) ? (await nodeCrypto()).createHash("sha256") : null;
-        this.#open.set(id, { handle, path: p, position, digest, digested: 0 });
+        this.#open.set(id, { handle, path: p, position, seekable: st.isFile() || st.isBlockDevice(), digest, digested: 0 });
         this.context.statsChanged();
         return { fields: { handle: id, size: st.size } };
       },
       [ServiceCode.FileRead]: async ({ fields }) => {
         const f = this.#file(fields);
         const length = Math.min(MAX_READ, Math.max(0, Number(fields.length ?? MAX_READ)));
-        const position = typeof fields.position === "number" ? fields.position : f.position;
+        const position = atPosition(f, fields.position);
         const buf = allocateUninitialized(length); // only the bytes read are sent
-        const { bytesRead } = await f.handle.read(buf, 0, length, position);
-        if (typeof fields.position !== "number") f.position += bytesRead;
+        const { bytesRead } = await f.handle.read(buf, 0, length, f.seekable ? position : null);
+        if (!f.seekable || typeof fields.position !== "number") f.position += bytesRead;
         digestBytes(f, position, buf.subarray(0, bytesRead));
         return { data: buf.subarray(0, bytesRead) };
       },
       [ServiceCode.FileWrite]: async ({ fields, data }) => {
         const f = this.#file(fields);
-        const position = typeof fields.position === "number" ? fields.position : f.position;
+        const position = atPosition(f, fields.position);
         let written = 0;
         while (written < data.length) {
-          const r = await f.handle.write(data, written, data.length - written, position + written);
+          const r = await f.handle.write(data, written, data.length - written, f.seekable ? position + written : null);
           written += r.bytesWritten;
         }
-        if (typeof fields.position !== "number") f.position += written;
+        if (!f.seekable || typeof fields.position !== "number") f.position += written;
         digestBytes(f, position, data);
         return { fields: { written } };
       },
       [ServiceCode.FileSeek]: async ({ fields }) => {
         const f = this.#file(fields);
+        if (!f.seekable) throw new ServiceError("invalid-argument", `${f.path} is a FIFO or a device: it has no position to seek to`, f.path);
         const offset = Number(fields.position ?? 0);
         const whence = fields.whence ?? "start";
         const base = whence === "current" ? f.position : whence === "end" ? (await f.handle.stat()).size : 0;
@@ -294,7 +302,9 @@ export class FilesService {
           // Synchronous: small files, a bounded total; a thread-pool hop per call costs more than the read.
           const st = fs.statSync(p);
           if (st.isDirectory()) throw new ServiceError("is-a-directory", `${p}: is a directory`, p);
-          if (total + st.size > BATCH_MAX_BYTES) break; // the rest in a later batch (or streamed, when one alone is too large)
+          // The rest in a later batch, or streamed when it comes first: one too large, or not a regular
+          // file (a FIFO or a device could wait for ever, and here it would hold up the whole session).
+          if (!st.isFile() || total + st.size > BATCH_MAX_BYTES) break;
           const bytes = fs.readFileSync(p);
           if (total + bytes.length > BATCH_MAX_BYTES) break; // it grew since the stat
           total += bytes.length;
