@@ -102,9 +102,9 @@ async function singleExecutable() {
   const entry = path.join(dist, "sea-entry.cjs");
   const blob = path.join(dist, "agent.blob");
   fs.writeFileSync(entry, SEA_ENTRY);
-  const koffiName = path.join(dist, KOFFI_NAME_ASSET);
-  fs.writeFileSync(koffiName, `koffi-${crypto.createHash("sha256").update(fs.readFileSync(koffiNative())).digest("hex").slice(0, 16)}.node`);
-  const assets: Record<string, string> = { [KOFFI_ASSET]: koffiNative(), [KOFFI_NAME_ASSET]: koffiName };
+  const koffi = koffiNative(), koffiName = path.join(dist, KOFFI_NAME_ASSET);
+  fs.writeFileSync(koffiName, `koffi-${crypto.createHash("sha256").update(fs.readFileSync(koffi)).digest("hex").slice(0, 16)}.node`);
+  const assets: Record<string, string> = { [KOFFI_ASSET]: koffi, [KOFFI_NAME_ASSET]: koffiName };
   for (const program of Object.keys(PROGRAMS)) {
     assets[`${program}.cjs`] = path.join(dist, `${program}.cjs`);
     assets[`${program}.cache`] = path.join(dist, `${program}.cache`);

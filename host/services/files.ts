@@ -54,9 +54,13 @@ function digestBytes(f: OpenFile, position: number, bytes: Uint8Array): void {
   f.digested += bytes.length;
 }
 
-/** Where a read or write on `f` starts: the position asked for, or the handle's own; a FIFO or device has only its own. */
-function atPosition(f: OpenFile, asked: unknown): number {
-  return f.seekable && typeof asked === "number" ? asked : f.position;
+/**
+ * Where a read or write on `f` starts: the position the request asks for, or the handle's own (`own`),
+ * which the read or write then moves on. A FIFO or a device has only its own.
+ */
+function startOf(f: OpenFile, asked: unknown): { position: number; own: boolean } {
+  const own = !f.seekable || typeof asked !== "number";
+  return { position: own ? f.position : (asked as number), own };
 }
 
 type EntryType = "file" | "directory" | "symlink" | "other";
@@ -225,22 +229,22 @@ export class FilesService {
       [ServiceCode.FileRead]: async ({ fields }) => {
         const f = this.#file(fields);
         const length = Math.min(MAX_READ, Math.max(0, Number(fields.length ?? MAX_READ)));
-        const position = atPosition(f, fields.position);
+        const { position, own } = startOf(f, fields.position);
         const buf = allocateUninitialized(length); // only the bytes read are sent
         const { bytesRead } = await f.handle.read(buf, 0, length, f.seekable ? position : null);
-        if (!f.seekable || typeof fields.position !== "number") f.position += bytesRead;
+        if (own) f.position += bytesRead;
         digestBytes(f, position, buf.subarray(0, bytesRead));
         return { data: buf.subarray(0, bytesRead) };
       },
       [ServiceCode.FileWrite]: async ({ fields, data }) => {
         const f = this.#file(fields);
-        const position = atPosition(f, fields.position);
+        const { position, own } = startOf(f, fields.position);
         let written = 0;
         while (written < data.length) {
           const r = await f.handle.write(data, written, data.length - written, f.seekable ? position + written : null);
           written += r.bytesWritten;
         }
-        if (!f.seekable || typeof fields.position !== "number") f.position += written;
+        if (own) f.position += written;
         digestBytes(f, position, data);
         return { fields: { written } };
       },
