@@ -20,14 +20,22 @@ import { libcryptoAead, libcryptoProvider } from "./libcrypto.ts";
 const b64url = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64url");
 const view = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.length);
 
-/** An ephemeral X25519 pair through `node:crypto`: synchronous, microseconds rather than WebCrypto's milliseconds. */
+const x25519Public = (raw: Uint8Array) => createPublicKey({ key: { kty: "OKP", crv: "X25519", x: b64url(raw) }, format: "jwk" });
+/** X25519's base point, u = 9 (RFC 7748 §4.1): a private key's agreement with it is its public key. */
+const X25519_BASE_POINT = x25519Public(Uint8Array.of(9, ...new Uint8Array(31)));
+
+/**
+ * An ephemeral X25519 pair through `node:crypto`: synchronous, microseconds rather than WebCrypto's
+ * milliseconds. The public key comes from an agreement with the base point, not from exporting
+ * the new key: Node 20's generateKeyPairSync leaves a job behind that locks the key when it is
+ * collected, and a collection during an export, which holds that lock, hung the process for good.
+ */
 function nodeX25519(): X25519KeyPair {
-  const { publicKey, privateKey } = generateKeyPairSync("x25519");
+  const { privateKey } = generateKeyPairSync("x25519");
   return {
-    publicKey: view(Buffer.from(publicKey.export({ format: "jwk" }).x!, "base64url")),
+    publicKey: view(diffieHellman({ privateKey, publicKey: X25519_BASE_POINT })),
     agree(peer) {
-      const peerKey = createPublicKey({ key: { kty: "OKP", crv: "X25519", x: b64url(peer) }, format: "jwk" });
-      const shared = view(diffieHellman({ privateKey, publicKey: peerKey }));
+      const shared = view(diffieHellman({ privateKey, publicKey: x25519Public(peer) }));
       if (shared.every((b) => b === 0)) throw new Error("X25519 produced an all-zero secret");
       return shared;
     },

@@ -12,12 +12,16 @@ import { MAX_PAYLOAD } from "../core/wire/frame.ts";
 import { memoryStreamPair } from "../core/wire/memory-stream.ts";
 import { StreamReader } from "../core/wire/stream.ts";
 import { concat } from "../core/bytes.ts";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
+import path from "node:path";
 import { dialTcp, READ_TURN_BUDGET, socketStream } from "../runtime/tcp.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
 import { nodeCryptoProvider } from "../runtime/crypto.ts";
 import { libcryptoProvider } from "../runtime/libcrypto.ts";
+import { DENO_HEAP_FLAGS } from "../runtime/heap.ts";
+import { IS_DENO, ROOT, scriptCommand } from "./helpers/agent-process.ts";
 
 /** Every provider this runtime can use, libcrypto through FFI where it loads (on Node through koffi). */
 const PROVIDERS: CryptoProvider[] = [webCryptoProvider, nodeCryptoProvider, ...[libcryptoProvider()].filter((p) => p !== null)];
@@ -82,6 +86,17 @@ test("x25519 (node:crypto): agrees with WebCrypto both ways, and a handshake acr
   const { keys: clientKeys } = await init.readMessage2(message);
   assert.equal(clientKeys.handshakeHash, keys.handshakeHash);
   assert.throws(() => node.agree(new Uint8Array(32)), /all-zero|failed during derivation/, "a small-order point is refused (by OpenSSL itself, or by the all-zero check)");
+});
+
+// Node 20's generateKeyPairSync leaves a job behind that locks the new key when collected; a
+// collection during the key's export, which holds that lock, then hung the process for good (seen:
+// an agent in CI stopped answering every connection, stuck in KeyGenJob's destructor).
+test("x25519 (node:crypto): making 20,000 pairs while collections fall at every point finishes", () => {
+  const [cmd, ...prefix] = scriptCommand();
+  const run = spawnSync(cmd, [...prefix, ...(IS_DENO ? DENO_HEAP_FLAGS : []), path.join(ROOT, "test/helpers/x25519-churn.ts")], { encoding: "utf8", timeout: 60_000 });
+  assert.is(run.signal, null, "it hung (killed after 60 s)");
+  assert.is(run.status, 0, run.stderr);
+  assert.match(run.stdout, /^done/);
 });
 
 test("noise: the agent finds the right key among several (rotation)", async () => {
