@@ -31,7 +31,9 @@ const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
 /** koffi's prebuilt native module for this platform. */
 function koffiNative(): string {
   const file = path.join(root, "node_modules/koffi/build/koffi", `${process.platform}_${process.arch}`, "koffi.node");
-  if (!fs.existsSync(file)) throw new Error(`koffi has no native module for ${process.platform}_${process.arch} (${file})`);
+  if (!fs.existsSync(file)) {
+    throw new Error(`koffi has no native module for ${process.platform}_${process.arch} (${file})`);
+  }
   return file;
 }
 
@@ -70,7 +72,10 @@ async function bundle() {
       format: "esm",
       outfile: path.join(dist, `${name}.mjs`),
       // Bundled CommonJS dependencies may call require(); give ESM one.
-      banner: { js: 'import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);' },
+      banner: {
+        js:
+          'import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);',
+      },
     });
   }
 }
@@ -103,21 +108,27 @@ async function singleExecutable() {
   const blob = path.join(dist, "agent.blob");
   fs.writeFileSync(entry, SEA_ENTRY);
   const koffi = koffiNative(), koffiName = path.join(dist, KOFFI_NAME_ASSET);
-  fs.writeFileSync(koffiName, `koffi-${crypto.createHash("sha256").update(fs.readFileSync(koffi)).digest("hex").slice(0, 16)}.node`);
+  fs.writeFileSync(
+    koffiName,
+    `koffi-${crypto.createHash("sha256").update(fs.readFileSync(koffi)).digest("hex").slice(0, 16)}.node`,
+  );
   const assets: Record<string, string> = { [KOFFI_ASSET]: koffi, [KOFFI_NAME_ASSET]: koffiName };
   for (const program of Object.keys(PROGRAMS)) {
     assets[`${program}.cjs`] = path.join(dist, `${program}.cjs`);
     assets[`${program}.cache`] = path.join(dist, `${program}.cache`);
     fs.writeFileSync(assets[`${program}.cache`], codeCache(program));
   }
-  fs.writeFileSync(configPath, JSON.stringify({
-    main: entry,
-    output: blob,
-    disableExperimentalSEAWarning: true,
-    useCodeCache: true,
-    // The mmap channel needs koffi's native module; the binary carries it (runtime/native.ts loads it).
-    assets,
-  }));
+  fs.writeFileSync(
+    configPath,
+    JSON.stringify({
+      main: entry,
+      output: blob,
+      disableExperimentalSEAWarning: true,
+      useCodeCache: true,
+      // The mmap channel needs koffi's native module; the binary carries it (runtime/native.ts loads it).
+      assets,
+    }),
+  );
   execFileSync(process.execPath, ["--experimental-sea-config", configPath], { stdio: ["ignore", "ignore", "inherit"] });
   const exe = path.join(dist, "agent");
   fs.rmSync(exe, { force: true });
@@ -135,7 +146,9 @@ async function singleExecutable() {
 function library() {
   fs.rmSync(path.join(dist, "lib"), { recursive: true, force: true });
   const tsc = path.join(root, "node_modules/typescript/bin/tsc");
-  execFileSync(process.execPath, [tsc, "-p", path.join(root, "tsconfig.lib.json")], { stdio: ["ignore", "inherit", "inherit"] });
+  execFileSync(process.execPath, [tsc, "-p", path.join(root, "tsconfig.lib.json")], {
+    stdio: ["ignore", "inherit", "inherit"],
+  });
 }
 
 const started = performance.now();

@@ -25,7 +25,15 @@ export { RemoteSession } from "./core/client/remote-session.ts";
 export { FilesApi, type ReadStreamOptions, RemoteFile, type TransferOptions } from "./core/client/files.ts";
 export { ProcessesApi, RemoteProcess } from "./core/client/processes.ts";
 export { SystemApi } from "./core/client/system.ts";
-export type { ExitStatus, FileInfo, ListEntry, OpenFlags, ProcessEntry, StartOptions, SystemInfo } from "./core/session/contract.ts";
+export type {
+  ExitStatus,
+  FileInfo,
+  ListEntry,
+  OpenFlags,
+  ProcessEntry,
+  StartOptions,
+  SystemInfo,
+} from "./core/session/contract.ts";
 export type { AgentInfo } from "./core/wire/messages.ts";
 export type { SessionSummary } from "./core/session/protocol.ts";
 export { generateKey, keyId, parseKey } from "./core/secure/keys.ts";

@@ -76,7 +76,9 @@ export class Admission {
    */
   acquire(evict: () => void): { slot: Promise<Slot | null>; cancel: () => void } {
     if (this.#active.size >= this.limits.maxConcurrent) this.#evictOverAge();
-    if (this.#active.size < this.limits.maxConcurrent) return { slot: Promise.resolve(this.#grant(evict)), cancel: () => {} };
+    if (this.#active.size < this.limits.maxConcurrent) {
+      return { slot: Promise.resolve(this.#grant(evict)), cancel: () => {} };
+    }
     if (this.#waiting.length >= this.limits.queueLimit) return { slot: Promise.resolve(null), cancel: () => {} };
     let waiter!: Waiting;
     const slot = new Promise<Slot | null>((grant) => (waiter = { grant, evict }));

@@ -20,7 +20,12 @@ const seconds = z.number().check(z.positive());
 const hostPort = z.string().check(z.regex(/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/));
 const target = z.union([
   hostPort,
-  z.strictObject({ address: hostPort, ca: z.optional(z.string().check(z.minLength(1))), fingerprint: z.optional(z.string().check(z.minLength(1))), serverName: z.optional(z.string().check(z.minLength(1))) }),
+  z.strictObject({
+    address: hostPort,
+    ca: z.optional(z.string().check(z.minLength(1))),
+    fingerprint: z.optional(z.string().check(z.minLength(1))),
+    serverName: z.optional(z.string().check(z.minLength(1))),
+  }),
 ]);
 
 /** Every setting the file may hold. */
@@ -99,7 +104,9 @@ export function parseConfigFile(file: string, text: string): ConfigFile {
   if (result.success) return result.data;
   const issue = result.error.issues[0];
   if (issue.code === "unrecognized_keys") {
-    throw new ConfigError(`config file ${file}: unknown setting "${issue.keys[0]}" (known: ${Object.keys(ALLOWED).join(", ")})`);
+    throw new ConfigError(
+      `config file ${file}: unknown setting "${issue.keys[0]}" (known: ${Object.keys(ALLOWED).join(", ")})`,
+    );
   }
   const setting = String(issue.path[0]) as keyof ConfigFile;
   let held: unknown = value;

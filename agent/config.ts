@@ -61,7 +61,6 @@ export { ConfigError };
 /** Flags as cac parses them (strings, numbers, booleans or arrays of them). */
 export type Flags = Record<string, unknown>;
 
-
 /** Merges defaults, the config file, environment and flags. Throws {@link ConfigError}. */
 export function resolveConfig(flags: Flags, env: Record<string, string | undefined>): AgentConfig {
   const explicitFile = str(flags.config) ?? env.AGENT_CONFIG;
@@ -79,20 +78,42 @@ export function resolveConfig(flags: Flags, env: Record<string, string | undefin
     stateDir: path.resolve(pick<string>(earlyStateDir, undefined, file?.stateDir, defaultStateDir(env))),
     configFile: file ? configFile : null,
     keys: [...list(flags.key), ...(file?.keys ?? [])],
-    keyFiles: [...list(flags.keyFile).map((f) => path.resolve(f)), ...(env.AGENT_KEY_FILE ? [path.resolve(env.AGENT_KEY_FILE)] : []), ...(fileKeyFiles ?? [])],
+    keyFiles: [
+      ...list(flags.keyFile).map((f) => path.resolve(f)),
+      ...(env.AGENT_KEY_FILE ? [path.resolve(env.AGENT_KEY_FILE)] : []),
+      ...(fileKeyFiles ?? []),
+    ],
     insecure: Boolean(flags.insecure ?? file?.insecure ?? false),
-    handshakeTimeoutSeconds: positive("--handshake-timeout (or AGENT_HANDSHAKE_TIMEOUT)", pick(str(flags.handshakeTimeout), numEnv(env.AGENT_HANDSHAKE_TIMEOUT), file?.handshakeTimeoutSeconds, 30)),
+    handshakeTimeoutSeconds: positive(
+      "--handshake-timeout (or AGENT_HANDSHAKE_TIMEOUT)",
+      pick(str(flags.handshakeTimeout), numEnv(env.AGENT_HANDSHAKE_TIMEOUT), file?.handshakeTimeoutSeconds, 30),
+    ),
     maxHandshakes: positive("--max-handshakes", pick(str(flags.maxHandshakes), undefined, file?.maxHandshakes, 100)),
-    authFailuresPerMinute: positive("authFailuresPerMinute", pick(undefined, undefined, file?.authFailuresPerMinute, 20)),
+    authFailuresPerMinute: positive(
+      "authFailuresPerMinute",
+      pick(undefined, undefined, file?.authFailuresPerMinute, 20),
+    ),
     products: list(flags.product).length > 0 ? list(flags.product) : file?.products ?? null,
-    idleTimeoutSeconds: positive("--idle-timeout (or AGENT_IDLE_TIMEOUT)", pick(str(flags.idleTimeout), numEnv(env.AGENT_IDLE_TIMEOUT), file?.idleTimeoutSeconds, 1800)),
-    reconnectGraceSeconds: positive("--reconnect-grace (or AGENT_RECONNECT_GRACE)", pick(str(flags.reconnectGrace), numEnv(env.AGENT_RECONNECT_GRACE), file?.reconnectGraceSeconds, 1800)),
+    idleTimeoutSeconds: positive(
+      "--idle-timeout (or AGENT_IDLE_TIMEOUT)",
+      pick(str(flags.idleTimeout), numEnv(env.AGENT_IDLE_TIMEOUT), file?.idleTimeoutSeconds, 1800),
+    ),
+    reconnectGraceSeconds: positive(
+      "--reconnect-grace (or AGENT_RECONNECT_GRACE)",
+      pick(str(flags.reconnectGrace), numEnv(env.AGENT_RECONNECT_GRACE), file?.reconnectGraceSeconds, 1800),
+    ),
     processGraceSeconds: positive("processGraceSeconds", pick(undefined, undefined, file?.processGraceSeconds, 5)),
     warmHosts: wholeNumber("--warm-hosts", pick(str(flags.warmHosts), undefined, file?.warmHosts, 2), 64),
     replayLimitMiB: positive("replayLimitMiB", pick(undefined, undefined, file?.replayLimitMiB, 16)),
     listen: pick<boolean>(flags.listen === false ? false : undefined, undefined, file?.listen, true),
     connect: [
-      ...list(flags.connect).map((a) => target(a, { ca: str(flags.ca), fingerprint: str(flags.fingerprint), serverName: str(flags.serverName) }, "--connect")),
+      ...list(flags.connect).map((a) =>
+        target(
+          a,
+          { ca: str(flags.ca), fingerprint: str(flags.fingerprint), serverName: str(flags.serverName) },
+          "--connect",
+        )
+      ),
       ...(file?.connect ?? []).map((t) => fileTarget(t, configFile)),
     ],
     keepaliveSeconds: positive("--keepalive", pick(str(flags.keepalive), undefined, file?.keepaliveSeconds, 15)),
@@ -118,9 +139,12 @@ function metricsAddress(v: string | undefined): { host: string; port: number } |
 /** "host:port" or "[v6]:port" with trust settings. */
 function target(address: string, trust: { ca?: string; fingerprint?: string; serverName?: string }, where: string) {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(address) ?? /^([^:]+):(\d+)$/.exec(address);
-  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new ConfigError(`${where} needs host:port (IPv6 as [::1]:46340), not "${address}"`);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+    throw new ConfigError(`${where} needs host:port (IPv6 as [::1]:46340), not "${address}"`);
+  }
   return {
-    host: m[1], port: Number(m[2]),
+    host: m[1],
+    port: Number(m[2]),
     ...(trust.ca ? { ca: path.resolve(trust.ca) } : {}),
     ...(trust.fingerprint ? { fingerprint: trust.fingerprint } : {}),
     ...(trust.serverName ? { serverName: trust.serverName } : {}),
@@ -129,7 +153,11 @@ function target(address: string, trust: { ca?: string; fingerprint?: string; ser
 
 function fileTarget(t: NonNullable<ConfigFile["connect"]>[number], file: string) {
   if (typeof t === "string") return target(t, {}, `config file ${file}: "connect"`);
-  return target(t.address, { ...t, ca: t.ca ? path.resolve(path.dirname(file), t.ca) : undefined }, `config file ${file}: "connect"`);
+  return target(
+    t.address,
+    { ...t, ca: t.ca ? path.resolve(path.dirname(file), t.ca) : undefined },
+    `config file ${file}: "connect"`,
+  );
 }
 
 function readConfigFile(file: string, required: boolean): ConfigFile | null {
@@ -160,13 +188,17 @@ function numEnv(v: string | undefined): number | undefined {
 
 function portOf(v: string | number): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`--port (or AGENT_PORT) must be a whole number from 0 to 65535, not "${v}"`);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) {
+    throw new ConfigError(`--port (or AGENT_PORT) must be a whole number from 0 to 65535, not "${v}"`);
+  }
   return n;
 }
 
 function wholeNumber(name: string, v: unknown, max: number): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > max) throw new ConfigError(`${name} must be a whole number from 0 to ${max}, not "${v}"`);
+  if (!Number.isInteger(n) || n < 0 || n > max) {
+    throw new ConfigError(`${name} must be a whole number from 0 to ${max}, not "${v}"`);
+  }
   return n;
 }
 

@@ -71,7 +71,10 @@ export class ClientConnection implements SessionPeer {
       intervalMs,
       deadMs,
       lastReceivedAt: () => this.lastReceivedAt,
-      beat: () => void this.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) }).catch(() => {}),
+      beat: () =>
+        void this.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) }).catch(
+          () => {},
+        ),
       dead: () => {
         this.deadReason = `no traffic for ${Math.round(deadMs / 1000)} s (half-open connection)`;
         this.frames.close();
@@ -87,7 +90,12 @@ export class ClientConnection implements SessionPeer {
   }
 
   #error(request: Frame, code: string, message: string) {
-    return this.send({ target: request.target, code: ERROR_CODE, token: request.token, payload: encodeError({ code, message }) });
+    return this.send({
+      target: request.target,
+      code: ERROR_CODE,
+      token: request.token,
+      payload: encodeError({ code, message }),
+    });
   }
 
   async #meta(frame: Frame) {
@@ -99,7 +107,11 @@ export class ClientConnection implements SessionPeer {
         case SessionMeta.Attach:
           return await this.#reply(frame, SessionMeta.AttachReply, this.sessions.attach(fields().sessionId, this));
         case SessionMeta.Resume:
-          return await this.sessions.resume(fields(), this, (info) => this.#reply(frame, SessionMeta.ResumeReply, info));
+          return await this.sessions.resume(
+            fields(),
+            this,
+            (info) => this.#reply(frame, SessionMeta.ResumeReply, info),
+          );
         case SessionMeta.Detach:
           this.sessions.detach(fields().attachment, this);
           return await this.#reply(frame, SessionMeta.DetachReply, {});
@@ -120,7 +132,13 @@ export class ClientConnection implements SessionPeer {
 
   async #session(frame: Frame) {
     const att = this.sessions.attachmentFor(frame.target, this);
-    if (!att) return await this.#error(frame, "unknown-target", `no session is attached on target ${frame.target} of this connection`);
+    if (!att) {
+      return await this.#error(
+        frame,
+        "unknown-target",
+        `no session is attached on target ${frame.target} of this connection`,
+      );
+    }
     const body = att.link.receive(frame.code, frame.payload);
     if (body === null) return; // a bare acknowledgement, or sent again after a resume
     if (att.session.ending) return this.#failRequest(att, frame, "session-ended", "the session has ended");

@@ -37,7 +37,11 @@ export class NotRunningError extends AgentError {
 export async function serveControl(socketPath: string, status: () => unknown): Promise<{ close(): Promise<void> }> {
   if (fs.existsSync(socketPath)) {
     const alive = await requestControl(socketPath, "status", 1000).then((s) => s as { pid?: number }, () => null);
-    if (alive) throw new Error(`another agent (pid ${alive.pid}) is already running with this state directory; stop it first or use --state-dir`);
+    if (alive) {
+      throw new Error(
+        `another agent (pid ${alive.pid}) is already running with this state directory; stop it first or use --state-dir`,
+      );
+    }
     fs.rmSync(socketPath, { force: true });
   }
   const server = net.createServer((socket) => {
@@ -52,7 +56,9 @@ export async function serveControl(socketPath: string, status: () => unknown): P
       let reply: unknown;
       try {
         const request = JSON.parse(buffer.slice(0, nl)) as { command?: string };
-        reply = request.command === "status" ? { ok: true, status: status() } : { ok: false, error: `unknown command "${request.command}"` };
+        reply = request.command === "status"
+          ? { ok: true, status: status() }
+          : { ok: false, error: `unknown command "${request.command}"` };
       } catch {
         reply = { ok: false, error: "malformed request" };
       }
@@ -97,9 +103,11 @@ export function requestControl(socketPath: string, command: string, timeoutMs = 
     });
     socket.on("error", (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      if (e.code === "ENOENT" || e.code === "ECONNREFUSED") reject(new NotRunningError(`no agent is running (no control socket answers at ${socketPath})`));
-      else if (e.code === "EACCES") reject(new NotRunningError(`permission denied on ${socketPath}: run as the agent's user`));
-      else reject(e);
+      if (e.code === "ENOENT" || e.code === "ECONNREFUSED") {
+        reject(new NotRunningError(`no agent is running (no control socket answers at ${socketPath})`));
+      } else if (e.code === "EACCES") {
+        reject(new NotRunningError(`permission denied on ${socketPath}: run as the agent's user`));
+      } else reject(e);
     });
   });
 }

@@ -24,7 +24,12 @@ import type { SessionManager } from "./sessions.ts";
  * announces its key id and proves its key, bound to the listener's
  * certificate `fingerprint`. Throws the typed reason on failure.
  */
-export async function proveToListener(stream: ByteStream, key: AcceptedKey, provider: CryptoProvider, fingerprint: Uint8Array): Promise<FrameStream> {
+export async function proveToListener(
+  stream: ByteStream,
+  key: AcceptedKey,
+  provider: CryptoProvider,
+  fingerprint: Uint8Array,
+): Promise<FrameStream> {
   const result = await respond(stream, { mode: EncryptionMode.Tls, keys: [key], provider, binding: fingerprint });
   if (!result.ok) throw result.error;
   return result.frames;
@@ -39,7 +44,12 @@ export const BACKOFF_CAP_MS = 60_000;
  * exponential step fixed and half random, capped. Agents that lost the same
  * listener at the same moment spread over half of each step.
  */
-export function backoffDelay(attempt: number, random: () => number = Math.random, baseMs = BACKOFF_BASE_MS, capMs = BACKOFF_CAP_MS): number {
+export function backoffDelay(
+  attempt: number,
+  random: () => number = Math.random,
+  baseMs = BACKOFF_BASE_MS,
+  capMs = BACKOFF_CAP_MS,
+): number {
   const step = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
   return step / 2 + random() * (step / 2);
 }
@@ -148,14 +158,22 @@ export class OutboundTarget {
 
   async #connectAndServe(onReady: () => void) {
     const { key, provider, sessions, meta, handshakeTimeoutMs, keepaliveMs, log } = this.context;
-    const { stream, certificate } = await dialTls(this.target.host, this.target.port, { ...this.target, timeoutMs: handshakeTimeoutMs });
+    const { stream, certificate } = await dialTls(this.target.host, this.target.port, {
+      ...this.target,
+      timeoutMs: handshakeTimeoutMs,
+    });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const frames = await Promise.race([
       proveToListener(stream, key, provider, certificate.fingerprint),
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
           stream.close();
-          reject(new DialError("timeout", `the listener did not complete the key exchange within ${handshakeTimeoutMs / 1000} s`));
+          reject(
+            new DialError(
+              "timeout",
+              `the listener did not complete the key exchange within ${handshakeTimeoutMs / 1000} s`,
+            ),
+          );
         }, handshakeTimeoutMs);
       }),
     ]).catch((e) => {
@@ -178,7 +196,9 @@ export class OutboundTarget {
 }
 
 function describe(e: Error): string {
-  if (e instanceof CertificateError || e instanceof DialError || e instanceof KeyRejectedError || e instanceof ProxyError) return e.message;
+  if (
+    e instanceof CertificateError || e instanceof DialError || e instanceof KeyRejectedError || e instanceof ProxyError
+  ) return e.message;
   if (e instanceof AgentError) return `${e.code}: ${e.message}`;
   return e.message;
 }

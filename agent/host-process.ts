@@ -17,7 +17,7 @@ import { decodeFrame, encodeFrameHeader, type Frame } from "../core/wire/frame.t
 import { ChannelHeader, channelSize, Direction, FLAG_AGENT_CLOSED, initChannel } from "../core/shm/ring.ts";
 import { HostControl } from "../core/session/contract.ts";
 import { decodeEnvelope, encodeEnvelope } from "../core/session/protocol.ts";
-import { createMapFile, type Mapping, mapFile } from "../runtime/mmap.ts";
+import { createMapFile, mapFile, type Mapping } from "../runtime/mmap.ts";
 import { keepFreedMemory } from "../runtime/malloc.ts";
 
 /** Where a host runs and how. */
@@ -88,8 +88,16 @@ export class HostProcess {
 
     const [cmd, ...prefix] = options.command;
     const child = spawn(cmd, [
-      ...prefix, "host", "--channel", file, "--root", options.productRoot, "--extensions", options.extensionsDir,
-      "--grace-ms", String(options.processGraceMs),
+      ...prefix,
+      "host",
+      "--channel",
+      file,
+      "--root",
+      options.productRoot,
+      "--extensions",
+      options.extensionsDir,
+      "--grace-ms",
+      String(options.processGraceMs),
     ], {
       stdio: ["pipe", "pipe", "pipe"],
       detached: true, // its own process group: ending the group ends everything it launched
@@ -109,7 +117,12 @@ export class HostProcess {
         stderr = stderr.slice(nl + 1);
       }
     });
-    const end = new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, pipeDoorbell(child.stdout!, child.stdin!));
+    const end = new ChannelEnd(
+      mapping.bytes,
+      Direction.AgentToHost,
+      Direction.HostToAgent,
+      pipeDoorbell(child.stdout!, child.stdin!),
+    );
 
     const cleanup = () => {
       end.detach();

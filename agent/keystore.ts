@@ -28,7 +28,9 @@ export function readKeyFile(file: string): string[] {
   }
   if (process.platform !== "win32" && (stat.mode & 0o077) !== 0) {
     throw new ConfigError(
-      `key file ${file} is readable by others (mode ${(stat.mode & 0o777).toString(8).padStart(4, "0")}); run: chmod 600 ${file}`,
+      `key file ${file} is readable by others (mode ${
+        (stat.mode & 0o777).toString(8).padStart(4, "0")
+      }); run: chmod 600 ${file}`,
     );
   }
   const lines = fs.readFileSync(file, "utf8").split("\n").map((l) => l.replace(/#.*/, "").trim()).filter(Boolean);
@@ -58,7 +60,10 @@ export function ensureStateDir(dir: string): void {
  * file, created with a new key on first start. `generated` is set when a key
  * was created now, so the caller can show it once.
  */
-export async function loadAgentKeys(config: { keys: string[]; keyFiles: string[]; stateDir: string }, createIfMissing = true): Promise<{
+export async function loadAgentKeys(
+  config: { keys: string[]; keyFiles: string[]; stateDir: string },
+  createIfMissing = true,
+): Promise<{
   keys: AcceptedKey[];
   generated: { hex: string; file: string } | null;
 }> {
@@ -68,10 +73,15 @@ export async function loadAgentKeys(config: { keys: string[]; keyFiles: string[]
   if (hexes.length === 0) {
     const file = path.join(config.stateDir, DEFAULT_KEY_FILE);
     if (!fs.existsSync(file)) {
-      if (!createIfMissing) throw new ConfigError(`no key is configured and ${file} does not exist yet (a first start creates it)`);
+      if (!createIfMissing) {
+        throw new ConfigError(`no key is configured and ${file} does not exist yet (a first start creates it)`);
+      }
       ensureStateDir(config.stateDir);
       const key = generateKey();
-      fs.writeFileSync(file, `# agent key, created ${new Date().toISOString()}\n${key.hex}\n`, { mode: 0o600, flag: "wx" });
+      fs.writeFileSync(file, `# agent key, created ${new Date().toISOString()}\n${key.hex}\n`, {
+        mode: 0o600,
+        flag: "wx",
+      });
       generated = { hex: key.hex, file };
     }
     hexes.push(...readKeyFile(file));

@@ -28,7 +28,11 @@ export interface MetricCounters {
 export function notReady(status: AgentStatus, shouldListen: boolean): string[] {
   const reasons: string[] = [];
   if (shouldListen && !status.listen) reasons.push("not listening yet");
-  for (const t of status.outbound) if (t.state !== "connected") reasons.push(`outbound ${t.address} is ${t.state}${t.lastError ? `: ${t.lastError}` : ""}`);
+  for (const t of status.outbound) {
+    if (t.state !== "connected") {
+      reasons.push(`outbound ${t.address} is ${t.state}${t.lastError ? `: ${t.lastError}` : ""}`);
+    }
+  }
   return reasons;
 }
 
@@ -37,7 +41,12 @@ const label = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').repla
 /** The status and counters in Prometheus text format. */
 export function prometheusText(status: AgentStatus, counters: MetricCounters, shouldListen: boolean): string {
   const out: string[] = [];
-  const metric = (name: string, type: "gauge" | "counter", help: string, samples: Array<[Record<string, string>, number]>) => {
+  const metric = (
+    name: string,
+    type: "gauge" | "counter",
+    help: string,
+    samples: Array<[Record<string, string>, number]>,
+  ) => {
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     for (const [labels, value] of samples) {
       const l = Object.entries(labels).map(([k, v]) => `${k}="${label(v)}"`).join(",");
@@ -45,25 +54,61 @@ export function prometheusText(status: AgentStatus, counters: MetricCounters, sh
     }
   };
   const sessions = status.sessions;
-  metric("agent_info", "gauge", "The agent's version and runtime.", [[{ version: status.version, runtime: `${status.runtime.name} ${status.runtime.version}` }, 1]]);
+  metric("agent_info", "gauge", "The agent's version and runtime.", [[{
+    version: status.version,
+    runtime: `${status.runtime.name} ${status.runtime.version}`,
+  }, 1]]);
   metric("agent_up", "gauge", "1 while the agent runs.", [[{}, 1]]);
-  metric("agent_ready", "gauge", "1 when listening and every outbound target is connected.", [[{}, notReady(status, shouldListen).length === 0 ? 1 : 0]]);
+  metric("agent_ready", "gauge", "1 when listening and every outbound target is connected.", [[
+    {},
+    notReady(status, shouldListen).length === 0 ? 1 : 0,
+  ]]);
   metric("agent_uptime_seconds", "gauge", "Seconds since the agent started.", [[{}, status.uptimeSeconds]]);
   metric("agent_connections_open", "gauge", "Authenticated connections open now.", [[{}, status.connections.open]]);
-  metric("agent_handshakes_in_progress", "gauge", "Connections still in their opening handshake.", [[{}, status.connections.handshaking]]);
-  metric("agent_handshakes_total", "counter", "Handshakes by outcome: accepted, or the reason a peer was turned away.", [
-    [{ outcome: "accepted" }, status.handshakes.accepted],
-    ...Object.entries(status.handshakes.rejected).map(([outcome, n]): [Record<string, string>, number] => [{ outcome }, n]),
-  ]);
+  metric("agent_handshakes_in_progress", "gauge", "Connections still in their opening handshake.", [[
+    {},
+    status.connections.handshaking,
+  ]]);
+  metric(
+    "agent_handshakes_total",
+    "counter",
+    "Handshakes by outcome: accepted, or the reason a peer was turned away.",
+    [
+      [{ outcome: "accepted" }, status.handshakes.accepted],
+      ...Object.entries(status.handshakes.rejected).map((
+        [outcome, n],
+      ): [Record<string, string>, number] => [{ outcome }, n]),
+    ],
+  );
   metric("agent_sessions", "gauge", "Open sessions (each one host process).", [[{}, sessions.length]]);
-  metric("agent_session_clients", "gauge", "Clients attached to sessions.", [[{}, sessions.reduce((n, s) => n + s.clients, 0)]]);
+  metric("agent_session_clients", "gauge", "Clients attached to sessions.", [[
+    {},
+    sessions.reduce((n, s) => n + s.clients, 0),
+  ]]);
   metric("agent_open_files", "gauge", "Files open in sessions.", [[{}, sessions.reduce((n, s) => n + s.openFiles, 0)]]);
-  metric("agent_running_processes", "gauge", "Processes running in sessions.", [[{}, sessions.reduce((n, s) => n + s.runningProcesses, 0)]]);
-  metric("agent_received_bytes_total", "counter", "Bytes received on inbound connections.", [[{}, counters.bytesReceived]]);
+  metric("agent_running_processes", "gauge", "Processes running in sessions.", [[
+    {},
+    sessions.reduce((n, s) => n + s.runningProcesses, 0),
+  ]]);
+  metric("agent_received_bytes_total", "counter", "Bytes received on inbound connections.", [[
+    {},
+    counters.bytesReceived,
+  ]]);
   metric("agent_sent_bytes_total", "counter", "Bytes sent on inbound connections.", [[{}, counters.bytesSent]]);
-  metric("agent_internal_errors_total", "counter", "Internal errors logged (each is a bug to report).", [[{}, counters.internalErrors]]);
-  metric("agent_log_lines_dropped_total", "counter", "Log lines dropped because standard error was gone.", [[{}, counters.logLinesDropped]]);
-  metric("agent_outbound_connected", "gauge", "1 when the outbound target is connected, else 0.", status.outbound.map((t) => [{ address: t.address, state: t.state }, t.state === "connected" ? 1 : 0]));
+  metric("agent_internal_errors_total", "counter", "Internal errors logged (each is a bug to report).", [[
+    {},
+    counters.internalErrors,
+  ]]);
+  metric("agent_log_lines_dropped_total", "counter", "Log lines dropped because standard error was gone.", [[
+    {},
+    counters.logLinesDropped,
+  ]]);
+  metric(
+    "agent_outbound_connected",
+    "gauge",
+    "1 when the outbound target is connected, else 0.",
+    status.outbound.map((t) => [{ address: t.address, state: t.state }, t.state === "connected" ? 1 : 0]),
+  );
   return out.join("\n") + "\n";
 }
 
@@ -85,13 +130,25 @@ export function serveMetrics(
     if (path === "/healthz") return send(200, "ok\n");
     if (path === "/readyz") {
       const reasons = notReady(status(), shouldListen);
-      return reasons.length === 0 ? send(200, "ready\n") : send(503, `not ready:\n${reasons.map((r) => `- ${r}`).join("\n")}\n`);
+      return reasons.length === 0
+        ? send(200, "ready\n")
+        : send(503, `not ready:\n${reasons.map((r) => `- ${r}`).join("\n")}\n`);
     }
-    if (path === "/metrics") return send(200, prometheusText(status(), counters(), shouldListen), "text/plain; version=0.0.4; charset=utf-8");
+    if (path === "/metrics") {
+      return send(200, prometheusText(status(), counters(), shouldListen), "text/plain; version=0.0.4; charset=utf-8");
+    }
     send(404, "not found: try /healthz, /readyz or /metrics\n");
   });
   return new Promise((resolve, reject) => {
-    server.once("error", (e: NodeJS.ErrnoException) => reject(new Error(`cannot serve metrics on ${host}:${port}: ${e.code === "EADDRINUSE" ? "the port is in use" : e.message}`)));
+    server.once(
+      "error",
+      (e: NodeJS.ErrnoException) =>
+        reject(
+          new Error(
+            `cannot serve metrics on ${host}:${port}: ${e.code === "EADDRINUSE" ? "the port is in use" : e.message}`,
+          ),
+        ),
+    );
     server.listen(port, host, () => {
       const a = server.address() as { address: string; port: number };
       resolve({

@@ -91,9 +91,13 @@ export class AgentServer {
       server.maxConnections = 10_000;
       server.once("error", (e: NodeJS.ErrnoException) => {
         const where = `${formatHost(this.config.host)}:${this.config.port}`;
-        if (e.code === "EADDRINUSE") reject(new Error(`cannot listen on ${where}: the port is in use (is another agent running? see \`agent status\`)`));
-        else if (e.code === "EACCES") reject(new Error(`cannot listen on ${where}: permission denied (ports below 1024 need privileges)`));
-        else reject(new Error(`cannot listen on ${where}: ${e.message}`));
+        if (e.code === "EADDRINUSE") {
+          reject(
+            new Error(`cannot listen on ${where}: the port is in use (is another agent running? see \`agent status\`)`),
+          );
+        } else if (e.code === "EACCES") {
+          reject(new Error(`cannot listen on ${where}: permission denied (ports below 1024 need privileges)`));
+        } else reject(new Error(`cannot listen on ${where}: ${e.message}`));
       });
       server.listen(this.config.port, this.config.host, () => {
         const a = server.address() as net.AddressInfo;
@@ -212,7 +216,11 @@ export class AgentServer {
     }
     if (this.#admission.isRateLimited(address)) {
       socket.destroy();
-      return this.#reject(remote, "rate-limited", "too many failed authentications from this address in the last minute");
+      return this.#reject(
+        remote,
+        "rate-limited",
+        "too many failed authentications from this address in the last minute",
+      );
     }
     const stream = socketStream(socket);
     let outcome: "timeout" | "evicted" | "crowded" | null = null;
@@ -252,10 +260,19 @@ export class AgentServer {
     }
     this.#accepted++;
     conn.keyId = result.keyId;
-    log.info(`connection ${remote} accepted (${result.keyId ? `key ${result.keyId}` : "insecure"}, protocol v${result.version})`);
+    log.info(
+      `connection ${remote} accepted (${
+        result.keyId ? `key ${result.keyId}` : "insecure"
+      }, protocol v${result.version})`,
+    );
     this.#connections.add(conn);
-    const reason = await new ClientConnection(result.frames, remote, this.sessions, { info: () => this.info() }).serve();
+    const reason = await new ClientConnection(result.frames, remote, this.sessions, { info: () => this.info() })
+      .serve();
     this.#connections.delete(conn);
-    log.info(`connection ${remote} closed after ${((Date.now() - conn.since) / 1000).toFixed(1)} s${reason ? `: ${reason}` : ""}`);
+    log.info(
+      `connection ${remote} closed after ${((Date.now() - conn.since) / 1000).toFixed(1)} s${
+        reason ? `: ${reason}` : ""
+      }`,
+    );
   }
 }

@@ -111,13 +111,24 @@ export function installService(options: ServiceOptions & { start: boolean; self:
       report.push(`binary ${options.binary}: installed from ${options.self}`);
     }
   } else if (!fs.existsSync(binaryFile)) {
-    throw new ConfigError(`${options.binary} does not exist: run this from the single executable (dist/agent), or put the binary there first and pass --binary`);
+    throw new ConfigError(
+      `${options.binary} does not exist: run this from the single executable (dist/agent), or put the binary there first and pass --binary`,
+    );
   } else report.push(`binary ${options.binary}: in place`);
 
   if (onSystem(options)) {
     if (run("id", ["-u", options.user]).ok) report.push(`user ${options.user}: exists`);
     else {
-      must("useradd", ["--system", "--user-group", "--no-create-home", "--home-dir", "/var/lib/agent", "--shell", "/usr/sbin/nologin", options.user]);
+      must("useradd", [
+        "--system",
+        "--user-group",
+        "--no-create-home",
+        "--home-dir",
+        "/var/lib/agent",
+        "--shell",
+        "/usr/sbin/nologin",
+        options.user,
+      ]);
       report.push(`user ${options.user}: created (system user, no login, no home)`);
     }
   } else report.push(`user ${options.user}: not checked (installing into ${options.root})`);
@@ -156,20 +167,34 @@ export function uninstallService(options: ServiceOptions): ServiceReport {
     report.push(`unit ${unitFile}: removed`);
   } else report.push(`unit ${unitFile}: not installed`);
   if (onSystem(options) && systemdRunning()) run("systemctl", ["daemon-reload"]);
-  report.push(`kept: ${options.binary}, the user ${options.user} and /var/lib/agent (its keys); remove them with: rm ${options.binary}; userdel ${options.user}; rm -r /var/lib/agent`);
+  report.push(
+    `kept: ${options.binary}, the user ${options.user} and /var/lib/agent (its keys); remove them with: rm ${options.binary}; userdel ${options.user}; rm -r /var/lib/agent`,
+  );
   return report;
 }
 
 /** Whether the unit is installed and current, and what systemd says of it. */
-export function serviceStatus(options: ServiceOptions): { installed: boolean; current: boolean; report: ServiceReport } {
+export function serviceStatus(
+  options: ServiceOptions,
+): { installed: boolean; current: boolean; report: ServiceReport } {
   const unitFile = path.join(options.root, UNIT_PATH);
   const installed = fs.existsSync(unitFile);
   const current = installed && fs.readFileSync(unitFile, "utf8") === serviceUnit(options);
   const report: ServiceReport = [
-    `unit ${unitFile}: ${!installed ? "not installed" : current ? "installed, up to date" : "installed, differs from this version's (run agent service install to update)"}`,
+    `unit ${unitFile}: ${
+      !installed
+        ? "not installed"
+        : current
+        ? "installed, up to date"
+        : "installed, differs from this version's (run agent service install to update)"
+    }`,
   ];
   if (onSystem(options) && systemdRunning()) {
-    report.push(`systemd: ${run("systemctl", ["is-enabled", "agent.service"]).out || "unknown"}, ${run("systemctl", ["is-active", "agent.service"]).out || "unknown"}`);
+    report.push(
+      `systemd: ${run("systemctl", ["is-enabled", "agent.service"]).out || "unknown"}, ${
+        run("systemctl", ["is-active", "agent.service"]).out || "unknown"
+      }`,
+    );
   } else if (onSystem(options)) report.push("systemd: not running on this machine");
   return { installed, current, report };
 }

@@ -83,20 +83,36 @@ export class Attachment {
   /** True while the host holds this attachment's events. */
   held = false;
 
-  constructor(readonly id: number, readonly session: Session, readonly resumeToken: Uint8Array, keepLimitBytes: number) {
+  constructor(
+    readonly id: number,
+    readonly session: Session,
+    readonly resumeToken: Uint8Array,
+    keepLimitBytes: number,
+  ) {
     const records = session.manager.hostRecords;
     // A body is a view into the record the host wrote; the record's memory is reused once the client has it.
-    this.link = new DeliveryLink({ keepLimitBytes, onRoom: () => session.unblock(this), released: (body) => records.give(body[0]) });
+    this.link = new DeliveryLink({
+      keepLimitBytes,
+      onRoom: () => session.unblock(this),
+      released: (body) => records.give(body[0]),
+    });
   }
 
   info(): AttachmentInfo {
-    return { sessionId: this.session.id, attachment: this.id, resumeToken: toHex(this.resumeToken), productRoot: this.session.productRoot };
+    return {
+      sessionId: this.session.id,
+      attachment: this.id,
+      resumeToken: toHex(this.resumeToken),
+      productRoot: this.session.productRoot,
+    };
   }
 
   /** Joins `peer`'s connection; sends again everything after `peerLastReceived`. */
   connect(peer: SessionPeer, peerLastReceived: number): void {
     this.peer = peer;
-    const transport: LinkTransport = { transmit: (code, token, parts) => peer.sendParts(this.id, code, token, parts).catch(() => {}) };
+    const transport: LinkTransport = {
+      transmit: (code, token, parts) => peer.sendParts(this.id, code, token, parts).catch(() => {}),
+    };
     this.link.resume(transport, peerLastReceived);
   }
 
@@ -110,7 +126,10 @@ export class Attachment {
 /** One host process and the clients attached to it. */
 export class Session {
   readonly attachments: Map<number, Attachment> = new Map();
-  stats: { openFiles: number; runningProcesses: number; processGroups?: number[] } = { openFiles: 0, runningProcesses: 0 };
+  stats: { openFiles: number; runningProcesses: number; processGroups?: number[] } = {
+    openFiles: 0,
+    runningProcesses: 0,
+  };
   lastDetachedAt: number = Date.now();
   idleTimer: ReturnType<typeof setTimeout> | null = null;
   ending = false;
@@ -183,7 +202,13 @@ export class Session {
         if (att.link.saturated && !att.held) att.held = this.host.header.hold(att.id);
         // Held, it can still receive replies; a client that asks for more while reading none is cut off.
         if (att.link.keptBytes > 2 * this.manager.settings.replayLimitBytes && att.peer?.drop()) {
-          this.manager.settings.log.warn(`session ${this.id.slice(0, 8)} attachment ${att.id}: ${att.peer.remote} asks for more while reading none of ${Math.round(att.link.keptBytes / 1048576)} MiB of replies, connection closed`);
+          this.manager.settings.log.warn(
+            `session ${
+              this.id.slice(0, 8)
+            } attachment ${att.id}: ${att.peer.remote} asks for more while reading none of ${
+              Math.round(att.link.keptBytes / 1048576)
+            } MiB of replies, connection closed`,
+          );
         }
       }
     } catch (e) {
@@ -195,7 +220,9 @@ export class Session {
   async #crashReason(): Promise<string> {
     const info = await Promise.race([this.host.exited, new Promise<null>((r) => setTimeout(() => r(null), 1000))]);
     if (!info) return "the session's host process stopped answering";
-    return `the session's host process ended unexpectedly (${info.signal ? `signal ${info.signal}` : `exit code ${info.code}`})`;
+    return `the session's host process ended unexpectedly (${
+      info.signal ? `signal ${info.signal}` : `exit code ${info.code}`
+    })`;
   }
 }
 
@@ -207,8 +234,10 @@ export class SessionManager {
 
   readonly #warm: WarmHosts;
   /** Memory for large records read from the hosts' rings, handed back when clients have them (REUSED_RECORD_MIN). */
-  readonly hostRecords = new BufferRecycler(REUSED_RECORDS_KEPT);
-  readonly readRecordInto = (length: number): Uint8Array => (length >= REUSED_RECORD_MIN ? this.hostRecords.take(length) : allocateUninitialized(length));
+  readonly hostRecords: BufferRecycler = new BufferRecycler(REUSED_RECORDS_KEPT);
+  readonly readRecordInto = (
+    length: number,
+  ): Uint8Array => (length >= REUSED_RECORD_MIN ? this.hostRecords.take(length) : allocateUninitialized(length));
 
   constructor(readonly settings: SessionSettings) {
     this.#warm = new WarmHosts({
@@ -244,17 +273,27 @@ export class SessionManager {
   /** Opens a new session for `product` and attaches `peer` to it. */
   async open(product: unknown, peer: SessionPeer): Promise<AttachmentInfo> {
     if (typeof product !== "string" || !PRODUCT_NAME.test(product)) {
-      throw new ServiceError("invalid-argument", `product name must match ${PRODUCT_NAME} (got ${JSON.stringify(product)})`);
+      throw new ServiceError(
+        "invalid-argument",
+        `product name must match ${PRODUCT_NAME} (got ${JSON.stringify(product)})`,
+      );
     }
     if (this.settings.products && !this.settings.products.includes(product)) {
-      throw new ServiceError("unknown-product", `this agent does not serve product "${product}" (it serves: ${this.settings.products.join(", ")})`);
+      throw new ServiceError(
+        "unknown-product",
+        `this agent does not serve product "${product}" (it serves: ${this.settings.products.join(", ")})`,
+      );
     }
     const warm = await this.#warm.take(product);
     const id = warm?.id ?? toHex(randomBytes(16));
     const host = warm?.host ?? await this.#launch(product, id);
     const session = new Session(id, product, path.join(this.#productDir(product), "work"), host, this);
     this.sessions.set(id, session);
-    this.settings.log.info(`session ${id.slice(0, 8)} opened for ${product} by ${peer.remote} (host pid ${host.pid}${warm ? ", already started" : ""})`);
+    this.settings.log.info(
+      `session ${id.slice(0, 8)} opened for ${product} by ${peer.remote} (host pid ${host.pid}${
+        warm ? ", already started" : ""
+      })`,
+    );
     session.pump();
     this.#warm.prepare(product); // the next session for this product need not wait for a runtime to start
     return this.#attach(session, peer).info();
@@ -267,7 +306,11 @@ export class SessionManager {
   }
 
   /** Reconnects an attachment within its grace period; replays what the client missed. */
-  resume(fields: { sessionId?: unknown; attachment?: unknown; resumeToken?: unknown; lastReceived?: unknown }, peer: SessionPeer, sendReply: (info: AttachmentInfo) => Promise<void>): Promise<void> {
+  resume(
+    fields: { sessionId?: unknown; attachment?: unknown; resumeToken?: unknown; lastReceived?: unknown },
+    peer: SessionPeer,
+    sendReply: (info: AttachmentInfo) => Promise<void>,
+  ): Promise<void> {
     const session = this.#session(fields.sessionId);
     const att = this.#attachments.get(Number(fields.attachment));
     const token = typeof fields.resumeToken === "string" ? fromHex(fields.resumeToken) : null;
@@ -383,7 +426,11 @@ export class SessionManager {
         session.idleTimer = setTimeout(check, 1000); // the idle time is up; end once the last grace runs out
         return;
       }
-      this.settings.log.info(`session ${session.id.slice(0, 8)}: idle for ${Math.round(this.settings.idleTimeoutMs / 1000)} s with no client, ending`);
+      this.settings.log.info(
+        `session ${session.id.slice(0, 8)}: idle for ${
+          Math.round(this.settings.idleTimeoutMs / 1000)
+        } s with no client, ending`,
+      );
       this.#end(session, "idle", "the session ended after its idle timeout");
     };
     session.idleTimer = setTimeout(check, this.settings.idleTimeoutMs);
@@ -394,7 +441,11 @@ export class SessionManager {
     session.ending = true;
     session.unblock();
     this.#notifyEnded(session, code, message);
-    await session.host.shutdown(this.settings.processGraceMs + 5000, this.settings.processGraceMs, session.stats.processGroups);
+    await session.host.shutdown(
+      this.settings.processGraceMs + 5000,
+      this.settings.processGraceMs,
+      session.stats.processGroups,
+    );
     this.#forget(session);
     this.settings.log.info(`session ${session.id.slice(0, 8)} ended (${code})`);
   }
@@ -402,7 +453,9 @@ export class SessionManager {
   #notifyEnded(session: Session, code: string, message: string) {
     for (const att of session.attachments.values()) {
       att.peer?.send({
-        target: 0, code: SessionMeta.Ended, token: 0,
+        target: 0,
+        code: SessionMeta.Ended,
+        token: 0,
         payload: encodeFields({ sessionId: session.id, attachment: att.id, code, message }),
       }).catch(() => {});
     }

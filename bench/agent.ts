@@ -32,7 +32,8 @@ export async function startBenchAgent(agent: string | string[], keyHex: string):
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-bench-"));
   const [cmd, ...prefix] = typeof agent === "string" ? [agent] : agent;
   const child = spawn(cmd, [...prefix, "start", "--host", "127.0.0.1", "--port", "0", "--key", keyHex], {
-    stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, AGENT_STATE_DIR: stateDir },
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, AGENT_STATE_DIR: stateDir },
   });
   const port = await new Promise<number>((resolve, reject) => {
     let text = "";
@@ -44,7 +45,9 @@ export async function startBenchAgent(agent: string | string[], keyHex: string):
     child.once("exit", (code) => reject(new Error(`the agent exited (${code}) before listening: ${text}`)));
   });
   return {
-    child, port, stateDir,
+    child,
+    port,
+    stateDir,
     async stop() {
       if (child.exitCode === null) {
         child.kill("SIGTERM");

@@ -43,7 +43,11 @@ export async function benchCommands(agentPath: string): Promise<void> {
   }
   const shell = ssh.shell;
   const shellCost = median(Array.from({ length: 20 }, () => timed(`${shell} -c true`)));
-  console.log(`  peer: sshd on 127.0.0.1:${SSH_PORT}, user ${ssh.user}, login shell ${shell} (${shell.endsWith("dash") ? "reads no startup files" : "may read startup files"}; \`${shell} -c true\` costs ${shellCost.toFixed(2)} ms here), sftp = internal-sftp`);
+  console.log(
+    `  peer: sshd on 127.0.0.1:${SSH_PORT}, user ${ssh.user}, login shell ${shell} (${
+      shell.endsWith("dash") ? "reads no startup files" : "may read startup files"
+    }; \`${shell} -c true\` costs ${shellCost.toFixed(2)} ms here), sftp = internal-sftp`,
+  );
   console.log(`  peer ciphers: ${CIPHERS.join(", ")}; each transfer row keeps the faster`);
 
   const keyHex = crypto.randomBytes(32).toString("hex");
@@ -58,7 +62,6 @@ export async function benchCommands(agentPath: string): Promise<void> {
   const control = path.join(work, "mux");
   const master = await muxMaster(ssh, control, CIPHERS[0]);
   try {
-
     // ---- run true -----------------------------------------------------------------------------
     const runs = { agent: [] as number[], fresh: [] as number[], mux: [] as number[] };
     const agentRun = `${agentCli} run ${target} --key-file ${q(keyFile)} -- true`;
@@ -76,7 +79,11 @@ export async function benchCommands(agentPath: string): Promise<void> {
       ["ssh host true (new connection each time)", median(runs.fresh).toFixed(1)],
       ["ssh -S host true (multiplexed)", median(runs.mux).toFixed(1)],
     ]);
-    console.log(`  agent run vs fresh ssh: ${ratio(median(runs.fresh), median(runs.agent))} (target: above 1×); vs multiplexed ssh: ${ratio(median(runs.mux), median(runs.agent))}`);
+    console.log(
+      `  agent run vs fresh ssh: ${
+        ratio(median(runs.fresh), median(runs.agent))
+      } (target: above 1×); vs multiplexed ssh: ${ratio(median(runs.mux), median(runs.agent))}`,
+    );
 
     // ---- transfers -----------------------------------------------------------------------------
     const big = path.join(work, "big.bin");
@@ -104,18 +111,34 @@ export async function benchCommands(agentPath: string): Promise<void> {
         },
         sftp: {
           up: `echo ${q(`put ${r}${src} x`)} | sftp -q -P ${SSH_PORT} -c ${cipher} ${o} -b - ${ssh.host} >/dev/null`,
-          down: `echo ${q(`get ${r}x ${path.join(work, "down")}`)} | sftp -q -P ${SSH_PORT} -c ${cipher} ${o} -b - ${ssh.host} >/dev/null`,
+          down: `echo ${
+            q(`get ${r}x ${path.join(work, "down")}`)
+          } | sftp -q -P ${SSH_PORT} -c ${cipher} ${o} -b - ${ssh.host} >/dev/null`,
         },
         "tar | ssh tar x": {
-          up: `tar -C ${q(path.dirname(src))} -cf - ${q(path.basename(src))} | ssh -p ${SSH_PORT} -c ${cipher} ${o} ${ssh.host} 'mkdir -p x && tar -C x -xf -'`,
-          down: `mkdir -p ${q(path.join(work, "down"))} && ssh -p ${SSH_PORT} -c ${cipher} ${o} ${ssh.host} 'tar -C x -cf - .' | tar -C ${q(path.join(work, "down"))} -xf -`,
+          up: `tar -C ${q(path.dirname(src))} -cf - ${
+            q(path.basename(src))
+          } | ssh -p ${SSH_PORT} -c ${cipher} ${o} ${ssh.host} 'mkdir -p x && tar -C x -xf -'`,
+          down: `mkdir -p ${
+            q(path.join(work, "down"))
+          } && ssh -p ${SSH_PORT} -c ${cipher} ${o} ${ssh.host} 'tar -C x -cf - .' | tar -C ${
+            q(path.join(work, "down"))
+          } -xf -`,
         },
       };
     };
-    for (const [label, recursive, rounds] of [["1,000 files of 1 KiB", true, 5], [`one file of ${CP_MIB} MiB`, false, 1]] as const) {
+    for (
+      const [label, recursive, rounds] of [["1,000 files of 1 KiB", true, 5], [
+        `one file of ${CP_MIB} MiB`,
+        false,
+        1,
+      ]] as const
+    ) {
       const src = recursive ? tree : big;
       const agentUp = `${agentCli} cp --key-file ${q(keyFile)} ${recursive ? "-r " : ""}${q(src)} ${target}:x`;
-      const agentDown = `${agentCli} cp --key-file ${q(keyFile)} ${recursive ? "-r " : ""}${target}:x ${q(path.join(work, "down"))}`;
+      const agentDown = `${agentCli} cp --key-file ${q(keyFile)} ${recursive ? "-r " : ""}${target}:x ${
+        q(path.join(work, "down"))
+      }`;
       const results = new Map<string, { up: number[]; down: number[] }>();
       const measure = (name: string, up: string, down: string) => {
         const entry = results.get(name) ?? { up: [], down: [] };
@@ -128,7 +151,9 @@ export async function benchCommands(agentPath: string): Promise<void> {
       for (let round = 0; round < rounds; round++) {
         measure("agent cp", agentUp, agentDown);
         for (const cipher of CIPHERS) {
-          for (const [tool, cmd] of Object.entries(sshTools(cipher, recursive))) measure(`${tool} (${cipher.split("@")[0]})`, cmd.up, cmd.down);
+          for (const [tool, cmd] of Object.entries(sshTools(cipher, recursive))) {
+            measure(`${tool} (${cipher.split("@")[0]})`, cmd.up, cmd.down);
+          }
         }
       }
       clean();
@@ -136,10 +161,17 @@ export async function benchCommands(agentPath: string): Promise<void> {
       const rows = [[label, "up ms", "down ms", "peer/agent up", "peer/agent down"]];
       rows.push(["agent cp (SHA-256 checked)", median(mine.up).toFixed(0), median(mine.down).toFixed(0), "", ""]);
       for (const tool of ["scp", "sftp", "tar | ssh tar x"]) {
-        const best = (dir: "up" | "down") => Math.min(...CIPHERS.map((c) => median(results.get(`${tool} (${c.split("@")[0]})`)![dir])));
-        const which = (dir: "up" | "down") => CIPHERS.map((c) => c.split("@")[0]).find((c) => median(results.get(`${tool} (${c})`)![dir]) === best(dir));
-        rows.push([`${tool} (faster cipher: up ${which("up")}, down ${which("down")})`, best("up").toFixed(0), best("down").toFixed(0),
-          ratio(best("up"), median(mine.up)), ratio(best("down"), median(mine.down))]);
+        const best = (dir: "up" | "down") =>
+          Math.min(...CIPHERS.map((c) => median(results.get(`${tool} (${c.split("@")[0]})`)![dir])));
+        const which = (dir: "up" | "down") =>
+          CIPHERS.map((c) => c.split("@")[0]).find((c) => median(results.get(`${tool} (${c})`)![dir]) === best(dir));
+        rows.push([
+          `${tool} (faster cipher: up ${which("up")}, down ${which("down")})`,
+          best("up").toFixed(0),
+          best("down").toFixed(0),
+          ratio(best("up"), median(mine.up)),
+          ratio(best("down"), median(mine.down)),
+        ]);
       }
       table(rows);
     }

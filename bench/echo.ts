@@ -7,7 +7,8 @@
 import { spawn } from "node:child_process";
 import net from "node:net";
 
-const ECHO_SERVER = `require("net").createServer((s) => { s.setNoDelay(true); s.pipe(s); }).listen(0, "127.0.0.1", function () { console.log("echo " + this.address().port); });`;
+const ECHO_SERVER =
+  `require("net").createServer((s) => { s.setNoDelay(true); s.pipe(s); }).listen(0, "127.0.0.1", function () { console.log("echo " + this.address().port); });`;
 
 /** Starts the echo server in a separate Node process. */
 export async function startEchoServer(): Promise<{ port: number; stop(): void }> {

@@ -43,7 +43,10 @@ async function legitimate(port: number, key: Uint8Array, count: number, hostile:
     const t0 = performance.now();
     opens.push((async () => {
       try {
-        const c = await AgentClient.open(await dialTcp("127.0.0.1", port, { timeoutMs: 60_000 }), { key, provider: runtimeCryptoProvider() });
+        const c = await AgentClient.open(await dialTcp("127.0.0.1", port, { timeoutMs: 60_000 }), {
+          key,
+          provider: runtimeCryptoProvider(),
+        });
         await c.ping();
         times.push((performance.now() - t0) / 1000);
         c.close();
@@ -63,18 +66,37 @@ async function legitimate(port: number, key: Uint8Array, count: number, hostile:
 /** Runs the flood next to its peer (no hostile traffic) against a fresh agent with default limits. */
 export async function benchFlood(agentPath: string): Promise<void> {
   const hostile = Math.round(TOTAL * HOSTILE), good = TOTAL - hostile;
-  console.log(`\nhandshake flood: ${TOTAL} connections at once, ${hostile} hostile (stalling, dripping 1 byte/s, garbage), default limits`);
+  console.log(
+    `\nhandshake flood: ${TOTAL} connections at once, ${hostile} hostile (stalling, dripping 1 byte/s, garbage), default limits`,
+  );
   const key = generateKey();
   const agent = await startBenchAgent(agentPath, key.hex);
   try {
     const port = agent.port;
     const alone = await legitimate(port, key.bytes, good, 0);
     const flooded = await legitimate(port, key.bytes, good, hostile);
-    const row = (name: string, r: typeof alone) =>
-      [name, String(r.times.length), String(r.failed), `${quantile(r.times, 0.5).toFixed(3)} s`, `${quantile(r.times, 0.99).toFixed(3)} s`, `${Math.max(...r.times).toFixed(3)} s`];
-    table([["legitimate clients", "through", "failed", "p50", "p99", "max"], row(`alone (${good})`, alone), row(`among ${flooded.hostile} hostile`, flooded)]);
+    const row = (
+      name: string,
+      r: typeof alone,
+    ) => [
+      name,
+      String(r.times.length),
+      String(r.failed),
+      `${quantile(r.times, 0.5).toFixed(3)} s`,
+      `${quantile(r.times, 0.99).toFixed(3)} s`,
+      `${Math.max(...r.times).toFixed(3)} s`,
+    ];
+    table([
+      ["legitimate clients", "through", "failed", "p50", "p99", "max"],
+      row(`alone (${good})`, alone),
+      row(`among ${flooded.hostile} hostile`, flooded),
+    ]);
     for (const e of new Set([...alone.errors, ...flooded.errors])) console.log(`  failure: ${e}`);
-    console.log(`  ratio flooded/alone: p50 ${ratio(quantile(flooded.times, 0.5), quantile(alone.times, 0.5))}, p99 ${ratio(quantile(flooded.times, 0.99), quantile(alone.times, 0.99))}  (target: p99 under 5 s, none failed)`);
+    console.log(
+      `  ratio flooded/alone: p50 ${ratio(quantile(flooded.times, 0.5), quantile(alone.times, 0.5))}, p99 ${
+        ratio(quantile(flooded.times, 0.99), quantile(alone.times, 0.99))
+      }  (target: p99 under 5 s, none failed)`,
+    );
   } finally {
     await agent.stop();
   }

@@ -13,7 +13,7 @@ import path from "node:path";
 import { generate } from "selfsigned";
 import { AgentClient } from "../core/client/agent-client.ts";
 import { ServiceCode } from "../core/session/contract.ts";
-import { connect, listen, type Agent } from "../mod.ts";
+import { type Agent, connect, listen } from "../mod.ts";
 import { runtimeCryptoProvider } from "../runtime/crypto.ts";
 import { dialTcp } from "../runtime/tcp.ts";
 import { median, ratio, table, us } from "./stats.ts";
@@ -23,23 +23,44 @@ export async function benchOutbound(agentBin: string, inboundPort: number, key: 
   const inbound: number[] = [];
   for (let i = 0; i < 20; i++) {
     const t0 = performance.now();
-    const c = await AgentClient.open(await dialTcp("127.0.0.1", inboundPort, { timeoutMs: 5000 }), { key: Buffer.from(key, "hex"), provider: runtimeCryptoProvider() });
+    const c = await AgentClient.open(await dialTcp("127.0.0.1", inboundPort, { timeoutMs: 5000 }), {
+      key: Buffer.from(key, "hex"),
+      provider: runtimeCryptoProvider(),
+    });
     inbound.push(performance.now() - t0);
     c.close();
   }
 
   // Outbound: a listener here; the agent dials it, and is cut after each connection to come back.
   const pems = await generate([{ name: "commonName", value: "bench.listener" }], {
-    keyType: "ec", algorithm: "sha256", extensions: [{ name: "subjectAltName", altNames: [{ type: 7, ip: "127.0.0.1" }] }],
+    keyType: "ec",
+    algorithm: "sha256",
+    extensions: [{ name: "subjectAltName", altNames: [{ type: 7, ip: "127.0.0.1" }] }],
   } as never);
   const fingerprint = new crypto.X509Certificate(pems.cert).fingerprint256;
   const outbound: number[] = [];
-  const listener = await listen({ host: "127.0.0.1", port: 0, cert: pems.cert, key: pems.private, agents: { bench: key } });
+  const listener = await listen({
+    host: "127.0.0.1",
+    port: 0,
+    cert: pems.cert,
+    key: pems.private,
+    agents: { bench: key },
+  });
   const accepted: number[] = [];
   listener.server.prependListener("connection", () => accepted.push(performance.now()));
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-bench-out-"));
-  const agent = spawn(agentBin, ["start", "--no-listen", "--connect", `127.0.0.1:${listener.port}`, "--fingerprint", fingerprint, "--key", key], {
-    env: { ...process.env, AGENT_STATE_DIR: stateDir }, stdio: "ignore",
+  const agent = spawn(agentBin, [
+    "start",
+    "--no-listen",
+    "--connect",
+    `127.0.0.1:${listener.port}`,
+    "--fingerprint",
+    fingerprint,
+    "--key",
+    key,
+  ], {
+    env: { ...process.env, AGENT_STATE_DIR: stateDir },
+    stdio: "ignore",
   });
   let connected: Agent | null = null;
   try {
@@ -71,7 +92,12 @@ export async function benchOutbound(agentBin: string, inboundPort: number, key: 
     console.log("\noutbound (agent dials a TLS listener) next to inbound");
     table([
       ["", "inbound", "outbound", "ratio out/in"],
-      ["handshake to ready, p50", `${median(inbound).toFixed(2)} ms`, `${median(outbound).toFixed(2)} ms`, ratio(median(outbound), median(inbound))],
+      [
+        "handshake to ready, p50",
+        `${median(inbound).toFixed(2)} ms`,
+        `${median(outbound).toFixed(2)} ms`,
+        ratio(median(outbound), median(inbound)),
+      ],
       ["meta ping round trip, p50", us(viaIn.ping), us(viaOut.ping), ratio(viaOut.ping, viaIn.ping)],
       ["product message round trip, p50", us(viaIn.product), us(viaOut.product), ratio(viaOut.product, viaIn.product)],
     ]);

@@ -20,7 +20,7 @@
  * Run after `npm run build`. Each section prints its figures and ratio.
  * @module
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -28,7 +28,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { AgentClient } from "../core/client/agent-client.ts";
 import { generateKey } from "../core/secure/keys.ts";
-import { webCryptoProvider, type CryptoProvider } from "../core/secure/crypto.ts";
+import { type CryptoProvider, webCryptoProvider } from "../core/secure/crypto.ts";
 import { nodeCryptoProvider, runtimeCryptoProvider } from "../runtime/crypto.ts";
 import { dialTcp } from "../runtime/tcp.ts";
 import { median, quantile, ratio, table, us } from "./stats.ts";
@@ -67,7 +67,10 @@ async function benchPing() {
   const payload = new Uint8Array(16);
   // Interleave halves so both see the same machine conditions.
   const raw: number[] = [], agentRtts: number[] = [];
-  const client = await AgentClient.open(await dialTcp("127.0.0.1", agent.port, { timeoutMs: 5000 }), { key: key.bytes, provider: runtimeCryptoProvider() });
+  const client = await AgentClient.open(await dialTcp("127.0.0.1", agent.port, { timeoutMs: 5000 }), {
+    key: key.bytes,
+    provider: runtimeCryptoProvider(),
+  });
   for (let round = 0; round < 2; round++) {
     raw.push(...await echoRtts(echo.port, payload, PINGS));
     for (let i = 0; i < 200; i++) await client.ping(payload.subarray(8)); // warm-up
@@ -75,13 +78,26 @@ async function benchPing() {
   }
   client.close();
   echo.stop();
-  const rows = [["", "p50", "p99"], ["raw TCP echo", us(median(raw)), us(quantile(raw, 0.99))], ["agent meta ping (encrypted)", us(median(agentRtts)), us(quantile(agentRtts, 0.99))]];
+  const rows = [["", "p50", "p99"], ["raw TCP echo", us(median(raw)), us(quantile(raw, 0.99))], [
+    "agent meta ping (encrypted)",
+    us(median(agentRtts)),
+    us(quantile(agentRtts, 0.99)),
+  ]];
   table(rows);
-  console.log(`  ratio agent/raw: p50 ${ratio(median(agentRtts), median(raw))}, p99 ${ratio(quantile(agentRtts, 0.99), quantile(raw, 0.99))}  (target: p50 within 3×)`);
+  console.log(
+    `  ratio agent/raw: p50 ${ratio(median(agentRtts), median(raw))}, p99 ${
+      ratio(quantile(agentRtts, 0.99), quantile(raw, 0.99))
+    }  (target: p50 within 3×)`,
+  );
   return agent;
 }
 
-async function timeToAccept(cmd: string, args: string[], port: number, env: Record<string, string> = {}): Promise<number> {
+async function timeToAccept(
+  cmd: string,
+  args: string[],
+  port: number,
+  env: Record<string, string> = {},
+): Promise<number> {
   const t0 = performance.now();
   const child = spawnTracked(cmd, args, env);
   for (;;) {
@@ -118,12 +134,21 @@ async function benchStartup() {
   for (let i = 0; i < 7; i++) {
     const p1 = await freePort();
     const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-bench-"));
-    agentTimes.push(await timeToAccept(AGENT, ["start", "--host", "127.0.0.1", "--port", String(p1), "--key", key], p1, { AGENT_STATE_DIR: stateDir }));
+    agentTimes.push(
+      await timeToAccept(AGENT, ["start", "--host", "127.0.0.1", "--port", String(p1), "--key", key], p1, {
+        AGENT_STATE_DIR: stateDir,
+      }),
+    );
     fs.rmSync(stateDir, { recursive: true, force: true });
     const p2 = await freePort();
-    nodeTimes.push(await timeToAccept(process.execPath, ["-e", `require("net").createServer().listen(${p2}, "127.0.0.1")`], p2));
+    nodeTimes.push(
+      await timeToAccept(process.execPath, ["-e", `require("net").createServer().listen(${p2}, "127.0.0.1")`], p2),
+    );
   }
-  table([["", "median"], ["bare node listener", `${median(nodeTimes).toFixed(0)} ms`], ["agent start (SEA binary)", `${median(agentTimes).toFixed(0)} ms`]]);
+  table([["", "median"], ["bare node listener", `${median(nodeTimes).toFixed(0)} ms`], [
+    "agent start (SEA binary)",
+    `${median(agentTimes).toFixed(0)} ms`,
+  ]]);
   console.log(`  ratio agent/node: ${ratio(median(agentTimes), median(nodeTimes))}  (target: within 2×)`);
 }
 
@@ -133,7 +158,10 @@ async function benchMemory(afterLoadPid: number) {
   const fresh = await startAgent(generateKey().hex);
   await new Promise((r) => setTimeout(r, 2000));
   console.log("\nidle agent resident memory (target: under 60 MiB)");
-  table([["", "RSS"], ["freshly started, idle 2 s", `${rssMiB(fresh.child.pid!).toFixed(1)} MiB`], ["idle 2 s after the ping run", `${rssMiB(afterLoadPid).toFixed(1)} MiB`]]);
+  table([["", "RSS"], ["freshly started, idle 2 s", `${rssMiB(fresh.child.pid!).toFixed(1)} MiB`], [
+    "idle 2 s after the ping run",
+    `${rssMiB(afterLoadPid).toFixed(1)} MiB`,
+  ]]);
   fresh.child.kill();
   fs.rmSync(fresh.stateDir, { recursive: true, force: true });
 }
@@ -158,17 +186,24 @@ async function benchCrypto() {
 
 async function main() {
   if (!fs.existsSync(AGENT)) throw new Error("dist/agent is missing: run `npm run build` first");
-  console.log(`agent benchmarks — ${os.cpus().length} CPUs, node ${process.versions.node}; peers run in the same process tree`);
+  console.log(
+    `agent benchmarks — ${os.cpus().length} CPUs, node ${process.versions.node}; peers run in the same process tree`,
+  );
   if (process.env.NODE_EXTRA_CA_CERTS) {
     // Node reads that file at every start, which is this machine's cost, not the agent's; ssh never reads it.
-    const start = (env: NodeJS.ProcessEnv) => median(Array.from({ length: 5 }, () => {
-      const t0 = performance.now();
-      spawnSync(process.execPath, ["-e", "0"], { env });
-      return performance.now() - t0;
-    }));
+    const start = (env: NodeJS.ProcessEnv) =>
+      median(Array.from({ length: 5 }, () => {
+        const t0 = performance.now();
+        spawnSync(process.execPath, ["-e", "0"], { env });
+        return performance.now() - t0;
+      }));
     const withIt = start(process.env);
     delete process.env.NODE_EXTRA_CA_CERTS;
-    console.log(`NODE_EXTRA_CA_CERTS is set here: a Node start takes ${withIt.toFixed(0)} ms with it, ${start(process.env).toFixed(0)} ms without; every process this bench starts runs without it`);
+    console.log(
+      `NODE_EXTRA_CA_CERTS is set here: a Node start takes ${withIt.toFixed(0)} ms with it, ${
+        start(process.env).toFixed(0)
+      } ms without; every process this bench starts runs without it`,
+    );
   }
   const only = process.env.BENCH_ONLY?.split(",");
   const wanted = (name: string) => !only || only.includes(name);

@@ -26,7 +26,7 @@ import { generateKey } from "../core/secure/keys.ts";
 import { AGENT_COMMANDS, startBenchAgent } from "./agent.ts";
 import { echoRtts, startEchoServer } from "./echo.ts";
 import { pssKiB, rssKiB, rssSplitKiB } from "./proc.ts";
-import { CIPHERS, findSsh, muxMaster, NO_SSH, SSH_PORT, type Ssh } from "./ssh.ts";
+import { CIPHERS, findSsh, muxMaster, NO_SSH, type Ssh, SSH_PORT } from "./ssh.ts";
 import { median, quantile, ratio, table, us } from "./stats.ts";
 import { source, TRANSFER_MIB } from "./transfer.ts";
 
@@ -138,7 +138,9 @@ async function measureRuntime(runtime: string, command: string[]): Promise<Colum
       const upHash = crypto.createHash("sha256");
       const upload = s.files.writeFile(file, source(TRANSFER_MIB, upHash), { onSha256: () => {} });
       const [during, duringOther] = await Promise.all([statDuring(s, upload), statDuring(s2, upload)]);
-      col[`stat p99 during the session's ${nth} ${TRANSFER_MIB} MiB upload, same connection`] = ms(quantile(during, 0.99));
+      col[`stat p99 during the session's ${nth} ${TRANSFER_MIB} MiB upload, same connection`] = ms(
+        quantile(during, 0.99),
+      );
       col[`  ${nth} upload, same session, another connection`] = ms(quantile(duringOther, 0.99));
       if ((await s.files.sha256(file)).sha256 !== upHash.digest("hex")) throw new Error("upload checksum mismatch");
       await s.files.delete(file); // the second upload makes a new file too, not truncates the first (bench/transfer.ts)
@@ -196,26 +198,54 @@ export async function benchSessions(): Promise<void> {
   const ssh = findSsh();
   const runtimes = (process.env.BENCH_RUNTIMES ?? "node,deno").split(",");
   console.log(`\n== sessions: agent on ${runtimes.join(" and ")}, next to OpenSSH ==`);
-  if (ssh) console.log(`  peer: sshd on 127.0.0.1:${SSH_PORT}, user ${ssh.user}, login shell ${ssh.shell}; ControlMaster multiplexing; ciphers ${CIPHERS.join(", ")}, the faster kept per row`);
+  if (ssh) {
+    console.log(
+      `  peer: sshd on 127.0.0.1:${SSH_PORT}, user ${ssh.user}, login shell ${ssh.shell}; ControlMaster multiplexing; ciphers ${
+        CIPHERS.join(", ")
+      }, the faster kept per row`,
+    );
+  }
   const server = await startEchoServer();
   const echo = await echoRtts(server.port, new Uint8Array(64), 3000).finally(() => server.stop());
   const columns: Record<string, Column> = {};
   for (const runtime of runtimes) columns[runtime] = await measureRuntime(runtime, AGENT_COMMANDS[runtime]);
   const peer = ssh ? await measureSsh(ssh) : {};
   const rows = [["", ...runtimes.map((r) => `agent on ${r}`), "OpenSSH"]];
-  for (const label of Object.keys(columns[runtimes[0]])) rows.push([label, ...runtimes.map((r) => columns[r][label] ?? ""), peer[label] ?? ""]);
+  for (const label of Object.keys(columns[runtimes[0]])) {
+    rows.push([
+      label,
+      ...runtimes.map((r) => columns[r][label] ?? ""),
+      peer[label] ?? "",
+    ]);
+  }
   rows.push(["raw TCP echo p50 (same machine)", us(median(echo)), "", ""]);
   table(rows);
   const num = (s: string | undefined) => Number.parseFloat(s ?? "NaN");
   for (const r of runtimes) {
     const c = columns[r];
-    console.log(`  ${r}: product round trip / meta ping ${c["product / meta ping"]} (target ≤ 1.5×); meta ping / raw TCP echo ${ratio(num(c["meta ping p50"]), median(echo) * 1000)}`);
+    console.log(
+      `  ${r}: product round trip / meta ping ${c["product / meta ping"]} (target ≤ 1.5×); meta ping / raw TCP echo ${
+        ratio(num(c["meta ping p50"]), median(echo) * 1000)
+      }`,
+    );
     if (ssh) {
-      console.log(`  ${r}: remote true, ssh -S / agent ${ratio(num(peer["remote true p50 (open session)"]), num(c["remote true p50 (open session)"]))} (target ≥ 4×)`);
+      console.log(
+        `  ${r}: remote true, ssh -S / agent ${
+          ratio(num(peer["remote true p50 (open session)"]), num(c["remote true p50 (open session)"]))
+        } (target ≥ 4×)`,
+      );
     } else console.log(`  OpenSSH: ${NO_SSH}`);
   }
-  console.log("  targets: stat during transfer p99 ≤ 20 ms; session open ≤ 25 ms; PSS ≤ 8 MiB per extra session; agent RSS ≤ 60 MiB after load");
-  console.log("  agent RSS: the binary is first dropped from the page cache, so the agent maps what it reads as it runs, as when");
-  console.log("  installed; file-backed pages are the runtime's code, shared with every process running that binary; read 1.5 s");
-  console.log("  after the pings end, by when the idle agent has given freed memory back (runtime/malloc.ts, 0.5-1 s idle)");
+  console.log(
+    "  targets: stat during transfer p99 ≤ 20 ms; session open ≤ 25 ms; PSS ≤ 8 MiB per extra session; agent RSS ≤ 60 MiB after load",
+  );
+  console.log(
+    "  agent RSS: the binary is first dropped from the page cache, so the agent maps what it reads as it runs, as when",
+  );
+  console.log(
+    "  installed; file-backed pages are the runtime's code, shared with every process running that binary; read 1.5 s",
+  );
+  console.log(
+    "  after the pings end, by when the idle agent has given freed memory back (runtime/malloc.ts, 0.5-1 s idle)",
+  );
 }

@@ -20,7 +20,8 @@ const ROUNDS = Number(process.env.SOAK_ROUNDS ?? 5);
 const SESSIONS = Number(process.env.SOAK_SESSIONS ?? 40);
 const PINGS = Number(process.env.SOAK_PINGS ?? 10_000);
 
-const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
+const rssMiB = (pid: number) =>
+  Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
 const fds = (pid: number) => fs.readdirSync(`/proc/${pid}/fd`).length;
 
 const key = generateKey();
@@ -32,7 +33,9 @@ try {
   await (await client.openSession("soak")).close(); // warm: first host start, code loaded
   await new Promise((r) => setTimeout(r, 500));
   const before = { rss: rssMiB(pid), fds: fds(pid) };
-  console.log(`soak: ${ROUNDS} rounds of ${SESSIONS} sessions, ${PINGS} pings and a 64 MiB output flood (agent pid ${pid})`);
+  console.log(
+    `soak: ${ROUNDS} rounds of ${SESSIONS} sessions, ${PINGS} pings and a 64 MiB output flood (agent pid ${pid})`,
+  );
   const t0 = performance.now();
   for (let round = 1; round <= ROUNDS; round++) {
     const sessions = await Promise.all(Array.from({ length: SESSIONS }, () => client.openSession("soak")));
@@ -47,14 +50,23 @@ try {
     let bytes = 0;
     for await (const c of p.stdout) bytes += c.length;
     await flood.close();
-    console.log(`  round ${round}: RSS ${rssMiB(pid).toFixed(1)} MiB, ${fds(pid)} fds, flood ${bytes >> 20} MiB, ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+    console.log(
+      `  round ${round}: RSS ${rssMiB(pid).toFixed(1)} MiB, ${fds(pid)} fds, flood ${bytes >> 20} MiB, ${
+        ((performance.now() - t0) / 1000).toFixed(0)
+      } s`,
+    );
   }
   client.close();
   await new Promise((r) => setTimeout(r, 2000));
   const after = { rss: rssMiB(pid), fds: fds(pid) };
   table([
     ["agent", "before", "after", "growth"],
-    ["resident memory", `${before.rss.toFixed(1)} MiB`, `${after.rss.toFixed(1)} MiB`, `${(after.rss - before.rss).toFixed(1)} MiB`],
+    [
+      "resident memory",
+      `${before.rss.toFixed(1)} MiB`,
+      `${after.rss.toFixed(1)} MiB`,
+      `${(after.rss - before.rss).toFixed(1)} MiB`,
+    ],
     ["open file descriptors", String(before.fds), String(after.fds), String(after.fds - before.fds)],
   ]);
   // A spare host for the product (agent/warm-hosts.ts) keeps one channel file of its own.

@@ -27,8 +27,21 @@ export interface Ssh {
 export function findSsh(): Ssh | null {
   const key = path.join(SSH_DIR, "client_key");
   if (!fs.existsSync(key)) return null;
-  const user = fs.existsSync(path.join(SSH_DIR, "user")) ? fs.readFileSync(path.join(SSH_DIR, "user"), "utf8").trim() : os.userInfo().username;
-  const options = ["-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"];
+  const user = fs.existsSync(path.join(SSH_DIR, "user"))
+    ? fs.readFileSync(path.join(SSH_DIR, "user"), "utf8").trim()
+    : os.userInfo().username;
+  const options = [
+    "-i",
+    key,
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+  ];
   const host = `${user}@127.0.0.1`;
   const probe = spawnSync("ssh", ["-p", SSH_PORT, ...options, host, "true"], { timeout: 10_000 });
   if (probe.status !== 0) return null;
@@ -38,8 +51,24 @@ export function findSsh(): Ssh | null {
 
 /** A ControlMaster connection with `cipher`; `args` are what a multiplexed command adds. */
 export async function muxMaster(ssh: Ssh, control: string, cipher: string): Promise<{ args: string[]; stop(): void }> {
-  const master = spawn("ssh", ["-p", SSH_PORT, "-c", cipher, ...ssh.options, "-o", `ControlPath=${control}`, "-o", "ControlMaster=yes", "-N", ssh.host], { stdio: "ignore" });
-  for (let i = 0; i < 50 && spawnSync("ssh", ["-o", `ControlPath=${control}`, "-O", "check", ssh.host]).status !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+  const master = spawn("ssh", [
+    "-p",
+    SSH_PORT,
+    "-c",
+    cipher,
+    ...ssh.options,
+    "-o",
+    `ControlPath=${control}`,
+    "-o",
+    "ControlMaster=yes",
+    "-N",
+    ssh.host,
+  ], { stdio: "ignore" });
+  for (
+    let i = 0;
+    i < 50 && spawnSync("ssh", ["-o", `ControlPath=${control}`, "-O", "check", ssh.host]).status !== 0;
+    i++
+  ) await new Promise((r) => setTimeout(r, 100));
   return {
     args: ["-o", `ControlPath=${control}`, ssh.host],
     stop() {

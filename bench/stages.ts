@@ -82,7 +82,9 @@ try {
   const sealing = new CipherState(await provider.aesGcm(key));
   for (let pass = 0; pass < 2; pass++) {
     for (let i = 0; i < chunks; i++) {
-      for (let o = 0; o < CHUNK; o += MAX_NOISE_PLAINTEXT) messages.push(await sealing.encrypt(data.subarray(o, o + MAX_NOISE_PLAINTEXT)));
+      for (let o = 0; o < CHUNK; o += MAX_NOISE_PLAINTEXT) {
+        messages.push(await sealing.encrypt(data.subarray(o, o + MAX_NOISE_PLAINTEXT)));
+      }
     }
   }
   let opened = 0;
@@ -118,10 +120,12 @@ console.log(JSON.stringify(stages));
 /** Sends `bytes` through a loopback TCP connection inside this process; both ends' CPU. */
 async function loopbackTcp(bytes: number): Promise<number> {
   let got = 0, target = 0, done = () => {};
-  const server = net.createServer((s) => s.on("data", (d: Uint8Array) => {
-    got += d.length;
-    if (got >= target) done();
-  }));
+  const server = net.createServer((s) =>
+    s.on("data", (d: Uint8Array) => {
+      got += d.length;
+      if (got >= target) done();
+    })
+  );
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const client = net.connect((server.address() as net.AddressInfo).port, "127.0.0.1");
   await new Promise((r) => client.once("connect", r));
@@ -129,7 +133,9 @@ async function loopbackTcp(bytes: number): Promise<number> {
     return await perGiB(bytes, async () => {
       const received = new Promise<void>((r) => (done = r));
       target += bytes;
-      for (let i = 0; i < bytes / CHUNK; i++) if (!client.write(data)) await new Promise((r) => client.once("drain", r));
+      for (let i = 0; i < bytes / CHUNK; i++) {
+        if (!client.write(data)) await new Promise((r) => client.once("drain", r));
+      }
       await received;
     });
   } finally {

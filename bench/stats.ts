@@ -13,7 +13,9 @@ export function median(samples: number[]): number {
 /** Prints rows as an aligned table. */
 export function table(rows: string[][]): void {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  for (const r of rows) console.log("  " + r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  "));
+  for (const r of rows) {
+    console.log("  " + r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  "));
+  }
 }
 
 export const us = (ms: number) => `${(ms * 1000).toFixed(0)} µs`;

@@ -29,7 +29,7 @@ import { connect } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { AGENT_COMMANDS, DENO, startBenchAgent } from "./agent.ts";
 import { cpuSeconds, machineCpuSeconds } from "./proc.ts";
-import { CIPHERS, findSsh, NO_SSH, SSH_DIR, SSH_PORT, type Ssh } from "./ssh.ts";
+import { CIPHERS, findSsh, NO_SSH, type Ssh, SSH_DIR, SSH_PORT } from "./ssh.ts";
 import { ratio, table } from "./stats.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -98,7 +98,10 @@ const ROUNDS = 2;
 /** The leg with the higher throughput. */
 const faster = (legs: Leg[]): Leg => legs.reduce((a, b) => (a.mbps >= b.mbps ? a : b));
 /** Each direction's faster leg over `rounds`. */
-const fasterEachWay = (rounds: Round[]): Round => ({ up: faster(rounds.map((r) => r.up)), down: faster(rounds.map((r) => r.down)) });
+const fasterEachWay = (rounds: Round[]): Round => ({
+  up: faster(rounds.map((r) => r.up)),
+  down: faster(rounds.map((r) => r.down)),
+});
 
 async function agentRounds(command: string[]): Promise<Round[]> {
   const key = generateKey();
@@ -108,7 +111,12 @@ async function agentRounds(command: string[]): Promise<Round[]> {
   try {
     const s = await agent.openSession("bench");
     const hostPid = (await s.system.info()).pid;
-    const processes = { bench: () => cpuSeconds("self"), agent: () => cpuSeconds(bench.child.pid!), host: () => cpuSeconds(hostPid), machine: machineCpuSeconds };
+    const processes = {
+      bench: () => cpuSeconds("self"),
+      agent: () => cpuSeconds(bench.child.pid!),
+      host: () => cpuSeconds(hostPid),
+      machine: machineCpuSeconds,
+    };
     const rounds: Round[] = [];
     for (let i = 0; i < ROUNDS; i++) {
       const sent = crypto.createHash("sha256");
@@ -123,7 +131,9 @@ async function agentRounds(command: string[]): Promise<Round[]> {
       // Removed within the download, as ssh's round does: a later upload over the old file would pay
       // for truncating it and, at close, ext4 writing it back (up to 0.3 s each per GiB here), ssh's not.
       const down = await measured(processes, async () => {
-        for await (const chunk of s.files.readStream(file, { onSha256: (hex) => (remote = hex), reuseChunks: true })) received.update(chunk);
+        for await (const chunk of s.files.readStream(file, { onSha256: (hex) => (remote = hex), reuseChunks: true })) {
+          received.update(chunk);
+        }
         await s.files.delete(file);
       });
       if (received.digest("hex") !== digest || remote !== digest) throw new Error("download: SHA-256 mismatch");
@@ -144,14 +154,22 @@ async function sshRound(ssh: Ssh, cipher: string): Promise<Round> {
   // ssh is this process's child: its CPU is counted in ours once it has been waited for. sshd's
   // session processes are not all waited for by the listener, so the server side is the machine's
   // busy time less this process and ssh.
-  const processes = { bench: () => cpuSeconds("self"), ssh: () => cpuSeconds("self", true) - cpuSeconds("self"), machine: machineCpuSeconds };
+  const processes = {
+    bench: () => cpuSeconds("self"),
+    ssh: () => cpuSeconds("self", true) - cpuSeconds("self"),
+    machine: machineCpuSeconds,
+  };
   const sent = crypto.createHash("sha256");
   let remoteSum = "";
   const up = await measured(processes, async () => {
-    const upload = spawn("ssh", [...args, `tee ${remote} | openssl dgst -sha256 -r`], { stdio: ["pipe", "pipe", "inherit"] });
+    const upload = spawn("ssh", [...args, `tee ${remote} | openssl dgst -sha256 -r`], {
+      stdio: ["pipe", "pipe", "inherit"],
+    });
     upload.stdout!.on("data", (d) => (remoteSum += d));
     const exited = new Promise((r) => upload.once("exit", r));
-    for (const block of source(TRANSFER_MIB, sent)) if (!upload.stdin!.write(block)) await new Promise((r) => upload.stdin!.once("drain", r));
+    for (const block of source(TRANSFER_MIB, sent)) {
+      if (!upload.stdin!.write(block)) await new Promise((r) => upload.stdin!.once("drain", r));
+    }
     upload.stdin!.end();
     await exited;
   });
@@ -160,7 +178,10 @@ async function sshRound(ssh: Ssh, cipher: string): Promise<Round> {
   const received = crypto.createHash("sha256");
   let sum = "";
   const down = await measured(processes, async () => {
-    const download = spawn("ssh", [...args, `{ tee /dev/fd/3 < ${remote} | openssl dgst -sha256 -r >&2; } 3>&1; rm -f ${remote}`], { stdio: ["ignore", "pipe", "pipe"] });
+    const download = spawn("ssh", [
+      ...args,
+      `{ tee /dev/fd/3 < ${remote} | openssl dgst -sha256 -r >&2; } 3>&1; rm -f ${remote}`,
+    ], { stdio: ["ignore", "pipe", "pipe"] });
     download.stderr!.on("data", (d) => (sum += d));
     const exited = new Promise((r) => download.once("exit", r));
     for await (const c of download.stdout!) received.update(c);
@@ -183,7 +204,10 @@ function dataAlone(): { up: number; down: number } {
 
 /** openssl's own figure for `algorithm` on 64 KiB blocks, in CPU-seconds per GiB (one core, busy). */
 function opensslPerGiB(algorithm: string): number {
-  const out = execFileSync("openssl", ["speed", "-evp", algorithm, "-bytes", "65536", "-seconds", "1"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+  const out = execFileSync("openssl", ["speed", "-evp", algorithm, "-bytes", "65536", "-seconds", "1"], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "ignore"],
+  });
   const kBps = Number(out.trim().split("\n").pop()!.trim().split(/\s+/).pop()!.replace(/k$/, "")); // 1000s of bytes per second
   return 1024 ** 3 / (kBps * 1000);
 }
@@ -191,7 +215,10 @@ function opensslPerGiB(algorithm: string): number {
 function stagesUnder(runtime: string): Record<string, number> {
   const script = path.join(ROOT, "bench/stages.ts");
   const argv = runtime === "deno" ? [DENO, "run", "-A", script] : [path.join(ROOT, "node_modules/.bin/tsx"), script];
-  const out = execFileSync(argv[0], [...argv.slice(1), String(Math.min(256, TRANSFER_MIB))], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+  const out = execFileSync(argv[0], [...argv.slice(1), String(Math.min(256, TRANSFER_MIB))], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "ignore"],
+  });
   return JSON.parse(out.trim().split("\n").pop()!);
 }
 
@@ -203,10 +230,19 @@ export async function benchTransfer(): Promise<void> {
   const ssh = findSsh();
   const runtimes = (process.env.BENCH_RUNTIMES ?? "node,deno").split(",");
   console.log(`\n== transfer: ${TRANSFER_MIB} MiB up and down, SHA-256 checked on both ends ==`);
-  if (ssh) console.log(`  peer: sshd on 127.0.0.1:${SSH_PORT}, user ${ssh.user}, shell ${ssh.shell}; one connection per transfer with each of ${CIPHERS.join(", ")}; the far end hashes with openssl as the bytes pass through tee`);
-  else console.log(`  OpenSSH: ${NO_SSH}`);
-  console.log(`  each transport runs ${ROUNDS} rounds (up, then down) and counts its faster round each way; the agent's rounds share one`);
-  console.log("  fresh agent and session, and its first round, which includes V8 compiling the hot code, has its own row");
+  if (ssh) {
+    console.log(
+      `  peer: sshd on 127.0.0.1:${SSH_PORT}, user ${ssh.user}, shell ${ssh.shell}; one connection per transfer with each of ${
+        CIPHERS.join(", ")
+      }; the far end hashes with openssl as the bytes pass through tee`,
+    );
+  } else console.log(`  OpenSSH: ${NO_SSH}`);
+  console.log(
+    `  each transport runs ${ROUNDS} rounds (up, then down) and counts its faster round each way; the agent's rounds share one`,
+  );
+  console.log(
+    "  fresh agent and session, and its first round, which includes V8 compiling the hot code, has its own row",
+  );
   const results: Record<string, Round> = {};
   for (const r of runtimes) {
     const rounds = await agentRounds(AGENT_COMMANDS[r]);
@@ -230,14 +266,29 @@ export async function benchTransfer(): Promise<void> {
   for (const dir of ["up", "down"] as const) {
     for (const [name, legs] of Object.entries(results)) {
       const { machine: _machine, ...each } = legs[dir].cpu;
-      const shown = name.startsWith("ssh") ? { ...each, "sshd, tee, openssl, kernel": legs[dir].cpu.machine - each.bench - each.ssh } : each;
-      rows.push([`${dir === "up" ? "upload" : "download"}, ${name}`, legs[dir].mbps.toFixed(0), Object.entries(shown).map(([k, v]) => `${k} ${f2(v)}`).join(", "), f2(total(legs[dir], dir))]);
+      const shown = name.startsWith("ssh")
+        ? { ...each, "sshd, tee, openssl, kernel": legs[dir].cpu.machine - each.bench - each.ssh }
+        : each;
+      rows.push([
+        `${dir === "up" ? "upload" : "download"}, ${name}`,
+        legs[dir].mbps.toFixed(0),
+        Object.entries(shown).map(([k, v]) => `${k} ${f2(v)}`).join(", "),
+        f2(total(legs[dir], dir)),
+      ]);
     }
   }
   table(rows);
-  console.log("  * the machine's busy CPU during the transfer (every process and the kernel's loopback work) less what the bench");
-  console.log(`    process spends making and hashing the data alone (measured alone: up ${f2(alone.up)}, down ${f2(alone.down)}). The rest of the`);
-  console.log("    bench process is the client library, or reading and writing ssh's pipes. sshd's side is the machine's time less");
+  console.log(
+    "  * the machine's busy CPU during the transfer (every process and the kernel's loopback work) less what the bench",
+  );
+  console.log(
+    `    process spends making and hashing the data alone (measured alone: up ${f2(alone.up)}, down ${
+      f2(alone.down)
+    }). The rest of the`,
+  );
+  console.log(
+    "    bench process is the client library, or reading and writing ssh's pipes. sshd's side is the machine's time less",
+  );
   console.log("    the bench process and ssh.");
   if (ssh) {
     for (const dir of ["up", "down"] as const) {
@@ -245,24 +296,49 @@ export async function benchTransfer(): Promise<void> {
       const fastest = faster(sshes);
       for (const r of runtimes) {
         const leg = results[`agent on ${r}`][dir], first = results[`agent on ${r}, first round`][dir];
-        const versus = (l: Leg) => `MB/s agent / faster ssh ${ratio(l.mbps, fastest.mbps)}, transport CPU agent / ssh aes-gcm ${ratio(total(l, dir), total(sshes[0], dir))}`;
-        console.log(`  ${dir === "up" ? "upload" : "download"} on ${r}: ${versus(leg)} (targets: Node ≥ 1.2×, Deno ≥ 1×; CPU ≤ 0.9×); first round ${versus(first)}`);
+        const versus = (l: Leg) =>
+          `MB/s agent / faster ssh ${ratio(l.mbps, fastest.mbps)}, transport CPU agent / ssh aes-gcm ${
+            ratio(total(l, dir), total(sshes[0], dir))
+          }`;
+        console.log(
+          `  ${dir === "up" ? "upload" : "download"} on ${r}: ${
+            versus(leg)
+          } (targets: Node ≥ 1.2×, Deno ≥ 1×; CPU ≤ 0.9×); first round ${versus(first)}`,
+        );
       }
     }
   }
 
   const aes = opensslPerGiB("aes-256-gcm"), sha = opensslPerGiB("sha256");
-  console.log(`  machine limits (one core): openssl AES-256-GCM ${f2(aes)} CPU-s/GiB (${(1.073741824 / aes).toFixed(2)} GB/s), openssl SHA-256 ${f2(sha)} CPU-s/GiB`);
+  console.log(
+    `  machine limits (one core): openssl AES-256-GCM ${f2(aes)} CPU-s/GiB (${
+      (1.073741824 / aes).toFixed(2)
+    } GB/s), openssl SHA-256 ${f2(sha)} CPU-s/GiB`,
+  );
   const stageRows = [["stage, CPU-s/GiB (bench/stages.ts)", ...runtimes]];
   const stages = Object.fromEntries(runtimes.map((r) => [r, stagesUnder(r)]));
-  for (const name of Object.keys(stages[runtimes[0]])) stageRows.push([name, ...runtimes.map((r) => f2(stages[r][name]))]);
+  for (const name of Object.keys(stages[runtimes[0]])) {
+    stageRows.push([
+      name,
+      ...runtimes.map((r) => f2(stages[r][name])),
+    ]);
+  }
   // Along one direction: the hash at the far end, one seal and one open, the socket, one ring pass, the disk.
-  const path1 = (s: Record<string, number>, disk: string) => s["SHA-256"] + s.encrypt + s.decrypt + s["loopback TCP (both ends)"] + s.ring + s[disk];
+  const path1 = (s: Record<string, number>, disk: string) =>
+    s["SHA-256"] + s.encrypt + s.decrypt + s["loopback TCP (both ends)"] + s.ring + s[disk];
   stageRows.push(["sum along an upload", ...runtimes.map((r) => f2(path1(stages[r], "file write")))]);
-  stageRows.push(["measured upload, transport total", ...runtimes.map((r) => f2(total(results[`agent on ${r}`].up, "up")))]);
+  stageRows.push([
+    "measured upload, transport total",
+    ...runtimes.map((r) => f2(total(results[`agent on ${r}`].up, "up"))),
+  ]);
   stageRows.push(["sum along a download", ...runtimes.map((r) => f2(path1(stages[r], "file read")))]);
-  stageRows.push(["measured download, transport total", ...runtimes.map((r) => f2(total(results[`agent on ${r}`].down, "down")))]);
+  stageRows.push([
+    "measured download, transport total",
+    ...runtimes.map((r) => f2(total(results[`agent on ${r}`].down, "down"))),
+  ]);
   table(stageRows);
-  console.log("  the sums count the far end's SHA-256 once, like the transport total; what the measured total has beyond");
+  console.log(
+    "  the sums count the far end's SHA-256 once, like the transport total; what the measured total has beyond",
+  );
   console.log("  the sum is the rest: message handling, event loops, wake-ups, allocation, garbage collection");
 }

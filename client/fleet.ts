@@ -6,7 +6,7 @@
  */
 import { eachLimited } from "../core/concurrency.ts";
 import { TimeoutError } from "../core/errors.ts";
-import { Agent } from "./agent.ts";
+import type { Agent } from "./agent.ts";
 import { connect, type ConnectOptions } from "./connect.ts";
 
 /**
@@ -99,7 +99,11 @@ function nameOf(target: FleetTarget): string {
   return `${t.host.includes(":") ? `[${t.host}]` : t.host}:${t.port ?? 46336}`;
 }
 
-async function runOne<T>(target: FleetTarget, operation: (agent: Agent, name: string) => Promise<T>, timeoutMs?: number): Promise<FleetResult<T>> {
+async function runOne<T>(
+  target: FleetTarget,
+  operation: (agent: Agent, name: string) => Promise<T>,
+  timeoutMs?: number,
+): Promise<FleetResult<T>> {
   const name = nameOf(target);
   const started = performance.now();
   let opened: Agent | null = null;

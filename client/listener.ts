@@ -103,7 +103,10 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
   ) {}
 
   /** Starts listening; resolves once bound. */
-  static async start<A extends { client: AgentClient; close(): void }>(options: ListenerOptions, wrap: (client: AgentClient) => A): Promise<AgentListener<A>> {
+  static async start<A extends { client: AgentClient; close(): void }>(
+    options: ListenerOptions,
+    wrap: (client: AgentClient) => A,
+  ): Promise<AgentListener<A>> {
     const fingerprint = parseFingerprint(new crypto.X509Certificate(options.cert).fingerprint256);
     const server = tls.createServer({ cert: options.cert, key: options.key, minVersion: "TLSv1.2" });
     const listener = new AgentListener<A>(server, options, fingerprint, wrap);

@@ -100,8 +100,13 @@ export class LocalAgent extends Agent {
     const accepted = await responding;
     if (!accepted.ok) throw new Error(`local agent failed to start: ${accepted.error.message}`);
     const info = () => ({
-      version: VERSION, protocol: { ...PROTOCOL_VERSIONS, current: accepted.version }, os: process.platform, arch: process.arch,
-      hostname: os.hostname(), uptimeSeconds: Math.round(process.uptime()), runtime: runtimeInfo(),
+      version: VERSION,
+      protocol: { ...PROTOCOL_VERSIONS, current: accepted.version },
+      os: process.platform,
+      arch: process.arch,
+      hostname: os.hostname(),
+      uptimeSeconds: Math.round(process.uptime()),
+      runtime: runtimeInfo(),
     });
     new ClientConnection(accepted.frames, "local", sessions, { info }).serve();
     return new LocalAgent(client, sessions);

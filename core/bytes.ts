@@ -60,7 +60,9 @@ export class BufferRecycler {
     if (!this.#owned.has(buffer) || this.#kept.includes(buffer)) return;
     if (this.#kept.length < this.keep) return void this.#kept.push(buffer);
     let smallest = 0;
-    for (let i = 1; i < this.#kept.length; i++) if (this.#kept[i].byteLength < this.#kept[smallest].byteLength) smallest = i;
+    for (let i = 1; i < this.#kept.length; i++) {
+      if (this.#kept[i].byteLength < this.#kept[smallest].byteLength) smallest = i;
+    }
     if (this.#kept[smallest].byteLength < buffer.byteLength) this.#kept[smallest] = buffer;
   }
 }
@@ -85,7 +87,7 @@ export function concat(buffers: readonly Uint8Array[]): Uint8Array {
  */
 export function takeFront(queue: Uint8Array[], n: number): Uint8Array[] {
   const taken: Uint8Array[] = [];
-  for (let need = n; need > 0; ) {
+  for (let need = n; need > 0;) {
     const first = queue[0];
     if (first.length <= need) {
       taken.push(first);

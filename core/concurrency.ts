@@ -9,7 +9,11 @@
  * time, and resolves when all have finished. Once one throws, no more start;
  * the first error is rethrown after those already running have finished.
  */
-export async function eachLimited<T>(items: readonly T[], limit: number, work: (item: T, index: number) => Promise<void>): Promise<void> {
+export async function eachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T, index: number) => Promise<void>,
+): Promise<void> {
   let next = 0;
   let failed: { error: unknown } | null = null;
   const worker = async () => {

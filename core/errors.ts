@@ -165,7 +165,10 @@ export class AuthenticationError extends AgentError {
  */
 export class KeyRejectedError extends AgentError {
   constructor(keyId: string) {
-    super("key-rejected", `the listener does not accept this agent's key (key id ${keyId}): register it there, or check it was not revoked`);
+    super(
+      "key-rejected",
+      `the listener does not accept this agent's key (key id ${keyId}): register it there, or check it was not revoked`,
+    );
   }
 }
 
@@ -194,7 +197,10 @@ export class FrameTooLargeError extends AgentError {
  */
 export class IntegrityError extends AgentError {
   constructor() {
-    super("integrity", "a frame failed its integrity check (altered, replayed or reordered); the connection was closed");
+    super(
+      "integrity",
+      "a frame failed its integrity check (altered, replayed or reordered); the connection was closed",
+    );
   }
 }
 

@@ -48,7 +48,9 @@ export class Dispatcher {
    */
   async admit(key: string | null, bytes: number, work: () => Promise<void>): Promise<void> {
     // A single request larger than the byte cap is admitted alone rather than never.
-    while (this.#running >= this.limits.maxRequests || (this.#running > 0 && this.#bytes + bytes > this.limits.maxBytes)) {
+    while (
+      this.#running >= this.limits.maxRequests || (this.#running > 0 && this.#bytes + bytes > this.limits.maxBytes)
+    ) {
       await new Promise<void>((resolve) => (this.#room = resolve));
     }
     this.#running++;

@@ -24,7 +24,9 @@ export function serializeError(e: unknown): SerializedError {
   if (e instanceof ServiceError) return { code: e.code, message: e.message, ...(e.detail ? { detail: e.detail } : {}) };
   const err = e as NodeJS.ErrnoException & { dest?: string };
   // The runtime refusing an argument (a NUL byte, a wrong type) is the caller's mistake, not an I/O error.
-  if (err?.code === "ERR_INVALID_ARG_VALUE" || err?.code === "ERR_INVALID_ARG_TYPE") return { code: "invalid-argument", message: err.message };
+  if (err?.code === "ERR_INVALID_ARG_VALUE" || err?.code === "ERR_INVALID_ARG_TYPE") {
+    return { code: "invalid-argument", message: err.message };
+  }
   const known = err?.code ? CODES[err.code] : undefined;
   if (known) {
     const where = err.path ?? err.dest;
@@ -36,7 +38,9 @@ export function serializeError(e: unknown): SerializedError {
 /** The value of field `name` if it is a non-empty string without NUL bytes; else an invalid-argument error. */
 export function requireString(fields: Record<string, unknown>, name: string): string {
   const v = fields[name];
-  if (typeof v !== "string" || v === "") throw new ServiceError("invalid-argument", `"${name}" must be a non-empty string`);
+  if (typeof v !== "string" || v === "") {
+    throw new ServiceError("invalid-argument", `"${name}" must be a non-empty string`);
+  }
   return withoutNul(v, name);
 }
 

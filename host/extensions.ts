@@ -25,7 +25,11 @@ export interface ExtensionReport {
 }
 
 /** Loads every extension in `dir` into `handlers`; returns one report per file. */
-export function loadExtensions(dir: string, handlers: Map<number, ExtensionHandler>, productRoot: string): ExtensionReport[] {
+export function loadExtensions(
+  dir: string,
+  handlers: Map<number, ExtensionHandler>,
+  productRoot: string,
+): ExtensionReport[] {
   let files: string[];
   try {
     files = fs.readdirSync(dir).filter((f) => /\.c?js$/.test(f)).sort();

@@ -5,13 +5,13 @@
  * extensions, and serves requests until told to end or until the agent goes.
  * @module
  */
-import { timingSafeEqual, fromHex } from "../core/bytes.ts";
+import { fromHex, timingSafeEqual } from "../core/bytes.ts";
 import { ChannelEnd } from "../core/shm/channel-end.ts";
 import { pipeDoorbell } from "../runtime/pipe-doorbell.ts";
 import { decodeFrame, encodeFrameHeader } from "../core/wire/frame.ts";
 import { ServiceError } from "../core/errors.ts";
 import { encodeError, ERROR_CODE } from "../core/wire/messages.ts";
-import { ChannelHeader, Direction, FLAG_HOST_CLOSED, checkChannel } from "../core/shm/ring.ts";
+import { ChannelHeader, checkChannel, Direction, FLAG_HOST_CLOSED } from "../core/shm/ring.ts";
 import { HostControl, REPLY_CODE } from "../core/session/contract.ts";
 import { decodeEnvelope, encodeEnvelopeParts, type Envelope } from "../core/session/protocol.ts";
 import { Dispatcher } from "./dispatcher.ts";
@@ -30,7 +30,8 @@ const HELD_RECHECK_MS = 100;
 
 /** Exit code when the host is started any way but by the agent. */
 export const EXIT_NOT_FROM_AGENT = 64;
-const REFUSAL = "agent host runs only when the agent starts it for a session; it cannot be started by hand (run `agent start`)";
+const REFUSAL =
+  "agent host runs only when the agent starts it for a session; it cannot be started by hand (run `agent start`)";
 
 interface HostArgs {
   channel: string;
@@ -80,7 +81,12 @@ export async function hostMain(argv: string[]): Promise<number> {
   }
   header.hostPid = process.pid;
 
-  const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, pipeDoorbell(process.stdin, process.stdout));
+  const end = new ChannelEnd(
+    mapping.bytes,
+    Direction.HostToAgent,
+    Direction.AgentToHost,
+    pipeDoorbell(process.stdin, process.stdout),
+  );
 
   const send = (target: number, code: number, token: number, parts: readonly Uint8Array[]) =>
     end.send([encodeFrameHeader(target, code, token), ...parts]);
@@ -97,7 +103,16 @@ export async function hostMain(argv: string[]): Promise<number> {
       statsQueued = true;
       setTimeout(() => {
         statsQueued = false;
-        send(0, HostControl.Stats, 0, encodeEnvelopeParts({ openFiles: files.openCount, runningProcesses: processes.runningCount, processGroups: processes.processGroups })).catch(() => {});
+        send(
+          0,
+          HostControl.Stats,
+          0,
+          encodeEnvelopeParts({
+            openFiles: files.openCount,
+            runningProcesses: processes.runningCount,
+            processGroups: processes.processGroups,
+          }),
+        ).catch(() => {});
       }, 0);
     },
   };
@@ -105,8 +120,14 @@ export async function hostMain(argv: string[]): Promise<number> {
   const processes = new ProcessesService(context);
   let extensions: ExtensionReport[] = [];
   const handlers = new Map<number, ExtensionHandler>();
-  const builtIn: ServiceHandlers[] = [files.handlers(), processes.handlers(), systemHandlers(context, () => extensions)];
-  for (const table of builtIn) for (const [code, h] of Object.entries(table)) handlers.set(Number(code), h as ExtensionHandler);
+  const builtIn: ServiceHandlers[] = [
+    files.handlers(),
+    processes.handlers(),
+    systemHandlers(context, () => extensions),
+  ];
+  for (const table of builtIn) {
+    for (const [code, h] of Object.entries(table)) handlers.set(Number(code), h as ExtensionHandler);
+  }
   extensions = loadExtensions(args.extensions, handlers, args.root);
   for (const x of extensions) if (!x.ok) process.stderr.write(`extension ${x.name} not loaded: ${x.error}\n`);
   await send(0, HostControl.Ready, 0, encodeEnvelopeParts({ pid: process.pid, extensions }));
@@ -147,7 +168,9 @@ export async function hostMain(argv: string[]): Promise<number> {
     } catch (e) {
       request = e as Error;
     }
-    const key = request instanceof Error ? null : files.orderKey(frame.code, request.fields) ?? processes.orderKey(frame.code, request.fields);
+    const key = request instanceof Error
+      ? null
+      : files.orderKey(frame.code, request.fields) ?? processes.orderKey(frame.code, request.fields);
     // Waits while the session is at its cap: the ring fills and the agent holds further requests.
     await dispatcher.admit(key, frame.payload.length, () => answer(frame.target, frame.token, frame.code, request));
   }

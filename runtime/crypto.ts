@@ -11,7 +11,16 @@
  * ```
  * @module
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, createPublicKey, createSecretKey, diffieHellman, generateKeyPairSync } from "node:crypto";
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  createPublicKey,
+  createSecretKey,
+  diffieHellman,
+  generateKeyPairSync,
+} from "node:crypto";
 import type { Aead, CryptoProvider, X25519KeyPair } from "../core/secure/crypto.ts";
 import { concat } from "../core/bytes.ts";
 import { BULK_MESSAGE, TAG_SIZE, webCryptoProvider } from "../core/secure/crypto.ts";
@@ -20,7 +29,8 @@ import { libcryptoAead, libcryptoProvider } from "./libcrypto.ts";
 const b64url = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64url");
 const view = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.length);
 
-const x25519Public = (raw: Uint8Array) => createPublicKey({ key: { kty: "OKP", crv: "X25519", x: b64url(raw) }, format: "jwk" });
+const x25519Public = (raw: Uint8Array) =>
+  createPublicKey({ key: { kty: "OKP", crv: "X25519", x: b64url(raw) }, format: "jwk" });
 /** X25519's base point, u = 9 (RFC 7748 §4.1): a private key's agreement with it is its public key. */
 const X25519_BASE_POINT = x25519Public(Uint8Array.of(9, ...new Uint8Array(31)));
 
@@ -72,7 +82,9 @@ export const nodeCryptoProvider: CryptoProvider = {
     // reused context and no output buffer per message. Smaller ones stay on node:crypto, whose per-call
     // cost is lower than the FFI's, and a process that never moves bulk data never loads the library.
     let bulk: Aead | null | undefined;
-    const bulkFor = (length: number) => (length < BULK_MESSAGE ? null : bulk !== undefined ? bulk : (bulk = libcryptoAead(raw)));
+    const bulkFor = (
+      length: number,
+    ) => (length < BULK_MESSAGE ? null : bulk !== undefined ? bulk : (bulk = libcryptoAead(raw)));
     const self: Aead = {
       seal: (iv, plaintext, ad) => concat(sealParts(iv, [plaintext], ad)),
       sealInto(iv, parts, ad, out) {

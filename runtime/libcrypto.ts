@@ -87,15 +87,23 @@ function aead(lib: Symbols, key: Uint8Array): Aead {
     },
     sealInto(nonce, parts, ad, out) {
       sealer ??= context(lib.encryptInit);
-      if (lib.encryptInit(sealer, null, null, null, nonce) !== 1) throw new Error("libcrypto: setting the nonce failed");
-      if (ad.length && lib.encryptUpdate(sealer, null, outl, ad, ad.length) !== 1) throw new Error("libcrypto: associated data failed");
+      if (lib.encryptInit(sealer, null, null, null, nonce) !== 1) {
+        throw new Error("libcrypto: setting the nonce failed");
+      }
+      if (ad.length && lib.encryptUpdate(sealer, null, outl, ad, ad.length) !== 1) {
+        throw new Error("libcrypto: associated data failed");
+      }
       let at = 0;
       for (const p of parts) {
         if (p.length === 0) continue;
-        if (lib.encryptUpdate(sealer, out.subarray(at), outl, p, p.length) !== 1) throw new Error("libcrypto: encryption failed");
+        if (lib.encryptUpdate(sealer, out.subarray(at), outl, p, p.length) !== 1) {
+          throw new Error("libcrypto: encryption failed");
+        }
         at += outl[0];
       }
-      if (at + TAG_SIZE !== out.length) throw new RangeError("sealInto: out is not the plaintext's length plus the tag");
+      if (at + TAG_SIZE !== out.length) {
+        throw new RangeError("sealInto: out is not the plaintext's length plus the tag");
+      }
       if (lib.encryptFinal(sealer, out.subarray(at), outl) !== 1) throw new Error("libcrypto: encryption failed");
       lib.ctrl(sealer, GCM_GET_TAG, TAG_SIZE, out.subarray(at));
     },

@@ -69,7 +69,9 @@ export function logFormat(): LogFormat {
 
 /** One log line, without its newline, in the format in use (or `layout`). */
 export function formatLine(level: Level, message: string, layout: LogFormat = format): string {
-  if (layout === "json") return JSON.stringify({ time: new Date().toISOString(), level, pid: process.pid, msg: message });
+  if (layout === "json") {
+    return JSON.stringify({ time: new Date().toISOString(), level, pid: process.pid, msg: message });
+  }
   const folded = message.replace(/\s*\r?\n\s*/g, " | ");
   if (layout === "journal") return `<${PRIORITY[level]}>${folded}`;
   return `${new Date().toISOString()} agent[${process.pid}] ${level}: ${folded}`;

@@ -41,7 +41,10 @@ function glibcMalloc(): Malloc | null {
     malloc = null;
     if (process.platform === "linux") {
       try {
-        malloc = bindC(libcName(), { mallopt: "int mallopt(int param, int value)", malloc_trim: "int malloc_trim(size_t pad)" }) as unknown as Malloc;
+        malloc = bindC(libcName(), {
+          mallopt: "int mallopt(int param, int value)",
+          malloc_trim: "int malloc_trim(size_t pad)",
+        }) as unknown as Malloc;
       } catch { /* no glibc (musl has neither call) or no FFI here */ }
     }
   }
@@ -53,7 +56,8 @@ export function keepFreedMemory(): boolean {
   if (kept === undefined) {
     const libc = glibcMalloc();
     // Setting either turns off glibc's own adjustment of both, so both are set.
-    kept = libc !== null && libc.mallopt(M_MMAP_THRESHOLD, KEPT_MMAP_THRESHOLD) === 1 && libc.mallopt(M_TRIM_THRESHOLD, KEPT_TRIM_THRESHOLD) === 1;
+    kept = libc !== null && libc.mallopt(M_MMAP_THRESHOLD, KEPT_MMAP_THRESHOLD) === 1 &&
+      libc.mallopt(M_TRIM_THRESHOLD, KEPT_TRIM_THRESHOLD) === 1;
   }
   return kept;
 }

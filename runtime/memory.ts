@@ -19,5 +19,7 @@ import { isDeno } from "./native.ts";
 export function useUninitializedAllocation(): void {
   if (isDeno() || typeof Buffer === "undefined") return;
   // Small arrays zero-fill for next to nothing, and V8 may keep them on its own heap.
-  setUninitializedAllocator((length) => (length < 4096 ? new Uint8Array(length) : new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length)));
+  setUninitializedAllocator((
+    length,
+  ) => (length < 4096 ? new Uint8Array(length) : new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length)));
 }

@@ -50,11 +50,18 @@ export function denoFfi(): DenoFfi {
  * `void *` when `voidPointers` is "opaque": then it is a pointer the library handed out, such as
  * a context, and a `void *` result is one. Throws if the library or a function is missing.
  */
-export function bindC<K extends string>(library: string, signatures: Record<K, string>, voidPointers: "buffer" | "opaque" = "buffer"): Record<K, (...a: unknown[]) => unknown> {
+export function bindC<K extends string>(
+  library: string,
+  signatures: Record<K, string>,
+  voidPointers: "buffer" | "opaque" = "buffer",
+): Record<K, (...a: unknown[]) => unknown> {
   const entries = Object.entries(signatures) as Array<[K, string]>;
   if (!isDeno()) {
     const lib = loadKoffi().load(library);
-    return Object.fromEntries(entries.map(([key, signature]) => [key, lib.func(signature)])) as Record<K, (...a: unknown[]) => unknown>;
+    return Object.fromEntries(entries.map(([key, signature]) => [key, lib.func(signature)])) as Record<
+      K,
+      (...a: unknown[]) => unknown
+    >;
   }
   const type = (c: string, result: boolean): string => {
     if (c === "void") return "void";
@@ -68,7 +75,9 @@ export function bindC<K extends string>(library: string, signatures: Record<K, s
   const parsed = entries.map(([key, signature]) => {
     const [, result, name, params] = /^(.*?)\s*\b(\w+)\((.*)\)$/.exec(signature)!;
     // A parameter's type is what precedes its name: "const uint8_t *in" -> "const uint8_t *".
-    const parameters = params === "void" ? [] : params.split(",").map((p) => type(p.trim().replace(/\s*\w+$/, "").trim(), false));
+    const parameters = params === "void"
+      ? []
+      : params.split(",").map((p) => type(p.trim().replace(/\s*\w+$/, "").trim(), false));
     return { key, name, symbol: { parameters, result: type(result.trim(), true) } };
   });
   const symbols = denoFfi().dlopen(library, Object.fromEntries(parsed.map((p) => [p.name, p.symbol]))).symbols;
@@ -108,7 +117,9 @@ export function loadKoffi(): Koffi {
     return (koffi = createRequire(here)("koffi") as Koffi);
   } catch (e) {
     if ((e as { code?: string }).code !== "MODULE_NOT_FOUND") throw e;
-    throw new Error("the shared-memory channel needs koffi on Node, an optional dependency that is not installed: run `npm install koffi` (Deno needs nothing)");
+    throw new Error(
+      "the shared-memory channel needs koffi on Node, an optional dependency that is not installed: run `npm install koffi` (Deno needs nothing)",
+    );
   }
 }
 
@@ -143,7 +154,7 @@ function sameContent(file: string, content: Uint8Array): boolean {
   try {
     if (fs.fstatSync(fd).size !== content.length) return false;
     const piece = new Uint8Array(64 * 1024);
-    for (let at = 0; at < content.length; ) {
+    for (let at = 0; at < content.length;) {
       const n = fs.readSync(fd, piece, 0, piece.length, at);
       if (n === 0 || Buffer.compare(piece.subarray(0, n), content.subarray(at, at + n)) !== 0) return false;
       at += n;

@@ -31,9 +31,17 @@ export function parseProxy(value: string, where: string): URL {
   try {
     url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`);
   } catch {
-    throw new AgentError("invalid-config", `${where} is not a proxy URL like http://proxy.example.com:3128: "${value}"`);
+    throw new AgentError(
+      "invalid-config",
+      `${where} is not a proxy URL like http://proxy.example.com:3128: "${value}"`,
+    );
   }
-  if (url.protocol !== "http:") throw new AgentError("invalid-config", `${where}: only http:// proxies (HTTP CONNECT) are supported, not ${url.protocol}//`);
+  if (url.protocol !== "http:") {
+    throw new AgentError(
+      "invalid-config",
+      `${where}: only http:// proxies (HTTP CONNECT) are supported, not ${url.protocol}//`,
+    );
+  }
   return url;
 }
 
@@ -69,12 +77,26 @@ export function connectThroughProxy(proxy: URL, host: string, port: number, time
       socket.destroy();
       reject(e);
     };
-    const timer = setTimeout(() => fail(new ProxyError("timeout", `${where} did not open a tunnel to ${target} within ${timeoutMs} ms`)), timeoutMs);
-    socket.once("error", (e: NodeJS.ErrnoException) =>
-      fail(new ProxyError("unreachable", `cannot reach ${where}: ${e.code === "ECONNREFUSED" ? "connection refused" : e.message}`))
+    const timer = setTimeout(
+      () => fail(new ProxyError("timeout", `${where} did not open a tunnel to ${target} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    socket.once(
+      "error",
+      (e: NodeJS.ErrnoException) =>
+        fail(
+          new ProxyError(
+            "unreachable",
+            `cannot reach ${where}: ${e.code === "ECONNREFUSED" ? "connection refused" : e.message}`,
+          ),
+        ),
     );
     socket.once("connect", () => {
-      const auth = proxy.username ? `Proxy-Authorization: Basic ${btoa(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`)}\r\n` : "";
+      const auth = proxy.username
+        ? `Proxy-Authorization: Basic ${
+          btoa(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`)
+        }\r\n`
+        : "";
       socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n${auth}\r\n`);
     });
     let received: Uint8Array = new Uint8Array(0);
@@ -82,13 +104,22 @@ export function connectThroughProxy(proxy: URL, host: string, port: number, time
       received = concat([received, chunk]);
       const end = indexOfNeedle(received, HEAD_END);
       if (end < 0) {
-        if (received.length > 16 * 1024) fail(new ProxyError("refused", `${where} sent an oversized answer to CONNECT`));
+        if (received.length > 16 * 1024) {
+          fail(new ProxyError("refused", `${where} sent an oversized answer to CONNECT`));
+        }
         return;
       }
       socket.off("data", onData);
-      const status = /^HTTP\/1\.[01] (\d{3})([^\r\n]*)/.exec(new TextDecoder("latin1").decode(received.subarray(0, end)));
+      const status = /^HTTP\/1\.[01] (\d{3})([^\r\n]*)/.exec(
+        new TextDecoder("latin1").decode(received.subarray(0, end)),
+      );
       if (!status || status[1] !== "200") {
-        return fail(new ProxyError("refused", `${where} refused CONNECT to ${target}: ${status ? `${status[1]}${status[2]}` : "not an HTTP answer"}`));
+        return fail(
+          new ProxyError(
+            "refused",
+            `${where} refused CONNECT to ${target}: ${status ? `${status[1]}${status[2]}` : "not an HTTP answer"}`,
+          ),
+        );
       }
       if (received.length > end + 4) socket.unshift(received.subarray(end + 4)); // nothing is expected before TLS starts; kept anyway
       clearTimeout(timer);

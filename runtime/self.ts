@@ -9,7 +9,12 @@ import path from "node:path";
 import { denoRunCommand } from "./heap.ts";
 
 /** The `node:sea` module when running as a Node single executable, else null. */
-export function seaModule(): { isSea(): boolean; getAsset(name: string): ArrayBuffer; getAsset(name: string, encoding: string): string; getRawAsset?(name: string): ArrayBuffer } | null {
+export function seaModule(): {
+  isSea(): boolean;
+  getAsset(name: string): ArrayBuffer;
+  getAsset(name: string, encoding: string): string;
+  getRawAsset?(name: string): ArrayBuffer;
+} | null {
   if ("Deno" in globalThis) return null;
   try {
     const sea = createRequire(path.join(process.cwd(), "noop.js"))("node:sea");

@@ -81,7 +81,11 @@ export function startBackend(): StartBackend {
 }
 
 /** Starts `program` with `args`; rejects with an error whose `code` is the errno name (ENOENT, EACCES, …) if it cannot run. */
-export async function startProcess(program: string, args: readonly string[], options: StartOptions): Promise<StartedProcess> {
+export async function startProcess(
+  program: string,
+  args: readonly string[],
+  options: StartOptions,
+): Promise<StartedProcess> {
   if ((options.via ?? startBackend()) === "child_process") return await startWithChildProcess(program, args, options);
   const libc = loadPosixSpawn();
   if (!libc) throw startError("ENOSYS", "posix_spawn is not available in this process");
@@ -94,7 +98,11 @@ export async function startProcess(program: string, args: readonly string[], opt
 // carries it (runtime/lazy.ts).
 const childProcess = loadOnFirstUse(() => import("node:child_process"));
 
-async function startWithChildProcess(program: string, args: readonly string[], options: StartOptions): Promise<StartedProcess> {
+async function startWithChildProcess(
+  program: string,
+  args: readonly string[],
+  options: StartOptions,
+): Promise<StartedProcess> {
   const child = (await childProcess()).spawn(program, args, {
     cwd: options.cwd,
     env: options.env,
@@ -120,7 +128,14 @@ interface PosixSpawn {
   pipe(): [number, number];
   close(fd: number): void;
   /** Returns the child's pid, or throws an error with the errno posix_spawn returned. */
-  spawn(file: string, argv: readonly string[], envp: readonly string[], dup2: Array<[number, number]>, cwd: string | undefined, searchPath: boolean): number;
+  spawn(
+    file: string,
+    argv: readonly string[],
+    envp: readonly string[],
+    dup2: Array<[number, number]>,
+    cwd: string | undefined,
+    searchPath: boolean,
+  ): number;
   /** waitpid(pid, WNOHANG): the raw status once the child has ended, else null. */
   reap(pid: number): number | null;
 }
@@ -193,7 +208,14 @@ function posixSpawnOver(f: Record<string, (...a: unknown[]) => number>, marshal:
         if (cwd !== undefined) f.posix_spawn_file_actions_addchdir_np(actions, marshal.string(cwd));
         f.posix_spawn_file_actions_addclosefrom_np?.(actions, 3);
         const pid = new Int32Array(1);
-        const rc = (searchPath ? f.posix_spawnp : f.posix_spawn)(pid, marshal.string(file), actions, attr, marshal.strings(argv), marshal.strings(envp));
+        const rc = (searchPath ? f.posix_spawnp : f.posix_spawn)(
+          pid,
+          marshal.string(file),
+          actions,
+          attr,
+          marshal.strings(argv),
+          marshal.strings(envp),
+        );
         if (rc !== 0) throw startError(errnoName(rc), `posix_spawn: ${errnoName(rc)}`);
         return pid[0];
       } finally {
@@ -211,8 +233,10 @@ function posixSpawnOver(f: Record<string, (...a: unknown[]) => number>, marshal:
 const SIGNATURES: Record<string, string> = {
   pipe2: "int pipe2(void *fds, int flags)",
   close: "int close(int fd)",
-  posix_spawn: "int posix_spawn(void *pid, const char *path, void *fa, void *attr, const char **argv, const char **envp)",
-  posix_spawnp: "int posix_spawnp(void *pid, const char *file, void *fa, void *attr, const char **argv, const char **envp)",
+  posix_spawn:
+    "int posix_spawn(void *pid, const char *path, void *fa, void *attr, const char **argv, const char **envp)",
+  posix_spawnp:
+    "int posix_spawnp(void *pid, const char *file, void *fa, void *attr, const char **argv, const char **envp)",
   posix_spawn_file_actions_init: "int posix_spawn_file_actions_init(void *fa)",
   posix_spawn_file_actions_destroy: "int posix_spawn_file_actions_destroy(void *fa)",
   posix_spawn_file_actions_adddup2: "int posix_spawn_file_actions_adddup2(void *fa, int fd, int newfd)",
@@ -283,7 +307,12 @@ function resolveProgram(program: string, env: Record<string, string>, cwd: strin
   throw startError(denied ? "EACCES" : "ENOENT", `${program}: not found on PATH`);
 }
 
-function startWithPosixSpawn(libc: PosixSpawn, program: string, args: readonly string[], options: StartOptions): StartedProcess {
+function startWithPosixSpawn(
+  libc: PosixSpawn,
+  program: string,
+  args: readonly string[],
+  options: StartOptions,
+): StartedProcess {
   // Searching in the child costs this process nothing; it needs the child's PATH to be ours.
   const searchPath = !program.includes("/") && options.env.PATH === process.env.PATH;
   const file = searchPath ? program : resolveProgram(program, options.env, options.cwd);
@@ -294,7 +323,14 @@ function startWithPosixSpawn(libc: PosixSpawn, program: string, args: readonly s
   try {
     for (let k = 0; k < 3; k++) pipes.push(libc.pipe());
     const [stdin, stdout, stderr] = pipes;
-    pid = libc.spawn(file, [program, ...args], envp, [[stdin[0], 0], [stdout[1], 1], [stderr[1], 2]], options.cwd, searchPath);
+    pid = libc.spawn(
+      file,
+      [program, ...args],
+      envp,
+      [[stdin[0], 0], [stdout[1], 1], [stderr[1], 2]],
+      options.cwd,
+      searchPath,
+    );
   } catch (e) {
     for (const [r, w] of pipes) libc.close(r), libc.close(w);
     reaper.unlistenIfIdle();

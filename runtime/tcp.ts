@@ -170,7 +170,9 @@ export function socketStream(socket: net.Socket, reads?: SlabReads): ByteStream 
       socket.cork();
       let flowing = true;
       // Writes complete in order: the last piece's callback means all of them left.
-      for (let i = 0; i < parts.length; i++) flowing = socket.write(parts[i], i === parts.length - 1 ? released : undefined);
+      for (let i = 0; i < parts.length; i++) {
+        flowing = socket.write(parts[i], i === parts.length - 1 ? released : undefined);
+      }
       socket.uncork();
       return flowing ? Promise.resolve() : drained();
     },
@@ -212,7 +214,11 @@ export class DialError extends AgentError {
 }
 
 /** Connects to `host:port` (an address or name), failing with a {@link DialError}. */
-export function dialTcp(host: string, port: number, options: { timeoutMs: number; localAddress?: string }): Promise<ByteStream> {
+export function dialTcp(
+  host: string,
+  port: number,
+  options: { timeoutMs: number; localAddress?: string },
+): Promise<ByteStream> {
   return new Promise((resolve, reject) => {
     const reads = new SlabReads();
     const socket = net.connect({ host, port, localAddress: options.localAddress, onread: reads.onread });
@@ -234,8 +240,12 @@ export function dialTcp(host: string, port: number, options: { timeoutMs: number
 
 /** A socket error while connecting, as the {@link DialError} that names the stage. */
 export function connectError(e: NodeJS.ErrnoException, host: string, port: number): DialError {
-  if (e.code === "ECONNREFUSED") return new DialError("refused", `connection refused by ${host}:${port}: nothing is listening there`);
-  if (e.code === "ENOTFOUND" || e.code === "EAI_AGAIN") return new DialError("unresolved", `cannot resolve ${host}: no such host name (${e.code})`);
+  if (e.code === "ECONNREFUSED") {
+    return new DialError("refused", `connection refused by ${host}:${port}: nothing is listening there`);
+  }
+  if (e.code === "ENOTFOUND" || e.code === "EAI_AGAIN") {
+    return new DialError("unresolved", `cannot resolve ${host}: no such host name (${e.code})`);
+  }
   return new DialError("unreachable", `cannot connect to ${host}:${port}: ${e.message}`);
 }
 

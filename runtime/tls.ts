@@ -43,7 +43,11 @@ export interface TrustOptions {
 
 /** Why a listener's certificate was refused. */
 export class CertificateError extends AgentError {
-  constructor(readonly reason: "untrusted" | "expired" | "fingerprint-mismatch" | "name-mismatch", message: string, readonly certificate: CertificateReport) {
+  constructor(
+    readonly reason: "untrusted" | "expired" | "fingerprint-mismatch" | "name-mismatch",
+    message: string,
+    readonly certificate: CertificateReport,
+  ) {
     super(reason, message);
   }
 }
@@ -51,7 +55,9 @@ export class CertificateError extends AgentError {
 /** Parses a fingerprint written as 64 hex digits, with or without colons. */
 export function parseFingerprint(text: string): Uint8Array {
   const bytes = fromHex(text.replace(/:/g, "").trim());
-  if (!bytes || bytes.length !== 32) throw new Error(`"${text}" is not a SHA-256 fingerprint (64 hex digits, colons allowed)`);
+  if (!bytes || bytes.length !== 32) {
+    throw new Error(`"${text}" is not a SHA-256 fingerprint (64 hex digits, colons allowed)`);
+  }
   return bytes;
 }
 
@@ -88,11 +94,26 @@ export async function dialTls(
         throw new CertificateError(reason, message, certificate);
       };
       if (toHex(options.fingerprint!) !== toHex(certificate.fingerprint)) {
-        refuse("fingerprint-mismatch", `certificate fingerprint mismatch: the listener presented ${formatFingerprint(certificate.fingerprint)}, expected ${formatFingerprint(options.fingerprint!)}`);
+        refuse(
+          "fingerprint-mismatch",
+          `certificate fingerprint mismatch: the listener presented ${
+            formatFingerprint(certificate.fingerprint)
+          }, expected ${formatFingerprint(options.fingerprint!)}`,
+        );
       }
-      if (certificate.expired) refuse("expired", `the pinned certificate is outside its validity (${certificate.validFrom} to ${certificate.validTo})`);
+      if (certificate.expired) {
+        refuse(
+          "expired",
+          `the pinned certificate is outside its validity (${certificate.validFrom} to ${certificate.validTo})`,
+        );
+      }
       // For a report (probe): would the CA file or system roots trust it too? A separate handshake says.
-      if (options.reportTrust) return { stream: socketStream(socket), certificate: await caVerdict(host, port, options, serverName, certificate) };
+      if (options.reportTrust) {
+        return {
+          stream: socketStream(socket),
+          certificate: await caVerdict(host, port, options, serverName, certificate),
+        };
+      }
     }
     return { stream: socketStream(socket), certificate: { ...certificate, trusted: true } };
   } catch (e) {
@@ -105,7 +126,9 @@ export async function dialTls(
   const { reason, problem, expired } = whyRefused(refusal, certificate, serverName);
   throw new CertificateError(
     reason,
-    `the listener's certificate is not trusted: ${problem} (subject ${certificate.subject}; pass --ca FILE or pin it with --fingerprint ${formatFingerprint(certificate.fingerprint)})`,
+    `the listener's certificate is not trusted: ${problem} (subject ${certificate.subject}; pass --ca FILE or pin it with --fingerprint ${
+      formatFingerprint(certificate.fingerprint)
+    })`,
     { ...certificate, trusted: false, problem, expired },
   );
 }
@@ -126,7 +149,13 @@ function whyRefused(refusal: NodeJS.ErrnoException, certificate: CertificateRepo
 }
 
 /** `certificate` with whether the CA file or system roots (and the name) would trust it, by a verifying handshake. */
-async function caVerdict(host: string, port: number, options: TrustOptions & { timeoutMs: number; proxy?: URL | null }, serverName: string, certificate: CertificateReport): Promise<CertificateReport> {
+async function caVerdict(
+  host: string,
+  port: number,
+  options: TrustOptions & { timeoutMs: number; proxy?: URL | null },
+  serverName: string,
+  certificate: CertificateReport,
+): Promise<CertificateReport> {
   try {
     (await handshake(host, port, options, serverName, true)).socket.destroy();
     return { ...certificate, trusted: true };
@@ -148,7 +177,13 @@ class VerifyError extends AgentError {
 const CERTIFICATE_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(VERIFY|GET_ISSUER)|ALTNAME|HOSTNAME|ISSUER|SIGNATURE/;
 
 /** One TLS handshake (through the proxy if any); `verify` makes the library enforce trust and the name. */
-async function handshake(host: string, port: number, options: TrustOptions & { timeoutMs: number; proxy?: URL | null }, serverName: string, verify: boolean) {
+async function handshake(
+  host: string,
+  port: number,
+  options: TrustOptions & { timeoutMs: number; proxy?: URL | null },
+  serverName: string,
+  verify: boolean,
+) {
   // Through a proxy, TLS runs end to end inside the CONNECT tunnel: the proxy never sees the certificate checks.
   const tunnel = options.proxy ? await connectThroughProxy(options.proxy, host, port, options.timeoutMs) : undefined;
   return await new Promise<{ socket: tls.TLSSocket; certificate: CertificateReport }>((resolve, reject) => {
@@ -162,7 +197,12 @@ async function handshake(host: string, port: number, options: TrustOptions & { t
     });
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new DialError("timeout", `timed out after ${options.timeoutMs} ms waiting for the TLS handshake with ${host}:${port}`));
+      reject(
+        new DialError(
+          "timeout",
+          `timed out after ${options.timeoutMs} ms waiting for the TLS handshake with ${host}:${port}`,
+        ),
+      );
     }, options.timeoutMs);
     socket.once("secureConnect", () => {
       clearTimeout(timer);
@@ -171,8 +211,12 @@ async function handshake(host: string, port: number, options: TrustOptions & { t
       resolve({
         socket,
         certificate: {
-          subject: formatName(peer.subject), issuer: formatName(peer.issuer), validFrom: peer.valid_from, validTo: peer.valid_to,
-          fingerprint: parseFingerprint(peer.fingerprint256), trusted: false,
+          subject: formatName(peer.subject),
+          issuer: formatName(peer.issuer),
+          validFrom: peer.valid_from,
+          validTo: peer.valid_to,
+          fingerprint: parseFingerprint(peer.fingerprint256),
+          trusted: false,
           expired: Date.parse(peer.valid_to) < Date.now() || Date.parse(peer.valid_from) > Date.now(),
         },
       });

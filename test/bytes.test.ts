@@ -1,6 +1,18 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { allocateUninitialized, BufferRecycler, concat, copy, equals, fromHex, indexOfNeedle, setUninitializedAllocator, takeFront, timingSafeEqual, toHex } from "../core/bytes.ts";
+import {
+  allocateUninitialized,
+  BufferRecycler,
+  concat,
+  copy,
+  equals,
+  fromHex,
+  indexOfNeedle,
+  setUninitializedAllocator,
+  takeFront,
+  timingSafeEqual,
+  toHex,
+} from "../core/bytes.ts";
 import { useUninitializedAllocation } from "../runtime/memory.ts";
 
 const b = (...n: number[]) => new Uint8Array(n);

@@ -16,7 +16,10 @@ const error = (text: string) => {
 };
 
 test('"insecure": "false" is refused, not taken as true', () => {
-  assert.is(error('{ "insecure": "false" }'), `config file ${FILE}: setting "insecure" is "false" (a string); allowed: true or false (a JSON boolean, not a string)`);
+  assert.is(
+    error('{ "insecure": "false" }'),
+    `config file ${FILE}: setting "insecure" is "false" (a string); allowed: true or false (a JSON boolean, not a string)`,
+  );
 });
 
 test('"host": 5 is refused, not taken as all addresses', () => {
@@ -39,8 +42,15 @@ test("an unknown setting, a non-object and broken JSON say so", () => {
 });
 
 test("a good file parses to its settings", () => {
-  const s = parseConfigFile(FILE, '{ "port": 4000, "insecure": false, "connect": ["p.example.com:46340", { "address": "[::1]:1", "ca": "ca.pem" }] }');
-  assert.equal(s, { port: 4000, insecure: false, connect: ["p.example.com:46340", { address: "[::1]:1", ca: "ca.pem" }] });
+  const s = parseConfigFile(
+    FILE,
+    '{ "port": 4000, "insecure": false, "connect": ["p.example.com:46340", { "address": "[::1]:1", "ca": "ca.pem" }] }',
+  );
+  assert.equal(s, {
+    port: 4000,
+    insecure: false,
+    connect: ["p.example.com:46340", { address: "[::1]:1", ca: "ca.pem" }],
+  });
 });
 
 test.run();

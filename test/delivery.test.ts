@@ -27,7 +27,10 @@ class Side {
     this.link = new DeliveryLink({ ackDelayMs: 5, ...options, transmit: this.transport().transmit });
   }
   transport() {
-    return { transmit: (code: number, _token: number, parts: readonly Uint8Array[]) => void this.wire.push({ code, payload: concat([...parts]) }) };
+    return {
+      transmit: (code: number, _token: number, parts: readonly Uint8Array[]) =>
+        void this.wire.push({ code, payload: concat([...parts]) }),
+    };
   }
   send(...messages: string[]) {
     for (const m of messages) this.link.send(DATA, 0, [text(m)]);
@@ -207,8 +210,10 @@ test("while disconnected nothing is transmitted; everything is kept for the resu
 test("a body is handed back once acknowledged, and not while a transmission still reads it", async () => {
   const released: string[] = [];
   // A transport that reads the parts later (as a queued seal does) and says when it has.
-  let finish: Array<() => void> = [];
-  const slow = { transmit: (_c: number, _t: number, _parts: readonly Uint8Array[]) => new Promise<void>((r) => finish.push(r)) };
+  const finish: Array<() => void> = [];
+  const slow = {
+    transmit: (_c: number, _t: number, _parts: readonly Uint8Array[]) => new Promise<void>((r) => finish.push(r)),
+  };
   const agent = new DeliveryLink({ transmit: slow.transmit, released: (body) => released.push(str(body[0])) });
   agent.send(DATA, 0, [text("one")]);
   agent.send(DATA, 0, [text("two")]);
@@ -253,7 +258,8 @@ test("over real frame streams: a connection lost mid-exchange and replaced by a 
     return { clientFrames, agentFrames };
   };
   const sender = (frames: FrameStream) => ({
-    transmit: (code: number, token: number, parts: readonly Uint8Array[]) => void frames.sendParts(1, code, token, parts).catch(() => {}),
+    transmit: (code: number, token: number, parts: readonly Uint8Array[]) =>
+      void frames.sendParts(1, code, token, parts).catch(() => {}),
   });
   const agentLink = new DeliveryLink();
   const pump = async (frames: FrameStream, limit: number) => {

@@ -6,7 +6,15 @@ import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { generateKey } from "../core/secure/keys.ts";
-import { hermeticEnv, type RunningAgent, ROOT, scriptCommand, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+import {
+  hermeticEnv,
+  ROOT,
+  type RunningAgent,
+  scriptCommand,
+  startAgent,
+  stopAll,
+  tempDir,
+} from "./helpers/agent-process.ts";
 import { selfSigned } from "./helpers/certs.ts";
 
 const DENO = path.join(ROOT, "node_modules/.bin/deno");
@@ -25,15 +33,33 @@ interface DocSymbol {
 
 /** The exports of the entry points with their `@example` code blocks, as `deno doc --json` reads them. */
 function exportsWithExamples(): DocSymbol[] {
-  const r = spawnSync(DENO, ["doc", "--json", ...ENTRIES], { cwd: ROOT, encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
+  const r = spawnSync(DENO, ["doc", "--json", ...ENTRIES], {
+    cwd: ROOT,
+    encoding: "utf8",
+    maxBuffer: 64 * 1024 * 1024,
+  });
   assert.is(r.status, 0, r.stderr);
-  const doc = JSON.parse(r.stdout) as { nodes: Record<string, { symbols: Array<{ name: string; declarations: Array<{ kind: string; jsDoc?: { tags?: Array<{ kind: string; doc?: string }> } }> }> }> };
-  return Object.entries(doc.nodes).flatMap(([url, node]) => node.symbols.map((s) => {
-    const decl = s.declarations[0];
-    const examples = (decl.jsDoc?.tags ?? []).filter((t) => t.kind === "example")
-      .flatMap((t) => [...(t.doc ?? "").matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]));
-    return { module: url.replace(/^.*\//, ""), name: s.name, kind: decl.kind, examples };
-  }));
+  const doc = JSON.parse(r.stdout) as {
+    nodes: Record<
+      string,
+      {
+        symbols: Array<
+          {
+            name: string;
+            declarations: Array<{ kind: string; jsDoc?: { tags?: Array<{ kind: string; doc?: string }> } }>;
+          }
+        >;
+      }
+    >;
+  };
+  return Object.entries(doc.nodes).flatMap(([url, node]) =>
+    node.symbols.map((s) => {
+      const decl = s.declarations[0];
+      const examples = (decl.jsDoc?.tags ?? []).filter((t) => t.kind === "example")
+        .flatMap((t) => [...(t.doc ?? "").matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]));
+      return { module: url.replace(/^.*\//, ""), name: s.name, kind: decl.kind, examples };
+    })
+  );
 }
 
 let symbols: DocSymbol[] = [];
@@ -49,8 +75,21 @@ test.before(() => {
       .map((s) => (["interface", "typeAlias"].includes(s.kind) ? `type ${s.name}` : s.name));
     return `import { ${names.join(", ")} } from "../../${entry}";\n`;
   });
-  const prelude = `${imports.join("")}import fs from "node:fs";\nimport os from "node:os";\nimport path from "node:path";\n`;
-  for (const s of symbols) s.examples.forEach((code, i) => fs.writeFileSync(path.join(EXAMPLES, `${s.kind}-${s.name}${i ? `-${i}` : ""}.ts`), `${prelude}${code}\nexport {};\n`));
+  // Re-exported so that names an example leaves unused pass the type-checker's noUnusedLocals.
+  const names = [...symbols.map((s) => s.name), "fs", "os", "path"];
+  const prelude = `${
+    imports.join("")
+  }import fs from "node:fs";\nimport os from "node:os";\nimport path from "node:path";\nexport { ${
+    names.join(", ")
+  } };\n`;
+  for (const s of symbols) {
+    s.examples.forEach((code, i) =>
+      fs.writeFileSync(
+        path.join(EXAMPLES, `${s.kind}-${s.name}${i ? `-${i}` : ""}.ts`),
+        `${prelude}${code}\n`,
+      )
+    );
+  }
 });
 
 test.after(async () => {
@@ -67,7 +106,7 @@ test("every export of the library has a doc comment with an example", () => {
 test("every example type-checks", () => {
   const files = fs.readdirSync(EXAMPLES).map((f) => path.join(EXAMPLES, f));
   const r = spawnSync(DENO, ["check", "--quiet", ...files], { cwd: ROOT, encoding: "utf8", timeout: 120_000 });
-  assert.is(r.status, 0, r.stderr.replace(/\x1b\[[0-9;]*m/g, "").slice(0, 4000));
+  assert.is(r.status, 0, r.stderr.replace(new RegExp(String.fromCharCode(27) + "\\[[0-9;]*m", "g"), "").slice(0, 4000));
 });
 
 test("every example runs, against a live agent", async () => {
@@ -84,8 +123,11 @@ test("every example runs, against a live agent", async () => {
       stdio: ["ignore", "pipe", "pipe"],
       env: {
         ...hermeticEnv({ TMPDIR: dir }),
-        AGENT_HOST: "127.0.0.1", AGENT_PORT: String(agent!.port), AGENT_KEY: KEY.hex,
-        LISTENER_CERT: path.join(dir, "cert.pem"), LISTENER_KEY: path.join(dir, "key.pem"),
+        AGENT_HOST: "127.0.0.1",
+        AGENT_PORT: String(agent!.port),
+        AGENT_KEY: KEY.hex,
+        LISTENER_CERT: path.join(dir, "cert.pem"),
+        LISTENER_KEY: path.join(dir, "key.pem"),
       },
     });
     let text = "";

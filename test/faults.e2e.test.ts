@@ -18,8 +18,21 @@ import { initiate } from "../core/secure/opening.ts";
 import { encodeRecord } from "../core/secure/frame-stream.ts";
 import { encodeHello, encodeReply, EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
 import {
-  agentCommand, cleanExit, hermeticEnv, residentKiB, runAgentAsync, type RunningAgent, scriptCommand, sendSignal, startAgent, stopAll,
-  tempDir, alive, until, withFullDisk, procStat } from "./helpers/agent-process.ts";
+  agentCommand,
+  alive,
+  cleanExit,
+  hermeticEnv,
+  procStat,
+  residentKiB,
+  runAgentAsync,
+  scriptCommand,
+  sendSignal,
+  startAgent,
+  stopAll,
+  tempDir,
+  until,
+  withFullDisk,
+} from "./helpers/agent-process.ts";
 import { dial, fakeServer } from "./helpers/net.ts";
 
 const faults = suite("faults e2e");
@@ -35,7 +48,6 @@ async function client(port: number): Promise<Agent> {
   clients.push(c);
   return c;
 }
-
 
 /** User plus system CPU time of a process, in clock ticks (Linux /proc). */
 function cpuTicks(pid: number): number {
@@ -63,7 +75,8 @@ faults("a closed log pipe: the agent keeps serving, does not spin, and stops on 
   const stateDir = tempDir();
   const [cmd, ...pre] = agentCommand();
   const child = spawn(cmd, [...pre, "start", "--host", "127.0.0.1", "--port", "0", "--key", KEY.hex], {
-    env: hermeticEnv({ AGENT_STATE_DIR: stateDir }), stdio: ["ignore", "ignore", "pipe"],
+    env: hermeticEnv({ AGENT_STATE_DIR: stateDir }),
+    stdio: ["ignore", "ignore", "pipe"],
   });
   const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
   const port = await new Promise<number>((resolve) => {
@@ -87,7 +100,10 @@ faults("a closed log pipe: the agent keeps serving, does not spin, and stops on 
     const t0 = performance.now();
     sendSignal(child, "SIGTERM");
     const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r("still running"), 3000))]);
-    assert.ok(code !== "still running" && cleanExit(code as number | null), `exit after SIGTERM: ${code} (${elapsed(t0).toFixed(1)} s)`);
+    assert.ok(
+      code !== "still running" && cleanExit(code as number | null),
+      `exit after SIGTERM: ${code} (${elapsed(t0).toFixed(1)} s)`,
+    );
   } finally {
     sendSignal(child, "SIGKILL");
   }
@@ -102,7 +118,11 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
     await s.files.open("held.txt", "w");
     const hostPid = (await s.system.info()).pid;
     await until(() => childrenOf(p.pid).length > 0, "the grandchild started");
-    const spare = Number(/spare host for alpha ready \(pid (\d+)\)/.exec(await agent.waitForLog(/spare host for alpha ready \(pid \d+\)/))![1]);
+    const spare = Number(
+      /spare host for alpha ready \(pid (\d+)\)/.exec(
+        await agent.waitForLog(/spare host for alpha ready \(pid \d+\)/),
+      )![1],
+    );
     const everyone = [hostPid, spare, p.pid, ...descendantsOf(p.pid)];
     const t0 = performance.now();
     const code = await agent.stop(signal);
@@ -124,7 +144,10 @@ faults("closing a session whose process has children holding its output: prompt,
   // grandchild says when its trap is set: a TERM before that ends it unrecorded (seen under load).
   const p = await s.processes.start({
     program: "sh",
-    args: ["-c", `sh -c 'trap "echo term > ${marker}; exit 0" TERM; : > ${trapped}; while :; do sleep 0.1; done' & sleep 600; echo done`],
+    args: [
+      "-c",
+      `sh -c 'trap "echo term > ${marker}; exit 0" TERM; : > ${trapped}; while :; do sleep 0.1; done' & sleep 600; echo done`,
+    ],
   });
   await until(() => fs.existsSync(trapped) && descendantsOf(p.pid).length >= 2, "the grandchild set its trap");
   const t0 = performance.now();
@@ -148,14 +171,24 @@ faults("a host killed while the agent is blocked on its full ring fails only tha
   await new Promise((r) => setTimeout(r, 1500)); // the host is stuck on the first write; the agent on the ring
   const t0 = performance.now();
   process.kill(hostPid, "SIGKILL");
-  const settled = await Promise.race([Promise.all(writes), new Promise<null>((r) => setTimeout(() => r(null), 10_000))]);
+  const settled = await Promise.race([
+    Promise.all(writes),
+    new Promise<null>((r) => setTimeout(() => r(null), 10_000)),
+  ]);
   assert.ok(settled, `the victim's requests were answered within 10 s\n${agent.stderr()}`);
   const results = settled!;
   const failed = results.filter((r) => r instanceof Error);
-  assert.ok(failed.length > 0 && failed.every((e) => e instanceof SessionEndedError), `writes failed with ${failed[0]?.name}`);
+  assert.ok(
+    failed.length > 0 && failed.every((e) => e instanceof SessionEndedError),
+    `writes failed with ${failed[0]?.name}`,
+  );
   assert.ok(elapsed(t0) < 5, `the victim heard in ${elapsed(t0).toFixed(1)} s`);
   assert.not.ok(c.client.isClosed, "the connection survived");
-  assert.is(await bystander.system.productRoot(), bystander.productRoot, "the other session on the same connection goes on");
+  assert.is(
+    await bystander.system.productRoot(),
+    bystander.productRoot,
+    "the other session on the same connection goes on",
+  );
   await agent.stop();
 });
 
@@ -170,9 +203,12 @@ for (const moment of ["at rest", "mid-read", "mid-write"] as const) {
       await s.files.writeFile("big.bin", new Uint8Array(32 * 1024 * 1024));
       work = s.files.readFile("big.bin");
     } else if (moment === "mid-write") {
-      work = s.files.writeFile("big.bin", (async function* () {
-        for (let i = 0; i < 512; i++) yield new Uint8Array(256 * 1024);
-      })());
+      work = s.files.writeFile(
+        "big.bin",
+        (async function* () {
+          for (let i = 0; i < 512; i++) yield new Uint8Array(256 * 1024);
+        })(),
+      );
     }
     await new Promise((r) => setTimeout(r, moment === "at rest" ? 0 : 100));
     const t0 = performance.now();
@@ -189,90 +225,104 @@ for (const moment of ["at rest", "mid-read", "mid-write"] as const) {
   });
 }
 
-faults("a connection cut mid-transfer and resumed through a new one: the file checks out, output arrives exactly once", async () => {
-  const agent = await startAgent(["--key", KEY.hex]);
-  const first = await client(agent.port);
-  const s = await first.openSession("alpha");
-  const data = crypto.randomBytes(24 * 1024 * 1024);
-  const p = await s.processes.start({ program: "sh", args: ["-c", "i=0; while [ $i -lt 3000 ]; do echo line$i; i=$((i+1)); done"] });
-  const upload = s.files.writeFile("up.bin", data);
-  await new Promise((r) => setTimeout(r, 150));
-  first.client.frames.stream.close(); // the network cuts the connection mid-transfer
-  await new Promise((r) => setTimeout(r, 200));
-  const second = await client(agent.port);
-  await s.resume(second.client);
-  assert.is(await upload, data.length);
-  assert.is((await s.files.sha256("up.bin")).sha256, crypto.createHash("sha256").update(data).digest("hex"));
-  const out = new TextDecoder().decode(await p.output()).trim().split("\n");
-  assert.is(out.length, 3000);
-  assert.equal(out.slice(0, 3), ["line0", "line1", "line2"]);
-  assert.is(new Set(out).size, 3000, "no line twice");
-  const down = crypto.createHash("sha256");
-  for await (const chunk of s.files.readStream("up.bin")) down.update(chunk);
-  assert.is(down.digest("hex"), crypto.createHash("sha256").update(data).digest("hex"));
-  await s.close();
-  await agent.stop();
-});
+faults(
+  "a connection cut mid-transfer and resumed through a new one: the file checks out, output arrives exactly once",
+  async () => {
+    const agent = await startAgent(["--key", KEY.hex]);
+    const first = await client(agent.port);
+    const s = await first.openSession("alpha");
+    const data = crypto.randomBytes(24 * 1024 * 1024);
+    const p = await s.processes.start({
+      program: "sh",
+      args: ["-c", "i=0; while [ $i -lt 3000 ]; do echo line$i; i=$((i+1)); done"],
+    });
+    const upload = s.files.writeFile("up.bin", data);
+    await new Promise((r) => setTimeout(r, 150));
+    first.client.frames.stream.close(); // the network cuts the connection mid-transfer
+    await new Promise((r) => setTimeout(r, 200));
+    const second = await client(agent.port);
+    await s.resume(second.client);
+    assert.is(await upload, data.length);
+    assert.is((await s.files.sha256("up.bin")).sha256, crypto.createHash("sha256").update(data).digest("hex"));
+    const out = new TextDecoder().decode(await p.output()).trim().split("\n");
+    assert.is(out.length, 3000);
+    assert.equal(out.slice(0, 3), ["line0", "line1", "line2"]);
+    assert.is(new Set(out).size, 3000, "no line twice");
+    const down = crypto.createHash("sha256");
+    for await (const chunk of s.files.readStream("up.bin")) down.update(chunk);
+    assert.is(down.digest("hex"), crypto.createHash("sha256").update(data).digest("hex"));
+    await s.close();
+    await agent.stop();
+  },
+);
 
 faults("one failed read of a pipelined readStream leaves no unhandled rejection in the product's process", async () => {
   const agent = await startAgent(["--key", KEY.hex]);
   const [cmd, ...pre] = scriptCommand();
   const r = spawnSync(cmd, [...pre, path.join("test", "helpers", "read-stream-fail.ts")], {
-    env: hermeticEnv({ PORT: String(agent.port), KEY: KEY.hex }), encoding: "utf8", timeout: 60_000,
+    env: hermeticEnv({ PORT: String(agent.port), KEY: KEY.hex }),
+    encoding: "utf8",
+    timeout: 60_000,
   });
   assert.is(r.status, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /caught SessionEndedError[\s\S]*survived/);
   await agent.stop();
 });
 
-faults("a handshake flood, 70% hostile (stalling, dripping, garbage): every legitimate client gets through", async () => {
-  const agent = await startAgent(["--key", KEY.hex, "--max-handshakes", "20"]);
-  const hostile: net.Socket[] = [];
-  const timers: Array<ReturnType<typeof setInterval>> = [];
-  const legitTimes: number[] = [];
-  const legitErrors: string[] = [];
-  const opens: Promise<void>[] = [];
-  try {
-    for (let i = 0; i < 300; i++) {
-      const kind = i % 10; // 0-2 legitimate, 3-5 stall, 6-7 drip, 8-9 garbage
-      if (kind < 3) {
-        const t0 = performance.now();
-        opens.push(
-          AgentClient.open(await dial(agent.port), { key: KEY.bytes, provider: webCryptoProvider })
-            .then(async (c) => {
-              await c.ping();
-              legitTimes.push(elapsed(t0));
-              c.close();
-            }, (e) => void legitErrors.push((e as Error).message)),
-        );
-        continue;
+faults(
+  "a handshake flood, 70% hostile (stalling, dripping, garbage): every legitimate client gets through",
+  async () => {
+    const agent = await startAgent(["--key", KEY.hex, "--max-handshakes", "20"]);
+    const hostile: net.Socket[] = [];
+    const timers: Array<ReturnType<typeof setInterval>> = [];
+    const legitTimes: number[] = [];
+    const legitErrors: string[] = [];
+    const opens: Promise<void>[] = [];
+    try {
+      for (let i = 0; i < 300; i++) {
+        const kind = i % 10; // 0-2 legitimate, 3-5 stall, 6-7 drip, 8-9 garbage
+        if (kind < 3) {
+          const t0 = performance.now();
+          opens.push(
+            AgentClient.open(await dial(agent.port), { key: KEY.bytes, provider: webCryptoProvider })
+              .then(async (c) => {
+                await c.ping();
+                legitTimes.push(elapsed(t0));
+                c.close();
+              }, (e) => void legitErrors.push((e as Error).message)),
+          );
+          continue;
+        }
+        const s = net.connect(agent.port, "127.0.0.1");
+        s.on("error", () => {});
+        hostile.push(s);
+        if (kind >= 6 && kind < 8) timers.push(setInterval(() => s.writable && s.write(new Uint8Array([0x5f])), 1000));
+        if (kind >= 8) s.on("connect", () => s.write(crypto.randomBytes(24)));
       }
-      const s = net.connect(agent.port, "127.0.0.1");
-      s.on("error", () => {});
-      hostile.push(s);
-      if (kind >= 6 && kind < 8) timers.push(setInterval(() => s.writable && s.write(new Uint8Array([0x5f])), 1000));
-      if (kind >= 8) s.on("connect", () => s.write(crypto.randomBytes(24)));
+      await Promise.all(opens);
+      legitTimes.sort((a, b) => a - b);
+      assert.equal(legitErrors, []);
+      assert.is(legitTimes.length, 90);
+      const p99 = legitTimes[Math.floor(legitTimes.length * 0.99)];
+      assert.ok(p99 < 5, `legitimate p99 ${p99.toFixed(2)} s`);
+    } finally {
+      timers.forEach(clearInterval);
+      hostile.forEach((s) => s.destroy());
+      await agent.stop();
     }
-    await Promise.all(opens);
-    legitTimes.sort((a, b) => a - b);
-    assert.equal(legitErrors, []);
-    assert.is(legitTimes.length, 90);
-    const p99 = legitTimes[Math.floor(legitTimes.length * 0.99)];
-    assert.ok(p99 < 5, `legitimate p99 ${p99.toFixed(2)} s`);
-  } finally {
-    timers.forEach(clearInterval);
-    hostile.forEach((s) => s.destroy());
-    await agent.stop();
-  }
-});
+  },
+);
 
 faults("a connection closed before the key reply is reported as closed, not as a wrong key", async () => {
   const server = await fakeServer((socket) => {
     let got = 0;
     socket.on("data", (d) => {
       got += d.length;
-      if (got === 24) socket.write(encodeReply({ mode: EncryptionMode.Key, version: PROTOCOL_VERSIONS.max, agent: PROTOCOL_VERSIONS }));
-      else if (got > 24) socket.destroy(); // message 1 arrived: hang up without a word
+      if (got === 24) {
+        socket.write(
+          encodeReply({ mode: EncryptionMode.Key, version: PROTOCOL_VERSIONS.max, agent: PROTOCOL_VERSIONS }),
+        );
+      } else if (got > 24) socket.destroy(); // message 1 arrived: hang up without a word
     });
   });
   try {
@@ -280,7 +330,10 @@ faults("a connection closed before the key reply is reported as closed, not as a
     assert.is.not(r.code, 7, `probe said: ${r.stdout}${r.stderr}`);
     assert.match(r.stdout + r.stderr, /closed the connection/);
     assert.not.match(r.stdout + r.stderr, /key is not one the agent accepts|wrong key/i);
-    const e = await initiate(await dial(server.port), { key: KEY.bytes, provider: webCryptoProvider }).then(() => null, (e) => e);
+    const e = await initiate(await dial(server.port), { key: KEY.bytes, provider: webCryptoProvider }).then(
+      () => null,
+      (e) => e,
+    );
     assert.is(e?.name, "ConnectionClosedError");
   } finally {
     server.close();
@@ -311,7 +364,9 @@ faults("a second start on a live state directory refuses and leaves the running 
   const s = await (await client(agent.port)).openSession("alpha");
   const channelFile = path.join(agent.stateDir, "run", `${s.id}.mmap`);
   assert.ok(fs.existsSync(channelFile));
-  const second = await runAgentAsync(["start", "--host", "127.0.0.1", "--port", "0", "--key", KEY.hex], { AGENT_STATE_DIR: agent.stateDir });
+  const second = await runAgentAsync(["start", "--host", "127.0.0.1", "--port", "0", "--key", KEY.hex], {
+    AGENT_STATE_DIR: agent.stateDir,
+  });
   assert.is.not(second.code, 0);
   assert.match(second.stderr, /already running/);
   assert.not.match(second.stderr, /removed \d+ channel file/);
@@ -343,7 +398,10 @@ faults("a full disk gives a no-space error and loses nothing else", async () => 
   await withFullDisk(async (dir) => {
     const agent = await startAgent(["--key", KEY.hex]);
     const s = await (await client(agent.port)).openSession("alpha");
-    const e = await s.files.writeFile(path.join(dir, "big.bin"), new Uint8Array(4 * 1024 * 1024)).then(() => null, (e) => e);
+    const e = await s.files.writeFile(path.join(dir, "big.bin"), new Uint8Array(4 * 1024 * 1024)).then(
+      () => null,
+      (e) => e,
+    );
     assert.instance(e, RemoteError);
     assert.is(e.code, "no-space");
     assert.is((await s.files.stat(".")).type, "directory", "the session goes on");
@@ -356,7 +414,8 @@ faults("a process flooding output to a slow reader: agent memory stays bounded, 
   const bytes = 64 * 1024 * 1024;
   const [cmd, ...pre] = scriptCommand();
   const reader = spawn(cmd, [...pre, path.join("test", "helpers", "slow-reader.ts")], {
-    env: hermeticEnv({ PORT: String(agent.port), KEY: KEY.hex, BYTES: String(bytes) }), stdio: ["ignore", "pipe", "pipe"],
+    env: hermeticEnv({ PORT: String(agent.port), KEY: KEY.hex, BYTES: String(bytes) }),
+    stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
   reader.stdout!.on("data", (d) => (out += d));
@@ -389,13 +448,19 @@ faults("random and mutated frames, before and after authentication, never break 
     const stream = await dial(agent.port, `127.0.1.${1 + (i % 250)}`);
     const stage = i % 4;
     if (stage === 0) await stream.write(rand(1 + (i % 64))); // before the hello
-    else if (stage === 1) await stream.write(new Uint8Array([...encodeHello(PROTOCOL_VERSIONS), ...encodeRecord(rand(i % 100))])); // a bad message 1
-    else {
+    else if (stage === 1) {
+      await stream.write(new Uint8Array([...encodeHello(PROTOCOL_VERSIONS), ...encodeRecord(rand(i % 100))])); // a bad message 1
+    } else {
       // After authentication: frames with random targets, codes and payloads, some of them session frames.
       const { frames } = await initiate(stream, { key: KEY.bytes, provider: webCryptoProvider });
       for (let j = 0; j < 5; j++) {
         const target = stage === 2 ? (i + j) % 3 : crypto.randomInt(0, 2 ** 32);
-        await frames.send({ target, code: crypto.randomInt(0, 0x10000), token: crypto.randomInt(0, 2 ** 32), payload: rand(j * 37) }).catch(() => {});
+        await frames.send({
+          target,
+          code: crypto.randomInt(0, 0x10000),
+          token: crypto.randomInt(0, 2 ** 32),
+          payload: rand(j * 37),
+        }).catch(() => {});
       }
     }
     await new Promise((r) => setTimeout(r, 2));

@@ -39,7 +39,10 @@ test("runOnAgents: results in the order given, each server's error by name, neve
   assert.equal(results.map((r) => r.name), ["web1", "down", "web2", "wrongkey", "web3"]);
   assert.equal(results.map((r) => (r.ok ? r.value : null)), ["web1", null, "web2", null, "web3"]);
   const down = results[1], wrong = results[3];
-  assert.ok(!down.ok && down.error instanceof DialError && down.error.stage === "refused", String(!down.ok && down.error));
+  assert.ok(
+    !down.ok && down.error instanceof DialError && down.error.stage === "refused",
+    String(!down.ok && down.error),
+  );
   assert.ok(!wrong.ok && wrong.error instanceof AuthenticationError, String(!wrong.ok && wrong.error));
   assert.ok(most <= 2 && most >= 1, `at most 2 at once, saw ${most}`);
   assert.is(finished.length, 5);

@@ -1,8 +1,16 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { toHex, fromHex } from "../core/bytes.ts";
+import { fromHex, toHex } from "../core/bytes.ts";
 import { ProtocolError } from "../core/errors.ts";
-import { EncryptionMode, chooseVersion, decodeHello, decodeReply, encodeHello, encodeReply, PROTOCOL_ID } from "../core/wire/hello.ts";
+import {
+  chooseVersion,
+  decodeHello,
+  decodeReply,
+  encodeHello,
+  encodeReply,
+  EncryptionMode,
+  PROTOCOL_ID,
+} from "../core/wire/hello.ts";
 import { decodeFrame, encodeFrame } from "../core/wire/frame.ts";
 
 // Test vectors from docs/protocol.md §2 and §4.
@@ -12,14 +20,24 @@ test("handshake: hello matches the documented bytes", () => {
 });
 
 test("handshake: reply matches the documented bytes", () => {
-  assert.is(toHex(encodeReply({ mode: EncryptionMode.Key, version: 1, agent: { min: 1, max: 1 } })), "02000000010000000100000001000000");
-  assert.equal(decodeReply(fromHex("02000000010000000100000001000000")!), { mode: 2, version: 1, agent: { min: 1, max: 1 } });
+  assert.is(
+    toHex(encodeReply({ mode: EncryptionMode.Key, version: 1, agent: { min: 1, max: 1 } })),
+    "02000000010000000100000001000000",
+  );
+  assert.equal(decodeReply(fromHex("02000000010000000100000001000000")!), {
+    mode: 2,
+    version: 1,
+    agent: { min: 1, max: 1 },
+  });
 });
 
 test("handshake: a foreign protocol id is refused", () => {
   const hello = encodeHello({ min: 1, max: 1 });
   hello[3] ^= 1;
-  assert.throws(() => decodeHello(hello), (e: Error) => e instanceof ProtocolError && /wrong protocol id/.test(e.message));
+  assert.throws(
+    () => decodeHello(hello),
+    (e: Error) => e instanceof ProtocolError && /wrong protocol id/.test(e.message),
+  );
 });
 
 test("handshake: an HTTP request is not a hello", () => {
@@ -34,7 +52,10 @@ test("handshake: version negotiation picks the highest common version or 0", () 
 });
 
 test("handshake: a reply that cannot be one is refused", () => {
-  assert.throws(() => decodeReply(fromHex("48545450312e3120343030204261642052")!.subarray(0, 16)), (e: Error) => e instanceof ProtocolError);
+  assert.throws(
+    () => decodeReply(fromHex("48545450312e3120343030204261642052")!.subarray(0, 16)),
+    (e: Error) => e instanceof ProtocolError,
+  );
   assert.throws(() => decodeReply(new Uint8Array(16)), (e: Error) => e instanceof ProtocolError); // agent range 0..0
 });
 

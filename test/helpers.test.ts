@@ -11,12 +11,20 @@ test("a test file run on its own leaves no temporary directory behind, even if i
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "helpers-test-"));
   try {
     const [cmd, ...prefix] = scriptCommand();
-    const out = spawnSync(cmd, [...prefix, path.join(ROOT, "test/helpers/leave-temp-dir.ts")], { encoding: "utf8", timeout: 60_000, env: { ...process.env, TMPDIR: tmp } });
+    const out = spawnSync(cmd, [...prefix, path.join(ROOT, "test/helpers/leave-temp-dir.ts")], {
+      encoding: "utf8",
+      timeout: 60_000,
+      env: { ...process.env, TMPDIR: tmp },
+    });
     assert.is(out.status, 0, out.stderr);
     const made = out.stdout.trim();
     assert.ok(made.startsWith(tmp), `${made} is under ${tmp}`);
     // tsx keeps its own cache there; what the suite's helpers make starts with "agent-".
-    assert.equal(fs.readdirSync(tmp).filter((name) => name.startsWith("agent-")), [], "nothing of the suite's left in the temporary directory");
+    assert.equal(
+      fs.readdirSync(tmp).filter((name) => name.startsWith("agent-")),
+      [],
+      "nothing of the suite's left in the temporary directory",
+    );
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }

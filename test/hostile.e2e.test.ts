@@ -12,7 +12,14 @@ import { encodeFrame } from "../core/wire/frame.ts";
 import { encodeHello, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { MetaCode } from "../core/wire/messages.ts";
-import { type RunningAgent, residentKiB, runAgentAsync, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+import {
+  residentKiB,
+  runAgentAsync,
+  type RunningAgent,
+  startAgent,
+  stopAll,
+  tempDir,
+} from "./helpers/agent-process.ts";
 import { dial, rawConnect, recordingRelay } from "./helpers/net.ts";
 
 const hostile = suite("hostile input e2e");
@@ -48,7 +55,10 @@ async function status(dir = agent.stateDir) {
 async function endsWithin(stream: { read(): Promise<Uint8Array | null> }, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
-    const r = await Promise.race([stream.read(), new Promise<"wait">((res) => setTimeout(() => res("wait"), deadline - Date.now()))]);
+    const r = await Promise.race([
+      stream.read(),
+      new Promise<"wait">((res) => setTimeout(() => res("wait"), deadline - Date.now())),
+    ]);
     if (r === null) return true;
     if (r === "wait") return false;
   }
@@ -72,11 +82,18 @@ hostile("an incompatible version gets a reply saying so, then the connection end
   const bytes = c.received();
   assert.is(bytes.length, 16);
   const reply = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  assert.equal([reply.getInt32(4, true), reply.getInt32(8, true), reply.getInt32(12, true)], [0, PROTOCOL_VERSIONS.min, PROTOCOL_VERSIONS.max]);
+  assert.equal([reply.getInt32(4, true), reply.getInt32(8, true), reply.getInt32(12, true)], [
+    0,
+    PROTOCOL_VERSIONS.min,
+    PROTOCOL_VERSIONS.max,
+  ]);
 });
 
 hostile("a wrong key fails without saying which part was wrong, and is never served in plaintext", async () => {
-  const error = await AgentClient.open(await dial(agent.port), { key: generateKey().bytes, provider: webCryptoProvider }).then(() => null, (e) => e);
+  const error = await AgentClient.open(await dial(agent.port), {
+    key: generateKey().bytes,
+    provider: webCryptoProvider,
+  }).then(() => null, (e) => e);
   assert.ok(error);
   assert.is(error.code, "authentication");
   assert.is(error.message, "authentication failed: the key is not one the agent accepts");
@@ -163,7 +180,9 @@ hostile("after all of the above, a legitimate client still works and status coun
 
 hostile("peers that never send a hello hold no handshake slot: a good client goes straight through", async () => {
   const dir = tempDir();
-  const small = await startAgent(["--key", KEY.hex, "--max-handshakes", "4", "--handshake-timeout", "30"], { stateDir: dir });
+  const small = await startAgent(["--key", KEY.hex, "--max-handshakes", "4", "--handshake-timeout", "30"], {
+    stateDir: dir,
+  });
   const stalled = [];
   for (let i = 0; i < 12; i++) stalled.push(await rawConnect(small.port, "127.0.0.2"));
   assert.ok(await legitimateClientWorks(small.port), "legitimate handshake completed");
@@ -176,7 +195,9 @@ hostile("peers that never send a hello hold no handshake slot: a good client goe
 
 hostile("peers that send a hello and then stall, holding every slot, are evicted for a good client", async () => {
   const dir = tempDir();
-  const small = await startAgent(["--key", KEY.hex, "--max-handshakes", "4", "--handshake-timeout", "30"], { stateDir: dir });
+  const small = await startAgent(["--key", KEY.hex, "--max-handshakes", "4", "--handshake-timeout", "30"], {
+    stateDir: dir,
+  });
   const stalled = [];
   for (let i = 0; i < 12; i++) {
     const c = await rawConnect(small.port, "127.0.0.2");
@@ -191,19 +212,28 @@ hostile("peers that send a hello and then stall, holding every slot, are evicted
   await small.stop();
 });
 
-hostile("repeated authentication failures from one address are rate-limited; other addresses are still served", async () => {
-  const dir = tempDir();
-  fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ authFailuresPerMinute: 3 }));
-  const limited = await startAgent(["--key", KEY.hex], { stateDir: dir });
-  for (let i = 0; i < 3; i++) {
-    await AgentClient.open(await dial(limited.port, "127.0.0.3"), { key: generateKey().bytes, provider: webCryptoProvider }).catch(() => {});
-  }
-  const blocked = await AgentClient.open(await dial(limited.port, "127.0.0.3"), { key: KEY.bytes, provider: webCryptoProvider }).then(() => null, (e) => e);
-  assert.ok(blocked, "even the right key is turned away from a rate-limited address");
-  assert.ok(await legitimateClientWorks(limited.port), "another address is still served");
-  await limited.waitForLog(/127\.0\.0\.3:\d+ rejected: rate-limited/);
-  await limited.stop();
-});
+hostile(
+  "repeated authentication failures from one address are rate-limited; other addresses are still served",
+  async () => {
+    const dir = tempDir();
+    fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ authFailuresPerMinute: 3 }));
+    const limited = await startAgent(["--key", KEY.hex], { stateDir: dir });
+    for (let i = 0; i < 3; i++) {
+      await AgentClient.open(await dial(limited.port, "127.0.0.3"), {
+        key: generateKey().bytes,
+        provider: webCryptoProvider,
+      }).catch(() => {});
+    }
+    const blocked = await AgentClient.open(await dial(limited.port, "127.0.0.3"), {
+      key: KEY.bytes,
+      provider: webCryptoProvider,
+    }).then(() => null, (e) => e);
+    assert.ok(blocked, "even the right key is turned away from a rate-limited address");
+    assert.ok(await legitimateClientWorks(limited.port), "another address is still served");
+    await limited.waitForLog(/127\.0\.0\.3:\d+ rejected: rate-limited/);
+    await limited.stop();
+  },
+);
 
 hostile("a capture of the connection shows no key and no plaintext payload", async () => {
   const marker = new TextEncoder().encode("MARKER-7f3a-do-not-leak-" + "x".repeat(40));

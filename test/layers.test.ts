@@ -25,11 +25,15 @@ const CORE_PACKAGES = new Set(["@msgpack/msgpack"]);
 /** Every relative or package import of every .ts file in `dir` (recursively), comments stripped. */
 function imports(file: string): string[] {
   const text = fs.readFileSync(file, "utf8").replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, "");
-  return [...text.matchAll(/(?:from|import)\s*\(?\s*["']([^"']+)["']|require\(\s*["']([^"']+)["']/g)].map((m) => m[1] ?? m[2]);
+  return [...text.matchAll(/(?:from|import)\s*\(?\s*["']([^"']+)["']|require\(\s*["']([^"']+)["']/g)].map((m) =>
+    m[1] ?? m[2]
+  );
 }
 
 function sources(dir: string): string[] {
-  return fs.readdirSync(path.join(ROOT, dir), { recursive: true }).map(String).filter((f) => f.endsWith(".ts")).map((f) => path.join(dir, f));
+  return fs.readdirSync(path.join(ROOT, dir), { recursive: true }).map(String).filter((f) => f.endsWith(".ts")).map((
+    f,
+  ) => path.join(dir, f));
 }
 
 const layerOf = (rel: string) => (ENTRY_FILES.includes(rel) ? rel : rel.split(path.sep)[0]);
@@ -51,7 +55,9 @@ test("each folder imports only the folders below it", () => {
 });
 
 test("the layering check catches an upward import, and allows only the named exception", () => {
-  assert.equal(violations(path.join("core", "x.ts"), ["../runtime/log.ts"]), [`${path.join("core", "x.ts")} imports ../runtime/log.ts (core may not import runtime)`]);
+  assert.equal(violations(path.join("core", "x.ts"), ["../runtime/log.ts"]), [
+    `${path.join("core", "x.ts")} imports ../runtime/log.ts (core may not import runtime)`,
+  ]);
   assert.equal(violations(path.join("client", "connect.ts"), ["../agent/sessions.ts"]).length, 1);
   assert.equal(violations(path.join("client", "local.ts"), ["../agent/sessions.ts"]), []);
   assert.equal(violations("mod.ts", ["./runtime/tcp.ts"]).length, 1);
@@ -74,7 +80,10 @@ function importGraph(entry: string): { files: Set<string>; packages: Set<string>
 
 test("the main entry (connect, listen) reaches no agent server code and no FFI; only local.ts does", () => {
   const main = importGraph("mod.ts");
-  assert.equal([...main.files].filter((f) => /^(agent|host|cli)\b/.test(f) || f === path.join("runtime", "mmap.ts")), []);
+  assert.equal(
+    [...main.files].filter((f) => /^(agent|host|cli)\b/.test(f) || f === path.join("runtime", "mmap.ts")),
+    [],
+  );
   assert.equal([...main.packages].sort(), ["@msgpack/msgpack"]);
   const local = importGraph("local.ts");
   assert.ok(local.files.has(path.join("runtime", "mmap.ts")), "LocalAgent uses the shared-memory channel");
@@ -98,10 +107,14 @@ test("core/ imports no node: module, no Deno global, and only runtime-free packa
 test("every error class extends AgentError, so it has a stable code and a name", () => {
   const parent = new Map<string, string>();
   for (const f of Object.keys(ALLOWED).filter((d) => !ENTRY_FILES.includes(d)).flatMap(sources)) {
-    for (const m of fs.readFileSync(path.join(ROOT, f), "utf8").matchAll(/class (\w+Error) extends (\w+)/g)) parent.set(m[1], m[2]);
+    for (const m of fs.readFileSync(path.join(ROOT, f), "utf8").matchAll(/class (\w+Error) extends (\w+)/g)) {
+      parent.set(m[1], m[2]);
+    }
   }
   assert.ok(parent.size > 20, `${parent.size} error classes found`);
-  const rootOf = (name: string): string => (parent.has(name) && name !== "AgentError" ? rootOf(parent.get(name)!) : name);
+  const rootOf = (
+    name: string,
+  ): string => (parent.has(name) && name !== "AgentError" ? rootOf(parent.get(name)!) : name);
   assert.equal([...parent.keys()].filter((n) => rootOf(n) !== "AgentError"), []);
 });
 

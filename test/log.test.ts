@@ -8,11 +8,17 @@ const stack = "internal error (please report): Error: boom\n    at f (/x.ts:1:1)
 test("text: a stack trace is folded onto the line, after the time, pid and level", () => {
   const line = formatLine("error", stack, "text");
   assert.not.match(line, /\n/);
-  assert.match(line, /^\d{4}-\d\d-\d\dT[\d:.]+Z agent\[\d+\] error: internal error \(please report\): Error: boom \| at f \(\/x\.ts:1:1\) \| at g \(\/y\.ts:2:2\)$/);
+  assert.match(
+    line,
+    /^\d{4}-\d\d-\d\dT[\d:.]+Z agent\[\d+\] error: internal error \(please report\): Error: boom \| at f \(\/x\.ts:1:1\) \| at g \(\/y\.ts:2:2\)$/,
+  );
 });
 
 test("journal: the priority journald filters on, and one line", () => {
-  assert.is(formatLine("error", stack, "journal"), "<3>internal error (please report): Error: boom | at f (/x.ts:1:1) | at g (/y.ts:2:2)");
+  assert.is(
+    formatLine("error", stack, "journal"),
+    "<3>internal error (please report): Error: boom | at f (/x.ts:1:1) | at g (/y.ts:2:2)",
+  );
   assert.is(formatLine("warn", "w", "journal"), "<4>w");
   assert.is(formatLine("info", "i", "journal"), "<6>i");
 });

@@ -14,13 +14,21 @@ function run(mode: "default" | "keep" | "idle") {
   const [cmd, ...prefix] = scriptCommand();
   const out = spawnSync(cmd, [...prefix, SCRIPT, mode], { encoding: "utf8", timeout: 60_000 });
   assert.is(out.status, 0, out.stderr);
-  return JSON.parse(out.stdout) as { kept: boolean; faultsPerBurst: number; privateAfterBurst: number; privateAfterIdle: number };
+  return JSON.parse(out.stdout) as {
+    kept: boolean;
+    faultsPerBurst: number;
+    privateAfterBurst: number;
+    privateAfterIdle: number;
+  };
 }
 
 test("with the agent's settings a burst of freed buffers is reused: almost no page is faulted in again", () => {
   const r = run("keep");
   assert.ok(r.kept, "glibc took the settings");
-  assert.ok(r.faultsPerBurst < PAGES_PER_BURST * 0.05, `${r.faultsPerBurst} faults per burst of ${PAGES_PER_BURST} pages`);
+  assert.ok(
+    r.faultsPerBurst < PAGES_PER_BURST * 0.05,
+    `${r.faultsPerBurst} faults per burst of ${PAGES_PER_BURST} pages`,
+  );
 });
 
 // Node's own start-up already raised glibc's thresholds past this burst in the test process (tsx), as
@@ -28,13 +36,19 @@ test("with the agent's settings a burst of freed buffers is reused: almost no pa
 if (IS_DENO) {
   test("without them the same burst faults most of its pages in again", () => {
     const r = run("default");
-    assert.ok(r.faultsPerBurst > PAGES_PER_BURST * 0.5, `${r.faultsPerBurst} faults per burst of ${PAGES_PER_BURST} pages`);
+    assert.ok(
+      r.faultsPerBurst > PAGES_PER_BURST * 0.5,
+      `${r.faultsPerBurst} faults per burst of ${PAGES_PER_BURST} pages`,
+    );
   });
 }
 
 test("once the process is idle the kept memory goes back to the kernel", () => {
   const r = run("idle");
-  assert.ok(r.privateAfterBurst - r.privateAfterIdle >= 4096, `private memory ${r.privateAfterBurst} KiB -> ${r.privateAfterIdle} KiB`);
+  assert.ok(
+    r.privateAfterBurst - r.privateAfterIdle >= 4096,
+    `private memory ${r.privateAfterBurst} KiB -> ${r.privateAfterIdle} KiB`,
+  );
 });
 
 test.run();

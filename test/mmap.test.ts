@@ -29,10 +29,18 @@ async function echoThrough(peerRuntime: string) {
   assert.is(mapping.backend, IS_DENO ? "deno" : "koffi");
   initChannel(mapping.bytes, CAP);
   const [cmd, ...pre] = runtimes[peerRuntime];
-  const child = spawn(cmd, [...pre, path.join(ROOT, "test/helpers/ring-echo.ts"), file], { cwd: ROOT, stdio: ["pipe", "pipe", "pipe"] });
+  const child = spawn(cmd, [...pre, path.join(ROOT, "test/helpers/ring-echo.ts"), file], {
+    cwd: ROOT,
+    stdio: ["pipe", "pipe", "pipe"],
+  });
   let stderr = "";
   child.stderr.on("data", (d) => (stderr += d));
-  const end = new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, pipeDoorbell(child.stdout, child.stdin));
+  const end = new ChannelEnd(
+    mapping.bytes,
+    Direction.AgentToHost,
+    Direction.HostToAgent,
+    pipeDoorbell(child.stdout, child.stdin),
+  );
   const max = maxRecordPayload(CAP);
   // More data than the ring holds, in records up to the maximum, with replies flowing back.
   const sizes = Array.from({ length: 300 }, (_, i) => (i * 7919) % (max + 1));
@@ -61,7 +69,13 @@ async function echoThrough(peerRuntime: string) {
   mapping.close();
 }
 
-mmap("records cross to a peer on the same runtime and back, more than the ring holds", () => echoThrough(IS_DENO ? "deno" : "node"));
-mmap("records cross to a peer on the other runtime (koffi and Deno.dlopen share one mapping)", () => echoThrough(IS_DENO ? "node" : "deno"));
+mmap(
+  "records cross to a peer on the same runtime and back, more than the ring holds",
+  () => echoThrough(IS_DENO ? "deno" : "node"),
+);
+mmap(
+  "records cross to a peer on the other runtime (koffi and Deno.dlopen share one mapping)",
+  () => echoThrough(IS_DENO ? "node" : "deno"),
+);
 
 mmap.run();

@@ -1,13 +1,25 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { fromHex, toHex } from "../core/bytes.ts";
-import { type CryptoProvider, webCryptoProvider, x25519, x25519FromPrivate, x25519Generate } from "../core/secure/crypto.ts";
+import {
+  type CryptoProvider,
+  webCryptoProvider,
+  x25519,
+  x25519FromPrivate,
+  x25519Generate,
+} from "../core/secure/crypto.ts";
 import { AuthenticationError, IntegrityError } from "../core/errors.ts";
 import { encodeFrame } from "../core/wire/frame.ts";
-import { EncryptionMode, encodeHello, encodeReply } from "../core/wire/hello.ts";
-import { keyId, parseKey, generateKey, InvalidKeyError } from "../core/secure/keys.ts";
+import { encodeHello, encodeReply, EncryptionMode } from "../core/wire/hello.ts";
+import { generateKey, InvalidKeyError, keyId, parseKey } from "../core/secure/keys.ts";
 import { NOISE_PROTOCOL_NAME, NoiseHandshake, type TransportKeys } from "../core/secure/noise.ts";
-import { encodeRecord, FrameStream, MAX_NOISE_MESSAGE, MAX_NOISE_PLAINTEXT, readRecord } from "../core/secure/frame-stream.ts";
+import {
+  encodeRecord,
+  FrameStream,
+  MAX_NOISE_MESSAGE,
+  MAX_NOISE_PLAINTEXT,
+  readRecord,
+} from "../core/secure/frame-stream.ts";
 import { MAX_PAYLOAD } from "../core/wire/frame.ts";
 import { memoryStreamPair } from "../core/wire/memory-stream.ts";
 import { StreamReader } from "../core/wire/stream.ts";
@@ -24,7 +36,11 @@ import { DENO_HEAP_FLAGS } from "../runtime/heap.ts";
 import { IS_DENO, ROOT, scriptCommand } from "./helpers/agent-process.ts";
 
 /** Every provider this runtime can use, libcrypto through FFI where it loads (on Node through koffi). */
-const PROVIDERS: CryptoProvider[] = [webCryptoProvider, nodeCryptoProvider, ...[libcryptoProvider()].filter((p) => p !== null)];
+const PROVIDERS: CryptoProvider[] = [
+  webCryptoProvider,
+  nodeCryptoProvider,
+  ...[libcryptoProvider()].filter((p) => p !== null),
+];
 
 test("libcrypto loads through this runtime's FFI: koffi on Node, Deno.dlopen on Deno", () => {
   assert.ok(libcryptoProvider(), "libcrypto.so.3 is installed here, so the provider must load");
@@ -62,17 +78,26 @@ async function handshake(provider: CryptoProvider, psks = [PSK], clientPsk = PSK
 for (const provider of PROVIDERS) {
   test(`noise NNpsk0 (${provider.name}): documented test vector`, async () => {
     const { init, msg1, found } = await handshake(provider);
-    assert.is(toHex(msg1), "358072d6365880d1aeea329adf9121383851ed21a28e3b75e965d0d2cd166254e59608b54358cbb6435210ae05b320f6");
+    assert.is(
+      toHex(msg1),
+      "358072d6365880d1aeea329adf9121383851ed21a28e3b75e965d0d2cd166254e59608b54358cbb6435210ae05b320f6",
+    );
     assert.ok(found);
     const { message: msg2, keys: agentKeys } = await found!.handshake.writeMessage2();
-    assert.is(toHex(msg2), "64b101b1d0be5a8704bd078f9895001fc03e8e9f9522f188dd128d9846d4846606a6a0f2c183dfbbbb4b32bc3442d24e");
+    assert.is(
+      toHex(msg2),
+      "64b101b1d0be5a8704bd078f9895001fc03e8e9f9522f188dd128d9846d4846606a6a0f2c183dfbbbb4b32bc3442d24e",
+    );
     const { keys: clientKeys } = await init.readMessage2(msg2);
     assert.is(toHex(clientKeys.handshakeHash), "d2205d628fe77d7baf36411539e450c0c315a569f9b9eb9bfc6130c874005498");
     assert.equal(clientKeys.handshakeHash, agentKeys.handshakeHash);
     const plain = concat([new Uint8Array([PING.length, 0, 0, 0]), PING]); // a frame's plaintext starts with its length
     const record = await clientKeys.send.encrypt(plain);
     assert.is(toHex(record), "84cf440170df2eff065761646e96202d9c6fcf4f92d6aae3c23f789d35cbabe364c559f5");
-    assert.is(toHex(await agentKeys.send.encrypt(plain)), "2c30dcdb0abb3d5e31d64712218ff9cdeea1c63bbb5c37117355577bf56eef335e16a6d8");
+    assert.is(
+      toHex(await agentKeys.send.encrypt(plain)),
+      "2c30dcdb0abb3d5e31d64712218ff9cdeea1c63bbb5c37117355577bf56eef335e16a6d8",
+    );
     assert.equal(await agentKeys.receive.decrypt(record), plain);
   });
 }
@@ -85,7 +110,11 @@ test("x25519 (node:crypto): agrees with WebCrypto both ways, and a handshake acr
   const { message, keys } = await found!.handshake.writeMessage2();
   const { keys: clientKeys } = await init.readMessage2(message);
   assert.equal(clientKeys.handshakeHash, keys.handshakeHash);
-  assert.throws(() => node.agree(new Uint8Array(32)), /all-zero|failed during derivation/, "a small-order point is refused (by OpenSSL itself, or by the all-zero check)");
+  assert.throws(
+    () => node.agree(new Uint8Array(32)),
+    /all-zero|failed during derivation/,
+    "a small-order point is refused (by OpenSSL itself, or by the all-zero check)",
+  );
 });
 
 // Node 20's generateKeyPairSync leaves a job behind that locks the new key when collected; a
@@ -93,7 +122,11 @@ test("x25519 (node:crypto): agrees with WebCrypto both ways, and a handshake acr
 // an agent in CI stopped answering every connection, stuck in KeyGenJob's destructor).
 test("x25519 (node:crypto): making 20,000 pairs while collections fall at every point finishes", () => {
   const [cmd, ...prefix] = scriptCommand();
-  const run = spawnSync(cmd, [...prefix, ...(IS_DENO ? DENO_HEAP_FLAGS : []), path.join(ROOT, "test/helpers/x25519-churn.ts")], { encoding: "utf8", timeout: 60_000 });
+  const run = spawnSync(cmd, [
+    ...prefix,
+    ...(IS_DENO ? DENO_HEAP_FLAGS : []),
+    path.join(ROOT, "test/helpers/x25519-churn.ts"),
+  ], { encoding: "utf8", timeout: 60_000 });
   assert.is(run.signal, null, "it hung (killed after 60 s)");
   assert.is(run.status, 0, run.stderr);
   assert.match(run.stdout, /^done/);
@@ -158,19 +191,31 @@ test("keys: parse, id, and clear errors for malformed keys", async () => {
   assert.match(a.hex, /^[0-9a-f]{64}$/);
 });
 
-
 // The Cacophony project's published vector for exactly this protocol name: an independent Noise
 // implementation's handshake and transport messages, byte for byte (test/vectors, source inside).
-const CACOPHONY = JSON.parse(fs.readFileSync(new URL("./vectors/noise-nnpsk0-25519-aesgcm-sha256.json", import.meta.url), "utf8"));
+const CACOPHONY = JSON.parse(
+  fs.readFileSync(new URL("./vectors/noise-nnpsk0-25519-aesgcm-sha256.json", import.meta.url), "utf8"),
+);
 
 for (const provider of PROVIDERS) {
   test(`noise NNpsk0 (${provider.name}): interoperates with Cacophony's published vector`, async () => {
     const v = CACOPHONY;
     assert.is(v.protocol_name, NOISE_PROTOCOL_NAME);
     const [m1, m2, ...transport] = v.messages as Array<{ payload: string; ciphertext: string }>;
-    const init = await NoiseHandshake.initiator(hex(v.init_psks[0]), hex(v.init_prologue), provider, await x25519FromPrivate(hex(v.init_ephemeral)));
+    const init = await NoiseHandshake.initiator(
+      hex(v.init_psks[0]),
+      hex(v.init_prologue),
+      provider,
+      await x25519FromPrivate(hex(v.init_ephemeral)),
+    );
     assert.is(toHex(await init.writeMessage1(hex(m1.payload))), m1.ciphertext);
-    const found = await NoiseHandshake.respond([hex(v.resp_psks[0])], hex(v.resp_prologue), hex(m1.ciphertext), provider, await x25519FromPrivate(hex(v.resp_ephemeral)));
+    const found = await NoiseHandshake.respond(
+      [hex(v.resp_psks[0])],
+      hex(v.resp_prologue),
+      hex(m1.ciphertext),
+      provider,
+      await x25519FromPrivate(hex(v.resp_ephemeral)),
+    );
     assert.is(toHex(found!.payload), m1.payload);
     const { message, keys: responder } = await found!.handshake.writeMessage2(hex(m2.payload));
     assert.is(toHex(message), m2.ciphertext);
@@ -214,7 +259,11 @@ test("frames in key mode travel as Noise transport messages of at most 65,535 by
   }
   assert.is(records, Math.ceil((4 + 12 + MAX_PAYLOAD) / MAX_NOISE_PLAINTEXT));
   const joined = concat(plain);
-  assert.is(new DataView(joined.buffer).getUint32(0, true), 12 + MAX_PAYLOAD, "the plaintext starts with the frame's length");
+  assert.is(
+    new DataView(joined.buffer).getUint32(0, true),
+    12 + MAX_PAYLOAD,
+    "the plaintext starts with the frame's length",
+  );
   assert.equal(joined.subarray(16), payload);
 });
 
@@ -222,9 +271,21 @@ test("frames in key mode: a record over 65,535 bytes, a message past its frame, 
   const seal = async (keys: TransportKeys, plain: Uint8Array) => encodeRecord(await keys.send.encrypt(plain));
   const le32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer);
   const cases: Array<[string, (k: TransportKeys) => Promise<Uint8Array>, RegExp]> = [
-    ["oversized record", async () => new Uint8Array([0x00, 0x00, 0x01, 0x00]), /65536 bytes exceeds the maximum of 65535/],
-    ["frame over the maximum", (k) => seal(k, concat([le32(12 + MAX_PAYLOAD + 1), new Uint8Array(100)])), /1048589 bytes exceeds the maximum of 1048588/],
-    ["message past its frame", (k) => seal(k, concat([le32(12), new Uint8Array(20)])), /runs past the end of its frame/],
+    [
+      "oversized record",
+      () => Promise.resolve(new Uint8Array([0x00, 0x00, 0x01, 0x00])),
+      /65536 bytes exceeds the maximum of 65535/,
+    ],
+    [
+      "frame over the maximum",
+      (k) => seal(k, concat([le32(12 + MAX_PAYLOAD + 1), new Uint8Array(100)])),
+      /1048589 bytes exceeds the maximum of 1048588/,
+    ],
+    [
+      "message past its frame",
+      (k) => seal(k, concat([le32(12), new Uint8Array(20)])),
+      /runs past the end of its frame/,
+    ],
   ];
   for (const [what, record, error] of cases) {
     const { client, agent } = await transportKeys();
@@ -267,7 +328,11 @@ for (const provider of PROVIDERS) {
       mine.sealInto(nonce, [plain.subarray(0, 7), plain.subarray(7, 7), plain.subarray(7)], none, out);
       assert.equal(out, expected, `sealed ${size}`);
       // Pieces cut as a socket might: inside the ciphertext and inside the tag.
-      const cuts = [[expected], [expected.subarray(0, 1), expected.subarray(1)], [expected.subarray(0, size + 5), expected.subarray(size + 5, size + 9), expected.subarray(size + 9)]];
+      const cuts = [[expected], [expected.subarray(0, 1), expected.subarray(1)], [
+        expected.subarray(0, size + 5),
+        expected.subarray(size + 5, size + 9),
+        expected.subarray(size + 9),
+      ]];
       for (const pieces of cuts) {
         const opened = new Uint8Array(size).fill(0xee);
         assert.ok(mine.openInto(nonce, pieces, none, opened), `${size} in ${pieces.length} pieces`);
@@ -276,7 +341,10 @@ for (const provider of PROVIDERS) {
       for (const at of [0, size - 1, size + 15]) {
         const bad = expected.slice();
         bad[at] ^= 1;
-        assert.not.ok(mine.openInto(nonce, [bad.subarray(0, 3), bad.subarray(3)], none, new Uint8Array(size)), `byte ${at} changed`);
+        assert.not.ok(
+          mine.openInto(nonce, [bad.subarray(0, 3), bad.subarray(3)], none, new Uint8Array(size)),
+          `byte ${at} changed`,
+        );
       }
       assert.not.ok(mine.openInto(nonce, [expected.subarray(0, size + 15)], none, new Uint8Array(size)), "a short tag");
       assert.ok(mine.openInto(nonce, [expected], none, new Uint8Array(size)), "a failed open leaves the key usable");
@@ -296,7 +364,9 @@ test("frames in key mode: a 1 MiB frame arriving in odd pieces comes out whole; 
   };
   const deliver = async (wire: Uint8Array, keys: TransportKeys) => {
     const [a, b] = memoryStreamPair();
-    for (let at = 0, step = 1; at < wire.length; at += step, step = (step * 37 + 11) % 90_001 + 1) await a.write(wire.subarray(at, at + step));
+    for (let at = 0, step = 1; at < wire.length; at += step, step = (step * 37 + 11) % 90_001 + 1) {
+      await a.write(wire.subarray(at, at + step));
+    }
     a.close();
     return await new FrameStream(new StreamReader(b), keys).receive();
   };
@@ -316,7 +386,8 @@ test("frames in key mode: a 1 MiB frame arriving in odd pieces comes out whole; 
 test("frames in key mode: a released frame's buffer carries the next large frame, which arrives intact", async () => {
   const { client: clientKeys, agent: agentKeys } = await transportKeys();
   const [a, b] = memoryStreamPair();
-  const sender = new FrameStream(new StreamReader(a), clientKeys), receiver = new FrameStream(new StreamReader(b), agentKeys);
+  const sender = new FrameStream(new StreamReader(a), clientKeys),
+    receiver = new FrameStream(new StreamReader(b), agentKeys);
   const payloads = [1, 3, 2].map((k) => new Uint8Array(300_000 * k).map((_, i) => (i * k) >>> 2));
   for (const payload of payloads) await sender.send({ target: 3, code: 0x10b, token: 9, payload });
   const first = (await receiver.receive())!;
@@ -340,7 +411,8 @@ async function loopbackPair(): Promise<{ outgoing: net.Socket; incoming: net.Soc
   const incoming = await accepted;
   incoming.pause();
   return {
-    outgoing, incoming,
+    outgoing,
+    incoming,
     close: async () => {
       outgoing.destroy();
       incoming.destroy();
@@ -350,7 +422,10 @@ async function loopbackPair(): Promise<{ outgoing: net.Socket; incoming: net.Soc
 }
 
 /** Reads `size` bytes from `stream`, counting what each event-loop turn delivered. */
-async function readByTurns(stream: ByteStream, size: number): Promise<{ received: Uint8Array[]; mostInOneTurn: number }> {
+async function readByTurns(
+  stream: ByteStream,
+  size: number,
+): Promise<{ received: Uint8Array[]; mostInOneTurn: number }> {
   let turn = 0, done = false;
   const tick = () => {
     turn++;
@@ -382,7 +457,10 @@ test("TCP transport: one connection's flood is read a bounded slice per event-lo
     incoming.resume();
     const { received, mostInOneTurn: most } = await readByTurns(stream, size);
     assert.ok(Buffer.from(concat(received)).equals(sent), "every byte, in order");
-    assert.ok(most <= READ_TURN_BUDGET + 64 * 1024, `${most} bytes read in one turn, budget ${READ_TURN_BUDGET} (plus one read)`);
+    assert.ok(
+      most <= READ_TURN_BUDGET + 64 * 1024,
+      `${most} bytes read in one turn, budget ${READ_TURN_BUDGET} (plus one read)`,
+    );
   } finally {
     await close();
   }
@@ -398,7 +476,10 @@ test("TCP transport, a connection this side dials: reads land in shared slabs, n
   try {
     const { received, mostInOneTurn: most } = await readByTurns(stream, size);
     assert.ok(Buffer.from(concat(received)).equals(sent), "every byte, in order");
-    assert.ok(most <= READ_TURN_BUDGET + 64 * 1024, `${most} bytes read in one turn, budget ${READ_TURN_BUDGET} (plus one read)`);
+    assert.ok(
+      most <= READ_TURN_BUDGET + 64 * 1024,
+      `${most} bytes read in one turn, budget ${READ_TURN_BUDGET} (plus one read)`,
+    );
     const buffers = new Set(received.map((c) => c.buffer)).size;
     assert.ok(buffers * 2 <= received.length, `${received.length} reads landed in ${buffers} buffers`);
   } finally {
@@ -460,7 +541,9 @@ test("frames in key mode over a dialed TCP connection: frames of every size arri
   try {
     const kept = [];
     for (let token = 0; token < payloads.length; token++) kept.push((await receiver.receive())!);
-    for (const [token, frame] of kept.entries()) assert.ok(Buffer.from(frame.payload).equals(payloads[token]), `frame ${token} intact at the end`);
+    for (const [token, frame] of kept.entries()) {
+      assert.ok(Buffer.from(frame.payload).equals(payloads[token]), `frame ${token} intact at the end`);
+    }
     const total = sizes.reduce((a, b) => a + b, 0);
     assert.ok(slabs.size * 256 * 1024 < total / 2, `${total} bytes were read into ${slabs.size} slabs of 256 KiB`);
   } finally {
@@ -474,7 +557,10 @@ test("TCP transport: a write's release comes once the socket let go of its bytes
   try {
     let released = false;
     // More than the kernel buffers on both ends hold while the reader waits.
-    await Promise.race([socketStream(outgoing).writev!([new Uint8Array(48 << 20)], () => (released = true)), new Promise((r) => setTimeout(r, 200))]);
+    await Promise.race([
+      socketStream(outgoing).writev!([new Uint8Array(48 << 20)], () => (released = true)),
+      new Promise((r) => setTimeout(r, 200)),
+    ]);
     assert.not.ok(released, "released while the bytes still wait in the process");
     let received = 0;
     incoming.on("data", (d: Uint8Array) => (received += d.length));
@@ -508,7 +594,10 @@ test("frames in key mode over TCP: a sealed frame's buffer is sealed into again 
       },
     };
     const sender = new FrameStream(new StreamReader(watched), clientKeys);
-    const payloads = Array.from({ length: 24 }, (_, k) => new Uint8Array(512 * 1024).map((_, i) => (i * (k + 3)) >>> 3));
+    const payloads = Array.from(
+      { length: 24 },
+      (_, k) => new Uint8Array(512 * 1024).map((_, i) => (i * (k + 3)) >>> 3),
+    );
     const sent = Promise.all(payloads.map((payload, token) => sender.send({ target: 3, code: 0x10b, token, payload })));
     await new Promise((r) => setTimeout(r, 100));
     assert.ok(held.size > 0, "the socket holds frames while the reader waits");
@@ -520,7 +609,10 @@ test("frames in key mode over TCP: a sealed frame's buffer is sealed into again 
       assert.ok(Buffer.from(frame.payload).equals(payload), `frame ${token} intact`);
     }
     await sent;
-    assert.ok(reused >= payloads.length - 4, `written-out buffers were sealed into again (${reused} of ${payloads.length})`);
+    assert.ok(
+      reused >= payloads.length - 4,
+      `written-out buffers were sealed into again (${reused} of ${payloads.length})`,
+    );
   } finally {
     await close();
   }

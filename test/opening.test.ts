@@ -8,21 +8,34 @@ import { webCryptoProvider } from "../core/secure/crypto.ts";
 import { AuthenticationError, FrameTooLargeError, InsecurePeerError, VersionMismatchError } from "../core/errors.ts";
 import { generateKey, keyId } from "../core/secure/keys.ts";
 import { answerMeta } from "../core/wire/meta.ts";
-import { MetaCode } from "../core/wire/messages.ts";
 import { memoryStreamPair } from "../core/wire/memory-stream.ts";
 import { StreamReader } from "../core/wire/stream.ts";
 import { readRecord } from "../core/secure/frame-stream.ts";
 
 const INFO = {
-  version: "t", protocol: { min: 1, max: 1, current: 1 }, os: "x", arch: "y", hostname: "h", uptimeSeconds: 0,
+  version: "t",
+  protocol: { min: 1, max: 1, current: 1 },
+  os: "x",
+  arch: "y",
+  hostname: "h",
+  uptimeSeconds: 0,
   runtime: { name: "r", version: "0" },
 };
 
 async function pair(agentOptions: Partial<Parameters<typeof respond>[1]> = {}, clientKey?: Uint8Array) {
   const key = generateKey().bytes;
   const [a, b] = memoryStreamPair();
-  const accepting = respond(b, { mode: EncryptionMode.Key, keys: [{ id: await keyId(key), bytes: key }], provider: webCryptoProvider, ...agentOptions });
-  const client = AgentClient.open(a, { key: clientKey ?? key, provider: webCryptoProvider, insecure: agentOptions.mode === EncryptionMode.None });
+  const accepting = respond(b, {
+    mode: EncryptionMode.Key,
+    keys: [{ id: await keyId(key), bytes: key }],
+    provider: webCryptoProvider,
+    ...agentOptions,
+  });
+  const client = AgentClient.open(a, {
+    key: clientKey ?? key,
+    provider: webCryptoProvider,
+    insecure: agentOptions.mode === EncryptionMode.None,
+  });
   return { accepting, client };
 }
 
@@ -39,7 +52,7 @@ test("opening: client and agent agree, and meta ping and info answer", async () 
       await result.frames.send(answerMeta(f, { info: () => INFO }));
     }
   })();
-  const { echo } = await client.ping(new Uint8Array([1, 2, 3])).then(async (r) => ({ echo: r, ...r }));
+  const { echo } = await client.ping(new Uint8Array([1, 2, 3])).then((r) => ({ echo: r, ...r }));
   assert.ok(echo.rttMs >= 0);
   assert.equal(await client.info(), INFO);
   await client.request(0, 999).then(() => assert.unreachable(), (e) => {
@@ -60,7 +73,12 @@ test("opening: a wrong key fails on both sides, and the agent says only that", a
 test("opening: no version in common is reported as such", async () => {
   const key = generateKey().bytes;
   const [a, b] = memoryStreamPair();
-  const accepting = respond(b, { mode: EncryptionMode.Key, keys: [{ id: "x", bytes: key }], provider: webCryptoProvider, versions: { min: 5, max: 6 } });
+  const accepting = respond(b, {
+    mode: EncryptionMode.Key,
+    keys: [{ id: "x", bytes: key }],
+    provider: webCryptoProvider,
+    versions: { min: 5, max: 6 },
+  });
   const error = await AgentClient.open(a, { key, provider: webCryptoProvider }).then(() => null, (e) => e);
   assert.instance(error, VersionMismatchError);
   assert.match(error.message, /5\.\.6/);
@@ -70,7 +88,10 @@ test("opening: no version in common is reported as such", async () => {
 test("opening: a client never silently accepts a plaintext agent", async () => {
   const [a, b] = memoryStreamPair();
   respond(b, { mode: EncryptionMode.None, keys: [], provider: webCryptoProvider });
-  const error = await AgentClient.open(a, { key: generateKey().bytes, provider: webCryptoProvider }).then(() => null, (e) => e);
+  const error = await AgentClient.open(a, { key: generateKey().bytes, provider: webCryptoProvider }).then(
+    () => null,
+    (e) => e,
+  );
   assert.instance(error, InsecurePeerError);
 });
 
@@ -100,10 +121,23 @@ test("records: round-trip at the maximum size", async () => {
 });
 
 /** TLS mode (outbound): the agent responds and announces its key id; the listener initiates and looks the key up. */
-async function tlsPair(agentKey: Uint8Array, table: Record<string, Uint8Array>, bindings = [new Uint8Array(32).fill(1), new Uint8Array(32).fill(1)]) {
+async function tlsPair(
+  agentKey: Uint8Array,
+  table: Record<string, Uint8Array>,
+  bindings = [new Uint8Array(32).fill(1), new Uint8Array(32).fill(1)],
+) {
   const [listenerSide, agentSide] = memoryStreamPair();
-  const agent = respond(agentSide, { mode: EncryptionMode.Tls, keys: [{ id: await keyId(agentKey), bytes: agentKey }], provider: webCryptoProvider, binding: bindings[0] });
-  const listener = initiate(listenerSide, { lookup: (id) => table[id] ?? null, provider: webCryptoProvider, binding: bindings[1] });
+  const agent = respond(agentSide, {
+    mode: EncryptionMode.Tls,
+    keys: [{ id: await keyId(agentKey), bytes: agentKey }],
+    provider: webCryptoProvider,
+    binding: bindings[0],
+  });
+  const listener = initiate(listenerSide, {
+    lookup: (id) => table[id] ?? null,
+    provider: webCryptoProvider,
+    binding: bindings[1],
+  });
   return { agent, listener: listener.then((r) => r, (e) => e as Error) };
 }
 
@@ -127,7 +161,10 @@ test("opening, TLS mode: an unknown key id is turned away and the agent hears wh
 
 test("opening, TLS mode: a different certificate fingerprint (a relay) fails the key proof", async () => {
   const key = generateKey().bytes;
-  const { agent, listener } = await tlsPair(key, { [await keyId(key)]: key }, [new Uint8Array(32).fill(1), new Uint8Array(32).fill(2)]);
+  const { agent, listener } = await tlsPair(key, { [await keyId(key)]: key }, [
+    new Uint8Array(32).fill(1),
+    new Uint8Array(32).fill(2),
+  ]);
   const [a, l] = await Promise.all([agent, listener]);
   assert.ok(!a.ok && a.reason === "bad-key");
   assert.instance(l, AuthenticationError);

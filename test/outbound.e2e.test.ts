@@ -8,7 +8,17 @@ import path from "node:path";
 import { type Agent, type AgentListener, listen } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { backoffDelay } from "../agent/dialer.ts";
-import { hermeticEnv, ROOT, type RunningAgent, runAgentAsync, scriptCommand, sendSignal, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+import {
+  hermeticEnv,
+  ROOT,
+  runAgentAsync,
+  type RunningAgent,
+  scriptCommand,
+  sendSignal,
+  startAgent,
+  stopAll,
+  tempDir,
+} from "./helpers/agent-process.ts";
 import { spawn } from "node:child_process";
 import { caSigned, selfSigned, type TestCert } from "./helpers/certs.ts";
 
@@ -26,7 +36,12 @@ const CONNECTED = /outbound \S+: connected/;
 
 async function startListener(cert: TestCert, table: Record<string, string>, port = 0, events: string[] = []) {
   const l = await listen({
-    host: "127.0.0.1", port, cert: cert.cert, key: cert.key, agents: table, keepaliveSeconds: 2,
+    host: "127.0.0.1",
+    port,
+    cert: cert.cert,
+    key: cert.key,
+    agents: table,
+    keepaliveSeconds: 2,
     onEvent: (e) => events.push(`${e.type} ${"server" in e ? e.server : ""} ${"reason" in e ? e.reason : ""}`),
   });
   listeners.push(l);
@@ -52,21 +67,24 @@ async function status(a: RunningAgent) {
   return JSON.parse((await runAgentAsync(["status", "--json"], { AGENT_STATE_DIR: a.stateDir })).stdout);
 }
 
-outbound("an agent dials a listener (pinned certificate); the product runs a command and a file round trip", async () => {
-  const { l, a, agent: web1 } = await pinnedAgent("web1");
-  assert.equal(l.connected(), ["web1"]);
-  const s = await web1.openSession("deploy");
-  const r = await s.processes.run({ program: "sh", args: ["-c", "echo outbound; exit 5"] });
-  assert.equal([text(r.stdout), r.code], ["outbound\n", 5]);
-  const data = new Uint8Array(3 * 1024 * 1024).map((_, i) => i % 251);
-  await s.files.writeFile("roundtrip.bin", data);
-  assert.equal(await s.files.readFile("roundtrip.bin"), data);
-  await s.close();
-  const st = await status(a);
-  assert.is(st.listen, null);
-  assert.equal([st.outbound[0].state, st.outbound[0].connections], ["connected", 1]);
-  await a.stop();
-});
+outbound(
+  "an agent dials a listener (pinned certificate); the product runs a command and a file round trip",
+  async () => {
+    const { l, a, agent: web1 } = await pinnedAgent("web1");
+    assert.equal(l.connected(), ["web1"]);
+    const s = await web1.openSession("deploy");
+    const r = await s.processes.run({ program: "sh", args: ["-c", "echo outbound; exit 5"] });
+    assert.equal([text(r.stdout), r.code], ["outbound\n", 5]);
+    const data = new Uint8Array(3 * 1024 * 1024).map((_, i) => i % 251);
+    await s.files.writeFile("roundtrip.bin", data);
+    assert.equal(await s.files.readFile("roundtrip.bin"), data);
+    await s.close();
+    const st = await status(a);
+    assert.is(st.listen, null);
+    assert.equal([st.outbound[0].state, st.outbound[0].connections], ["connected", 1]);
+    await a.stop();
+  },
+);
 
 outbound("with a CA file the listener's certificate and name are verified", async () => {
   const cert = await caSigned();
@@ -106,13 +124,20 @@ outbound("untrusted, expired and mismatched certificates each fail with a clear 
   const cases: Array<[TestCert, string[], RegExp]> = [
     [good, [], /the listener's certificate is not trusted: it is self-signed/],
     [expired, ["--fingerprint", expired.fingerprint], /the pinned certificate is outside its validity/],
-    [good, ["--fingerprint", other.fingerprint], /certificate fingerprint mismatch: the listener presented [0-9A-F:]{95}, expected/],
+    [
+      good,
+      ["--fingerprint", other.fingerprint],
+      /certificate fingerprint mismatch: the listener presented [0-9A-F:]{95}, expected/,
+    ],
   ];
   for (const [cert, trust, message] of cases) {
     const events: string[] = [];
     const l = await startListener(cert, { s1: key }, 0, events);
     // A roomy handshake timeout: on a loaded machine a 2 s one can expire before the certificate is judged.
-    const a = await dialer(["--connect", `127.0.0.1:${l.port}`, "--key", key, ...trust, "--handshake-timeout", "10"], message);
+    const a = await dialer(
+      ["--connect", `127.0.0.1:${l.port}`, "--key", key, ...trust, "--handshake-timeout", "10"],
+      message,
+    );
     assert.match(a.stderr(), message);
     const st = (await status(a)).outbound[0];
     assert.match(st.lastError, message);
@@ -125,22 +150,37 @@ outbound("untrusted, expired and mismatched certificates each fail with a clear 
   const dir = tempDir();
   fs.writeFileSync(path.join(dir, "self.pem"), expired.cert);
   const l = await startListener(expired, { s1: key });
-  const a = await dialer(["--connect", `127.0.0.1:${l.port}`, "--key", key, "--ca", path.join(dir, "self.pem"), "--handshake-timeout", "10"], /not trusted: it has expired/);
+  const a = await dialer([
+    "--connect",
+    `127.0.0.1:${l.port}`,
+    "--key",
+    key,
+    "--ca",
+    path.join(dir, "self.pem"),
+    "--handshake-timeout",
+    "10",
+  ], /not trusted: it has expired/);
   await a.stop();
 });
 
-outbound("an untrusted listener stays untrusted on every retry (Deno's TLS layer reports later connections as authorized)", async () => {
-  const key = generateKey().hex;
-  const cert = await selfSigned();
-  const events: string[] = [];
-  const l = await startListener(cert, { s1: key }, 0, events);
-  const a = await dialer(["--connect", `127.0.0.1:${l.port}`, "--key", key, "--handshake-timeout", "10"], /(retrying in[\s\S]*){3}/);
-  assert.is((a.stderr().match(/not trusted: it is self-signed/g) ?? []).length, 3, a.stderr());
-  assert.is(l.connected().length, 0, "never connected");
-  assert.not.ok(events.some((e) => e.startsWith("connected")));
-  await a.stop();
-  await l.close();
-});
+outbound(
+  "an untrusted listener stays untrusted on every retry (Deno's TLS layer reports later connections as authorized)",
+  async () => {
+    const key = generateKey().hex;
+    const cert = await selfSigned();
+    const events: string[] = [];
+    const l = await startListener(cert, { s1: key }, 0, events);
+    const a = await dialer(
+      ["--connect", `127.0.0.1:${l.port}`, "--key", key, "--handshake-timeout", "10"],
+      /(retrying in[\s\S]*){3}/,
+    );
+    assert.is((a.stderr().match(/not trusted: it is self-signed/g) ?? []).length, 3, a.stderr());
+    assert.is(l.connected().length, 0, "never connected");
+    assert.not.ok(events.some((e) => e.startsWith("connected")));
+    await a.stop();
+    await l.close();
+  },
+);
 
 outbound("an unknown or revoked key is rejected at the listener, and no session is opened", async () => {
   const cert = await selfSigned();
@@ -148,9 +188,22 @@ outbound("an unknown or revoked key is rejected at the listener, and no session 
   const events: string[] = [];
   const l = await startListener(cert, { known }, 0, events);
   const rejected = /the listener does not accept this agent's key \(key id [0-9a-f]{12}\)/;
-  const a = await dialer(["--connect", `127.0.0.1:${l.port}`, "--fingerprint", cert.fingerprint, "--key", stranger, "--handshake-timeout", "10"], rejected);
+  const a = await dialer([
+    "--connect",
+    `127.0.0.1:${l.port}`,
+    "--fingerprint",
+    cert.fingerprint,
+    "--key",
+    stranger,
+    "--handshake-timeout",
+    "10",
+  ], rejected);
   assert.ok(events.some((e) => /^rejected .*does not accept/.test(e)));
-  assert.is(fs.existsSync(path.join(a.stateDir, "run")) ? fs.readdirSync(path.join(a.stateDir, "run")).length : 0, 0, "no session");
+  assert.is(
+    fs.existsSync(path.join(a.stateDir, "run")) ? fs.readdirSync(path.join(a.stateDir, "run")).length : 0,
+    0,
+    "no session",
+  );
   await a.stop();
 
   const b = await dialer(["--connect", `127.0.0.1:${l.port}`, "--fingerprint", cert.fingerprint, "--key", known]);
@@ -210,13 +263,19 @@ outbound("backoff: doubling steps with jitter, capped; 300 agents losing one lis
   const buckets = new Map<number, number>();
   for (const t of first) buckets.set(Math.floor(t / 50), (buckets.get(Math.floor(t / 50)) ?? 0) + 1);
   assert.ok(Math.max(...first) - Math.min(...first) > 400, "spread over more than 400 ms");
-  assert.ok(Math.max(...buckets.values()) <= 300 * 0.15, `no 50 ms window takes more than 15%: ${[...buckets.values()]}`);
+  assert.ok(
+    Math.max(...buckets.values()) <= 300 * 0.15,
+    `no 50 ms window takes more than 15%: ${[...buckets.values()]}`,
+  );
 });
 
 outbound("a connection cut mid-command resumes after the reconnect: no output lost or duplicated", async () => {
   const { l, a, agent: w1 } = await pinnedAgent("worker");
   const s = await w1.openSession("jobs");
-  const p = await s.processes.start({ program: "sh", args: ["-c", "for i in 1 2 3 4 5 6 7 8; do echo step$i; sleep 0.25; done; exit 3"] });
+  const p = await s.processes.start({
+    program: "sh",
+    args: ["-c", "for i in 1 2 3 4 5 6 7 8; do echo step$i; sleep 0.25; done; exit 3"],
+  });
   const got: string[] = [];
   const reading = (async () => {
     for await (const c of p.stdout) got.push(text(c));
@@ -253,7 +312,8 @@ outbound("probe --tls reports reachability, certificate, trust and key, each wit
   const keyFile = path.join(dir, "k");
   fs.writeFileSync(keyFile, key, { mode: 0o600 });
   const port = l.port;
-  const probe = (...args: string[]) => runAgentAsync(["probe", `127.0.0.1:${port}`, "--tls", "--timeout", "3", ...args], { AGENT_STATE_DIR: dir });
+  const probe = (...args: string[]) =>
+    runAgentAsync(["probe", `127.0.0.1:${port}`, "--tls", "--timeout", "3", ...args], { AGENT_STATE_DIR: dir });
 
   const ok = await probe("--fingerprint", cert.fingerprint, "--key-file", keyFile);
   assert.is(ok.code, 0, ok.stderr);
@@ -273,7 +333,9 @@ outbound("probe --tls reports reachability, certificate, trust and key, each wit
   assert.match(rejected.stderr, /does not accept this agent's key/);
   const expired = await selfSigned({ expired: true });
   const le = await startListener(expired, {});
-  const exp = await runAgentAsync(["probe", `127.0.0.1:${le.port}`, "--tls", "--fingerprint", expired.fingerprint], { AGENT_STATE_DIR: dir });
+  const exp = await runAgentAsync(["probe", `127.0.0.1:${le.port}`, "--tls", "--fingerprint", expired.fingerprint], {
+    AGENT_STATE_DIR: dir,
+  });
   assert.is(exp.code, 11, exp.stderr);
   assert.match(exp.stderr, /EXPIRED \d+ days ago/);
   await l.close();
@@ -281,33 +343,47 @@ outbound("probe --tls reports reachability, certificate, trust and key, each wit
   assert.is(down.code, 4);
 });
 
-outbound("a probe is never the server's agent: waitForAgent does not return it, and a connected agent keeps its place", async () => {
-  const cert = await selfSigned();
-  const key = generateKey().hex;
-  const events: string[] = [];
-  const l = await startListener(cert, { web1: key }, 0, events);
-  const dir = tempDir();
-  const probe = () => runAgentAsync(["probe", `127.0.0.1:${l.port}`, "--tls", "--timeout", "3", "--fingerprint", cert.fingerprint, "--key", key], { AGENT_STATE_DIR: dir });
+outbound(
+  "a probe is never the server's agent: waitForAgent does not return it, and a connected agent keeps its place",
+  async () => {
+    const cert = await selfSigned();
+    const key = generateKey().hex;
+    const events: string[] = [];
+    const l = await startListener(cert, { web1: key }, 0, events);
+    const dir = tempDir();
+    const probe = () =>
+      runAgentAsync([
+        "probe",
+        `127.0.0.1:${l.port}`,
+        "--tls",
+        "--timeout",
+        "3",
+        "--fingerprint",
+        cert.fingerprint,
+        "--key",
+        key,
+      ], { AGENT_STATE_DIR: dir });
 
-  const waiting = l.waitForAgent("web1", 1500).then(() => "returned", (e: Error) => e.message);
-  const before = await probe();
-  assert.is(before.code, 0, before.stderr);
-  assert.match(before.stdout, /key\s+accepted/);
-  assert.is(await waiting, 'server "web1" did not connect within 1.5 s');
-  assert.equal(l.connected(), []);
-  assert.ok(events.some((e) => e.startsWith("probed web1")), events.join("\n"));
+    const waiting = l.waitForAgent("web1", 1500).then(() => "returned", (e: Error) => e.message);
+    const before = await probe();
+    assert.is(before.code, 0, before.stderr);
+    assert.match(before.stdout, /key\s+accepted/);
+    assert.is(await waiting, 'server "web1" did not connect within 1.5 s');
+    assert.equal(l.connected(), []);
+    assert.ok(events.some((e) => e.startsWith("probed web1")), events.join("\n"));
 
-  const a = await dialer(["--connect", `127.0.0.1:${l.port}`, "--fingerprint", cert.fingerprint, "--key", key]);
-  const web1 = await l.waitForAgent("web1", 10_000);
-  const during = await probe();
-  assert.is(during.code, 0, during.stderr);
-  assert.is(l.agent("web1"), web1, "the probe did not replace the connected agent");
-  const s = await web1.openSession("deploy");
-  assert.is((await s.processes.run({ program: "true" })).code, 0);
-  await s.close();
-  assert.is(events.filter((e) => e.startsWith("connected")).length, 1, events.join("\n"));
-  await a.stop();
-});
+    const a = await dialer(["--connect", `127.0.0.1:${l.port}`, "--fingerprint", cert.fingerprint, "--key", key]);
+    const web1 = await l.waitForAgent("web1", 10_000);
+    const during = await probe();
+    assert.is(during.code, 0, during.stderr);
+    assert.is(l.agent("web1"), web1, "the probe did not replace the connected agent");
+    const s = await web1.openSession("deploy");
+    assert.is((await s.processes.run({ program: "true" })).code, 0);
+    await s.close();
+    assert.is(events.filter((e) => e.startsWith("connected")).length, 1, events.join("\n"));
+    await a.stop();
+  },
+);
 
 outbound("a half-open connection (listener frozen) is noticed within three heartbeats, then retried", async () => {
   const cert = await selfSigned();
@@ -317,7 +393,14 @@ outbound("a half-open connection (listener frozen) is noticed within three heart
   fs.writeFileSync(path.join(dir, "key.pem"), cert.key);
   const runtime = scriptCommand();
   const child = spawn(runtime[0], [...runtime.slice(1), path.join(ROOT, "test/helpers/listener-child.ts")], {
-    cwd: ROOT, env: { ...hermeticEnv(), CERT: path.join(dir, "cert.pem"), KEY: path.join(dir, "key.pem"), AGENT_KEY: key, KEEPALIVE: "1" },
+    cwd: ROOT,
+    env: {
+      ...hermeticEnv(),
+      CERT: path.join(dir, "cert.pem"),
+      KEY: path.join(dir, "key.pem"),
+      AGENT_KEY: key,
+      KEEPALIVE: "1",
+    },
     stdio: ["ignore", "pipe", "inherit"],
   });
   try {
@@ -325,7 +408,16 @@ outbound("a half-open connection (listener frozen) is noticed within three heart
     child.stdout!.on("data", (d) => (out += d));
     for (let i = 0; i < 300 && !/port \d+/.test(out); i++) await new Promise((r) => setTimeout(r, 50));
     const port = Number(/port (\d+)/.exec(out)![1]);
-    const a = await dialer(["--connect", `127.0.0.1:${port}`, "--fingerprint", cert.fingerprint, "--key", key, "--keepalive", "1"]);
+    const a = await dialer([
+      "--connect",
+      `127.0.0.1:${port}`,
+      "--fingerprint",
+      cert.fingerprint,
+      "--key",
+      key,
+      "--keepalive",
+      "1",
+    ]);
     // Signal the pid directly: Deno's ChildProcess.kill() delivers only the first signal it is asked for.
     process.kill(child.pid!, "SIGSTOP"); // the TCP connection stays open, but nothing answers any more
     await a.waitForLog(/no traffic for 3 s \(half-open connection\); retrying in/, 15_000);
@@ -348,8 +440,21 @@ outbound("the example product script runs a command on an agent that dials in", 
   const port = (free.address() as net.AddressInfo).port;
   await new Promise((r) => free.close(r));
   const runtime = scriptCommand();
-  const product = spawn(runtime[0], [...runtime.slice(1), path.join(ROOT, "examples/outbound-product.ts"), "web1", "echo", "hello from web1"], {
-    cwd: ROOT, env: { ...hermeticEnv(), PRODUCT_CERT: path.join(dir, "cert.pem"), PRODUCT_KEY: path.join(dir, "key.pem"), AGENT_KEY: key, PRODUCT_PORT: String(port) },
+  const product = spawn(runtime[0], [
+    ...runtime.slice(1),
+    path.join(ROOT, "examples/outbound-product.ts"),
+    "web1",
+    "echo",
+    "hello from web1",
+  ], {
+    cwd: ROOT,
+    env: {
+      ...hermeticEnv(),
+      PRODUCT_CERT: path.join(dir, "cert.pem"),
+      PRODUCT_KEY: path.join(dir, "key.pem"),
+      AGENT_KEY: key,
+      PRODUCT_PORT: String(port),
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "", err = "";

@@ -9,7 +9,15 @@ import fs from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { generateKey } from "../core/secure/keys.ts";
-import { hermeticEnv, IS_DENO, ROOT, type RunningAgent, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+import {
+  hermeticEnv,
+  IS_DENO,
+  ROOT,
+  type RunningAgent,
+  startAgent,
+  stopAll,
+  tempDir,
+} from "./helpers/agent-process.ts";
 
 const KEY = generateKey();
 const NAME = "@agent/client";
@@ -22,14 +30,21 @@ let agent: RunningAgent;
 /** npm, run as a user would, with its output kept for the failure message. */
 function npm(args: string[], cwd: string) {
   // The developer's HOME stays, for npm's package cache: nothing of the agent's state is read.
-  const r = spawnSync("npm", args, { cwd, encoding: "utf8", env: { ...hermeticEnv(), HOME: process.env.HOME ?? "" }, timeout: 180_000 });
+  const r = spawnSync("npm", args, {
+    cwd,
+    encoding: "utf8",
+    env: { ...hermeticEnv(), HOME: process.env.HOME ?? "" },
+    timeout: 180_000,
+  });
   assert.is(r.status, 0, `npm ${args.join(" ")}: ${r.stderr}`);
   return r.stdout;
 }
 
 /** Runs a script in the consumer project with this test run's runtime; resolves with its output. */
 function runScript(file: string, env: Record<string, string> = {}, check = true) {
-  const args = IS_DENO ? [DENO, "run", "-A", ...(check ? ["--check"] : []), file] : [process.execPath, ...(file.endsWith(".ts") ? ["--import", TSX] : []), file];
+  const args = IS_DENO
+    ? [DENO, "run", "-A", ...(check ? ["--check"] : []), file]
+    : [process.execPath, ...(file.endsWith(".ts") ? ["--import", TSX] : []), file];
   const runtime = IS_DENO ? DENO : process.execPath;
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
     const child = spawn(runtime, args.slice(1), {
@@ -54,7 +69,10 @@ test.before(async () => {
   npm(["pack", "--ignore-scripts", "--pack-destination", packed, ROOT], packed);
   tarball = path.join(packed, fs.readdirSync(packed).find((f) => f.endsWith(".tgz"))!);
   project = tempDir("agent-consumer-");
-  fs.writeFileSync(path.join(project, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
+  fs.writeFileSync(
+    path.join(project, "package.json"),
+    JSON.stringify({ name: "consumer", private: true, type: "module" }),
+  );
   fs.writeFileSync(path.join(project, "deno.json"), JSON.stringify({ nodeModulesDir: "manual" }));
   npm(["install", "--prefer-offline", "--no-audit", "--no-fund", "--omit=optional", tarball], project);
   agent = await startAgent(["--key", KEY.hex]);
@@ -69,7 +87,10 @@ test("the packed tarball holds the built library and its types, nothing else; ko
   const files = spawnSync("tar", ["tzf", tarball], { encoding: "utf8" }).stdout.trim().split("\n");
   const strays = files.filter((f) => !/^package\/(package\.json|README\.md|dist\/lib\/.+\.(js|d\.ts))$/.test(f));
   assert.equal(strays, []);
-  assert.ok(files.includes("package/dist/lib/mod.js") && files.includes("package/dist/lib/mod.d.ts") && files.includes("package/dist/lib/local.js"));
+  assert.ok(
+    files.includes("package/dist/lib/mod.js") && files.includes("package/dist/lib/mod.d.ts") &&
+      files.includes("package/dist/lib/local.js"),
+  );
   const manifest = JSON.parse(fs.readFileSync(path.join(project, "node_modules", NAME, "package.json"), "utf8"));
   assert.equal(Object.keys(manifest.dependencies), ["@msgpack/msgpack"]);
   assert.equal(Object.keys(manifest.optionalDependencies), ["koffi"]);
@@ -80,7 +101,9 @@ test(`a script that imports "${NAME}" by name works against a live agent`, async
   // Plain JavaScript on Node (no TypeScript loader); on Deno, TypeScript through the npm: specifier, type-checked against the .d.ts.
   const file = IS_DENO ? "check.ts" : "check.mjs";
   const specifier = IS_DENO ? `npm:${NAME}` : NAME;
-  fs.writeFileSync(path.join(project, file), `
+  fs.writeFileSync(
+    path.join(project, file),
+    `
 import { connect, NotFoundError, runOnAgents } from "${specifier}";
 const agent = await connect({ host: String(process.env.AGENT_HOST), port: Number(process.env.AGENT_PORT), key: String(process.env.AGENT_KEY) });
 const session = await agent.openSession("consumer");
@@ -92,29 +115,42 @@ await session.close();
 agent.close();
 const fleet = await runOnAgents([{ name: "a", host: String(process.env.AGENT_HOST), port: Number(process.env.AGENT_PORT), key: String(process.env.AGENT_KEY) }], async (a) => (await a.info()).os);
 console.log(JSON.stringify({ out: new TextDecoder().decode(run.stdout).trim(), code: run.code, digest, missing, fleet: fleet[0].ok }));
-`);
+`,
+  );
   const r = await runScript(file);
   assert.is(r.code, 0, r.stderr);
   assert.equal(JSON.parse(r.stdout.trim().split("\n").pop()!), {
-    out: "from-the-package", code: 0, digest: crypto.createHash("sha256").update("hello").digest("hex"), missing: "NotFoundError", fleet: true,
+    out: "from-the-package",
+    code: 0,
+    digest: crypto.createHash("sha256").update("hello").digest("hex"),
+    missing: "NotFoundError",
+    fleet: true,
   });
 });
 
 test("LocalAgent comes from its own entry; on Node without koffi it says what to install", async () => {
-  fs.writeFileSync(path.join(project, "local.mjs"), `
+  fs.writeFileSync(
+    path.join(project, "local.mjs"),
+    `
 import { LocalAgent } from "${IS_DENO ? `npm:${NAME}/local` : `${NAME}/local`}";
 // Its own state directory (the test's temp one), never the machine's default.
 try { await (await LocalAgent.start({ stateDir: process.env.AGENT_STATE_DIR, agentCommand: ["false"] })).stop(); console.log("started"); } catch (e) { console.log(e.message); }
-`);
+`,
+  );
   const r = await runScript("local.mjs");
   assert.is(r.code, 0, r.stderr);
   if (IS_DENO) assert.is(r.stdout.trim(), "started", "Deno maps files itself: no koffi needed");
-  else assert.match(r.stdout, /needs koffi on Node, an optional dependency that is not installed: run `npm install koffi`/);
+  else {assert.match(
+      r.stdout,
+      /needs koffi on Node, an optional dependency that is not installed: run `npm install koffi`/,
+    );}
 });
 
 test("the README's programs run as written, from the installed package", async () => {
   const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
-  const programs = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]).filter((code) => /^import /m.test(code) && code.includes(`"${NAME}"`));
+  const programs = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]).filter((code) =>
+    /^import /m.test(code) && code.includes(`"${NAME}"`)
+  );
   assert.ok(programs.length >= 2, `${programs.length} programs found`);
   fs.writeFileSync(path.join(project, "release.tar.gz"), crypto.randomBytes(100_000));
   for (const [i, code] of programs.entries()) {

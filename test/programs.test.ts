@@ -14,7 +14,9 @@ for (const ext of ["cjs", "mjs"]) {
   test(`dist/host.${ext} holds the host and none of the agent's server, command line or client`, () => {
     const host = dist(`host.${ext}`), agent = dist(`agent.${ext}`);
     assert.ok(host.includes("function hostMain("), "the host's code");
-    for (const name of ["AgentServer=class", "SessionManager=class", "AgentClient=class", "Run a program on a server"]) {
+    for (
+      const name of ["AgentServer=class", "SessionManager=class", "AgentClient=class", "Run a program on a server"]
+    ) {
       assert.not.ok(host.includes(name), `host.${ext} carries ${name}`);
       assert.ok(agent.includes(name), `agent.${ext} carries ${name}`);
     }
@@ -30,7 +32,10 @@ test("the agent starts its hosts with the host program beside its own, where the
   assert.is(hostCommand(agent).at(-1), agent, "no host program beside it: the agent's own");
   fs.writeFileSync(host, "");
   assert.is(hostCommand(agent).at(-1), host);
-  assert.is(hostCommand(agent)[0], IS_DENO ? (globalThis as unknown as { Deno: { execPath(): string } }).Deno.execPath() : process.execPath);
+  assert.is(
+    hostCommand(agent)[0],
+    IS_DENO ? (globalThis as unknown as { Deno: { execPath(): string } }).Deno.execPath() : process.execPath,
+  );
   const sources = path.join(ROOT, "cli/main.ts");
   assert.is(hostCommand(sources).at(-1), sources, "from the sources: cli/main.ts runs the host itself");
   fs.rmSync(dir, { recursive: true, force: true });
@@ -41,8 +46,15 @@ if (!IS_DENO) {
   test("the executable's host loads node:crypto, node:child_process and fs promises only when a request needs them", () => {
     // Started by hand, the host refuses at once: by then its program has loaded all it loads at start.
     const report = path.join(tempDir(), "report.cjs");
-    fs.writeFileSync(report, `process.on("exit", () => process.stderr.write("\\nloaded: " + process.moduleLoadList.join(",")));`);
-    const r = spawnSync(path.join(ROOT, "dist/agent"), ["host"], { env: hermeticEnv({ NODE_OPTIONS: `--require ${report}` }), encoding: "utf8", stdio: ["pipe", "pipe", "pipe"] });
+    fs.writeFileSync(
+      report,
+      `process.on("exit", () => process.stderr.write("\\nloaded: " + process.moduleLoadList.join(",")));`,
+    );
+    const r = spawnSync(path.join(ROOT, "dist/agent"), ["host"], {
+      env: hermeticEnv({ NODE_OPTIONS: `--require ${report}` }),
+      encoding: "utf8",
+      stdio: ["pipe", "pipe", "pipe"],
+    });
     assert.match(r.stderr, /cannot be started by hand/);
     const loaded = r.stderr.slice(r.stderr.indexOf("loaded: ")).split(",");
     assert.ok(loaded.includes("NativeModule fs"), "the list was read");

@@ -7,7 +7,19 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { generateKey } from "../core/secure/keys.ts";
-import { agentCommand, closedPort, hermeticEnv, type RunningAgent, sendSignal, startAgent, stopAll, tempDir, until, withFullDisk, writeKeyFile } from "./helpers/agent-process.ts";
+import {
+  agentCommand,
+  closedPort,
+  hermeticEnv,
+  type RunningAgent,
+  sendSignal,
+  startAgent,
+  stopAll,
+  tempDir,
+  until,
+  withFullDisk,
+  writeKeyFile,
+} from "./helpers/agent-process.ts";
 
 const remote = suite("agent run and agent cp e2e");
 const KEY = generateKey();
@@ -41,34 +53,51 @@ function cli(args: string[], options: { stdin?: Uint8Array | string | "keep-open
   const [cmd, ...pre] = agentCommand();
   const child = spawn(cmd, [...pre, ...args], { env: hermeticEnv(), stdio: ["pipe", "pipe", "pipe"] });
   const chunks: Run["chunks"] = [];
-  for (const stream of ["stdout", "stderr"] as const) child[stream]!.on("data", (d: Buffer) => chunks.push({ stream, text: d.toString(), at: performance.now() }));
+  for (const stream of ["stdout", "stderr"] as const) {
+    child[stream]!.on("data", (d: Buffer) => chunks.push({ stream, text: d.toString(), at: performance.now() }));
+  }
   if (options.stdin === undefined) child.stdin!.end();
   else if (options.stdin !== "keep-open") child.stdin!.end(options.stdin);
   child.stdin!.on("error", () => {});
   const timer = setTimeout(() => sendSignal(child, "SIGKILL"), 60_000);
-  const done = new Promise<Awaited<Run["done"]>>((resolve) => child.on("close", (code, signal) => {
-    clearTimeout(timer);
-    const text = (s: string) => chunks.filter((c) => c.stream === s).map((c) => c.text).join("");
-    resolve({ code, signal, stdout: text("stdout"), stderr: text("stderr"), at: performance.now() });
-  }));
+  const done = new Promise<Awaited<Run["done"]>>((resolve) =>
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      const text = (s: string) => chunks.filter((c) => c.stream === s).map((c) => c.text).join("");
+      resolve({ code, signal, stdout: text("stdout"), stderr: text("stderr"), at: performance.now() });
+    })
+  );
   return { child, chunks, done };
 }
 
-const run = (args: string[], options?: Parameters<typeof cli>[1]) => cli(["run", target, "--key-file", keyFile, ...args], options).done;
+const run = (args: string[], options?: Parameters<typeof cli>[1]) =>
+  cli(["run", target, "--key-file", keyFile, ...args], options).done;
 const cp = (...args: string[]) => cli(["cp", "--key-file", keyFile, ...args]).done;
 const sha256 = (file: string) => crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex");
 
 // ---- agent run ------------------------------------------------------------------------------------
 
 remote("run: exits with the program's code; stdout and stderr stream as they come, in order", async () => {
-  const r = cli(["run", target, "--key-file", keyFile, "--", "sh", "-c", "echo one; sleep 0.7; echo two >&2; sleep 0.7; echo three; exit 7"]);
+  const r = cli([
+    "run",
+    target,
+    "--key-file",
+    keyFile,
+    "--",
+    "sh",
+    "-c",
+    "echo one; sleep 0.7; echo two >&2; sleep 0.7; echo three; exit 7",
+  ]);
   const result = await r.done;
   assert.is(result.code, 7, result.stderr);
   assert.is(result.stdout, "one\nthree\n");
   assert.is(result.stderr, "two\n");
   const when = (text: string) => r.chunks.find((c) => c.text.includes(text))!.at;
   assert.ok(when("one") < when("two") && when("two") < when("three"), "arrival order is the order written");
-  assert.ok(result.at - when("one") > 900, `"one" arrived ${(result.at - when("one")).toFixed(0)} ms before the end, not at it`);
+  assert.ok(
+    result.at - when("one") > 900,
+    `"one" arrived ${(result.at - when("one")).toFixed(0)} ms before the end, not at it`,
+  );
 });
 
 remote("run: no shell unless asked; --shell runs one command line through /bin/sh", async () => {
@@ -96,22 +125,43 @@ remote("run: a program ended by a signal exits 128 + its number", async () => {
   assert.equal(JSON.parse(json.stdout), { code: null, signal: "SIGTERM", exitCode: 143, stdout: "out\n", stderr: "" });
 });
 
-remote("run: the program holds no descriptor of the agent's but its own stdin, stdout and stderr, and SIGPIPE is not ignored", async () => {
-  const fds = await run(["--", "sh", "-c", "ls /proc/$$/fd"]);
-  assert.equal(fds.stdout.trim().split("\n").sort(), ["0", "1", "2"]);
-  const pipe = await run(["--", "sh", "-c", "kill -PIPE $$; echo survived"]);
-  assert.is(pipe.code, 141, pipe.stdout);
-});
+remote(
+  "run: the program holds no descriptor of the agent's but its own stdin, stdout and stderr, and SIGPIPE is not ignored",
+  async () => {
+    const fds = await run(["--", "sh", "-c", "ls /proc/$$/fd"]);
+    assert.equal(fds.stdout.trim().split("\n").sort(), ["0", "1", "2"]);
+    const pipe = await run(["--", "sh", "-c", "kill -PIPE $$; echo survived"]);
+    assert.is(pipe.code, 141, pipe.stdout);
+  },
+);
 
 remote("run: Ctrl-C reaches the program as SIGINT; a second one ends it", async () => {
-  const trapping = cli(["run", target, "--key-file", keyFile, "--", "sh", "-c", "trap 'echo got-int; exit 42' INT; echo ready; while :; do sleep 0.1; done"]);
+  const trapping = cli([
+    "run",
+    target,
+    "--key-file",
+    keyFile,
+    "--",
+    "sh",
+    "-c",
+    "trap 'echo got-int; exit 42' INT; echo ready; while :; do sleep 0.1; done",
+  ]);
   await until(() => trapping.chunks.some((c) => c.text.includes("ready")), "the program is running");
   sendSignal(trapping.child, "SIGINT");
   const first = await trapping.done;
   assert.is(first.code, 42, first.stderr);
   assert.match(first.stdout, /got-int/);
 
-  const stubborn = cli(["run", target, "--key-file", keyFile, "--", "sh", "-c", "trap '' INT; echo ready; while :; do sleep 0.1; done"]);
+  const stubborn = cli([
+    "run",
+    target,
+    "--key-file",
+    keyFile,
+    "--",
+    "sh",
+    "-c",
+    "trap '' INT; echo ready; while :; do sleep 0.1; done",
+  ]);
   await until(() => stubborn.chunks.some((c) => c.text.includes("ready")), "the program is running");
   sendSignal(stubborn.child, "SIGINT");
   await new Promise((r) => setTimeout(r, 300));
@@ -125,11 +175,26 @@ remote("run: each failure has its message and exit code", async () => {
   await run(["--shell", "--", "echo data > plain.txt; chmod 644 plain.txt"]);
   const cases: Array<[string, string[], number, RegExp]> = [
     ["wrong key", ["run", target, "--key-file", wrongKeyFile, "--", "true"], 247, /not one the agent accepts/],
-    ["refused", ["run", `127.0.0.1:${await closedPort()}`, "--key-file", keyFile, "--", "true"], 244, /connection refused/],
-    ["unknown host name", ["run", "no-such-host.invalid", "--key-file", keyFile, "--timeout", "8", "--", "true"], 243, /cannot resolve no-such-host\.invalid/],
+    [
+      "refused",
+      ["run", `127.0.0.1:${await closedPort()}`, "--key-file", keyFile, "--", "true"],
+      244,
+      /connection refused/,
+    ],
+    [
+      "unknown host name",
+      ["run", "no-such-host.invalid", "--key-file", keyFile, "--timeout", "8", "--", "true"],
+      243,
+      /cannot resolve no-such-host\.invalid/,
+    ],
     ["no such program", ["run", target, "--key-file", keyFile, "--", "no-such-program-here"], 127, /no such program/],
     ["not executable", ["run", target, "--key-file", keyFile, "--", "./plain.txt"], 126, /permission|denied/i],
-    ["a directory where a program was expected", ["run", target, "--key-file", keyFile, "--", "/tmp"], 126, /permission|denied/i],
+    [
+      "a directory where a program was expected",
+      ["run", target, "--key-file", keyFile, "--", "/tmp"],
+      126,
+      /permission|denied/i,
+    ],
     ["product refused", ["run", target, "--key-file", keyFile, "--product", "other", "--", "true"], 249, /other/],
     ["no program", ["run", target, "--key-file", keyFile], 254, /needs a server and a program/],
     ["no key", ["run", target, "--", "true"], 254, /no key/],
@@ -143,23 +208,26 @@ remote("run: each failure has its message and exit code", async () => {
 
 // ---- agent cp -------------------------------------------------------------------------------------
 
-remote("cp: a file up and back down is byte for byte the same, and --json reports the SHA-256 both ends agreed on", async () => {
-  const dir = tempDir();
-  const original = path.join(dir, "release.bin");
-  fs.writeFileSync(original, crypto.randomBytes(9 * 1024 * 1024 + 17));
-  const up = await cp("--json", original, `${target}:release.bin`);
-  assert.is(up.code, 0, up.stderr);
-  const report = JSON.parse(up.stdout);
-  assert.is(report.files, 1);
-  assert.is(report.copied[0].sha256, sha256(original));
-  const back = path.join(dir, "back.bin");
-  const down = await cp(`${target}:release.bin`, back);
-  assert.is(down.code, 0, down.stderr);
-  assert.is(sha256(back), sha256(original));
-  assert.is(down.stderr, "", "quiet when no terminal watches");
-  const into = await cp(original, `${target}:.`); // into an existing directory: keeps its name
-  assert.is(into.code, 0, into.stderr);
-});
+remote(
+  "cp: a file up and back down is byte for byte the same, and --json reports the SHA-256 both ends agreed on",
+  async () => {
+    const dir = tempDir();
+    const original = path.join(dir, "release.bin");
+    fs.writeFileSync(original, crypto.randomBytes(9 * 1024 * 1024 + 17));
+    const up = await cp("--json", original, `${target}:release.bin`);
+    assert.is(up.code, 0, up.stderr);
+    const report = JSON.parse(up.stdout);
+    assert.is(report.files, 1);
+    assert.is(report.copied[0].sha256, sha256(original));
+    const back = path.join(dir, "back.bin");
+    const down = await cp(`${target}:release.bin`, back);
+    assert.is(down.code, 0, down.stderr);
+    assert.is(sha256(back), sha256(original));
+    assert.is(down.stderr, "", "quiet when no terminal watches");
+    const into = await cp(original, `${target}:.`); // into an existing directory: keeps its name
+    assert.is(into.code, 0, into.stderr);
+  },
+);
 
 remote("cp -r: a tree of many small files goes up and comes back the same, with no temporary files left", async () => {
   const dir = tempDir();
@@ -178,7 +246,11 @@ remote("cp -r: a tree of many small files goes up and comes back the same, with 
   assert.is(JSON.parse(down.stdout).files, 300);
   const listing = (root: string) => (fs.readdirSync(root, { recursive: true }) as string[]).sort();
   assert.equal(listing(back), listing(tree));
-  for (const f of listing(tree)) if (fs.statSync(path.join(tree, f)).isFile()) assert.is(sha256(path.join(back, f)), sha256(path.join(tree, f)), f);
+  for (const f of listing(tree)) {
+    if (fs.statSync(path.join(tree, f)).isFile()) {
+      assert.is(sha256(path.join(back, f)), sha256(path.join(tree, f)), f);
+    }
+  }
   const remoteList = await run(["--", "find", "site-copy", "-name", ".*.agent-*"]);
   assert.is(remoteList.stdout, "", "no temporary names left on the server");
 });
@@ -207,30 +279,46 @@ remote("cp: each failure has its message and exit code, and leaves the destinati
   assert.equal(fs.readdirSync(dir), ["keep.txt"], "nothing else was written here");
 });
 
-remote("run: output onto a full local disk exits 251 and ends the program; a reader that goes away ends it quietly", async () => {
-  await withFullDisk(async (dir) => {
-    const out = fs.openSync(path.join(dir, "out.txt"), "w");
+remote(
+  "run: output onto a full local disk exits 251 and ends the program; a reader that goes away ends it quietly",
+  async () => {
+    await withFullDisk(async (dir) => {
+      const out = fs.openSync(path.join(dir, "out.txt"), "w");
+      const [cmd, ...pre] = agentCommand();
+      const child = spawn(cmd, [
+        ...pre,
+        "run",
+        target,
+        "--key-file",
+        keyFile,
+        "--",
+        "sh",
+        "-c",
+        "echo $$ > pid.txt; head -c 8388608 /dev/zero; sleep 30",
+      ], { env: hermeticEnv(), stdio: ["ignore", out, "pipe"] });
+      let stderr = "";
+      child.stderr!.on("data", (d) => (stderr += d));
+      const code = await new Promise<number | null>((r) => child.on("close", r));
+      fs.closeSync(out);
+      assert.is(code, 251, stderr);
+      assert.match(stderr, /no space left on the local disk; the program was ended/);
+    });
     const [cmd, ...pre] = agentCommand();
-    const child = spawn(cmd, [...pre, "run", target, "--key-file", keyFile, "--", "sh", "-c", "echo $$ > pid.txt; head -c 8388608 /dev/zero; sleep 30"], { env: hermeticEnv(), stdio: ["ignore", out, "pipe"] });
+    const reader = spawn(cmd, [...pre, "run", target, "--key-file", keyFile, "--", "yes"], {
+      env: hermeticEnv(),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stderr = "";
-    child.stderr!.on("data", (d) => (stderr += d));
-    const code = await new Promise<number | null>((r) => child.on("close", r));
-    fs.closeSync(out);
-    assert.is(code, 251, stderr);
-    assert.match(stderr, /no space left on the local disk; the program was ended/);
-  });
-  const [cmd, ...pre] = agentCommand();
-  const reader = spawn(cmd, [...pre, "run", target, "--key-file", keyFile, "--", "yes"], { env: hermeticEnv(), stdio: ["ignore", "pipe", "pipe"] });
-  let stderr = "";
-  reader.stderr!.on("data", (d) => (stderr += d));
-  await new Promise((r) => reader.stdout!.once("data", r));
-  reader.stdout!.destroy(); // as `| head -1` does once it has its line
-  const timer = setTimeout(() => sendSignal(reader, "SIGKILL"), 20_000);
-  const code = await new Promise<number | null>((r) => reader.on("close", r));
-  clearTimeout(timer);
-  assert.is(code, 141, stderr);
-  assert.is(stderr, "", "quietly");
-});
+    reader.stderr!.on("data", (d) => (stderr += d));
+    await new Promise((r) => reader.stdout!.once("data", r));
+    reader.stdout!.destroy(); // as `| head -1` does once it has its line
+    const timer = setTimeout(() => sendSignal(reader, "SIGKILL"), 20_000);
+    const code = await new Promise<number | null>((r) => reader.on("close", r));
+    clearTimeout(timer);
+    assert.is(code, 141, stderr);
+    assert.is(stderr, "", "quietly");
+  },
+);
 
 remote("cp: a download onto a full local disk exits 25 and never replaces the existing file", async () => {
   await withFullDisk(async (dir) => {

@@ -3,7 +3,14 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { crc32 } from "../core/shm/crc32.ts";
 import {
-  ChannelCorruptError, channelSize, CHANNEL_HEADER_SIZE, Direction, initChannel, checkChannel, RingReader, RingWriter,
+  CHANNEL_HEADER_SIZE,
+  ChannelCorruptError,
+  channelSize,
+  checkChannel,
+  Direction,
+  initChannel,
+  RingReader,
+  RingWriter,
 } from "../core/shm/ring.ts";
 
 const CAP = 4096;
@@ -52,7 +59,10 @@ test("ring: a full ring refuses, flags the producer as waiting, and accepts afte
   assert.ok(r.takeProducerWaiting(), "producer marked as waiting");
   assert.ok(r.tryRead());
   assert.ok(w.tryWrite(bytes(1000, 99)));
-  assert.throws(() => w.tryWrite(new Uint8Array(CAP)), (e: Error) => e instanceof RangeError && /exceeds the ring's maximum/.test(e.message));
+  assert.throws(
+    () => w.tryWrite(new Uint8Array(CAP)),
+    (e: Error) => e instanceof RangeError && /exceeds the ring's maximum/.test(e.message),
+  );
 });
 
 test("ring: a record whose header is corrupt is refused and never delivered", () => {
@@ -103,7 +113,10 @@ test("ring: a record is read into memory the consumer provides, whole across the
 
 test("ring: a header that is not a channel is refused", () => {
   const region = new Uint8Array(channelSize(CAP));
-  assert.throws(() => checkChannel(region), (e: Error) => e instanceof ChannelCorruptError && /bad magic/.test(e.message));
+  assert.throws(
+    () => checkChannel(region),
+    (e: Error) => e instanceof ChannelCorruptError && /bad magic/.test(e.message),
+  );
   initChannel(region, CAP);
   region[4] = 9;
   assert.throws(() => checkChannel(region), (e: Error) => /layout version 9/.test(e.message));

@@ -17,7 +17,11 @@ let passed = 0, failed = 0;
 for (const [name, cmd, args] of runs) {
   console.log(`\n=== ${name} ===`);
   const output = await new Promise<{ code: number | null; text: string }>((resolve) => {
-    const child = spawn(cmd, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0" } });
+    const child = spawn(cmd, args, {
+      cwd: root,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0" },
+    });
     let text = "";
     child.stdout.on("data", (d) => {
       text += d;

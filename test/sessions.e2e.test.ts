@@ -6,16 +6,33 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import {
-  type Agent, AlreadyExistsError, connect, InvalidArgumentError, IsADirectoryError, NotFoundError, PermissionDeniedError, RemoteError, type RemoteSession,
-  SessionEndedError, UnknownCodeError, UnknownProductError,
+  type Agent,
+  AlreadyExistsError,
+  connect,
+  InvalidArgumentError,
+  IsADirectoryError,
+  NotFoundError,
+  PermissionDeniedError,
+  SessionEndedError,
+  UnknownCodeError,
+  UnknownProductError,
 } from "../mod.ts";
 import { concat } from "../core/bytes.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { HostControl, ServiceCode } from "../core/session/contract.ts";
 import { encodeEnvelope, encodeSessionHeader, SessionMeta } from "../core/session/protocol.ts";
 import { decodeError, decodeFields, encodeFields, ERROR_CODE } from "../core/wire/messages.ts";
-import { IS_DENO, type RunningAgent, residentKiB, runAgentAsync, agentCommand, startAgent, stopAll, tempDir, alive, until } from "./helpers/agent-process.ts";
-import { spawn } from "node:child_process";
+import {
+  alive,
+  IS_DENO,
+  residentKiB,
+  runAgentAsync,
+  type RunningAgent,
+  startAgent,
+  stopAll,
+  tempDir,
+  until,
+} from "./helpers/agent-process.ts";
 
 const sessions = suite("sessions e2e");
 const KEY = generateKey();
@@ -90,26 +107,29 @@ sessions("a file larger than the ring is written and read back intact (SHA-256)"
   await s.close();
 });
 
-sessions("readStream with reuseChunks: later chunks arrive in the memory of chunks the loop is done with, every byte intact; without it, chunks are the caller's to keep", async () => {
-  const c = await client();
-  const s = await c.openSession("alpha");
-  const data = crypto.randomBytes(8 * 1024 * 1024 + 777);
-  await s.files.writeFile("reuse.bin", data);
-  const reused = crypto.createHash("sha256"), memory = new Set<ArrayBufferLike>();
-  let chunks = 0;
-  for await (const chunk of s.files.readStream("reuse.bin", { reuseChunks: true })) {
-    reused.update(chunk);
-    memory.add(chunk.buffer);
-    chunks++;
-  }
-  assert.is(reused.digest("hex"), sha(data));
-  assert.ok(memory.size * 2 <= chunks, `${chunks} chunks arrived in ${memory.size} buffers`);
-  const kept: Uint8Array[] = [];
-  for await (const chunk of s.files.readStream("reuse.bin")) kept.push(chunk);
-  assert.is(new Set(kept.map((k) => k.buffer)).size, kept.length, "a buffer of its own for every kept chunk");
-  assert.is(sha(concat(kept)), sha(data), "kept chunks intact after the stream ended");
-  await s.close();
-});
+sessions(
+  "readStream with reuseChunks: later chunks arrive in the memory of chunks the loop is done with, every byte intact; without it, chunks are the caller's to keep",
+  async () => {
+    const c = await client();
+    const s = await c.openSession("alpha");
+    const data = crypto.randomBytes(8 * 1024 * 1024 + 777);
+    await s.files.writeFile("reuse.bin", data);
+    const reused = crypto.createHash("sha256"), memory = new Set<ArrayBufferLike>();
+    let chunks = 0;
+    for await (const chunk of s.files.readStream("reuse.bin", { reuseChunks: true })) {
+      reused.update(chunk);
+      memory.add(chunk.buffer);
+      chunks++;
+    }
+    assert.is(reused.digest("hex"), sha(data));
+    assert.ok(memory.size * 2 <= chunks, `${chunks} chunks arrived in ${memory.size} buffers`);
+    const kept: Uint8Array[] = [];
+    for await (const chunk of s.files.readStream("reuse.bin")) kept.push(chunk);
+    assert.is(new Set(kept.map((k) => k.buffer)).size, kept.length, "a buffer of its own for every kept chunk");
+    assert.is(sha(concat(kept)), sha(data), "kept chunks intact after the stream ended");
+    await s.close();
+  },
+);
 
 sessions("files: metadata, listing with masks, tree operations, handles", async () => {
   const c = await client();
@@ -197,31 +217,40 @@ sessions("unknown product and unknown message code get serialized errors; the se
   await s.close();
 });
 
-sessions("a client's frame with the host's shutdown code gets unknown-code; the host goes on for everyone", async () => {
-  const owner = await client();
-  const s = await owner.openSession("alpha");
-  const intruder = await client();
-  const att = await metaRequest(intruder, SessionMeta.Attach, { sessionId: s.id }) as { attachment: number };
-  const replies: Array<{ code: number; token: number; body: Uint8Array }> = [];
-  intruder.client.route(att.attachment, {
-    onFrame: (f) => replies.push({ code: f.code, token: f.token, body: f.payload.subarray(8) }),
-    onEnded: () => {},
-    onDisconnected: () => {},
-  });
-  // Message 1 on the intruder's attachment, addressed to the host with the agent's control code.
-  await intruder.client.post(att.attachment, HostControl.Shutdown, 77, [encodeSessionHeader(1, 0), encodeEnvelope({})]);
-  await until(() => replies.length > 0, "a reply to the control code");
-  assert.is(replies[0].token, 77);
-  assert.is(replies[0].code, ERROR_CODE);
-  assert.is(decodeError(replies[0].body).code, "unknown-code");
-  assert.is(await s.system.productRoot(), s.productRoot, "the host still serves the session's owner");
-  await s.close();
-});
+sessions(
+  "a client's frame with the host's shutdown code gets unknown-code; the host goes on for everyone",
+  async () => {
+    const owner = await client();
+    const s = await owner.openSession("alpha");
+    const intruder = await client();
+    const att = await metaRequest(intruder, SessionMeta.Attach, { sessionId: s.id }) as { attachment: number };
+    const replies: Array<{ code: number; token: number; body: Uint8Array }> = [];
+    intruder.client.route(att.attachment, {
+      onFrame: (f) => replies.push({ code: f.code, token: f.token, body: f.payload.subarray(8) }),
+      onEnded: () => {},
+      onDisconnected: () => {},
+    });
+    // Message 1 on the intruder's attachment, addressed to the host with the agent's control code.
+    await intruder.client.post(att.attachment, HostControl.Shutdown, 77, [
+      encodeSessionHeader(1, 0),
+      encodeEnvelope({}),
+    ]);
+    await until(() => replies.length > 0, "a reply to the control code");
+    assert.is(replies[0].token, 77);
+    assert.is(replies[0].code, ERROR_CODE);
+    assert.is(decodeError(replies[0].body).code, "unknown-code");
+    assert.is(await s.system.productRoot(), s.productRoot, "the host still serves the session's owner");
+    await s.close();
+  },
+);
 
 sessions("disconnect and reattach within the grace: the process still runs and its output is intact", async () => {
   const c1 = await client();
   const s = await c1.openSession("alpha");
-  const p = await s.processes.start({ program: "sh", args: ["-c", "for i in 1 2 3 4 5 6; do echo line$i; sleep 0.2; done; exit 4"] });
+  const p = await s.processes.start({
+    program: "sh",
+    args: ["-c", "for i in 1 2 3 4 5 6; do echo line$i; sleep 0.2; done; exit 4"],
+  });
   const received: string[] = [];
   const collecting = (async () => {
     for await (const chunk of p.stdout) received.push(text(chunk));
@@ -274,7 +303,9 @@ sessions("status lists sessions with host pid, clients, idle time, open files an
   const s = await c.openSession("alpha");
   const f = await s.files.open("status.txt", "w");
   const p = await s.processes.start({ program: "sleep", args: ["30"] });
-  let entry: { hostPid: number; clients: number; openFiles: number; runningProcesses: number; idleSeconds: number } | undefined;
+  let entry:
+    | { hostPid: number; clients: number; openFiles: number; runningProcesses: number; idleSeconds: number }
+    | undefined;
   await until(async () => {
     const st = JSON.parse((await runAgentAsync(["status", "--json"], { AGENT_STATE_DIR: agent.stateDir })).stdout);
     entry = st.sessions.find((x: { id: string }) => x.id === s.id);
@@ -300,7 +331,12 @@ sessions("killing a host with -9 mid-transfer fails its session promptly; the ag
     for (let i = 0; i < 4096; i++) yield chunk;
   }
   const transfer = s.files.writeFile("doomed.bin", endless()).then(() => null, (e) => e);
-  await until(() => fs.existsSync(path.join(s.productRoot, "doomed.bin")) && fs.statSync(path.join(s.productRoot, "doomed.bin")).size > 4 << 20, "transfer under way");
+  await until(
+    () =>
+      fs.existsSync(path.join(s.productRoot, "doomed.bin")) &&
+      fs.statSync(path.join(s.productRoot, "doomed.bin")).size > 4 << 20,
+    "transfer under way",
+  );
   process.kill(hostPid, "SIGKILL");
   const error = await transfer;
   assert.instance(error, SessionEndedError);
@@ -318,7 +354,15 @@ sessions("running `agent host` by hand is refused", async () => {
   // Even with a real channel file and a made-up nonce, from a process that is not its agent.
   const file = fs.readdirSync(path.join(agent.stateDir, "run")).find((f) => f.endsWith(".mmap"));
   if (file) {
-    const forged = await runAgentAsync(["host", "--channel", path.join(agent.stateDir, "run", file), "--root", "/tmp", "--extensions", "/tmp"], { AGENT_HOST_NONCE: "00".repeat(16) });
+    const forged = await runAgentAsync([
+      "host",
+      "--channel",
+      path.join(agent.stateDir, "run", file),
+      "--root",
+      "/tmp",
+      "--extensions",
+      "/tmp",
+    ], { AGENT_HOST_NONCE: "00".repeat(16) });
     assert.is(forged.code, 64);
   }
 });
@@ -326,7 +370,10 @@ sessions("running `agent host` by hand is refused", async () => {
 sessions("extensions add product codes; a broken one is reported and does not break the host", async () => {
   const ext = path.join(agent.stateDir, "products", "beta", "extensions");
   fs.mkdirSync(ext, { recursive: true });
-  fs.writeFileSync(path.join(ext, "hello.cjs"), `exports.register = (host) => host.handle(0x1000, ({ fields }) => ({ fields: { hello: fields.name } }));`);
+  fs.writeFileSync(
+    path.join(ext, "hello.cjs"),
+    `exports.register = (host) => host.handle(0x1000, ({ fields }) => ({ fields: { hello: fields.name } }));`,
+  );
   fs.writeFileSync(path.join(ext, "broken.cjs"), `throw new Error("boom at load");`);
   fs.writeFileSync(path.join(ext, "greedy.cjs"), `exports.register = (host) => host.handle(0x100, () => ({}));`);
   const c = await client();
@@ -364,7 +411,10 @@ sessions("the next session for a product opens on a host started ahead; not afte
   const betaSpare = await spareAfter("beta", mark);
   const ext = path.join(agent.stateDir, "products", "beta", "extensions");
   fs.mkdirSync(ext, { recursive: true });
-  fs.writeFileSync(path.join(ext, "late.cjs"), `exports.register = (host) => host.handle(0x1001, () => ({ fields: { late: true } }));`);
+  fs.writeFileSync(
+    path.join(ext, "late.cjs"),
+    `exports.register = (host) => host.handle(0x1001, () => ({ fields: { late: true } }));`,
+  );
   const third = await c.openSession("beta");
   assert.is.not((await third.system.info()).pid, betaSpare);
   assert.equal((await third.callExtension(0x1001, {})).fields, { late: true });
@@ -373,45 +423,72 @@ sessions("the next session for a product opens on a host started ahead; not afte
   await Promise.all([first.close(), second.close(), third.close()]);
 });
 
-sessions("many small files in one request each way, each with the agent's SHA-256; bad batches are refused", async () => {
-  const c = await client();
-  const s = await c.openSession("alpha");
-  await s.files.mkdir("batch");
-  const files = Array.from({ length: 300 }, (_, i) => ({ path: `batch/f${i}`, data: crypto.randomBytes((i * 37) % 3000) }));
-  const written = await s.files.writeFiles(files);
-  assert.equal(written.map((w) => w.sha256), files.map((f) => sha(f.data)));
-  assert.is(sha(fs.readFileSync(path.join(s.productRoot, "batch/f299"))), sha(files[299].data));
-  const big = crypto.randomBytes(700 * 1024); // over a batch: read by streaming instead
-  await s.files.writeFile("batch/big", big);
-  const read = await s.files.readFiles([...files.map((f) => f.path), "batch/big"]);
-  assert.equal(read.map((r) => sha(r.data)), [...files.map((f) => sha(f.data)), sha(big)]);
-  assert.equal(read.map((r) => r.sha256), [...files.map((f) => sha(f.data)), sha(big)]);
+sessions(
+  "many small files in one request each way, each with the agent's SHA-256; bad batches are refused",
+  async () => {
+    const c = await client();
+    const s = await c.openSession("alpha");
+    await s.files.mkdir("batch");
+    const files = Array.from(
+      { length: 300 },
+      (_, i) => ({ path: `batch/f${i}`, data: crypto.randomBytes((i * 37) % 3000) }),
+    );
+    const written = await s.files.writeFiles(files);
+    assert.equal(written.map((w) => w.sha256), files.map((f) => sha(f.data)));
+    assert.is(sha(fs.readFileSync(path.join(s.productRoot, "batch/f299"))), sha(files[299].data));
+    const big = crypto.randomBytes(700 * 1024); // over a batch: read by streaming instead
+    await s.files.writeFile("batch/big", big);
+    const read = await s.files.readFiles([...files.map((f) => f.path), "batch/big"]);
+    assert.equal(read.map((r) => sha(r.data)), [...files.map((f) => sha(f.data)), sha(big)]);
+    assert.equal(read.map((r) => r.sha256), [...files.map((f) => sha(f.data)), sha(big)]);
 
-  const short = await s.call(ServiceCode.FileWriteBatch, { files: [{ path: "batch/x", size: 10 }] }, new Uint8Array(5)).then(() => null, (e) => e);
-  assert.instance(short, InvalidArgumentError);
-  const dir = await s.files.readFiles(["batch"]).then(() => null, (e) => e);
-  assert.instance(dir, IsADirectoryError);
-  const kept = await s.files.writeFiles([{ path: "batch/f1", data: new Uint8Array(3) }], { exclusive: true }).then(() => null, (e) => e);
-  assert.instance(kept, AlreadyExistsError);
-  assert.is(sha(fs.readFileSync(path.join(s.productRoot, "batch/f1"))), sha(files[1].data), "exclusive never replaces a file");
-  const missing = await s.files.writeFiles([{ path: "batch/none/x", data: new Uint8Array(3) }]).then(() => null, (e) => e);
-  assert.instance(missing, NotFoundError);
-  assert.equal(fs.readdirSync(path.join(s.productRoot, "batch")).filter((f) => f.startsWith(".")), [], "no temporary file left");
-  await s.close();
-});
+    const short = await s.call(
+      ServiceCode.FileWriteBatch,
+      { files: [{ path: "batch/x", size: 10 }] },
+      new Uint8Array(5),
+    ).then(() => null, (e) => e);
+    assert.instance(short, InvalidArgumentError);
+    const dir = await s.files.readFiles(["batch"]).then(() => null, (e) => e);
+    assert.instance(dir, IsADirectoryError);
+    const kept = await s.files.writeFiles([{ path: "batch/f1", data: new Uint8Array(3) }], { exclusive: true }).then(
+      () => null,
+      (e) => e,
+    );
+    assert.instance(kept, AlreadyExistsError);
+    assert.is(
+      sha(fs.readFileSync(path.join(s.productRoot, "batch/f1"))),
+      sha(files[1].data),
+      "exclusive never replaces a file",
+    );
+    const missing = await s.files.writeFiles([{ path: "batch/none/x", data: new Uint8Array(3) }]).then(
+      () => null,
+      (e) => e,
+    );
+    assert.instance(missing, NotFoundError);
+    assert.equal(
+      fs.readdirSync(path.join(s.productRoot, "batch")).filter((f) => f.startsWith(".")),
+      [],
+      "no temporary file left",
+    );
+    await s.close();
+  },
+);
 
-sessions("a session's host keeps its private memory small: the native module the single executable carries is not copied into it", async () => {
-  const c = await client();
-  const s = await c.openSession("beta");
-  const { pid } = await s.system.info();
-  await new Promise((r) => setTimeout(r, 500)); // settled after start
-  const anonMiB = residentKiB(pid, "private") / 1024;
-  // Node: about 11.9 MiB; 12.8 when hosts ran the agent's whole bundle, and 15.7 when every host held
-  // two copies of koffi's 1.6 MB module (the asset, then the cached file read back to compare).
-  // Deno's hosts load no koffi.
-  if (!IS_DENO) assert.ok(anonMiB < 14, `the host holds ${anonMiB.toFixed(1)} MiB of private memory`);
-  await s.close();
-});
+sessions(
+  "a session's host keeps its private memory small: the native module the single executable carries is not copied into it",
+  async () => {
+    const c = await client();
+    const s = await c.openSession("beta");
+    const { pid } = await s.system.info();
+    await new Promise((r) => setTimeout(r, 500)); // settled after start
+    const anonMiB = residentKiB(pid, "private") / 1024;
+    // Node: about 11.9 MiB; 12.8 when hosts ran the agent's whole bundle, and 15.7 when every host held
+    // two copies of koffi's 1.6 MB module (the asset, then the cached file read back to compare).
+    // Deno's hosts load no koffi.
+    if (!IS_DENO) assert.ok(anonMiB < 14, `the host holds ${anonMiB.toFixed(1)} MiB of private memory`);
+    await s.close();
+  },
+);
 
 sessions("a client that floods a session faster than the host consumes leaves agent memory bounded", async () => {
   const c = await client();
@@ -471,7 +548,9 @@ expiry("ending a session ends processes that ignore TERM, and the processes they
   const s = await c.openSession("alpha");
   const stubborn = await s.processes.start({ program: "sh", args: ["-c", "trap '' TERM; sleep 300"] });
   const parent = await s.processes.start({ program: "sh", args: ["-c", "sleep 300 & echo $!; wait"] });
-  const grandchild = Number(new TextDecoder().decode((await parent.stdout[Symbol.asyncIterator]().next()).value).trim());
+  const grandchild = Number(
+    new TextDecoder().decode((await parent.stdout[Symbol.asyncIterator]().next()).value).trim(),
+  );
   assert.ok(alive(stubborn.pid) && alive(grandchild));
   await s.close();
   await until(() => !alive(stubborn.pid), "the TERM-ignoring process was KILLed after the grace", 10_000);

@@ -42,7 +42,8 @@ mechanism.run();
 
 for (const via of ["posix_spawn", "child_process"] as StartBackend[]) {
   const it = suite(`start a process through ${via}`);
-  const start = (program: string, args: string[] = [], env: Record<string, string> = ENV, cwd?: string) => startProcess(program, args, { env, cwd, via });
+  const start = (program: string, args: string[] = [], env: Record<string, string> = ENV, cwd?: string) =>
+    startProcess(program, args, { env, cwd, via });
 
   it("feeds stdin and returns stdout, stderr and the exit code", async () => {
     const r = await finish(await start("sh", ["-c", "tr a-z A-Z; echo oops >&2; exit 3"]), "hello\n");
@@ -56,7 +57,11 @@ for (const via of ["posix_spawn", "child_process"] as StartBackend[]) {
 
   it("finds the program on the child's own PATH, runs it in the given directory, with exactly the given environment", async () => {
     const dir = tempDir();
-    fs.writeFileSync(path.join(dir, "greet"), "#!/bin/sh\necho \"$GREETING from $(/bin/pwd), PATH=$PATH, HOME=${HOME-unset}\"\n", { mode: 0o755 });
+    fs.writeFileSync(
+      path.join(dir, "greet"),
+      '#!/bin/sh\necho "$GREETING from $(/bin/pwd), PATH=$PATH, HOME=${HOME-unset}"\n',
+      { mode: 0o755 },
+    );
     const r = await finish(await start("greet", [], { PATH: `${dir}:/bin`, GREETING: "hi" }, "/usr"));
     assert.is(r.stdout, `hi from /usr, PATH=${dir}:/bin, HOME=unset\n`);
   });
@@ -74,11 +79,20 @@ for (const via of ["posix_spawn", "child_process"] as StartBackend[]) {
     const child = await start("sh", ["-c", "sleep 30 & echo $!; wait"]);
     const pgid = Number(procStat(child.pid)[2]);
     assert.is(pgid, child.pid);
-    const sleeper = Number((await new Promise<string>((resolve) => child.stdout.once("data", (d) => resolve(String(d))))).trim());
+    const sleeper = Number(
+      (await new Promise<string>((resolve) => child.stdout.once("data", (d) => resolve(String(d))))).trim(),
+    );
     process.kill(-child.pid, "SIGTERM");
     assert.equal((await child.exit).signal, "SIGTERM");
-    for (let i = 0; i < 100 && fs.existsSync(`/proc/${sleeper}`) && !/\) Z/.test(fs.readFileSync(`/proc/${sleeper}/stat`, "utf8")); i++) await new Promise((r) => setTimeout(r, 20));
-    assert.not.ok(fs.existsSync(`/proc/${sleeper}`) && !/\) Z/.test(fs.readFileSync(`/proc/${sleeper}/stat`, "utf8")), "the group's child was ended too");
+    for (
+      let i = 0;
+      i < 100 && fs.existsSync(`/proc/${sleeper}`) && !/\) Z/.test(fs.readFileSync(`/proc/${sleeper}/stat`, "utf8"));
+      i++
+    ) await new Promise((r) => setTimeout(r, 20));
+    assert.not.ok(
+      fs.existsSync(`/proc/${sleeper}`) && !/\) Z/.test(fs.readFileSync(`/proc/${sleeper}/stat`, "utf8")),
+      "the group's child was ended too",
+    );
   });
 
   it("reaps many children ending together, each with its own code", async () => {

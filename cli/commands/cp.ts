@@ -14,8 +14,8 @@ import path from "node:path";
 import type { RemoteSession } from "../../core/client/remote-session.ts";
 import { eachLimited } from "../../core/concurrency.ts";
 import { NotFoundError } from "../../core/errors.ts";
-import { type Flags, str } from "../../agent/config.ts";
-import { CommandFailure, type Failure, fail, openRemote, parseAddress } from "./remote.ts";
+import type { Flags } from "../../agent/config.ts";
+import { CommandFailure, fail, type Failure, openRemote, parseAddress } from "./remote.ts";
 
 /** Exit codes (docs/operations.md): the connection's match `agent probe`'s. */
 export const CP_EXIT: Record<Failure, number> = {
@@ -85,7 +85,11 @@ class Progress {
       const mib = (n: number) => (n / 1048576).toFixed(1);
       const rate = this.#bytes / 1048576 / Math.max(0.001, (now - this.#started) / 1000);
       const pct = this.total.bytes > 0 ? Math.floor((100 * this.#bytes) / this.total.bytes) : 100;
-      process.stderr.write(`\r\x1b[K${this.#files}/${this.total.files} files  ${mib(this.#bytes)}/${mib(this.total.bytes)} MiB  ${pct}%  ${rate.toFixed(1)} MiB/s`);
+      process.stderr.write(
+        `\r\x1b[K${this.#files}/${this.total.files} files  ${mib(this.#bytes)}/${mib(this.total.bytes)} MiB  ${pct}%  ${
+          rate.toFixed(1)
+        } MiB/s`,
+      );
     }
   }
 
@@ -96,7 +100,8 @@ class Progress {
 
 let temps = 0;
 /** A name beside `file` that no other copy uses: ours by pid, then a counter. */
-const tempName = (file: string) => path.join(path.dirname(file), `.${path.basename(file)}.agent-cp-${process.pid}-${temps++}`);
+const tempName = (file: string) =>
+  path.join(path.dirname(file), `.${path.basename(file)}.agent-cp-${process.pid}-${temps++}`);
 
 /** Remote paths are '/'-separated whatever the local OS. */
 const remoteJoin = (...parts: string[]) => path.posix.join(...parts);
@@ -124,7 +129,11 @@ async function localType(p: string): Promise<"file" | "directory" | "other" | nu
 const digest = (bytes: Uint8Array) => crypto.createHash("sha256").update(bytes).digest("hex");
 
 function mismatch(name: string, theirs: string, ours: string, replaced: string): CommandFailure {
-  return new CommandFailure("checksum-mismatch", `${name}: the agent's SHA-256 is ${theirs}, ours ${ours}; ${replaced} was not replaced`, CP_EXIT);
+  return new CommandFailure(
+    "checksum-mismatch",
+    `${name}: the agent's SHA-256 is ${theirs}, ours ${ours}; ${replaced} was not replaced`,
+    CP_EXIT,
+  );
 }
 
 async function upload(session: RemoteSession, job: CopyJob, progress: Progress): Promise<Copied> {
@@ -158,9 +167,16 @@ async function upload(session: RemoteSession, job: CopyJob, progress: Progress):
  * this copy created (`fresh`) nothing can be replaced, so the agent creates them under their own
  * names (`exclusive`), a rename less per file.
  */
-async function uploadSmall(session: RemoteSession, jobs: CopyJob[], progress: Progress, fresh: ReadonlySet<string>): Promise<Copied[]> {
+async function uploadSmall(
+  session: RemoteSession,
+  jobs: CopyJob[],
+  progress: Progress,
+  fresh: ReadonlySet<string>,
+): Promise<Copied[]> {
   const files = jobs.map((j) => ({ path: j.remote, data: new Uint8Array(fs.readFileSync(j.local)) })); // small: synchronous reads are cheaper
-  const written = await session.files.writeFiles(files, { exclusive: jobs.every((j) => fresh.has(path.posix.dirname(j.remote))) });
+  const written = await session.files.writeFiles(files, {
+    exclusive: jobs.every((j) => fresh.has(path.posix.dirname(j.remote))),
+  });
   return written.map((w, i) => {
     const ours = digest(files[i].data);
     if (w.sha256 !== ours) throw mismatch(w.path, w.sha256, ours, "the remote file");
@@ -174,7 +190,12 @@ async function uploadSmall(session: RemoteSession, jobs: CopyJob[], progress: Pr
  * directory this copy created (`fresh`): there is nothing there to replace, so the file is created
  * under its own name (exclusively), saving a rename per file, and removed if writing it fails.
  */
-async function downloadSmall(session: RemoteSession, jobs: CopyJob[], progress: Progress, fresh: ReadonlySet<string>): Promise<Copied[]> {
+async function downloadSmall(
+  session: RemoteSession,
+  jobs: CopyJob[],
+  progress: Progress,
+  fresh: ReadonlySet<string>,
+): Promise<Copied[]> {
   const read = await session.files.readFiles(jobs.map((j) => j.remote));
   return await Promise.all(read.map(async (r, i) => {
     const local = jobs[i].local;
@@ -204,10 +225,17 @@ async function download(session: RemoteSession, job: CopyJob, progress: Progress
   try {
     try {
       // Each chunk is hashed and written before the next is asked for: its memory may carry a later one.
-      for await (const chunk of session.files.readStream(job.remote, { onSha256: (hex) => (remoteDigest = hex), reuseChunks: true })) {
+      for await (
+        const chunk of session.files.readStream(job.remote, {
+          onSha256: (hex) => (remoteDigest = hex),
+          reuseChunks: true,
+        })
+      ) {
         hash.update(chunk);
         let written = 0;
-        while (written < chunk.length) written += (await out.write(chunk, written, chunk.length - written)).bytesWritten;
+        while (written < chunk.length) {
+          written += (await out.write(chunk, written, chunk.length - written)).bytesWritten;
+        }
         size += chunk.length;
         progress.add(chunk.length);
       }
@@ -247,14 +275,24 @@ function localTree(root: string): { dirs: string[]; files: Array<{ rel: string; 
 }
 
 export async function cpCommand(operands: string[], flags: Flags): Promise<number> {
-  if (operands.length < 2) throw new CommandFailure("usage", "cp needs a source and a destination: agent cp SOURCE... DEST (one of them HOST[:PORT]:PATH)", CP_EXIT);
+  if (operands.length < 2) {
+    throw new CommandFailure(
+      "usage",
+      "cp needs a source and a destination: agent cp SOURCE... DEST (one of them HOST[:PORT]:PATH)",
+      CP_EXIT,
+    );
+  }
   const dest = operands[operands.length - 1];
   const sources = operands.slice(0, -1);
   const remoteDest = parseRemote(dest);
   const remoteSources = sources.map(parseRemote);
   const uploading = remoteDest !== null;
   if (uploading ? remoteSources.some((r) => r !== null) : remoteSources.some((r) => r === null)) {
-    throw new CommandFailure("usage", "cp copies between this machine and one server: either every source is local and DEST is HOST:PATH, or every source is HOST:PATH and DEST is local", CP_EXIT);
+    throw new CommandFailure(
+      "usage",
+      "cp copies between this machine and one server: either every source is local and DEST is HOST:PATH, or every source is HOST:PATH and DEST is local",
+      CP_EXIT,
+    );
   }
   const addresses = new Set(uploading ? [remoteDest!.address] : remoteSources.map((r) => r!.address));
   if (addresses.size > 1) throw new CommandFailure("usage", "all remote operands must name the same server", CP_EXIT);
@@ -268,11 +306,17 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
   if (uploading) {
     for (const s of sources) {
       const st = await fsp.stat(s).catch((e: NodeJS.ErrnoException) => {
-        if (e.code === "ENOENT") throw new CommandFailure("local-not-found", `${s}: no such file or directory`, CP_EXIT);
+        if (e.code === "ENOENT") {
+          throw new CommandFailure("local-not-found", `${s}: no such file or directory`, CP_EXIT);
+        }
         throw e;
       });
-      if (st.isDirectory() && !recursive) throw new CommandFailure("remote-is-directory", `${s} is a directory (add -r to copy directories)`, CP_EXIT);
-      if (!st.isDirectory() && !st.isFile()) throw new CommandFailure("usage", `${s} is neither a file nor a directory`, CP_EXIT);
+      if (st.isDirectory() && !recursive) {
+        throw new CommandFailure("remote-is-directory", `${s} is a directory (add -r to copy directories)`, CP_EXIT);
+      }
+      if (!st.isDirectory() && !st.isFile()) {
+        throw new CommandFailure("usage", `${s} is neither a file nor a directory`, CP_EXIT);
+      }
       sourceStats.set(s, st);
     }
   }
@@ -287,8 +331,20 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
     if (uploading) {
       const target = remoteDest!.path;
       const destType = await remoteType(session, target).catch((e) => fail(e, CP_EXIT, target));
-      if (!single && destType !== "directory") throw new CommandFailure("remote-not-directory", `${target}: not a directory on the server (needed for several sources)`, CP_EXIT);
-      if (target.endsWith("/") && destType !== "directory") throw new CommandFailure(destType ? "remote-not-directory" : "remote-not-found", `${target}: no such directory on the server`, CP_EXIT);
+      if (!single && destType !== "directory") {
+        throw new CommandFailure(
+          "remote-not-directory",
+          `${target}: not a directory on the server (needed for several sources)`,
+          CP_EXIT,
+        );
+      }
+      if (target.endsWith("/") && destType !== "directory") {
+        throw new CommandFailure(
+          destType ? "remote-not-directory" : "remote-not-found",
+          `${target}: no such directory on the server`,
+          CP_EXIT,
+        );
+      }
       for (const s of sources) {
         const base = path.basename(path.resolve(s));
         const into = destType === "directory" ? remoteJoin(target, base) : target;
@@ -299,12 +355,24 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
           const tree = localTree(s);
           plan.roots.push(into);
           plan.dirs.push(into, ...tree.dirs.map((d) => remoteJoin(into, ...d.split(path.sep))));
-          for (const f of tree.files) plan.jobs.push({ local: path.join(s, f.rel), remote: remoteJoin(into, ...f.rel.split(path.sep)), size: f.size });
+          for (const f of tree.files) {
+            plan.jobs.push({
+              local: path.join(s, f.rel),
+              remote: remoteJoin(into, ...f.rel.split(path.sep)),
+              size: f.size,
+            });
+          }
         }
       }
     } else {
       const destType = await localType(dest);
-      if ((!single || dest.endsWith("/")) && destType !== "directory") throw new CommandFailure("local-not-found", `${dest}: not a directory here${single ? "" : " (needed for several sources)"}`, CP_EXIT);
+      if ((!single || dest.endsWith("/")) && destType !== "directory") {
+        throw new CommandFailure(
+          "local-not-found",
+          `${dest}: not a directory here${single ? "" : " (needed for several sources)"}`,
+          CP_EXIT,
+        );
+      }
       for (const r of remoteSources) {
         const remote = r!.path;
         let info;
@@ -318,7 +386,13 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
         if (info.type === "file") {
           plan.jobs.push({ local: into, remote, size: info.size });
         } else if (info.type === "directory") {
-          if (!recursive) throw new CommandFailure("remote-is-directory", `${remote} is a directory on the server (add -r to copy directories)`, CP_EXIT);
+          if (!recursive) {
+            throw new CommandFailure(
+              "remote-is-directory",
+              `${remote} is a directory on the server (add -r to copy directories)`,
+              CP_EXIT,
+            );
+          }
           plan.dirs.push(into);
           const listed = await session.files.list(remote, { recursive: true });
           for (const e of listed) {
@@ -332,12 +406,19 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
       }
     }
 
-    const progress = new Progress({ files: plan.jobs.length, bytes: plan.jobs.reduce((n, j) => n + j.size, 0) }, !json && process.stderr.isTTY === true);
+    const progress = new Progress(
+      { files: plan.jobs.length, bytes: plan.jobs.reduce((n, j) => n + j.size, 0) },
+      !json && process.stderr.isTTY === true,
+    );
     // Directories first (parents before children, several at once: mkdir -p is idempotent), then the files.
     // Directories this copy creates hold nothing to replace: their files need no temporary names.
     const fresh = new Set<string>();
     if (uploading) {
-      for (const root of plan.roots) if ((await remoteType(session, root)) === null) plan.dirs.filter((d) => d === root || d.startsWith(`${root}/`)).forEach((d) => fresh.add(d));
+      for (const root of plan.roots) {
+        if ((await remoteType(session, root)) === null) {
+          plan.dirs.filter((d) => d === root || d.startsWith(`${root}/`)).forEach((d) => fresh.add(d));
+        }
+      }
       await eachLimited(plan.dirs, jobs, (d) => session.files.mkdir(d, { recursive: true }));
     } else {
       for (const d of plan.dirs) if ((await fsp.mkdir(d, { recursive: true })) !== undefined) fresh.add(d); // undefined: it was there
@@ -352,7 +433,11 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
     }
     await Promise.all([
       eachLimited(groups, Math.ceil(jobs / 4), async (group) => {
-        copied.push(...await (uploading ? uploadSmall(session, group, progress, fresh) : downloadSmall(session, group, progress, fresh)));
+        copied.push(
+          ...await (uploading
+            ? uploadSmall(session, group, progress, fresh)
+            : downloadSmall(session, group, progress, fresh)),
+        );
       }),
       eachLimited(large, jobs, async (job) => {
         copied.push(await (uploading ? upload(session, job, progress) : download(session, job, progress)));
@@ -368,13 +453,26 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
   const seconds = (performance.now() - started) / 1000;
   const bytes = copied.reduce((n, c) => n + c.size, 0);
   if (json) {
-    process.stdout.write(JSON.stringify({ ok: true, direction: uploading ? "upload" : "download", files: copied.length, bytes, seconds: Number(seconds.toFixed(3)), copied }) + "\n");
+    process.stdout.write(
+      JSON.stringify({
+        ok: true,
+        direction: uploading ? "upload" : "download",
+        files: copied.length,
+        bytes,
+        seconds: Number(seconds.toFixed(3)),
+        copied,
+      }) + "\n",
+    );
   } else if (!process.stderr.isTTY) {
     // Quiet when no one watches, as cp and scp are.
   } else if (copied.length === 1 && !recursive) {
-    process.stderr.write(`${copied[0].path}: ${copied[0].size} bytes, sha256 ${copied[0].sha256} (checked on both ends)\n`);
+    process.stderr.write(
+      `${copied[0].path}: ${copied[0].size} bytes, sha256 ${copied[0].sha256} (checked on both ends)\n`,
+    );
   } else {
-    process.stderr.write(`${copied.length} files, ${bytes} bytes in ${seconds.toFixed(2)} s, each checked by SHA-256 on both ends\n`);
+    process.stderr.write(
+      `${copied.length} files, ${bytes} bytes in ${seconds.toFixed(2)} s, each checked by SHA-256 on both ends\n`,
+    );
   }
   return 0;
 }

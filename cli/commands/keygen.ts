@@ -11,8 +11,7 @@ import { type Flags, str } from "../../agent/config.ts";
 import { ConfigError } from "../../agent/config-error.ts";
 import { readKeyFile } from "../../agent/keystore.ts";
 
-const ADVICE =
-  `\nThe key is a shared secret between this agent and the product; the key id is public and names it.\n` +
+const ADVICE = `\nThe key is a shared secret between this agent and the product; the key id is public and names it.\n` +
   `  Inbound (the product connects here): start the agent with --key-file FILE, and give the product the same key.\n` +
   `  Outbound (agent start --connect product:port): register the key with the product's listener under this\n` +
   `  server's name. The agent announces the key id, which is how the listener recognises this server, and\n` +
@@ -25,12 +24,16 @@ export async function keygenCommand(flags: Flags): Promise<void> {
   const key = generateKey();
   const id = await keyId(key.bytes);
   const out = str(flags.out) ?? null;
-  if (out) writeKeyFile(out, `# agent key ${id}, created ${new Date().toISOString()}\n${key.hex}\n`, Boolean(flags.force));
+  if (out) {
+    writeKeyFile(out, `# agent key ${id}, created ${new Date().toISOString()}\n${key.hex}\n`, Boolean(flags.force));
+  }
   if (flags.json) {
     process.stdout.write(JSON.stringify(out ? { keyId: id, file: out } : { keyId: id, key: key.hex }) + "\n");
     return;
   }
-  process.stdout.write((out ? `Saved a new key (id ${id}) to ${out} (mode 0600).\n` : `Key id: ${id}\nKey:    ${key.hex}\n`) + ADVICE);
+  process.stdout.write(
+    (out ? `Saved a new key (id ${id}) to ${out} (mode 0600).\n` : `Key id: ${id}\nKey:    ${key.hex}\n`) + ADVICE,
+  );
 }
 
 /**
@@ -40,7 +43,9 @@ export async function keygenCommand(flags: Flags): Promise<void> {
 export function writeKeyFile(file: string, text: string, force: boolean): void {
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 });
   if (fs.existsSync(file) && !force) {
-    throw new ConfigError(`${file} already exists; not overwriting a key that may be in use (pass --force to replace it)`);
+    throw new ConfigError(
+      `${file} already exists; not overwriting a key that may be in use (pass --force to replace it)`,
+    );
   }
   try {
     if (force) fs.rmSync(file, { force: true });
@@ -52,6 +57,10 @@ export function writeKeyFile(file: string, text: string, force: boolean): void {
 
 /** Prints the id of every key in `file`, one per line (or a JSON object). */
 async function showKeyIds(file: string, json: boolean): Promise<void> {
-  const ids = await Promise.all(readKeyFile(file).map((hex, i) => keyId(parseKey(hex, `line ${i + 1} of ${file}`).bytes)));
-  process.stdout.write(json ? JSON.stringify({ file, keyIds: ids }) + "\n" : ids.map((id) => `${id}  ${file}\n`).join(""));
+  const ids = await Promise.all(
+    readKeyFile(file).map((hex, i) => keyId(parseKey(hex, `line ${i + 1} of ${file}`).bytes)),
+  );
+  process.stdout.write(
+    json ? JSON.stringify({ file, keyIds: ids }) + "\n" : ids.map((id) => `${id}  ${file}\n`).join(""),
+  );
 }

@@ -7,13 +7,27 @@
 import dns from "node:dns/promises";
 import fs from "node:fs";
 import { AgentClient } from "../../core/client/agent-client.ts";
-import { AgentError, AuthenticationError, InsecurePeerError, KeyRejectedError, ProtocolError, TimeoutError, VersionMismatchError } from "../../core/errors.ts";
+import {
+  AgentError,
+  AuthenticationError,
+  InsecurePeerError,
+  KeyRejectedError,
+  ProtocolError,
+  TimeoutError,
+  VersionMismatchError,
+} from "../../core/errors.ts";
 import { keyId } from "../../core/secure/keys.ts";
 import type { AgentInfo } from "../../core/wire/messages.ts";
 import { type Flags, str } from "../../agent/config.ts";
 import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
 import { DialError, dialTcp, formatHost } from "../../runtime/tcp.ts";
-import { CertificateError, type CertificateReport, dialTls, formatFingerprint, parseFingerprint } from "../../runtime/tls.ts";
+import {
+  CertificateError,
+  type CertificateReport,
+  dialTls,
+  formatFingerprint,
+  parseFingerprint,
+} from "../../runtime/tls.ts";
 import { proveToListener } from "../../agent/dialer.ts";
 import { ExitError } from "./exit.ts";
 import { keyFromFlags, parseAddress } from "./remote.ts";
@@ -62,7 +76,10 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
   let timer: ReturnType<typeof setTimeout>;
   return Promise.race([
     promise.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new TimeoutError(`timed out after ${ms} ms ${what}`)), ms))),
+    new Promise<never>((
+      _,
+      reject,
+    ) => (timer = setTimeout(() => reject(new TimeoutError(`timed out after ${ms} ms ${what}`)), ms))),
   ]);
 }
 
@@ -71,12 +88,17 @@ export async function probeCommand(target: string | undefined, flags: Flags): Pr
   const { host, port } = parseAddress(target, PROBE_EXIT.usage);
   if (flags.tls) return await probeListener(host, port, flags);
   const count = Number(flags.count ?? 5);
-  if (!Number.isInteger(count) || count < 0 || count > 10000) throw new ExitError(PROBE_EXIT.usage, "--count must be a whole number from 0 to 10000");
+  if (!Number.isInteger(count) || count < 0 || count > 10000) {
+    throw new ExitError(PROBE_EXIT.usage, "--count must be a whole number from 0 to 10000");
+  }
   const timeoutMs = Number(flags.timeout ?? 10) * 1000;
   if (!(timeoutMs > 0)) throw new ExitError(PROBE_EXIT.usage, "--timeout must be a positive number of seconds");
   const key = keyFromFlags(flags);
   if (!key && !flags.insecure) {
-    throw new ExitError(PROBE_EXIT.usage, "probe needs the agent's key: pass --key-file FILE (or --key HEX); see `agent keygen`");
+    throw new ExitError(
+      PROBE_EXIT.usage,
+      "probe needs the agent's key: pass --key-file FILE (or --key HEX); see `agent keygen`",
+    );
   }
   const report: ProbeReport = { ok: false, target: `${formatHost(host)}:${port}` };
   if (key) report.keyId = await keyId(key);
@@ -85,7 +107,9 @@ export async function probeCommand(target: string | undefined, flags: Flags): Pr
     client = await runStages(host, port, key, count, timeoutMs, Boolean(flags.insecure), report);
     report.ok = true;
   } catch (e) {
-    const err = e instanceof StageError ? e : new StageError(report.stage ?? "connect", PROBE_EXIT.failed, "failed", (e as Error).message);
+    const err = e instanceof StageError
+      ? e
+      : new StageError(report.stage ?? "connect", PROBE_EXIT.failed, "failed", (e as Error).message);
     report.stage = err.stage;
     report.error = { code: err.code, message: err.message };
     print(report, flags);
@@ -97,7 +121,13 @@ export async function probeCommand(target: string | undefined, flags: Flags): Pr
 }
 
 async function runStages(
-  host: string, port: number, key: Uint8Array | undefined, count: number, timeoutMs: number, insecure: boolean, report: ProbeReport,
+  host: string,
+  port: number,
+  key: Uint8Array | undefined,
+  count: number,
+  timeoutMs: number,
+  insecure: boolean,
+  report: ProbeReport,
 ): Promise<AgentClient> {
   report.stage = "resolve";
   const address = await resolveStage(host, timeoutMs);
@@ -109,8 +139,12 @@ async function runStages(
   try {
     stream = await dialTcp(address, port, { timeoutMs });
   } catch (e) {
-    if (e instanceof DialError && e.stage === "refused") throw new StageError("connect", PROBE_EXIT.refused, "refused", e.message);
-    if (e instanceof DialError && e.stage === "timeout") throw new StageError("connect", PROBE_EXIT.timeout, "timeout", e.message);
+    if (e instanceof DialError && e.stage === "refused") {
+      throw new StageError("connect", PROBE_EXIT.refused, "refused", e.message);
+    }
+    if (e instanceof DialError && e.stage === "timeout") {
+      throw new StageError("connect", PROBE_EXIT.timeout, "timeout", e.message);
+    }
     throw new StageError("connect", PROBE_EXIT.refused, "unreachable", (e as Error).message);
   }
   const connectMs = performance.now() - t0;
@@ -120,9 +154,16 @@ async function runStages(
   let client: AgentClient;
   try {
     client = await withTimeout(
-      AgentClient.open(stream, { key, insecure, provider: runtimeCryptoProvider(), onStage: (s) => s === "reply" && (report.stage = "authenticate") }),
+      AgentClient.open(stream, {
+        key,
+        insecure,
+        provider: runtimeCryptoProvider(),
+        onStage: (s) => s === "reply" && (report.stage = "authenticate"),
+      }),
       timeoutMs,
-      report.stage === "handshake" ? "waiting for the agent's handshake reply (is this an agent port?)" : "during authentication",
+      report.stage === "handshake"
+        ? "waiting for the agent's handshake reply (is this an agent port?)"
+        : "during authentication",
     );
   } catch (e) {
     stream.close();
@@ -140,10 +181,12 @@ async function runStages(
   report.stage = "ping";
   const rtts: number[] = [];
   for (let i = 0; i < count; i++) {
-    rtts.push((await withTimeout(client.ping(), timeoutMs, "waiting for a ping reply").catch((e) => {
-      client.close();
-      throw classify(e, "ping");
-    })).rttMs);
+    rtts.push(
+      (await withTimeout(client.ping(), timeoutMs, "waiting for a ping reply").catch((e) => {
+        client.close();
+        throw classify(e, "ping");
+      })).rttMs,
+    );
   }
   if (rtts.length > 0) {
     rtts.sort((a, b) => a - b);
@@ -159,19 +202,45 @@ async function resolveStage(host: string, timeoutMs: number): Promise<string> {
     return (await withTimeout(dns.lookup(host), timeoutMs, `resolving ${host}`)).address;
   } catch (e) {
     if (e instanceof TimeoutError) throw new StageError("resolve", PROBE_EXIT.timeout, "timeout", e.message);
-    throw new StageError("resolve", PROBE_EXIT.nameNotFound, "name-not-found", `cannot resolve "${host}": no such host name (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new StageError(
+      "resolve",
+      PROBE_EXIT.nameNotFound,
+      "name-not-found",
+      `cannot resolve "${host}": no such host name (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
 }
 
 function classify(e: Error, stage: Stage): StageError {
   if (e instanceof TimeoutError) return new StageError(stage, PROBE_EXIT.timeout, "timeout", e.message);
-  if (e instanceof VersionMismatchError) return new StageError(stage, PROBE_EXIT.incompatibleVersion, e.code, `incompatible version: ${e.message}; upgrade the older side`);
-  if (e instanceof InsecurePeerError) return new StageError(stage, PROBE_EXIT.insecureAgent, e.code, e.message);
-  if (e instanceof AuthenticationError) return new StageError(stage, PROBE_EXIT.wrongKey, "wrong-key", `wrong key: ${e.message}; check the key id against the agent's \`agent status\``);
-  if (stage === "handshake" && (e instanceof ProtocolError || e instanceof AgentError)) {
-    return new StageError(stage, PROBE_EXIT.notAnAgent, "not-an-agent", `not an agent: ${e.message} (something else is listening on that port)`);
+  if (e instanceof VersionMismatchError) {
+    return new StageError(
+      stage,
+      PROBE_EXIT.incompatibleVersion,
+      e.code,
+      `incompatible version: ${e.message}; upgrade the older side`,
+    );
   }
-  if (e instanceof ProtocolError) return new StageError(stage, PROBE_EXIT.notAnAgent, "not-an-agent", `not an agent: ${e.message}`);
+  if (e instanceof InsecurePeerError) return new StageError(stage, PROBE_EXIT.insecureAgent, e.code, e.message);
+  if (e instanceof AuthenticationError) {
+    return new StageError(
+      stage,
+      PROBE_EXIT.wrongKey,
+      "wrong-key",
+      `wrong key: ${e.message}; check the key id against the agent's \`agent status\``,
+    );
+  }
+  if (stage === "handshake" && (e instanceof ProtocolError || e instanceof AgentError)) {
+    return new StageError(
+      stage,
+      PROBE_EXIT.notAnAgent,
+      "not-an-agent",
+      `not an agent: ${e.message} (something else is listening on that port)`,
+    );
+  }
+  if (e instanceof ProtocolError) {
+    return new StageError(stage, PROBE_EXIT.notAnAgent, "not-an-agent", `not an agent: ${e.message}`);
+  }
   return new StageError(stage, PROBE_EXIT.failed, e instanceof AgentError ? e.code : "failed", e.message);
 }
 
@@ -181,15 +250,32 @@ function print(report: ProbeReport, flags: Flags) {
     return;
   }
   const ms = (n: number) => `${n < 10 ? n.toFixed(2) : n.toFixed(1)} ms`;
-  const lines = [`probe ${report.target}${report.address && report.address !== report.target.replace(/:\d+$/, "") ? ` (${report.address})` : ""}`];
-  if (report.timings) lines.push(`  connected      ${ms(report.timings.connectMs)}`, `  handshake      ${ms(report.timings.handshakeMs)}, protocol v${report.protocolVersion}${report.keyId ? `, key id ${report.keyId}` : ", INSECURE (no encryption)"}`);
+  const lines = [
+    `probe ${report.target}${
+      report.address && report.address !== report.target.replace(/:\d+$/, "") ? ` (${report.address})` : ""
+    }`,
+  ];
+  if (report.timings) {
+    lines.push(
+      `  connected      ${ms(report.timings.connectMs)}`,
+      `  handshake      ${ms(report.timings.handshakeMs)}, protocol v${report.protocolVersion}${
+        report.keyId ? `, key id ${report.keyId}` : ", INSECURE (no encryption)"
+      }`,
+    );
+  }
   if (report.agent) {
     const a = report.agent;
-    lines.push(`  agent          ${a.version} on ${a.os}/${a.arch}, host ${a.hostname}, ${a.runtime.name} ${a.runtime.version}, up ${a.uptimeSeconds} s`);
+    lines.push(
+      `  agent          ${a.version} on ${a.os}/${a.arch}, host ${a.hostname}, ${a.runtime.name} ${a.runtime.version}, up ${a.uptimeSeconds} s`,
+    );
   }
   if (report.rtt) {
     const r = report.rtt;
-    lines.push(`  round trip     min ${ms(r.minMs)}  p50 ${ms(r.p50Ms)}  p99 ${ms(r.p99Ms)}  max ${ms(r.maxMs)}  (${r.count} pings)`);
+    lines.push(
+      `  round trip     min ${ms(r.minMs)}  p50 ${ms(r.p50Ms)}  p99 ${ms(r.p99Ms)}  max ${
+        ms(r.maxMs)
+      }  (${r.count} pings)`,
+    );
   }
   if (report.error) lines.push(`  FAILED at ${report.stage}: ${report.error.message}`);
   else lines.push("  ok");
@@ -247,11 +333,20 @@ async function probeListener(host: string, port: number, flags: Flags): Promise<
     if (e instanceof ProxyError) return fail(PROBE_EXIT.proxyFailed, "proxy", e.stage, e.message);
     if (e instanceof CertificateError) {
       describeCertificate(e.certificate, lines, report);
-      const code = e.reason === "fingerprint-mismatch" ? PROBE_EXIT.fingerprintMismatch : e.reason === "expired" ? PROBE_EXIT.certificateExpired : PROBE_EXIT.certificateUntrusted;
+      const code = e.reason === "fingerprint-mismatch"
+        ? PROBE_EXIT.fingerprintMismatch
+        : e.reason === "expired"
+        ? PROBE_EXIT.certificateExpired
+        : PROBE_EXIT.certificateUntrusted;
       return fail(code, "certificate", e.reason, e.message);
     }
     if (e instanceof DialError) {
-      return fail(e.stage === "refused" ? PROBE_EXIT.refused : e.stage === "timeout" ? PROBE_EXIT.timeout : PROBE_EXIT.refused, "connect", e.stage, e.message);
+      return fail(
+        e.stage === "refused" ? PROBE_EXIT.refused : e.stage === "timeout" ? PROBE_EXIT.timeout : PROBE_EXIT.refused,
+        "connect",
+        e.stage,
+        e.message,
+      );
     }
     return fail(PROBE_EXIT.failed, "connect", "failed", (e as Error).message);
   }
@@ -267,14 +362,17 @@ async function probeListener(host: string, port: number, flags: Flags): Promise<
     try {
       const frames = await withTimeout(
         proveToListener(dialed.stream, { id, bytes: key }, runtimeCryptoProvider(), dialed.certificate.fingerprint),
-        timeoutMs, "waiting for the listener's key exchange",
+        timeoutMs,
+        "waiting for the listener's key exchange",
       );
       frames.close();
     } catch (e) {
       dialed.stream.close();
       if (e instanceof KeyRejectedError) return fail(PROBE_EXIT.wrongKey, "key", "key-rejected", e.message);
       if (e instanceof TimeoutError) return fail(PROBE_EXIT.timeout, "key", "timeout", e.message);
-      if (e instanceof ProtocolError) return fail(PROBE_EXIT.notAnAgent, "key", "not-a-listener", `not an agent listener: ${e.message}`);
+      if (e instanceof ProtocolError) {
+        return fail(PROBE_EXIT.notAnAgent, "key", "not-a-listener", `not an agent listener: ${e.message}`);
+      }
       return fail(PROBE_EXIT.failed, "key", "failed", (e as Error).message);
     }
     lines.push(`  key            accepted (key id ${id})`);
@@ -290,7 +388,9 @@ function describeCertificate(c: CertificateReport, lines: string[], report: Reco
   const days = Math.floor((Date.parse(c.validTo) - Date.now()) / 86_400_000);
   lines.push(
     `  certificate    ${c.subject}, issued by ${c.issuer}`,
-    `  valid          ${c.validFrom} to ${c.validTo} (${days >= 0 ? `expires in ${days} days` : `EXPIRED ${-days} days ago`})`,
+    `  valid          ${c.validFrom} to ${c.validTo} (${
+      days >= 0 ? `expires in ${days} days` : `EXPIRED ${-days} days ago`
+    })`,
     `  fingerprint    ${formatFingerprint(c.fingerprint)}`,
     `  trusted        ${c.trusted ? "yes" : `no: ${c.problem}`}`,
   );

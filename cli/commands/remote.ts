@@ -8,8 +8,19 @@ import path from "node:path";
 import { connect, DialError } from "../../client/connect.ts";
 import type { Agent } from "../../client/agent.ts";
 import {
-  AuthenticationError, ConnectionClosedError, InvalidArgumentError, IsADirectoryError, KeyRejectedError, NotADirectoryError,
-  NotFoundError, PermissionDeniedError, ProtocolError, SessionEndedError, TimeoutError, UnknownProductError, VersionMismatchError,
+  AuthenticationError,
+  ConnectionClosedError,
+  InvalidArgumentError,
+  IsADirectoryError,
+  KeyRejectedError,
+  NotADirectoryError,
+  NotFoundError,
+  PermissionDeniedError,
+  ProtocolError,
+  SessionEndedError,
+  TimeoutError,
+  UnknownProductError,
+  VersionMismatchError,
 } from "../../core/errors.ts";
 import { parseKey } from "../../core/secure/keys.ts";
 import type { RemoteSession } from "../../core/client/remote-session.ts";
@@ -21,9 +32,24 @@ import { CLI_PRODUCT } from "./product.ts";
 
 /** The ways a remote command fails before or around its work; each command maps them to its own exit codes. */
 export type Failure =
-  | "usage" | "failed" | "unresolved" | "refused" | "timeout" | "not-an-agent" | "wrong-key" | "incompatible"
-  | "unknown-product" | "connection-lost" | "remote-not-found" | "remote-is-directory" | "remote-not-directory"
-  | "permission-denied" | "local-not-found" | "local-disk-full" | "checksum-mismatch" | "invalid-argument";
+  | "usage"
+  | "failed"
+  | "unresolved"
+  | "refused"
+  | "timeout"
+  | "not-an-agent"
+  | "wrong-key"
+  | "incompatible"
+  | "unknown-product"
+  | "connection-lost"
+  | "remote-not-found"
+  | "remote-is-directory"
+  | "remote-not-directory"
+  | "permission-denied"
+  | "local-not-found"
+  | "local-disk-full"
+  | "checksum-mismatch"
+  | "invalid-argument";
 
 /** A failure with its kind, so each command picks its exit code. */
 export class CommandFailure extends ExitError {
@@ -45,7 +71,14 @@ export function keyFromFlags(flags: Flags): Uint8Array | undefined {
 }
 
 /** Deno reports some system errors by number in the message ("… (os error 28)") where Node sets `code`. */
-const OS_ERRORS: Record<number, string> = { 1: "EPERM", 2: "ENOENT", 13: "EACCES", 28: "ENOSPC", 32: "EPIPE", 122: "EDQUOT" };
+const OS_ERRORS: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  13: "EACCES",
+  28: "ENOSPC",
+  32: "EPIPE",
+  122: "EDQUOT",
+};
 
 /** The system error code of `e` ("ENOSPC", "EPIPE", …) on either runtime, if it has one. */
 export function errorCode(e: unknown): string | undefined {
@@ -57,7 +90,9 @@ export function errorCode(e: unknown): string | undefined {
 
 /** Which {@link Failure} an error from the library (or the local file system) is. */
 export function failureOf(e: unknown): Failure {
-  if (e instanceof DialError) return e.stage === "unresolved" ? "unresolved" : e.stage === "timeout" ? "timeout" : "refused";
+  if (e instanceof DialError) {
+    return e.stage === "unresolved" ? "unresolved" : e.stage === "timeout" ? "timeout" : "refused";
+  }
   if (e instanceof AuthenticationError || e instanceof KeyRejectedError) return "wrong-key";
   if (e instanceof VersionMismatchError) return "incompatible";
   if (e instanceof UnknownProductError) return "unknown-product";
@@ -81,7 +116,9 @@ export function fail(e: unknown, codes: Record<Failure, number>, what?: string):
   if (e instanceof ExitError) throw e;
   const failure = failureOf(e);
   let message = (e as Error).message ?? String(e);
-  if (failure === "wrong-key") message = `${message} (check --key-file; \`agent keygen --show FILE\` names a file's key id)`;
+  if (failure === "wrong-key") {
+    message = `${message} (check --key-file; \`agent keygen --show FILE\` names a file's key id)`;
+  }
   if (failure === "local-disk-full") message = `no space left on the local disk: ${message}`;
   throw new CommandFailure(failure, what ? `${what}: ${message}` : message, codes);
 }
@@ -91,19 +128,27 @@ export function parseAddress(target: string, usageCode: number): { host: string;
   const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(target) ?? /^([^:]+)(?::(\d+))?$/.exec(target);
   if (!m) throw new ExitError(usageCode, `"${target}" is not host:port (write IPv6 addresses as [::1]:46336)`);
   const port = m[2] === undefined ? DEFAULT_PORT : Number(m[2]);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ExitError(usageCode, `port in "${target}" must be 1-65535`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new ExitError(usageCode, `port in "${target}" must be 1-65535`);
+  }
   return { host: m[1], port };
 }
 
 /** Connects and opens a session for --product (default {@link CLI_PRODUCT}); failures become exit codes. */
-export async function openRemote(address: { host: string; port: number }, flags: Flags, codes: Record<Failure, number>): Promise<{ agent: Agent; session: RemoteSession }> {
+export async function openRemote(
+  address: { host: string; port: number },
+  flags: Flags,
+  codes: Record<Failure, number>,
+): Promise<{ agent: Agent; session: RemoteSession }> {
   let key: Uint8Array | undefined;
   try {
     key = keyFromFlags(flags);
   } catch (e) {
     throw new CommandFailure("usage", (e as Error).message, codes);
   }
-  if (!key) throw new CommandFailure("usage", "no key: pass --key-file FILE (the agent's key; see `agent keygen`)", codes);
+  if (!key) {
+    throw new CommandFailure("usage", "no key: pass --key-file FILE (the agent's key; see `agent keygen`)", codes);
+  }
   const timeoutMs = Number(flags.timeout ?? 10) * 1000;
   const where = `${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`;
   let agent: Agent;

@@ -7,7 +7,7 @@
  */
 import os from "node:os";
 import { type Flags, str } from "../../agent/config.ts";
-import { CommandFailure, errorCode, type Failure, fail, openRemote, parseAddress } from "./remote.ts";
+import { CommandFailure, errorCode, fail, type Failure, openRemote, parseAddress } from "./remote.ts";
 
 /**
  * Exit codes: the program's own (0–255), 128 + n when signal n ended it, and
@@ -51,7 +51,11 @@ function writeOut(stream: NodeJS.WriteStream, chunk: Uint8Array): Promise<void> 
 export async function runCommand(target: string | undefined, flags: Flags): Promise<number> {
   const command = ((flags["--"] as string[] | undefined) ?? []).map(String);
   if (!target || command.length === 0) {
-    throw new CommandFailure("usage", "run needs a server and a program: agent run HOST[:PORT] [options] -- program [args...]", RUN_EXIT);
+    throw new CommandFailure(
+      "usage",
+      "run needs a server and a program: agent run HOST[:PORT] [options] -- program [args...]",
+      RUN_EXIT,
+    );
   }
   const address = parseAddress(target, RUN_EXIT.usage);
   const env: Record<string, string> = {};
@@ -144,13 +148,27 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
     if (failedCode === "EPIPE") return 128 + 13; // the reader went away: end quietly, as a shell pipeline would (SIGPIPE)
     if (failed) {
       const full = failedCode === "ENOSPC" || failedCode === "EDQUOT";
-      throw new CommandFailure(full ? "local-disk-full" : "failed", `cannot write ${program}'s output here${full ? ": no space left on the local disk" : `: ${failed.message}`}; the program was ended`, RUN_EXIT);
+      throw new CommandFailure(
+        full ? "local-disk-full" : "failed",
+        `cannot write ${program}'s output here${
+          full ? ": no space left on the local disk" : `: ${failed.message}`
+        }; the program was ended`,
+        RUN_EXIT,
+      );
     }
     const signalNumber = status.signal ? (os.constants.signals as Record<string, number>)[status.signal] ?? 0 : 0;
     const code = status.code ?? 128 + signalNumber;
     if (json) {
       const text = (parts: Uint8Array[]) => Buffer.concat(parts).toString("utf8");
-      process.stdout.write(JSON.stringify({ code: status.code, signal: status.signal, exitCode: code, stdout: text(collected.stdout), stderr: text(collected.stderr) }) + "\n");
+      process.stdout.write(
+        JSON.stringify({
+          code: status.code,
+          signal: status.signal,
+          exitCode: code,
+          stdout: text(collected.stdout),
+          stderr: text(collected.stderr),
+        }) + "\n",
+      );
     } else if (status.signal) {
       process.stderr.write(`agent: ${program} was ended by ${status.signal}\n`);
     }

@@ -8,8 +8,17 @@ import { seaModule } from "../../runtime/self.ts";
 import { ExitError } from "./exit.ts";
 
 export function serviceCommand(action: string | undefined, flags: Flags): void {
-  const options = { user: str(flags.user) ?? DEFAULT_USER, binary: str(flags.binary) ?? DEFAULT_BINARY, root: str(flags.root) ?? "/" };
-  if (options.root === "/" && process.getuid?.() !== 0) throw new ExitError(2, "agent service needs root (sudo agent service …), or --root DIR to install into another tree");
+  const options = {
+    user: str(flags.user) ?? DEFAULT_USER,
+    binary: str(flags.binary) ?? DEFAULT_BINARY,
+    root: str(flags.root) ?? "/",
+  };
+  if (options.root === "/" && process.getuid?.() !== 0) {
+    throw new ExitError(
+      2,
+      "agent service needs root (sudo agent service …), or --root DIR to install into another tree",
+    );
+  }
   let report: string[];
   let code = 0;
   if (action === "install") {
@@ -21,7 +30,12 @@ export function serviceCommand(action: string | undefined, flags: Flags): void {
     report = status.report;
     code = status.installed ? 0 : 3;
   } else {
-    throw new ExitError(2, `agent service needs an action: install, uninstall or status (not ${action === undefined ? "nothing" : `"${action}"`})`);
+    throw new ExitError(
+      2,
+      `agent service needs an action: install, uninstall or status (not ${
+        action === undefined ? "nothing" : `"${action}"`
+      })`,
+    );
   }
   if (flags.json) process.stdout.write(JSON.stringify({ action, report }) + "\n");
   else process.stdout.write(report.map((l) => `  ${l}\n`).join(""));

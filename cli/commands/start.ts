@@ -39,7 +39,10 @@ function fingerprintOf(text: string): Uint8Array {
 /** The trust settings of each outbound target, read and checked. */
 function outboundTrust(config: AgentConfig) {
   return config.connect.map((t) => ({
-    host: t.host, port: t.port, serverName: t.serverName, proxy: proxyFor(t.host, process.env, config.proxy),
+    host: t.host,
+    port: t.port,
+    serverName: t.serverName,
+    proxy: proxyFor(t.host, process.env, config.proxy),
     ca: t.ca ? readCa(t.ca) : undefined,
     fingerprint: t.fingerprint ? fingerprintOf(t.fingerprint) : undefined,
   }));
@@ -54,7 +57,9 @@ async function loadSettings(flags: Flags, createKey: boolean) {
     throw new ConfigError(`--log-format must be one of ${LOG_FORMATS.join(", ")}, not "${format}"`);
   }
   if (config.insecure && config.connect.length > 0) {
-    throw new ConfigError("--insecure applies to inbound connections only; outbound connections always use TLS and the key");
+    throw new ConfigError(
+      "--insecure applies to inbound connections only; outbound connections always use TLS and the key",
+    );
   }
   const trust = outboundTrust(config);
   const loaded = config.insecure ? { keys: [], generated: null } : await loadAgentKeys(config, createKey);
@@ -62,14 +67,29 @@ async function loadSettings(flags: Flags, createKey: boolean) {
 }
 
 /** Settings a running agent cannot change without a restart. */
-const RESTART_ONLY = ["host", "port", "stateDir", "insecure", "listen", "connect", "handshakeTimeoutSeconds", "maxHandshakes", "keepaliveSeconds", "metrics", "proxy", "warmHosts"] as const;
+const RESTART_ONLY = [
+  "host",
+  "port",
+  "stateDir",
+  "insecure",
+  "listen",
+  "connect",
+  "handshakeTimeoutSeconds",
+  "maxHandshakes",
+  "keepaliveSeconds",
+  "metrics",
+  "proxy",
+  "warmHosts",
+] as const;
 
 export async function startCommand(flags: Flags): Promise<void> {
   if (flags.check) {
     const { config, keys, trust } = await loadSettings(flags, false);
     process.stdout.write(
       `configuration OK${config.configFile ? ` (${config.configFile})` : ""}: ` +
-        (config.insecure ? "insecure mode, no keys" : `${keys.length} key${keys.length === 1 ? "" : "s"} (${keys.map((k) => k.id).join(", ")})`) +
+        (config.insecure
+          ? "insecure mode, no keys"
+          : `${keys.length} key${keys.length === 1 ? "" : "s"} (${keys.map((k) => k.id).join(", ")})`) +
         `; ${config.listen ? `listening on ${formatHost(config.host)}:${config.port}` : "not listening"}` +
         `; ${trust.length} outbound target${trust.length === 1 ? "" : "s"}; state in ${config.stateDir}\n`,
     );
@@ -78,13 +98,19 @@ export async function startCommand(flags: Flags): Promise<void> {
   const { config, format, keys, generated, trust } = await loadSettings(flags, true);
   if (format) setLogFormat(format);
   if (config.insecure) {
-    log.warn("--insecure: encryption and authentication are OFF; only loopback peers will be served. Never use this in production.");
-    if (!isLoopback(config.host)) log.warn(`listening on ${config.host} with --insecure; non-loopback peers will be refused`);
+    log.warn(
+      "--insecure: encryption and authentication are OFF; only loopback peers will be served. Never use this in production.",
+    );
+    if (!isLoopback(config.host)) {
+      log.warn(`listening on ${config.host} with --insecure; non-loopback peers will be refused`);
+    }
   } else if (generated) {
     // The key goes to stdout only when a person is watching (or asked for it): under systemd stdout is the journal.
     const show = Boolean(flags.showKey) || process.stdout.isTTY === true;
     process.stdout.write(
-      `No key was configured, so a new one was created (key id ${keys[0].id}) and saved to ${generated.file} (mode 0600).\n` +
+      `No key was configured, so a new one was created (key id ${
+        keys[0].id
+      }) and saved to ${generated.file} (mode 0600).\n` +
         (show
           ? `\n  ${generated.hex}\n\nGive this key to the product that will connect to this agent; it stays in that file.\n`
           : `Give the product the key in that file (it is not printed here, since this is not a terminal; --show-key prints it).\n`),
@@ -93,8 +119,14 @@ export async function startCommand(flags: Flags): Promise<void> {
 
   // A bug in one connection's handling must not take every session down with it: log it, keep serving.
   let internalErrors = 0;
-  process.on("uncaughtException", (e) => (internalErrors++, log.error(`internal error (please report): ${e.stack ?? e}`)));
-  process.on("unhandledRejection", (e) => (internalErrors++, log.error(`internal error (please report): ${(e as Error)?.stack ?? e}`)));
+  process.on(
+    "uncaughtException",
+    (e) => (internalErrors++, log.error(`internal error (please report): ${e.stack ?? e}`)),
+  );
+  process.on(
+    "unhandledRejection",
+    (e) => (internalErrors++, log.error(`internal error (please report): ${(e as Error)?.stack ?? e}`)),
+  );
 
   // Signal handlers go in before anything listens, so an early SIGTERM still shuts down cleanly.
   let stop!: (signal: string) => void;
@@ -127,10 +159,17 @@ export async function startCommand(flags: Flags): Promise<void> {
   });
   const provider = runtimeCryptoProvider();
   server = new AgentServer(config, keys, provider, sessions);
-  const outbound = trust.map((t) => new OutboundTarget(t, {
-    key: keys[0], provider, sessions, meta: { info: () => server!.info() },
-    handshakeTimeoutMs: config.handshakeTimeoutSeconds * 1000, keepaliveMs: config.keepaliveSeconds * 1000, log,
-  }));
+  const outbound = trust.map((t) =>
+    new OutboundTarget(t, {
+      key: keys[0],
+      provider,
+      sessions,
+      meta: { info: () => server!.info() },
+      handshakeTimeoutMs: config.handshakeTimeoutSeconds * 1000,
+      keepaliveMs: config.keepaliveSeconds * 1000,
+      log,
+    })
+  );
   server.outbound = outbound;
   if (config.listen) {
     let address;
@@ -140,11 +179,17 @@ export async function startCommand(flags: Flags): Promise<void> {
       await control.close();
       throw e;
     }
-    const mode = config.insecure ? "INSECURE plaintext mode" : `key mode, accepting key id${keys.length > 1 ? "s" : ""} ${keys.map((k) => k.id).join(", ")}`;
+    const mode = config.insecure
+      ? "INSECURE plaintext mode"
+      : `key mode, accepting key id${keys.length > 1 ? "s" : ""} ${keys.map((k) => k.id).join(", ")}`;
     log.info(`listening on ${formatHost(address.host)}:${address.port} (${mode}); state in ${config.stateDir}`);
   }
   for (const t of outbound) {
-    log.info(`outbound: dialing ${t.address} over TLS as key id ${keys[0].id}${t.target.proxy ? ` through the proxy ${t.target.proxy.host}` : ""}`);
+    log.info(
+      `outbound: dialing ${t.address} over TLS as key id ${keys[0].id}${
+        t.target.proxy ? ` through the proxy ${t.target.proxy.host}` : ""
+      }`,
+    );
     t.start();
   }
   let metrics: Awaited<ReturnType<typeof serveMetrics>> | null = null;
@@ -154,12 +199,22 @@ export async function startCommand(flags: Flags): Promise<void> {
       return { bytesReceived: t.received, bytesSent: t.sent, internalErrors, logLinesDropped: droppedLogLines() };
     };
     try {
-      metrics = await serveMetrics(config.metrics.host, config.metrics.port, () => server!.status(), counters, config.listen);
+      metrics = await serveMetrics(
+        config.metrics.host,
+        config.metrics.port,
+        () => server!.status(),
+        counters,
+        config.listen,
+      );
     } catch (e) {
       await Promise.all([server.close(), control.close(), ...outbound.map((t) => t.stop())]);
       throw new ConfigError((e as Error).message);
     }
-    log.info(`health and metrics on http://${formatHost(metrics.address.host)}:${metrics.address.port}/ (healthz, readyz, metrics)`);
+    log.info(
+      `health and metrics on http://${
+        formatHost(metrics.address.host)
+      }:${metrics.address.port}/ (healthz, readyz, metrics)`,
+    );
   }
 
   /**
@@ -181,9 +236,13 @@ export async function startCommand(flags: Flags): Promise<void> {
     sessions.settings.products = next.config.products;
     if (next.format) setLogFormat(next.format);
     log.info(
-      `reloaded on SIGHUP: accepting key id${next.keys.length === 1 ? "" : "s"} ${next.keys.map((k) => k.id).join(", ") || "(none: insecure)"}` +
+      `reloaded on SIGHUP: accepting key id${next.keys.length === 1 ? "" : "s"} ${
+        next.keys.map((k) => k.id).join(", ") || "(none: insecure)"
+      }` +
         (added.length ? `; added ${added.join(", ")}` : "") +
-        (removed.length ? `; removed ${removed.join(", ")} (its connections close in ${next.config.revokedKeyGraceSeconds} s)` : ""),
+        (removed.length
+          ? `; removed ${removed.join(", ")} (its connections close in ${next.config.revokedKeyGraceSeconds} s)`
+          : ""),
     );
     if (changed.length) log.warn(`reload: ${changed.join(", ")} changed; these take effect at the next restart`);
   }

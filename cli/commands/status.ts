@@ -30,8 +30,16 @@ export async function statusCommand(flags: Flags): Promise<void> {
   }
   const rejected = Object.entries(status.handshakes.rejected).map(([k, v]) => `${k} ${v}`).join(", ") || "none";
   process.stdout.write(
-    `agent ${status.version} running (pid ${status.pid}, ${status.runtime.name} ${status.runtime.version}), up ${duration(status.uptimeSeconds)}\n` +
-      `listening    ${status.listen ? `${formatHost(status.listen.host)}:${status.listen.port} (${status.mode === "key" ? "key mode" : "INSECURE plaintext"})` : "no (outbound only)"}\n` +
+    `agent ${status.version} running (pid ${status.pid}, ${status.runtime.name} ${status.runtime.version}), up ${
+      duration(status.uptimeSeconds)
+    }\n` +
+      `listening    ${
+        status.listen
+          ? `${formatHost(status.listen.host)}:${status.listen.port} (${
+            status.mode === "key" ? "key mode" : "INSECURE plaintext"
+          })`
+          : "no (outbound only)"
+      }\n` +
       `key ids      ${status.keyIds.join(", ") || "-"}\n` +
       `connections  ${status.connections.open} open, ${status.connections.handshaking} in handshake\n` +
       `handshakes   ${status.handshakes.accepted} accepted; rejected: ${rejected}\n` +
@@ -53,13 +61,25 @@ function sessionTable(sessions: AgentStatus["sessions"]): string {
   if (sessions.length === 0) return "sessions     none\n";
   const rows = [["SESSION", "PRODUCT", "HOST PID", "CLIENTS", "IDLE", "FILES", "PROCESSES"]];
   for (const s of sessions) {
-    rows.push([s.id, s.product, String(s.hostPid), String(s.clients), duration(s.idleSeconds), String(s.openFiles), String(s.runningProcesses)]);
+    rows.push([
+      s.id,
+      s.product,
+      String(s.hostPid),
+      String(s.clients),
+      duration(s.idleSeconds),
+      String(s.openFiles),
+      String(s.runningProcesses),
+    ]);
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return `sessions     ${sessions.length}\n` + rows.map((r) => "  " + r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n") + "\n";
+  return `sessions     ${sessions.length}\n` +
+    rows.map((r) => "  " + r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n") + "\n";
 }
 
 function duration(seconds: number): string {
-  const d = Math.floor(seconds / 86400), h = Math.floor(seconds / 3600) % 24, m = Math.floor(seconds / 60) % 60, s = seconds % 60;
+  const d = Math.floor(seconds / 86400),
+    h = Math.floor(seconds / 3600) % 24,
+    m = Math.floor(seconds / 60) % 60,
+    s = seconds % 60;
   return [d && `${d}d`, h && `${h}h`, m && `${m}m`, `${s}s`].filter(Boolean).join(" ");
 }

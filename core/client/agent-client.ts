@@ -146,9 +146,15 @@ export class AgentClient {
       intervalMs,
       deadMs,
       lastReceivedAt: () => this.lastReceivedAt,
-      beat: () => void this.frames.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) }).catch(() => {}),
+      beat: () =>
+        void this.frames.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) })
+          .catch(() => {}),
       dead: () => {
-        this.#fail(new ConnectionClosedError(`no traffic from the agent for ${Math.round(deadMs / 1000)} s; the connection is gone`));
+        this.#fail(
+          new ConnectionClosedError(
+            `no traffic from the agent for ${Math.round(deadMs / 1000)} s; the connection is gone`,
+          ),
+        );
         this.frames.close();
       },
     });
@@ -185,7 +191,7 @@ export class AgentClient {
   #fail(error: Error) {
     const first = this.#closedError === null;
     this.#closedError ??= error;
-    if (first) for (const l of [...this.#routes.values()]) l.onDisconnected(this.#closedError);
+    if (first) { for (const l of [...this.#routes.values()]) l.onDisconnected(this.#closedError); }
     for (const p of this.#pending.values()) p.reject(this.#closedError);
     this.#pending.clear();
   }

@@ -12,7 +12,14 @@
  */
 import { concat } from "../bytes.ts";
 import { NotFoundError, ProtocolError } from "../errors.ts";
-import { BATCH_MAX_BYTES, BATCH_MAX_FILES, type FileInfo, type ListEntry, type OpenFlags, ServiceCode } from "../session/contract.ts";
+import {
+  BATCH_MAX_BYTES,
+  BATCH_MAX_FILES,
+  type FileInfo,
+  type ListEntry,
+  type OpenFlags,
+  ServiceCode,
+} from "../session/contract.ts";
 import type { SessionCalls } from "./calls.ts";
 
 export type { FileInfo, ListEntry, OpenFlags };
@@ -102,7 +109,10 @@ export class FilesApi {
   }
 
   /** Lists a directory; masks are globs (`*`, `?`, `**`) over paths relative to it. */
-  async list(path: string, options: { recursive?: boolean; include?: string[]; exclude?: string[] } = {}): Promise<ListEntry[]> {
+  async list(
+    path: string,
+    options: { recursive?: boolean; include?: string[]; exclude?: string[] } = {},
+  ): Promise<ListEntry[]> {
     return (await this.session.call(ServiceCode.FileList, { path, ...options })).fields.entries;
   }
 
@@ -137,8 +147,18 @@ export class FilesApi {
   }
 
   /** Opens a file: flags as in fopen (`r`, `r+`, `w`, `wx`, `w+`, `a`, `ax`, `a+`). */
-  async open(path: string, flags: OpenFlags = "r", mode?: number, options: { sha256?: boolean } = {}): Promise<RemoteFile> {
-    const { fields } = await this.session.call(ServiceCode.FileOpen, { path, flags, mode, ...(options.sha256 ? { sha256: true } : {}) });
+  async open(
+    path: string,
+    flags: OpenFlags = "r",
+    mode?: number,
+    options: { sha256?: boolean } = {},
+  ): Promise<RemoteFile> {
+    const { fields } = await this.session.call(ServiceCode.FileOpen, {
+      path,
+      flags,
+      mode,
+      ...(options.sha256 ? { sha256: true } : {}),
+    });
     return new RemoteFile(this.session, fields.handle, fields.size);
   }
 
@@ -187,7 +207,10 @@ export class FilesApi {
    * `exclusive` creates each file under its own name and fails with `AlreadyExistsError` where
    * one exists, instead of replacing it through a temporary name (one rename less per file).
    */
-  async writeFiles(files: ReadonlyArray<{ path: string; data: Uint8Array; mode?: number }>, options: { exclusive?: boolean } = {}): Promise<Array<{ path: string; size: number; sha256: string }>> {
+  async writeFiles(
+    files: ReadonlyArray<{ path: string; data: Uint8Array; mode?: number }>,
+    options: { exclusive?: boolean } = {},
+  ): Promise<Array<{ path: string; size: number; sha256: string }>> {
     const out: Array<{ path: string; size: number; sha256: string }> = [];
     for (const batch of batches(files, (f) => f.data.length)) {
       if (batch.length === 1 && batch[0].data.length > BATCH_MAX_BYTES) {
@@ -199,7 +222,14 @@ export class FilesApi {
       }
       const { fields } = await this.session.call(
         ServiceCode.FileWriteBatch,
-        { files: batch.map((f) => ({ path: f.path, size: f.data.length, ...(f.mode !== undefined ? { mode: f.mode } : {}) })), ...(options.exclusive ? { exclusive: true } : {}) },
+        {
+          files: batch.map((f) => ({
+            path: f.path,
+            size: f.data.length,
+            ...(f.mode !== undefined ? { mode: f.mode } : {}),
+          })),
+          ...(options.exclusive ? { exclusive: true } : {}),
+        },
         concat(batch.map((f) => f.data)),
       );
       batch.forEach((f, i) => out.push({ path: f.path, size: f.data.length, sha256: fields.sha256[i] }));
@@ -330,7 +360,9 @@ function* batches<T>(items: readonly T[], sizeOf: (item: T) => number): Generato
 }
 
 function requireDigest(reply: { sha256?: string }, path: string): string {
-  if (typeof reply.sha256 !== "string") throw new ProtocolError(`the agent returned no SHA-256 for ${path} (an agent older than this library?)`);
+  if (typeof reply.sha256 !== "string") {
+    throw new ProtocolError(`the agent returned no SHA-256 for ${path} (an agent older than this library?)`);
+  }
   return reply.sha256;
 }
 
@@ -350,4 +382,3 @@ async function* chunks(source: Source): AsyncGenerator<Uint8Array> {
   else if (source instanceof Uint8Array) yield source;
   else yield* source as AsyncIterable<Uint8Array>;
 }
-

@@ -12,7 +12,13 @@
  * @module
  */
 import { concat } from "../bytes.ts";
-import { type ExitStatus, type ProcessEntry, ServiceCode, ServiceEvent, type StartOptions } from "../session/contract.ts";
+import {
+  type ExitStatus,
+  type ProcessEntry,
+  ServiceCode,
+  ServiceEvent,
+  type StartOptions,
+} from "../session/contract.ts";
 import type { SessionCalls } from "./calls.ts";
 
 export type { ExitStatus, ProcessEntry, StartOptions };
@@ -112,7 +118,11 @@ export class RemoteProcess {
   }
 
   async write(data: Uint8Array | string): Promise<void> {
-    await this.session.call(ServiceCode.ProcessWrite, { id: this.id }, typeof data === "string" ? new TextEncoder().encode(data) : data);
+    await this.session.call(
+      ServiceCode.ProcessWrite,
+      { id: this.id },
+      typeof data === "string" ? new TextEncoder().encode(data) : data,
+    );
   }
 
   async closeStdin(): Promise<void> {
@@ -147,8 +157,14 @@ export class ProcessesApi {
   readonly #procs = new Map<number, RemoteProcess>();
 
   constructor(readonly session: SessionCalls) {
-    session.onEvent(ServiceEvent.ProcessOutput, (fields, data) => this.#byId(fields.id).pushOutput(fields.stream ?? "stdout", data.slice()));
-    session.onEvent(ServiceEvent.ProcessExit, (fields) => this.#byId(fields.id).pushExit(fields.code ?? null, fields.signal ?? null));
+    session.onEvent(
+      ServiceEvent.ProcessOutput,
+      (fields, data) => this.#byId(fields.id).pushOutput(fields.stream ?? "stdout", data.slice()),
+    );
+    session.onEvent(
+      ServiceEvent.ProcessExit,
+      (fields) => this.#byId(fields.id).pushExit(fields.code ?? null, fields.signal ?? null),
+    );
     session.onEnd((error) => {
       for (const p of this.#procs.values()) p.fail(error);
     });
@@ -169,7 +185,9 @@ export class ProcessesApi {
   }
 
   /** Runs a program to the end and returns its exit status and output. */
-  async run(options: StartOptions & { stdin?: Uint8Array | string }): Promise<ExitStatus & { stdout: Uint8Array; stderr: Uint8Array }> {
+  async run(
+    options: StartOptions & { stdin?: Uint8Array | string },
+  ): Promise<ExitStatus & { stdout: Uint8Array; stderr: Uint8Array }> {
     const { stdin, ...start } = options;
     const input = typeof stdin === "string" ? new TextEncoder().encode(stdin) : stdin ?? new Uint8Array(0);
     let p: RemoteProcess;

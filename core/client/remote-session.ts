@@ -19,9 +19,26 @@ import type { AgentClient, AttachmentRoute } from "./agent-client.ts";
 import { ConnectionClosedError, FrameTooLargeError, ProtocolError, remoteError, SessionEndedError } from "../errors.ts";
 import { type Frame, MAX_PAYLOAD } from "../wire/frame.ts";
 import { decodeError, decodeFields, encodeFields, ERROR_CODE } from "../wire/messages.ts";
-import { type EventContract, EXTENSION_CODE_MAX, EXTENSION_CODE_MIN, REPLY_CODE, type ReplyOf, type RequestOf, type ServiceCode, type ServiceEvent } from "../session/contract.ts";
+import {
+  type EventContract,
+  EXTENSION_CODE_MAX,
+  EXTENSION_CODE_MIN,
+  REPLY_CODE,
+  type ReplyOf,
+  type RequestOf,
+  type ServiceCode,
+  type ServiceEvent,
+} from "../session/contract.ts";
 import { DeliveryLink } from "../session/delivery.ts";
-import { type AttachmentInfo, decodeEnvelope, encodeEnvelopeParts, type Envelope, SESSION_HEADER_SIZE, SessionMeta, type SessionSummary } from "../session/protocol.ts";
+import {
+  type AttachmentInfo,
+  decodeEnvelope,
+  encodeEnvelopeParts,
+  type Envelope,
+  SESSION_HEADER_SIZE,
+  SessionMeta,
+  type SessionSummary,
+} from "../session/protocol.ts";
 import type { SessionCalls } from "./calls.ts";
 import { FilesApi } from "./files.ts";
 import { ProcessesApi } from "./processes.ts";
@@ -102,7 +119,10 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
   async resume(client: AgentClient): Promise<void> {
     if (this.ended) throw this.ended;
     const reply = await metaCall<AttachmentInfo>(client, SessionMeta.Resume, {
-      sessionId: this.id, attachment: this.attachment, resumeToken: this.info.resumeToken, lastReceived: this.#link.lastReceived,
+      sessionId: this.id,
+      attachment: this.attachment,
+      resumeToken: this.info.resumeToken,
+      lastReceived: this.#link.lastReceived,
     });
     this.#client?.unroute(this.attachment);
     this.#client = client;
@@ -116,9 +136,17 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
   }
 
   /** Sends one request to a product extension (codes 0x1000–0xfff0); fields and reply are the extension's own. */
-  callExtension<F = Record<string, unknown>>(code: number, fields: Record<string, unknown> = {}, data?: Uint8Array): Promise<Envelope<F>> {
+  callExtension<F = Record<string, unknown>>(
+    code: number,
+    fields: Record<string, unknown> = {},
+    data?: Uint8Array,
+  ): Promise<Envelope<F>> {
     if (!(code >= EXTENSION_CODE_MIN && code <= EXTENSION_CODE_MAX)) {
-      return Promise.reject(new RangeError(`extension codes run from 0x${EXTENSION_CODE_MIN.toString(16)} to 0x${EXTENSION_CODE_MAX.toString(16)}`));
+      return Promise.reject(
+        new RangeError(
+          `extension codes run from 0x${EXTENSION_CODE_MIN.toString(16)} to 0x${EXTENSION_CODE_MAX.toString(16)}`,
+        ),
+      );
     }
     return this.#request(code, fields, data) as Promise<Envelope<F>>;
   }
@@ -203,7 +231,9 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
   }
 
   #live(): AgentClient {
-    if (!this.#client || this.#client.isClosed) throw new ConnectionClosedError("the connection to the agent is closed; resume the session first");
+    if (!this.#client || this.#client.isClosed) {
+      throw new ConnectionClosedError("the connection to the agent is closed; resume the session first");
+    }
     return this.#client;
   }
 

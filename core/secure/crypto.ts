@@ -65,11 +65,23 @@ export const webCryptoProvider: CryptoProvider = {
     const k = await subtle.importKey("raw", src(key), "AES-GCM", false, ["encrypt", "decrypt"]);
     return {
       async seal(iv, plaintext, additionalData) {
-        return new Uint8Array(await subtle.encrypt({ name: "AES-GCM", iv: src(iv), additionalData: src(additionalData) }, k, src(plaintext)));
+        return new Uint8Array(
+          await subtle.encrypt(
+            { name: "AES-GCM", iv: src(iv), additionalData: src(additionalData) },
+            k,
+            src(plaintext),
+          ),
+        );
       },
       async open(iv, ciphertext, additionalData) {
         try {
-          return new Uint8Array(await subtle.decrypt({ name: "AES-GCM", iv: src(iv), additionalData: src(additionalData) }, k, src(ciphertext)));
+          return new Uint8Array(
+            await subtle.decrypt(
+              { name: "AES-GCM", iv: src(iv), additionalData: src(additionalData) },
+              k,
+              src(ciphertext),
+            ),
+          );
         } catch {
           return null;
         }

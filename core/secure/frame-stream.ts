@@ -101,7 +101,11 @@ export class FrameStream {
         const pieces = [lengthPrefix(plain), ...plain];
         return this.stream.writev ? await this.stream.writev(pieces) : await this.stream.write(concat(pieces));
       }
-      const sealed = await sealFrame(this.keys.send, plain, (size) => (size >= BULK_MESSAGE ? this.#sealed.take(size) : allocateUninitialized(size)));
+      const sealed = await sealFrame(
+        this.keys.send,
+        plain,
+        (size) => (size >= BULK_MESSAGE ? this.#sealed.take(size) : allocateUninitialized(size)),
+      );
       if (!this.stream.writev) return await this.stream.write(sealed);
       await this.stream.writev([sealed], this.#sealed.owns(sealed) ? () => this.#sealed.give(sealed) : undefined);
     });
@@ -127,7 +131,7 @@ export class FrameStream {
     const frame = this.#reassembly.take(length); // every byte written below before it is returned
     frame.set(piece);
     this.#firstMessage.give(plain); // copied: the next frame's first message may take it
-    for (let filled = piece.length; filled < length; ) {
+    for (let filled = piece.length; filled < length;) {
       const sealed = await readRecordLength(this.reader, MAX_NOISE_MESSAGE);
       if (sealed === null) throw new ConnectionClosedError("the connection closed in the middle of a frame");
       const size = sealed - TAG_SIZE;
@@ -178,7 +182,11 @@ function lengthPrefix(parts: readonly Uint8Array[]): Uint8Array {
  * Seals a frame as Noise transport messages of at most {@link MAX_NOISE_MESSAGE}
  * bytes, each after its record length, all into one buffer: what to write.
  */
-async function sealFrame(cipher: CipherState, frame: readonly Uint8Array[], allocate: (size: number) => Uint8Array): Promise<Uint8Array> {
+async function sealFrame(
+  cipher: CipherState,
+  frame: readonly Uint8Array[],
+  allocate: (size: number) => Uint8Array,
+): Promise<Uint8Array> {
   let plainLength = 0;
   for (const p of frame) plainLength += p.length;
   const total = FRAME_LENGTH_SIZE + plainLength;
@@ -187,7 +195,7 @@ async function sealFrame(cipher: CipherState, frame: readonly Uint8Array[], allo
   const view = new DataView(out.buffer, out.byteOffset);
   const plain = [lengthPrefix(frame), ...frame];
   let at = 0;
-  for (let left = total; left > 0; ) {
+  for (let left = total; left > 0;) {
     const size = Math.min(left, MAX_NOISE_PLAINTEXT);
     view.setUint32(at, size + TAG_SIZE, true);
     await cipher.encryptInto(takeFront(plain, size), out.subarray(at + 4, at + 4 + size + TAG_SIZE));

@@ -22,7 +22,15 @@
  * ```
  * @module
  */
-import { type Aead, type CryptoProvider, hmacSha256, sha256, TAG_SIZE, x25519Generate, type X25519KeyPair } from "./crypto.ts";
+import {
+  type Aead,
+  type CryptoProvider,
+  hmacSha256,
+  sha256,
+  TAG_SIZE,
+  x25519Generate,
+  type X25519KeyPair,
+} from "./crypto.ts";
 import { AuthenticationError, IntegrityError, ProtocolError } from "../errors.ts";
 import { concat } from "../bytes.ts";
 
@@ -142,7 +150,8 @@ class SymmetricState {
 
 /** Noise HKDF (§4.3): HMAC-SHA-256 with the chaining key, then `count` chained outputs. */
 async function hkdf(provider: CryptoProvider, ck: Uint8Array, ikm: Uint8Array, count: 2 | 3): Promise<Uint8Array[]> {
-  const hmac = (key: Uint8Array, ...parts: Uint8Array[]) => provider.hmacSha256 ? provider.hmacSha256(key, ...parts) : hmacSha256(key, ...parts);
+  const hmac = (key: Uint8Array, ...parts: Uint8Array[]) =>
+    provider.hmacSha256 ? provider.hmacSha256(key, ...parts) : hmacSha256(key, ...parts);
   const temp = await hmac(ck, ikm);
   const out1 = await hmac(temp, new Uint8Array([1]));
   const out2 = await hmac(temp, out1, new Uint8Array([2]));

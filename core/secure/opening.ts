@@ -26,12 +26,28 @@
  */
 import { concat } from "../bytes.ts";
 import {
-  AgentError, AuthenticationError, ConnectionClosedError, InsecurePeerError, KeyRejectedError, ProtocolError, VersionMismatchError,
+  AgentError,
+  AuthenticationError,
+  ConnectionClosedError,
+  InsecurePeerError,
+  KeyRejectedError,
+  ProtocolError,
+  VersionMismatchError,
 } from "../errors.ts";
 import { encodeRecord, FrameStream, readRecord } from "./frame-stream.ts";
 import {
-  chooseVersion, decodeHello, decodeReply, encodeHello, encodeReply, EncryptionMode, HELLO_SIZE, MAX_HANDSHAKE_RECORD, PROTOCOL_VERSIONS,
-  type Reply, REPLY_SIZE, type VersionRange,
+  chooseVersion,
+  decodeHello,
+  decodeReply,
+  encodeHello,
+  encodeReply,
+  EncryptionMode,
+  HELLO_SIZE,
+  MAX_HANDSHAKE_RECORD,
+  PROTOCOL_VERSIONS,
+  type Reply,
+  REPLY_SIZE,
+  type VersionRange,
 } from "../wire/hello.ts";
 import { type ByteStream, StreamReader } from "../wire/stream.ts";
 import type { CryptoProvider } from "./crypto.ts";
@@ -94,7 +110,9 @@ export async function initiate(stream: ByteStream, options: InitiateOptions): Pr
     return { frames: new FrameStream(reader, null), reply, keyId: null };
   }
   if (reply.mode !== expected) {
-    throw new ProtocolError(`the peer asked for encryption mode ${reply.mode}; this side expects mode ${expected} here`);
+    throw new ProtocolError(
+      `the peer asked for encryption mode ${reply.mode}; this side expects mode ${expected} here`,
+    );
   }
 
   let key = options.key, keyId: string | null = null, announced: Uint8Array = new Uint8Array(0);
@@ -180,13 +198,17 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
     } catch (e) {
       return reject("bad-protocol-id", e as AgentError);
     }
-    if (options.admit && !(await options.admit())) return reject("busy", new ConnectionClosedError("no handshake slot was free"));
+    if (options.admit && !(await options.admit())) {
+      return reject("busy", new ConnectionClosedError("no handshake slot was free"));
+    }
     const version = chooseVersion(versions, range);
     const reply = encodeReply({ mode: options.mode, version, agent: versions });
     const announced = options.mode === EncryptionMode.Tls ? encoder.encode(options.keys[0].id) : new Uint8Array(0);
     await stream.write(announced.length > 0 ? concat([reply, encodeRecord(announced)]) : reply);
     if (version === 0) return reject("incompatible-version", new VersionMismatchError(versions, range));
-    if (options.mode === EncryptionMode.None) return { ok: true, frames: new FrameStream(reader, null), keyId: null, version };
+    if (options.mode === EncryptionMode.None) {
+      return { ok: true, frames: new FrameStream(reader, null), keyId: null, version };
+    }
 
     let message1: Uint8Array | null;
     try {

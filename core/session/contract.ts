@@ -209,28 +209,62 @@ export interface ServiceContract {
     reply: { entries: ListEntry[] };
     errors: PathErrors | "not-a-directory";
   };
-  [ServiceCode.FileMkdir]: { request: { path: string; recursive?: boolean; mode?: number }; reply: NoFields; errors: PathErrors | "already-exists" };
-  [ServiceCode.FileDelete]: { request: { path: string; recursive?: boolean }; reply: NoFields; errors: PathErrors | "not-empty" };
-  [ServiceCode.FileCopy]: { request: { from: string; to: string; overwrite?: boolean }; reply: NoFields; errors: PathErrors | "already-exists" };
+  [ServiceCode.FileMkdir]: {
+    request: { path: string; recursive?: boolean; mode?: number };
+    reply: NoFields;
+    errors: PathErrors | "already-exists";
+  };
+  [ServiceCode.FileDelete]: {
+    request: { path: string; recursive?: boolean };
+    reply: NoFields;
+    errors: PathErrors | "not-empty";
+  };
+  [ServiceCode.FileCopy]: {
+    request: { from: string; to: string; overwrite?: boolean };
+    reply: NoFields;
+    errors: PathErrors | "already-exists";
+  };
   [ServiceCode.FileMove]: { request: { from: string; to: string }; reply: NoFields; errors: PathErrors };
-  [ServiceCode.FileSetTimes]: { request: { path: string; atimeMs?: number; mtimeMs?: number }; reply: NoFields; errors: PathErrors };
+  [ServiceCode.FileSetTimes]: {
+    request: { path: string; atimeMs?: number; mtimeMs?: number };
+    reply: NoFields;
+    errors: PathErrors;
+  };
   [ServiceCode.FileSetMode]: { request: { path: string; mode: number }; reply: NoFields; errors: PathErrors };
-  [ServiceCode.FileSha256]: { request: { path: string }; reply: { sha256: string; size: number }; errors: PathErrors | "is-a-directory" };
+  [ServiceCode.FileSha256]: {
+    request: { path: string };
+    reply: { sha256: string; size: number };
+    errors: PathErrors | "is-a-directory";
+  };
   [ServiceCode.FileOpen]: {
     /** `sha256`: the host keeps a SHA-256 of the bytes as they pass, in order from the start, and FileClose returns it. */
     request: { path: string; flags?: OpenFlags; mode?: number; sha256?: boolean };
     reply: { handle: number; size: number };
     errors: PathErrors | "is-a-directory" | "already-exists" | "too-many-open-files";
   };
-  [ServiceCode.FileRead]: { request: { handle: number; length?: number; position?: number }; reply: NoFields; replyData: true; errors: "invalid-handle" | "io-error" };
-  [ServiceCode.FileWrite]: { request: { handle: number; position?: number }; requestData: true; reply: { written: number }; errors: "invalid-handle" | "no-space" | "io-error" };
+  [ServiceCode.FileRead]: {
+    request: { handle: number; length?: number; position?: number };
+    reply: NoFields;
+    replyData: true;
+    errors: "invalid-handle" | "io-error";
+  };
+  [ServiceCode.FileWrite]: {
+    request: { handle: number; position?: number };
+    requestData: true;
+    reply: { written: number };
+    errors: "invalid-handle" | "no-space" | "io-error";
+  };
   [ServiceCode.FileSeek]: {
     request: { handle: number; position: number; whence?: "start" | "current" | "end" };
     reply: { position: number };
     errors: "invalid-handle" | "invalid-argument";
   };
   /** `sha256`, `size`: for a handle opened with `sha256` and used in order from the start (reads from 0, or a fresh write). */
-  [ServiceCode.FileClose]: { request: { handle: number }; reply: { sha256?: string; size?: number }; errors: "invalid-handle" };
+  [ServiceCode.FileClose]: {
+    request: { handle: number };
+    reply: { sha256?: string; size?: number };
+    errors: "invalid-handle";
+  };
   /**
    * Many small files in one request: each `size` bytes of the data in turn, written under a
    * temporary name and renamed into place; the reply gives each one's SHA-256 as written.
@@ -253,13 +287,31 @@ export interface ServiceContract {
     replyData: true;
     errors: PathErrors | "is-a-directory" | "invalid-argument";
   };
-  [ServiceCode.ProcessStart]: { request: StartOptions; reply: { id: number; pid: number }; errors: "not-found" | "permission-denied" | "invalid-argument" };
-  [ServiceCode.ProcessWrite]: { request: { id: number }; requestData: true; reply: NoFields; errors: "unknown-process" | "stdin-closed" };
+  [ServiceCode.ProcessStart]: {
+    request: StartOptions;
+    reply: { id: number; pid: number };
+    errors: "not-found" | "permission-denied" | "invalid-argument";
+  };
+  [ServiceCode.ProcessWrite]: {
+    request: { id: number };
+    requestData: true;
+    reply: NoFields;
+    errors: "unknown-process" | "stdin-closed";
+  };
   [ServiceCode.ProcessCloseStdin]: { request: { id: number }; reply: NoFields; errors: "unknown-process" };
-  [ServiceCode.ProcessSignal]: { request: { id: number; signal?: string }; reply: { delivered: boolean }; errors: "unknown-process" | "invalid-argument" };
+  [ServiceCode.ProcessSignal]: {
+    request: { id: number; signal?: string };
+    reply: { delivered: boolean };
+    errors: "unknown-process" | "invalid-argument";
+  };
   [ServiceCode.ProcessWait]: { request: { id: number }; reply: ExitStatus; errors: "unknown-process" };
   [ServiceCode.ProcessList]: { request: NoFields; reply: { processes: ProcessEntry[] }; errors: never };
-  [ServiceCode.ProcessRun]: { request: StartOptions; requestData: true; reply: { id: number; pid: number } & ExitStatus; errors: "not-found" | "permission-denied" | "invalid-argument" };
+  [ServiceCode.ProcessRun]: {
+    request: StartOptions;
+    requestData: true;
+    reply: { id: number; pid: number } & ExitStatus;
+    errors: "not-found" | "permission-denied" | "invalid-argument";
+  };
   [ServiceCode.SystemInfo]: { request: NoFields; reply: SystemInfo; errors: never };
   [ServiceCode.SystemEnv]: { request: NoFields; reply: { vars: Record<string, string> }; errors: never };
   [ServiceCode.SystemProductRoot]: { request: NoFields; reply: { path: string }; errors: never };

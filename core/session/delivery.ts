@@ -130,7 +130,9 @@ export class DeliveryLink {
     this.acknowledge(ack);
     if (code === ACK_CODE || seq === 0) return null;
     if (seq <= this.#recvSeq) return null; // sent again after a resume: already delivered
-    if (seq !== this.#recvSeq + 1) throw new ProtocolError(`session frame ${seq} arrived after ${this.#recvSeq}: frames were lost`);
+    if (seq !== this.#recvSeq + 1) {
+      throw new ProtocolError(`session frame ${seq} arrived after ${this.#recvSeq}: frames were lost`);
+    }
     this.#recvSeq = seq;
     this.#scheduleAck(payload.length);
     return payload.subarray(SESSION_HEADER_SIZE);

@@ -16,7 +16,7 @@
  * ```
  * @module
  */
-import { ChannelCorruptError, Direction, RingReader, RingWriter } from "./ring.ts";
+import { ChannelCorruptError, type Direction, RingReader, RingWriter } from "./ring.ts";
 
 /** Wake-ups to and from the peer process. */
 export interface Doorbell {

@@ -88,9 +88,13 @@ export function checkChannel(region: Uint8Array): number {
   const v = view(region);
   if (v.getUint32(H_MAGIC, true) !== CHANNEL_MAGIC) throw new ChannelCorruptError("not a channel file (bad magic)");
   const version = v.getUint32(H_VERSION, true);
-  if (version !== CHANNEL_LAYOUT_VERSION) throw new ChannelCorruptError(`channel layout version ${version}, expected ${CHANNEL_LAYOUT_VERSION}`);
+  if (version !== CHANNEL_LAYOUT_VERSION) {
+    throw new ChannelCorruptError(`channel layout version ${version}, expected ${CHANNEL_LAYOUT_VERSION}`);
+  }
   const capacity = v.getUint32(H_CAPACITY, true);
-  if (region.length < channelSize(capacity) || (capacity & (capacity - 1)) !== 0) throw new ChannelCorruptError("channel sizes do not match the file");
+  if (region.length < channelSize(capacity) || (capacity & (capacity - 1)) !== 0) {
+    throw new ChannelCorruptError("channel sizes do not match the file");
+  }
   return capacity;
 }
 
@@ -199,7 +203,11 @@ abstract class RingSide {
     if (first < bytes.length) this.data.set(bytes.subarray(first), 0);
   }
 
-  protected copyOut(position: number, length: number, allocate: (length: number) => Uint8Array = allocateUninitialized): Uint8Array {
+  protected copyOut(
+    position: number,
+    length: number,
+    allocate: (length: number) => Uint8Array = allocateUninitialized,
+  ): Uint8Array {
     const at = position & this.mask;
     const out = allocate(length);
     const first = Math.min(length, this.capacity - at);
@@ -235,7 +243,9 @@ export class RingWriter extends RingSide {
     const parts = record instanceof Uint8Array ? [record] : record;
     let length = 0;
     for (const p of parts) length += p.length;
-    if (length > this.maxPayload) throw new RangeError(`record of ${length} bytes exceeds the ring's maximum of ${this.maxPayload}`);
+    if (length > this.maxPayload) {
+      throw new RangeError(`record of ${length} bytes exceeds the ring's maximum of ${this.maxPayload}`);
+    }
     const size = align8(RECORD_HEADER_SIZE + length);
     const head = this.head;
     if (this.capacity - ((head - this.tail) >>> 0) < size) {
@@ -290,14 +300,20 @@ export class RingReader extends RingSide {
     const tail = this.tail;
     const available = (this.head - tail) >>> 0;
     if (available === 0) return null;
-    if (available < RECORD_HEADER_SIZE || available > this.capacity) throw new ChannelCorruptError(`ring holds ${available} bytes, not a whole record`);
+    if (available < RECORD_HEADER_SIZE || available > this.capacity) {
+      throw new ChannelCorruptError(`ring holds ${available} bytes, not a whole record`);
+    }
     const header = this.copyOut(tail, RECORD_HEADER_SIZE);
     const hv = new DataView(header.buffer);
     const length = hv.getUint32(0, true);
     const seq = hv.getUint32(4, true);
     // The header is checked before its length is believed; the sequence shows it is this lap's.
-    if (crc32(header.subarray(0, 8)) !== hv.getUint32(8, true)) throw new ChannelCorruptError(`record header at ${tail} failed its checksum (torn or corrupt)`);
-    if (this.#expectSeq !== 0 && seq !== this.#expectSeq) throw new ChannelCorruptError(`record ${seq} out of sequence (expected ${this.#expectSeq})`);
+    if (crc32(header.subarray(0, 8)) !== hv.getUint32(8, true)) {
+      throw new ChannelCorruptError(`record header at ${tail} failed its checksum (torn or corrupt)`);
+    }
+    if (this.#expectSeq !== 0 && seq !== this.#expectSeq) {
+      throw new ChannelCorruptError(`record ${seq} out of sequence (expected ${this.#expectSeq})`);
+    }
     const size = align8(RECORD_HEADER_SIZE + length);
     if (size > available) throw new ChannelCorruptError(`record length ${length} runs past the published data`);
     const payload = this.copyOut(tail + RECORD_HEADER_SIZE, length, allocate);

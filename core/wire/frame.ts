@@ -45,7 +45,9 @@ export function encodeFrameHeader(target: number, code: number, token: number): 
 
 /** Decodes a frame; the payload is a view into `bytes`, not a copy. */
 export function decodeFrame(bytes: Uint8Array): Frame {
-  if (bytes.length < FRAME_HEADER_SIZE) throw new ProtocolError(`frame of ${bytes.length} bytes is shorter than its header`);
+  if (bytes.length < FRAME_HEADER_SIZE) {
+    throw new ProtocolError(`frame of ${bytes.length} bytes is shorter than its header`);
+  }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   return {
     target: view.getUint32(0, true),

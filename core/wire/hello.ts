@@ -15,7 +15,22 @@ import { ProtocolError } from "../errors.ts";
 
 /** Our protocol id: GUID 5f1c0d3e-8a47-4b9e-9c21-6e0a7d4f2b18, as its 16 bytes in string order. */
 export const PROTOCOL_ID: Uint8Array = new Uint8Array([
-  0x5f, 0x1c, 0x0d, 0x3e, 0x8a, 0x47, 0x4b, 0x9e, 0x9c, 0x21, 0x6e, 0x0a, 0x7d, 0x4f, 0x2b, 0x18,
+  0x5f,
+  0x1c,
+  0x0d,
+  0x3e,
+  0x8a,
+  0x47,
+  0x4b,
+  0x9e,
+  0x9c,
+  0x21,
+  0x6e,
+  0x0a,
+  0x7d,
+  0x4f,
+  0x2b,
+  0x18,
 ]);
 
 /** The TCP port agents listen on unless told otherwise (as the Inedo Agent's). */
@@ -72,7 +87,9 @@ export function decodeHello(bytes: Uint8Array): { range: VersionRange } {
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const range = { min: view.getInt32(16, true), max: view.getInt32(20, true) };
-  if (range.min < 1 || range.max < range.min) throw new ProtocolError(`invalid version range ${range.min}..${range.max}`);
+  if (range.min < 1 || range.max < range.min) {
+    throw new ProtocolError(`invalid version range ${range.min}..${range.max}`);
+  }
   return { range };
 }
 

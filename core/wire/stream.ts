@@ -89,7 +89,9 @@ export class StreamReader {
       const chunk = await this.stream.read();
       if (chunk === null) {
         throw new ConnectionClosedError(
-          this.#buffered === 0 && n > 0 ? "the connection was closed" : `the connection was closed mid-message (${this.#buffered} of ${n} bytes)`,
+          this.#buffered === 0 && n > 0
+            ? "the connection was closed"
+            : `the connection was closed mid-message (${this.#buffered} of ${n} bytes)`,
         );
       }
       if (chunk.length === 0) continue;

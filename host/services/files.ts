@@ -30,7 +30,12 @@ function batchList(value: unknown, name: string): unknown[] {
   return value;
 }
 
-const HANDLE_CODES = new Set<number>([ServiceCode.FileRead, ServiceCode.FileWrite, ServiceCode.FileSeek, ServiceCode.FileClose]);
+const HANDLE_CODES = new Set<number>([
+  ServiceCode.FileRead,
+  ServiceCode.FileWrite,
+  ServiceCode.FileSeek,
+  ServiceCode.FileClose,
+]);
 
 interface OpenFile {
   handle: FileHandle;
@@ -122,7 +127,16 @@ export class FilesService {
       [ServiceCode.FileStat]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
         const st = await fs.promises.lstat(p);
-        return { fields: { path: p, type: typeOf(st), size: st.size, mode: st.mode & 0o7777, mtimeMs: st.mtimeMs, atimeMs: st.atimeMs } };
+        return {
+          fields: {
+            path: p,
+            type: typeOf(st),
+            size: st.size,
+            mode: st.mode & 0o7777,
+            mtimeMs: st.mtimeMs,
+            atimeMs: st.atimeMs,
+          },
+        };
       },
       [ServiceCode.FileList]: async ({ fields }) => {
         const root = this.#resolve(requireString(fields, "path"));
@@ -142,7 +156,9 @@ export class FilesService {
           // lstat), yielding between directories so a large tree does not hold up the session.
           await new Promise((r) => setImmediate(r));
           const names = fs.readdirSync(dir).sort();
-          const kept = names.map((name) => ({ name, relPath: rel ? `${rel}/${name}` : name })).filter((e) => !exclude.some((r) => r.test(e.relPath)));
+          const kept = names.map((name) => ({ name, relPath: rel ? `${rel}/${name}` : name })).filter((e) =>
+            !exclude.some((r) => r.test(e.relPath))
+          );
           const stats = kept.map((e) => lstat(path.join(dir, e.name)));
           for (const [i, e] of kept.entries()) {
             const st = stats[i];
@@ -160,17 +176,25 @@ export class FilesService {
       },
       [ServiceCode.FileMkdir]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
-        await fs.promises.mkdir(p, { recursive: fields.recursive !== false, mode: typeof fields.mode === "number" ? fields.mode : undefined });
+        await fs.promises.mkdir(p, {
+          recursive: fields.recursive !== false,
+          mode: typeof fields.mode === "number" ? fields.mode : undefined,
+        });
       },
       [ServiceCode.FileDelete]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
         const st = await fs.promises.lstat(p);
-        if (st.isDirectory()) await (fields.recursive === true ? fs.promises.rm(p, { recursive: true }) : fs.promises.rmdir(p));
-        else await fs.promises.unlink(p);
+        if (st.isDirectory()) {
+          await (fields.recursive === true ? fs.promises.rm(p, { recursive: true }) : fs.promises.rmdir(p));
+        } else await fs.promises.unlink(p);
       },
       [ServiceCode.FileCopy]: async ({ fields }) => {
         const from = this.#resolve(requireString(fields, "from")), to = this.#resolve(requireString(fields, "to"));
-        await fs.promises.cp(from, to, { recursive: true, force: fields.overwrite !== false, errorOnExist: fields.overwrite === false });
+        await fs.promises.cp(from, to, {
+          recursive: true,
+          force: fields.overwrite !== false,
+          errorOnExist: fields.overwrite === false,
+        });
       },
       [ServiceCode.FileMove]: async ({ fields }) => {
         const from = this.#resolve(requireString(fields, "from")), to = this.#resolve(requireString(fields, "to"));
@@ -185,7 +209,11 @@ export class FilesService {
       [ServiceCode.FileSetTimes]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
         const st = await fs.promises.stat(p);
-        await fs.promises.utimes(p, Number(fields.atimeMs ?? st.atimeMs) / 1000, Number(fields.mtimeMs ?? st.mtimeMs) / 1000);
+        await fs.promises.utimes(
+          p,
+          Number(fields.atimeMs ?? st.atimeMs) / 1000,
+          Number(fields.mtimeMs ?? st.mtimeMs) / 1000,
+        );
       },
       [ServiceCode.FileSetMode]: async ({ fields }) => {
         await fs.promises.chmod(this.#resolve(requireString(fields, "path")), Number(fields.mode));
@@ -211,7 +239,9 @@ export class FilesService {
       [ServiceCode.FileOpen]: async ({ fields }) => {
         const p = this.#resolve(requireString(fields, "path"));
         const flags = typeof fields.flags === "string" ? fields.flags : "r";
-        if (!/^(r|r\+|w|wx|w\+|a|ax|a\+)$/.test(flags)) throw new ServiceError("invalid-argument", `unknown open flags "${flags}"`);
+        if (!/^(r|r\+|w|wx|w\+|a|ax|a\+)$/.test(flags)) {
+          throw new ServiceError("invalid-argument", `unknown open flags "${flags}"`);
+        }
         const handle = await fs.promises.open(p, flags, typeof fields.mode === "number" ? fields.mode : 0o644);
         const st = await handle.stat();
         if (st.isDirectory()) {
@@ -221,8 +251,17 @@ export class FilesService {
         const id = this.#nextHandle++;
         const position = flags.startsWith("a") ? st.size : 0;
         // A digest covers the file from its first byte: reading, or writing a file that starts empty.
-        const digest = fields.sha256 === true && (flags === "r" || flags.startsWith("w")) ? (await nodeCrypto()).createHash("sha256") : null;
-        this.#open.set(id, { handle, path: p, position, seekable: st.isFile() || st.isBlockDevice(), digest, digested: 0 });
+        const digest = fields.sha256 === true && (flags === "r" || flags.startsWith("w"))
+          ? (await nodeCrypto()).createHash("sha256")
+          : null;
+        this.#open.set(id, {
+          handle,
+          path: p,
+          position,
+          seekable: st.isFile() || st.isBlockDevice(),
+          digest,
+          digested: 0,
+        });
         this.context.statsChanged();
         return { fields: { handle: id, size: st.size } };
       },
@@ -250,7 +289,13 @@ export class FilesService {
       },
       [ServiceCode.FileSeek]: async ({ fields }) => {
         const f = this.#file(fields);
-        if (!f.seekable) throw new ServiceError("invalid-argument", `${f.path} is a FIFO or a device: it has no position to seek to`, f.path);
+        if (!f.seekable) {
+          throw new ServiceError(
+            "invalid-argument",
+            `${f.path} is a FIFO or a device: it has no position to seek to`,
+            f.path,
+          );
+        }
         const offset = Number(fields.position ?? 0);
         const whence = fields.whence ?? "start";
         const base = whence === "current" ? f.position : whence === "end" ? (await f.handle.stat()).size : 0;
@@ -262,14 +307,24 @@ export class FilesService {
         const files = batchList(fields.files, "files");
         let offset = 0;
         const plan = files.map((f) => {
-          if (!f || typeof f !== "object") throw new ServiceError("invalid-argument", "each of files must be { path, size, mode? }");
+          if (!f || typeof f !== "object") {
+            throw new ServiceError("invalid-argument", "each of files must be { path, size, mode? }");
+          }
           const size = Number((f as { size?: unknown }).size);
-          if (!Number.isInteger(size) || size < 0 || offset + size > data.length) throw new ServiceError("invalid-argument", "file sizes do not add up to the data sent");
-          const entry = { path: this.#resolve(requireString(f as Record<string, unknown>, "path")), bytes: data.subarray(offset, offset + size), mode: (f as { mode?: unknown }).mode };
+          if (!Number.isInteger(size) || size < 0 || offset + size > data.length) {
+            throw new ServiceError("invalid-argument", "file sizes do not add up to the data sent");
+          }
+          const entry = {
+            path: this.#resolve(requireString(f as Record<string, unknown>, "path")),
+            bytes: data.subarray(offset, offset + size),
+            mode: (f as { mode?: unknown }).mode,
+          };
           offset += size;
           return entry;
         });
-        if (offset !== data.length) throw new ServiceError("invalid-argument", "file sizes do not add up to the data sent");
+        if (offset !== data.length) {
+          throw new ServiceError("invalid-argument", "file sizes do not add up to the data sent");
+        }
         // Side by side: creating files is the slow part, and the file system overlaps creations in
         // the thread pool. Each file lands whole or not at all: under a temporary name renamed into
         // place, or with `exclusive` created under its own name (never replacing one) and removed if
@@ -278,7 +333,9 @@ export class FilesService {
         const { createHash } = await nodeCrypto();
         const sha256 = await Promise.all(plan.map(async (f) => {
           const mode = typeof f.mode === "number" ? f.mode : 0o644;
-          const target = exclusive ? f.path : path.join(path.dirname(f.path), `.${path.basename(f.path)}.agent-${process.pid}-${this.#nextTemp++}`);
+          const target = exclusive
+            ? f.path
+            : path.join(path.dirname(f.path), `.${path.basename(f.path)}.agent-${process.pid}-${this.#nextTemp++}`);
           const handle = await fs.promises.open(target, "wx", mode);
           try {
             await handle.writeFile(f.bytes);
@@ -295,7 +352,9 @@ export class FilesService {
       },
       [ServiceCode.FileReadBatch]: async ({ fields }) => {
         const paths = batchList(fields.paths, "paths").map((p) => {
-          if (typeof p !== "string" || p === "") throw new ServiceError("invalid-argument", "paths must be non-empty strings");
+          if (typeof p !== "string" || p === "") {
+            throw new ServiceError("invalid-argument", "paths must be non-empty strings");
+          }
           return this.#resolve(withoutNul(p, "paths"));
         });
         const parts: Uint8Array[] = [];

@@ -45,7 +45,17 @@ function signalGroup(child: StartedProcess, name: NodeJS.Signals): boolean {
   }
 }
 
-const SIGNALS = new Set(["SIGTERM", "SIGKILL", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGSTOP", "SIGCONT"]);
+const SIGNALS = new Set([
+  "SIGTERM",
+  "SIGKILL",
+  "SIGINT",
+  "SIGHUP",
+  "SIGQUIT",
+  "SIGUSR1",
+  "SIGUSR2",
+  "SIGSTOP",
+  "SIGCONT",
+]);
 
 export class ProcessesService {
   #procs = new Map<number, Launched>();
@@ -70,7 +80,6 @@ export class ProcessesService {
     return [...this.#procs.values()].filter((p) => !p.exited).map((p) => p.child.pid);
   }
 
-
   /** Ends every running process: TERM, then KILL those still running after `graceMs`. */
   async endAll(graceMs: number): Promise<void> {
     const running = [...this.#procs.values()].filter((p) => !p.exited);
@@ -91,7 +100,9 @@ export class ProcessesService {
       [ServiceCode.ProcessStart]: ({ attachment, fields }) => this.#start(attachment, fields),
       [ServiceCode.ProcessWrite]: async ({ fields, data }) => {
         const p = this.#get(fields);
-        if (p.exited || p.child.stdin.destroyed) throw new ServiceError("stdin-closed", `stdin of process ${p.id} is closed`);
+        if (p.exited || p.child.stdin.destroyed) {
+          throw new ServiceError("stdin-closed", `stdin of process ${p.id} is closed`);
+        }
         await new Promise<void>((resolve, reject) => p.child.stdin.write(data, (e) => (e ? reject(e) : resolve())));
       },
       [ServiceCode.ProcessCloseStdin]: ({ fields }) => {
@@ -114,8 +125,14 @@ export class ProcessesService {
       [ServiceCode.ProcessList]: () => ({
         fields: {
           processes: [...this.#procs.values()].map((p) => ({
-            id: p.id, pid: p.child.pid, program: p.program, args: p.args, startedAt: p.startedAt,
-            running: !p.exited, code: p.exited?.code ?? null, signal: p.exited?.signal ?? null,
+            id: p.id,
+            pid: p.child.pid,
+            program: p.program,
+            args: p.args,
+            startedAt: p.startedAt,
+            running: !p.exited,
+            code: p.exited?.code ?? null,
+            signal: p.exited?.signal ?? null,
           })),
         },
       }),
@@ -132,15 +149,35 @@ export class ProcessesService {
     const cwd = typeof fields.cwd === "string" ? withoutNul(fields.cwd, "cwd") : this.context.productRoot;
     let child: StartedProcess;
     try {
-      child = await startProcess(program, args, { cwd, env: fields.clearEnv === true ? env : { ...this.#hostEnv, ...env } });
+      child = await startProcess(program, args, {
+        cwd,
+        env: fields.clearEnv === true ? env : { ...this.#hostEnv, ...env },
+      });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === "ENOENT") throw new ServiceError("not-found", `cannot start "${program}": no such program${cwd ? ` (or working directory ${cwd} missing)` : ""}`, program);
-      if (code === "EACCES") throw new ServiceError("permission-denied", `cannot start "${program}": permission denied`, program);
+      if (code === "ENOENT") {
+        throw new ServiceError(
+          "not-found",
+          `cannot start "${program}": no such program${cwd ? ` (or working directory ${cwd} missing)` : ""}`,
+          program,
+        );
+      }
+      if (code === "EACCES") {
+        throw new ServiceError("permission-denied", `cannot start "${program}": permission denied`, program);
+      }
       throw e;
     }
     const id = this.#nextId++;
-    const launched: Launched = { id, owner, program, args, child, startedAt: Date.now(), exited: null, exit: null as never };
+    const launched: Launched = {
+      id,
+      owner,
+      program,
+      args,
+      child,
+      startedAt: Date.now(),
+      exited: null,
+      exit: null as never,
+    };
     const pumps = (["stdout", "stderr"] as const).map((stream) => this.#pump(launched, stream));
     launched.exit = child.exit.then(async (status) => {
       await Promise.all(pumps); // every byte of output goes out before the exit event

@@ -7,9 +7,14 @@ export function systemHandlers(context: HostContext, extensions: () => unknown[]
   return {
     [ServiceCode.SystemInfo]: () => ({
       fields: {
-        hostname: os.hostname(), os: process.platform, arch: process.arch, cpus: os.cpus().length,
-        memory: { total: os.totalmem(), free: os.freemem() }, uptimeSeconds: Math.round(os.uptime()),
-        pid: process.pid, extensions: extensions(),
+        hostname: os.hostname(),
+        os: process.platform,
+        arch: process.arch,
+        cpus: os.cpus().length,
+        memory: { total: os.totalmem(), free: os.freemem() },
+        uptimeSeconds: Math.round(os.uptime()),
+        pid: process.pid,
+        extensions: extensions(),
       },
     }),
     [ServiceCode.SystemEnv]: () => ({ fields: { vars: { ...process.env } as Record<string, string> } }),

@@ -6,7 +6,14 @@
  * a reply that does not match it, does not compile.
  * @module
  */
-import type { EventContract, ReplyOf, RequestOf, ServiceCode, ServiceContract, ServiceEvent } from "../../core/session/contract.ts";
+import type {
+  EventContract,
+  ReplyOf,
+  RequestOf,
+  ServiceCode,
+  ServiceContract,
+  ServiceEvent,
+} from "../../core/session/contract.ts";
 
 /** Declared fields, each still to be checked. */
 export type Unchecked<F> = { [K in keyof F]?: unknown };
@@ -20,21 +27,30 @@ export interface Request<F = Record<string, unknown>> {
   data: Uint8Array;
 }
 
-type ReplyFields<C extends ServiceCode> = [keyof ReplyOf<C>] extends [never] ? { fields?: ReplyOf<C> } : { fields: ReplyOf<C> };
-type ReplyData<C extends ServiceCode> = ServiceContract[C] extends { replyData: true } ? { data: Uint8Array } : { data?: undefined };
+type ReplyFields<C extends ServiceCode> = [keyof ReplyOf<C>] extends [never] ? { fields?: ReplyOf<C> }
+  : { fields: ReplyOf<C> };
+type ReplyData<C extends ServiceCode> = ServiceContract[C] extends { replyData: true } ? { data: Uint8Array }
+  : { data?: undefined };
 /** What a handler of `C` returns: the contract's reply fields (and bytes where it carries them); nothing when the reply is empty. */
 export type Result<C extends ServiceCode> = [keyof ReplyOf<C>] extends [never]
   ? (ServiceContract[C] extends { replyData: true } ? ReplyData<C> : void)
   : ReplyFields<C> & ReplyData<C>;
 
 /** The handler of one built-in service code. */
-export type ServiceHandler<C extends ServiceCode> = (request: Request<Unchecked<RequestOf<C>>>) => Promise<Result<C>> | Result<C>;
+export type ServiceHandler<C extends ServiceCode> = (
+  request: Request<Unchecked<RequestOf<C>>>,
+) => Promise<Result<C>> | Result<C>;
 
 /** A service's handlers, by code. */
 export type ServiceHandlers = { [C in ServiceCode]?: ServiceHandler<C> };
 
 /** A product extension's handler: fields and reply are the extension's own. */
-export type ExtensionHandler = (request: Request) => Promise<{ fields?: Record<string, unknown>; data?: Uint8Array } | void> | { fields?: Record<string, unknown>; data?: Uint8Array } | void;
+export type ExtensionHandler = (
+  request: Request,
+) => Promise<{ fields?: Record<string, unknown>; data?: Uint8Array } | void> | {
+  fields?: Record<string, unknown>;
+  data?: Uint8Array;
+} | void;
 
 /** What services may do besides answering: push events and report their counts. */
 export interface HostContext {

@@ -63,7 +63,14 @@ export function hermeticEnv(extra: Record<string, string> = {}): Record<string, 
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !REAL_STATE_SETTINGS.test(k)) env[k] = v;
   // DENO_NO_UPDATE_CHECK: Deno's own version check would reach for the network (through HTTPS_PROXY, when set).
-  return { ...env, HOME: tempDir("agent-home-"), AGENT_STATE_DIR: tempDir("agent-state-"), NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", ...extra };
+  return {
+    ...env,
+    HOME: tempDir("agent-home-"),
+    AGENT_STATE_DIR: tempDir("agent-state-"),
+    NO_COLOR: "1",
+    DENO_NO_UPDATE_CHECK: "1",
+    ...extra,
+  };
 }
 
 /** Runs the agent CLI to completion (no TTY, no stdin). */
@@ -138,11 +145,13 @@ export async function startAgent(
     err += d;
     waiters.forEach((w) => w());
   });
-  const exited = new Promise<number | null>((r) => child.on("exit", (code) => {
-    running.delete(child);
-    waiters.forEach((w) => w());
-    r(code);
-  }));
+  const exited = new Promise<number | null>((r) =>
+    child.on("exit", (code) => {
+      running.delete(child);
+      waiters.forEach((w) => w());
+      r(code);
+    })
+  );
   const waitForLog = (pattern: RegExp, timeoutMs = 15_000) =>
     new Promise<string>((resolve, reject) => {
       const check = () => {
@@ -167,7 +176,7 @@ export async function startAgent(
       waiters.push(check);
       check();
     });
-  const line = await waitForLog(options.ready ?? /listening on \S+:(\d+)/);
+  await waitForLog(options.ready ?? /listening on \S+:(\d+)/);
   const port = Number(/listening on \S+:(\d+)/.exec(err)?.[1] ?? 0);
   const keyHex = /^\s+([0-9a-f]{64})$/m.exec(out)?.[1] ?? null;
   return {
@@ -271,7 +280,9 @@ export async function withFullDisk(body: (dir: string) => Promise<void>): Promis
   const dir = tempDir();
   const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir], { encoding: "utf8" });
   if (mounted.status !== 0) {
-    console.log(`\n  (skipped: cannot mount a small tmpfs here: ${(mounted.stderr || mounted.error?.message || "").trim()})`);
+    console.log(
+      `\n  (skipped: cannot mount a small tmpfs here: ${(mounted.stderr || mounted.error?.message || "").trim()})`,
+    );
     return;
   }
   try {

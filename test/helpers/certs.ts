@@ -18,20 +18,35 @@ function finish(p: { cert: string; private: string }): TestCert {
 /** A self-signed certificate for 127.0.0.1 / localhost; `expired` makes one that ended yesterday. */
 export async function selfSigned(options: { cn?: string; expired?: boolean } = {}): Promise<TestCert> {
   const day = 86_400_000;
-  return finish(await generate([{ name: "commonName", value: options.cn ?? "listener.test" }], {
-    keyType: "ec", algorithm: "sha256", extensions: [SAN],
-    ...(options.expired ? { notBeforeDate: new Date(Date.now() - 10 * day), notAfterDate: new Date(Date.now() - day) } : {}),
-  } as never));
+  return finish(
+    await generate([{ name: "commonName", value: options.cn ?? "listener.test" }], {
+      keyType: "ec",
+      algorithm: "sha256",
+      extensions: [SAN],
+      ...(options.expired
+        ? { notBeforeDate: new Date(Date.now() - 10 * day), notAfterDate: new Date(Date.now() - day) }
+        : {}),
+    } as never),
+  );
 }
 
 /** A CA and a certificate for 127.0.0.1 / localhost signed by it. */
 export async function caSigned(): Promise<TestCert & { ca: string }> {
   const ca = await generate([{ name: "commonName", value: "Test Product CA" }], {
-    keyType: "ec", algorithm: "sha256",
-    extensions: [{ name: "basicConstraints", cA: true, critical: true }, { name: "keyUsage", keyCertSign: true, cRLSign: true, critical: true }],
+    keyType: "ec",
+    algorithm: "sha256",
+    extensions: [{ name: "basicConstraints", cA: true, critical: true }, {
+      name: "keyUsage",
+      keyCertSign: true,
+      cRLSign: true,
+      critical: true,
+    }],
   } as never);
   const leaf = await generate([{ name: "commonName", value: "listener.test" }], {
-    keyType: "ec", algorithm: "sha256", extensions: [SAN], ca: { key: ca.private, cert: ca.cert },
+    keyType: "ec",
+    algorithm: "sha256",
+    extensions: [SAN],
+    ca: { key: ca.private, cert: ca.cert },
   } as never);
   return { ...finish(leaf), ca: ca.cert };
 }

@@ -28,7 +28,8 @@ burst();
 const before = minorFaults();
 for (let i = 0; i < 10; i++) burst();
 const faultsPerBurst = (minorFaults() - before) / 10;
-let privateAfterBurst = privateKiB(), privateAfterIdle = privateAfterBurst;
+const privateAfterBurst = privateKiB();
+let privateAfterIdle = privateAfterBurst;
 if (process.argv.includes("idle")) {
   new IdleTrim(100).activity();
   await new Promise((r) => setTimeout(r, 500));

@@ -4,7 +4,7 @@
  * @module
  */
 import net from "node:net";
-import { socketStream, dialTcp } from "../../runtime/tcp.ts";
+import { dialTcp, socketStream } from "../../runtime/tcp.ts";
 import type { ByteStream } from "../../core/wire/stream.ts";
 
 export { dialTcp, socketStream };
@@ -30,7 +30,8 @@ export async function rawConnect(port: number, localAddress?: string) {
     write: (b: Uint8Array | string) => socket.write(b),
     received: () => Buffer.concat(received),
     /** Resolves true if the peer closed within `ms`. */
-    closedWithin: (ms: number) => Promise.race([closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]),
+    closedWithin: (ms: number) =>
+      Promise.race([closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]),
     close: () => socket.destroy(),
   };
 }

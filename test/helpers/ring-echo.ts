@@ -9,7 +9,12 @@ import fs from "node:fs";
 const file = process.argv[2];
 const mapping = mapFile(file, fs.statSync(file).size);
 process.stderr.write(`mapped with ${mapping.backend}\n`);
-const end = new ChannelEnd(mapping.bytes, Direction.HostToAgent, Direction.AgentToHost, pipeDoorbell(process.stdin, process.stdout));
+const end = new ChannelEnd(
+  mapping.bytes,
+  Direction.HostToAgent,
+  Direction.AgentToHost,
+  pipeDoorbell(process.stdin, process.stdout),
+);
 for (;;) {
   const record = await end.receive();
   if (record === null) break;

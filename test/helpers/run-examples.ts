@@ -8,7 +8,13 @@ for (const file of files) {
   try {
     await Promise.race([
       import(new URL(`file://${file}`).href),
-      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`did not finish within ${PER_EXAMPLE_MS / 1000} s`)), PER_EXAMPLE_MS))),
+      new Promise((
+        _,
+        reject,
+      ) => (timer = setTimeout(
+        () => reject(new Error(`did not finish within ${PER_EXAMPLE_MS / 1000} s`)),
+        PER_EXAMPLE_MS,
+      ))),
     ]);
     console.log(`example ok ${name}`);
   } catch (e) {
