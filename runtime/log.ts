@@ -8,7 +8,8 @@
  *   (`<3>` error, `<4>` warn, `<6>` info), no time (journald keeps its own)
  * - `json`: `{"time":…,"level":…,"pid":…,"msg":…}` for log collectors
  *
- * A message that spans lines (a stack trace) is folded onto one. Keys never
+ * A message that spans lines (a stack trace) is folded onto one, and every
+ * other control character is escaped (core/text.ts). Keys never
  * reach this module; callers pass key ids only. Logging never throws and
  * never loops: once standard error is gone (a closed pipe, a restarted
  * journal), every later line is dropped and counted instead of written.
@@ -21,6 +22,7 @@
  * @module
  */
 import fs from "node:fs";
+import { escapeControls } from "../core/text.ts";
 
 /** How bad an event is. */
 export type Level = "error" | "warn" | "info";
@@ -69,10 +71,13 @@ export function logFormat(): LogFormat {
 
 /** One log line, without its newline, in the format in use (or `layout`). */
 export function formatLine(level: Level, message: string, layout: LogFormat = format): string {
+  // Line breaks are ours to fold (a stack trace); every other control character is escaped, as messages
+  // carry text outsiders chose (certificate subjects, proxy replies, host output).
+  const safe = message.split("\n").map(escapeControls).join("\n");
   if (layout === "json") {
-    return JSON.stringify({ time: new Date().toISOString(), level, pid: process.pid, msg: message });
+    return JSON.stringify({ time: new Date().toISOString(), level, pid: process.pid, msg: safe });
   }
-  const folded = message.replace(/\s*\r?\n\s*/g, " | ");
+  const folded = safe.replace(/\s*(\\x0d)?\n\s*/g, " | ");
   if (layout === "journal") return `<${PRIORITY[level]}>${folded}`;
   return `${new Date().toISOString()} agent[${process.pid}] ${level}: ${folded}`;
 }
