@@ -3,8 +3,9 @@
  * full and others wait, every handshake whose peer has kept it waiting past
  * a short grace is dropped at once, so a crowd of stalled peers cannot starve
  * quick legitimate ones. A handshake held up by this agent's own work (a busy
- * CPU) is never dropped for it. Also counts authentication failures per address and turns
- * an address away for a minute once it passes the limit.
+ * CPU) is never dropped for it. Also counts authentication failures per address (an IPv6 peer per
+ * /64, as it may own all of one) and turns an address away for a minute once it passes the limit; at
+ * most MAX_TRACKED_ADDRESSES are remembered, the least recently failing forgotten first.
  *
  * @example
  * ```ts
@@ -44,6 +45,26 @@ interface Waiting {
 
 const MINUTE = 60_000;
 
+/** Addresses whose failures are remembered at once: about 2 MiB of heap when all are full. */
+export const MAX_TRACKED_ADDRESSES = 10_000;
+
+/**
+ * What failures are counted under: an IPv4 address (also IPv4-mapped IPv6) as itself, an IPv6 address by its
+ * /64, written in full so every spelling of one prefix is one key.
+ */
+export function failureKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1];
+  if (!address.includes(":")) return address;
+  const bare = address.replace(/%.*$/, "").toLowerCase();
+  const [head, tail = ""] = bare.split("::");
+  const left = head ? head.split(":") : [];
+  const right = bare.includes("::") ? (tail ? tail.split(":") : []) : [];
+  const groups = [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  const prefix = groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16));
+  return `${prefix.join(":")}::/64`;
+}
+
 export class Admission {
   #active = new Set<Active>();
   #waiting: Waiting[] = [];
@@ -57,16 +78,24 @@ export class Admission {
     return this.#active.size;
   }
 
+  /** Addresses (IPv6 prefixes) whose recent failures are remembered. */
+  get trackedAddresses(): number {
+    return this.#failures.size;
+  }
+
   /** True when `address` has failed authentication too often in the last minute. */
   isRateLimited(address: string): boolean {
-    return this.#recentFailures(address).length >= this.limits.failuresPerMinute;
+    return this.#recentFailures(failureKey(address)).length >= this.limits.failuresPerMinute;
   }
 
   /** Counts one authentication failure from `address`. */
   recordFailure(address: string): void {
-    const list = this.#recentFailures(address);
+    const key = failureKey(address);
+    const list = this.#recentFailures(key).slice(-this.limits.failuresPerMinute);
     list.push(Date.now());
-    this.#failures.set(address, list);
+    this.#failures.delete(key); // re-inserted last: the map's order is least recently failing first
+    this.#failures.set(key, list);
+    this.#forgetOldest();
   }
 
   /**
@@ -145,11 +174,21 @@ export class Admission {
     }
   }
 
-  #recentFailures(address: string): number[] {
+  #recentFailures(key: string): number[] {
+    const list = this.#failures.get(key);
+    if (!list) return [];
     const now = Date.now();
-    const list = (this.#failures.get(address) ?? []).filter((t) => now - t < MINUTE);
-    if (list.length === 0) this.#failures.delete(address);
-    else this.#failures.set(address, list);
-    return list;
+    const recent = list.filter((t) => now - t < MINUTE);
+    if (recent.length === 0) this.#failures.delete(key);
+    else if (recent.length < list.length) this.#failures.set(key, recent);
+    return recent;
+  }
+
+  /** Past the bound, forgets the least recently failing: expired ones first, as they sit at the front. */
+  #forgetOldest() {
+    for (const key of this.#failures.keys()) {
+      if (this.#failures.size <= MAX_TRACKED_ADDRESSES) return;
+      this.#failures.delete(key);
+    }
   }
 }
