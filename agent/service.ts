@@ -15,6 +15,7 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { ConfigError } from "./config-error.ts";
+import { escapeControls } from "../core/text.ts";
 
 /** Where the unit goes, relative to the root. */
 export const UNIT_PATH = "etc/systemd/system/agent.service";
@@ -91,6 +92,37 @@ function must(cmd: string, args: string[]) {
 }
 
 /**
+ * Creates `dir` and its missing parents below `root`. Inside a root other than "/" (a staging tree others may
+ * write), a symlink among those parts is refused: it would carry the install somewhere else.
+ */
+function makeDirsUnder(root: string, dir: string): void {
+  let at = path.resolve(root);
+  for (const part of path.relative(at, path.resolve(dir)).split(path.sep).filter(Boolean)) {
+    at = path.join(at, part);
+    const st = fs.lstatSync(at, { throwIfNoEntry: false });
+    if (!st) fs.mkdirSync(at, { mode: 0o755 });
+    else if (st.isSymbolicLink() && path.resolve(root) !== "/") {
+      throw new ConfigError(
+        `refusing to install through the symlink ${escapeControls(at)} (to ${escapeControls(fs.readlinkSync(at))}); ` +
+          "remove it or choose another --root",
+      );
+    }
+  }
+}
+
+/**
+ * Puts a new `file` in place: written to a name beside it that is created exclusively (a link planted there is
+ * removed, not followed), then renamed over `file`, which replaces a symlink there instead of writing through it.
+ */
+function replaceFile(file: string, write: (temp: string) => void, mode: number): void {
+  const temp = `${file}.new`;
+  fs.rmSync(temp, { force: true });
+  write(temp);
+  fs.chmodSync(temp, mode);
+  fs.renameSync(temp, file); // a running agent keeps its old inode; the restart picks up the new one
+}
+
+/**
  * Installs or updates the service. `self` is the running single executable
  * (copied to `binary`), or null when running from sources or under Deno, in
  * which case `binary` must already be in place.
@@ -103,11 +135,9 @@ export function installService(options: ServiceOptions & { start: boolean; self:
     const same = fs.existsSync(binaryFile) && fs.readFileSync(binaryFile).equals(fs.readFileSync(options.self));
     if (same) report.push(`binary ${options.binary}: up to date`);
     else {
-      fs.mkdirSync(path.dirname(binaryFile), { recursive: true });
-      const temp = `${binaryFile}.new`;
-      fs.copyFileSync(options.self, temp);
-      fs.chmodSync(temp, 0o755);
-      fs.renameSync(temp, binaryFile); // a running agent keeps its old inode; the restart picks up the new one
+      makeDirsUnder(options.root, path.dirname(binaryFile));
+      const self = options.self;
+      replaceFile(binaryFile, (temp) => fs.copyFileSync(self, temp, fs.constants.COPYFILE_EXCL), 0o755);
       report.push(`binary ${options.binary}: installed from ${options.self}`);
     }
   } else if (!fs.existsSync(binaryFile)) {
@@ -138,8 +168,8 @@ export function installService(options: ServiceOptions & { start: boolean; self:
   const current = fs.existsSync(unitFile) ? fs.readFileSync(unitFile, "utf8") : null;
   if (current === unit) report.push(`unit ${unitFile}: up to date`);
   else {
-    fs.mkdirSync(path.dirname(unitFile), { recursive: true });
-    fs.writeFileSync(unitFile, unit, { mode: 0o644 });
+    makeDirsUnder(options.root, path.dirname(unitFile));
+    replaceFile(unitFile, (temp) => fs.writeFileSync(temp, unit, { mode: 0o644, flag: "wx" }), 0o644);
     report.push(`unit ${unitFile}: ${current === null ? "written" : "updated"}`);
   }
 

@@ -28,3 +28,4 @@ import "./outbound.e2e.test.ts";
 import "./fleet.e2e.test.ts";
 import "./remote-commands.e2e.test.ts";
 import "./package.e2e.test.ts";
+import "./service.e2e.test.ts";

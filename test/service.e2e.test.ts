@@ -1,0 +1,50 @@
+// `agent service install --root DIR` into a tree others could write (security finding 7): a planted symlink is
+// replaced or refused, never written through.
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import fs from "node:fs";
+import path from "node:path";
+import { UNIT_PATH } from "../agent/service.ts";
+import { IS_DENO, ROOT, runAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+
+/** A root with the binary in place under Deno (whose CLI is not the single executable and copies nothing). */
+function installRoot(): { root: string; binary: string } {
+  const root = tempDir("agent-root-");
+  const binary = path.join(root, "usr/local/bin/agent");
+  fs.mkdirSync(path.dirname(binary), { recursive: true });
+  if (IS_DENO) fs.copyFileSync(path.join(ROOT, "dist/agent"), binary);
+  return { root, binary };
+}
+
+test.after(() => stopAll());
+
+test("symlinks planted at the unit and the binary's temporary name are replaced, their targets untouched", () => {
+  const { root, binary } = installRoot();
+  const victims = tempDir("agent-victim-");
+  const unitVictim = path.join(victims, "unit-target"), binaryVictim = path.join(victims, "binary-target");
+  fs.writeFileSync(unitVictim, "precious\n");
+  fs.writeFileSync(binaryVictim, "precious\n");
+  fs.mkdirSync(path.dirname(path.join(root, UNIT_PATH)), { recursive: true });
+  fs.symlinkSync(unitVictim, path.join(root, UNIT_PATH));
+  fs.symlinkSync(binaryVictim, `${binary}.new`);
+
+  const r = runAgent(["service", "install", "--root", root]);
+  assert.is(r.code, 0, r.stderr);
+  assert.is(fs.readFileSync(unitVictim, "utf8"), "precious\n");
+  assert.is(fs.readFileSync(binaryVictim, "utf8"), "precious\n");
+  assert.not.ok(fs.lstatSync(path.join(root, UNIT_PATH)).isSymbolicLink(), "the unit is a file of its own");
+  assert.match(fs.readFileSync(path.join(root, UNIT_PATH), "utf8"), /ExecStart=\/usr\/local\/bin\/agent start/);
+  assert.ok(fs.readFileSync(binary).equals(fs.readFileSync(path.join(ROOT, "dist/agent"))), "the binary is in place");
+});
+
+test("a symlinked directory inside the root is refused with the link named, and nothing is written there", () => {
+  const { root } = installRoot();
+  const elsewhere = tempDir("agent-victim-");
+  fs.symlinkSync(elsewhere, path.join(root, "etc"));
+  const r = runAgent(["service", "install", "--root", root]);
+  assert.is.not(r.code, 0);
+  assert.match(r.stderr, new RegExp(`refusing to install through the symlink ${path.join(root, "etc")}`));
+  assert.equal(fs.readdirSync(elsewhere), []);
+});
+
+test.run();
