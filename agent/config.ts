@@ -15,6 +15,7 @@ import { ConfigError } from "./config-error.ts";
 import { type ConfigFile, parseConfigFile } from "./config-schema.ts";
 import { DEFAULT_PORT } from "../core/wire/hello.ts";
 import { defaultStateDir } from "./state-dir.ts";
+import { checkSecretFile, checkStateDir } from "./file-trust.ts";
 
 /** The agent's resolved settings. */
 export interface AgentConfig {
@@ -161,14 +162,18 @@ function fileTarget(t: NonNullable<ConfigFile["connect"]>[number], file: string)
 }
 
 function readConfigFile(file: string, required: boolean): ConfigFile | null {
-  let text: string;
+  if (!required) checkStateDir(path.dirname(file)); // the default file sits in the state directory
+  let text: string, stat: fs.Stats;
   try {
+    stat = fs.statSync(file);
     text = fs.readFileSync(file, "utf8");
   } catch (e) {
     if (!required && (e as NodeJS.ErrnoException).code === "ENOENT") return null;
     throw new ConfigError(`cannot read config file ${file}: ${(e as Error).message}`);
   }
-  return parseConfigFile(file, text);
+  const parsed = parseConfigFile(file, text);
+  if (parsed.keys?.length) checkSecretFile(file, stat, "config file", " holds keys and");
+  return parsed;
 }
 
 /** The flag's value as a string; the last one when it was given more than once. */

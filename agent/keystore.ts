@@ -14,11 +14,12 @@ import path from "node:path";
 import type { AcceptedKey } from "../core/secure/opening.ts";
 import { generateKey, keyId, parseKey } from "../core/secure/keys.ts";
 import { ConfigError } from "./config.ts";
+import { checkSecretFile, checkStateDir } from "./file-trust.ts";
 
 /** File name of the key the agent creates on first start. */
 export const DEFAULT_KEY_FILE = "agent.key";
 
-/** Reads every key in `file`, refusing a file others can read. */
+/** Reads every key in `file`, refusing a file others can read or another user owns. */
 export function readKeyFile(file: string): string[] {
   let stat: fs.Stats;
   try {
@@ -26,21 +27,16 @@ export function readKeyFile(file: string): string[] {
   } catch (e) {
     throw new ConfigError(`cannot read key file ${file}: ${(e as Error).message}`);
   }
-  if (process.platform !== "win32" && (stat.mode & 0o077) !== 0) {
-    throw new ConfigError(
-      `key file ${file} is readable by others (mode ${
-        (stat.mode & 0o777).toString(8).padStart(4, "0")
-      }); run: chmod 600 ${file}`,
-    );
-  }
+  checkSecretFile(file, stat, "key file");
   const lines = fs.readFileSync(file, "utf8").split("\n").map((l) => l.replace(/#.*/, "").trim()).filter(Boolean);
   if (lines.length === 0) throw new ConfigError(`key file ${file} holds no key`);
   lines.forEach((l, i) => parseKey(l, `line ${i + 1} of ${file}`));
   return lines;
 }
 
-/** Creates the state directory (mode 0700) if it does not exist. */
+/** Creates the state directory (mode 0700) if it does not exist, refusing one it may not trust. */
 export function ensureStateDir(dir: string): void {
+  checkStateDir(dir);
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch (e) {

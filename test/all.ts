@@ -29,3 +29,4 @@ import "./fleet.e2e.test.ts";
 import "./remote-commands.e2e.test.ts";
 import "./package.e2e.test.ts";
 import "./service.e2e.test.ts";
+import "./state-trust.e2e.test.ts";
