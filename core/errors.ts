@@ -30,6 +30,7 @@ export const ERROR_CODES = {
   "key-rejected": "the outbound listener does not accept this agent's key",
   "invalid-key": "a key that is not 64 hex digits",
   "frame-too-large": "a length prefix over the maximum",
+  "record-too-large": "a record's length prefix over the maximum",
   "integrity": "a sealed record failed its check: altered, replayed or reordered",
   "connection-closed": "the connection ended while something was expected",
   "timeout": "a stage took longer than allowed",

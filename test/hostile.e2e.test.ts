@@ -115,8 +115,10 @@ hostile("an oversized length prefix closes the connection at once, with no large
   }
   const grownMiB = (residentKiB(agent.pid) - before) / 1024;
   assert.ok(grownMiB < 64, `resident memory grew ${grownMiB.toFixed(1)} MiB after 40 claims of 4 GiB frames`);
-  await agent.waitForLog(/closed after [\d.]+ s: frame-too-large: frame of 4294967280 bytes exceeds the maximum/);
-  await agent.waitForLog(/rejected: malformed \(frame of 4294967295 bytes/);
+  await agent.waitForLog(
+    /closed after [\d.]+ s: record-too-large: record of 4294967280 bytes exceeds the maximum of 65535/,
+  );
+  await agent.waitForLog(/rejected: malformed \(record of 4294967295 bytes exceeds the maximum of 1024/);
 });
 
 hostile("bit-flipped, truncated, replayed and reordered records are rejected", async () => {

@@ -8,9 +8,9 @@ import {
   x25519FromPrivate,
   x25519Generate,
 } from "../core/secure/crypto.ts";
-import { AuthenticationError, IntegrityError } from "../core/errors.ts";
+import { AuthenticationError, IntegrityError, ProtocolError } from "../core/errors.ts";
 import { encodeFrame } from "../core/wire/frame.ts";
-import { encodeHello, encodeReply, EncryptionMode } from "../core/wire/hello.ts";
+import { encodeHello, encodeReply, EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
 import { generateKey, InvalidKeyError, keyId, parseKey } from "../core/secure/keys.ts";
 import { NOISE_PROTOCOL_NAME, NoiseHandshake, type TransportKeys } from "../core/secure/noise.ts";
 import {
@@ -61,9 +61,11 @@ test("x25519: RFC 7748 §6.1 vector", async () => {
 // Fixed inputs from docs/security.md "Test vectors".
 const PSK = hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
 const PROLOGUE = new Uint8Array([
-  ...encodeHello({ min: 1, max: 1 }),
-  ...encodeReply({ mode: EncryptionMode.Key, version: 1, agent: { min: 1, max: 1 } }),
+  ...encodeHello(PROTOCOL_VERSIONS),
+  ...encodeReply({ mode: EncryptionMode.Key, version: PROTOCOL_VERSIONS.max, agent: PROTOCOL_VERSIONS }),
 ]);
+/** A uint32 LE. */
+const le32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer);
 const PING = encodeFrame({ target: 0, code: 1, token: 1, payload: new TextEncoder().encode("ping") });
 
 async function handshake(provider: CryptoProvider, psks = [PSK], clientPsk = PSK) {
@@ -75,32 +77,8 @@ async function handshake(provider: CryptoProvider, psks = [PSK], clientPsk = PSK
   return { init, msg1, found };
 }
 
-for (const provider of PROVIDERS) {
-  test(`noise NNpsk0 (${provider.name}): documented test vector`, async () => {
-    const { init, msg1, found } = await handshake(provider);
-    assert.is(
-      toHex(msg1),
-      "358072d6365880d1aeea329adf9121383851ed21a28e3b75e965d0d2cd166254e59608b54358cbb6435210ae05b320f6",
-    );
-    assert.ok(found);
-    const { message: msg2, keys: agentKeys } = await found!.handshake.writeMessage2();
-    assert.is(
-      toHex(msg2),
-      "64b101b1d0be5a8704bd078f9895001fc03e8e9f9522f188dd128d9846d4846606a6a0f2c183dfbbbb4b32bc3442d24e",
-    );
-    const { keys: clientKeys } = await init.readMessage2(msg2);
-    assert.is(toHex(clientKeys.handshakeHash), "d2205d628fe77d7baf36411539e450c0c315a569f9b9eb9bfc6130c874005498");
-    assert.equal(clientKeys.handshakeHash, agentKeys.handshakeHash);
-    const plain = concat([new Uint8Array([PING.length, 0, 0, 0]), PING]); // a frame's plaintext starts with its length
-    const record = await clientKeys.send.encrypt(plain);
-    assert.is(toHex(record), "84cf440170df2eff065761646e96202d9c6fcf4f92d6aae3c23f789d35cbabe364c559f5");
-    assert.is(
-      toHex(await agentKeys.send.encrypt(plain)),
-      "2c30dcdb0abb3d5e31d64712218ff9cdeea1c63bbb5c37117355577bf56eef335e16a6d8",
-    );
-    assert.equal(await agentKeys.receive.decrypt(record), plain);
-  });
-}
+// The documented vectors (docs/security.md, docs/protocol.md §2) are checked, with every provider, by
+// test/handshake.test.ts, which reads them from the docs.
 
 test("x25519 (node:crypto): agrees with WebCrypto both ways, and a handshake across the two providers completes", async () => {
   const node = nodeCryptoProvider.x25519Generate!(), web = await x25519Generate();
@@ -269,17 +247,16 @@ test("frames in key mode travel as Noise transport messages of at most 65,535 by
 
 test("frames in key mode: a record over 65,535 bytes, a message past its frame, or a frame over the maximum is refused", async () => {
   const seal = async (keys: TransportKeys, plain: Uint8Array) => encodeRecord(await keys.send.encrypt(plain));
-  const le32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer);
   const cases: Array<[string, (k: TransportKeys) => Promise<Uint8Array>, RegExp]> = [
     [
       "oversized record",
       () => Promise.resolve(new Uint8Array([0x00, 0x00, 0x01, 0x00])),
-      /65536 bytes exceeds the maximum of 65535/,
+      /^record of 65536 bytes exceeds the maximum of 65535$/,
     ],
     [
       "frame over the maximum",
       (k) => seal(k, concat([le32(12 + MAX_PAYLOAD + 1), new Uint8Array(100)])),
-      /1048589 bytes exceeds the maximum of 1048588/,
+      /^frame of 1048589 bytes exceeds the maximum of 1048588$/,
     ],
     [
       "message past its frame",
@@ -294,6 +271,133 @@ test("frames in key mode: a record over 65,535 bytes, a message past its frame, 
     const e = await new FrameStream(new StreamReader(b), agent).receive().then(() => null, (x) => x);
     assert.match(String(e?.message), error, what);
   }
+});
+
+// docs/protocol.md §3: the receiver's rules for how a frame is cut into messages, and for lengths below the minimum.
+
+/** The frame the agent's FrameStream receives from `records` (each sealed by the client in turn); the stream stays open. */
+async function receiveFrom(records: (keys: TransportKeys) => Promise<Uint8Array[]>): Promise<unknown> {
+  const { client, agent } = await transportKeys();
+  const [a, b] = memoryStreamPair();
+  for (const record of await records(client)) await a.write(record);
+  const receiving = new FrameStream(new StreamReader(b), agent).receive().then((f) => f, (e) => e);
+  const waited = new Promise((r) => setTimeout(() => r("still waiting after 500 ms"), 500));
+  return await Promise.race([receiving, waited]);
+}
+
+/** Seals each plaintext piece as one message, in order, each after its record length. */
+const sealPieces = (pieces: Uint8Array[]) => async (keys: TransportKeys) => {
+  const out = [];
+  for (const piece of pieces) out.push(encodeRecord(await keys.send.encrypt(piece)));
+  return out;
+};
+
+test("frames in key mode (receiver): a first message of 0-3 bytes, which cannot hold the frame length, closes the connection", async () => {
+  for (let size = 0; size < 4; size++) {
+    const e = await receiveFrom(sealPieces([new Uint8Array(size)]));
+    assert.instance(e, ProtocolError, `${size} bytes`);
+    assert.match(String((e as Error).message), /first message .* fewer than the 4 bytes of its length/);
+  }
+});
+
+test("frames in key mode (receiver): any cut is accepted, pieces smaller than full and empty messages in the middle included", async () => {
+  const frame = encodeFrame({ target: 3, code: 0x10b, token: 9, payload: new Uint8Array(3000).map((_, i) => i * 7) });
+  const plain = concat([le32(frame.length), frame]);
+  const cuts = [
+    [4], // the first message holds only the frame length
+    [5, 0, 1000, 0, 0, 1], // pieces of every size, empty ones among them
+    [4 + 12], // the first message ends with the header
+  ];
+  for (const cut of cuts) {
+    const pieces: Uint8Array[] = [];
+    let at = 0;
+    for (const size of cut) pieces.push(plain.subarray(at, at += size));
+    while (at < plain.length) pieces.push(plain.subarray(at, at += 1000));
+    const received = await receiveFrom(sealPieces(pieces)) as { payload: Uint8Array; token: number };
+    assert.equal(received.payload, frame.subarray(12), `cut ${cut}`);
+    assert.is(received.token, 9);
+  }
+});
+
+test("frames in key mode (receiver): an empty message after a frame's last byte is the next frame's first, and closes the connection", async () => {
+  const { client, agent } = await transportKeys();
+  const [a, b] = memoryStreamPair();
+  for (const piece of [concat([le32(PING.length), PING]), new Uint8Array(0)]) {
+    await a.write(encodeRecord(await client.send.encrypt(piece)));
+  }
+  const frames = new FrameStream(new StreamReader(b), agent);
+  assert.equal((await frames.receive())?.payload, PING.subarray(12));
+  assert.instance(await frames.receive().then(() => null, (e) => e), ProtocolError);
+});
+
+test("frames in key mode (receiver): a frame length of 0-11, below the 12-byte header, closes the connection at once, before the rest arrives", async () => {
+  for (let length = 0; length < 12; length++) {
+    const e = await receiveFrom(sealPieces([le32(length)]));
+    assert.instance(e, ProtocolError, `frame length ${length}`);
+    assert.match(String((e as Error).message), new RegExp(`frame length of ${length} is below the minimum of 12`));
+  }
+  const e = await receiveFrom(sealPieces([concat([le32(11), new Uint8Array(5)])]));
+  assert.instance(e, ProtocolError, "frame length 11 with 5 of its bytes");
+});
+
+test("frames in plain records (receiver): a record length of 0-11, below the 12-byte header, closes the connection at once", async () => {
+  for (let length = 0; length < 12; length++) {
+    const [a, b] = memoryStreamPair();
+    await a.write(le32(length));
+    const receiving = new FrameStream(new StreamReader(b), null).receive().then((f) => f, (e) => e);
+    const e = await Promise.race([receiving, new Promise((r) => setTimeout(() => r("still waiting"), 500))]);
+    assert.instance(e, ProtocolError, `record length ${length}`);
+    assert.match(String((e as Error).message), new RegExp(`frame length of ${length} is below the minimum of 12`));
+  }
+});
+
+test("frames in key mode (receiver): a record body under 16 bytes, the tag's size, is an integrity failure at once, first or later in a frame", async () => {
+  for (let length = 0; length < 16; length++) {
+    const first = await receiveFrom(() => Promise.resolve([le32(length)]));
+    assert.instance(first, IntegrityError, `a first record of ${length} bytes`);
+    const later = await receiveFrom(async (k) => [
+      encodeRecord(await k.send.encrypt(concat([le32(PING.length), PING.subarray(0, 6)]))),
+      le32(length),
+    ]);
+    assert.instance(later, IntegrityError, `a second record of ${length} bytes`);
+  }
+  const empty = await receiveFrom(() => Promise.resolve([encodeRecord(new Uint8Array(0))]));
+  assert.instance(empty, IntegrityError, "a zero-length record after the handshake");
+});
+
+test("frames in key mode (sender): every message but a frame's last is full; the nonce counter advances per message, 17 for a 1 MiB frame", async () => {
+  const { client, agent } = await transportKeys();
+  const [a, b] = memoryStreamPair();
+  const sender = new FrameStream(new StreamReader(a), client), receiver = new FrameStream(new StreamReader(b), agent);
+  const payload = new Uint8Array(MAX_PAYLOAD).fill(3);
+  await sender.send({ target: 3, code: 0x10b, token: 9, payload });
+  assert.is(client.send.counter, 17);
+  assert.equal((await receiver.receive())?.payload, payload);
+  assert.is(agent.receive.counter, 17);
+  // The next frame's message is sealed with counter 17: a standalone Noise message under that nonce.
+  await sender.send({ target: 0, code: 1, token: 1, payload: new TextEncoder().encode("ping") });
+  const raw = await new StreamReader(b).readExactly(4 + 4 + 16 + 16);
+  const record = raw.subarray(4);
+  assert.equal(await agent.receive.decrypt(record), concat([le32(PING.length), PING]));
+  assert.is(agent.receive.counter, 18);
+});
+
+test("frames in key mode (sender): a 1 MiB frame goes as 16 messages of 65,519 plaintext bytes and one of the rest", async () => {
+  const { client, agent } = await transportKeys();
+  const [a, b] = memoryStreamPair();
+  await new FrameStream(new StreamReader(a), client).send({
+    target: 3,
+    code: 0x10b,
+    token: 9,
+    payload: new Uint8Array(MAX_PAYLOAD),
+  });
+  const wire = new StreamReader(b), sizes: number[] = [];
+  for (let total = 0; total < 4 + 12 + MAX_PAYLOAD;) {
+    const piece = await agent.receive.decrypt((await readRecord(wire, MAX_NOISE_MESSAGE))!);
+    sizes.push(piece.length);
+    total += piece.length;
+  }
+  assert.equal(sizes, [...Array(16).fill(MAX_NOISE_PLAINTEXT), 4 + 12 + MAX_PAYLOAD - 16 * MAX_NOISE_PLAINTEXT]);
 });
 
 for (const provider of PROVIDERS) {

@@ -3,9 +3,9 @@ import * as assert from "uvu/assert";
 import { AgentClient } from "../core/client/agent-client.ts";
 import { initiate, respond } from "../core/secure/opening.ts";
 import { EncryptionMode } from "../core/wire/hello.ts";
-import { encodeRecord, MAX_RECORD } from "../core/secure/frame-stream.ts";
+import { encodeRecord, MAX_RECORD, RecordTooLargeError } from "../core/secure/frame-stream.ts";
 import { webCryptoProvider } from "../core/secure/crypto.ts";
-import { AuthenticationError, FrameTooLargeError, InsecurePeerError, VersionMismatchError } from "../core/errors.ts";
+import { AuthenticationError, InsecurePeerError, VersionMismatchError } from "../core/errors.ts";
 import { generateKey, keyId } from "../core/secure/keys.ts";
 import { answerMeta } from "../core/wire/meta.ts";
 import { memoryStreamPair } from "../core/wire/memory-stream.ts";
@@ -100,8 +100,9 @@ test("records: an oversized length prefix is refused before reading the body", a
   await a.write(new Uint8Array([0xff, 0xff, 0xff, 0x7f]));
   const reader = new StreamReader(b);
   const error = await readRecord(reader, MAX_RECORD).then(() => null, (e) => e);
-  assert.instance(error, FrameTooLargeError);
-  assert.match(error.message, /2147483647 bytes exceeds the maximum/);
+  assert.instance(error, RecordTooLargeError);
+  assert.is(error.code, "record-too-large");
+  assert.match(error.message, /^record of 2147483647 bytes exceeds the maximum of 1048588$/);
 });
 
 test("records: an empty record reads as empty, also when nothing else is buffered", async () => {

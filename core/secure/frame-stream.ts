@@ -15,7 +15,7 @@
  * @module
  */
 import { BULK_MESSAGE, TAG_SIZE } from "./crypto.ts";
-import { ConnectionClosedError, FrameTooLargeError, IntegrityError, ProtocolError } from "../errors.ts";
+import { AgentError, ConnectionClosedError, FrameTooLargeError, IntegrityError, ProtocolError } from "../errors.ts";
 import { decodeFrame, encodeFrameHeader, type Frame, FRAME_HEADER_SIZE, MAX_PAYLOAD } from "../wire/frame.ts";
 import { allocateUninitialized, BufferRecycler, concat, takeFront } from "../bytes.ts";
 import type { CipherState } from "./noise.ts";
@@ -29,12 +29,42 @@ export const MAX_NOISE_MESSAGE = 65535;
 export const MAX_NOISE_PLAINTEXT = MAX_NOISE_MESSAGE - TAG_SIZE;
 const FRAME_LENGTH_SIZE = 4;
 
+/**
+ * A record's length prefix is over the maximum: refused before anything is allocated for it.
+ *
+ * @example
+ * ```ts
+ * const e = new RecordTooLargeError(65_536, MAX_NOISE_MESSAGE);
+ * console.log(e.code, e.message); // record-too-large record of 65536 bytes exceeds the maximum of 65535
+ * ```
+ */
+export class RecordTooLargeError extends AgentError {
+  constructor(readonly length: number, readonly max: number) {
+    super("record-too-large", `record of ${length} bytes exceeds the maximum of ${max}`);
+  }
+}
+
 /** Reads a record's length prefix, refusing lengths above `max`; null when the stream ended cleanly first. */
 async function readRecordLength(reader: StreamReader, max: number): Promise<number | null> {
   const prefix = await reader.readExactlyOrEnd(4);
   if (prefix === null) return null;
   const length = new DataView(prefix.buffer, prefix.byteOffset, 4).getUint32(0, true);
-  if (length > max) throw new FrameTooLargeError(length, max);
+  if (length > max) throw new RecordTooLargeError(length, max);
+  return length;
+}
+
+/** Refuses a frame length outside 12 (a bare header) to {@link MAX_RECORD}, before anything is read for it. */
+function checkFrameLength(length: number): void {
+  if (length > MAX_RECORD) throw new FrameTooLargeError(length, MAX_RECORD);
+  if (length < FRAME_HEADER_SIZE) {
+    throw new ProtocolError(`a frame length of ${length} is below the minimum of ${FRAME_HEADER_SIZE}`);
+  }
+}
+
+/** Reads a sealed record's length prefix: at most {@link MAX_NOISE_MESSAGE}, and no shorter than its tag. */
+async function readSealedLength(reader: StreamReader): Promise<number | null> {
+  const length = await readRecordLength(reader, MAX_NOISE_MESSAGE);
+  if (length !== null && length < TAG_SIZE) throw new IntegrityError(); // cannot hold a tag: no valid message is this short
   return length;
 }
 
@@ -116,14 +146,20 @@ export class FrameStream {
   /** The next frame, or null when the peer closed between records. Throws on a bad or oversized record. */
   async receive(): Promise<Frame | null> {
     if (!this.keys) {
-      const body = await readRecord(this.reader, MAX_RECORD);
-      return body === null ? null : decodeFrame(body);
+      const length = await readRecordLength(this.reader, MAX_RECORD);
+      if (length === null) return null;
+      checkFrameLength(length);
+      return decodeFrame(await this.reader.readExactly(length));
     }
     const plain = await this.#openMessage(this.keys.receive);
     if (plain === null) return null;
-    if (plain.length < FRAME_LENGTH_SIZE) throw new ProtocolError("a frame's first message is shorter than its length");
+    if (plain.length < FRAME_LENGTH_SIZE) {
+      throw new ProtocolError(
+        `a frame's first message holds ${plain.length} bytes, fewer than the ${FRAME_LENGTH_SIZE} bytes of its length`,
+      );
+    }
     const length = new DataView(plain.buffer, plain.byteOffset, FRAME_LENGTH_SIZE).getUint32(0, true);
-    if (length > MAX_RECORD) throw new FrameTooLargeError(length, MAX_RECORD);
+    checkFrameLength(length);
     const piece = plain.subarray(FRAME_LENGTH_SIZE);
     if (piece.length === length) return decodeFrame(piece); // the whole frame in one message: no copy
     if (piece.length > length) throw new ProtocolError("a message runs past the end of its frame");
@@ -132,10 +168,9 @@ export class FrameStream {
     frame.set(piece);
     this.#firstMessage.give(plain); // copied: the next frame's first message may take it
     for (let filled = piece.length; filled < length;) {
-      const sealed = await readRecordLength(this.reader, MAX_NOISE_MESSAGE);
+      const sealed = await readSealedLength(this.reader);
       if (sealed === null) throw new ConnectionClosedError("the connection closed in the middle of a frame");
       const size = sealed - TAG_SIZE;
-      if (size < 0) throw new IntegrityError();
       if (filled + size > length) throw new ProtocolError("a message runs past the end of its frame");
       await this.keys.receive.decryptInto(await this.reader.readPieces(sealed), frame.subarray(filled, filled + size));
       filled += size;
@@ -145,7 +180,7 @@ export class FrameStream {
 
   /** The next message's plaintext, or null at a clean end: a bulk one opened from the socket's pieces, a small one whole. */
   async #openMessage(cipher: CipherState): Promise<Uint8Array | null> {
-    const length = await readRecordLength(this.reader, MAX_NOISE_MESSAGE);
+    const length = await readSealedLength(this.reader);
     if (length === null) return null;
     if (length < BULK_MESSAGE + TAG_SIZE) return await cipher.decrypt(await this.reader.readExactly(length));
     const plain = this.#firstMessage.take(length - TAG_SIZE); // every byte written by the decryption

@@ -216,7 +216,7 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
       message1 = await readRecord(reader, MAX_HANDSHAKE_RECORD);
       options.waitingForPeer?.(false);
     } catch (e) {
-      if (e instanceof AgentError && e.code === "frame-too-large") return reject("malformed", e);
+      if (e instanceof AgentError && e.code === "record-too-large") return reject("malformed", e);
       throw e;
     }
     if (message1 === null) return reject("closed", new ConnectionClosedError("closed before the key exchange"));
