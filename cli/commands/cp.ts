@@ -14,7 +14,7 @@ import path from "node:path";
 import type { RemoteSession } from "../../core/client/remote-session.ts";
 import { eachLimited } from "../../core/concurrency.ts";
 import { NotFoundError } from "../../core/errors.ts";
-import type { Flags } from "../../agent/config.ts";
+import type { Flags } from "../flags.ts";
 import { CommandFailure, fail, type Failure, openRemote, parseAddress } from "./remote.ts";
 
 /** Exit codes (docs/operations.md): the connection's match `agent probe`'s. */

@@ -18,7 +18,7 @@ import {
 } from "../../core/errors.ts";
 import { keyId } from "../../core/secure/keys.ts";
 import type { AgentInfo } from "../../core/wire/messages.ts";
-import { type Flags, str } from "../../agent/config.ts";
+import { type Flags, str } from "../flags.ts";
 import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
 import { DialError, dialTcp, formatHost } from "../../runtime/tcp.ts";
 import {

@@ -6,7 +6,7 @@
  * @module
  */
 import os from "node:os";
-import { type Flags, str } from "../../agent/config.ts";
+import { type Flags, str } from "../flags.ts";
 import { CommandFailure, errorCode, fail, type Failure, openRemote, parseAddress } from "./remote.ts";
 
 /**
