@@ -45,6 +45,7 @@ export type Failure =
   | "connection-lost"
   | "remote-not-found"
   | "remote-is-directory"
+  | "local-is-directory"
   | "remote-not-directory"
   | "permission-denied"
   | "local-not-found"

@@ -30,6 +30,7 @@ export const RUN_EXIT: Record<Failure, number> = {
   "remote-not-directory": 127,
   "invalid-argument": 254,
   "local-not-found": 255,
+  "local-is-directory": 255,
   "local-disk-full": 251, // the program's output could not be written here
   "checksum-mismatch": 255,
 };
