@@ -13,13 +13,10 @@ const MAX_LINES = 70;
 const LONG_ON_PURPOSE: Record<string, string> = {
   "host/services/files.ts:handlers": "to split (issue 29)",
   "cli/commands/start.ts:startCommand": "to split (issue 29)",
-  "cli/commands/run.ts:runCommand": "to split (issue 29)",
   "host/main.ts:hostMain": "to split (issue 29)",
-  "cli/commands/probe.ts:probeListener": "to split (issue 29)",
   "runtime/tcp.ts:socketStream": "to split (issue 29)",
   "agent/host-process.ts:launch": "to split (issue 29)",
   "agent/server.ts:#onSocket": "to split (issue 29)",
-  "cli/commands/probe.ts:runStages": "to split (issue 29)",
   "agent/metrics.ts:prometheusText": "to split (issue 29)",
 };
 
