@@ -1,6 +1,6 @@
 /**
  * Where settings come from, lowest to highest precedence: built-in defaults,
- * the config file, environment variables, command-line flags. Every bad value
+ * the config file, environment variables, command-line options. Every bad value
  * is reported with where it came from; nothing is silently ignored.
  *
  * @example
@@ -59,13 +59,39 @@ export interface AgentConfig {
 
 export { ConfigError };
 
-/** Flags as cac parses them (strings, numbers, booleans or arrays of them). */
-export type Flags = Record<string, unknown>;
+/**
+ * The settings a command line gives, by option name (`keyFile` for --key-file): each a string,
+ * number or boolean, or a list of them when the option was repeated. Others are ignored.
+ */
+export interface ConfigOptions {
+  config?: unknown;
+  stateDir?: unknown;
+  host?: unknown;
+  port?: unknown;
+  key?: unknown;
+  keyFile?: unknown;
+  insecure?: unknown;
+  handshakeTimeout?: unknown;
+  maxHandshakes?: unknown;
+  product?: unknown;
+  idleTimeout?: unknown;
+  reconnectGrace?: unknown;
+  warmHosts?: unknown;
+  /** false for --no-listen. */
+  listen?: unknown;
+  connect?: unknown;
+  ca?: unknown;
+  fingerprint?: unknown;
+  serverName?: unknown;
+  keepalive?: unknown;
+  metrics?: unknown;
+  proxy?: unknown;
+}
 
-/** Merges defaults, the config file, environment and flags. Throws {@link ConfigError}. */
-export function resolveConfig(flags: Flags, env: Record<string, string | undefined>): AgentConfig {
-  const explicitFile = str(flags.config) ?? env.AGENT_CONFIG;
-  const earlyStateDir = str(flags.stateDir) ?? (env.AGENT_STATE_DIR || undefined);
+/** Merges defaults, the config file, environment and options. Throws {@link ConfigError}. */
+export function resolveConfig(options: ConfigOptions, env: Record<string, string | undefined>): AgentConfig {
+  const explicitFile = last(options.config) ?? env.AGENT_CONFIG;
+  const earlyStateDir = last(options.stateDir) ?? (env.AGENT_STATE_DIR || undefined);
   const configFile = explicitFile ?? path.join(earlyStateDir ?? defaultStateDir(env), "config.json");
   const file = readConfigFile(configFile, explicitFile !== undefined);
 
@@ -74,53 +100,53 @@ export function resolveConfig(flags: Flags, env: Record<string, string | undefin
   const fileKeyFiles = file?.keyFiles?.map((f) => path.resolve(path.dirname(configFile), f));
 
   const config: AgentConfig = {
-    host: pick<string>(str(flags.host), env.AGENT_HOST, file?.host, "0.0.0.0"),
-    port: portOf(pick<string | number>(str(flags.port), env.AGENT_PORT, file?.port, DEFAULT_PORT)),
+    host: pick<string>(last(options.host), env.AGENT_HOST, file?.host, "0.0.0.0"),
+    port: portOf(pick<string | number>(last(options.port), env.AGENT_PORT, file?.port, DEFAULT_PORT)),
     stateDir: path.resolve(pick<string>(earlyStateDir, undefined, file?.stateDir, defaultStateDir(env))),
     configFile: file ? configFile : null,
-    keys: [...list(flags.key), ...(file?.keys ?? [])],
+    keys: [...list(options.key), ...(file?.keys ?? [])],
     keyFiles: [
-      ...list(flags.keyFile).map((f) => path.resolve(f)),
+      ...list(options.keyFile).map((f) => path.resolve(f)),
       ...(env.AGENT_KEY_FILE ? [path.resolve(env.AGENT_KEY_FILE)] : []),
       ...(fileKeyFiles ?? []),
     ],
-    insecure: Boolean(flags.insecure ?? file?.insecure ?? false),
+    insecure: Boolean(options.insecure ?? file?.insecure ?? false),
     handshakeTimeoutSeconds: positive(
       "--handshake-timeout (or AGENT_HANDSHAKE_TIMEOUT)",
-      pick(str(flags.handshakeTimeout), numEnv(env.AGENT_HANDSHAKE_TIMEOUT), file?.handshakeTimeoutSeconds, 30),
+      pick(last(options.handshakeTimeout), numEnv(env.AGENT_HANDSHAKE_TIMEOUT), file?.handshakeTimeoutSeconds, 30),
     ),
-    maxHandshakes: positive("--max-handshakes", pick(str(flags.maxHandshakes), undefined, file?.maxHandshakes, 100)),
+    maxHandshakes: positive("--max-handshakes", pick(last(options.maxHandshakes), undefined, file?.maxHandshakes, 100)),
     authFailuresPerMinute: positive(
       "authFailuresPerMinute",
       pick(undefined, undefined, file?.authFailuresPerMinute, 20),
     ),
-    products: list(flags.product).length > 0 ? list(flags.product) : file?.products ?? null,
+    products: list(options.product).length > 0 ? list(options.product) : file?.products ?? null,
     idleTimeoutSeconds: positive(
       "--idle-timeout (or AGENT_IDLE_TIMEOUT)",
-      pick(str(flags.idleTimeout), numEnv(env.AGENT_IDLE_TIMEOUT), file?.idleTimeoutSeconds, 1800),
+      pick(last(options.idleTimeout), numEnv(env.AGENT_IDLE_TIMEOUT), file?.idleTimeoutSeconds, 1800),
     ),
     reconnectGraceSeconds: positive(
       "--reconnect-grace (or AGENT_RECONNECT_GRACE)",
-      pick(str(flags.reconnectGrace), numEnv(env.AGENT_RECONNECT_GRACE), file?.reconnectGraceSeconds, 1800),
+      pick(last(options.reconnectGrace), numEnv(env.AGENT_RECONNECT_GRACE), file?.reconnectGraceSeconds, 1800),
     ),
     processGraceSeconds: positive("processGraceSeconds", pick(undefined, undefined, file?.processGraceSeconds, 5)),
-    warmHosts: wholeNumber("--warm-hosts", pick(str(flags.warmHosts), undefined, file?.warmHosts, 2), 64),
+    warmHosts: wholeNumber("--warm-hosts", pick(last(options.warmHosts), undefined, file?.warmHosts, 2), 64),
     replayLimitMiB: positive("replayLimitMiB", pick(undefined, undefined, file?.replayLimitMiB, 16)),
-    listen: pick<boolean>(flags.listen === false ? false : undefined, undefined, file?.listen, true),
+    listen: pick<boolean>(options.listen === false ? false : undefined, undefined, file?.listen, true),
     connect: [
-      ...list(flags.connect).map((a) =>
+      ...list(options.connect).map((a) =>
         target(
           a,
-          { ca: str(flags.ca), fingerprint: str(flags.fingerprint), serverName: str(flags.serverName) },
+          { ca: last(options.ca), fingerprint: last(options.fingerprint), serverName: last(options.serverName) },
           "--connect",
         )
       ),
       ...(file?.connect ?? []).map((t) => fileTarget(t, configFile)),
     ],
-    keepaliveSeconds: positive("--keepalive", pick(str(flags.keepalive), undefined, file?.keepaliveSeconds, 15)),
+    keepaliveSeconds: positive("--keepalive", pick(last(options.keepalive), undefined, file?.keepaliveSeconds, 15)),
     revokedKeyGraceSeconds: file?.revokedKeyGraceSeconds ?? 60,
-    metrics: metricsAddress(str(flags.metrics) ?? file?.metrics),
-    proxy: str(flags.proxy) ?? file?.proxy,
+    metrics: metricsAddress(last(options.metrics) ?? file?.metrics),
+    proxy: last(options.proxy) ?? file?.proxy,
     logFormat: file?.logFormat,
   };
   if (!config.listen && config.connect.length === 0) {
@@ -176,8 +202,8 @@ function readConfigFile(file: string, required: boolean): ConfigFile | null {
   return parsed;
 }
 
-/** The flag's value as a string; the last one when it was given more than once. */
-export function str(v: unknown): string | undefined {
+/** The option's value as a string: the last one when it was given more than once. */
+function last(v: unknown): string | undefined {
   if (Array.isArray(v)) v = v[v.length - 1];
   return v === undefined || v === null || v === "" ? undefined : String(v);
 }

@@ -1,6 +1,11 @@
 // The config file's schema (agent/config-schema.ts): every error names the file, the setting, what it held and what is allowed.
+// And resolveConfig (agent/config.ts): options as a command line gives them.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { resolveConfig } from "../agent/config.ts";
 import { parseConfigFile } from "../agent/config-schema.ts";
 import { ConfigError } from "../agent/config-error.ts";
 
@@ -51,6 +56,20 @@ test("a good file parses to its settings", () => {
     insecure: false,
     connect: ["p.example.com:46340", { address: "[::1]:1", ca: "ca.pem" }],
   });
+});
+
+test("options as a command line gives them: the last of a repeated value wins, a list keeps them all", () => {
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-config-"));
+  try {
+    const config = resolveConfig({ stateDir, port: ["4000", "4001"], product: ["a", "b"], insecure: true }, {});
+    assert.is(config.port, 4001);
+    assert.equal(config.products, ["a", "b"]);
+    assert.is(config.stateDir, stateDir);
+    assert.is(config.configFile, null, "no config.json in the state directory: none read");
+    assert.is(config.insecure, true);
+  } finally {
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  }
 });
 
 test.run();

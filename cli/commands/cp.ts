@@ -14,7 +14,7 @@ import path from "node:path";
 import type { RemoteSession } from "../../core/client/remote-session.ts";
 import { eachLimited } from "../../core/concurrency.ts";
 import { NotFoundError } from "../../core/errors.ts";
-import type { Flags } from "../../agent/config.ts";
+import type { Flags } from "../flags.ts";
 import { CommandFailure, fail, type Failure, openRemote, parseAddress } from "./remote.ts";
 
 /** Exit codes (docs/operations.md): the connection's match `agent probe`'s. */
@@ -32,6 +32,7 @@ export const CP_EXIT: Record<Failure, number> = {
   "connection-lost": 10,
   "remote-not-found": 20,
   "remote-is-directory": 21,
+  "local-is-directory": 21, // a directory where a file was expected, on either side: add -r
   "remote-not-directory": 22,
   "permission-denied": 23,
   "local-not-found": 24,
@@ -274,7 +275,29 @@ function localTree(root: string): { dirs: string[]; files: Array<{ rel: string; 
   return { dirs, files };
 }
 
-export async function cpCommand(operands: string[], flags: Flags): Promise<number> {
+/** What the operands ask for, checked before any connection. */
+interface CopyRequest {
+  uploading: boolean;
+  address: { host: string; port: number };
+  /** The sources' paths: local ones for an upload, remote ones for a download. */
+  sources: string[];
+  /** The destination's path: remote for an upload, local for a download. */
+  dest: string;
+  recursive: boolean;
+  /** Files in flight at once. */
+  jobs: number;
+  json: boolean;
+}
+
+/** What to copy: directories to make (parents first) and files; `roots` is the top of each tree copied up. */
+interface CopyPlan {
+  dirs: string[];
+  jobs: CopyJob[];
+  roots: string[];
+}
+
+/** Reads the operands: every source local and DEST remote (an upload), or the other way round, on one server. */
+function parseOperands(operands: string[], flags: Flags): CopyRequest {
   if (operands.length < 2) {
     throw new CommandFailure(
       "usage",
@@ -294,169 +317,198 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
       CP_EXIT,
     );
   }
-  const addresses = new Set(uploading ? [remoteDest!.address] : remoteSources.map((r) => r!.address));
+  const addresses = new Set(uploading ? [remoteDest.address] : remoteSources.map((r) => r!.address));
   if (addresses.size > 1) throw new CommandFailure("usage", "all remote operands must name the same server", CP_EXIT);
-  const address = parseAddress([...addresses][0], CP_EXIT.usage);
-  const recursive = Boolean(flags.recursive);
-  const jobs = Math.max(1, Number(flags.jobs ?? DEFAULT_JOBS) | 0);
-  const json = Boolean(flags.json);
+  return {
+    uploading,
+    address: parseAddress([...addresses][0], CP_EXIT.usage),
+    sources: uploading ? sources : remoteSources.map((r) => r!.path),
+    dest: uploading ? remoteDest.path : dest,
+    recursive: Boolean(flags.recursive),
+    jobs: Math.max(1, Number(flags.jobs ?? DEFAULT_JOBS) | 0),
+    json: Boolean(flags.json),
+  };
+}
 
-  // Local checks first: a missing source should not cost a connection.
-  const sourceStats = new Map<string, fs.Stats>();
-  if (uploading) {
+/** Each local source of an upload, checked before connecting: a missing source should not cost a connection. */
+async function statLocalSources(sources: string[], recursive: boolean): Promise<Map<string, fs.Stats>> {
+  const stats = new Map<string, fs.Stats>();
+  for (const s of sources) {
+    const st = await fsp.stat(s).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === "ENOENT") throw new CommandFailure("local-not-found", `${s}: no such file or directory`, CP_EXIT);
+      throw e;
+    });
+    if (st.isDirectory() && !recursive) {
+      throw new CommandFailure("local-is-directory", `${s} is a directory (add -r to copy directories)`, CP_EXIT);
+    }
+    if (!st.isDirectory() && !st.isFile()) {
+      throw new CommandFailure("usage", `${s} is neither a file nor a directory`, CP_EXIT);
+    }
+    stats.set(s, st);
+  }
+  return stats;
+}
+
+/** One copy over an open session, step by step: plan, make the directories, transfer the files. */
+class Copy {
+  constructor(readonly session: RemoteSession, readonly request: CopyRequest) {}
+
+  /** What to make and copy: found on the server for a download, here (`sourceStats`) for an upload. */
+  plan(sourceStats: ReadonlyMap<string, fs.Stats>): Promise<CopyPlan> {
+    return this.request.uploading ? this.#planUpload(sourceStats) : this.#planDownload();
+  }
+
+  async #planUpload(sourceStats: ReadonlyMap<string, fs.Stats>): Promise<CopyPlan> {
+    const { dest: target, sources } = this.request;
+    const plan: CopyPlan = { dirs: [], jobs: [], roots: [] };
+    const destType = await remoteType(this.session, target).catch((e) => fail(e, CP_EXIT, target));
+    if (sources.length > 1 && destType !== "directory") {
+      throw new CommandFailure(
+        "remote-not-directory",
+        `${target}: not a directory on the server (needed for several sources)`,
+        CP_EXIT,
+      );
+    }
+    if (target.endsWith("/") && destType !== "directory") {
+      throw new CommandFailure(
+        destType ? "remote-not-directory" : "remote-not-found",
+        `${target}: no such directory on the server`,
+        CP_EXIT,
+      );
+    }
     for (const s of sources) {
-      const st = await fsp.stat(s).catch((e: NodeJS.ErrnoException) => {
-        if (e.code === "ENOENT") {
-          throw new CommandFailure("local-not-found", `${s}: no such file or directory`, CP_EXIT);
-        }
-        throw e;
-      });
-      if (st.isDirectory() && !recursive) {
-        throw new CommandFailure("remote-is-directory", `${s} is a directory (add -r to copy directories)`, CP_EXIT);
+      const into = destType === "directory" ? remoteJoin(target, path.basename(path.resolve(s))) : target;
+      const st = sourceStats.get(s)!;
+      if (st.isFile()) {
+        plan.jobs.push({ local: s, remote: into, size: st.size });
+        continue;
       }
-      if (!st.isDirectory() && !st.isFile()) {
-        throw new CommandFailure("usage", `${s} is neither a file nor a directory`, CP_EXIT);
+      const tree = localTree(s);
+      plan.roots.push(into);
+      plan.dirs.push(into, ...tree.dirs.map((d) => remoteJoin(into, ...d.split(path.sep))));
+      for (const f of tree.files) {
+        plan.jobs.push({
+          local: path.join(s, f.rel),
+          remote: remoteJoin(into, ...f.rel.split(path.sep)),
+          size: f.size,
+        });
       }
-      sourceStats.set(s, st);
+    }
+    return plan;
+  }
+
+  async #planDownload(): Promise<CopyPlan> {
+    const { dest, sources } = this.request;
+    const plan: CopyPlan = { dirs: [], jobs: [], roots: [] };
+    const single = sources.length === 1;
+    const destType = await localType(dest);
+    if ((!single || dest.endsWith("/")) && destType !== "directory") {
+      throw new CommandFailure(
+        "local-not-found",
+        `${dest}: not a directory here${single ? "" : " (needed for several sources)"}`,
+        CP_EXIT,
+      );
+    }
+    for (const remote of sources) {
+      const base = path.posix.basename(remote === "." ? "copy" : remote);
+      await this.#planRemoteSource(plan, remote, destType === "directory" ? path.join(dest, base) : dest);
+    }
+    return plan;
+  }
+
+  /** Adds the remote file `remote`, or the tree under it with -r, copied down to `into`. */
+  async #planRemoteSource(plan: CopyPlan, remote: string, into: string): Promise<void> {
+    let info;
+    try {
+      info = await this.session.files.stat(remote);
+    } catch (e) {
+      fail(e, CP_EXIT, remote);
+    }
+    if (info.type === "file") {
+      plan.jobs.push({ local: into, remote, size: info.size });
+    } else if (info.type === "directory") {
+      if (!this.request.recursive) {
+        throw new CommandFailure(
+          "remote-is-directory",
+          `${remote} is a directory on the server (add -r to copy directories)`,
+          CP_EXIT,
+        );
+      }
+      plan.dirs.push(into);
+      for (const e of await this.session.files.list(remote, { recursive: true })) {
+        const local = path.join(into, ...e.path.split("/"));
+        if (e.type === "directory") plan.dirs.push(local);
+        else if (e.type === "file") plan.jobs.push({ local, remote: remoteJoin(remote, e.path), size: e.size });
+      }
+    } else {
+      throw new CommandFailure("usage", `${remote} is neither a file nor a directory on the server`, CP_EXIT);
     }
   }
 
-  const { agent, session } = await openRemote(address, flags, CP_EXIT);
-  const started = performance.now();
-  const copied: Copied[] = [];
-  try {
-    /** `roots`: the top directory of each tree copied up, which may or may not exist yet. */
-    const plan: { dirs: string[]; jobs: CopyJob[]; roots: string[] } = { dirs: [], jobs: [], roots: [] };
-    const single = sources.length === 1;
-    if (uploading) {
-      const target = remoteDest!.path;
-      const destType = await remoteType(session, target).catch((e) => fail(e, CP_EXIT, target));
-      if (!single && destType !== "directory") {
-        throw new CommandFailure(
-          "remote-not-directory",
-          `${target}: not a directory on the server (needed for several sources)`,
-          CP_EXIT,
-        );
-      }
-      if (target.endsWith("/") && destType !== "directory") {
-        throw new CommandFailure(
-          destType ? "remote-not-directory" : "remote-not-found",
-          `${target}: no such directory on the server`,
-          CP_EXIT,
-        );
-      }
-      for (const s of sources) {
-        const base = path.basename(path.resolve(s));
-        const into = destType === "directory" ? remoteJoin(target, base) : target;
-        const st = sourceStats.get(s)!;
-        if (st.isFile()) {
-          plan.jobs.push({ local: s, remote: into, size: st.size });
-        } else {
-          const tree = localTree(s);
-          plan.roots.push(into);
-          plan.dirs.push(into, ...tree.dirs.map((d) => remoteJoin(into, ...d.split(path.sep))));
-          for (const f of tree.files) {
-            plan.jobs.push({
-              local: path.join(s, f.rel),
-              remote: remoteJoin(into, ...f.rel.split(path.sep)),
-              size: f.size,
-            });
-          }
+  /**
+   * Makes the plan's directories, parents before children (several at once: mkdir -p is idempotent).
+   * Returns those this copy created: they hold nothing to replace, so their files need no temporary names.
+   */
+  async makeDirectories(plan: CopyPlan): Promise<Set<string>> {
+    const fresh = new Set<string>();
+    if (this.request.uploading) {
+      for (const root of plan.roots) {
+        if ((await remoteType(this.session, root)) === null) {
+          plan.dirs.filter((d) => d === root || d.startsWith(`${root}/`)).forEach((d) => fresh.add(d));
         }
       }
+      await eachLimited(plan.dirs, this.request.jobs, (d) => this.session.files.mkdir(d, { recursive: true }));
     } else {
-      const destType = await localType(dest);
-      if ((!single || dest.endsWith("/")) && destType !== "directory") {
-        throw new CommandFailure(
-          "local-not-found",
-          `${dest}: not a directory here${single ? "" : " (needed for several sources)"}`,
-          CP_EXIT,
-        );
-      }
-      for (const r of remoteSources) {
-        const remote = r!.path;
-        let info;
-        try {
-          info = await session.files.stat(remote);
-        } catch (e) {
-          fail(e, CP_EXIT, remote);
-        }
-        const base = path.posix.basename(remote === "." ? "copy" : remote);
-        const into = destType === "directory" ? path.join(dest, base) : dest;
-        if (info.type === "file") {
-          plan.jobs.push({ local: into, remote, size: info.size });
-        } else if (info.type === "directory") {
-          if (!recursive) {
-            throw new CommandFailure(
-              "remote-is-directory",
-              `${remote} is a directory on the server (add -r to copy directories)`,
-              CP_EXIT,
-            );
-          }
-          plan.dirs.push(into);
-          const listed = await session.files.list(remote, { recursive: true });
-          for (const e of listed) {
-            const local = path.join(into, ...e.path.split("/"));
-            if (e.type === "directory") plan.dirs.push(local);
-            else if (e.type === "file") plan.jobs.push({ local, remote: remoteJoin(remote, e.path), size: e.size });
-          }
-        } else {
-          throw new CommandFailure("usage", `${remote} is neither a file nor a directory on the server`, CP_EXIT);
-        }
-      }
+      for (const d of plan.dirs) if ((await fsp.mkdir(d, { recursive: true })) !== undefined) fresh.add(d); // undefined: it was there
     }
+    return fresh;
+  }
 
+  /** Copies the plan's files: small ones many to a request, larger ones streamed, several at once. */
+  async transfer(plan: CopyPlan, fresh: ReadonlySet<string>): Promise<Copied[]> {
+    const { uploading, jobs, json } = this.request;
+    const session = this.session;
     const progress = new Progress(
       { files: plan.jobs.length, bytes: plan.jobs.reduce((n, j) => n + j.size, 0) },
       !json && process.stderr.isTTY === true,
     );
-    // Directories first (parents before children, several at once: mkdir -p is idempotent), then the files.
-    // Directories this copy creates hold nothing to replace: their files need no temporary names.
-    const fresh = new Set<string>();
-    if (uploading) {
-      for (const root of plan.roots) {
-        if ((await remoteType(session, root)) === null) {
-          plan.dirs.filter((d) => d === root || d.startsWith(`${root}/`)).forEach((d) => fresh.add(d));
-        }
-      }
-      await eachLimited(plan.dirs, jobs, (d) => session.files.mkdir(d, { recursive: true }));
-    } else {
-      for (const d of plan.dirs) if ((await fsp.mkdir(d, { recursive: true })) !== undefined) fresh.add(d); // undefined: it was there
-    }
-    // Small files go many to a request (those for fresh directories apart); larger ones stream, several at once.
-    const parent = (j: CopyJob) => (uploading ? path.posix.dirname(j.remote) : path.dirname(j.local));
-    const small = plan.jobs.filter((j) => j.size <= SMALL_FILE);
-    const large = plan.jobs.filter((j) => j.size > SMALL_FILE);
-    const groups: CopyJob[][] = [];
-    for (const part of [small.filter((j) => fresh.has(parent(j))), small.filter((j) => !fresh.has(parent(j)))]) {
-      for (let i = 0; i < part.length; i += SMALL_BATCH) groups.push(part.slice(i, i + SMALL_BATCH));
-    }
+    const copied: Copied[] = [];
     await Promise.all([
-      eachLimited(groups, Math.ceil(jobs / 4), async (group) => {
+      eachLimited(this.#smallBatches(plan, fresh), Math.ceil(jobs / 4), async (group) => {
         copied.push(
           ...await (uploading
             ? uploadSmall(session, group, progress, fresh)
             : downloadSmall(session, group, progress, fresh)),
         );
       }),
-      eachLimited(large, jobs, async (job) => {
+      eachLimited(plan.jobs.filter((j) => j.size > SMALL_FILE), jobs, async (job) => {
         copied.push(await (uploading ? upload(session, job, progress) : download(session, job, progress)));
       }),
     ]);
     progress.end();
-  } catch (e) {
-    fail(e, CP_EXIT);
-  } finally {
-    await session.close().catch(() => {});
-    agent.close();
+    return copied;
   }
-  const seconds = (performance.now() - started) / 1000;
+
+  /** The small files in batches, those bound for fresh directories apart from the others. */
+  #smallBatches(plan: CopyPlan, fresh: ReadonlySet<string>): CopyJob[][] {
+    const parent = (j: CopyJob) => (this.request.uploading ? path.posix.dirname(j.remote) : path.dirname(j.local));
+    const small = plan.jobs.filter((j) => j.size <= SMALL_FILE);
+    const batches: CopyJob[][] = [];
+    for (const part of [small.filter((j) => fresh.has(parent(j))), small.filter((j) => !fresh.has(parent(j)))]) {
+      for (let i = 0; i < part.length; i += SMALL_BATCH) batches.push(part.slice(i, i + SMALL_BATCH));
+    }
+    return batches;
+  }
+}
+
+/** Says what was copied: one JSON object with --json; else a line on a terminal, nothing when no one watches. */
+function report(request: CopyRequest, copied: Copied[], seconds: number): void {
   const bytes = copied.reduce((n, c) => n + c.size, 0);
-  if (json) {
+  if (request.json) {
     process.stdout.write(
       JSON.stringify({
         ok: true,
-        direction: uploading ? "upload" : "download",
+        direction: request.uploading ? "upload" : "download",
         files: copied.length,
         bytes,
         seconds: Number(seconds.toFixed(3)),
@@ -465,7 +517,7 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
     );
   } else if (!process.stderr.isTTY) {
     // Quiet when no one watches, as cp and scp are.
-  } else if (copied.length === 1 && !recursive) {
+  } else if (copied.length === 1 && !request.recursive) {
     process.stderr.write(
       `${copied[0].path}: ${copied[0].size} bytes, sha256 ${copied[0].sha256} (checked on both ends)\n`,
     );
@@ -474,5 +526,24 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
       `${copied.length} files, ${bytes} bytes in ${seconds.toFixed(2)} s, each checked by SHA-256 on both ends\n`,
     );
   }
+}
+
+export async function cpCommand(operands: string[], flags: Flags): Promise<number> {
+  const request = parseOperands(operands, flags);
+  const sourceStats = request.uploading ? await statLocalSources(request.sources, request.recursive) : new Map();
+  const { agent, session } = await openRemote(request.address, flags, CP_EXIT);
+  const started = performance.now();
+  let copied: Copied[];
+  try {
+    const copy = new Copy(session, request);
+    const plan = await copy.plan(sourceStats);
+    copied = await copy.transfer(plan, await copy.makeDirectories(plan));
+  } catch (e) {
+    fail(e, CP_EXIT);
+  } finally {
+    await session.close().catch(() => {});
+    agent.close();
+  }
+  report(request, copied, (performance.now() - started) / 1000);
   return 0;
 }

@@ -7,7 +7,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { generateKey, keyId, parseKey } from "../../core/secure/keys.ts";
-import { type Flags, str } from "../../agent/config.ts";
+import { type Flags, str } from "../flags.ts";
 import { ConfigError } from "../../agent/config-error.ts";
 import { readKeyFile } from "../../agent/keystore.ts";
 

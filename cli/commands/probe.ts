@@ -18,7 +18,8 @@ import {
 } from "../../core/errors.ts";
 import { keyId } from "../../core/secure/keys.ts";
 import type { AgentInfo } from "../../core/wire/messages.ts";
-import { type Flags, str } from "../../agent/config.ts";
+import type { ByteStream } from "../../core/wire/stream.ts";
+import { type Flags, str } from "../flags.ts";
 import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
 import { DialError, dialTcp, formatHost } from "../../runtime/tcp.ts";
 import {
@@ -135,9 +136,31 @@ async function runStages(
 
   report.stage = "connect";
   const t0 = performance.now();
-  let stream;
+  const stream = await connectStage(address, port, timeoutMs);
+  const connectMs = performance.now() - t0;
+
+  report.stage = "handshake";
+  const t1 = performance.now();
+  const client = await handshakeStage(stream, key, insecure, timeoutMs, report);
+  report.protocolVersion = client.version;
+  report.timings = { connectMs, handshakeMs: performance.now() - t1 };
+
+  report.stage = "info";
+  report.agent = await withTimeout(client.info(), timeoutMs, "waiting for agent info").catch((e) => {
+    client.close();
+    throw classify(e, "info");
+  });
+
+  report.stage = "ping";
+  const rtt = await pingStage(client, count, timeoutMs);
+  if (rtt) report.rtt = rtt;
+  return client;
+}
+
+/** The connect stage: a TCP connection, or a {@link StageError} for refused, timed out or unreachable. */
+async function connectStage(address: string, port: number, timeoutMs: number): Promise<ByteStream> {
   try {
-    stream = await dialTcp(address, port, { timeoutMs });
+    return await dialTcp(address, port, { timeoutMs });
   } catch (e) {
     if (e instanceof DialError && e.stage === "refused") {
       throw new StageError("connect", PROBE_EXIT.refused, "refused", e.message);
@@ -147,13 +170,18 @@ async function runStages(
     }
     throw new StageError("connect", PROBE_EXIT.refused, "unreachable", (e as Error).message);
   }
-  const connectMs = performance.now() - t0;
+}
 
-  report.stage = "handshake";
-  const t1 = performance.now();
-  let client: AgentClient;
+/** The handshake and authenticate stages: an open client, or the {@link StageError} of the stage that failed. */
+async function handshakeStage(
+  stream: ByteStream,
+  key: Uint8Array | undefined,
+  insecure: boolean,
+  timeoutMs: number,
+  report: ProbeReport,
+): Promise<AgentClient> {
   try {
-    client = await withTimeout(
+    return await withTimeout(
       AgentClient.open(stream, {
         key,
         insecure,
@@ -169,16 +197,10 @@ async function runStages(
     stream.close();
     throw classify(e as Error, report.stage as Stage);
   }
-  report.protocolVersion = client.version;
-  report.timings = { connectMs, handshakeMs: performance.now() - t1 };
+}
 
-  report.stage = "info";
-  report.agent = await withTimeout(client.info(), timeoutMs, "waiting for agent info").catch((e) => {
-    client.close();
-    throw classify(e, "info");
-  });
-
-  report.stage = "ping";
+/** The ping stage: `count` round trips and their spread (none for a count of 0). */
+async function pingStage(client: AgentClient, count: number, timeoutMs: number): Promise<ProbeReport["rtt"]> {
   const rtts: number[] = [];
   for (let i = 0; i < count; i++) {
     rtts.push(
@@ -188,12 +210,10 @@ async function runStages(
       })).rttMs,
     );
   }
-  if (rtts.length > 0) {
-    rtts.sort((a, b) => a - b);
-    const q = (p: number) => rtts[Math.min(rtts.length - 1, Math.floor(p * rtts.length))];
-    report.rtt = { count: rtts.length, minMs: rtts[0], p50Ms: q(0.5), p99Ms: q(0.99), maxMs: rtts[rtts.length - 1] };
-  }
-  return client;
+  if (rtts.length === 0) return undefined;
+  rtts.sort((a, b) => a - b);
+  const q = (p: number) => rtts[Math.min(rtts.length - 1, Math.floor(p * rtts.length))];
+  return { count: rtts.length, minMs: rtts[0], p50Ms: q(0.5), p99Ms: q(0.99), maxMs: rtts[rtts.length - 1] };
 }
 
 /** The resolve stage: the host's address, or a {@link StageError} for a missing name or a timeout. */
@@ -282,106 +302,156 @@ function print(report: ProbeReport, flags: Flags) {
   (report.ok ? process.stdout : process.stderr).write(lines.join("\n") + "\n");
 }
 
+/** A listener's TLS connection with the certificate it presented. */
+type TlsDialed = Awaited<ReturnType<typeof dialTls>>;
+
 /** `agent probe host:port --tls`: checks a product's listener from this server, as the agent would dial it. */
 async function probeListener(host: string, port: number, flags: Flags): Promise<void> {
-  const timeoutMs = Number(flags.timeout ?? 10) * 1000;
-  const key = keyFromFlags(flags);
-  const lines = [`probe listener ${formatHost(host)}:${port} (outbound TLS, as this agent would dial it)`];
-  const report: Record<string, unknown> = { ok: false, target: `${formatHost(host)}:${port}` };
-  const fail = (code: number, stage: string, errorCode: string, message: string): never => {
-    report.stage = stage;
-    report.error = { code: errorCode, message };
-    lines.push(`  FAILED at ${stage}: ${message}`);
-    if (flags.json) process.stdout.write(JSON.stringify(report) + "\n");
-    else process.stderr.write(lines.join("\n") + "\n");
-    throw new ExitError(code, "");
-  };
-  let proxy: URL | null;
-  try {
-    proxy = proxyFor(host, process.env, str(flags.proxy));
-  } catch (e) {
-    throw new ExitError(PROBE_EXIT.usage, (e as Error).message);
+  const probe = new ListenerProbe(host, port, flags);
+  const proxy = probe.proxy();
+  const address = proxy ? host : await probe.resolve(); // through a proxy, the proxy resolves the name
+  const dialed = await probe.dial(address, proxy);
+  await probe.proveKey(dialed);
+  probe.succeed();
+}
+
+/** The stages of a listener probe, each a method, with the lines and the report they add to. */
+class ListenerProbe {
+  readonly timeoutMs: number;
+  readonly key: Uint8Array | undefined;
+  readonly lines: string[];
+  readonly report: Record<string, unknown>;
+
+  constructor(readonly host: string, readonly port: number, readonly flags: Flags) {
+    this.timeoutMs = Number(flags.timeout ?? 10) * 1000;
+    this.key = keyFromFlags(flags);
+    this.lines = [`probe listener ${formatHost(host)}:${port} (outbound TLS, as this agent would dial it)`];
+    this.report = { ok: false, target: `${formatHost(host)}:${port}` };
   }
-  let address = host; // through a proxy, the proxy resolves the name
-  if (proxy) {
-    lines.push(`  proxy          ${proxy.host} (HTTP CONNECT)`);
-    report.proxy = proxy.host;
-  } else {
+
+  /** Prints what was found and the failed stage, and exits with `code`. */
+  fail(code: number, stage: string, errorCode: string, message: string): never {
+    this.report.stage = stage;
+    this.report.error = { code: errorCode, message };
+    this.lines.push(`  FAILED at ${stage}: ${message}`);
+    if (this.flags.json) process.stdout.write(JSON.stringify(this.report) + "\n");
+    else process.stderr.write(this.lines.join("\n") + "\n");
+    throw new ExitError(code, "");
+  }
+
+  /** The HTTP CONNECT proxy to go through (--proxy, else HTTPS_PROXY minus NO_PROXY), or null. */
+  proxy(): URL | null {
+    let proxy: URL | null;
     try {
-      address = await resolveStage(host, timeoutMs);
+      proxy = proxyFor(this.host, process.env, str(this.flags.proxy));
+    } catch (e) {
+      throw new ExitError(PROBE_EXIT.usage, (e as Error).message);
+    }
+    if (proxy) {
+      this.lines.push(`  proxy          ${proxy.host} (HTTP CONNECT)`);
+      this.report.proxy = proxy.host;
+    }
+    return proxy;
+  }
+
+  async resolve(): Promise<string> {
+    try {
+      return await resolveStage(this.host, this.timeoutMs);
     } catch (e) {
       const s = e as StageError;
-      return fail(s.exitCode, s.stage, s.code, s.message);
+      return this.fail(s.exitCode, s.stage, s.code, s.message);
     }
   }
-  const ca = str(flags.ca);
-  let trust;
-  try {
-    trust = {
-      ca: ca ? fs.readFileSync(ca, "utf8") : undefined,
-      fingerprint: str(flags.fingerprint) ? parseFingerprint(str(flags.fingerprint)!) : undefined,
-      serverName: str(flags.serverName) ?? host,
-    };
-  } catch (e) {
-    throw new ExitError(PROBE_EXIT.usage, (e as Error).message);
+
+  /** Which certificates to trust: --ca, --fingerprint, and the name it must carry. */
+  trust(): { ca?: string; fingerprint?: Uint8Array; serverName: string } {
+    const ca = str(this.flags.ca);
+    const fingerprint = str(this.flags.fingerprint);
+    try {
+      return {
+        ca: ca ? fs.readFileSync(ca, "utf8") : undefined,
+        fingerprint: fingerprint ? parseFingerprint(fingerprint) : undefined,
+        serverName: str(this.flags.serverName) ?? this.host,
+      };
+    } catch (e) {
+      throw new ExitError(PROBE_EXIT.usage, (e as Error).message);
+    }
   }
-  const t0 = performance.now();
-  let dialed;
-  try {
-    dialed = await dialTls(address, port, { ...trust, timeoutMs, proxy, reportTrust: true });
-  } catch (e) {
-    if (e instanceof ProxyError) return fail(PROBE_EXIT.proxyFailed, "proxy", e.stage, e.message);
+
+  /** The reachable and certificate stages: a TLS connection, with its certificate described. */
+  async dial(address: string, proxy: URL | null): Promise<TlsDialed> {
+    const trust = this.trust();
+    const t0 = performance.now();
+    let dialed;
+    try {
+      dialed = await dialTls(address, this.port, { ...trust, timeoutMs: this.timeoutMs, proxy, reportTrust: true });
+    } catch (e) {
+      return this.#failDial(e);
+    }
+    this.lines.push(`  reachable      yes, TLS in ${(performance.now() - t0).toFixed(1)} ms`);
+    describeCertificate(dialed.certificate, this.lines, this.report);
+    return dialed;
+  }
+
+  #failDial(e: unknown): never {
+    if (e instanceof ProxyError) return this.fail(PROBE_EXIT.proxyFailed, "proxy", e.stage, e.message);
     if (e instanceof CertificateError) {
-      describeCertificate(e.certificate, lines, report);
+      describeCertificate(e.certificate, this.lines, this.report);
       const code = e.reason === "fingerprint-mismatch"
         ? PROBE_EXIT.fingerprintMismatch
         : e.reason === "expired"
         ? PROBE_EXIT.certificateExpired
         : PROBE_EXIT.certificateUntrusted;
-      return fail(code, "certificate", e.reason, e.message);
+      return this.fail(code, "certificate", e.reason, e.message);
     }
     if (e instanceof DialError) {
-      return fail(
-        e.stage === "refused" ? PROBE_EXIT.refused : e.stage === "timeout" ? PROBE_EXIT.timeout : PROBE_EXIT.refused,
-        "connect",
-        e.stage,
-        e.message,
-      );
+      const code = e.stage === "timeout" ? PROBE_EXIT.timeout : PROBE_EXIT.refused;
+      return this.fail(code, "connect", e.stage, e.message);
     }
-    return fail(PROBE_EXIT.failed, "connect", "failed", (e as Error).message);
+    return this.fail(PROBE_EXIT.failed, "connect", "failed", (e as Error).message);
   }
-  lines.push(`  reachable      yes, TLS in ${(performance.now() - t0).toFixed(1)} ms`);
-  describeCertificate(dialed.certificate, lines, report);
-  if (!key) {
-    dialed.stream.close();
-    lines.push("  key            not checked (no key: pass --key-file, or run where the agent's key file is)");
-    report.ok = true;
-  } else {
-    const id = await keyId(key);
-    report.keyId = id;
+
+  /** The key stage: whether the listener accepts this server's key (skipped when there is no key). */
+  async proveKey(dialed: TlsDialed): Promise<void> {
+    if (!this.key) {
+      dialed.stream.close();
+      this.lines.push("  key            not checked (no key: pass --key-file, or run where the agent's key file is)");
+      this.report.ok = true;
+      return;
+    }
+    const id = await keyId(this.key);
+    this.report.keyId = id;
     try {
       const frames = await withTimeout(
-        proveToListener(dialed.stream, { id, bytes: key }, runtimeCryptoProvider(), dialed.certificate.fingerprint),
-        timeoutMs,
+        proveToListener(
+          dialed.stream,
+          { id, bytes: this.key },
+          runtimeCryptoProvider(),
+          dialed.certificate.fingerprint,
+        ),
+        this.timeoutMs,
         "waiting for the listener's key exchange",
       );
       frames.close();
     } catch (e) {
       dialed.stream.close();
-      if (e instanceof KeyRejectedError) return fail(PROBE_EXIT.wrongKey, "key", "key-rejected", e.message);
-      if (e instanceof TimeoutError) return fail(PROBE_EXIT.timeout, "key", "timeout", e.message);
+      if (e instanceof KeyRejectedError) return this.fail(PROBE_EXIT.wrongKey, "key", "key-rejected", e.message);
+      if (e instanceof TimeoutError) return this.fail(PROBE_EXIT.timeout, "key", "timeout", e.message);
       if (e instanceof ProtocolError) {
-        return fail(PROBE_EXIT.notAnAgent, "key", "not-a-listener", `not an agent listener: ${e.message}`);
+        return this.fail(PROBE_EXIT.notAnAgent, "key", "not-a-listener", `not an agent listener: ${e.message}`);
       }
-      return fail(PROBE_EXIT.failed, "key", "failed", (e as Error).message);
+      return this.fail(PROBE_EXIT.failed, "key", "failed", (e as Error).message);
     }
-    lines.push(`  key            accepted (key id ${id})`);
-    report.keyAccepted = true;
-    report.ok = true;
+    this.lines.push(`  key            accepted (key id ${id})`);
+    this.report.keyAccepted = true;
+    this.report.ok = true;
   }
-  lines.push("  ok");
-  if (flags.json) process.stdout.write(JSON.stringify(report) + "\n");
-  else process.stdout.write(lines.join("\n") + "\n");
+
+  succeed(): void {
+    this.lines.push("  ok");
+    if (this.flags.json) process.stdout.write(JSON.stringify(this.report) + "\n");
+    else process.stdout.write(this.lines.join("\n") + "\n");
+  }
 }
 
 function describeCertificate(c: CertificateReport, lines: string[], report: Record<string, unknown>) {

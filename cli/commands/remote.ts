@@ -24,7 +24,8 @@ import {
 } from "../../core/errors.ts";
 import { parseKey } from "../../core/secure/keys.ts";
 import type { RemoteSession } from "../../core/client/remote-session.ts";
-import { type Flags, resolveConfig, str } from "../../agent/config.ts";
+import { resolveConfig } from "../../agent/config.ts";
+import { type Flags, str } from "../flags.ts";
 import { DEFAULT_KEY_FILE, readKeyFile } from "../../agent/keystore.ts";
 import { ExitError } from "./exit.ts";
 import { DEFAULT_PORT } from "../../core/wire/hello.ts";
@@ -44,6 +45,7 @@ export type Failure =
   | "connection-lost"
   | "remote-not-found"
   | "remote-is-directory"
+  | "local-is-directory"
   | "remote-not-directory"
   | "permission-denied"
   | "local-not-found"

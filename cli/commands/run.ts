@@ -6,7 +6,8 @@
  * @module
  */
 import os from "node:os";
-import { type Flags, str } from "../../agent/config.ts";
+import { type Flags, str } from "../flags.ts";
+import type { ExitStatus, RemoteProcess } from "../../core/client/processes.ts";
 import { CommandFailure, errorCode, fail, type Failure, openRemote, parseAddress } from "./remote.ts";
 
 /**
@@ -30,6 +31,7 @@ export const RUN_EXIT: Record<Failure, number> = {
   "remote-not-directory": 127,
   "invalid-argument": 254,
   "local-not-found": 255,
+  "local-is-directory": 255,
   "local-disk-full": 251, // the program's output could not be written here
   "checksum-mismatch": 255,
 };
@@ -48,7 +50,17 @@ function writeOut(stream: NodeJS.WriteStream, chunk: Uint8Array): Promise<void> 
   });
 }
 
-export async function runCommand(target: string | undefined, flags: Flags): Promise<number> {
+/** What to run where, read from the command line. */
+interface RunRequest {
+  address: { host: string; port: number };
+  program: string;
+  args: string[];
+  cwd: string | undefined;
+  env: Record<string, string>;
+  json: boolean;
+}
+
+function parseRequest(target: string | undefined, flags: Flags): RunRequest {
   const command = ((flags["--"] as string[] | undefined) ?? []).map(String);
   if (!target || command.length === 0) {
     throw new CommandFailure(
@@ -65,114 +77,144 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
     env[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   const [program, args] = flags.shell ? ["/bin/sh", ["-c", command.join(" ")]] : [command[0], command.slice(1)];
-  const json = Boolean(flags.json);
+  return { address, program, args, cwd: str(flags.cwd), env, json: Boolean(flags.json) };
+}
 
-  const { agent, session } = await openRemote(address, flags, RUN_EXIT);
+/** Ctrl-C: the first one reaches the program as SIGINT (so it can clean up); a second ends it. */
+function forwardSignals(proc: RemoteProcess, cleanups: Array<() => void>): void {
+  let interrupts = 0;
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    const handler = () => {
+      if (signal === "SIGINT" && ++interrupts > 1) {
+        if (interrupts === 2) process.stderr.write("agent: interrupted again; ending the remote program\n");
+        void proc.signal("SIGKILL").catch(() => {});
+      } else {
+        void proc.signal(signal).catch(() => {});
+      }
+    };
+    process.on(signal, handler);
+    cleanups.push(() => process.off(signal, handler));
+  }
+}
+
+/** Our stdout and stderr: the first error writing them (a full disk, a reader gone) ends the program. */
+class LocalOutput {
+  error: NodeJS.ErrnoException | null = null;
+  readonly collected = { stdout: [] as Uint8Array[], stderr: [] as Uint8Array[] };
+
+  constructor(readonly proc: RemoteProcess, readonly json: boolean, cleanups: Array<() => void>) {
+    for (const name of ["stdout", "stderr"] as const) {
+      process[name].on("error", this.failed);
+      cleanups.push(() => process[name].off("error", this.failed));
+    }
+  }
+
+  /** The program's output has nowhere to go: end it. */
+  readonly failed = (e: NodeJS.ErrnoException) => {
+    if (this.error) return;
+    this.error = e;
+    void this.proc.signal("SIGTERM").catch(() => {});
+  };
+
+  /** Copies the program's stdout and stderr to ours (or collects them, with --json) until they end. */
+  pump(): Promise<unknown> {
+    return Promise.all([this.#pump("stdout"), this.#pump("stderr")]);
+  }
+
+  async #pump(name: "stdout" | "stderr") {
+    for await (const chunk of this.proc[name]) {
+      if (this.json) this.collected[name].push(chunk);
+      else if (!this.error) {
+        try {
+          await writeOut(process[name], chunk);
+        } catch (e) {
+          this.failed(e as NodeJS.ErrnoException); // Deno throws here where Node emits "error"
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Sends our standard input to the program when it is piped or a file; a terminal is left alone
+ * and the program's input closed. Returns whether it is sent.
+ */
+async function feedStdin(proc: RemoteProcess, flags: Flags): Promise<boolean> {
+  if (flags.noStdin || flags.stdin === false || process.stdin.isTTY) {
+    await proc.closeStdin().catch(() => {});
+    return false;
+  }
+  void (async () => {
+    try {
+      for await (const chunk of process.stdin as AsyncIterable<Uint8Array>) await proc.write(chunk);
+      await proc.closeStdin();
+    } catch {
+      // The program closed its input or ended: the rest of ours has nowhere to go.
+    } finally {
+      process.stdin.destroy();
+    }
+  })();
+  return true;
+}
+
+/** The exit code: the program's, 128 + N for signal N, or a failure when its output could not be written here. */
+function finish(request: RunRequest, status: ExitStatus, output: LocalOutput): number {
+  const failedCode = errorCode(output.error);
+  if (failedCode === "EPIPE") return 128 + 13; // the reader went away: end quietly, as a shell pipeline would (SIGPIPE)
+  if (output.error) {
+    const full = failedCode === "ENOSPC" || failedCode === "EDQUOT";
+    throw new CommandFailure(
+      full ? "local-disk-full" : "failed",
+      `cannot write ${request.program}'s output here${
+        full ? ": no space left on the local disk" : `: ${output.error.message}`
+      }; the program was ended`,
+      RUN_EXIT,
+    );
+  }
+  const signalNumber = status.signal ? (os.constants.signals as Record<string, number>)[status.signal] ?? 0 : 0;
+  const code = status.code ?? 128 + signalNumber;
+  if (request.json) {
+    const text = (parts: Uint8Array[]) => Buffer.concat(parts).toString("utf8");
+    process.stdout.write(
+      JSON.stringify({
+        code: status.code,
+        signal: status.signal,
+        exitCode: code,
+        stdout: text(output.collected.stdout),
+        stderr: text(output.collected.stderr),
+      }) + "\n",
+    );
+  } else if (status.signal) {
+    process.stderr.write(`agent: ${request.program} was ended by ${status.signal}\n`);
+  }
+  return code;
+}
+
+export async function runCommand(target: string | undefined, flags: Flags): Promise<number> {
+  const request = parseRequest(target, flags);
+  const { program, args, cwd, env } = request;
+  const { agent, session } = await openRemote(request.address, flags, RUN_EXIT);
   const cleanups: Array<() => void> = [];
   try {
     let proc;
     try {
-      proc = await session.processes.start({ program, args, cwd: str(flags.cwd), env });
+      proc = await session.processes.start({ program, args, cwd, env });
     } catch (e) {
       fail(e, RUN_EXIT, `cannot run ${program}`);
     }
-    // Ctrl-C: the first one reaches the program as SIGINT (so it can clean up); a second ends it.
-    let interrupts = 0;
-    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-      const handler = () => {
-        if (signal === "SIGINT" && ++interrupts > 1) {
-          if (interrupts === 2) process.stderr.write("agent: interrupted again; ending the remote program\n");
-          void proc.signal("SIGKILL").catch(() => {});
-        } else {
-          void proc.signal(signal).catch(() => {});
-        }
-      };
-      process.on(signal, handler);
-      cleanups.push(() => process.off(signal, handler));
-    }
-
-    // Our own output failing (a full disk, a reader that went away) ends the program: its output has nowhere to go.
-    let localError: NodeJS.ErrnoException | null = null;
-    const onLocalError = (e: NodeJS.ErrnoException) => {
-      if (localError) return;
-      localError = e;
-      void proc.signal("SIGTERM").catch(() => {});
-    };
-    for (const name of ["stdout", "stderr"] as const) {
-      process[name].on("error", onLocalError);
-      cleanups.push(() => process[name].off("error", onLocalError));
-    }
-
-    const collected = { stdout: [] as Uint8Array[], stderr: [] as Uint8Array[] };
-    const pump = async (name: "stdout" | "stderr") => {
-      for await (const chunk of proc[name]) {
-        if (json) collected[name].push(chunk);
-        else if (!localError) {
-          try {
-            await writeOut(process[name], chunk);
-          } catch (e) {
-            onLocalError(e as NodeJS.ErrnoException); // Deno throws here where Node emits "error"
-          }
-        }
-      }
-    };
-    const output = Promise.all([pump("stdout"), pump("stderr")]);
-
-    // Standard input goes to the program when it is piped or a file; a terminal is left alone.
-    const feedStdin = !flags.noStdin && flags.stdin !== false && !process.stdin.isTTY;
-    if (feedStdin) {
-      void (async () => {
-        try {
-          for await (const chunk of process.stdin as AsyncIterable<Uint8Array>) await proc.write(chunk);
-          await proc.closeStdin();
-        } catch {
-          // The program closed its input or ended: the rest of ours has nowhere to go.
-        } finally {
-          process.stdin.destroy();
-        }
-      })();
-    } else {
-      await proc.closeStdin().catch(() => {});
-    }
-
+    forwardSignals(proc, cleanups);
+    const output = new LocalOutput(proc, request.json, cleanups);
+    const pumped = output.pump();
+    const stdinSent = await feedStdin(proc, flags);
     let status;
     try {
       status = await proc.wait();
-      await output;
+      await pumped;
     } catch (e) {
       fail(e, RUN_EXIT, `running ${program}`);
     }
-    if (feedStdin) process.stdin.destroy(); // stop reading input the program can no longer take
-    const failed = localError as NodeJS.ErrnoException | null;
-    const failedCode = errorCode(failed);
-    if (failedCode === "EPIPE") return 128 + 13; // the reader went away: end quietly, as a shell pipeline would (SIGPIPE)
-    if (failed) {
-      const full = failedCode === "ENOSPC" || failedCode === "EDQUOT";
-      throw new CommandFailure(
-        full ? "local-disk-full" : "failed",
-        `cannot write ${program}'s output here${
-          full ? ": no space left on the local disk" : `: ${failed.message}`
-        }; the program was ended`,
-        RUN_EXIT,
-      );
-    }
-    const signalNumber = status.signal ? (os.constants.signals as Record<string, number>)[status.signal] ?? 0 : 0;
-    const code = status.code ?? 128 + signalNumber;
-    if (json) {
-      const text = (parts: Uint8Array[]) => Buffer.concat(parts).toString("utf8");
-      process.stdout.write(
-        JSON.stringify({
-          code: status.code,
-          signal: status.signal,
-          exitCode: code,
-          stdout: text(collected.stdout),
-          stderr: text(collected.stderr),
-        }) + "\n",
-      );
-    } else if (status.signal) {
-      process.stderr.write(`agent: ${program} was ended by ${status.signal}\n`);
-    }
-    return code;
+    if (stdinSent) process.stdin.destroy(); // stop reading input the program can no longer take
+    return finish(request, status, output);
   } finally {
     for (const cleanup of cleanups) cleanup();
     await session.close().catch(() => {});

@@ -2,7 +2,7 @@
  * `agent service install|uninstall|status`: the agent as a systemd service.
  * @module
  */
-import { type Flags, str } from "../../agent/config.ts";
+import { type Flags, str } from "../flags.ts";
 import { DEFAULT_BINARY, DEFAULT_USER, installService, serviceStatus, uninstallService } from "../../agent/service.ts";
 import { seaModule } from "../../runtime/self.ts";
 import { ExitError } from "./exit.ts";

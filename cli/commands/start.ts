@@ -7,7 +7,8 @@ import { AgentServer } from "../../agent/server.ts";
 import { cleanStaleChannels } from "../../agent/host-process.ts";
 import { RING_CAPACITY, SessionManager } from "../../agent/sessions.ts";
 import { controlPath, serveControl } from "../../agent/control.ts";
-import { type AgentConfig, type Flags, resolveConfig, str } from "../../agent/config.ts";
+import { type AgentConfig, resolveConfig } from "../../agent/config.ts";
+import { type Flags, str } from "../flags.ts";
 import { ensureStateDir, loadAgentKeys } from "../../agent/keystore.ts";
 import { droppedLogLines, log, LOG_FORMATS, type LogFormat, setLogFormat } from "../../runtime/log.ts";
 import { serveMetrics } from "../../agent/metrics.ts";
@@ -16,7 +17,7 @@ import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
 import { hostCommand } from "../../runtime/self.ts";
 import { parseFingerprint } from "../../runtime/tls.ts";
 import { OutboundTarget } from "../../agent/dialer.ts";
-import { ConfigError } from "../../agent/config.ts";
+import { ConfigError } from "../../agent/config-error.ts";
 import { formatHost, isLoopback } from "../../runtime/tcp.ts";
 import fs from "node:fs";
 

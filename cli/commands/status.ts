@@ -5,7 +5,8 @@
  */
 import { controlPath, NotRunningError, requestControl } from "../../agent/control.ts";
 import type { AgentStatus } from "../../agent/server.ts";
-import { type Flags, resolveConfig } from "../../agent/config.ts";
+import { resolveConfig } from "../../agent/config.ts";
+import type { Flags } from "../flags.ts";
 import { formatHost } from "../../runtime/tcp.ts";
 import { ExitError } from "./exit.ts";
 

@@ -1,0 +1,326 @@
+/**
+ * Every `agent` command in one table: its name and arguments, description,
+ * options, examples, usage notes, exit codes, and the action that runs it.
+ * cli/main.ts builds the command line from this table alone; a new command is
+ * a module in cli/commands/ and an entry here.
+ * @module
+ */
+import type { Flags } from "./flags.ts";
+import { CLI_PRODUCT } from "./commands/product.ts";
+
+// Each action loads its command's module only when that command runs: `agent run` and a session's host
+// process then start without evaluating the server, TLS, HTTP or config-schema code they never use.
+
+/** One option as cac takes it: `"--key-file <file>"`, its help, and whether it may repeat (a list). */
+export interface OptionSpec {
+  flags: string;
+  help: string;
+  /** Parsed as a list of strings (cac's `type: [String]`), so a repeated option keeps every value. */
+  list?: boolean;
+}
+
+/** One command of the table. */
+export interface CommandSpec {
+  /** The name and its arguments, as cac takes them: `"cp [...operands]"`. */
+  name: string;
+  description: string;
+  options: OptionSpec[];
+  examples?: string[];
+  /** The usage line in `agent CMD --help` (cac writes one when this is absent). */
+  usage?: string;
+  /** Lines of help after the usage line. */
+  notes?: string[];
+  /** Lines listing the exit codes, after the notes (docs/operations.md has them as tables). */
+  exitCodes?: string[];
+  /** Runs the command with cac's arguments (the positional ones, then the flags); resolves with its exit code. */
+  action: (...args: never[]) => Promise<number | void>;
+}
+
+const STATE_DIR_HELP =
+  "State directory (env AGENT_STATE_DIR; default /var/lib/agent as root, else ~/.local/state/agent)";
+const CONFIG_HELP = "JSON config file (env AGENT_CONFIG; default <state-dir>/config.json if present)";
+
+/** The options of the commands that open a session on a server: `run` and `cp`. */
+const SESSION_OPTIONS: OptionSpec[] = [
+  { flags: "--key <hex>", help: "The agent's key (visible in `ps`, prefer --key-file)", list: true },
+  {
+    flags: "--key-file <file>",
+    help: "File holding the agent's key (env AGENT_KEY_FILE; default: this machine's agent key, if readable)",
+    list: true,
+  },
+  {
+    flags: "--product <name>",
+    help: `Open the session for this product (default ${CLI_PRODUCT}; relative remote paths start at its root)`,
+    list: true,
+  },
+  { flags: "--timeout <seconds>", help: "Time allowed to connect (default 10)" },
+];
+
+const start: CommandSpec = {
+  name: "start",
+  description: "Run the agent in the foreground and accept products' connections",
+  options: [
+    {
+      flags: "--host <address>",
+      help: "Address to listen on (env AGENT_HOST; default 0.0.0.0, all IPv4 addresses)",
+      list: true,
+    },
+    { flags: "--port <port>", help: "TCP port to listen on (env AGENT_PORT; default 46336, 0 picks a free one)" },
+    { flags: "--key <hex>", help: "Accept this key (repeatable; visible in `ps`, prefer --key-file)", list: true },
+    {
+      flags: "--key-file <file>",
+      help: "Accept the keys in this file, one per line, mode 0600 (repeatable; env AGENT_KEY_FILE)",
+      list: true,
+    },
+    { flags: "--config <file>", help: CONFIG_HELP, list: true },
+    { flags: "--state-dir <dir>", help: STATE_DIR_HELP, list: true },
+    {
+      flags: "--handshake-timeout <seconds>",
+      help: "Drop a connection that has not finished its handshake in time (default 30)",
+    },
+    { flags: "--max-handshakes <n>", help: "Handshakes in progress at once before new ones wait (default 100)" },
+    {
+      flags: "--product <name>",
+      help: "Serve sessions for this product only (repeatable; default: any product name)",
+      list: true,
+    },
+    {
+      flags: "--idle-timeout <seconds>",
+      help: "End a session after this long with no client attached (env AGENT_IDLE_TIMEOUT; default 1800)",
+    },
+    {
+      flags: "--warm-hosts <n>",
+      help:
+        "Keep an already started host ready for this many recently used products, so their next session opens at once (default 2; 0 turns it off)",
+    },
+    {
+      flags: "--reconnect-grace <seconds>",
+      help: "Keep a disconnected client's place this long so it can resume (env AGENT_RECONNECT_GRACE; default 1800)",
+    },
+    {
+      flags: "--connect <host:port>",
+      help: "Outbound: dial this product listener over TLS and serve it (repeatable)",
+      list: true,
+    },
+    {
+      flags: "--ca <file>",
+      help: "Outbound: trust listeners signed by the CA(s) in this PEM file instead of the system's",
+      list: true,
+    },
+    {
+      flags: "--fingerprint <sha256>",
+      help: "Outbound: trust exactly the listener certificate with this SHA-256 fingerprint",
+      list: true,
+    },
+    {
+      flags: "--server-name <name>",
+      help: "Outbound: the name the listener's certificate must carry (default: the host dialled)",
+      list: true,
+    },
+    { flags: "--no-listen", help: "Do not accept inbound connections (outbound only)" },
+    {
+      flags: "--proxy <url>",
+      help: "Outbound: dial through this HTTP CONNECT proxy (default: HTTPS_PROXY, minus NO_PROXY hosts)",
+    },
+    {
+      flags: "--keepalive <seconds>",
+      help: "Outbound: heartbeat interval; 3 silent intervals end the connection (default 15)",
+    },
+    {
+      flags: "--metrics <host:port>",
+      help: "Serve /healthz, /readyz and Prometheus /metrics over HTTP here (e.g. 127.0.0.1:9464; off by default)",
+    },
+    {
+      flags: "--check",
+      help: "Check the settings and key files, print a summary and exit (0 when they load), like sshd -t",
+    },
+    {
+      flags: "--show-key",
+      help: "On first start, print the new key itself (it is printed only to a terminal otherwise)",
+    },
+    {
+      flags: "--log-format <format>",
+      help: "text (default), journal (systemd priority prefixes; the default under systemd) or json",
+    },
+    {
+      flags: "--insecure",
+      help: "No encryption, no authentication, loopback peers only. For local debugging, never production",
+    },
+  ],
+  examples: [
+    "agent start --connect product.example.com:46340 --no-listen   # behind NAT: dial out, listen nowhere",
+    "agent start                       # first start creates a key and prints it once",
+    "agent start --port 4000 --key-file /etc/agent/keys",
+    "agent start --check && systemctl reload agent   # SIGHUP re-reads keys and config; sessions stay",
+  ],
+  action: async (flags: Flags) => (await import("./commands/start.ts")).startCommand(flags),
+};
+
+const status: CommandSpec = {
+  name: "status",
+  description: "Show the agent running on this machine: connections, handshakes, sessions, outbound targets",
+  options: [
+    { flags: "--json", help: "Print one JSON object" },
+    { flags: "--config <file>", help: CONFIG_HELP, list: true },
+    { flags: "--state-dir <dir>", help: STATE_DIR_HELP, list: true },
+  ],
+  exitCodes: ["0 an agent answered, 3 no agent is running, 2 usage or bad settings, 1 other"],
+  action: async (flags: Flags) => (await import("./commands/status.ts")).statusCommand(flags),
+};
+
+const keygen: CommandSpec = {
+  name: "keygen",
+  description: "Create a new 256-bit agent key and print it with its key id, or show a key file's ids",
+  options: [
+    {
+      flags: "--out <file>",
+      help: "Write the key to this file (mode 0600; a missing directory is created with mode 0700)",
+      list: true,
+    },
+    { flags: "--force", help: "With --out: replace an existing file (the key in it stops working)" },
+    { flags: "--show <file>", help: "Print the key id of each key in this file, without an agent", list: true },
+    { flags: "--json", help: "Print one JSON object" },
+  ],
+  examples: [
+    "agent keygen --out /etc/agent/keys && agent start --key-file /etc/agent/keys",
+    "agent keygen --show /var/lib/agent/agent.key    # which key id does this file hold?",
+  ],
+  action: async (flags: Flags) => (await import("./commands/keygen.ts")).keygenCommand(flags),
+};
+
+const probe: CommandSpec = {
+  name: "probe [target]",
+  description: "Check an agent from here: resolve, connect, handshake, authenticate, info, ping",
+  options: [
+    { flags: "--key <hex>", help: "The agent's key", list: true },
+    {
+      flags: "--key-file <file>",
+      help: "File holding the agent's key (default: this machine's agent key, if readable)",
+      list: true,
+    },
+    { flags: "--count <n>", help: "Pings to send (default 5)" },
+    { flags: "--timeout <seconds>", help: "Time allowed for each stage (default 10)" },
+    { flags: "--json", help: "Print one JSON object" },
+    { flags: "--insecure", help: "Allow an agent that runs without encryption (loopback debugging only)" },
+    { flags: "--tls", help: "Check a product's outbound listener from this server instead: certificate, trust, key" },
+    { flags: "--ca <file>", help: "With --tls: trust the CA(s) in this PEM file", list: true },
+    { flags: "--fingerprint <sha256>", help: "With --tls: trust exactly this certificate", list: true },
+    { flags: "--server-name <name>", help: "With --tls: the name the certificate must carry", list: true },
+    {
+      flags: "--proxy <url>",
+      help: "With --tls: go through this HTTP CONNECT proxy (default: HTTPS_PROXY, minus NO_PROXY hosts)",
+    },
+    { flags: "--state-dir <dir>", help: STATE_DIR_HELP, list: true },
+  ],
+  examples: [
+    "agent probe server1.example.com:46336 --key-file ./server1.key",
+    "agent probe product.example.com:46340 --tls --ca /etc/agent/product-ca.pem",
+  ],
+  usage: "probe host[:port] [options]",
+  exitCodes: [
+    "0 ok, 2 usage, 3 name not found, 4 connection refused, 5 timed out,",
+    "6 not an agent, 7 wrong key (with --tls: key not accepted), 8 incompatible version, 9 agent is --insecure,",
+    "10 certificate not trusted, 11 certificate expired, 12 fingerprint mismatch, 13 proxy failed, 1 other",
+  ],
+  action: async (target: string | undefined, flags: Flags) =>
+    (await import("./commands/probe.ts")).probeCommand(target, flags),
+};
+
+const run: CommandSpec = {
+  name: "run [target]",
+  description: "Run a program on a server through its agent, as `ssh host cmd` does; exits with its code",
+  options: [
+    ...SESSION_OPTIONS,
+    { flags: "--shell", help: "Run the words after -- as one command line through /bin/sh -c (default: no shell)" },
+    { flags: "--cwd <dir>", help: "Working directory on the server (default: the product's root)", list: true },
+    { flags: "--env <NAME=VALUE>", help: "Set a variable for the program (repeatable)", list: true },
+    {
+      flags: "--no-stdin",
+      help: "Do not send standard input (it is sent when piped or redirected, never from a terminal)",
+    },
+    { flags: "--json", help: "Collect the output and print one JSON object: code, signal, exitCode, stdout, stderr" },
+  ],
+  examples: [
+    "agent run web1:46336 --key-file web1.key -- uname -a",
+    "tar c site | agent run web1 --key-file web1.key -- tar x -C /srv/www",
+    "agent run web1 --key-file web1.key --shell -- 'df -h / | tail -1'",
+  ],
+  usage: "run HOST[:PORT] [options] -- program [args...]",
+  notes: ["Output streams as it comes. The first Ctrl-C sends SIGINT to the program, a second ends it."],
+  exitCodes: [
+    "the program's own; 128+N when signal N ended it; 127 no such program, 126 not executable;",
+    "243 name not found, 244 refused, 245 timed out, 246 not an agent, 247 wrong key, 248 incompatible version,",
+    "249 product refused, 250 connection lost, 251 output could not be written here (disk full), 254 usage, 255 other",
+  ],
+  action: async (target: string | undefined, flags: Flags) =>
+    (await import("./commands/run.ts")).runCommand(target, flags),
+};
+
+const cp: CommandSpec = {
+  name: "cp [...operands]",
+  description: "Copy files and directories to or from a server through its agent, as scp does, checked by SHA-256",
+  options: [
+    ...SESSION_OPTIONS,
+    { flags: "-r, --recursive", help: "Copy directories and everything in them" },
+    { flags: "--jobs <n>", help: "Files in flight at once when copying many (default 16)" },
+    { flags: "--json", help: "Print one JSON object: files, bytes, seconds, and each file's path, size and SHA-256" },
+  ],
+  examples: [
+    "agent cp --key-file web1.key release.tar.gz web1:/srv/app/          # upload into a directory",
+    "agent cp --key-file web1.key -r web1:46336:/var/log/app ./logs      # download a tree",
+  ],
+  usage: "cp [options] SOURCE... DEST",
+  notes: [
+    "A remote operand is HOST:PATH or HOST:PORT:PATH ([::1]:PORT:PATH for IPv6); either DEST or every SOURCE is remote.",
+    "Each file goes to a temporary name and is renamed once its SHA-256 matches on both ends, so a failed copy",
+    "never replaces an existing file. Progress shows on a terminal.",
+  ],
+  exitCodes: [
+    "0 ok, 1 other, 2 usage, 3 name not found, 4 refused, 5 timed out, 6 not an agent, 7 wrong key,",
+    "8 incompatible version, 9 product refused, 10 connection lost, 20 remote file not found, 21 is a directory",
+    "(add -r), 22 not a directory, 23 permission denied, 24 local file not found, 25 local disk full,",
+    "26 checksum mismatch",
+  ],
+  action: async (operands: string[], flags: Flags) => (await import("./commands/cp.ts")).cpCommand(operands, flags),
+};
+
+const service: CommandSpec = {
+  name: "service [action]",
+  description: "Install, uninstall or show the agent as a systemd service (install | uninstall | status)",
+  options: [
+    {
+      flags: "--user <name>",
+      help: "System user the service runs as; created if missing (default agent)",
+      list: true,
+    },
+    {
+      flags: "--binary <path>",
+      help: "Where the executable goes; install copies this one there (default /usr/local/bin/agent)",
+      list: true,
+    },
+    {
+      flags: "--root <dir>",
+      help: "Install into this file tree instead of / (packaging); no users, no systemctl",
+      list: true,
+    },
+    { flags: "--no-start", help: "With install: enable the service but do not start it" },
+    { flags: "--json", help: "Print one JSON object" },
+  ],
+  examples: [
+    "sudo agent service install        # user, binary, hardened unit, enabled and started; safe to run again",
+    "sudo agent service status         # exit 3 when not installed",
+  ],
+  usage: "service install|uninstall|status [options]",
+  notes: ["The unit text is in docs/operations.md for manual installs."],
+  action: async (action: string | undefined, flags: Flags) =>
+    (await import("./commands/service.ts")).serviceCommand(action, flags),
+};
+
+/** The commands, in the order help lists them. */
+export const COMMANDS: readonly CommandSpec[] = [start, status, keygen, probe, run, cp, service];
+
+/** The text after the usage line of `agent CMD --help`: notes, then exit codes, indented as cac indents. */
+export function helpAfterUsage(spec: CommandSpec): string[] {
+  const exitCodes = (spec.exitCodes ?? []).map((line, i) => i === 0 ? `Exit codes: ${line}` : line);
+  return [...spec.notes ?? [], ...exitCodes].map((line) => `  ${line}`);
+}

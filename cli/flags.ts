@@ -1,0 +1,22 @@
+/**
+ * Command-line flags as cac hands them to a command: by camelCase name, each
+ * a string, a number, a boolean, or a list of them when the option repeats.
+ * @module
+ */
+
+/** Flags as cac parses them (strings, numbers, booleans or arrays of them). */
+export type Flags = Record<string, unknown>;
+
+/** The flag's value as a string; the last one when it was given more than once. */
+export function str(v: unknown): string | undefined {
+  if (Array.isArray(v)) v = v[v.length - 1];
+  return v === undefined || v === null || v === "" ? undefined : String(v);
+}
+
+/** An option's name as typed (`--key-file`) in a message where cac wrote it camelCased (`--keyFile`). */
+export function asTyped(message: string): string {
+  return message.replace(
+    /`--([a-z][A-Za-z0-9]*)`/g,
+    (_m, name: string) => `\`--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}\``,
+  );
+}
