@@ -7,6 +7,7 @@ import "./admission.test.ts";
 import "./layers.test.ts";
 import "./style.test.ts";
 import "./config.test.ts";
+import "./cp-paths.test.ts";
 import "./log.test.ts";
 import "./delivery.test.ts";
 import "./doc.test.ts";

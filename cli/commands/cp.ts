@@ -14,6 +14,7 @@ import path from "node:path";
 import type { RemoteSession } from "../../core/client/remote-session.ts";
 import { eachLimited } from "../../core/concurrency.ts";
 import { NotFoundError } from "../../core/errors.ts";
+import { escapeControls } from "../../core/text.ts";
 import type { Flags } from "../flags.ts";
 import { CommandFailure, fail, type Failure, openRemote, parseAddress } from "./remote.ts";
 
@@ -38,6 +39,7 @@ export const CP_EXIT: Record<Failure, number> = {
   "local-not-found": 24,
   "local-disk-full": 25,
   "checksum-mismatch": 26,
+  "unsafe-listing": 27,
 };
 
 /** Files in flight at once when copying a tree. */
@@ -48,6 +50,24 @@ const LOCAL_CHUNK = 1024 * 1024;
 const SMALL_FILE = 64 * 1024;
 /** Small files per batch: enough to fill a request, few enough that several batches overlap. */
 const SMALL_BATCH = 256;
+
+/**
+ * Where a name the server listed under a copied directory goes: `into` joined with it. A name that is
+ * absolute, empty, or holds `.`, `..` or an empty part is refused before anything is written, as a
+ * compromised server could otherwise have the copy write anywhere this user can (scp's CVE-2019-6111).
+ */
+export function localPathFor(into: string, listed: string): string {
+  const parts = listed.split("/");
+  if (parts.some((p) => p === "" || p === "." || p === ".." || p.includes("\0"))) {
+    throw new CommandFailure(
+      "unsafe-listing",
+      `the server listed ${JSON.stringify(escapeControls(listed))}, which is not a plain name under the copied ` +
+        "directory; nothing was copied (is the server compromised?)",
+      CP_EXIT,
+    );
+  }
+  return path.join(into, ...parts);
+}
 
 /** A remote operand: `HOST:PATH`, `HOST:PORT:PATH` or `[v6]:PORT:PATH`. Null for a local path. */
 export function parseRemote(operand: string): { address: string; path: string } | null {
@@ -436,7 +456,7 @@ class Copy {
       }
       plan.dirs.push(into);
       for (const e of await this.session.files.list(remote, { recursive: true })) {
-        const local = path.join(into, ...e.path.split("/"));
+        const local = localPathFor(into, e.path);
         if (e.type === "directory") plan.dirs.push(local);
         else if (e.type === "file") plan.jobs.push({ local, remote: remoteJoin(remote, e.path), size: e.size });
       }

@@ -51,6 +51,7 @@ export type Failure =
   | "local-not-found"
   | "local-disk-full"
   | "checksum-mismatch"
+  | "unsafe-listing"
   | "invalid-argument";
 
 /** A failure with its kind, so each command picks its exit code. */
