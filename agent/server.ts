@@ -11,11 +11,9 @@
  * @module
  */
 import net from "node:net";
-import os from "node:os";
 import { type AcceptedKey, respond } from "../core/secure/opening.ts";
 import type { CryptoProvider } from "../core/secure/crypto.ts";
-import { EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
-import type { AgentInfo } from "../core/wire/messages.ts";
+import { EncryptionMode } from "../core/wire/hello.ts";
 import type { SessionSummary } from "../core/session/protocol.ts";
 import type { AgentConfig } from "./config.ts";
 import { log } from "../runtime/log.ts";
@@ -133,19 +131,6 @@ export class AgentServer {
       sent += s.bytesWritten;
     }
     return { received, sent };
-  }
-
-  /** What the agent tells clients about itself (meta Info). */
-  info(): AgentInfo {
-    return {
-      version: VERSION,
-      protocol: { ...PROTOCOL_VERSIONS, current: PROTOCOL_VERSIONS.max },
-      os: process.platform,
-      arch: process.arch,
-      hostname: os.hostname(),
-      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
-      runtime: runtimeInfo(),
-    };
   }
 
   /**
@@ -266,8 +251,7 @@ export class AgentServer {
       }, protocol v${result.version})`,
     );
     this.#connections.add(conn);
-    const reason = await new ClientConnection(result.frames, remote, this.sessions, { info: () => this.info() })
-      .serve();
+    const reason = await new ClientConnection(result.frames, remote, this.sessions, this.startedAt).serve();
     this.#connections.delete(conn);
     log.info(
       `connection ${remote} closed after ${((Date.now() - conn.since) / 1000).toFixed(1)} s${

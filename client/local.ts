@@ -6,7 +6,6 @@
  * @module
  */
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ClientConnection } from "../agent/connection.ts";
@@ -15,10 +14,8 @@ import { RING_CAPACITY, SessionManager } from "../agent/sessions.ts";
 import { AgentClient } from "../core/client/agent-client.ts";
 import { webCryptoProvider } from "../core/secure/crypto.ts";
 import { respond } from "../core/secure/opening.ts";
-import { EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
+import { EncryptionMode } from "../core/wire/hello.ts";
 import { memoryStreamPair } from "../core/wire/memory-stream.ts";
-import { VERSION } from "../core/version.ts";
-import { runtimeInfo } from "../runtime/crypto.ts";
 import { denoRunCommand } from "../runtime/heap.ts";
 import { silent } from "../runtime/log.ts";
 import { checkMmapAvailable } from "../runtime/mmap.ts";
@@ -79,6 +76,7 @@ export class LocalAgent extends Agent {
   /** Starts the in-process agent. */
   static async start(options: LocalAgentOptions = {}): Promise<LocalAgent> {
     checkMmapAvailable();
+    const startedAt = Date.now();
     const stateDir = options.stateDir ?? defaultStateDir(process.env);
     const sessions = new SessionManager({
       stateDir,
@@ -99,16 +97,7 @@ export class LocalAgent extends Agent {
     const client = await AgentClient.open(clientSide, { provider: webCryptoProvider, insecure: true });
     const accepted = await responding;
     if (!accepted.ok) throw new Error(`local agent failed to start: ${accepted.error.message}`);
-    const info = () => ({
-      version: VERSION,
-      protocol: { ...PROTOCOL_VERSIONS, current: accepted.version },
-      os: process.platform,
-      arch: process.arch,
-      hostname: os.hostname(),
-      uptimeSeconds: Math.round(process.uptime()),
-      runtime: runtimeInfo(),
-    });
-    new ClientConnection(accepted.frames, "local", sessions, { info }).serve();
+    new ClientConnection(accepted.frames, "local", sessions, startedAt).serve();
     return new LocalAgent(client, sessions);
   }
 

@@ -3,6 +3,7 @@ import "./bytes.test.ts";
 import "./handshake.test.ts";
 import "./noise.test.ts";
 import "./opening.test.ts";
+import "./meta.test.ts";
 import "./layers.test.ts";
 import "./style.test.ts";
 import "./config.test.ts";

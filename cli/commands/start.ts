@@ -164,7 +164,7 @@ export async function startCommand(flags: Flags): Promise<void> {
       key: keys[0],
       provider,
       sessions,
-      meta: { info: () => server!.info() },
+      startedAt: server.startedAt,
       handshakeTimeoutMs: config.handshakeTimeoutSeconds * 1000,
       keepaliveMs: config.keepaliveSeconds * 1000,
       log,
