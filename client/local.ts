@@ -10,7 +10,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ClientConnection } from "../agent/connection.ts";
 import { defaultStateDir } from "../agent/state-dir.ts";
-import { RING_CAPACITY, SessionManager } from "../agent/sessions.ts";
+import { SessionManager, sessionSettings } from "../agent/sessions.ts";
 import { AgentClient } from "../core/client/agent-client.ts";
 import { webCryptoProvider } from "../core/secure/crypto.ts";
 import { respond } from "../core/secure/opening.ts";
@@ -78,19 +78,18 @@ export class LocalAgent extends Agent {
     checkMmapAvailable();
     const startedAt = Date.now();
     const stateDir = options.stateDir ?? defaultStateDir(process.env);
-    const sessions = new SessionManager({
+    const config = {
       stateDir,
-      runDir: path.join(stateDir, `run-local-${process.pid}`),
       products: null,
       warmHosts: 0, // a product's own process: no spare hosts it did not ask for
-      idleTimeoutMs: (options.idleTimeoutSeconds ?? 1800) * 1000,
-      reconnectGraceMs: 0,
-      replayLimitBytes: 16 * 1024 * 1024,
-      ringCapacity: RING_CAPACITY,
-      processGraceMs: (options.processGraceSeconds ?? 5) * 1000,
-      hostCommand: options.agentCommand ?? defaultAgentCommand(),
-      log: silent,
-    });
+      idleTimeoutSeconds: options.idleTimeoutSeconds ?? 1800,
+      reconnectGraceSeconds: 0, // its one client is in this process: it cannot come back
+      replayLimitMiB: 16,
+      processGraceSeconds: options.processGraceSeconds ?? 5,
+    };
+    const runDir = path.join(stateDir, `run-local-${process.pid}`);
+    const hostCommand = options.agentCommand ?? defaultAgentCommand();
+    const sessions = new SessionManager(sessionSettings(config, { runDir, hostCommand, log: silent }));
     const [clientSide, agentSide] = memoryStreamPair();
     // The pair never leaves this process, so it needs no encryption.
     const responding = respond(agentSide, { mode: EncryptionMode.None, keys: [], provider: webCryptoProvider });

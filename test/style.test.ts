@@ -14,7 +14,6 @@ const LONG_ON_PURPOSE: Record<string, string> = {
   "host/services/files.ts:handlers": "to split (issue 29)",
   "cli/main.ts:main": "to split (issue 29)",
   "cli/commands/cp.ts:cpCommand": "to split (issue 29)",
-  "cli/commands/start.ts:startCommand": "to split (issue 29)",
   "cli/commands/run.ts:runCommand": "to split (issue 29)",
   "host/main.ts:hostMain": "to split (issue 29)",
   "cli/commands/probe.ts:probeListener": "to split (issue 29)",
