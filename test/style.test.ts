@@ -18,10 +18,7 @@ const LONG_ON_PURPOSE: Record<string, string> = {
   "host/main.ts:hostMain": "to split (issue 29)",
   "cli/commands/probe.ts:probeListener": "to split (issue 29)",
   "runtime/tcp.ts:socketStream": "to split (issue 29)",
-  "agent/host-process.ts:launch": "to split (issue 29)",
-  "agent/server.ts:#onSocket": "to split (issue 29)",
   "cli/commands/probe.ts:runStages": "to split (issue 29)",
-  "agent/metrics.ts:prometheusText": "to split (issue 29)",
 };
 
 /** The name a function is known by: its own, or the variable, property or method that holds it. */
