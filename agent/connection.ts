@@ -1,17 +1,29 @@
 /**
- * One authenticated client connection: answers meta messages (including the
- * session ones) and forwards session frames to their host, in order, with
- * backpressure: while a host's ring is full this connection is not read.
+ * One authenticated client connection, however it arrived (inbound, outbound,
+ * LocalAgent): answers meta messages from one table, {@link META_HANDLERS},
+ * and forwards session frames to their host, in order, with backpressure:
+ * while a host's ring is full this connection is not read.
  * @module
  */
+import os from "node:os";
 import type { FrameStream } from "../core/secure/frame-stream.ts";
 import { AgentError, type ErrorCode, ProtocolError, ServiceError } from "../core/errors.ts";
 import { type Frame, META_TARGET } from "../core/wire/frame.ts";
-import { decodeFields, encodeError, encodeFields, ERROR_CODE, MetaCode } from "../core/wire/messages.ts";
-import { answerMeta, type MetaContext } from "../core/wire/meta.ts";
+import { PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
+import {
+  type AgentInfo,
+  decodeFields,
+  encodeError,
+  encodeFields,
+  encodePong,
+  ERROR_CODE,
+  MAX_PING_PAYLOAD,
+  MetaCode,
+} from "../core/wire/messages.ts";
 import { startKeepalive } from "../core/wire/keepalive.ts";
-import { SessionMeta } from "../core/session/protocol.ts";
+import { VERSION } from "../core/version.ts";
 import type { Attachment, SessionManager, SessionPeer } from "./sessions.ts";
+import { runtimeInfo } from "../runtime/crypto.ts";
 import { IdleTrim } from "../runtime/malloc.ts";
 
 /** The agent process's: every connection's traffic counts, and memory goes back when all are quiet. */
@@ -25,7 +37,8 @@ export class ClientConnection implements SessionPeer {
     readonly frames: FrameStream,
     readonly remote: string,
     readonly sessions: SessionManager,
-    readonly meta: MetaContext,
+    /** When this agent started (ms since the epoch): meta Info reports the uptime from it. */
+    readonly startedAt: number,
   ) {}
 
   send(frame: Frame): Promise<void> {
@@ -52,8 +65,8 @@ export class ClientConnection implements SessionPeer {
         const frame = await this.frames.receive();
         if (frame === null) return null;
         this.lastReceivedAt = Date.now();
-        if (frame.target === META_TARGET && frame.code === MetaCode.Heartbeat) continue;
-        idle.activity();
+        // An event (a heartbeat) is no work: it must not keep the agent's memory from going back.
+        if (frame.token !== 0) idle.activity();
         if (frame.target === META_TARGET) await this.#meta(frame);
         else await this.#session(frame);
       }
@@ -85,10 +98,6 @@ export class ClientConnection implements SessionPeer {
   /** Set when {@link keepalive} gave up on the peer. */
   deadReason: string | null = null;
 
-  #reply(request: Frame, code: number, fields: unknown) {
-    return this.send({ target: request.target, code, token: request.token, payload: encodeFields(fields) });
-  }
-
   #error(request: Frame, code: string, message: string) {
     return this.send({
       target: request.target,
@@ -99,30 +108,20 @@ export class ClientConnection implements SessionPeer {
   }
 
   async #meta(frame: Frame) {
-    const fields = () => decodeFields<Record<string, unknown>>(frame.payload) ?? {};
+    const handler = META_HANDLERS[frame.code as MetaCode];
+    if (!handler) {
+      return await this.#error(frame, "unknown-code", `the agent has no meta message with code ${frame.code}`);
+    }
+    const replyBytes = (payload: Uint8Array) =>
+      this.send({ target: frame.target, code: frame.code + 1, token: frame.token, payload });
+    const request: MetaRequest = {
+      payload: frame.payload,
+      fields: () => decodeFields<Record<string, unknown>>(frame.payload) ?? {},
+      reply: (fields) => replyBytes(encodeFields(fields)),
+      replyBytes,
+    };
     try {
-      switch (frame.code) {
-        case SessionMeta.Open:
-          return await this.#reply(frame, SessionMeta.OpenReply, await this.sessions.open(fields().product, this));
-        case SessionMeta.Attach:
-          return await this.#reply(frame, SessionMeta.AttachReply, this.sessions.attach(fields().sessionId, this));
-        case SessionMeta.Resume:
-          return await this.sessions.resume(
-            fields(),
-            this,
-            (info) => this.#reply(frame, SessionMeta.ResumeReply, info),
-          );
-        case SessionMeta.Detach:
-          this.sessions.detach(fields().attachment, this);
-          return await this.#reply(frame, SessionMeta.DetachReply, {});
-        case SessionMeta.Close:
-          await this.sessions.close(fields().sessionId, this);
-          return await this.#reply(frame, SessionMeta.CloseReply, {});
-        case SessionMeta.List:
-          return await this.#reply(frame, SessionMeta.ListReply, { sessions: this.sessions.list() });
-        default:
-          return await this.send(answerMeta(frame, this.meta));
-      }
+      await handler(request, this);
     } catch (e) {
       if (e instanceof ServiceError) return await this.#error(frame, e.code, e.message);
       if (e instanceof ProtocolError) return await this.#error(frame, "invalid-argument", e.message);
@@ -159,4 +158,66 @@ export class ClientConnection implements SessionPeer {
   #failRequest(att: Attachment, request: Frame, code: ErrorCode, message: string) {
     if (request.token !== 0) att.link.send(ERROR_CODE, request.token, [encodeError({ code, message })]);
   }
+}
+
+/** One meta request as its handler sees it. */
+interface MetaRequest {
+  readonly payload: Uint8Array;
+  /** The payload as MessagePack fields, each still to be checked (malformed: invalid-argument). */
+  fields(): Record<string, unknown>;
+  /** Answers with `fields` in MessagePack, under the request code + 1. */
+  reply(fields: unknown): Promise<void>;
+  /** Answers with raw bytes, under the request code + 1. */
+  replyBytes(payload: Uint8Array): Promise<void>;
+}
+
+/**
+ * What the agent does with one meta code: answer the request once, or, for an
+ * event, nothing. A thrown {@link ServiceError} is the reply's error code.
+ */
+type MetaHandler = (request: MetaRequest, connection: ClientConnection) => Promise<void> | void;
+
+/**
+ * Every meta message the agent serves (docs/protocol.md §5); any other code
+ * gets `unknown-code` and the connection stays up.
+ */
+const META_HANDLERS: { [C in MetaCode]?: MetaHandler } = {
+  [MetaCode.Ping]: (request) => {
+    if (request.payload.length > MAX_PING_PAYLOAD) {
+      throw new ServiceError("too-large", `ping payload over ${MAX_PING_PAYLOAD} bytes`);
+    }
+    return request.replyBytes(encodePong(Date.now(), request.payload));
+  },
+  [MetaCode.Info]: (request, connection) => request.reply(agentInfo(connection.startedAt)),
+  [MetaCode.Open]: async (request, connection) =>
+    request.reply(await connection.sessions.open(request.fields().product, connection)),
+  [MetaCode.Attach]: (request, connection) =>
+    request.reply(connection.sessions.attach(request.fields().sessionId, connection)),
+  // The reply goes before the frames the client missed, so resume sends it itself.
+  [MetaCode.Resume]: (request, connection) =>
+    connection.sessions.resume(request.fields(), connection, (info) => request.reply(info)),
+  [MetaCode.Detach]: (request, connection) => {
+    connection.sessions.detach(request.fields().attachment, connection);
+    return request.reply({});
+  },
+  [MetaCode.Close]: async (request, connection) => {
+    await connection.sessions.close(request.fields().sessionId, connection);
+    return request.reply({});
+  },
+  [MetaCode.List]: (request, connection) => request.reply({ sessions: connection.sessions.list() }),
+  // Its arrival is the news (lastReceivedAt); an event is never answered.
+  [MetaCode.Heartbeat]: () => {},
+};
+
+/** What the agent tells clients about itself (meta Info), the same however they connected. */
+function agentInfo(startedAt: number): AgentInfo {
+  return {
+    version: VERSION,
+    protocol: { ...PROTOCOL_VERSIONS, current: PROTOCOL_VERSIONS.max },
+    os: process.platform,
+    arch: process.arch,
+    hostname: os.hostname(),
+    uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
+    runtime: runtimeInfo(),
+  };
 }

@@ -5,7 +5,6 @@
  * cap, so a listener restart does not bring every agent back at once.
  * @module
  */
-import type { MetaContext } from "../core/wire/meta.ts";
 import { type AcceptedKey, respond } from "../core/secure/opening.ts";
 import type { FrameStream } from "../core/secure/frame-stream.ts";
 import { EncryptionMode } from "../core/wire/hello.ts";
@@ -76,7 +75,8 @@ export interface OutboundContext {
   key: { id: string; bytes: Uint8Array };
   provider: CryptoProvider;
   sessions: SessionManager;
-  meta: MetaContext;
+  /** When this agent started (meta Info reports the uptime from it). */
+  startedAt: number;
   handshakeTimeoutMs: number;
   keepaliveMs: number;
   log: Logger;
@@ -157,7 +157,7 @@ export class OutboundTarget {
   }
 
   async #connectAndServe(onReady: () => void) {
-    const { key, provider, sessions, meta, handshakeTimeoutMs, keepaliveMs, log } = this.context;
+    const { key, provider, sessions, startedAt, handshakeTimeoutMs, keepaliveMs, log } = this.context;
     const { stream, certificate } = await dialTls(this.target.host, this.target.port, {
       ...this.target,
       timeoutMs: handshakeTimeoutMs,
@@ -185,7 +185,7 @@ export class OutboundTarget {
     this.#lastError = null;
     this.#set("connected");
     log.info(`outbound ${this.address}: connected (listener ${certificate.subject}, key ${key.id})`);
-    const conn = new ClientConnection(frames, this.address, sessions, meta);
+    const conn = new ClientConnection(frames, this.address, sessions, startedAt);
     this.#current = conn;
     const stopKeepalive = conn.keepalive(keepaliveMs, keepaliveMs * 3);
     const reason = await conn.serve();

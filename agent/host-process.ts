@@ -8,6 +8,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
+import type { Readable } from "node:stream";
 import path from "node:path";
 import { toHex } from "../core/bytes.ts";
 import { randomBytes } from "../core/secure/crypto.ts";
@@ -72,80 +73,27 @@ export class HostProcess {
 
   /** Creates the channel, starts the host and waits until it reports ready. */
   static async launch(options: HostLaunch): Promise<HostProcess> {
-    fs.mkdirSync(options.runDir, { recursive: true, mode: 0o700 });
-    const file = path.join(options.runDir, `${options.sessionId}.mmap`);
-    const size = channelSize(options.capacity);
-    // Sessions bring the bulk transfers, and their channel loads the FFI anyway: an agent that only
-    // answers meta messages keeps glibc's defaults and never loads it.
-    keepFreedMemory();
-    createMapFile(file, size);
-    const mapping = mapFile(file, size);
-    initChannel(mapping.bytes, options.capacity);
-    const header = new ChannelHeader(mapping.bytes);
-    const nonce = randomBytes(16);
-    header.agentPid = process.pid;
-    header.nonce = nonce;
-
-    const [cmd, ...prefix] = options.command;
-    const child = spawn(cmd, [
-      ...prefix,
-      "host",
-      "--channel",
-      file,
-      "--root",
-      options.productRoot,
-      "--extensions",
-      options.extensionsDir,
-      "--grace-ms",
-      String(options.processGraceMs),
-    ], {
-      stdio: ["pipe", "pipe", "pipe"],
-      detached: true, // its own process group: ending the group ends everything it launched
-      env: { ...process.env, AGENT_HOST_NONCE: toHex(nonce) },
-    });
+    const { file, mapping, header, nonce } = createChannel(options);
+    const child = spawnHost(options, file, nonce);
     const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
       child.once("exit", (code, signal) => resolve({ code, signal }))
     );
     for (const pipe of [child.stdin!, child.stdout!, child.stderr!]) pipe.on("error", () => {}); // its exit tells the story
-    let stderr = "";
-    child.stderr!.setEncoding("utf8");
-    child.stderr!.on("data", (d: string) => {
-      stderr += d;
-      let nl;
-      while ((nl = stderr.indexOf("\n")) >= 0) {
-        options.onLog(stderr.slice(0, nl));
-        stderr = stderr.slice(nl + 1);
-      }
-    });
+    const unfinishedLine = forwardLines(child.stderr!, options.onLog);
     const end = new ChannelEnd(
       mapping.bytes,
       Direction.AgentToHost,
       Direction.HostToAgent,
       pipeDoorbell(child.stdout!, child.stdin!),
     );
-
-    const cleanup = () => {
+    const ready = await readyFrame(end, exited);
+    if (!ready || ready.code !== HostControl.Ready) {
+      killGroup(child.pid!, "SIGKILL");
       end.detach();
       mapping.close();
       fs.rmSync(file, { force: true });
-    };
-    let ready: Frame | null;
-    let readyTimer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      ready = await Promise.race([
-        end.receive().then((r) => (r ? decodeFrame(r) : null)),
-        exited.then(() => null),
-        new Promise<null>((r) => (readyTimer = setTimeout(() => r(null), READY_TIMEOUT_MS))),
-      ]);
-    } catch {
-      ready = null;
-    } finally {
-      clearTimeout(readyTimer); // a pending timer would keep a stopping agent alive for its full length
-    }
-    if (!ready || ready.code !== HostControl.Ready) {
-      killGroup(child.pid!, "SIGKILL");
-      cleanup();
-      throw new Error(`the session's host process did not start${stderr ? `: ${stderr.trim()}` : ""}`);
+      const said = unfinishedLine();
+      throw new Error(`the session's host process did not start${said ? `: ${said.trim()}` : ""}`);
     }
     const { extensions } = decodeEnvelope<{ extensions: unknown[] }>(ready.payload).fields;
     return new HostProcess(child, end, header, mapping, file, extensions ?? [], exited);
@@ -197,6 +145,76 @@ export class HostProcess {
     this.end.detach(); // before munmap: nothing may touch the region after it
     this.mapping.close();
     fs.rmSync(this.file, { force: true });
+  }
+}
+
+/** The channel file (mode 0600), mapped and initialised, with this agent's pid and a fresh launch nonce. */
+function createChannel(options: HostLaunch) {
+  fs.mkdirSync(options.runDir, { recursive: true, mode: 0o700 });
+  const file = path.join(options.runDir, `${options.sessionId}.mmap`);
+  const size = channelSize(options.capacity);
+  // Sessions bring the bulk transfers, and their channel loads the FFI anyway: an agent that only
+  // answers meta messages keeps glibc's defaults and never loads it.
+  keepFreedMemory();
+  createMapFile(file, size);
+  const mapping = mapFile(file, size);
+  initChannel(mapping.bytes, options.capacity);
+  const header = new ChannelHeader(mapping.bytes);
+  const nonce = randomBytes(16);
+  header.agentPid = process.pid;
+  header.nonce = nonce;
+  return { file, mapping, header, nonce };
+}
+
+/** `agent host` on `file`, in its own process group, with only the doorbell pipes and stderr. */
+function spawnHost(options: HostLaunch, file: string, nonce: Uint8Array): ChildProcess {
+  const [cmd, ...prefix] = options.command;
+  return spawn(cmd, [
+    ...prefix,
+    "host",
+    "--channel",
+    file,
+    "--root",
+    options.productRoot,
+    "--extensions",
+    options.extensionsDir,
+    "--grace-ms",
+    String(options.processGraceMs),
+  ], {
+    stdio: ["pipe", "pipe", "pipe"],
+    detached: true, // its own process group: ending the group ends everything it launched
+    env: { ...process.env, AGENT_HOST_NONCE: toHex(nonce) },
+  });
+}
+
+/** Calls `onLine` with each line `stream` writes; returns what it has written since its last newline. */
+function forwardLines(stream: Readable, onLine: (line: string) => void): () => string {
+  let rest = "";
+  stream.setEncoding("utf8");
+  stream.on("data", (d: string) => {
+    rest += d;
+    let nl;
+    while ((nl = rest.indexOf("\n")) >= 0) {
+      onLine(rest.slice(0, nl));
+      rest = rest.slice(nl + 1);
+    }
+  });
+  return () => rest;
+}
+
+/** The host's first frame, or null if it exits, fails or says nothing within READY_TIMEOUT_MS. */
+async function readyFrame(end: ChannelEnd, exited: Promise<unknown>): Promise<Frame | null> {
+  let readyTimer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      end.receive().then((r) => (r ? decodeFrame(r) : null)),
+      exited.then(() => null),
+      new Promise<null>((r) => (readyTimer = setTimeout(() => r(null), READY_TIMEOUT_MS))),
+    ]);
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(readyTimer); // a pending timer would keep a stopping agent alive for its full length
   }
 }
 

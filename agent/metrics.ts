@@ -38,78 +38,105 @@ export function notReady(status: AgentStatus, shouldListen: boolean): string[] {
 
 const label = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 
+type Sample = [labels: Record<string, string>, value: number];
+
+/** Prometheus text lines of one metric: its help, its type and its samples. */
+function metric(name: string, type: "gauge" | "counter", help: string, samples: Sample[]): string[] {
+  const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`];
+  for (const [labels, value] of samples) {
+    const l = Object.entries(labels).map(([k, v]) => `${k}="${label(v)}"`).join(",");
+    lines.push(`${name}${l ? `{${l}}` : ""} ${value}`);
+  }
+  return lines;
+}
+
+/** One sample without labels. */
+const only = (value: number): Sample[] => [[{}, value]];
+
 /** The status and counters in Prometheus text format. */
 export function prometheusText(status: AgentStatus, counters: MetricCounters, shouldListen: boolean): string {
-  const out: string[] = [];
-  const metric = (
-    name: string,
-    type: "gauge" | "counter",
-    help: string,
-    samples: Array<[Record<string, string>, number]>,
-  ) => {
-    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const [labels, value] of samples) {
-      const l = Object.entries(labels).map(([k, v]) => `${k}="${label(v)}"`).join(",");
-      out.push(`${name}${l ? `{${l}}` : ""} ${value}`);
-    }
-  };
-  const sessions = status.sessions;
-  metric("agent_info", "gauge", "The agent's version and runtime.", [[{
-    version: status.version,
-    runtime: `${status.runtime.name} ${status.runtime.version}`,
-  }, 1]]);
-  metric("agent_up", "gauge", "1 while the agent runs.", [[{}, 1]]);
-  metric("agent_ready", "gauge", "1 when listening and every outbound target is connected.", [[
-    {},
-    notReady(status, shouldListen).length === 0 ? 1 : 0,
-  ]]);
-  metric("agent_uptime_seconds", "gauge", "Seconds since the agent started.", [[{}, status.uptimeSeconds]]);
-  metric("agent_connections_open", "gauge", "Authenticated connections open now.", [[{}, status.connections.open]]);
-  metric("agent_handshakes_in_progress", "gauge", "Connections still in their opening handshake.", [[
-    {},
-    status.connections.handshaking,
-  ]]);
-  metric(
-    "agent_handshakes_total",
-    "counter",
-    "Handshakes by outcome: accepted, or the reason a peer was turned away.",
-    [
-      [{ outcome: "accepted" }, status.handshakes.accepted],
-      ...Object.entries(status.handshakes.rejected).map((
-        [outcome, n],
-      ): [Record<string, string>, number] => [{ outcome }, n]),
-    ],
-  );
-  metric("agent_sessions", "gauge", "Open sessions (each one host process).", [[{}, sessions.length]]);
-  metric("agent_session_clients", "gauge", "Clients attached to sessions.", [[
-    {},
-    sessions.reduce((n, s) => n + s.clients, 0),
-  ]]);
-  metric("agent_open_files", "gauge", "Files open in sessions.", [[{}, sessions.reduce((n, s) => n + s.openFiles, 0)]]);
-  metric("agent_running_processes", "gauge", "Processes running in sessions.", [[
-    {},
-    sessions.reduce((n, s) => n + s.runningProcesses, 0),
-  ]]);
-  metric("agent_received_bytes_total", "counter", "Bytes received on inbound connections.", [[
-    {},
-    counters.bytesReceived,
-  ]]);
-  metric("agent_sent_bytes_total", "counter", "Bytes sent on inbound connections.", [[{}, counters.bytesSent]]);
-  metric("agent_internal_errors_total", "counter", "Internal errors logged (each is a bug to report).", [[
-    {},
-    counters.internalErrors,
-  ]]);
-  metric("agent_log_lines_dropped_total", "counter", "Log lines dropped because standard error was gone.", [[
-    {},
-    counters.logLinesDropped,
-  ]]);
-  metric(
-    "agent_outbound_connected",
-    "gauge",
-    "1 when the outbound target is connected, else 0.",
-    status.outbound.map((t) => [{ address: t.address, state: t.state }, t.state === "connected" ? 1 : 0]),
-  );
-  return out.join("\n") + "\n";
+  return [
+    ...agentMetrics(status, shouldListen),
+    ...connectionMetrics(status),
+    ...sessionMetrics(status.sessions),
+    ...counterMetrics(counters),
+    ...metric(
+      "agent_outbound_connected",
+      "gauge",
+      "1 when the outbound target is connected, else 0.",
+      status.outbound.map((t) => [{ address: t.address, state: t.state }, t.state === "connected" ? 1 : 0]),
+    ),
+  ].join("\n") + "\n";
+}
+
+function agentMetrics(status: AgentStatus, shouldListen: boolean): string[] {
+  const runtime = `${status.runtime.name} ${status.runtime.version}`;
+  const ready = notReady(status, shouldListen).length === 0 ? 1 : 0;
+  return [
+    ...metric("agent_info", "gauge", "The agent's version and runtime.", [[{ version: status.version, runtime }, 1]]),
+    ...metric("agent_up", "gauge", "1 while the agent runs.", only(1)),
+    ...metric("agent_ready", "gauge", "1 when listening and every outbound target is connected.", only(ready)),
+    ...metric("agent_uptime_seconds", "gauge", "Seconds since the agent started.", only(status.uptimeSeconds)),
+  ];
+}
+
+function connectionMetrics(status: AgentStatus): string[] {
+  const { connections, handshakes } = status;
+  const rejected = Object.entries(handshakes.rejected).map(([outcome, n]): Sample => [{ outcome }, n]);
+  return [
+    ...metric("agent_connections_open", "gauge", "Authenticated connections open now.", only(connections.open)),
+    ...metric(
+      "agent_handshakes_in_progress",
+      "gauge",
+      "Connections still in their opening handshake.",
+      only(connections.handshaking),
+    ),
+    ...metric(
+      "agent_handshakes_total",
+      "counter",
+      "Handshakes by outcome: accepted, or the reason a peer was turned away.",
+      [[{ outcome: "accepted" }, handshakes.accepted], ...rejected],
+    ),
+  ];
+}
+
+function sessionMetrics(sessions: AgentStatus["sessions"]): string[] {
+  const sum = (count: (s: AgentStatus["sessions"][number]) => number) => sessions.reduce((n, s) => n + count(s), 0);
+  return [
+    ...metric("agent_sessions", "gauge", "Open sessions (each one host process).", only(sessions.length)),
+    ...metric("agent_session_clients", "gauge", "Clients attached to sessions.", only(sum((s) => s.clients))),
+    ...metric("agent_open_files", "gauge", "Files open in sessions.", only(sum((s) => s.openFiles))),
+    ...metric(
+      "agent_running_processes",
+      "gauge",
+      "Processes running in sessions.",
+      only(sum((s) => s.runningProcesses)),
+    ),
+  ];
+}
+
+function counterMetrics(counters: MetricCounters): string[] {
+  return [
+    ...metric(
+      "agent_received_bytes_total",
+      "counter",
+      "Bytes received on inbound connections.",
+      only(counters.bytesReceived),
+    ),
+    ...metric("agent_sent_bytes_total", "counter", "Bytes sent on inbound connections.", only(counters.bytesSent)),
+    ...metric(
+      "agent_internal_errors_total",
+      "counter",
+      "Internal errors logged (each is a bug to report).",
+      only(counters.internalErrors),
+    ),
+    ...metric(
+      "agent_log_lines_dropped_total",
+      "counter",
+      "Log lines dropped because standard error was gone.",
+      only(counters.logLinesDropped),
+    ),
+  ];
 }
 
 /** Serves the endpoint on `host:port` (0 picks a free port); resolves with the bound address and a close function. */

@@ -11,11 +11,10 @@
  * @module
  */
 import net from "node:net";
-import os from "node:os";
-import { type AcceptedKey, respond } from "../core/secure/opening.ts";
+import { type AcceptedKey, respond, type Responded } from "../core/secure/opening.ts";
 import type { CryptoProvider } from "../core/secure/crypto.ts";
-import { EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
-import type { AgentInfo } from "../core/wire/messages.ts";
+import type { ByteStream } from "../core/wire/stream.ts";
+import { EncryptionMode } from "../core/wire/hello.ts";
 import type { SessionSummary } from "../core/session/protocol.ts";
 import type { AgentConfig } from "./config.ts";
 import { log } from "../runtime/log.ts";
@@ -44,6 +43,9 @@ export interface AgentStatus {
   sessions: SessionSummary[];
   outbound: OutboundStatus[];
 }
+
+/** Why the agent dropped a handshake: too slow, made way for a waiting peer, or the line was full. */
+type DropReason = "timeout" | "evicted" | "crowded";
 
 interface Connection {
   remote: string;
@@ -135,19 +137,6 @@ export class AgentServer {
     return { received, sent };
   }
 
-  /** What the agent tells clients about itself (meta Info). */
-  info(): AgentInfo {
-    return {
-      version: VERSION,
-      protocol: { ...PROTOCOL_VERSIONS, current: PROTOCOL_VERSIONS.max },
-      os: process.platform,
-      arch: process.arch,
-      hostname: os.hostname(),
-      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
-      runtime: runtimeInfo(),
-    };
-  }
-
   /**
    * Accepts `keys` from now on (a reload). Connections that authenticated
    * with a key no longer among them are closed after `graceMs`; their
@@ -203,6 +192,20 @@ export class AgentServer {
   async #onSocket(socket: net.Socket) {
     const address = socket.remoteAddress ?? "unknown";
     const remote = `${formatHost(address)}:${socket.remotePort}`;
+    this.#countTraffic(socket);
+    if (this.#refused(socket, address, remote)) return;
+    const stream = socketStream(socket);
+    const conn: Connection = { remote, since: Date.now(), close: () => stream.close() };
+    const { result, outcome } = await this.#handshake(stream, conn);
+    if (!result.ok) {
+      if (result.reason === "bad-key") this.#admission.recordFailure(address);
+      return this.#reject(remote, outcome ?? result.reason, outcome ? undefined : result.error.message);
+    }
+    await this.#serve(conn, result);
+  }
+
+  /** Counts the socket's bytes in {@link traffic}, while it is open and after. */
+  #countTraffic(socket: net.Socket) {
     socket.on("error", () => {}); // reported through the stream's end
     this.#liveSockets.add(socket);
     socket.once("close", () => {
@@ -210,25 +213,34 @@ export class AgentServer {
       this.#closedTraffic.received += socket.bytesRead;
       this.#closedTraffic.sent += socket.bytesWritten;
     });
+  }
+
+  /** True when the peer is turned away before its hello (the socket is then destroyed and the refusal counted). */
+  #refused(socket: net.Socket, address: string, remote: string): boolean {
     if (this.config.insecure && !isLoopback(address)) {
       socket.destroy();
-      return this.#reject(remote, "not-loopback", "the agent runs --insecure and only serves loopback peers");
+      this.#reject(remote, "not-loopback", "the agent runs --insecure and only serves loopback peers");
+      return true;
     }
     if (this.#admission.isRateLimited(address)) {
       socket.destroy();
-      return this.#reject(
-        remote,
-        "rate-limited",
-        "too many failed authentications from this address in the last minute",
-      );
+      this.#reject(remote, "rate-limited", "too many failed authentications from this address in the last minute");
+      return true;
     }
-    const stream = socketStream(socket);
-    let outcome: "timeout" | "evicted" | "crowded" | null = null;
-    const drop = (why: NonNullable<typeof outcome>) => () => {
+    return false;
+  }
+
+  /**
+   * The opening handshake under admission: a deadline, a place in the line of
+   * peers yet to send a hello, then a handshake slot. `outcome` says why the
+   * agent dropped it, if it did.
+   */
+  async #handshake(stream: ByteStream, conn: Connection) {
+    let outcome = null as DropReason | null;
+    const drop = (why: DropReason) => () => {
       outcome = why;
       stream.close();
     };
-    const conn: Connection = { remote, since: Date.now(), close: () => stream.close() };
     this.#handshaking.add(conn);
     // Until its hello arrives a peer holds no handshake slot: only a socket, a deadline and a place in a bounded line.
     const timeoutMs = this.config.handshakeTimeoutSeconds * 1000;
@@ -254,25 +266,19 @@ export class AgentServer {
     (slot as Slot | null)?.release();
     clearTimeout(timer);
     this.#handshaking.delete(conn);
-    if (!result.ok) {
-      if (result.reason === "bad-key") this.#admission.recordFailure(address);
-      return this.#reject(remote, outcome ?? result.reason, outcome ? undefined : result.error.message);
-    }
+    return { result, outcome };
+  }
+
+  /** Serves an authenticated connection until it ends. */
+  async #serve(conn: Connection, accepted: Extract<Responded, { ok: true }>) {
     this.#accepted++;
-    conn.keyId = result.keyId;
-    log.info(
-      `connection ${remote} accepted (${
-        result.keyId ? `key ${result.keyId}` : "insecure"
-      }, protocol v${result.version})`,
-    );
+    conn.keyId = accepted.keyId;
+    const how = accepted.keyId ? `key ${accepted.keyId}` : "insecure";
+    log.info(`connection ${conn.remote} accepted (${how}, protocol v${accepted.version})`);
     this.#connections.add(conn);
-    const reason = await new ClientConnection(result.frames, remote, this.sessions, { info: () => this.info() })
-      .serve();
+    const reason = await new ClientConnection(accepted.frames, conn.remote, this.sessions, this.startedAt).serve();
     this.#connections.delete(conn);
-    log.info(
-      `connection ${remote} closed after ${((Date.now() - conn.since) / 1000).toFixed(1)} s${
-        reason ? `: ${reason}` : ""
-      }`,
-    );
+    const seconds = ((Date.now() - conn.since) / 1000).toFixed(1);
+    log.info(`connection ${conn.remote} closed after ${seconds} s${reason ? `: ${reason}` : ""}`);
   }
 }

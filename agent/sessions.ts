@@ -19,11 +19,11 @@ import path from "node:path";
 import { allocateUninitialized, BufferRecycler, fromHex, timingSafeEqual, toHex } from "../core/bytes.ts";
 import { randomBytes } from "../core/secure/crypto.ts";
 import { decodeFrame, type Frame } from "../core/wire/frame.ts";
-import { encodeFields } from "../core/wire/messages.ts";
+import { encodeFields, MetaCode } from "../core/wire/messages.ts";
 import { ServiceError } from "../core/errors.ts";
 import { HostControl } from "../core/session/contract.ts";
 import { DeliveryLink, type LinkTransport } from "../core/session/delivery.ts";
-import { type AttachmentInfo, decodeEnvelope, SessionMeta, type SessionSummary } from "../core/session/protocol.ts";
+import { type AttachmentInfo, decodeEnvelope, type SessionSummary } from "../core/session/protocol.ts";
 import { HostProcess } from "./host-process.ts";
 import { WarmHosts } from "./warm-hosts.ts";
 import type { Logger } from "../runtime/log.ts";
@@ -45,6 +45,37 @@ export interface SessionSettings {
   /** Products to keep one spare, already started host for (0: every session starts its own). */
   warmHosts: number;
   log: Logger;
+}
+
+/** The session settings a configuration gives, in its own units: seconds and MiB. */
+export interface SessionConfig {
+  stateDir: string;
+  products: string[] | null;
+  idleTimeoutSeconds: number;
+  reconnectGraceSeconds: number;
+  replayLimitMiB: number;
+  processGraceSeconds: number;
+  warmHosts: number;
+}
+
+/** Settings for sessions from a configuration: the agent's (AgentConfig is one) or LocalAgent's. */
+export function sessionSettings(
+  config: SessionConfig,
+  run: { runDir: string; hostCommand: string[]; log: Logger },
+): SessionSettings {
+  return {
+    stateDir: config.stateDir,
+    runDir: run.runDir,
+    products: config.products,
+    idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+    reconnectGraceMs: config.reconnectGraceSeconds * 1000,
+    replayLimitBytes: config.replayLimitMiB * 1024 * 1024,
+    ringCapacity: RING_CAPACITY,
+    processGraceMs: config.processGraceSeconds * 1000,
+    hostCommand: run.hostCommand,
+    warmHosts: config.warmHosts,
+    log: run.log,
+  };
 }
 
 /** A spare host nobody took in this long ends. */
@@ -454,7 +485,7 @@ export class SessionManager {
     for (const att of session.attachments.values()) {
       att.peer?.send({
         target: 0,
-        code: SessionMeta.Ended,
+        code: MetaCode.Ended,
         token: 0,
         payload: encodeFields({ sessionId: session.id, attachment: att.id, code, message }),
       }).catch(() => {});

@@ -6,19 +6,16 @@
  * @module
  */
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ClientConnection } from "../agent/connection.ts";
 import { defaultStateDir } from "../agent/state-dir.ts";
-import { RING_CAPACITY, SessionManager } from "../agent/sessions.ts";
+import { SessionManager, sessionSettings } from "../agent/sessions.ts";
 import { AgentClient } from "../core/client/agent-client.ts";
 import { webCryptoProvider } from "../core/secure/crypto.ts";
 import { respond } from "../core/secure/opening.ts";
-import { EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
+import { EncryptionMode } from "../core/wire/hello.ts";
 import { memoryStreamPair } from "../core/wire/memory-stream.ts";
-import { VERSION } from "../core/version.ts";
-import { runtimeInfo } from "../runtime/crypto.ts";
 import { denoRunCommand } from "../runtime/heap.ts";
 import { silent } from "../runtime/log.ts";
 import { checkMmapAvailable } from "../runtime/mmap.ts";
@@ -79,36 +76,27 @@ export class LocalAgent extends Agent {
   /** Starts the in-process agent. */
   static async start(options: LocalAgentOptions = {}): Promise<LocalAgent> {
     checkMmapAvailable();
+    const startedAt = Date.now();
     const stateDir = options.stateDir ?? defaultStateDir(process.env);
-    const sessions = new SessionManager({
+    const config = {
       stateDir,
-      runDir: path.join(stateDir, `run-local-${process.pid}`),
       products: null,
       warmHosts: 0, // a product's own process: no spare hosts it did not ask for
-      idleTimeoutMs: (options.idleTimeoutSeconds ?? 1800) * 1000,
-      reconnectGraceMs: 0,
-      replayLimitBytes: 16 * 1024 * 1024,
-      ringCapacity: RING_CAPACITY,
-      processGraceMs: (options.processGraceSeconds ?? 5) * 1000,
-      hostCommand: options.agentCommand ?? defaultAgentCommand(),
-      log: silent,
-    });
+      idleTimeoutSeconds: options.idleTimeoutSeconds ?? 1800,
+      reconnectGraceSeconds: 0, // its one client is in this process: it cannot come back
+      replayLimitMiB: 16,
+      processGraceSeconds: options.processGraceSeconds ?? 5,
+    };
+    const runDir = path.join(stateDir, `run-local-${process.pid}`);
+    const hostCommand = options.agentCommand ?? defaultAgentCommand();
+    const sessions = new SessionManager(sessionSettings(config, { runDir, hostCommand, log: silent }));
     const [clientSide, agentSide] = memoryStreamPair();
     // The pair never leaves this process, so it needs no encryption.
     const responding = respond(agentSide, { mode: EncryptionMode.None, keys: [], provider: webCryptoProvider });
     const client = await AgentClient.open(clientSide, { provider: webCryptoProvider, insecure: true });
     const accepted = await responding;
     if (!accepted.ok) throw new Error(`local agent failed to start: ${accepted.error.message}`);
-    const info = () => ({
-      version: VERSION,
-      protocol: { ...PROTOCOL_VERSIONS, current: accepted.version },
-      os: process.platform,
-      arch: process.arch,
-      hostname: os.hostname(),
-      uptimeSeconds: Math.round(process.uptime()),
-      runtime: runtimeInfo(),
-    });
-    new ClientConnection(accepted.frames, "local", sessions, { info }).serve();
+    new ClientConnection(accepted.frames, "local", sessions, startedAt).serve();
     return new LocalAgent(client, sessions);
   }
 

@@ -34,7 +34,7 @@ test("a name with control characters is shown escaped in the refusal", () => {
     assert.unreachable();
   } catch (e) {
     assert.match((e as Error).message, /\\x1b\[2Jx/);
-    assert.not.match((e as Error).message, /\x1b/);
+    assert.not.ok((e as Error).message.includes("\x1b"));
   }
 });
 

@@ -33,6 +33,15 @@ test("local agent: sessions, processes and files with no listener at all", async
   assert.not.ok(alive, "stopping the local agent ends its hosts");
 });
 
+test("local agent: info counts its uptime from its start, as an agent does, not from the process's", async () => {
+  const processUp = Math.max(0, 3 - process.uptime()) * 1000;
+  await new Promise((r) => setTimeout(r, processUp)); // this process has run 3 s or more
+  const local = await LocalAgent.start({ stateDir: tempDir(), agentCommand: agentCommand() });
+  const info = await local.info();
+  await local.stop();
+  assert.ok(info.uptimeSeconds <= 1, `uptime ${info.uptimeSeconds} s`);
+});
+
 test("its hosts inherit the tests' private HOME: native code they unpack never lands in the user's cache", async () => {
   assert.ok(os.homedir().startsWith(os.tmpdir()), `HOME is ${os.homedir()}`);
   assert.is(process.env.XDG_CACHE_HOME, undefined);

@@ -7,20 +7,11 @@ import { encodeRecord, MAX_RECORD, RecordTooLargeError } from "../core/secure/fr
 import { webCryptoProvider } from "../core/secure/crypto.ts";
 import { AuthenticationError, InsecurePeerError, VersionMismatchError } from "../core/errors.ts";
 import { generateKey, keyId } from "../core/secure/keys.ts";
-import { answerMeta } from "../core/wire/meta.ts";
 import { memoryStreamPair } from "../core/wire/memory-stream.ts";
 import { StreamReader } from "../core/wire/stream.ts";
 import { readRecord } from "../core/secure/frame-stream.ts";
-
-const INFO = {
-  version: "t",
-  protocol: { min: 1, max: 1, current: 1 },
-  os: "x",
-  arch: "y",
-  hostname: "h",
-  uptimeSeconds: 0,
-  runtime: { name: "r", version: "0" },
-};
+import { VERSION } from "../core/version.ts";
+import { serveAgentConnection } from "./helpers/agent-connection.ts";
 
 async function pair(agentOptions: Partial<Parameters<typeof respond>[1]> = {}, clientKey?: Uint8Array) {
   const key = generateKey().bytes;
@@ -45,21 +36,16 @@ test("opening: client and agent agree, and meta ping and info answer", async () 
   assert.ok(result.ok);
   const client = await opening;
   if (!result.ok) return;
-  (async () => {
-    for (;;) {
-      const f = await result.frames.receive().catch(() => null);
-      if (!f) return;
-      await result.frames.send(answerMeta(f, { info: () => INFO }));
-    }
-  })();
+  const served = serveAgentConnection(result.frames);
   const { echo } = await client.ping(new Uint8Array([1, 2, 3])).then((r) => ({ echo: r, ...r }));
   assert.ok(echo.rttMs >= 0);
-  assert.equal(await client.info(), INFO);
+  assert.is((await client.info()).version, VERSION);
   await client.request(0, 999).then(() => assert.unreachable(), (e) => {
     assert.is(e.code, "unknown-code");
     assert.match(e.message, /999/);
   });
   client.close();
+  assert.is(await served, null);
 });
 
 test("opening: a wrong key fails on both sides, and the agent says only that", async () => {

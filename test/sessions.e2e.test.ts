@@ -20,8 +20,8 @@ import {
 import { concat } from "../core/bytes.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { HostControl, ServiceCode } from "../core/session/contract.ts";
-import { encodeEnvelope, encodeSessionHeader, SessionMeta } from "../core/session/protocol.ts";
-import { decodeError, decodeFields, encodeFields, ERROR_CODE } from "../core/wire/messages.ts";
+import { encodeEnvelope, encodeSessionHeader } from "../core/session/protocol.ts";
+import { decodeError, decodeFields, encodeFields, ERROR_CODE, MetaCode } from "../core/wire/messages.ts";
 import {
   alive,
   IS_DENO,
@@ -223,7 +223,7 @@ sessions(
     const owner = await client();
     const s = await owner.openSession("alpha");
     const intruder = await client();
-    const att = await metaRequest(intruder, SessionMeta.Attach, { sessionId: s.id }) as { attachment: number };
+    const att = await metaRequest(intruder, MetaCode.Attach, { sessionId: s.id }) as { attachment: number };
     const replies: Array<{ code: number; token: number; body: Uint8Array }> = [];
     intruder.client.route(att.attachment, {
       onFrame: (f) => replies.push({ code: f.code, token: f.token, body: f.payload.subarray(8) }),

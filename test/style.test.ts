@@ -12,12 +12,8 @@ const MAX_LINES = 70;
 /** `file:name` -> why it stays long. Keep it short; an entry that no longer applies fails the test. */
 const LONG_ON_PURPOSE: Record<string, string> = {
   "host/services/files.ts:handlers": "to split (issue 29)",
-  "cli/commands/start.ts:startCommand": "to split (issue 29)",
   "host/main.ts:hostMain": "to split (issue 29)",
   "runtime/tcp.ts:socketStream": "to split (issue 29)",
-  "agent/host-process.ts:launch": "to split (issue 29)",
-  "agent/server.ts:#onSocket": "to split (issue 29)",
-  "agent/metrics.ts:prometheusText": "to split (issue 29)",
 };
 
 /** The name a function is known by: its own, or the variable, property or method that holds it. */

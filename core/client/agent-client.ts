@@ -19,7 +19,6 @@ import { type Frame, META_TARGET } from "../wire/frame.ts";
 import type { Reply } from "../wire/hello.ts";
 import { type AgentInfo, decodeError, decodeFields, decodePong, ERROR_CODE, MetaCode } from "../wire/messages.ts";
 import type { ByteStream } from "../wire/stream.ts";
-import { SessionMeta } from "../session/protocol.ts";
 import { startKeepalive } from "../wire/keepalive.ts";
 
 /** What a session attachment receives from the client connection. */
@@ -183,7 +182,7 @@ export class AgentClient {
   }
 
   #onMetaEvent(frame: Frame) {
-    if (frame.code !== SessionMeta.Ended) return;
+    if (frame.code !== MetaCode.Ended) return;
     const e = decodeFields<{ attachment: number; code: string; message: string }>(frame.payload);
     this.#routes.get(e.attachment)?.onEnded(e.code, e.message);
   }

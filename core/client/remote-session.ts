@@ -18,7 +18,7 @@
 import type { AgentClient, AttachmentRoute } from "./agent-client.ts";
 import { ConnectionClosedError, FrameTooLargeError, ProtocolError, remoteError, SessionEndedError } from "../errors.ts";
 import { type Frame, MAX_PAYLOAD } from "../wire/frame.ts";
-import { decodeError, decodeFields, encodeFields, ERROR_CODE } from "../wire/messages.ts";
+import { decodeError, decodeFields, encodeFields, ERROR_CODE, MetaCode } from "../wire/messages.ts";
 import {
   type EventContract,
   EXTENSION_CODE_MAX,
@@ -36,7 +36,6 @@ import {
   encodeEnvelopeParts,
   type Envelope,
   SESSION_HEADER_SIZE,
-  SessionMeta,
   type SessionSummary,
 } from "../session/protocol.ts";
 import type { SessionCalls } from "./calls.ts";
@@ -103,12 +102,12 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
 
   /** Opens a new session for `product`. */
   static async open(client: AgentClient, product: string): Promise<RemoteSession> {
-    return new RemoteSession(client, await metaCall<AttachmentInfo>(client, SessionMeta.Open, { product }));
+    return new RemoteSession(client, await metaCall<AttachmentInfo>(client, MetaCode.Open, { product }));
   }
 
   /** Attaches to a session another client opened. */
   static async attach(client: AgentClient, sessionId: string): Promise<RemoteSession> {
-    return new RemoteSession(client, await metaCall<AttachmentInfo>(client, SessionMeta.Attach, { sessionId }));
+    return new RemoteSession(client, await metaCall<AttachmentInfo>(client, MetaCode.Attach, { sessionId }));
   }
 
   /**
@@ -118,7 +117,7 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
    */
   async resume(client: AgentClient): Promise<void> {
     if (this.ended) throw this.ended;
-    const reply = await metaCall<AttachmentInfo>(client, SessionMeta.Resume, {
+    const reply = await metaCall<AttachmentInfo>(client, MetaCode.Resume, {
       sessionId: this.id,
       attachment: this.attachment,
       resumeToken: this.info.resumeToken,
@@ -166,7 +165,7 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
   /** Leaves the session; it goes on for other clients. */
   async detach(): Promise<void> {
     const client = this.#live();
-    await metaCall(client, SessionMeta.Detach, { attachment: this.attachment });
+    await metaCall(client, MetaCode.Detach, { attachment: this.attachment });
     this.#end(new SessionEndedError("detached", "this client detached from the session"));
   }
 
@@ -174,7 +173,7 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
   async close(): Promise<void> {
     if (this.ended) return;
     const client = this.#live();
-    await metaCall(client, SessionMeta.Close, { sessionId: this.id });
+    await metaCall(client, MetaCode.Close, { sessionId: this.id });
     this.#end(new SessionEndedError("closed", "the session was closed"));
   }
 
@@ -256,5 +255,5 @@ async function metaCall<T>(client: AgentClient, code: number, fields: Record<str
 
 /** Lists the agent's sessions. */
 export async function listSessions(client: AgentClient): Promise<SessionSummary[]> {
-  return (await metaCall<{ sessions: SessionSummary[] }>(client, SessionMeta.List, {})).sessions;
+  return (await metaCall<{ sessions: SessionSummary[] }>(client, MetaCode.List, {})).sessions;
 }

@@ -1,6 +1,6 @@
 /**
- * Sessions on the wire (docs/protocol.md §6): the meta messages that open,
- * attach, resume, detach, close and list sessions; the session frame header
+ * Sessions on the wire (docs/protocol.md §6): what the session meta messages
+ * (MetaCode.Open to MetaCode.Ended) carry; the session frame header
  * (sequence number and acknowledgement) that lets a client resume without
  * losing or repeating messages; and the envelope every product message
  * uses: MessagePack fields followed by raw bulk bytes.
@@ -15,33 +15,6 @@
 import { decodeFields, encodeFields } from "../wire/messages.ts";
 import { ProtocolError } from "../errors.ts";
 import { allocateUninitialized } from "../bytes.ts";
-
-/** Meta codes for sessions (target 0); replies are request code + 1. */
-export enum SessionMeta {
-  /** `{ product }` → `{ sessionId, attachment, resumeToken, productRoot }` */
-  Open = 5,
-  OpenReply = 6,
-  /** `{ sessionId }` → a new attachment for another client: same reply as Open */
-  Attach = 7,
-  AttachReply = 8,
-  /** `{ sessionId, attachment, resumeToken, lastReceived }` → `{ attachment, lastReceived }`, then resent frames */
-  Resume = 9,
-  ResumeReply = 10,
-  /** `{ attachment }`: leave the session; it goes on for others (no grace) */
-  Detach = 11,
-  DetachReply = 12,
-  /** `{ sessionId }`: end the session for everyone (files closed, processes ended) */
-  Close = 13,
-  CloseReply = 14,
-  /** `{}` → `{ sessions: SessionSummary[] }` */
-  List = 15,
-  ListReply = 16,
-  /** `{ product }` → `{ path }` */
-  ProductRoot = 17,
-  ProductRootReply = 18,
-  /** Event (token 0), agent → client: `{ sessionId, attachment, code, message }` the session ended. */
-  Ended = 19,
-}
 
 /**
  * What `list` and `agent status` show of a session.

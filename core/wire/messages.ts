@@ -13,7 +13,12 @@
 import { decode, Encoder } from "@msgpack/msgpack";
 import { ProtocolError } from "../errors.ts";
 
-/** Codes of messages addressed to the agent itself (target 0). Replies are request code + 1. */
+/**
+ * Codes of meta messages: those addressed to the agent itself (target 0). One
+ * code space for all of them; a reply is the request code + 1, and an event
+ * (token 0) is never answered. The agent answers them from one table
+ * (agent/connection.ts); docs/protocol.md §5 lists them.
+ */
 export enum MetaCode {
   /** Echo: payload is any bytes (≤ 64 KiB); the reply carries the agent's clock and the same bytes. */
   Ping = 1,
@@ -21,6 +26,27 @@ export enum MetaCode {
   /** Agent info; empty request, MessagePack map reply ({@link AgentInfo}). */
   Info = 3,
   InfoReply = 4,
+  /** `{ product }` → `{ sessionId, attachment, resumeToken, productRoot }` */
+  Open = 5,
+  OpenReply = 6,
+  /** `{ sessionId }` → a new attachment for another client: same reply as Open */
+  Attach = 7,
+  AttachReply = 8,
+  /** `{ sessionId, attachment, resumeToken, lastReceived }` → `{ attachment, lastReceived }`, then resent frames */
+  Resume = 9,
+  ResumeReply = 10,
+  /** `{ attachment }`: leave the session; it goes on for others (no grace) */
+  Detach = 11,
+  DetachReply = 12,
+  /** `{ sessionId }`: end the session for everyone (files closed, processes ended) */
+  Close = 13,
+  CloseReply = 14,
+  /** `{}` → `{ sessions: SessionSummary[] }` */
+  List = 15,
+  ListReply = 16,
+  // 17 and 18 are retired (a meta ProductRoot, never served): a session's system service answers it.
+  /** Event (token 0), agent → client: `{ sessionId, attachment, code, message }` the session ended. */
+  Ended = 19,
   /** Event (token 0), either direction on outbound connections: "still here". Never answered. */
   Heartbeat = 21,
 }

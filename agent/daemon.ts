@@ -1,0 +1,212 @@
+/**
+ * The running agent, assembled from a resolved configuration: the control
+ * socket, the session manager, the listener, the outbound targets and the
+ * metrics endpoint, started in that order and closed together. `agent start`
+ * (cli/commands/start.ts) only reads flags, prints, and handles signals.
+ *
+ * @example
+ * ```ts
+ * const daemon = await startDaemon(await loadDaemonSettings(config, true));
+ * daemon.reload(await loadDaemonSettings(config, false)); // on SIGHUP
+ * await daemon.close();
+ * ```
+ * @module
+ */
+import fs from "node:fs";
+import path from "node:path";
+import type { AcceptedKey } from "../core/secure/opening.ts";
+import { runtimeCryptoProvider } from "../runtime/crypto.ts";
+import { droppedLogLines, log } from "../runtime/log.ts";
+import { proxyFor } from "../runtime/proxy.ts";
+import { hostCommand } from "../runtime/self.ts";
+import { formatHost } from "../runtime/tcp.ts";
+import { parseFingerprint } from "../runtime/tls.ts";
+import type { AgentConfig } from "./config.ts";
+import { ConfigError } from "./config-error.ts";
+import { controlPath, serveControl } from "./control.ts";
+import { OutboundTarget, type OutboundTargetConfig } from "./dialer.ts";
+import { cleanStaleChannels } from "./host-process.ts";
+import { ensureStateDir, loadAgentKeys } from "./keystore.ts";
+import { serveMetrics } from "./metrics.ts";
+import { AgentServer } from "./server.ts";
+import { SessionManager, sessionSettings } from "./sessions.ts";
+
+/** Everything a start needs, read and checked: what `agent start --check` reports and each reload applies. */
+export interface DaemonSettings {
+  config: AgentConfig;
+  keys: AcceptedKey[];
+  /** The key created now because none was configured (a first start), to show once. */
+  generated: { hex: string; file: string } | null;
+  /** Each outbound target with its trust settings (CA and fingerprint read). */
+  trust: OutboundTargetConfig[];
+}
+
+/** A started agent. */
+export interface Daemon {
+  readonly server: AgentServer;
+  readonly sessions: SessionManager;
+  readonly outbound: OutboundTarget[];
+  /** Applies new keys and products at once; names the settings that need a restart. */
+  reload(next: DaemonSettings): void;
+  /** Stops listening and dialing, ends every session, closes the control socket and the metrics endpoint. */
+  close(): Promise<void>;
+}
+
+/** Settings a running agent cannot change without a restart. */
+const RESTART_ONLY = [
+  "host",
+  "port",
+  "stateDir",
+  "insecure",
+  "listen",
+  "connect",
+  "handshakeTimeoutSeconds",
+  "maxHandshakes",
+  "keepaliveSeconds",
+  "metrics",
+  "proxy",
+  "warmHosts",
+] as const;
+
+/** Reads the keys and outbound trust `config` names; with `createKey`, a first start creates the key. */
+export async function loadDaemonSettings(config: AgentConfig, createKey: boolean): Promise<DaemonSettings> {
+  if (createKey) ensureStateDir(config.stateDir);
+  if (config.insecure && config.connect.length > 0) {
+    throw new ConfigError(
+      "--insecure applies to inbound connections only; outbound connections always use TLS and the key",
+    );
+  }
+  const trust = outboundTrust(config);
+  const loaded = config.insecure ? { keys: [], generated: null } : await loadAgentKeys(config, createKey);
+  return { config, trust, ...loaded };
+}
+
+/**
+ * Starts the agent. `internalErrors` counts the errors the process caught
+ * (the metrics endpoint reports it). A start that fails part way closes what
+ * it had started.
+ */
+export async function startDaemon(settings: DaemonSettings, internalErrors: () => number): Promise<Daemon> {
+  const { config, keys } = settings;
+  // The control socket first: it refuses while another agent runs on this state directory, and
+  // only then is it safe to treat channel files as left over.
+  let server: AgentServer | null = null;
+  const control = await serveControl(controlPath(config.stateDir), () => server?.status());
+  const runDir = path.join(config.stateDir, "run");
+  const stale = cleanStaleChannels(runDir);
+  if (stale > 0) log.warn(`removed ${stale} channel file(s) left by an agent that did not stop cleanly`);
+  const sessions = new SessionManager(sessionSettings(config, { runDir, hostCommand: hostCommand(), log }));
+  const provider = runtimeCryptoProvider();
+  server = new AgentServer(config, keys, provider, sessions);
+  const outbound = settings.trust.map((t) =>
+    new OutboundTarget(t, {
+      key: keys[0],
+      provider,
+      sessions,
+      startedAt: server.startedAt,
+      handshakeTimeoutMs: config.handshakeTimeoutSeconds * 1000,
+      keepaliveMs: config.keepaliveSeconds * 1000,
+      log,
+    })
+  );
+  server.outbound = outbound;
+  let metrics: { close(): Promise<void> } | null = null;
+  const daemon: Daemon = {
+    server,
+    sessions,
+    outbound,
+    reload: (next) => reload(daemon, settings, next),
+    close: async () => {
+      await Promise.all([daemon.server.close(), control.close(), metrics?.close(), ...outbound.map((t) => t.stop())]);
+    },
+  };
+  try {
+    if (config.listen) await listen(server, settings);
+    dial(outbound, keys[0]);
+    if (config.metrics) metrics = await serveHealth(daemon, config, internalErrors);
+  } catch (e) {
+    await daemon.close();
+    throw e;
+  }
+  return daemon;
+}
+
+async function listen(server: AgentServer, { config, keys }: DaemonSettings) {
+  const address = await server.listen();
+  const mode = config.insecure
+    ? "INSECURE plaintext mode"
+    : `key mode, accepting key id${keys.length > 1 ? "s" : ""} ${keys.map((k) => k.id).join(", ")}`;
+  log.info(`listening on ${formatHost(address.host)}:${address.port} (${mode}); state in ${config.stateDir}`);
+}
+
+function dial(outbound: OutboundTarget[], key: AcceptedKey) {
+  for (const t of outbound) {
+    const proxy = t.target.proxy ? ` through the proxy ${t.target.proxy.host}` : "";
+    log.info(`outbound: dialing ${t.address} over TLS as key id ${key.id}${proxy}`);
+    t.start();
+  }
+}
+
+/** The health and metrics endpoint (`--metrics`); a port it cannot bind is a configuration error. */
+async function serveHealth(daemon: Daemon, config: AgentConfig, internalErrors: () => number) {
+  const counters = () => {
+    const t = daemon.server.traffic();
+    return {
+      bytesReceived: t.received,
+      bytesSent: t.sent,
+      internalErrors: internalErrors(),
+      logLinesDropped: droppedLogLines(),
+    };
+  };
+  const { host, port } = config.metrics!;
+  const metrics = await serveMetrics(host, port, () => daemon.server.status(), counters, config.listen).catch((e) => {
+    throw new ConfigError((e as Error).message);
+  });
+  const address = `${formatHost(metrics.address.host)}:${metrics.address.port}`;
+  log.info(`health and metrics on http://${address}/ (healthz, readyz, metrics)`);
+  return metrics;
+}
+
+/** Keys and products change at once; settings that need a restart are named in a warning. */
+function reload(daemon: Daemon, running: DaemonSettings, next: DaemonSettings) {
+  const { config } = next;
+  const changed = RESTART_ONLY.filter((k) => JSON.stringify(config[k]) !== JSON.stringify(running.config[k]));
+  const graceSeconds = config.revokedKeyGraceSeconds;
+  const { added, removed } = daemon.server.replaceKeys(next.keys, graceSeconds * 1000);
+  daemon.sessions.settings.products = config.products;
+  const ids = next.keys.map((k) => k.id).join(", ") || "(none: insecure)";
+  log.info(
+    `reloaded on SIGHUP: accepting key id${next.keys.length === 1 ? "" : "s"} ${ids}` +
+      (added.length ? `; added ${added.join(", ")}` : "") +
+      (removed.length ? `; removed ${removed.join(", ")} (its connections close in ${graceSeconds} s)` : ""),
+  );
+  if (changed.length) log.warn(`reload: ${changed.join(", ")} changed; these take effect at the next restart`);
+}
+
+/** The trust settings of each outbound target, read and checked. */
+function outboundTrust(config: AgentConfig): OutboundTargetConfig[] {
+  return config.connect.map((t) => ({
+    host: t.host,
+    port: t.port,
+    serverName: t.serverName,
+    proxy: proxyFor(t.host, process.env, config.proxy),
+    ca: t.ca ? readCa(t.ca) : undefined,
+    fingerprint: t.fingerprint ? fingerprintOf(t.fingerprint) : undefined,
+  }));
+}
+
+function readCa(file: string): string {
+  try {
+    return fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new ConfigError(`cannot read CA file ${file}: ${(e as Error).message}`);
+  }
+}
+
+function fingerprintOf(text: string): Uint8Array {
+  try {
+    return parseFingerprint(text);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+}
