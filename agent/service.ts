@@ -23,7 +23,8 @@ export const DEFAULT_BINARY = "/usr/local/bin/agent";
 export const DEFAULT_USER = "agent";
 
 /**
- * The unit. The stop timeout covers the session shutdown (each host gets the
+ * The unit. Type=notify: the agent says READY=1 once it listens and feeds a 30 s watchdog from its event
+ * loop, so systemd restarts an agent that hangs. The stop timeout covers the session shutdown (each host gets the
  * process grace, 5 s, plus 5 s) with room to spare; KillMode=mixed sends
  * SIGTERM to the agent alone, so it ends sessions in order, and SIGKILL to
  * everything left in the unit's cgroup only after that timeout.
@@ -37,7 +38,9 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
-Type=simple
+Type=notify
+NotifyAccess=main
+WatchdogSec=30s
 User=${options.user}
 Group=${options.user}
 ExecStart=${options.binary} start
@@ -52,16 +55,28 @@ RuntimeDirectoryMode=0700
 UMask=0077
 KillMode=mixed
 TimeoutStopSec=20s
-# Hardening. Products write files where they deploy: if that is under /usr or /etc, relax
-# ProtectSystem with a drop-in (systemctl edit agent).
+# Hardening that leaves deployed programs their usual reach; docs/operations.md explains each
+# setting, what it costs deployed programs, and the stricter ones to add with a drop-in
+# (systemctl edit agent). Products that write under /usr or /etc relax ProtectSystem there.
 NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
 ProtectSystem=full
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
+ProtectKernelLogs=yes
 ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+PrivateMounts=yes
 RestrictSUIDSGID=yes
 RestrictRealtime=yes
 LockPersonality=yes
+KeyringMode=private
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 
 [Install]
 WantedBy=multi-user.target

@@ -10,6 +10,7 @@ import "./style.test.ts";
 import "./config.test.ts";
 import "./cp-paths.test.ts";
 import "./log.test.ts";
+import "./sd-notify.test.ts";
 import "./delivery.test.ts";
 import "./doc.test.ts";
 import "./ring.test.ts";

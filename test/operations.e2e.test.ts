@@ -180,7 +180,7 @@ ops(
 ops("a reload with a broken config keeps the running one; a restart-only change is named, not applied", async () => {
   const dir = tempDir();
   const config = path.join(dir, "config.json");
-  fs.writeFileSync(config, JSON.stringify({ keys: [KEY.hex] }));
+  fs.writeFileSync(config, JSON.stringify({ keys: [KEY.hex] }), { mode: 0o600 }); // it holds a key: private
   const agent = await startAgent(["--config", config]);
   fs.writeFileSync(config, '{ "keys": [');
   sendSignal(agent.child, "SIGHUP");
@@ -392,6 +392,9 @@ ops("agent service install: a hardened unit that systemd-analyze accepts; idempo
       "ProtectSystem=full",
       "KillMode=mixed",
       "TimeoutStopSec=20s",
+      "Type=notify",
+      "WatchdogSec=30s",
+      "CapabilityBoundingSet=",
     ]
   ) {
     assert.ok(unit.split("\n").includes(line), `the unit has ${line}`);

@@ -2,9 +2,10 @@
 // replaced or refused, never written through.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { UNIT_PATH } from "../agent/service.ts";
+import { serviceUnit, UNIT_PATH } from "../agent/service.ts";
 import { IS_DENO, ROOT, runAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
 
 /** A root with the binary in place under Deno (whose CLI is not the single executable and copies nothing). */
@@ -45,6 +46,15 @@ test("a symlinked directory inside the root is refused with the link named, and 
   assert.is.not(r.code, 0);
   assert.match(r.stderr, new RegExp(`refusing to install through the symlink ${path.join(root, "etc")}`));
   assert.equal(fs.readdirSync(elsewhere), []);
+});
+
+test("the unit's exposure, as systemd-analyze security rates it, is at most 5.0 (security finding 15)", () => {
+  const file = path.join(tempDir(), "agent.service");
+  fs.writeFileSync(file, serviceUnit({ user: "agent", binary: "/usr/local/bin/agent" }));
+  const r = spawnSync("systemd-analyze", ["security", "--offline=true", file], { encoding: "utf8" });
+  if (r.error) return console.log(`\n  (systemd-analyze security skipped: ${r.error.message})`);
+  const score = Number(/Overall exposure level for agent\.service: ([\d.]+)/.exec(r.stdout)?.[1]);
+  assert.ok(score <= 5.0, `exposure ${score}:\n${r.stdout.slice(-3000)}`);
 });
 
 test.run();

@@ -10,6 +10,7 @@ import { type Flags, str } from "../flags.ts";
 import { log, LOG_FORMATS, type LogFormat, setLogFormat } from "../../runtime/log.ts";
 import { ConfigError } from "../../agent/config-error.ts";
 import { formatHost, isLoopback } from "../../runtime/tcp.ts";
+import { type SystemdNotifier, systemdNotifier } from "../../runtime/sd-notify.ts";
 
 /** Resolves and checks everything a start needs, without starting: `agent start --check`, and each reload. */
 async function loadSettings(flags: Flags, createKey: boolean) {
@@ -36,12 +37,27 @@ export async function startCommand(flags: Flags): Promise<void> {
   process.on("SIGTERM", onSignal("SIGTERM"));
   let daemon: Daemon | null = null;
   let reloading = Promise.resolve();
-  process.on("SIGHUP", () => void (reloading = reloading.then(() => reload(flags, daemon))));
+  const systemd = systemdNotifier(process.env);
+  // The agent alone speaks to systemd: hosts and the programs they start do not inherit its socket.
+  for (const name of ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]) delete process.env[name];
+  process.on("SIGHUP", () => void (reloading = reloading.then(() => reload(flags, daemon, systemd))));
 
   daemon = await startDaemon(settings, internalErrors);
+  systemd.notify(`READY=1\nSTATUS=${readyStatus(daemon)}`);
+  systemd.startWatchdog(); // fed from this event loop, so systemd restarts an agent whose loop is stuck
   log.info(`received ${await stopped}, shutting down`);
+  systemd.notify("STOPPING=1");
+  systemd.stopWatchdog();
   await daemon.close();
   log.info("stopped");
+}
+
+/** What systemd shows for a ready agent (`systemctl status agent`). */
+function readyStatus(daemon: Daemon): string {
+  const listen = daemon.server.status().listen;
+  const parts = listen ? [`listening on ${formatHost(listen.host)}:${listen.port}`] : [];
+  if (daemon.outbound.length > 0) parts.push(`dialing ${daemon.outbound.length} outbound target(s)`);
+  return parts.join("; ");
 }
 
 /** `agent start --check`: one line saying what a start would do. */
@@ -94,15 +110,16 @@ function countInternalErrors(): () => number {
  * SIGHUP: read the config and key files again. A new configuration that does
  * not load leaves the running one untouched.
  */
-async function reload(flags: Flags, daemon: Daemon | null) {
+async function reload(flags: Flags, daemon: Daemon | null, systemd: SystemdNotifier) {
   if (!daemon) return log.warn("SIGHUP before the agent was up: nothing reloaded");
-  let next;
+  systemd.notify("RELOADING=1");
   try {
-    next = await loadSettings(flags, false);
+    const next = await loadSettings(flags, false);
+    if (next.format) setLogFormat(next.format);
+    daemon.reload(next.settings);
   } catch (e) {
     log.error(`reload on SIGHUP failed, keeping the running configuration: ${(e as Error).message}`);
-    return;
+  } finally {
+    systemd.notify(`READY=1\nSTATUS=${readyStatus(daemon)}`);
   }
-  if (next.format) setLogFormat(next.format);
-  daemon.reload(next.settings);
 }
