@@ -5,7 +5,8 @@
  * @module
  */
 import type { FrameStream } from "../core/secure/frame-stream.ts";
-import { AgentError, type ErrorCode, ProtocolError, ServiceError } from "../core/errors.ts";
+import { AgentError, type ErrorCode } from "../core/errors.ts";
+import { serializeError } from "../core/wire/error-reply.ts";
 import { type Frame, META_TARGET } from "../core/wire/frame.ts";
 import { decodeFields, encodeError, encodeFields, ERROR_CODE, MetaCode } from "../core/wire/messages.ts";
 import { answerMeta, type MetaContext } from "../core/wire/meta.ts";
@@ -124,9 +125,8 @@ export class ClientConnection implements SessionPeer {
           return await this.send(answerMeta(frame, this.meta));
       }
     } catch (e) {
-      if (e instanceof ServiceError) return await this.#error(frame, e.code, e.message);
-      if (e instanceof ProtocolError) return await this.#error(frame, "invalid-argument", e.message);
-      return await this.#error(frame, "failed", (e as Error).message);
+      const { code, message } = serializeError(e);
+      return await this.#error(frame, code, message);
     }
   }
 

@@ -14,7 +14,7 @@
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { ConfigError } from "./config-error.ts";
+import { ConfigError } from "../runtime/errors.ts";
 
 /** Where the unit goes, relative to the root. */
 export const UNIT_PATH = "etc/systemd/system/agent.service";

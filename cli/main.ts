@@ -6,9 +6,9 @@
  */
 import { cac, type Command } from "cac";
 import { AgentError } from "../core/errors.ts";
-import { ExitError } from "./commands/exit.ts";
+import { ExitError } from "./errors.ts";
 import { CLI_PRODUCT } from "./commands/product.ts";
-import { ConfigError } from "../agent/config-error.ts";
+import { ConfigError } from "../runtime/errors.ts";
 import { VERSION } from "../core/version.ts";
 import { keepYoungGenerationSmall } from "../runtime/heap.ts";
 import { useUninitializedAllocation } from "../runtime/memory.ts";

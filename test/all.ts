@@ -4,6 +4,7 @@ import "./handshake.test.ts";
 import "./noise.test.ts";
 import "./opening.test.ts";
 import "./layers.test.ts";
+import "./errors.test.ts";
 import "./style.test.ts";
 import "./config.test.ts";
 import "./log.test.ts";

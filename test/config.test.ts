@@ -2,7 +2,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { parseConfigFile } from "../agent/config-schema.ts";
-import { ConfigError } from "../agent/config-error.ts";
+import { ConfigError } from "../runtime/errors.ts";
 
 const FILE = "/etc/agent/config.json";
 const error = (text: string) => {

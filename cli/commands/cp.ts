@@ -15,7 +15,8 @@ import type { RemoteSession } from "../../core/client/remote-session.ts";
 import { eachLimited } from "../../core/concurrency.ts";
 import { NotFoundError } from "../../core/errors.ts";
 import type { Flags } from "../../agent/config.ts";
-import { CommandFailure, fail, type Failure, openRemote, parseAddress } from "./remote.ts";
+import { CommandFailure, type Failure } from "../errors.ts";
+import { fail, openRemote, parseAddress } from "./remote.ts";
 
 /** Exit codes (docs/operations.md): the connection's match `agent probe`'s. */
 export const CP_EXIT: Record<Failure, number> = {

@@ -16,7 +16,14 @@
  * @module
  */
 import type { AgentClient, AttachmentRoute } from "./agent-client.ts";
-import { ConnectionClosedError, FrameTooLargeError, ProtocolError, remoteError, SessionEndedError } from "../errors.ts";
+import {
+  ConnectionClosedError,
+  FrameTooLargeError,
+  isErrorCode,
+  ProtocolError,
+  remoteError,
+  SessionEndedError,
+} from "../errors.ts";
 import { type Frame, MAX_PAYLOAD } from "../wire/frame.ts";
 import { decodeError, decodeFields, encodeFields, ERROR_CODE } from "../wire/messages.ts";
 import {
@@ -200,7 +207,8 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
   }
 
   onEnded(code: string, message: string): void {
-    this.#end(new SessionEndedError(code, message));
+    // A code this side does not know (a newer agent) still ends the session.
+    this.#end(new SessionEndedError(isErrorCode(code) ? code : "session-ended", message));
   }
 
   onDisconnected(_error: Error): void {
