@@ -313,24 +313,6 @@ export class AbortedError extends AgentError {
 }
 
 /**
- * The signal's {@link AbortedError} if it was aborted, else nothing.
- *
- * @example
- * ```ts
- * const controller = new AbortController();
- * controller.abort(new Error("user pressed Ctrl-C"));
- * try {
- *   throwIfAborted(controller.signal);
- * } catch (e) {
- *   console.log((e as AbortedError).message); // aborted: user pressed Ctrl-C
- * }
- * ```
- */
-export function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new AbortedError(signal.reason);
-}
-
-/**
  * The shared-memory channel is not a channel, or a record in it is corrupt.
  *
  * @example
