@@ -22,6 +22,7 @@ export { connect, type ConnectOptions, DialError } from "./client/connect.ts";
 export { type FleetOptions, type FleetResult, type FleetTarget, runOnAgents } from "./client/fleet.ts";
 export { type AgentEntry, AgentListener, listen, type ListenerEvent, type ListenerOptions } from "./client/listener.ts";
 export { RemoteSession } from "./core/client/remote-session.ts";
+export type { CallOptions } from "./core/client/abort.ts";
 export { FilesApi, type ReadStreamOptions, RemoteFile, type TransferOptions } from "./core/client/files.ts";
 export { ProcessesApi, RemoteProcess } from "./core/client/processes.ts";
 export { SystemApi } from "./core/client/system.ts";

@@ -10,7 +10,7 @@
  * @module
  */
 import * as z from "zod/mini";
-import { ConfigError } from "./config-error.ts";
+import { ConfigError } from "../runtime/errors.ts";
 import { LOG_FORMATS } from "../runtime/log.ts";
 
 /** A product name: 1–32 of a-z, 0-9 and "-", starting with a letter. */

@@ -11,7 +11,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { ConfigError } from "./config-error.ts";
+import { ConfigError } from "../runtime/errors.ts";
 import { type ConfigFile, parseConfigFile } from "./config-schema.ts";
 import { DEFAULT_PORT } from "../core/wire/hello.ts";
 import { defaultStateDir } from "./state-dir.ts";

@@ -7,7 +7,8 @@
  */
 import os from "node:os";
 import type { FrameStream } from "../core/secure/frame-stream.ts";
-import { AgentError, type ErrorCode, ProtocolError, ServiceError } from "../core/errors.ts";
+import { AgentError, type ErrorCode, ServiceError } from "../core/errors.ts";
+import { serializeError } from "../core/wire/error-reply.ts";
 import { type Frame, META_TARGET } from "../core/wire/frame.ts";
 import { PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
 import {
@@ -123,9 +124,8 @@ export class ClientConnection implements SessionPeer {
     try {
       await handler(request, this);
     } catch (e) {
-      if (e instanceof ServiceError) return await this.#error(frame, e.code, e.message);
-      if (e instanceof ProtocolError) return await this.#error(frame, "invalid-argument", e.message);
-      return await this.#error(frame, "failed", (e as Error).message);
+      const { code, message } = serializeError(e);
+      return await this.#error(frame, code, message);
     }
   }
 

@@ -13,7 +13,7 @@
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { AgentError } from "../core/errors.ts";
+import { NotRunningError } from "./errors.ts";
 
 /** Socket file name inside the state directory. */
 export const CONTROL_SOCKET = "agent.sock";
@@ -21,13 +21,6 @@ export const CONTROL_SOCKET = "agent.sock";
 /** The control socket path for a state directory. */
 export function controlPath(stateDir: string): string {
   return path.join(stateDir, CONTROL_SOCKET);
-}
-
-/** No agent answers on the control socket. */
-export class NotRunningError extends AgentError {
-  constructor(message: string) {
-    super("not-running", message);
-  }
 }
 
 /**
@@ -104,9 +97,9 @@ export function requestControl(socketPath: string, command: string, timeoutMs = 
     socket.on("error", (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       if (e.code === "ENOENT" || e.code === "ECONNREFUSED") {
-        reject(new NotRunningError(`no agent is running (no control socket answers at ${socketPath})`));
+        reject(new NotRunningError(`no agent is running (no control socket answers at ${socketPath})`, { cause: e }));
       } else if (e.code === "EACCES") {
-        reject(new NotRunningError(`permission denied on ${socketPath}: run as the agent's user`));
+        reject(new NotRunningError(`permission denied on ${socketPath}: run as the agent's user`, { cause: e }));
       } else reject(e);
     });
   });

@@ -22,7 +22,7 @@ import { hostCommand } from "../runtime/self.ts";
 import { formatHost } from "../runtime/tcp.ts";
 import { parseFingerprint } from "../runtime/tls.ts";
 import type { AgentConfig } from "./config.ts";
-import { ConfigError } from "./config-error.ts";
+import { ConfigError } from "../runtime/errors.ts";
 import { controlPath, serveControl } from "./control.ts";
 import { OutboundTarget, type OutboundTargetConfig } from "./dialer.ts";
 import { cleanStaleChannels } from "./host-process.ts";

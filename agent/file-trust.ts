@@ -10,7 +10,7 @@
  * @module
  */
 import fs from "node:fs";
-import { ConfigError } from "./config-error.ts";
+import { ConfigError } from "../runtime/errors.ts";
 import { escapeControls } from "../core/text.ts";
 
 const checked = process.platform !== "win32";

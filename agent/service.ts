@@ -14,7 +14,7 @@
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { ConfigError } from "./config-error.ts";
+import { ConfigError } from "../runtime/errors.ts";
 import { escapeControls } from "../core/text.ts";
 
 /** Where the unit goes, relative to the root. */

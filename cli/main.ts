@@ -6,10 +6,10 @@
  */
 import { type CAC, cac } from "cac";
 import { AgentError } from "../core/errors.ts";
-import { ExitError } from "./commands/exit.ts";
+import { ExitError } from "./errors.ts";
 import { COMMANDS, helpAfterUsage } from "./command-table.ts";
 import { asTyped } from "./flags.ts";
-import { ConfigError } from "../agent/config-error.ts";
+import { ConfigError } from "../runtime/errors.ts";
 import { VERSION } from "../core/version.ts";
 import { keepYoungGenerationSmall } from "../runtime/heap.ts";
 import { useUninitializedAllocation } from "../runtime/memory.ts";

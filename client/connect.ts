@@ -9,7 +9,7 @@ import { DEFAULT_PORT } from "../core/wire/hello.ts";
 import { runtimeCryptoProvider } from "../runtime/crypto.ts";
 import { dialTcp } from "../runtime/tcp.ts";
 
-export { DialError } from "../runtime/tcp.ts";
+export { DialError } from "../runtime/errors.ts";
 import { Agent } from "./agent.ts";
 
 /**

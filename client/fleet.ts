@@ -5,7 +5,7 @@
  * @module
  */
 import { eachLimited } from "../core/concurrency.ts";
-import { TimeoutError } from "../core/errors.ts";
+import { AbortedError, TimeoutError } from "../core/errors.ts";
 import type { Agent } from "./agent.ts";
 import { connect, type ConnectOptions } from "./connect.ts";
 
@@ -41,7 +41,13 @@ export type FleetResult<T> =
  *
  * @example
  * ```ts
- * const options: FleetOptions<string> = { concurrency: 16, timeoutMs: 60_000, onResult: (r) => console.log(r.name, r.ok) };
+ * const controller = new AbortController(); // controller.abort() stops the whole run
+ * const options: FleetOptions<string> = {
+ *   concurrency: 16,
+ *   timeoutMs: 60_000,
+ *   onResult: (r) => console.log(r.name, r.ok),
+ *   signal: controller.signal,
+ * };
  * await runOnAgents([], async () => "", options);
  * ```
  */
@@ -52,23 +58,30 @@ export interface FleetOptions<T> {
   timeoutMs?: number;
   /** Called as each target finishes, in the order they finish (for progress). */
   onResult?: (result: FleetResult<T>) => void;
+  /**
+   * Aborting it ends the run: targets not started fail with an {@link AbortedError} without
+   * connecting, and the ones in progress fail with it at once (the signal `operation` receives
+   * aborts too, so calls given it stop).
+   */
+  signal?: AbortSignal;
 }
 
 /**
  * Runs `operation` on every target, at most `concurrency` at a time, and
  * returns one result per target in the order given. It never throws for a
  * target's failure: each result says `ok` or carries its error, so one bad
- * server cannot hide the others.
+ * server cannot hide the others. `operation` gets a signal that aborts when
+ * the target's time is up or `options.signal` aborts: pass it on to calls.
  *
  * @example
  * ```ts
  * const key = process.env.AGENT_KEY!, host = process.env.AGENT_HOST!, port = Number(process.env.AGENT_PORT);
  * const results = await runOnAgents(
  *   [{ name: "web1", host, port, key }, { name: "web2", host, port, key }],
- *   async (agent) => {
+ *   async (agent, _name, signal) => {
  *     const session = await agent.openSession("buildmaster");
  *     try {
- *       return (await session.processes.run({ program: "uname", args: ["-r"] })).code;
+ *       return (await (await session.processes.start({ program: "uname", args: ["-r"], signal })).wait({ signal })).code;
  *     } finally {
  *       await session.close();
  *     }
@@ -80,16 +93,32 @@ export interface FleetOptions<T> {
  */
 export async function runOnAgents<T>(
   targets: readonly FleetTarget[],
-  operation: (agent: Agent, name: string) => Promise<T>,
+  operation: (agent: Agent, name: string, signal: AbortSignal) => Promise<T>,
   options: FleetOptions<T> = {},
 ): Promise<FleetResult<T>[]> {
   const concurrency = Math.max(1, Math.floor(options.concurrency ?? 32));
   const results = new Array<FleetResult<T>>(targets.length);
-  // runOne never throws: a server's failure is its result.
-  await eachLimited(targets, concurrency, async (target, index) => {
-    results[index] = await runOne(target, operation, options.timeoutMs);
-    options.onResult?.(results[index]);
-  });
+  // One listener on the caller's signal for the whole run, passed on to the targets in progress.
+  const running = new Set<AbortController>();
+  const { signal } = options;
+  const abortAll = () => running.forEach((c) => c.abort(new AbortedError(signal!.reason)));
+  signal?.addEventListener("abort", abortAll, { once: true });
+  try {
+    // runOne never throws: a server's failure is its result.
+    await eachLimited(targets, concurrency, async (target, index) => {
+      const controller = new AbortController();
+      if (signal?.aborted) controller.abort(new AbortedError(signal.reason));
+      running.add(controller);
+      try {
+        results[index] = await runOne(target, operation, controller, options.timeoutMs);
+      } finally {
+        running.delete(controller);
+      }
+      options.onResult?.(results[index]);
+    });
+  } finally {
+    signal?.removeEventListener("abort", abortAll);
+  }
   return results;
 }
 
@@ -99,31 +128,38 @@ function nameOf(target: FleetTarget): string {
   return `${t.host.includes(":") ? `[${t.host}]` : t.host}:${t.port ?? 46336}`;
 }
 
+/** One target's result; `stop` aborts it (the caller's abort), as the deadline does with a {@link TimeoutError}. */
 async function runOne<T>(
   target: FleetTarget,
-  operation: (agent: Agent, name: string) => Promise<T>,
+  operation: (agent: Agent, name: string, signal: AbortSignal) => Promise<T>,
+  stop: AbortController,
   timeoutMs?: number,
 ): Promise<FleetResult<T>> {
   const name = nameOf(target);
   const started = performance.now();
+  const result = (r: { ok: true; value: T } | { ok: false; error: Error }) =>
+    ({ name, ...r, ms: performance.now() - started }) as FleetResult<T>;
+  if (stop.signal.aborted) return result({ ok: false, error: stop.signal.reason });
   let opened: Agent | null = null;
   let finished = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timer = timeoutMs === undefined ? undefined : setTimeout(
+    () => stop.abort(new TimeoutError(`${name}: not done within ${timeoutMs / 1000} s`)),
+    timeoutMs,
+  );
   const work = (async () => {
-    if ("agent" in target) return await operation(target.agent, name);
+    if ("agent" in target) return await operation(target.agent, name, stop.signal);
     const agent = await connect(target);
     opened = agent;
     if (finished) throw new TimeoutError(`${name}: connected after the deadline`); // closed below, never used
-    return await operation(agent, name);
+    return await operation(agent, name, stop.signal);
   })();
-  const deadline = timeoutMs === undefined ? null : new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new TimeoutError(`${name}: not done within ${timeoutMs / 1000} s`)), timeoutMs);
+  const stopped = new Promise<never>((_, reject) => {
+    stop.signal.addEventListener("abort", () => reject(stop.signal.reason), { once: true });
   });
   try {
-    const value = await (deadline ? Promise.race([work, deadline]) : work);
-    return { name, ok: true, value, ms: performance.now() - started };
+    return result({ ok: true, value: await Promise.race([work, stopped]) });
   } catch (e) {
-    return { name, ok: false, error: e instanceof Error ? e : new Error(String(e)), ms: performance.now() - started };
+    return result({ ok: false, error: e instanceof Error ? e : new Error(String(e)) });
   } finally {
     finished = true;
     clearTimeout(timer);

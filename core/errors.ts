@@ -1,8 +1,11 @@
 /**
- * Every error this project raises on purpose, with the one table of error
- * codes. Each class extends {@link AgentError}, has a stable kebab-case
- * `code` (what logs, exit codes and serialized remote errors use) and a
- * `name` equal to the class name.
+ * The one table of error codes, and the errors of the protocol and the
+ * client library. Each class extends {@link AgentError}, has a stable
+ * kebab-case `code` from {@link ERROR_CODES} (what logs, exit codes and
+ * serialized remote errors use; the type admits no other), a `name` equal to
+ * the class name, and the error it wraps as `cause` where there is one. The
+ * layers above keep theirs beside them, one module each: runtime/errors.ts,
+ * agent/errors.ts, cli/errors.ts.
  *
  * @example
  * ```ts
@@ -12,10 +15,50 @@
  * @module
  */
 
+/** Codes an agent or a host sends in an error reply (docs/protocol.md §5 "Errors" lists them). */
+const REPLY_ERRORS = {
+  // Sessions (answered by the agent).
+  "unknown-product": "the agent does not serve that product",
+  "unknown-target": "no session is attached on that target of this connection",
+  "session-ended": "the session has ended",
+  "host-failed": "the session's host process failed",
+  "idle": "the session ended after its idle timeout",
+  "closed": "the session was closed",
+  "detached": "this client detached from the session",
+  "agent-stopped": "the agent is shutting down",
+  // Requests (answered by the agent or a host).
+  "unknown-code": "no handler for that message code",
+  "invalid-argument": "a field is missing, of the wrong type, or not allowed",
+  "too-large": "a payload over its limit",
+  "failed": "the request failed for a reason nothing classified: the default for an unexpected error",
+  "not-found": "no such file, directory or program",
+  "permission-denied": "the agent's user may not do that",
+  "is-a-directory": "a file was expected and a directory was found",
+  "not-a-directory": "a directory was expected and something else was found",
+  "already-exists": "the target exists already",
+  "not-empty": "the directory is not empty",
+  "invalid-handle": "no open file with that handle in this session",
+  "no-space": "no space left on the device",
+  "too-many-open-files": "the host has too many files open",
+  "io-error": "an error the operating system reported that has no code of its own here",
+  "unknown-process": "no process with that id in this session",
+  "stdin-closed": "the process's standard input is closed",
+} as const;
+
 /**
- * The error codes, each with what it means. Codes a remote side may send
- * are the ones with a class in {@link remoteError}'s table; the rest are
- * raised on this side.
+ * The codes an agent or a host may send in an error reply: the ones a client
+ * sees as a {@link RemoteError}. docs/protocol.md §5 lists the same.
+ *
+ * @example
+ * ```ts
+ * console.log(REPLY_ERROR_CODES.includes("not-found"), REPLY_ERROR_CODES.includes("timeout")); // true false
+ * ```
+ */
+export const REPLY_ERROR_CODES: readonly ErrorCode[] = Object.keys(REPLY_ERRORS) as ErrorCode[];
+
+/**
+ * The error codes, each with what it means: the one table. Codes a remote
+ * side may send are {@link REPLY_ERROR_CODES}; the rest are raised on this side.
  *
  * @example
  * ```ts
@@ -37,7 +80,8 @@ export const ERROR_CODES = {
   "insecure-peer": "the agent runs --insecure and this side did not opt in",
   "channel-corrupt": "the shared-memory channel is not valid, or a record in it failed its check",
   "refused": "nothing listens at that address and port",
-  "unreachable": "the address could not be reached or resolved",
+  "unresolved": "the host name did not resolve",
+  "unreachable": "the address could not be reached",
   "untrusted": "the listener's certificate is not signed by a trusted authority",
   "expired": "the listener's certificate has expired or is not yet valid",
   "fingerprint-mismatch": "the listener's certificate is not the pinned one",
@@ -47,33 +91,14 @@ export const ERROR_CODES = {
   "invalid-config": "a setting, flag or config file that cannot be used",
   "not-running": "no agent answers on this machine's control socket",
   "exit": "a command ends with a particular exit code",
-  // Sessions (answered by the agent).
-  "unknown-product": "the agent does not serve that product",
-  "unknown-target": "no session is attached on that target of this connection",
-  "session-ended": "the session has ended",
-  "host-failed": "the session's host process failed",
-  "idle": "the session ended after its idle timeout",
-  "closed": "the session was closed",
-  "detached": "this client detached from the session",
-  "agent-stopped": "the agent is shutting down",
-  // Requests (answered by the agent or a host).
-  "unknown-code": "no handler for that message code",
-  "invalid-argument": "a field is missing, of the wrong type, or not allowed",
-  "too-large": "a payload over its limit",
-  "failed": "the request failed for a reason the agent could not classify",
-  "not-found": "no such file, directory or program",
-  "permission-denied": "the agent's user may not do that",
-  "is-a-directory": "a file was expected and a directory was found",
-  "not-a-directory": "a directory was expected and something else was found",
-  "already-exists": "the target exists already",
-  "not-empty": "the directory is not empty",
-  "invalid-handle": "no open file with that handle in this session",
-  "no-space": "no space left on the device",
-  "too-many-open-files": "the host has too many files open",
-  "io-error": "an input/output error the operating system reported",
-  "unknown-process": "no process with that id in this session",
-  "stdin-closed": "the process's standard input is closed",
-  "unknown": "the peer sent an error without a readable code",
+  // `agent probe --json` reports these, as its exit codes tell them apart.
+  "name-not-found": "probe: the host name did not resolve",
+  "wrong-key": "probe: the agent does not accept the key",
+  "not-an-agent": "probe: something other than an agent answers on that port",
+  // The caller's side.
+  "aborted": "the caller aborted the call with its AbortSignal",
+  "unknown": "the peer sent an error without a readable code, or one this side does not know",
+  ...REPLY_ERRORS,
 } as const;
 
 /**
@@ -97,10 +122,22 @@ export type ErrorCode = keyof typeof ERROR_CODES;
  * ```
  */
 export class AgentError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
+  constructor(readonly code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = new.target.name;
   }
+}
+
+/**
+ * True when `code` is one of {@link ERROR_CODES}: what a peer sends is checked with it.
+ *
+ * @example
+ * ```ts
+ * console.log(isErrorCode("not-found"), isErrorCode("no-such-code")); // true false
+ * ```
+ */
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === "string" && Object.hasOwn(ERROR_CODES, code);
 }
 
 /**
@@ -113,8 +150,8 @@ export class AgentError extends Error {
  * ```
  */
 export class ProtocolError extends AgentError {
-  constructor(message: string) {
-    super("protocol", message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("protocol", message, options);
   }
 }
 
@@ -200,7 +237,7 @@ export class IntegrityError extends AgentError {
   constructor() {
     super(
       "integrity",
-      "a frame failed its integrity check (altered, replayed or reordered); the connection was closed",
+      "a record failed its integrity check (altered, replayed or reordered); the connection was closed",
     );
   }
 }
@@ -217,8 +254,8 @@ export class IntegrityError extends AgentError {
  * ```
  */
 export class ConnectionClosedError extends AgentError {
-  constructor(message = "the connection was closed") {
-    super("connection-closed", message);
+  constructor(message = "the connection was closed", options?: { cause?: unknown }) {
+    super("connection-closed", message, options);
   }
 }
 
@@ -232,8 +269,8 @@ export class ConnectionClosedError extends AgentError {
  * ```
  */
 export class TimeoutError extends AgentError {
-  constructor(message: string) {
-    super("timeout", message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("timeout", message, options);
   }
 }
 
@@ -255,6 +292,61 @@ export class InsecurePeerError extends AgentError {
 }
 
 /**
+ * The caller aborted the call through its `AbortSignal`; `cause` is the
+ * signal's reason. Only this side stops: a request already sent still runs
+ * on the agent, and the session stays usable.
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * const session = await agent.openSession("buildmaster");
+ * const p = await session.processes.start({ program: "sleep", args: ["30"] });
+ * const e = await p.wait({ signal: AbortSignal.timeout(100) }).then(() => null, (e) => e);
+ * console.log(e instanceof AbortedError, e.code, e.cause.name); // true aborted TimeoutError
+ * await session.close();
+ * agent.close();
+ * ```
+ */
+export class AbortedError extends AgentError {
+  constructor(reason: unknown) {
+    super("aborted", `aborted: ${reason instanceof Error ? reason.message : String(reason)}`, { cause: reason });
+  }
+}
+
+/**
+ * The shared-memory channel is not a channel, or a record in it is corrupt.
+ *
+ * @example
+ * ```ts
+ * const e = new ChannelCorruptError("record length 4294967295 exceeds the ring");
+ * console.log(e.code); // channel-corrupt
+ * ```
+ */
+export class ChannelCorruptError extends AgentError {
+  constructor(message: string) {
+    super("channel-corrupt", message);
+  }
+}
+
+/**
+ * A key that cannot be used, with a message that says what a good one looks like.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   parseKey("not-hex", "--key");
+ * } catch (e) {
+ *   console.log(e instanceof InvalidKeyError, (e as InvalidKeyError).code); // true invalid-key
+ * }
+ * ```
+ */
+export class InvalidKeyError extends AgentError {
+  constructor(where: string) {
+    super("invalid-key", `${where} is not a valid agent key: expected 64 hex digits (make one with \`agent keygen\`)`);
+  }
+}
+
+/**
  * A failure to report to the other side as a serialized error: a stable
  * code from {@link ERROR_CODES}, a sentence, and the path or program it is
  * about where there is one. Agent and host raise these; clients get them back
@@ -267,13 +359,15 @@ export class InsecurePeerError extends AgentError {
  * ```
  */
 export class ServiceError extends AgentError {
-  constructor(code: ErrorCode, message: string, readonly detail?: string) {
-    super(code, message);
+  constructor(code: ErrorCode, message: string, readonly detail?: string, options?: { cause?: unknown }) {
+    super(code, message, options);
   }
 }
 
 /**
  * An error raised on the other side and carried back in an error response.
+ * A code this side does not know (from a newer peer) arrives as `unknown`,
+ * its message ending with the code the peer sent.
  *
  * @example
  * ```ts
@@ -282,7 +376,7 @@ export class ServiceError extends AgentError {
  * ```
  */
 export class RemoteError extends AgentError {
-  constructor(code: string, message: string, readonly detail?: string) {
+  constructor(code: ErrorCode, message: string, readonly detail?: string) {
     super(code, message);
   }
 }
@@ -421,6 +515,7 @@ const REMOTE_ERRORS: Partial<Record<ErrorCode, typeof RemoteError>> = {
  * ```
  */
 export function remoteError(e: { code: string; message: string; detail?: string }): RemoteError {
-  const Type = REMOTE_ERRORS[e.code as ErrorCode] ?? RemoteError;
+  if (!isErrorCode(e.code)) return new RemoteError("unknown", `${e.message} (code ${e.code})`, e.detail);
+  const Type = REMOTE_ERRORS[e.code] ?? RemoteError;
   return new Type(e.code, e.message, e.detail);
 }

@@ -17,7 +17,7 @@ import { decodeEnvelope, encodeEnvelopeParts, type Envelope } from "../core/sess
 import { Dispatcher } from "./dispatcher.ts";
 import { mapFile } from "../runtime/mmap.ts";
 import { IdleTrim } from "../runtime/malloc.ts";
-import { serializeError } from "./errors.ts";
+import { serializeError } from "../core/wire/error-reply.ts";
 import { type ExtensionReport, loadExtensions } from "./extensions.ts";
 import { FilesService } from "./services/files.ts";
 import { ProcessesService } from "./services/processes.ts";

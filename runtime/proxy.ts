@@ -14,33 +14,20 @@
  */
 import net from "node:net";
 import { concat, indexOfNeedle } from "../core/bytes.ts";
-import { AgentError } from "../core/errors.ts";
+import { ConfigError, ProxyError } from "./errors.ts";
 
 const HEAD_END = new TextEncoder().encode("\r\n\r\n");
-
-/** The proxy could not be reached, refused the tunnel, or did not answer in time. */
-export class ProxyError extends AgentError {
-  constructor(readonly stage: "unreachable" | "refused" | "timeout", message: string) {
-    super("proxy", message);
-  }
-}
 
 /** Parses a proxy setting: `http://[user:password@]host:port` (a bare `host:port` is taken as http). */
 export function parseProxy(value: string, where: string): URL {
   let url: URL;
   try {
     url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`);
-  } catch {
-    throw new AgentError(
-      "invalid-config",
-      `${where} is not a proxy URL like http://proxy.example.com:3128: "${value}"`,
-    );
+  } catch (e) {
+    throw new ConfigError(`${where} is not a proxy URL like http://proxy.example.com:3128: "${value}"`, { cause: e });
   }
   if (url.protocol !== "http:") {
-    throw new AgentError(
-      "invalid-config",
-      `${where}: only http:// proxies (HTTP CONNECT) are supported, not ${url.protocol}//`,
-    );
+    throw new ConfigError(`${where}: only http:// proxies (HTTP CONNECT) are supported, not ${url.protocol}//`);
   }
   return url;
 }
@@ -88,6 +75,7 @@ export function connectThroughProxy(proxy: URL, host: string, port: number, time
           new ProxyError(
             "unreachable",
             `cannot reach ${where}: ${e.code === "ECONNREFUSED" ? "connection refused" : e.message}`,
+            { cause: e },
           ),
         ),
     );

@@ -10,7 +10,8 @@
  * @module
  */
 import net from "node:net";
-import { AgentError, ConnectionClosedError } from "../core/errors.ts";
+import { ConnectionClosedError } from "../core/errors.ts";
+import { DialError } from "./errors.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
 import { allocateUninitialized } from "../core/bytes.ts";
 
@@ -193,26 +194,6 @@ export function socketStream(socket: net.Socket, reads?: SlabReads): ByteStream 
   };
 }
 
-/**
- * Why a dial failed: `stage` is "unresolved" (the name did not resolve),
- * "refused", "timeout" or "unreachable" (no route, or another socket error),
- * so a caller can pick its message and exit code.
- *
- * @example
- * ```ts
- * try {
- *   await connect({ host: "127.0.0.1", port: 1, key: process.env.AGENT_KEY! });
- * } catch (e) {
- *   if (e instanceof DialError) console.log(e.stage); // "refused"
- * }
- * ```
- */
-export class DialError extends AgentError {
-  constructor(readonly stage: "refused" | "timeout" | "unreachable" | "unresolved", message: string) {
-    super(stage, message);
-  }
-}
-
 /** Connects to `host:port` (an address or name), failing with a {@link DialError}. */
 export function dialTcp(
   host: string,
@@ -241,12 +222,12 @@ export function dialTcp(
 /** A socket error while connecting, as the {@link DialError} that names the stage. */
 export function connectError(e: NodeJS.ErrnoException, host: string, port: number): DialError {
   if (e.code === "ECONNREFUSED") {
-    return new DialError("refused", `connection refused by ${host}:${port}: nothing is listening there`);
+    return new DialError("refused", `connection refused by ${host}:${port}: nothing is listening there`, { cause: e });
   }
   if (e.code === "ENOTFOUND" || e.code === "EAI_AGAIN") {
-    return new DialError("unresolved", `cannot resolve ${host}: no such host name (${e.code})`);
+    return new DialError("unresolved", `cannot resolve ${host}: no such host name (${e.code})`, { cause: e });
   }
-  return new DialError("unreachable", `cannot connect to ${host}:${port}: ${e.message}`);
+  return new DialError("unreachable", `cannot connect to ${host}:${port}: ${e.message}`, { cause: e });
 }
 
 /** "[::1]" for IPv6 literals, the address itself otherwise. */

@@ -11,9 +11,9 @@
  */
 import tls from "node:tls";
 import { fromHex, toHex } from "../core/bytes.ts";
-import { AgentError } from "../core/errors.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
-import { connectError, DialError, socketStream } from "./tcp.ts";
+import { CertificateError, DialError, VerifyError } from "./errors.ts";
+import { connectError, socketStream } from "./tcp.ts";
 import { connectThroughProxy } from "./proxy.ts";
 
 /** What the listener presented. */
@@ -39,17 +39,6 @@ export interface TrustOptions {
   fingerprint?: Uint8Array;
   /** Name to verify and to send as SNI; the host by default. */
   serverName?: string;
-}
-
-/** Why a listener's certificate was refused. */
-export class CertificateError extends AgentError {
-  constructor(
-    readonly reason: "untrusted" | "expired" | "fingerprint-mismatch" | "name-mismatch",
-    message: string,
-    readonly certificate: CertificateReport,
-  ) {
-    super(reason, message);
-  }
 }
 
 /** Parses a fingerprint written as 64 hex digits, with or without colons. */
@@ -130,6 +119,7 @@ export async function dialTls(
       formatFingerprint(certificate.fingerprint)
     })`,
     { ...certificate, trusted: false, problem, expired },
+    { cause: refusal },
   );
 }
 
@@ -163,13 +153,6 @@ async function caVerdict(
     if (!(e instanceof VerifyError)) throw e;
     const { problem } = whyRefused(e.refusal, certificate, serverName);
     return { ...certificate, trusted: false, problem };
-  }
-}
-
-/** The TLS library refused the certificate; `refusal` is its error. */
-class VerifyError extends AgentError {
-  constructor(readonly refusal: NodeJS.ErrnoException) {
-    super("untrusted", `the TLS library refused the certificate: ${refusal.code ?? refusal.message}`);
   }
 }
 

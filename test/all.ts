@@ -6,6 +6,7 @@ import "./opening.test.ts";
 import "./admission.test.ts";
 import "./meta.test.ts";
 import "./layers.test.ts";
+import "./errors.test.ts";
 import "./style.test.ts";
 import "./config.test.ts";
 import "./cp-paths.test.ts";

@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { resolveConfig } from "../agent/config.ts";
 import { parseConfigFile } from "../agent/config-schema.ts";
-import { ConfigError } from "../agent/config-error.ts";
+import { ConfigError } from "../runtime/errors.ts";
 
 const FILE = "/etc/agent/config.json";
 const error = (text: string) => {

@@ -4,7 +4,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import path from "node:path";
 import { CP_EXIT, localPathFor } from "../cli/commands/cp.ts";
-import { CommandFailure } from "../cli/commands/remote.ts";
+import { CommandFailure } from "../cli/errors.ts";
 
 const into = path.resolve("/tmp/dest");
 

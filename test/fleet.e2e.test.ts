@@ -2,7 +2,7 @@
 // order given, and a failing server (refused, wrong key, too slow) reported by name, never hiding the rest.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { AuthenticationError, DialError, runOnAgents, TimeoutError } from "../mod.ts";
+import { AbortedError, AuthenticationError, DialError, runOnAgents, TimeoutError } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { closedPort, type RunningAgent, startAgent, stopAll } from "./helpers/agent-process.ts";
 
@@ -64,6 +64,34 @@ test("runOnAgents: a server slower than timeoutMs fails with TimeoutError while 
   assert.ok(!results[0].ok && results[0].error instanceof TimeoutError, String(!results[0].ok && results[0].error));
   assert.ok(results[1].ok);
   assert.ok(performance.now() - started < 4000, "the slow one did not hold up the result");
+});
+
+test("runOnAgents: aborting its signal fails the targets in progress at once and starts no more", async () => {
+  const key = generateKey().hex;
+  const a = await startAgent(["--key", key]);
+  agents.push(a);
+  const target = (name: string) => ({ name, host: "127.0.0.1", port: a.port, key });
+  const controller = new AbortController(), reason = new Error("operator pressed Ctrl-C");
+  const operated: string[] = [], signalled: string[] = [];
+  setTimeout(() => controller.abort(reason), 1000);
+  const started = performance.now();
+  const results = await runOnAgents(
+    [target("web1"), target("web2"), target("web3")],
+    async (agent, name, signal) => {
+      operated.push(name);
+      signal.addEventListener("abort", () => signalled.push(name));
+      const session = await agent.openSession("fleet");
+      const p = await session.processes.start({ program: "sleep", args: ["30"], signal });
+      return await p.wait({ signal });
+    },
+    { concurrency: 2, signal: controller.signal },
+  );
+  assert.ok(performance.now() - started < 5000, "the run ended soon after the abort");
+  for (const r of results) {
+    assert.ok(!r.ok && r.error instanceof AbortedError && r.error.cause === reason, `${r.name}: ${!r.ok && r.error}`);
+  }
+  assert.equal(operated, ["web1", "web2"], "web3 was never started");
+  assert.equal(signalled.sort(), ["web1", "web2"], "the operations' own signal aborted too");
 });
 
 test.run();

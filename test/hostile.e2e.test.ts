@@ -150,7 +150,7 @@ hostile("bit-flipped, truncated, replayed and reordered records are rejected", a
     while (!ended && Date.now() < deadline) ended = await endsWithin(channel.stream, deadline - Date.now());
     assert.ok(ended, `${name}: connection closed`);
   }
-  await agent.waitForLog(/closed after [\d.]+ s: integrity: a frame failed its integrity check/);
+  await agent.waitForLog(/closed after [\d.]+ s: integrity: a record failed its integrity check/);
 });
 
 hostile("a stalled handshake times out", async () => {

@@ -11,7 +11,8 @@ import {
 import { AuthenticationError, IntegrityError, ProtocolError } from "../core/errors.ts";
 import { encodeFrame } from "../core/wire/frame.ts";
 import { encodeHello, encodeReply, EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
-import { generateKey, InvalidKeyError, keyId, parseKey } from "../core/secure/keys.ts";
+import { InvalidKeyError } from "../core/errors.ts";
+import { generateKey, keyId, parseKey } from "../core/secure/keys.ts";
 import { NOISE_PROTOCOL_NAME, NoiseHandshake, type TransportKeys } from "../core/secure/noise.ts";
 import {
   encodeRecord,

@@ -1,10 +1,10 @@
 // The ring logic over a plain byte region: order, wrap-around, full rings, corruption.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
+import { ChannelCorruptError } from "../core/errors.ts";
 import { crc32 } from "../core/shm/crc32.ts";
 import {
   CHANNEL_HEADER_SIZE,
-  ChannelCorruptError,
   channelSize,
   checkChannel,
   Direction,

@@ -6,6 +6,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import {
+  AbortedError,
   type Agent,
   AlreadyExistsError,
   connect,
@@ -502,6 +503,89 @@ sessions("a client that floods a session faster than the host consumes leaves ag
   const grownMiB = (residentKiB(agent.pid) - before) / 1024;
   assert.ok(grownMiB < 64, `agent grew ${grownMiB.toFixed(1)} MiB while ~190 MiB were offered`);
   c.client.frames.stream.close(); // leave; the grace and the host clean up
+});
+
+/** The session's open files on the agent, as `listSessions` reports them. */
+async function openFiles(c: Agent, id: string): Promise<number | undefined> {
+  return (await c.listSessions()).find((x) => x.id === id)?.openFiles;
+}
+
+sessions(
+  "an aborted readStream stops with AbortedError (the signal's reason as cause), closes the file, and the session goes on",
+  async () => {
+    const c = await client();
+    const s = await c.openSession("alpha");
+    const data = crypto.randomBytes(32 * 1024 * 1024);
+    await s.files.writeFile("abort-read.bin", data);
+    const controller = new AbortController(), reason = new Error("the user gave up");
+    let received = 0;
+    const e = await (async () => {
+      for await (const chunk of s.files.readStream("abort-read.bin", { signal: controller.signal })) {
+        received += chunk.length;
+        if (received >= 1024 * 1024) controller.abort(reason);
+      }
+    })().then(() => null, (e) => e);
+    assert.instance(e, AbortedError);
+    assert.is(e.code, "aborted");
+    assert.is(e.cause, reason);
+    assert.ok(received < data.length, `${received} of ${data.length} bytes read before the abort took`);
+    await until(async () => (await openFiles(c, s.id)) === 0, "the file was closed on the agent", 5000);
+    // The same session: a call that follows gets its own reply, not an aborted read's.
+    assert.is((await s.files.stat("abort-read.bin")).size, data.length);
+    assert.is(sha(await s.files.readFile("abort-read.bin")), sha(data));
+    const early = await s.files.readFile("abort-read.bin", { signal: AbortSignal.abort("never mind") }).then(
+      () => null,
+      (e) => e,
+    );
+    assert.instance(early, AbortedError);
+    assert.is(early.cause, "never mind");
+    await s.close();
+  },
+);
+
+sessions("an aborted writeFile stops reading its source, closes the file, and the session goes on", async () => {
+  const c = await client();
+  const s = await c.openSession("alpha");
+  const controller = new AbortController();
+  let produced = 0;
+  async function* endless() {
+    for (;;) {
+      produced++;
+      if (produced === 8) controller.abort(new Error("enough"));
+      yield crypto.randomBytes(512 * 1024);
+    }
+  }
+  const e = await s.files.writeFile("abort-write.bin", endless(), { signal: controller.signal }).then(
+    () => null,
+    (e) => e,
+  );
+  assert.instance(e, AbortedError);
+  assert.is((e.cause as Error).message, "enough");
+  assert.ok(produced <= 9, `${produced} chunks taken from the source`);
+  await until(async () => (await openFiles(c, s.id)) === 0, "the file was closed on the agent", 5000);
+  assert.ok((await s.files.stat("abort-write.bin")).size <= 8 * 512 * 1024);
+  const after = crypto.randomBytes(3 * 1024 * 1024);
+  assert.is(await s.files.writeFile("abort-write.bin", after), after.length);
+  assert.equal(await s.files.sha256("abort-write.bin"), { sha256: sha(after), size: after.length });
+  await s.close();
+});
+
+sessions("an aborted wait rejects with AbortedError; the process runs on and a later wait gets its exit", async () => {
+  const c = await client();
+  const s = await c.openSession("alpha");
+  const p = await s.processes.start({ program: "sleep", args: ["30"], signal: AbortSignal.timeout(10_000) });
+  const started = Date.now();
+  const e = await p.wait({ signal: AbortSignal.timeout(200) }).then(() => null, (e) => e);
+  assert.instance(e, AbortedError);
+  assert.is((e.cause as Error).name, "TimeoutError");
+  assert.ok(Date.now() - started < 5000);
+  assert.ok((await s.processes.list()).find((x) => x.id === p.id)?.running, "only the waiting stopped");
+  assert.ok(await p.signal("SIGTERM"));
+  assert.equal(await p.wait(), { code: null, signal: "SIGTERM" });
+  const aborted = await s.processes.start({ program: "true", signal: AbortSignal.abort() }).then(() => null, (e) => e);
+  assert.instance(aborted, AbortedError);
+  assert.is((await s.processes.run({ program: "echo", args: ["still here"] })).code, 0);
+  await s.close();
 });
 
 sessions.run();

@@ -16,7 +16,8 @@ import { eachLimited } from "../../core/concurrency.ts";
 import { NotFoundError } from "../../core/errors.ts";
 import { escapeControls } from "../../core/text.ts";
 import type { Flags } from "../flags.ts";
-import { CommandFailure, fail, type Failure, openRemote, parseAddress } from "./remote.ts";
+import { CommandFailure, type Failure } from "../errors.ts";
+import { fail, openRemote, parseAddress } from "./remote.ts";
 
 /** Exit codes (docs/operations.md): the connection's match `agent probe`'s. */
 export const CP_EXIT: Record<Failure, number> = {

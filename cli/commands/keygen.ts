@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { generateKey, keyId, parseKey } from "../../core/secure/keys.ts";
 import { type Flags, str } from "../flags.ts";
-import { ConfigError } from "../../agent/config-error.ts";
+import { ConfigError } from "../../runtime/errors.ts";
 import { readKeyFile } from "../../agent/keystore.ts";
 
 const ADVICE = `\nThe key is a shared secret between this agent and the product; the key id is public and names it.\n` +

@@ -21,18 +21,13 @@ import type { AgentInfo } from "../../core/wire/messages.ts";
 import type { ByteStream } from "../../core/wire/stream.ts";
 import { type Flags, str } from "../flags.ts";
 import { runtimeCryptoProvider } from "../../runtime/crypto.ts";
-import { DialError, dialTcp, formatHost } from "../../runtime/tcp.ts";
-import {
-  CertificateError,
-  type CertificateReport,
-  dialTls,
-  formatFingerprint,
-  parseFingerprint,
-} from "../../runtime/tls.ts";
+import { dialTcp, formatHost } from "../../runtime/tcp.ts";
+import { CertificateError, DialError, ProxyError } from "../../runtime/errors.ts";
+import { type CertificateReport, dialTls, formatFingerprint, parseFingerprint } from "../../runtime/tls.ts";
 import { proveToListener } from "../../agent/dialer.ts";
-import { ExitError } from "./exit.ts";
+import { ExitError, StageError } from "../errors.ts";
 import { keyFromFlags, parseAddress } from "./remote.ts";
-import { ProxyError, proxyFor } from "../../runtime/proxy.ts";
+import { proxyFor } from "../../runtime/proxy.ts";
 
 /** Exit codes, one per failed stage (docs/operations.md lists them too). */
 export const PROBE_EXIT = {
@@ -52,7 +47,7 @@ export const PROBE_EXIT = {
   proxyFailed: 13,
 } as const;
 
-type Stage = "resolve" | "connect" | "handshake" | "authenticate" | "info" | "ping";
+export type Stage = "resolve" | "connect" | "handshake" | "authenticate" | "info" | "ping";
 
 interface ProbeReport {
   ok: boolean;
@@ -65,12 +60,6 @@ interface ProbeReport {
   agent?: AgentInfo;
   timings?: { connectMs: number; handshakeMs: number };
   rtt?: { count: number; minMs: number; p50Ms: number; p99Ms: number; maxMs: number };
-}
-
-class StageError extends AgentError {
-  constructor(readonly stage: Stage, readonly exitCode: number, code: string, message: string) {
-    super(code, message);
-  }
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {

@@ -27,39 +27,9 @@ import type { RemoteSession } from "../../core/client/remote-session.ts";
 import { resolveConfig } from "../../agent/config.ts";
 import { type Flags, str } from "../flags.ts";
 import { DEFAULT_KEY_FILE, readKeyFile } from "../../agent/keystore.ts";
-import { ExitError } from "./exit.ts";
+import { CommandFailure, ExitError, type Failure } from "../errors.ts";
 import { DEFAULT_PORT } from "../../core/wire/hello.ts";
 import { CLI_PRODUCT } from "./product.ts";
-
-/** The ways a remote command fails before or around its work; each command maps them to its own exit codes. */
-export type Failure =
-  | "usage"
-  | "failed"
-  | "unresolved"
-  | "refused"
-  | "timeout"
-  | "not-an-agent"
-  | "wrong-key"
-  | "incompatible"
-  | "unknown-product"
-  | "connection-lost"
-  | "remote-not-found"
-  | "remote-is-directory"
-  | "local-is-directory"
-  | "remote-not-directory"
-  | "permission-denied"
-  | "local-not-found"
-  | "local-disk-full"
-  | "checksum-mismatch"
-  | "unsafe-listing"
-  | "invalid-argument";
-
-/** A failure with its kind, so each command picks its exit code. */
-export class CommandFailure extends ExitError {
-  constructor(readonly failure: Failure, message: string, codes: Record<Failure, number>) {
-    super(codes[failure], message);
-  }
-}
 
 /** The agent's key: --key, --key-file, AGENT_KEY_FILE, or this machine's own agent key when readable. */
 export function keyFromFlags(flags: Flags): Uint8Array | undefined {
@@ -123,7 +93,7 @@ export function fail(e: unknown, codes: Record<Failure, number>, what?: string):
     message = `${message} (check --key-file; \`agent keygen --show FILE\` names a file's key id)`;
   }
   if (failure === "local-disk-full") message = `no space left on the local disk: ${message}`;
-  throw new CommandFailure(failure, what ? `${what}: ${message}` : message, codes);
+  throw new CommandFailure(failure, what ? `${what}: ${message}` : message, codes, { cause: e });
 }
 
 /** Splits "host:port", "[v6]:port" or "host" (default port); a bad one exits with `usageCode`. */

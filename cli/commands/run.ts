@@ -8,7 +8,8 @@
 import os from "node:os";
 import { type Flags, str } from "../flags.ts";
 import type { ExitStatus, RemoteProcess } from "../../core/client/processes.ts";
-import { CommandFailure, errorCode, fail, type Failure, openRemote, parseAddress } from "./remote.ts";
+import { CommandFailure, type Failure } from "../errors.ts";
+import { errorCode, fail, openRemote, parseAddress } from "./remote.ts";
 
 /**
  * Exit codes: the program's own (0–255), 128 + n when signal n ended it, and

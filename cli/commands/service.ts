@@ -5,7 +5,7 @@
 import { type Flags, str } from "../flags.ts";
 import { DEFAULT_BINARY, DEFAULT_USER, installService, serviceStatus, uninstallService } from "../../agent/service.ts";
 import { seaModule } from "../../runtime/self.ts";
-import { ExitError } from "./exit.ts";
+import { ExitError } from "../errors.ts";
 
 export function serviceCommand(action: string | undefined, flags: Flags): void {
   const options = {

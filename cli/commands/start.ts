@@ -8,7 +8,7 @@ import { type Daemon, type DaemonSettings, loadDaemonSettings, startDaemon } fro
 import { resolveConfig } from "../../agent/config.ts";
 import { type Flags, str } from "../flags.ts";
 import { log, LOG_FORMATS, type LogFormat, setLogFormat } from "../../runtime/log.ts";
-import { ConfigError } from "../../agent/config-error.ts";
+import { ConfigError } from "../../runtime/errors.ts";
 import { formatHost, isLoopback } from "../../runtime/tcp.ts";
 import { type SystemdNotifier, systemdNotifier } from "../../runtime/sd-notify.ts";
 

@@ -3,12 +3,13 @@
  * through its local control socket.
  * @module
  */
-import { controlPath, NotRunningError, requestControl } from "../../agent/control.ts";
+import { controlPath, requestControl } from "../../agent/control.ts";
+import { NotRunningError } from "../../agent/errors.ts";
 import type { AgentStatus } from "../../agent/server.ts";
 import { resolveConfig } from "../../agent/config.ts";
 import type { Flags } from "../flags.ts";
 import { formatHost } from "../../runtime/tcp.ts";
-import { ExitError } from "./exit.ts";
+import { ExitError } from "../errors.ts";
 
 /** Exit code when no agent answers. */
 export const EXIT_NOT_RUNNING = 3;

@@ -11,11 +11,17 @@
  */
 import type { EventContract, ReplyOf, RequestOf, ServiceCode, ServiceEvent } from "../session/contract.ts";
 import type { Envelope } from "../session/protocol.ts";
+import type { CallOptions } from "./abort.ts";
 
 /** A typed call, its events and its end. */
 export interface SessionCalls {
-  /** Sends one request of the built-in services and resolves with the reply's fields and bytes. */
-  call<C extends ServiceCode>(code: C, fields: RequestOf<C>, data?: Uint8Array): Promise<Envelope<ReplyOf<C>>>;
+  /** Sends one request of the built-in services and resolves with the reply's fields and bytes; `signal` aborts it. */
+  call<C extends ServiceCode>(
+    code: C,
+    fields: RequestOf<C>,
+    data?: Uint8Array,
+    options?: CallOptions,
+  ): Promise<Envelope<ReplyOf<C>>>;
   /** Calls `handler` with every event of this code the host sends to this attachment. */
   onEvent<E extends ServiceEvent>(code: E, handler: (fields: EventContract[E], data: Uint8Array) => void): void;
   /** Calls `handler` once when the session ends. */

@@ -20,6 +20,7 @@ import {
   type OpenFlags,
   ServiceCode,
 } from "../session/contract.ts";
+import { type CallOptions, throwIfAborted } from "./abort.ts";
 import type { SessionCalls } from "./calls.ts";
 
 export type { FileInfo, ListEntry, OpenFlags };
@@ -56,12 +57,14 @@ export class RemoteFile {
   constructor(readonly session: SessionCalls, readonly handle: number, readonly size: number) {}
 
   /** Up to `length` bytes; an empty result means end of file. */
-  async read(length = TRANSFER_CHUNK, position?: number): Promise<Uint8Array> {
-    return (await this.session.call(ServiceCode.FileRead, { handle: this.handle, length, position })).data;
+  async read(length = TRANSFER_CHUNK, position?: number, options: CallOptions = {}): Promise<Uint8Array> {
+    const request = { handle: this.handle, length, position };
+    return (await this.session.call(ServiceCode.FileRead, request, undefined, options)).data;
   }
 
-  async write(data: Uint8Array, position?: number): Promise<number> {
-    return (await this.session.call(ServiceCode.FileWrite, { handle: this.handle, position }, data)).fields.written;
+  async write(data: Uint8Array, position?: number, options: CallOptions = {}): Promise<number> {
+    const { fields } = await this.session.call(ServiceCode.FileWrite, { handle: this.handle, position }, data, options);
+    return fields.written;
   }
 
   async seek(position: number, whence: "start" | "current" | "end" = "start"): Promise<number> {
@@ -146,19 +149,22 @@ export class FilesApi {
     return (await this.session.call(ServiceCode.FileSha256, { path })).fields;
   }
 
-  /** Opens a file: flags as in fopen (`r`, `r+`, `w`, `wx`, `w+`, `a`, `ax`, `a+`). */
+  /**
+   * Opens a file: flags as in fopen (`r`, `r+`, `w`, `wx`, `w+`, `a`, `ax`, `a+`). An open aborted
+   * through `signal` after it was sent may still open the file on the agent: the session's end closes it.
+   */
   async open(
     path: string,
     flags: OpenFlags = "r",
     mode?: number,
-    options: { sha256?: boolean } = {},
+    options: { sha256?: boolean } & CallOptions = {},
   ): Promise<RemoteFile> {
-    const { fields } = await this.session.call(ServiceCode.FileOpen, {
-      path,
-      flags,
-      mode,
-      ...(options.sha256 ? { sha256: true } : {}),
-    });
+    const { fields } = await this.session.call(
+      ServiceCode.FileOpen,
+      { path, flags, mode, ...(options.sha256 ? { sha256: true } : {}) },
+      undefined,
+      { signal: options.signal },
+    );
     return new RemoteFile(this.session, fields.handle, fields.size);
   }
 
@@ -168,9 +174,12 @@ export class FilesApi {
    * computed as they passed (no second read), after the last chunk: compare
    * it with your own digest of what arrived. With `reuseChunks`, each chunk is
    * valid only until the loop asks for the next one (see {@link ReadStreamOptions}).
+   * Aborting `signal` ends the loop with an `AbortedError`: no more reads
+   * are sent, and the file is closed on the agent.
    */
   async *readStream(path: string, options: ReadStreamOptions = {}): AsyncGenerator<Uint8Array> {
-    const file = await this.open(path, "r", undefined, { sha256: options.onSha256 !== undefined });
+    const { signal } = options;
+    const file = await this.open(path, "r", undefined, { sha256: options.onSha256 !== undefined, signal });
     let closed = false;
     try {
       let next = 0;
@@ -178,7 +187,7 @@ export class FilesApi {
       // Reads go out up to the size seen at open; past it, one at a time until one comes back empty.
       const fill = () => {
         while (inflight.length < TRANSFER_WINDOW && (next < file.size || inflight.length === 0)) {
-          inflight.push(handled(file.read(TRANSFER_CHUNK, next)));
+          inflight.push(handled(file.read(TRANSFER_CHUNK, next, { signal })));
           next += TRANSFER_CHUNK;
         }
       };
@@ -188,6 +197,7 @@ export class FilesApi {
         if (chunk.length === 0) break;
         yield chunk;
         if (options.reuseChunks) this.session.recycle(chunk);
+        throwIfAborted(signal);
         fill();
       }
       await Promise.allSettled(inflight);
@@ -268,7 +278,8 @@ export class FilesApi {
   /** The whole file (`onSha256` as for {@link FilesApi.readStream}). */
   async readFile(path: string, options: TransferOptions = {}): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
-    for await (const c of this.readStream(path, { onSha256: options.onSha256 })) parts.push(c); // kept: never reuseChunks
+    // Kept: never reuseChunks.
+    for await (const c of this.readStream(path, { onSha256: options.onSha256, signal: options.signal })) parts.push(c);
     return concat(parts);
   }
 
@@ -276,17 +287,21 @@ export class FilesApi {
    * Writes (creates or truncates) a file from text (UTF-8), bytes or a stream of chunks;
    * returns its size. `onSha256` receives the agent's SHA-256 of exactly the
    * bytes it wrote, computed as they passed: compare it with your own.
+   * Aborting `signal` rejects with an `AbortedError`: no more of the source
+   * is read or sent, and the file is closed on the agent with what arrived so far.
    */
   async writeFile(path: string, source: Source, options: { mode?: number } & TransferOptions = {}): Promise<number> {
-    const file = await this.open(path, "w", options.mode, { sha256: options.onSha256 !== undefined });
+    const { signal } = options;
+    const file = await this.open(path, "w", options.mode, { sha256: options.onSha256 !== undefined, signal });
     let position = 0;
     const inflight: Promise<number>[] = [];
     let closed = false;
     try {
       for await (const chunk of chunks(source)) {
         for (let o = 0; o < chunk.length; o += TRANSFER_CHUNK) {
+          throwIfAborted(signal);
           const piece = chunk.subarray(o, Math.min(chunk.length, o + TRANSFER_CHUNK));
-          inflight.push(handled(file.write(piece, position)));
+          inflight.push(handled(file.write(piece, position, { signal })));
           position += piece.length;
           if (inflight.length >= TRANSFER_WINDOW) await inflight.shift();
         }
@@ -305,7 +320,8 @@ export class FilesApi {
 
 /**
  * For whole-file transfers: `onSha256(hex, size)` is called with the agent's
- * SHA-256 of the bytes as they passed, once the transfer is complete.
+ * SHA-256 of the bytes as they passed, once the transfer is complete; aborting
+ * `signal` (from {@link CallOptions}) stops the transfer with an `AbortedError`.
  *
  * @example
  * ```ts
@@ -317,7 +333,7 @@ export class FilesApi {
  * agent.close();
  * ```
  */
-export interface TransferOptions {
+export interface TransferOptions extends CallOptions {
   onSha256?: (sha256: string, size: number) => void;
 }
 

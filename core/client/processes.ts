@@ -19,6 +19,7 @@ import {
   ServiceEvent,
   type StartOptions,
 } from "../session/contract.ts";
+import { abortable, type CallOptions } from "./abort.ts";
 import type { SessionCalls } from "./calls.ts";
 
 export type { ExitStatus, ProcessEntry, StartOptions };
@@ -105,9 +106,13 @@ export class RemoteProcess {
     this.#rejectExit(error);
   }
 
-  /** Resolves when the process has exited and all its output has arrived. */
-  wait(): Promise<ExitStatus> {
-    return this.#exit;
+  /**
+   * Resolves when the process has exited and all its output has arrived. Aborting `options.signal`
+   * rejects with an `AbortedError` and stops only the waiting: the process runs on (end it
+   * with {@link RemoteProcess.signal}), and a later `wait()` still gets its exit.
+   */
+  wait(options: CallOptions = {}): Promise<ExitStatus> {
+    return abortable(this.#exit, options.signal);
   }
 
   /** All of stdout (or stderr) until the process ends. */
@@ -176,9 +181,14 @@ export class ProcessesApi {
     return p;
   }
 
-  /** Starts a program (no shell: pass `sh`, `["-c", …]` for one). Output streams as it comes. */
-  async start(options: StartOptions): Promise<RemoteProcess> {
-    const { fields } = await this.session.call(ServiceCode.ProcessStart, { ...options });
+  /**
+   * Starts a program (no shell: pass `sh`, `["-c", …]` for one). Output streams as it comes.
+   * Aborting `options.signal` rejects with an `AbortedError`; a program the agent started
+   * meanwhile runs on in the session (`list()` shows it; the session's end stops it).
+   */
+  async start(options: StartOptions & CallOptions): Promise<RemoteProcess> {
+    const { signal, ...start } = options;
+    const { fields } = await this.session.call(ServiceCode.ProcessStart, start, undefined, { signal });
     const p = this.#byId(fields.id);
     p.pid = fields.pid;
     return p;

@@ -16,7 +16,15 @@
  * @module
  */
 import type { AgentClient, AttachmentRoute } from "./agent-client.ts";
-import { ConnectionClosedError, FrameTooLargeError, ProtocolError, remoteError, SessionEndedError } from "../errors.ts";
+import {
+  AbortedError,
+  ConnectionClosedError,
+  FrameTooLargeError,
+  isErrorCode,
+  ProtocolError,
+  remoteError,
+  SessionEndedError,
+} from "../errors.ts";
 import { type Frame, MAX_PAYLOAD } from "../wire/frame.ts";
 import { decodeError, decodeFields, encodeFields, ERROR_CODE, MetaCode } from "../wire/messages.ts";
 import {
@@ -38,6 +46,7 @@ import {
   SESSION_HEADER_SIZE,
   type SessionSummary,
 } from "../session/protocol.ts";
+import type { CallOptions } from "./abort.ts";
 import type { SessionCalls } from "./calls.ts";
 import { FilesApi } from "./files.ts";
 import { ProcessesApi } from "./processes.ts";
@@ -129,9 +138,17 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
     this.#link.resume(this.#transportFor(client), reply.lastReceived ?? 0);
   }
 
-  /** Sends one request of the built-in services; resolves with the reply's fields and bytes, errors arrive typed. */
-  call<C extends ServiceCode>(code: C, fields: RequestOf<C>, data?: Uint8Array): Promise<Envelope<ReplyOf<C>>> {
-    return this.#request(code, fields, data) as Promise<Envelope<ReplyOf<C>>>;
+  /**
+   * Sends one request of the built-in services; resolves with the reply's fields and bytes, errors arrive typed.
+   * Aborting `options.signal` rejects it with an {@link AbortedError}; a reply that comes later is dropped.
+   */
+  call<C extends ServiceCode>(
+    code: C,
+    fields: RequestOf<C>,
+    data?: Uint8Array,
+    options: CallOptions = {},
+  ): Promise<Envelope<ReplyOf<C>>> {
+    return this.#request(code, fields, data, options.signal) as Promise<Envelope<ReplyOf<C>>>;
   }
 
   /** Sends one request to a product extension (codes 0x1000–0xfff0); fields and reply are the extension's own. */
@@ -139,6 +156,7 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
     code: number,
     fields: Record<string, unknown> = {},
     data?: Uint8Array,
+    options: CallOptions = {},
   ): Promise<Envelope<F>> {
     if (!(code >= EXTENSION_CODE_MIN && code <= EXTENSION_CODE_MAX)) {
       return Promise.reject(
@@ -147,7 +165,7 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
         ),
       );
     }
-    return this.#request(code, fields, data) as Promise<Envelope<F>>;
+    return this.#request(code, fields, data, options.signal) as Promise<Envelope<F>>;
   }
 
   onEvent<E extends ServiceEvent>(code: E, handler: (fields: EventContract[E], data: Uint8Array) => void): void {
@@ -199,7 +217,8 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
   }
 
   onEnded(code: string, message: string): void {
-    this.#end(new SessionEndedError(code, message));
+    // A code this side does not know (a newer agent) still ends the session.
+    this.#end(new SessionEndedError(isErrorCode(code) ? code : "session-ended", message));
   }
 
   onDisconnected(_error: Error): void {
@@ -207,8 +226,9 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
     this.#link.disconnect();
   }
 
-  #request(code: number, fields: unknown, data?: Uint8Array): Promise<Envelope> {
+  #request(code: number, fields: unknown, data: Uint8Array | undefined, signal?: AbortSignal): Promise<Envelope> {
     if (this.ended) return Promise.reject(this.ended);
+    if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason));
     const token = this.#nextToken;
     this.#nextToken = this.#nextToken >= 0xffffffff ? 1 : this.#nextToken + 1;
     const body = encodeEnvelopeParts(fields, data);
@@ -216,7 +236,17 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
     // Refused here, with the sizes: sent, it would make the agent close the whole connection.
     if (size > MAX_PAYLOAD) return Promise.reject(new FrameTooLargeError(size, MAX_PAYLOAD));
     return new Promise<Envelope>((resolve, reject) => {
-      this.#pending.set(token, { resolve, reject });
+      if (!signal) this.#pending.set(token, { resolve, reject });
+      else {
+        // Aborted, the token is forgotten: its reply, when it comes, is acknowledged and dropped.
+        const onAbort = () => this.#pending.delete(token) && reject(new AbortedError(signal.reason));
+        signal.addEventListener("abort", onAbort, { once: true });
+        const settled = () => signal.removeEventListener("abort", onAbort);
+        this.#pending.set(token, {
+          resolve: (e) => (settled(), resolve(e)),
+          reject: (e) => (settled(), reject(e)),
+        });
+      }
       this.#link.send(code, token, body);
     });
   }

@@ -13,7 +13,7 @@
  */
 import { fromHex, toHex } from "../bytes.ts";
 import { randomBytes, sha256 } from "./crypto.ts";
-import { AgentError } from "../errors.ts";
+import { InvalidKeyError } from "../errors.ts";
 
 /** A key in both of its forms. */
 export interface AgentKey {
@@ -24,13 +24,6 @@ export interface AgentKey {
 /** Key bytes: 256 bits. */
 export const KEY_SIZE = 32;
 const KEY_ID_CONTEXT = new TextEncoder().encode("agent key id v1\0");
-
-/** A key that cannot be used, with a message that says what a good one looks like. */
-export class InvalidKeyError extends AgentError {
-  constructor(where: string) {
-    super("invalid-key", `${where} is not a valid agent key: expected 64 hex digits (make one with \`agent keygen\`)`);
-  }
-}
 
 /**
  * A new random key.

@@ -1,7 +1,9 @@
 /**
  * The built-in services' contract: one entry per service code naming its
- * request fields, its reply fields, whether raw bytes travel with either,
- * and the error codes it may answer with. The client library and the host
+ * request fields, its reply fields, and whether raw bytes travel with
+ * either. Which error codes a call may answer with is not typed here: an
+ * operating-system error can reach almost any of them (docs/protocol.md §5
+ * tables the codes). The client library and the host
  * are both typed from this table, so a field renamed on one side and not
  * the other does not compile. docs/protocol.md §6 lists the same table.
  *
@@ -16,8 +18,6 @@
  * ```
  * @module
  */
-import type { ErrorCode } from "../errors.ts";
-
 /** Codes of the built-in services every host offers (product target). Products use 0x1000 and up. */
 export enum ServiceCode {
   FileStat = 0x100,
@@ -196,74 +196,62 @@ export interface SystemInfo {
 export type OpenFlags = "r" | "r+" | "w" | "wx" | "w+" | "a" | "ax" | "a+";
 
 type NoFields = Record<never, never>;
-type PathErrors = "not-found" | "permission-denied" | "invalid-argument" | "io-error";
 
 /**
  * One entry per service code. `data` marks codes whose request or reply
  * carries raw bytes after the fields.
  */
 export interface ServiceContract {
-  [ServiceCode.FileStat]: { request: { path: string }; reply: FileInfo; errors: PathErrors };
+  [ServiceCode.FileStat]: { request: { path: string }; reply: FileInfo };
   [ServiceCode.FileList]: {
     request: { path: string; recursive?: boolean; include?: string[]; exclude?: string[] };
     reply: { entries: ListEntry[] };
-    errors: PathErrors | "not-a-directory";
   };
   [ServiceCode.FileMkdir]: {
     request: { path: string; recursive?: boolean; mode?: number };
     reply: NoFields;
-    errors: PathErrors | "already-exists";
   };
   [ServiceCode.FileDelete]: {
     request: { path: string; recursive?: boolean };
     reply: NoFields;
-    errors: PathErrors | "not-empty";
   };
   [ServiceCode.FileCopy]: {
     request: { from: string; to: string; overwrite?: boolean };
     reply: NoFields;
-    errors: PathErrors | "already-exists";
   };
-  [ServiceCode.FileMove]: { request: { from: string; to: string }; reply: NoFields; errors: PathErrors };
+  [ServiceCode.FileMove]: { request: { from: string; to: string }; reply: NoFields };
   [ServiceCode.FileSetTimes]: {
     request: { path: string; atimeMs?: number; mtimeMs?: number };
     reply: NoFields;
-    errors: PathErrors;
   };
-  [ServiceCode.FileSetMode]: { request: { path: string; mode: number }; reply: NoFields; errors: PathErrors };
+  [ServiceCode.FileSetMode]: { request: { path: string; mode: number }; reply: NoFields };
   [ServiceCode.FileSha256]: {
     request: { path: string };
     reply: { sha256: string; size: number };
-    errors: PathErrors | "is-a-directory";
   };
   [ServiceCode.FileOpen]: {
     /** `sha256`: the host keeps a SHA-256 of the bytes as they pass, in order from the start, and FileClose returns it. */
     request: { path: string; flags?: OpenFlags; mode?: number; sha256?: boolean };
     reply: { handle: number; size: number };
-    errors: PathErrors | "is-a-directory" | "already-exists" | "too-many-open-files";
   };
   [ServiceCode.FileRead]: {
     request: { handle: number; length?: number; position?: number };
     reply: NoFields;
     replyData: true;
-    errors: "invalid-handle" | "io-error";
   };
   [ServiceCode.FileWrite]: {
     request: { handle: number; position?: number };
     requestData: true;
     reply: { written: number };
-    errors: "invalid-handle" | "no-space" | "io-error";
   };
   [ServiceCode.FileSeek]: {
     request: { handle: number; position: number; whence?: "start" | "current" | "end" };
     reply: { position: number };
-    errors: "invalid-handle" | "invalid-argument";
   };
   /** `sha256`, `size`: for a handle opened with `sha256` and used in order from the start (reads from 0, or a fresh write). */
   [ServiceCode.FileClose]: {
     request: { handle: number };
     reply: { sha256?: string; size?: number };
-    errors: "invalid-handle";
   };
   /**
    * Many small files in one request: each `size` bytes of the data in turn, written under a
@@ -274,7 +262,6 @@ export interface ServiceContract {
     request: { files: Array<{ path: string; size: number; mode?: number }>; exclusive?: boolean };
     requestData: true;
     reply: { sha256: string[] };
-    errors: PathErrors | "is-a-directory" | "no-space" | "invalid-argument" | "already-exists";
   };
   /**
    * Many small files in one reply: the data holds each file's bytes in turn. Files are read in
@@ -285,36 +272,31 @@ export interface ServiceContract {
     request: { paths: string[] };
     reply: { files: Array<{ path: string; size: number; sha256: string }> };
     replyData: true;
-    errors: PathErrors | "is-a-directory" | "invalid-argument";
   };
   [ServiceCode.ProcessStart]: {
     request: StartOptions;
     reply: { id: number; pid: number };
-    errors: "not-found" | "permission-denied" | "invalid-argument";
   };
   [ServiceCode.ProcessWrite]: {
     request: { id: number };
     requestData: true;
     reply: NoFields;
-    errors: "unknown-process" | "stdin-closed";
   };
-  [ServiceCode.ProcessCloseStdin]: { request: { id: number }; reply: NoFields; errors: "unknown-process" };
+  [ServiceCode.ProcessCloseStdin]: { request: { id: number }; reply: NoFields };
   [ServiceCode.ProcessSignal]: {
     request: { id: number; signal?: string };
     reply: { delivered: boolean };
-    errors: "unknown-process" | "invalid-argument";
   };
-  [ServiceCode.ProcessWait]: { request: { id: number }; reply: ExitStatus; errors: "unknown-process" };
-  [ServiceCode.ProcessList]: { request: NoFields; reply: { processes: ProcessEntry[] }; errors: never };
+  [ServiceCode.ProcessWait]: { request: { id: number }; reply: ExitStatus };
+  [ServiceCode.ProcessList]: { request: NoFields; reply: { processes: ProcessEntry[] } };
   [ServiceCode.ProcessRun]: {
     request: StartOptions;
     requestData: true;
     reply: { id: number; pid: number } & ExitStatus;
-    errors: "not-found" | "permission-denied" | "invalid-argument";
   };
-  [ServiceCode.SystemInfo]: { request: NoFields; reply: SystemInfo; errors: never };
-  [ServiceCode.SystemEnv]: { request: NoFields; reply: { vars: Record<string, string> }; errors: never };
-  [ServiceCode.SystemProductRoot]: { request: NoFields; reply: { path: string }; errors: never };
+  [ServiceCode.SystemInfo]: { request: NoFields; reply: SystemInfo };
+  [ServiceCode.SystemEnv]: { request: NoFields; reply: { vars: Record<string, string> } };
+  [ServiceCode.SystemProductRoot]: { request: NoFields; reply: { path: string } };
 }
 
 /** Event payload fields by event code. */
@@ -327,5 +309,3 @@ export interface EventContract {
 export type RequestOf<C extends ServiceCode> = ServiceContract[C]["request"];
 /** Reply fields of a service code. */
 export type ReplyOf<C extends ServiceCode> = ServiceContract[C]["reply"];
-/** Error codes a service code may answer with (besides the ones every request may get). */
-export type ErrorsOf<C extends ServiceCode> = ServiceContract[C]["errors"] & ErrorCode;

@@ -16,7 +16,8 @@
  * ```
  * @module
  */
-import { ChannelCorruptError, type Direction, RingReader, RingWriter } from "./ring.ts";
+import { ChannelCorruptError } from "../errors.ts";
+import { type Direction, RingReader, RingWriter } from "./ring.ts";
 
 /** Wake-ups to and from the peer process. */
 export interface Doorbell {

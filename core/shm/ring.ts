@@ -17,7 +17,7 @@
  */
 import { crc32 } from "./crc32.ts";
 import { allocateUninitialized } from "../bytes.ts";
-import { AgentError } from "../errors.ts";
+import { ChannelCorruptError } from "../errors.ts";
 
 /** "AGMM" little-endian. */
 export const CHANNEL_MAGIC = 0x4d4d4741;
@@ -46,13 +46,6 @@ const R_HEAD = 0, R_TAIL = 4, R_CONSUMER_WAITING = 8, R_PRODUCER_WAITING = 12, R
 
 /** Channel flags. */
 export const FLAG_AGENT_CLOSED = 1, FLAG_HOST_CLOSED = 2;
-
-/** The mapping is not a channel, or a record in it is corrupt. */
-export class ChannelCorruptError extends AgentError {
-  constructor(message: string) {
-    super("channel-corrupt", message);
-  }
-}
 
 /** Total file size for rings of `capacity` bytes each. */
 export function channelSize(capacity: number): number {

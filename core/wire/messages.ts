@@ -103,7 +103,7 @@ export function decodeFields<T>(bytes: Uint8Array): T {
   try {
     return decode(bytes) as T;
   } catch (e) {
-    throw new ProtocolError(`malformed message fields: ${(e as Error).message}`);
+    throw new ProtocolError(`malformed message fields: ${(e as Error).message}`, { cause: e });
   }
 }
 
