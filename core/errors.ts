@@ -226,6 +226,21 @@ export class FrameTooLargeError extends AgentError {
 }
 
 /**
+ * A record's length prefix is over the maximum: refused before anything is allocated for it.
+ *
+ * @example
+ * ```ts
+ * const e = new RecordTooLargeError(65_536, 65_535);
+ * console.log(e.code, e.message); // record-too-large record of 65536 bytes exceeds the maximum of 65535
+ * ```
+ */
+export class RecordTooLargeError extends AgentError {
+  constructor(readonly length: number, readonly max: number) {
+    super("record-too-large", `record of ${length} bytes exceeds the maximum of ${max}`);
+  }
+}
+
+/**
  * A record failed authentication: truncated, altered, replayed or reordered.
  *
  * @example

@@ -15,7 +15,13 @@
  * @module
  */
 import { BULK_MESSAGE, TAG_SIZE } from "./crypto.ts";
-import { AgentError, ConnectionClosedError, FrameTooLargeError, IntegrityError, ProtocolError } from "../errors.ts";
+import {
+  ConnectionClosedError,
+  FrameTooLargeError,
+  IntegrityError,
+  ProtocolError,
+  RecordTooLargeError,
+} from "../errors.ts";
 import { decodeFrame, encodeFrameHeader, type Frame, FRAME_HEADER_SIZE, MAX_PAYLOAD } from "../wire/frame.ts";
 import { allocateUninitialized, BufferRecycler, concat, takeFront } from "../bytes.ts";
 import type { CipherState } from "./noise.ts";
@@ -28,21 +34,6 @@ export const MAX_NOISE_MESSAGE = 65535;
 /** Plaintext bytes one transport message carries at most. */
 export const MAX_NOISE_PLAINTEXT = MAX_NOISE_MESSAGE - TAG_SIZE;
 const FRAME_LENGTH_SIZE = 4;
-
-/**
- * A record's length prefix is over the maximum: refused before anything is allocated for it.
- *
- * @example
- * ```ts
- * const e = new RecordTooLargeError(65_536, MAX_NOISE_MESSAGE);
- * console.log(e.code, e.message); // record-too-large record of 65536 bytes exceeds the maximum of 65535
- * ```
- */
-export class RecordTooLargeError extends AgentError {
-  constructor(readonly length: number, readonly max: number) {
-    super("record-too-large", `record of ${length} bytes exceeds the maximum of ${max}`);
-  }
-}
 
 /** Reads a record's length prefix, refusing lengths above `max`; null when the stream ended cleanly first. */
 async function readRecordLength(reader: StreamReader, max: number): Promise<number | null> {
