@@ -15,6 +15,7 @@
  */
 import http from "node:http";
 import type { AgentStatus } from "./server.ts";
+import { escapeControls } from "../core/text.ts";
 
 /** Counters the agent keeps besides its status. */
 export interface MetricCounters {
@@ -30,7 +31,7 @@ export function notReady(status: AgentStatus, shouldListen: boolean): string[] {
   if (shouldListen && !status.listen) reasons.push("not listening yet");
   for (const t of status.outbound) {
     if (t.state !== "connected") {
-      reasons.push(`outbound ${t.address} is ${t.state}${t.lastError ? `: ${t.lastError}` : ""}`);
+      reasons.push(`outbound ${t.address} is ${t.state}${t.lastError ? `: ${escapeControls(t.lastError)}` : ""}`);
     }
   }
   return reasons;

@@ -13,6 +13,7 @@ import { ConfigError } from "../runtime/errors.ts";
 import { VERSION } from "../core/version.ts";
 import { keepYoungGenerationSmall } from "../runtime/heap.ts";
 import { useUninitializedAllocation } from "../runtime/memory.ts";
+import { escapeControls, escapeLines } from "../core/text.ts";
 
 /** The `agent` command line, built from {@link COMMANDS}. */
 function buildCli(): CAC {
@@ -43,7 +44,9 @@ async function runCli(cli: CAC, argv: string[]): Promise<number> {
     if (cli.options.help || cli.options.version) return 0;
     if (cli.args.length > 0) {
       const names = COMMANDS.map((c) => c.name.split(" ")[0]).join(", ");
-      process.stderr.write(`agent: unknown command "${cli.args[0]}". Commands: ${names} (see agent help)\n`);
+      process.stderr.write(
+        `agent: unknown command "${escapeControls(cli.args[0])}". Commands: ${names} (see agent help)\n`,
+      );
       return 2;
     }
     cli.outputHelp();
@@ -57,14 +60,14 @@ async function runCli(cli: CAC, argv: string[]): Promise<number> {
 /** Says why a command failed, on stderr, and returns its exit code: its own, 2 for usage, else 1. */
 function reportFailure(e: unknown): number {
   if (e instanceof ExitError) {
-    if (e.message) process.stderr.write(`agent: ${e.message}\n`);
+    if (e.message) process.stderr.write(`agent: ${escapeLines(e.message)}\n`);
     return e.exitCode;
   }
   if (e instanceof ConfigError || e instanceof AgentError || (e as Error).name === "CACError") {
-    process.stderr.write(`agent: ${asTyped((e as Error).message)}\n`);
+    process.stderr.write(`agent: ${escapeLines(asTyped((e as Error).message))}\n`);
     return 2;
   }
-  process.stderr.write(`agent: ${(e as Error).message ?? e}\n`);
+  process.stderr.write(`agent: ${escapeLines(String((e as Error).message ?? e))}\n`);
   return 1;
 }
 

@@ -22,3 +22,28 @@ export function escapeControls(text: string): string {
     return code > 0xff ? `\\u${code.toString(16).padStart(4, "0")}` : `\\x${code.toString(16).padStart(2, "0")}`;
   });
 }
+
+/**
+ * Text for a terminal, several lines long: each line's control characters escaped, the line breaks kept.
+ *
+ * @example
+ * ```ts
+ * escapeLines("ok\ncn=\x1b[2J"); // "ok\ncn=\\x1b[2J"
+ * ```
+ */
+export function escapeLines(text: string): string {
+  return text.split("\n").map(escapeControls).join("\n");
+}
+
+/**
+ * JSON for a terminal or a script: like JSON.stringify, with every string's control characters escaped too
+ * (JSON.stringify leaves DEL, C1 and U+2028/2029 raw).
+ *
+ * @example
+ * ```ts
+ * safeJson({ subject: "cn=\u009b31m" }); // '{"subject":"cn=\\\\x9b31m"}'
+ * ```
+ */
+export function safeJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v) => (typeof v === "string" ? escapeControls(v) : v));
+}

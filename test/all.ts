@@ -34,3 +34,4 @@ import "./remote-commands.e2e.test.ts";
 import "./package.e2e.test.ts";
 import "./service.e2e.test.ts";
 import "./state-trust.e2e.test.ts";
+import "./escape.e2e.test.ts";

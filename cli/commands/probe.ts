@@ -28,6 +28,7 @@ import { proveToListener } from "../../agent/dialer.ts";
 import { ExitError, StageError } from "../errors.ts";
 import { keyFromFlags, parseAddress } from "./remote.ts";
 import { proxyFor } from "../../runtime/proxy.ts";
+import { escapeLines, safeJson } from "../../core/text.ts";
 
 /** Exit codes, one per failed stage (docs/operations.md lists them too). */
 export const PROBE_EXIT = {
@@ -255,7 +256,7 @@ function classify(e: Error, stage: Stage): StageError {
 
 function print(report: ProbeReport, flags: Flags) {
   if (flags.json) {
-    process.stdout.write(JSON.stringify(report) + "\n");
+    process.stdout.write(safeJson(report) + "\n");
     return;
   }
   const ms = (n: number) => `${n < 10 ? n.toFixed(2) : n.toFixed(1)} ms`;
@@ -288,7 +289,7 @@ function print(report: ProbeReport, flags: Flags) {
   }
   if (report.error) lines.push(`  FAILED at ${report.stage}: ${report.error.message}`);
   else lines.push("  ok");
-  (report.ok ? process.stdout : process.stderr).write(lines.join("\n") + "\n");
+  (report.ok ? process.stdout : process.stderr).write(escapeLines(lines.join("\n")) + "\n");
 }
 
 /** A listener's TLS connection with the certificate it presented. */
@@ -323,8 +324,8 @@ class ListenerProbe {
     this.report.stage = stage;
     this.report.error = { code: errorCode, message };
     this.lines.push(`  FAILED at ${stage}: ${message}`);
-    if (this.flags.json) process.stdout.write(JSON.stringify(this.report) + "\n");
-    else process.stderr.write(this.lines.join("\n") + "\n");
+    if (this.flags.json) process.stdout.write(safeJson(this.report) + "\n");
+    else process.stderr.write(escapeLines(this.lines.join("\n")) + "\n");
     throw new ExitError(code, "");
   }
 
@@ -438,8 +439,8 @@ class ListenerProbe {
 
   succeed(): void {
     this.lines.push("  ok");
-    if (this.flags.json) process.stdout.write(JSON.stringify(this.report) + "\n");
-    else process.stdout.write(this.lines.join("\n") + "\n");
+    if (this.flags.json) process.stdout.write(safeJson(this.report) + "\n");
+    else process.stdout.write(escapeLines(this.lines.join("\n")) + "\n");
   }
 }
 

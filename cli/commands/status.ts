@@ -10,6 +10,7 @@ import { resolveConfig } from "../../agent/config.ts";
 import type { Flags } from "../flags.ts";
 import { formatHost } from "../../runtime/tcp.ts";
 import { ExitError } from "../errors.ts";
+import { escapeLines, safeJson } from "../../core/text.ts";
 
 /** Exit code when no agent answers. */
 export const EXIT_NOT_RUNNING = 3;
@@ -21,17 +22,17 @@ export async function statusCommand(flags: Flags): Promise<void> {
     status = await requestControl(controlPath(config.stateDir), "status") as AgentStatus;
   } catch (e) {
     if (e instanceof NotRunningError) {
-      if (flags.json) process.stdout.write(JSON.stringify({ running: false, error: e.message }) + "\n");
+      if (flags.json) process.stdout.write(safeJson({ running: false, error: e.message }) + "\n");
       throw new ExitError(EXIT_NOT_RUNNING, `${e.message}. Start one with \`agent start\`.`);
     }
     throw e;
   }
   if (flags.json) {
-    process.stdout.write(JSON.stringify({ running: true, ...status }) + "\n");
+    process.stdout.write(safeJson({ running: true, ...status }) + "\n");
     return;
   }
   const rejected = Object.entries(status.handshakes.rejected).map(([k, v]) => `${k} ${v}`).join(", ") || "none";
-  process.stdout.write(
+  process.stdout.write(escapeLines(
     `agent ${status.version} running (pid ${status.pid}, ${status.runtime.name} ${status.runtime.version}), up ${
       duration(status.uptimeSeconds)
     }\n` +
@@ -47,7 +48,7 @@ export async function statusCommand(flags: Flags): Promise<void> {
       `handshakes   ${status.handshakes.accepted} accepted; rejected: ${rejected}\n` +
       sessionTable(status.sessions) +
       outboundLines(status.outbound ?? []),
-  );
+  ));
 }
 
 function outboundLines(targets: AgentStatus["outbound"]): string {

@@ -15,11 +15,22 @@ function finish(p: { cert: string; private: string }): TestCert {
   return { cert: p.cert, key: p.private, fingerprint: new crypto.X509Certificate(p.cert).fingerprint256 };
 }
 
+/**
+ * A common name as selfsigned's name parser takes it: plain text, or else a DER UTF8String in hex ("#0c…"),
+ * which carries control characters and any Unicode through unchanged (the parser would drop or mangle them).
+ */
+function commonName(cn: string): string {
+  if (/^[A-Za-z0-9 .:_-]*$/.test(cn)) return cn;
+  const bytes = new TextEncoder().encode(cn);
+  if (bytes.length > 127) throw new Error("commonName: at most 127 bytes in this short form");
+  return `#0c${bytes.length.toString(16).padStart(2, "0")}${Buffer.from(bytes).toString("hex")}`;
+}
+
 /** A self-signed certificate for 127.0.0.1 / localhost; `expired` makes one that ended yesterday. */
 export async function selfSigned(options: { cn?: string; expired?: boolean } = {}): Promise<TestCert> {
   const day = 86_400_000;
   return finish(
-    await generate([{ name: "commonName", value: options.cn ?? "listener.test" }], {
+    await generate([{ name: "commonName", value: commonName(options.cn ?? "listener.test") }], {
       keyType: "ec",
       algorithm: "sha256",
       extensions: [SAN],
