@@ -94,7 +94,7 @@ export class Attachment {
     this.link = new DeliveryLink({
       keepLimitBytes,
       onRoom: () => session.unblock(this),
-      released: (body) => records.give(body[0]),
+      recycle: (body) => records.recycle(body[0]),
     });
   }
 
@@ -175,7 +175,7 @@ export class Session {
   unblock(attachment?: Attachment): void {
     if (attachment?.held) {
       attachment.held = false;
-      this.host.header.release(attachment.id);
+      this.host.header.unhold(attachment.id);
       this.host.end.doorbell.ring(); // a held event may be waiting for exactly this
     }
     const r = this.#resume;

@@ -28,7 +28,7 @@ const MAX_SLAB_READ = 64 * 1024;
 /** Memory a dialed socket reads into, a few reads at a time. */
 const SLAB_SIZE = 256 * 1024;
 
-/** Slabs kept for reuse once every byte read into them was released: enough for a socket's read-ahead. */
+/** Slabs kept for later reads once every byte read into them was recycled: enough for a socket's read-ahead. */
 const SPARE_SLABS = 6;
 
 /**
@@ -36,11 +36,11 @@ const SPARE_SLABS = 6;
  * free tail of a slab, which reads share until a new one takes over, so a read allocates nothing
  * and skips the stream machinery a `data` event goes through (a download's client spends about
  * a seventh less CPU, measured). Nothing is copied; each chunk is a view. A slab whose every byte
- * the reader released ({@link ByteStream.release}) takes later reads again; one with bytes never
- * released lives while its chunks do, like any memory. A server's accepted sockets cannot be given `onread`.
+ * the reader recycled ({@link ByteStream.recycle}) takes later reads again; one with bytes never
+ * recycled lives while its chunks do, like any memory. A server's accepted sockets cannot be given `onread`.
  */
 class SlabReads {
-  /** Each slab with reads in it, by its memory: what release() finds a piece's slab by. */
+  /** Each slab with reads in it, by its memory: what recycle() finds a piece's slab by. */
   readonly #slabs = new WeakMap<ArrayBufferLike, Slab>();
   readonly #spare: Slab[] = [];
   /** The slab reads land in now, and how much of it they filled. */
@@ -52,7 +52,7 @@ class SlabReads {
     buffer: (): Uint8Array => {
       if (this.#current.memory.length - this.#used < MAX_SLAB_READ) {
         this.#current.full = true;
-        if (this.#current.unreleased === 0) this.#makeSpare(this.#current);
+        if (this.#current.lent === 0) this.#makeSpare(this.#current);
         this.#current = this.#spare.pop() ?? this.#fresh();
         this.#used = 0;
       }
@@ -60,22 +60,22 @@ class SlabReads {
     },
     callback: (length: number, buffer: Uint8Array): boolean => {
       this.#used += length;
-      this.#current.unreleased += length;
+      this.#current.lent += length;
       this.deliver(buffer.subarray(0, length));
       return true; // keep reading: deliver pauses the socket itself
     },
   };
 
   /** The reader is done with `piece`; the last piece of a full slab makes it spare. */
-  release(piece: Uint8Array): void {
+  recycle(piece: Uint8Array): void {
     const slab = this.#slabs.get(piece.buffer);
     if (!slab) return;
-    slab.unreleased -= piece.length;
-    if (slab.unreleased === 0 && slab.full) this.#makeSpare(slab);
+    slab.lent -= piece.length;
+    if (slab.lent === 0 && slab.full) this.#makeSpare(slab);
   }
 
   #fresh(): Slab {
-    const slab = { memory: allocateUninitialized(SLAB_SIZE), unreleased: 0, full: false };
+    const slab = { memory: allocateUninitialized(SLAB_SIZE), lent: 0, full: false };
     this.#slabs.set(slab.memory.buffer, slab);
     return slab;
   }
@@ -87,10 +87,10 @@ class SlabReads {
   }
 }
 
-/** A slab's memory, the bytes read into it not yet released, and whether reads moved on to another. */
+/** A slab's memory, the bytes read into it and lent to the reader, not yet recycled, and whether reads moved on to another. */
 interface Slab {
   memory: Uint8Array;
-  unreleased: number;
+  lent: number;
   full: boolean;
 }
 
@@ -113,7 +113,7 @@ class SocketStream implements ByteStream {
   #turnBytes = 0;
   readonly remote: string | undefined;
   readonly closed: Promise<void>;
-  readonly release: ((piece: Uint8Array) => void) | undefined;
+  readonly recycle: ((piece: Uint8Array) => void) | undefined;
 
   constructor(socket: net.Socket, reads?: SlabReads) {
     this.#socket = socket;
@@ -125,7 +125,7 @@ class SocketStream implements ByteStream {
     socket.on("error", this.#finish);
     this.closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
     this.remote = socket.remoteAddress ? `${formatHost(socket.remoteAddress)}:${socket.remotePort}` : undefined;
-    this.release = reads && ((piece) => reads.release(piece));
+    this.recycle = reads && ((piece) => reads.recycle(piece));
   }
 
   async read(): Promise<Uint8Array | null> {
@@ -139,14 +139,14 @@ class SocketStream implements ByteStream {
     return chunk;
   }
 
-  writev(parts: readonly Uint8Array[], released?: () => void): Promise<void> {
+  writev(parts: readonly Uint8Array[], recycle?: () => void): Promise<void> {
     const socket = this.#socket;
     if (this.#ended || socket.destroyed) return Promise.reject(new ConnectionClosedError());
     socket.cork();
     let flowing = true;
     // Writes complete in order: the last piece's callback means all of them left.
     for (let i = 0; i < parts.length; i++) {
-      flowing = socket.write(parts[i], i === parts.length - 1 ? released : undefined);
+      flowing = socket.write(parts[i], i === parts.length - 1 ? recycle : undefined);
     }
     socket.uncork();
     return flowing ? Promise.resolve() : this.#drained();
