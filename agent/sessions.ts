@@ -38,7 +38,6 @@ export interface SessionSettings {
   reconnectGraceMs: number;
   /** Unacknowledged output kept per attachment (the documented bound). */
   replayLimitBytes: number;
-  ringCapacity: number;
   processGraceMs: number;
   /** argv prefix that runs the agent program, for starting hosts. */
   hostCommand: string[];
@@ -263,7 +262,7 @@ export class SessionManager {
       runDir: this.settings.runDir,
       productRoot,
       extensionsDir: path.join(productDir, "extensions"),
-      capacity: this.settings.ringCapacity,
+      capacity: RING_CAPACITY,
       processGraceMs: this.settings.processGraceMs,
       command: this.settings.hostCommand,
       onLog: (line) => this.settings.log.warn(`session ${id.slice(0, 8)} host: ${line}`),

@@ -11,7 +11,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ClientConnection } from "../agent/connection.ts";
 import { defaultStateDir } from "../agent/state-dir.ts";
-import { RING_CAPACITY, SessionManager } from "../agent/sessions.ts";
+import { SessionManager } from "../agent/sessions.ts";
 import { AgentClient } from "../core/client/agent-client.ts";
 import { webCryptoProvider } from "../core/secure/crypto.ts";
 import { respond } from "../core/secure/opening.ts";
@@ -88,7 +88,6 @@ export class LocalAgent extends Agent {
       idleTimeoutMs: (options.idleTimeoutSeconds ?? 1800) * 1000,
       reconnectGraceMs: 0,
       replayLimitBytes: 16 * 1024 * 1024,
-      ringCapacity: RING_CAPACITY,
       processGraceMs: (options.processGraceSeconds ?? 5) * 1000,
       hostCommand: options.agentCommand ?? defaultAgentCommand(),
       log: silent,

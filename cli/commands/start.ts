@@ -5,7 +5,7 @@
 import path from "node:path";
 import { AgentServer } from "../../agent/server.ts";
 import { cleanStaleChannels } from "../../agent/host-process.ts";
-import { RING_CAPACITY, SessionManager } from "../../agent/sessions.ts";
+import { SessionManager } from "../../agent/sessions.ts";
 import { controlPath, serveControl } from "../../agent/control.ts";
 import { type AgentConfig, type Flags, resolveConfig, str } from "../../agent/config.ts";
 import { ensureStateDir, loadAgentKeys } from "../../agent/keystore.ts";
@@ -151,7 +151,6 @@ export async function startCommand(flags: Flags): Promise<void> {
     idleTimeoutMs: config.idleTimeoutSeconds * 1000,
     reconnectGraceMs: config.reconnectGraceSeconds * 1000,
     replayLimitBytes: config.replayLimitMiB * 1024 * 1024,
-    ringCapacity: RING_CAPACITY,
     processGraceMs: config.processGraceSeconds * 1000,
     hostCommand: hostCommand(),
     warmHosts: config.warmHosts,

@@ -56,11 +56,6 @@ export class CipherState {
   #n = 0;
   constructor(readonly aead: Aead) {}
 
-  /** Messages processed so far; the next nonce. */
-  get counter(): number {
-    return this.#n;
-  }
-
   async encrypt(plaintext: Uint8Array, ad: Uint8Array = EMPTY): Promise<Uint8Array> {
     return await this.aead.seal(noiseNonce(this.#n++), plaintext, ad);
   }

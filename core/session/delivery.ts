@@ -104,11 +104,6 @@ export class DeliveryLink {
     return this.#keptBytes >= this.#limit;
   }
 
-  /** True while a transport is attached. */
-  get connected(): boolean {
-    return this.#transport !== null;
-  }
-
   /** Numbers a message, keeps it until acknowledged, and transmits it if connected. Returns its number. */
   send(code: number, token: number, body: readonly Uint8Array[]): number {
     let size = 0;
