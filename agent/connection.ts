@@ -148,7 +148,7 @@ export class ClientConnection implements SessionPeer {
         att.session.host.send({ target: att.id, code: frame.code, token: frame.token, payload: body }).then(() => true),
         this.frames.stream.closed.then(() => false),
       ]);
-      if (copied) this.frames.release(frame.payload); // in the ring now: its buffer can take the next frame
+      if (copied) this.frames.recycle(frame.payload); // in the ring now: its buffer can take the next frame
     } catch (e) {
       this.#failRequest(att, frame, "host-failed", `the session's host process is gone: ${(e as Error).message}`);
     }

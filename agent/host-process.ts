@@ -17,7 +17,7 @@ import { pipeDoorbell } from "../runtime/pipe-doorbell.ts";
 import { decodeFrame, encodeFrameHeader, type Frame } from "../core/wire/frame.ts";
 import { ChannelHeader, channelSize, Direction, FLAG_AGENT_CLOSED, initChannel } from "../core/shm/ring.ts";
 import { HostControl } from "../core/session/contract.ts";
-import { decodeEnvelope, encodeEnvelope } from "../core/session/protocol.ts";
+import { encodeEnvelope } from "../core/session/protocol.ts";
 import { createMapFile, mapFile, type Mapping } from "../runtime/mmap.ts";
 import { keepFreedMemory } from "../runtime/malloc.ts";
 
@@ -51,8 +51,6 @@ export class HostProcess {
     readonly header: ChannelHeader,
     readonly mapping: Mapping,
     readonly file: string,
-    /** Extensions the host reported at start. */
-    readonly extensions: unknown[],
     exited: Promise<{ code: number | null; signal: string | null }>,
   ) {
     this.#exited = exited.then((info) => (this.#exitInfo = info));
@@ -95,8 +93,7 @@ export class HostProcess {
       const said = unfinishedLine();
       throw new Error(`the session's host process did not start${said ? `: ${said.trim()}` : ""}`);
     }
-    const { extensions } = decodeEnvelope<{ extensions: unknown[] }>(ready.payload).fields;
-    return new HostProcess(child, end, header, mapping, file, extensions ?? [], exited);
+    return new HostProcess(child, end, header, mapping, file, exited);
   }
 
   /** Sends a frame into the host's ring, waiting while it is full. */

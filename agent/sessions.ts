@@ -38,7 +38,6 @@ export interface SessionSettings {
   reconnectGraceMs: number;
   /** Unacknowledged output kept per attachment (the documented bound). */
   replayLimitBytes: number;
-  ringCapacity: number;
   processGraceMs: number;
   /** argv prefix that runs the agent program, for starting hosts. */
   hostCommand: string[];
@@ -70,7 +69,6 @@ export function sessionSettings(
     idleTimeoutMs: config.idleTimeoutSeconds * 1000,
     reconnectGraceMs: config.reconnectGraceSeconds * 1000,
     replayLimitBytes: config.replayLimitMiB * 1024 * 1024,
-    ringCapacity: RING_CAPACITY,
     processGraceMs: config.processGraceSeconds * 1000,
     hostCommand: run.hostCommand,
     warmHosts: config.warmHosts,
@@ -125,7 +123,7 @@ export class Attachment {
     this.link = new DeliveryLink({
       keepLimitBytes,
       onRoom: () => session.unblock(this),
-      released: (body) => records.give(body[0]),
+      recycle: (body) => records.recycle(body[0]),
     });
   }
 
@@ -206,7 +204,7 @@ export class Session {
   unblock(attachment?: Attachment): void {
     if (attachment?.held) {
       attachment.held = false;
-      this.host.header.release(attachment.id);
+      this.host.header.unhold(attachment.id);
       this.host.end.doorbell.ring(); // a held event may be waiting for exactly this
     }
     const r = this.#resume;
@@ -294,7 +292,7 @@ export class SessionManager {
       runDir: this.settings.runDir,
       productRoot,
       extensionsDir: path.join(productDir, "extensions"),
-      capacity: this.settings.ringCapacity,
+      capacity: RING_CAPACITY,
       processGraceMs: this.settings.processGraceMs,
       command: this.settings.hostCommand,
       onLog: (line) => this.settings.log.warn(`session ${id.slice(0, 8)} host: ${line}`),

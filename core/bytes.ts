@@ -49,13 +49,13 @@ export class BufferRecycler {
     return fresh;
   }
 
-  /** True when `bytes` lies in a buffer from {@link take} that {@link give} would keep. */
+  /** True when `bytes` lies in a buffer from {@link take} that {@link recycle} would keep. */
   owns(bytes: Uint8Array): boolean {
     return this.#owned.has(bytes.buffer);
   }
 
   /** Hands back the buffer under `bytes` once nothing reads it; ignored unless it came whole from {@link take}. */
-  give(bytes: Uint8Array): void {
+  recycle(bytes: Uint8Array): void {
     const buffer = bytes.buffer as ArrayBuffer;
     if (!this.#owned.has(buffer) || this.#kept.includes(buffer)) return;
     if (this.#kept.length < this.keep) return void this.#kept.push(buffer);

@@ -37,11 +37,6 @@ export class Dispatcher {
 
   constructor(readonly limits: DispatchLimits = DEFAULT_DISPATCH_LIMITS) {}
 
-  /** Requests admitted and not yet finished. */
-  get running(): number {
-    return this.#running;
-  }
-
   /**
    * Waits for room, then starts `work` (after earlier work with the same
    * `key`, if any). Resolves once admitted; `work`'s errors are its own to handle.

@@ -50,21 +50,27 @@ function parseArgs(argv: string[]): HostArgs | null {
   return { channel, root, extensions, graceMs: Number(get("grace-ms") ?? 5000) };
 }
 
-/** Runs the host; resolves with the exit code. */
-export async function hostMain(argv: string[]): Promise<number> {
+/** A channel the launch check accepted: the agent that wrote it started this host. */
+interface Launch {
+  args: HostArgs;
+  mapping: ReturnType<typeof mapFile>;
+  header: ChannelHeader;
+}
+
+/**
+ * Whether the agent started this host: its arguments, the nonce it passed, the channel file it
+ * wrote and its pid. Null for any other launch (by hand, from a terminal, another parent).
+ */
+function checkLaunch(argv: string[]): Launch | null {
   const args = parseArgs(argv);
   const nonceHex = process.env.AGENT_HOST_NONCE;
   delete process.env.AGENT_HOST_NONCE; // never passed on to launched processes
-  if (!args || !nonceHex || process.stdin.isTTY) {
-    process.stderr.write(`${REFUSAL}\n`);
-    return EXIT_NOT_FROM_AGENT;
-  }
+  if (!args || !nonceHex || process.stdin.isTTY) return null;
   let size: number;
   try {
     size = fs.statSync(args.channel).size;
   } catch {
-    process.stderr.write(`${REFUSAL}\n`);
-    return EXIT_NOT_FROM_AGENT;
+    return null;
   }
   const mapping = mapFile(args.channel, size);
   const header = new ChannelHeader(mapping.bytes);
@@ -72,22 +78,40 @@ export async function hostMain(argv: string[]): Promise<number> {
   try {
     checkChannel(mapping.bytes);
   } catch {
-    process.stderr.write(`${REFUSAL}\n`);
-    return EXIT_NOT_FROM_AGENT;
+    return null;
   }
-  if (!nonce || !timingSafeEqual(nonce, header.nonce) || header.agentPid !== process.ppid) {
-    process.stderr.write(`${REFUSAL}\n`);
-    return EXIT_NOT_FROM_AGENT;
-  }
-  header.hostPid = process.pid;
+  if (!nonce || !timingSafeEqual(nonce, header.nonce) || header.agentPid !== process.ppid) return null;
+  return { args, mapping, header };
+}
 
+/** Runs the host; resolves with the exit code. */
+export async function hostMain(argv: string[]): Promise<number> {
+  const launch = checkLaunch(argv);
+  if (!launch) {
+    process.stderr.write(`${REFUSAL}\n`);
+    return EXIT_NOT_FROM_AGENT;
+  }
+  launch.header.hostPid = process.pid;
   const end = new ChannelEnd(
-    mapping.bytes,
+    launch.mapping.bytes,
     Direction.HostToAgent,
     Direction.AgentToHost,
     pipeDoorbell(process.stdin, process.stdout),
   );
+  const host = await wire(launch, end);
+  return await serve(host, launch, end);
+}
 
+/** A wired host: its services, every handler by code, and how it sends a frame to the agent. */
+interface Host {
+  files: FilesService;
+  processes: ProcessesService;
+  handlers: Map<number, ExtensionHandler>;
+  send(target: number, code: number, token: number, parts: readonly Uint8Array[]): Promise<void>;
+}
+
+/** Builds the services and the product's extensions on `end`, and tells the agent the host is ready. */
+async function wire({ args, header }: Launch, end: ChannelEnd): Promise<Host> {
   const send = (target: number, code: number, token: number, parts: readonly Uint8Array[]) =>
     end.send([encodeFrameHeader(target, code, token), ...parts]);
   let statsQueued = false;
@@ -103,16 +127,12 @@ export async function hostMain(argv: string[]): Promise<number> {
       statsQueued = true;
       setTimeout(() => {
         statsQueued = false;
-        send(
-          0,
-          HostControl.Stats,
-          0,
-          encodeEnvelopeParts({
-            openFiles: files.openCount,
-            runningProcesses: processes.runningCount,
-            processGroups: processes.processGroups,
-          }),
-        ).catch(() => {});
+        const counts = {
+          openFiles: files.openCount,
+          runningProcesses: processes.runningCount,
+          processGroups: processes.processGroups,
+        };
+        send(0, HostControl.Stats, 0, encodeEnvelopeParts(counts)).catch(() => {});
       }, 0);
     },
   };
@@ -131,22 +151,28 @@ export async function hostMain(argv: string[]): Promise<number> {
   extensions = loadExtensions(args.extensions, handlers, args.root);
   for (const x of extensions) if (!x.ok) process.stderr.write(`extension ${x.name} not loaded: ${x.error}\n`);
   await send(0, HostControl.Ready, 0, encodeEnvelopeParts({ pid: process.pid, extensions }));
+  return { files, processes, handlers, send };
+}
 
-  const answer = async (attachment: number, token: number, code: number, request: Envelope | Error) => {
-    let payload: Uint8Array[], replyCode = REPLY_CODE;
-    try {
-      if (request instanceof Error) throw request;
-      const handler = handlers.get(code);
-      if (!handler) throw new ServiceError("unknown-code", `this host has no handler for code 0x${code.toString(16)}`);
-      const result = await handler({ attachment, token, fields: request.fields, data: request.data });
-      payload = encodeEnvelopeParts(result?.fields ?? {}, result?.data);
-    } catch (e) {
-      replyCode = ERROR_CODE;
-      payload = [encodeError(serializeError(e))];
-    }
-    if (token !== 0) await send(attachment, replyCode, token, payload).catch(() => {});
-  };
+/** Answers one request with its handler's reply or the error it threw (no reply for token 0). */
+async function answer(host: Host, attachment: number, token: number, code: number, request: Envelope | Error) {
+  let payload: Uint8Array[], replyCode = REPLY_CODE;
+  try {
+    if (request instanceof Error) throw request;
+    const handler = host.handlers.get(code);
+    if (!handler) throw new ServiceError("unknown-code", `this host has no handler for code 0x${code.toString(16)}`);
+    const result = await handler({ attachment, token, fields: request.fields, data: request.data });
+    payload = encodeEnvelopeParts(result?.fields ?? {}, result?.data);
+  } catch (e) {
+    replyCode = ERROR_CODE;
+    payload = [encodeError(serializeError(e))];
+  }
+  if (token !== 0) await host.send(attachment, replyCode, token, payload).catch(() => {});
+}
 
+/** Serves requests until the agent says to shut down or goes; resolves with the exit code. */
+async function serve(host: Host, { args, header }: Launch, end: ChannelEnd): Promise<number> {
+  const { files, processes } = host;
   const dispatcher = new Dispatcher();
   const idle = new IdleTrim();
   for (;;) {
@@ -159,7 +185,7 @@ export async function hostMain(argv: string[]): Promise<number> {
       if (frame.code !== HostControl.Shutdown) continue;
       await shutdown(files, processes, args.graceMs);
       header.setFlag(FLAG_HOST_CLOSED);
-      await send(0, REPLY_CODE, frame.token, encodeEnvelopeParts({})).catch(() => {});
+      await host.send(0, REPLY_CODE, frame.token, encodeEnvelopeParts({})).catch(() => {});
       return 0;
     }
     let request: Envelope | Error;
@@ -172,7 +198,8 @@ export async function hostMain(argv: string[]): Promise<number> {
       ? null
       : files.orderKey(frame.code, request.fields) ?? processes.orderKey(frame.code, request.fields);
     // Waits while the session is at its cap: the ring fills and the agent holds further requests.
-    await dispatcher.admit(key, frame.payload.length, () => answer(frame.target, frame.token, frame.code, request));
+    const reply = () => answer(host, frame.target, frame.token, frame.code, request);
+    await dispatcher.admit(key, frame.payload.length, reply);
   }
   await shutdown(files, processes, args.graceMs);
   return 0;

@@ -13,7 +13,7 @@
  *
  * @example
  * ```ts
- * const child = await startProcess("echo", ["hi"], { env: { PATH: "/usr/bin:/bin" } });
+ * const child = await startProcess("echo", ["hi"], { environment: { PATH: "/usr/bin:/bin" } });
  * child.stdin.end();
  * child.stdout.on("data", (chunk) => console.log(String(chunk)));
  * console.log(await child.exit); // { code: 0, signal: null }
@@ -27,12 +27,7 @@ import path from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { loadOnFirstUse } from "./lazy.ts";
 import { bindC, denoFfi, isDeno, libcName } from "./native.ts";
-
-/** How a process ended: an exit code, or the name of the signal that ended it. */
-export interface ExitStatus {
-  code: number | null;
-  signal: string | null;
-}
+import type { ExitStatus } from "../core/session/contract.ts";
 
 /** A started process. */
 export interface StartedProcess {
@@ -44,9 +39,10 @@ export interface StartedProcess {
   exit: Promise<ExitStatus>;
 }
 
-export interface StartOptions {
-  /** The child's whole environment. */
-  env: Record<string, string>;
+/** How {@link startProcess} starts a program. */
+export interface SpawnOptions {
+  /** The child's whole environment (nothing is inherited). */
+  environment: Record<string, string>;
   cwd?: string;
   /** The mechanism; by default {@link startBackend}'s choice. */
   via?: StartBackend;
@@ -84,7 +80,7 @@ export function startBackend(): StartBackend {
 export async function startProcess(
   program: string,
   args: readonly string[],
-  options: StartOptions,
+  options: SpawnOptions,
 ): Promise<StartedProcess> {
   if ((options.via ?? startBackend()) === "child_process") return await startWithChildProcess(program, args, options);
   const libc = loadPosixSpawn();
@@ -101,11 +97,11 @@ const childProcess = loadOnFirstUse(() => import("node:child_process"));
 async function startWithChildProcess(
   program: string,
   args: readonly string[],
-  options: StartOptions,
+  options: SpawnOptions,
 ): Promise<StartedProcess> {
   const child = (await childProcess()).spawn(program, args, {
     cwd: options.cwd,
-    env: options.env,
+    env: options.environment,
     stdio: ["pipe", "pipe", "pipe"],
     detached: true, // its own process group
   });
@@ -311,12 +307,12 @@ function startWithPosixSpawn(
   libc: PosixSpawn,
   program: string,
   args: readonly string[],
-  options: StartOptions,
+  options: SpawnOptions,
 ): StartedProcess {
   // Searching in the child costs this process nothing; it needs the child's PATH to be ours.
-  const searchPath = !program.includes("/") && options.env.PATH === process.env.PATH;
-  const file = searchPath ? program : resolveProgram(program, options.env, options.cwd);
-  const envp = Object.entries(options.env).map(([k, v]) => `${k}=${v}`);
+  const searchPath = !program.includes("/") && options.environment.PATH === process.env.PATH;
+  const file = searchPath ? program : resolveProgram(program, options.environment, options.cwd);
+  const envp = Object.entries(options.environment).map(([k, v]) => `${k}=${v}`);
   const pipes: Array<[number, number]> = [];
   let pid: number;
   reaper.listen(); // before the child exists, so its SIGCHLD is never missed

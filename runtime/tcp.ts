@@ -29,7 +29,7 @@ const MAX_SLAB_READ = 64 * 1024;
 /** Memory a dialed socket reads into, a few reads at a time. */
 const SLAB_SIZE = 256 * 1024;
 
-/** Slabs kept for reuse once every byte read into them was released: enough for a socket's read-ahead. */
+/** Slabs kept for later reads once every byte read into them was recycled: enough for a socket's read-ahead. */
 const SPARE_SLABS = 6;
 
 /**
@@ -37,11 +37,11 @@ const SPARE_SLABS = 6;
  * free tail of a slab, which reads share until a new one takes over, so a read allocates nothing
  * and skips the stream machinery a `data` event goes through (a download's client spends about
  * a seventh less CPU, measured). Nothing is copied; each chunk is a view. A slab whose every byte
- * the reader released ({@link ByteStream.release}) takes later reads again; one with bytes never
- * released lives while its chunks do, like any memory. A server's accepted sockets cannot be given `onread`.
+ * the reader recycled ({@link ByteStream.recycle}) takes later reads again; one with bytes never
+ * recycled lives while its chunks do, like any memory. A server's accepted sockets cannot be given `onread`.
  */
 class SlabReads {
-  /** Each slab with reads in it, by its memory: what release() finds a piece's slab by. */
+  /** Each slab with reads in it, by its memory: what recycle() finds a piece's slab by. */
   readonly #slabs = new WeakMap<ArrayBufferLike, Slab>();
   readonly #spare: Slab[] = [];
   /** The slab reads land in now, and how much of it they filled. */
@@ -53,7 +53,7 @@ class SlabReads {
     buffer: (): Uint8Array => {
       if (this.#current.memory.length - this.#used < MAX_SLAB_READ) {
         this.#current.full = true;
-        if (this.#current.unreleased === 0) this.#makeSpare(this.#current);
+        if (this.#current.lent === 0) this.#makeSpare(this.#current);
         this.#current = this.#spare.pop() ?? this.#fresh();
         this.#used = 0;
       }
@@ -61,22 +61,22 @@ class SlabReads {
     },
     callback: (length: number, buffer: Uint8Array): boolean => {
       this.#used += length;
-      this.#current.unreleased += length;
+      this.#current.lent += length;
       this.deliver(buffer.subarray(0, length));
       return true; // keep reading: deliver pauses the socket itself
     },
   };
 
   /** The reader is done with `piece`; the last piece of a full slab makes it spare. */
-  release(piece: Uint8Array): void {
+  recycle(piece: Uint8Array): void {
     const slab = this.#slabs.get(piece.buffer);
     if (!slab) return;
-    slab.unreleased -= piece.length;
-    if (slab.unreleased === 0 && slab.full) this.#makeSpare(slab);
+    slab.lent -= piece.length;
+    if (slab.lent === 0 && slab.full) this.#makeSpare(slab);
   }
 
   #fresh(): Slab {
-    const slab = { memory: allocateUninitialized(SLAB_SIZE), unreleased: 0, full: false };
+    const slab = { memory: allocateUninitialized(SLAB_SIZE), lent: 0, full: false };
     this.#slabs.set(slab.memory.buffer, slab);
     return slab;
   }
@@ -88,10 +88,10 @@ class SlabReads {
   }
 }
 
-/** A slab's memory, the bytes read into it not yet released, and whether reads moved on to another. */
+/** A slab's memory, the bytes read into it and lent to the reader, not yet recycled, and whether reads moved on to another. */
 interface Slab {
   memory: Uint8Array;
-  unreleased: number;
+  lent: number;
   full: boolean;
 }
 
@@ -100,47 +100,114 @@ interface Slab {
  * given for a socket created with its `onread`; other sockets deliver through `data` events.
  */
 export function socketStream(socket: net.Socket, reads?: SlabReads): ByteStream {
-  const chunks: Uint8Array[] = [];
-  let buffered = 0;
-  let ended = false;
-  let wake: (() => void) | null = null;
-  const notify = () => {
-    const w = wake;
-    wake = null;
-    w?.();
-  };
+  return new SocketStream(socket, reads);
+}
+
+/** A {@link ByteStream} over a connected socket (see {@link socketStream}). */
+class SocketStream implements ByteStream {
+  readonly #socket: net.Socket;
+  readonly #chunks: Uint8Array[] = [];
+  #buffered = 0;
+  #ended = false;
+  #wake: (() => void) | null = null;
   /** Bytes delivered in this turn of the event loop. */
-  let turnBytes = 0;
-  // Resumes only when neither the consumer (high water) nor the turn budget holds it.
-  const resumeIfRoom = () => {
-    if (buffered <= READ_HIGH_WATER && turnBytes < READ_TURN_BUDGET && !ended && socket.isPaused()) socket.resume();
-  };
-  const nextTurn = () => {
-    turnBytes = 0;
-    resumeIfRoom();
-  };
-  socket.setNoDelay(true);
-  const deliver = (data: Uint8Array) => {
-    chunks.push(data);
-    buffered += data.length;
-    if (turnBytes === 0) setImmediate(nextTurn);
-    turnBytes += data.length;
+  #turnBytes = 0;
+  readonly remote: string | undefined;
+  readonly closed: Promise<void>;
+  readonly recycle: ((piece: Uint8Array) => void) | undefined;
+
+  constructor(socket: net.Socket, reads?: SlabReads) {
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    if (reads) reads.deliver = this.#deliver;
+    else socket.on("data", this.#deliver);
+    socket.on("end", this.#finish);
+    socket.on("close", this.#finish);
+    socket.on("error", this.#finish);
+    this.closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    this.remote = socket.remoteAddress ? `${formatHost(socket.remoteAddress)}:${socket.remotePort}` : undefined;
+    this.recycle = reads && ((piece) => reads.recycle(piece));
+  }
+
+  async read(): Promise<Uint8Array | null> {
+    while (this.#chunks.length === 0) {
+      if (this.#ended) return null;
+      await new Promise<void>((r) => (this.#wake = r));
+    }
+    const chunk = this.#chunks.shift()!;
+    this.#buffered -= chunk.length;
+    this.#resumeIfRoom();
+    return chunk;
+  }
+
+  writev(parts: readonly Uint8Array[], recycle?: () => void): Promise<void> {
+    const socket = this.#socket;
+    if (this.#ended || socket.destroyed) return Promise.reject(new ConnectionClosedError());
+    socket.cork();
+    let flowing = true;
+    // Writes complete in order: the last piece's callback means all of them left.
+    for (let i = 0; i < parts.length; i++) {
+      flowing = socket.write(parts[i], i === parts.length - 1 ? recycle : undefined);
+    }
+    socket.uncork();
+    return flowing ? Promise.resolve() : this.#drained();
+  }
+
+  write(data: Uint8Array): Promise<void> {
+    if (this.#ended || this.#socket.destroyed) return Promise.reject(new ConnectionClosedError());
+    if (this.#socket.write(data)) return Promise.resolve();
+    return this.#drained();
+  }
+
+  close(): void {
+    const socket = this.#socket;
+    this.#ended = true;
+    this.#notify();
+    if (socket.writableLength === 0) return void socket.destroy();
+    // Let a final record (such as "authentication failed") reach the peer first.
+    socket.end();
+    const timer = setTimeout(() => socket.destroy(), 2000);
+    socket.once("close", () => clearTimeout(timer));
+  }
+
+  /** Takes a chunk the socket read; pauses the socket past the high water or the turn budget. */
+  readonly #deliver = (data: Uint8Array): void => {
+    this.#chunks.push(data);
+    this.#buffered += data.length;
+    if (this.#turnBytes === 0) setImmediate(this.#nextTurn);
+    this.#turnBytes += data.length;
     // With onread too, pause() stops the reads (and resume() restarts them).
-    if (buffered > READ_HIGH_WATER || turnBytes >= READ_TURN_BUDGET) socket.pause();
-    notify();
+    if (this.#buffered > READ_HIGH_WATER || this.#turnBytes >= READ_TURN_BUDGET) this.#socket.pause();
+    this.#notify();
   };
-  if (reads) reads.deliver = deliver;
-  else socket.on("data", deliver);
-  const finish = () => {
-    ended = true;
-    notify();
+
+  readonly #nextTurn = (): void => {
+    this.#turnBytes = 0;
+    this.#resumeIfRoom();
   };
-  socket.on("end", finish);
-  socket.on("close", finish);
-  socket.on("error", finish);
-  const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
-  const drained = () =>
-    new Promise<void>((resolve, reject) => {
+
+  readonly #finish = (): void => {
+    this.#ended = true;
+    this.#notify();
+  };
+
+  /** Resumes only when neither the consumer (high water) nor the turn budget holds the socket. */
+  #resumeIfRoom(): void {
+    if (
+      this.#buffered <= READ_HIGH_WATER && this.#turnBytes < READ_TURN_BUDGET && !this.#ended &&
+      this.#socket.isPaused()
+    ) this.#socket.resume();
+  }
+
+  #notify(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+
+  #drained(): Promise<void> {
+    const socket = this.#socket;
+    return new Promise<void>((resolve, reject) => {
       const done = () => {
         socket.off("drain", done);
         socket.off("close", done);
@@ -150,48 +217,7 @@ export function socketStream(socket: net.Socket, reads?: SlabReads): ByteStream 
       socket.on("drain", done);
       socket.on("close", done);
     });
-  const remote = socket.remoteAddress ? `${formatHost(socket.remoteAddress)}:${socket.remotePort}` : undefined;
-
-  return {
-    remote,
-    closed,
-    release: reads && ((piece) => reads.release(piece)),
-    async read() {
-      while (chunks.length === 0) {
-        if (ended) return null;
-        await new Promise<void>((r) => (wake = r));
-      }
-      const chunk = chunks.shift()!;
-      buffered -= chunk.length;
-      resumeIfRoom();
-      return chunk;
-    },
-    writev(parts, released) {
-      if (ended || socket.destroyed) return Promise.reject(new ConnectionClosedError());
-      socket.cork();
-      let flowing = true;
-      // Writes complete in order: the last piece's callback means all of them left.
-      for (let i = 0; i < parts.length; i++) {
-        flowing = socket.write(parts[i], i === parts.length - 1 ? released : undefined);
-      }
-      socket.uncork();
-      return flowing ? Promise.resolve() : drained();
-    },
-    write(data) {
-      if (ended || socket.destroyed) return Promise.reject(new ConnectionClosedError());
-      if (socket.write(data)) return Promise.resolve();
-      return drained();
-    },
-    close() {
-      ended = true;
-      notify();
-      if (socket.writableLength === 0) return void socket.destroy();
-      // Let a final record (such as "authentication failed") reach the peer first.
-      socket.end();
-      const timer = setTimeout(() => socket.destroy(), 2000);
-      socket.once("close", () => clearTimeout(timer));
-    },
-  };
+  }
 }
 
 /** Connects to `host:port` (an address or name), failing with a {@link DialError}. */

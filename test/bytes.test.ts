@@ -48,17 +48,17 @@ test("bytes: takeFront takes views off the front of a queue, leaving a partly ta
 test("bytes: a recycler hands back what it was given, keeps the larger when full, and never a buffer shared with others", () => {
   const recycler = new BufferRecycler(1);
   const small = recycler.take(100), large = recycler.take(300);
-  recycler.give(small);
-  recycler.give(large);
+  recycler.recycle(small);
+  recycler.recycle(large);
   assert.is(recycler.take(250).buffer, large.buffer, "full: the larger one replaced the smaller");
   assert.is.not(recycler.take(50).buffer, small.buffer, "the smaller one was let go");
-  recycler.give(new Uint8Array(500));
+  recycler.recycle(new Uint8Array(500));
   assert.is(recycler.take(400).length, 400);
   assert.not.ok(recycler.owns(new Uint8Array(500)), "not from take: never kept");
   setUninitializedAllocator((length) => new Uint8Array(length + 16).subarray(8, 8 + length)); // views into shared memory
   try {
     const shared = recycler.take(1000);
-    recycler.give(shared);
+    recycler.recycle(shared);
     assert.not.ok(recycler.owns(shared));
     assert.is.not(recycler.take(1000).buffer, shared.buffer, "a view into shared memory is never handed out again");
   } finally {

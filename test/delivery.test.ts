@@ -207,46 +207,46 @@ test("while disconnected nothing is transmitted; everything is kept for the resu
   agent.link.close();
 });
 
-test("a body is handed back once acknowledged, and not while a transmission still reads it", async () => {
-  const released: string[] = [];
+test("a body is recycled once acknowledged, and not while a transmission still reads it", async () => {
+  const recycled: string[] = [];
   // A transport that reads the parts later (as a queued seal does) and says when it has.
   const finish: Array<() => void> = [];
   const slow = {
     transmit: (_c: number, _t: number, _parts: readonly Uint8Array[]) => new Promise<void>((r) => finish.push(r)),
   };
-  const agent = new DeliveryLink({ transmit: slow.transmit, released: (body) => released.push(str(body[0])) });
+  const agent = new DeliveryLink({ transmit: slow.transmit, recycle: (body) => recycled.push(str(body[0])) });
   agent.send(DATA, 0, [text("one")]);
   agent.send(DATA, 0, [text("two")]);
   agent.acknowledge(1);
-  assert.equal(released, [], "acknowledged, but its transmission has not read it yet");
+  assert.equal(recycled, [], "acknowledged, but its transmission has not read it yet");
   finish.shift()!(); // one's transmission has read it
   await new Promise((r) => setTimeout(r, 0));
-  assert.equal(released, ["one"], "read and acknowledged: handed back; two is still unacknowledged");
+  assert.equal(recycled, ["one"], "read and acknowledged: recycled; two is still unacknowledged");
   // A cut while two's transmission still reads it: two is sent again on the new transport.
   agent.disconnect();
   agent.resume(slow, 0);
   agent.acknowledge(2);
   await new Promise((r) => setTimeout(r, 0));
-  assert.equal(released, ["one"], "both transmissions of two still read it");
+  assert.equal(recycled, ["one"], "both transmissions of two still read it");
   finish.shift()!(); // the old transmission finishes; the new one still reads
   await new Promise((r) => setTimeout(r, 0));
-  assert.equal(released, ["one"]);
+  assert.equal(recycled, ["one"]);
   finish.shift()!();
   await new Promise((r) => setTimeout(r, 0));
-  assert.equal(released, ["one", "two"]);
+  assert.equal(recycled, ["one", "two"]);
   agent.send(DATA, 0, [text("three")]);
   agent.close();
   for (const f of finish.splice(0)) f();
   await new Promise((r) => setTimeout(r, 0));
-  assert.equal(released, ["one", "two"], "dropped by close, never acknowledged: not handed back");
+  assert.equal(recycled, ["one", "two"], "dropped by close, never acknowledged: not recycled");
 });
 
-test("a transport that reads the parts at once: the body is handed back at the acknowledgement", () => {
-  const released: string[] = [];
-  const agent = new Side("agent", { released: (body) => released.push(str(body[0])) });
+test("a transport that reads the parts at once: the body is recycled at the acknowledgement", () => {
+  const recycled: string[] = [];
+  const agent = new Side("agent", { recycle: (body) => recycled.push(str(body[0])) });
   agent.send("x", "y");
   agent.link.acknowledge(2);
-  assert.equal(released, ["x", "y"]);
+  assert.equal(recycled, ["x", "y"]);
 });
 
 test("over real frame streams: a connection lost mid-exchange and replaced by a new one", async () => {

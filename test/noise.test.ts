@@ -488,7 +488,7 @@ test("frames in key mode: a 1 MiB frame arriving in odd pieces comes out whole; 
   }
 });
 
-test("frames in key mode: a released frame's buffer carries the next large frame, which arrives intact", async () => {
+test("frames in key mode: a recycled frame's buffer carries the next large frame, which arrives intact", async () => {
   const { client: clientKeys, agent: agentKeys } = await transportKeys();
   const [a, b] = memoryStreamPair();
   const sender = new FrameStream(new StreamReader(a), clientKeys),
@@ -497,11 +497,11 @@ test("frames in key mode: a released frame's buffer carries the next large frame
   for (const payload of payloads) await sender.send({ target: 3, code: 0x10b, token: 9, payload });
   const first = (await receiver.receive())!;
   assert.equal(first.payload, payloads[0]);
-  receiver.release(first.payload);
+  receiver.recycle(first.payload);
   const second = (await receiver.receive())!;
   assert.equal(second.payload, payloads[1]);
   assert.is.not(second.payload.buffer, first.payload.buffer, "too small for the second frame: a new buffer");
-  receiver.release(second.payload);
+  receiver.recycle(second.payload);
   const third = (await receiver.receive())!;
   assert.is(third.payload.buffer, second.payload.buffer, "large enough: reused");
   assert.equal(third.payload, payloads[2]);
@@ -601,10 +601,24 @@ function recordingSlabs(stream: ByteStream): { stream: ByteStream; slabs: Set<Ar
     if (chunk) slabs.add(chunk.buffer);
     return chunk;
   };
-  return { stream: { ...stream, read }, slabs };
+  return { stream: overriding(stream, { read }), slabs };
 }
 
-test("TCP transport, a connection this side dials: a reader that releases what it read gets its slabs back, so 16 MiB pass through a handful; no byte is read over before the reader is done with it", async () => {
+/** `stream` with the members in `own` in place of its own (a class's methods do not spread). */
+function overriding(stream: ByteStream, own: Partial<ByteStream>): ByteStream {
+  return {
+    read: () => stream.read(),
+    write: (data) => stream.write(data),
+    writev: stream.writev && ((parts, recycle) => stream.writev!(parts, recycle)),
+    recycle: stream.recycle && ((piece) => stream.recycle!(piece)),
+    close: () => stream.close(),
+    remote: stream.remote,
+    closed: stream.closed,
+    ...own,
+  };
+}
+
+test("TCP transport, a connection this side dials: a reader that recycles what it read gets its slabs back, so 16 MiB pass through a handful; no byte is read over before the reader is done with it", async () => {
   const size = 16 << 20;
   const sent = new Uint8Array(size).map((_, i) => (i * 131) >>> 9);
   const server = net.createServer((socket) => socket.end(sent));
@@ -613,7 +627,7 @@ test("TCP transport, a connection this side dials: a reader that releases what i
   const { stream, slabs } = recordingSlabs(dialed);
   const reader = new StreamReader(stream);
   try {
-    reader.releaseConsumed();
+    reader.recycleConsumed();
     const received = new Uint8Array(size);
     for (let at = 0, n = 0; at < size; n++) {
       const length = Math.min([65_539, 4, 17, 200_000][n % 4], size - at);
@@ -657,21 +671,21 @@ test("frames in key mode over a dialed TCP connection: frames of every size arri
   }
 });
 
-test("TCP transport: a write's release comes once the socket let go of its bytes, not when it accepted them", async () => {
+test("TCP transport: a write's recycle comes once the socket let go of its bytes, not when it accepted them", async () => {
   const { outgoing, incoming, close } = await loopbackPair();
   try {
-    let released = false;
+    let recycled = false;
     // More than the kernel buffers on both ends hold while the reader waits.
     await Promise.race([
-      socketStream(outgoing).writev!([new Uint8Array(48 << 20)], () => (released = true)),
+      socketStream(outgoing).writev!([new Uint8Array(48 << 20)], () => (recycled = true)),
       new Promise((r) => setTimeout(r, 200)),
     ]);
-    assert.not.ok(released, "released while the bytes still wait in the process");
+    assert.not.ok(recycled, "recycled while the bytes still wait in the process");
     let received = 0;
     incoming.on("data", (d: Uint8Array) => (received += d.length));
     incoming.resume();
-    for (let i = 0; i < 500 && !released; i++) await new Promise((r) => setTimeout(r, 10));
-    assert.ok(released, `released once the reader took the bytes (${received} read)`);
+    for (let i = 0; i < 500 && !recycled; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(recycled, `recycled once the reader took the bytes (${received} read)`);
   } finally {
     await close();
   }
@@ -684,9 +698,8 @@ test("frames in key mode over TCP: a sealed frame's buffer is sealed into again 
     const tcp = socketStream(outgoing);
     const held = new Set<ArrayBufferLike>(), seen = new Set<ArrayBufferLike>();
     let reused = 0;
-    const watched: ByteStream = {
-      ...tcp,
-      writev(parts, released) {
+    const watched = overriding(tcp, {
+      writev(parts, recycle) {
         const buffer = parts[0].buffer;
         assert.not.ok(held.has(buffer), "a buffer the socket still holds was sealed into");
         if (seen.has(buffer)) reused++;
@@ -694,10 +707,10 @@ test("frames in key mode over TCP: a sealed frame's buffer is sealed into again 
         seen.add(buffer);
         return tcp.writev!(parts, () => {
           held.delete(buffer);
-          released?.();
+          recycle?.();
         });
       },
-    };
+    });
     const sender = new FrameStream(new StreamReader(watched), clientKeys);
     const payloads = Array.from(
       { length: 24 },

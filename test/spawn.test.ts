@@ -43,7 +43,7 @@ mechanism.run();
 for (const via of ["posix_spawn", "child_process"] as StartBackend[]) {
   const it = suite(`start a process through ${via}`);
   const start = (program: string, args: string[] = [], env: Record<string, string> = ENV, cwd?: string) =>
-    startProcess(program, args, { env, cwd, via });
+    startProcess(program, args, { environment: env, cwd, via });
 
   it("feeds stdin and returns stdout, stderr and the exit code", async () => {
     const r = await finish(await start("sh", ["-c", "tr a-z A-Z; echo oops >&2; exit 3"]), "hello\n");

@@ -177,7 +177,7 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
   }
 
   recycle(data: Uint8Array): void {
-    this.#client?.frames.release(data);
+    this.#client?.frames.recycle(data);
   }
 
   /** Leaves the session; it goes on for other clients. */

@@ -89,7 +89,7 @@ export class FrameStream {
     readonly keys: { send: CipherState; receive: CipherState } | null,
   ) {
     // Decryption copies every sealed byte out, so the socket may reuse what was read; plain frames keep views of it.
-    if (keys) reader.releaseConsumed();
+    if (keys) reader.recycleConsumed();
   }
 
   get stream(): ByteStream {
@@ -128,7 +128,7 @@ export class FrameStream {
         (size) => (size >= BULK_MESSAGE ? this.#sealed.take(size) : allocateUninitialized(size)),
       );
       if (!this.stream.writev) return await this.stream.write(sealed);
-      await this.stream.writev([sealed], this.#sealed.owns(sealed) ? () => this.#sealed.give(sealed) : undefined);
+      await this.stream.writev([sealed], this.#sealed.owns(sealed) ? () => this.#sealed.recycle(sealed) : undefined);
     });
     this.#sendQueue = run.catch(() => {});
     return run;
@@ -157,7 +157,7 @@ export class FrameStream {
     // The rest of the frame is decrypted straight into it, from the pieces the socket delivered.
     const frame = this.#reassembly.take(length); // every byte written below before it is returned
     frame.set(piece);
-    this.#firstMessage.give(plain); // copied: the next frame's first message may take it
+    this.#firstMessage.recycle(plain); // copied: the next frame's first message may take it
     for (let filled = piece.length; filled < length;) {
       const sealed = await readSealedLength(this.reader);
       if (sealed === null) throw new ConnectionClosedError("the connection closed in the middle of a frame");
@@ -185,8 +185,8 @@ export class FrameStream {
    * with a reply's bytes. A frame that spanned several messages leaves its reassembly buffer for
    * a later one, instead of a new MiB each time. Others are ignored.
    */
-  release(payload: Uint8Array): void {
-    this.#reassembly.give(payload);
+  recycle(payload: Uint8Array): void {
+    this.#reassembly.recycle(payload);
   }
 
   close(): void {

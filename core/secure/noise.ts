@@ -56,7 +56,7 @@ export class CipherState {
   #n = 0;
   constructor(readonly aead: Aead) {}
 
-  /** Messages processed so far; the next nonce. */
+  /** Messages processed so far, the next nonce: how tests check that it counts messages, not frames. */
   get counter(): number {
     return this.#n;
   }

@@ -49,9 +49,9 @@ export interface DeliveryOptions {
   onRoom?: () => void;
   /**
    * Called with a message's body once the peer acknowledged it and no transmission still reads it,
-   * so its memory may be reused. Messages dropped by {@link DeliveryLink.close} are not handed back.
+   * so its memory may be recycled. Messages dropped by {@link DeliveryLink.close} are not recycled.
    */
-  released?: (body: readonly Uint8Array[]) => void;
+  recycle?: (body: readonly Uint8Array[]) => void;
 }
 
 interface Kept {
@@ -78,7 +78,7 @@ export class DeliveryLink {
   readonly #ackEveryBytes: number;
   readonly #ackDelayMs: number;
   readonly #onRoom: () => void;
-  readonly #released: ((body: readonly Uint8Array[]) => void) | undefined;
+  readonly #recycle: ((body: readonly Uint8Array[]) => void) | undefined;
 
   constructor(options: DeliveryOptions = {}) {
     this.#transport = options.transmit ? { transmit: options.transmit } : null;
@@ -86,7 +86,7 @@ export class DeliveryLink {
     this.#ackEveryBytes = options.ackEveryBytes ?? 2 * 1024 * 1024;
     this.#ackDelayMs = options.ackDelayMs ?? 20;
     this.#onRoom = options.onRoom ?? (() => {});
-    this.#released = options.released;
+    this.#recycle = options.recycle;
   }
 
   /** The highest number received in order: what this side acknowledges. */
@@ -102,11 +102,6 @@ export class DeliveryLink {
   /** True while kept bytes are at the limit: the producer should wait for {@link DeliveryOptions.onRoom}. */
   get saturated(): boolean {
     return this.#keptBytes >= this.#limit;
-  }
-
-  /** True while a transport is attached. */
-  get connected(): boolean {
-    return this.#transport !== null;
   }
 
   /** Numbers a message, keeps it until acknowledged, and transmits it if connected. Returns its number. */
@@ -145,7 +140,7 @@ export class DeliveryLink {
       const k = this.#kept.shift()!;
       this.#keptBytes -= k.size;
       k.acknowledged = true;
-      if (k.reading === 0) this.#released?.(k.body);
+      if (k.reading === 0) this.#recycle?.(k.body);
     }
     if (wasSaturated && !this.saturated) this.#onRoom();
   }
@@ -176,10 +171,10 @@ export class DeliveryLink {
   #transmit(k: Kept) {
     if (!this.#transport) return; // kept; resume() sends it
     const reading = this.#transport.transmit(k.code, k.token, [encodeSessionHeader(k.seq, this.#recvSeq), ...k.body]);
-    if (reading && this.#released) {
+    if (reading && this.#recycle) {
       k.reading++;
       const done = () => {
-        if (--k.reading === 0 && k.acknowledged) this.#released!(k.body);
+        if (--k.reading === 0 && k.acknowledged) this.#recycle!(k.body);
       };
       reading.then(done, done);
     }

@@ -137,7 +137,7 @@ export class ChannelHeader {
   }
 
   /** Lets the host send events for `attachment` again. */
-  release(attachment: number): void {
+  unhold(attachment: number): void {
     const slot = this.#heldSlot(attachment);
     if (slot >= 0) this.#v.setUint32(slot, 0, true);
   }

@@ -19,16 +19,16 @@ export interface ByteStream {
   /** Resolves once the transport has taken the bytes (its backpressure point). */
   write(data: Uint8Array): Promise<void>;
   /**
-   * Optional: writes several pieces as one, without joining them first. `released`, if given,
+   * Optional: writes several pieces as one, without joining them first. `recycle`, if given,
    * is called once the transport holds none of the pieces any more (they reached the OS, or the
-   * write failed), so their memory may be reused; a transport that cannot tell never calls it.
+   * write failed), so their memory may be recycled; a transport that cannot tell never calls it.
    */
-  writev?(parts: readonly Uint8Array[], released?: () => void): Promise<void>;
+  writev?(parts: readonly Uint8Array[], recycle?: () => void): Promise<void>;
   /**
    * Optional: the reader promises that nothing reads `piece` (part of a chunk from {@link read})
-   * any more, so the transport may read into its memory again. Every byte it releases was read.
+   * any more, so the transport may read into its memory again. Every byte it recycles was read.
    */
-  release?(piece: Uint8Array): void;
+  recycle?(piece: Uint8Array): void;
   /** Closes both directions; pending reads resolve null. Safe to call twice. */
   close(): void;
   /** "address:port" of the peer, where the transport knows it. */
@@ -41,7 +41,7 @@ export interface ByteStream {
 export class StreamReader {
   #chunks: Uint8Array[] = [];
   #buffered = 0;
-  /** Views handed out by the last read, released at the next one; null until {@link releaseConsumed}. */
+  /** Views handed out by the last read, recycled at the next one; null until {@link recycleConsumed}. */
   #lent: Uint8Array[] | null = null;
 
   constructor(readonly stream: ByteStream) {}
@@ -54,10 +54,10 @@ export class StreamReader {
   /**
    * From now on, whatever a read hands out is dead once the next read starts: the caller copies
    * what it keeps (a decryption does). The reader then hands those bytes back to the stream
-   * ({@link ByteStream.release}), which may read into their memory again instead of allocating.
+   * ({@link ByteStream.recycle}), which may read into their memory again instead of allocating.
    */
-  releaseConsumed(): void {
-    if (this.stream.release) this.#lent ??= [];
+  recycleConsumed(): void {
+    if (this.stream.recycle) this.#lent ??= [];
   }
 
   /**
@@ -66,7 +66,7 @@ export class StreamReader {
    * Throws {@link ConnectionClosedError} if the stream ends first.
    */
   async readExactly(n: number): Promise<Uint8Array> {
-    this.#releaseLent();
+    this.#recycleLent();
     if (this.#buffered < n) await this.#fill(n);
     return this.#take(n);
   }
@@ -76,7 +76,7 @@ export class StreamReader {
    * not joined: for a consumer that takes pieces anyway (a decryption), one copy less.
    */
   async readPieces(n: number): Promise<Uint8Array[]> {
-    this.#releaseLent();
+    this.#recycleLent();
     if (this.#buffered < n) await this.#fill(n);
     this.#buffered -= n;
     const pieces = takeFront(this.#chunks, n);
@@ -102,7 +102,7 @@ export class StreamReader {
 
   /** Like {@link readExactly} but resolves null when the stream ends cleanly before the first byte. */
   async readExactlyOrEnd(n: number): Promise<Uint8Array | null> {
-    this.#releaseLent();
+    this.#recycleLent();
     if (this.#buffered === 0) {
       const chunk = await this.stream.read();
       if (chunk === null) return null;
@@ -114,9 +114,9 @@ export class StreamReader {
     return this.readExactly(n);
   }
 
-  #releaseLent(): void {
+  #recycleLent(): void {
     if (!this.#lent?.length) return;
-    for (const piece of this.#lent) this.stream.release!(piece);
+    for (const piece of this.#lent) this.stream.recycle!(piece);
     this.#lent.length = 0;
   }
 

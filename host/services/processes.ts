@@ -7,10 +7,10 @@
  * Processes start through runtime/spawn.ts (posix_spawn where it can).
  * @module
  */
-import { ServiceCode, ServiceEvent } from "../../core/session/contract.ts";
+import { type ExitStatus, ServiceCode, ServiceEvent } from "../../core/session/contract.ts";
 import { ServiceError } from "../../core/errors.ts";
 import { requireString, withoutNul } from "../errors.ts";
-import { type ExitStatus, type StartedProcess, startProcess } from "../../runtime/spawn.ts";
+import { type StartedProcess, startProcess } from "../../runtime/spawn.ts";
 import type { HostContext, ServiceHandlers } from "./types.ts";
 
 interface Launched {
@@ -151,7 +151,7 @@ export class ProcessesService {
     try {
       child = await startProcess(program, args, {
         cwd,
-        env: fields.clearEnv === true ? env : { ...this.#hostEnv, ...env },
+        environment: fields.clearEnv === true ? env : { ...this.#hostEnv, ...env },
       });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
