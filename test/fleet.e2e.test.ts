@@ -73,8 +73,8 @@ test("runOnAgents: aborting its signal fails the targets in progress at once and
   const target = (name: string) => ({ name, host: "127.0.0.1", port: a.port, key });
   const controller = new AbortController(), reason = new Error("operator pressed Ctrl-C");
   const operated: string[] = [], signalled: string[] = [];
-  setTimeout(() => controller.abort(reason), 1000);
-  const started = performance.now();
+  // Abort once both operations run their program, however long connecting took (a fixed timer raced it under load).
+  let running = 0, abortedAt = 0;
   const results = await runOnAgents(
     [target("web1"), target("web2"), target("web3")],
     async (agent, name, signal) => {
@@ -82,11 +82,12 @@ test("runOnAgents: aborting its signal fails the targets in progress at once and
       signal.addEventListener("abort", () => signalled.push(name));
       const session = await agent.openSession("fleet");
       const p = await session.processes.start({ program: "sleep", args: ["30"], signal });
+      if (++running === 2) (abortedAt = performance.now(), controller.abort(reason));
       return await p.wait({ signal });
     },
     { concurrency: 2, signal: controller.signal },
   );
-  assert.ok(performance.now() - started < 5000, "the run ended soon after the abort");
+  assert.ok(abortedAt > 0 && performance.now() - abortedAt < 5000, "the run ended soon after the abort");
   for (const r of results) {
     assert.ok(!r.ok && r.error instanceof AbortedError && r.error.cause === reason, `${r.name}: ${!r.ok && r.error}`);
   }
