@@ -201,6 +201,11 @@ export class AgentServer {
       if (result.reason === "bad-key") this.#admission.recordFailure(address);
       return this.#reject(remote, outcome ?? result.reason, outcome ? undefined : result.error.message);
     }
+    if (result.keyId !== null && !this.keys.some((k) => k.id === result.keyId)) {
+      // A reload removed the key between the proof and here: it admits nothing after the reload.
+      result.frames.close();
+      return this.#reject(remote, "revoked-key", `key ${result.keyId} was removed by a reload during the handshake`);
+    }
     await this.#serve(conn, result);
   }
 
@@ -249,7 +254,7 @@ export class AgentServer {
     let slot: Slot | null = null;
     const result = await respond(stream, {
       mode: this.config.insecure ? EncryptionMode.None : EncryptionMode.Key,
-      keys: this.keys,
+      keys: () => this.keys, // read when the proof is checked: a reload mid-handshake counts
       provider: this.provider,
       admit: async () => {
         this.#awaitingHello.delete(conn);

@@ -23,6 +23,7 @@ import "./helpers.test.ts";
 import "./programs.test.ts";
 import "./cli.e2e.test.ts";
 import "./hostile.e2e.test.ts";
+import "./handshake-limits.e2e.test.ts";
 import "./sessions.e2e.test.ts";
 import "./concurrency.e2e.test.ts";
 import "./local.test.ts";

@@ -163,7 +163,8 @@ export type RejectReason =
 export interface RespondOptions {
   /** Key: Noise then sealed records. Tls: announce `keys[0]`'s id, prove it, unsealed records. None: no proof (--insecure). */
   mode: EncryptionMode;
-  keys: readonly AcceptedKey[];
+  /** The keys accepted; a function is asked when the proof is checked, so a reload mid-handshake counts. */
+  keys: readonly AcceptedKey[] | (() => readonly AcceptedKey[]);
   provider: CryptoProvider;
   binding?: Uint8Array;
   versions?: VersionRange;
@@ -186,6 +187,7 @@ export type Responded =
 export async function respond(stream: ByteStream, options: RespondOptions): Promise<Responded> {
   const versions = options.versions ?? PROTOCOL_VERSIONS;
   const reader = new StreamReader(stream);
+  const currentKeys = () => typeof options.keys === "function" ? options.keys() : options.keys;
   const reject = (reason: RejectReason, error: AgentError): Responded => {
     stream.close();
     return { ok: false, reason, error };
@@ -203,7 +205,7 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
     }
     const version = chooseVersion(versions, range);
     const reply = encodeReply({ mode: options.mode, version, agent: versions });
-    const announced = options.mode === EncryptionMode.Tls ? encoder.encode(options.keys[0].id) : new Uint8Array(0);
+    const announced = options.mode === EncryptionMode.Tls ? encoder.encode(currentKeys()[0].id) : new Uint8Array(0);
     await stream.write(announced.length > 0 ? concat([reply, encodeRecord(announced)]) : reply);
     if (version === 0) return reject("incompatible-version", new VersionMismatchError(versions, range));
     if (options.mode === EncryptionMode.None) {
@@ -221,11 +223,12 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
     }
     if (message1 === null) return reject("closed", new ConnectionClosedError("closed before the key exchange"));
     // A zero-length record from an initiator means "I do not accept your key" (TLS mode).
-    if (message1.length === 0) return reject("bad-key", new KeyRejectedError(options.keys[0]?.id ?? "?"));
+    if (message1.length === 0) return reject("bad-key", new KeyRejectedError(currentKeys()[0]?.id ?? "?"));
     const prologue = concat([hello, reply, announced, options.binding ?? new Uint8Array(0)]);
+    const keys = currentKeys();
     let found;
     try {
-      found = await NoiseHandshake.respond(options.keys.map((k) => k.bytes), prologue, message1, options.provider);
+      found = await NoiseHandshake.respond(keys.map((k) => k.bytes), prologue, message1, options.provider);
     } catch (e) {
       return reject("malformed", e instanceof AgentError ? e : new ProtocolError((e as Error).message));
     }
@@ -237,10 +240,10 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
         : "the key proof matched none of the configured keys";
       return reject("bad-key", new AuthenticationError(why));
     }
-    const { message, keys } = await found.handshake.writeMessage2();
+    const { message, keys: transport } = await found.handshake.writeMessage2();
     await stream.write(encodeRecord(message));
-    const sealed = options.mode === EncryptionMode.Key ? keys : null;
-    return { ok: true, frames: new FrameStream(reader, sealed), keyId: options.keys[found.keyIndex].id, version };
+    const sealed = options.mode === EncryptionMode.Key ? transport : null;
+    return { ok: true, frames: new FrameStream(reader, sealed), keyId: keys[found.keyIndex].id, version };
   } catch (e) {
     return reject("closed", e instanceof AgentError ? e : new ConnectionClosedError((e as Error).message));
   }
