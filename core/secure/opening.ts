@@ -57,6 +57,11 @@ const encoder = new TextEncoder();
 /** Key ids are 12 hex digits (core/secure/keys.ts); a TLS-mode responder announces one. */
 const KEY_ID = /^[0-9a-f]{12}$/;
 const MAX_KEY_ID_RECORD = 64;
+/**
+ * Bytes a responder lets a peer have unread before it authenticates: the hello and key proof are
+ * under 100, so more is never needed. Past it the socket pauses (one socket read may overshoot).
+ */
+export const PRE_AUTH_READ_LIMIT = 4096;
 
 /** A key the responder accepts, with its public id. */
 export interface AcceptedKey {
@@ -183,6 +188,18 @@ export type Responded =
   | { ok: true; frames: FrameStream; keyId: string | null; version: number }
   | { ok: false; reason: RejectReason; error: AgentError };
 
+/**
+ * Waits for `admit` (a handshake slot). An initiator sends nothing between its hello and the reply, so a peer that
+ * does is turned away at once ("early"): while it waits it holds no more than the bytes of one read.
+ */
+async function admitted(reader: StreamReader, admit?: () => Promise<boolean>): Promise<"yes" | "busy" | "early"> {
+  if (reader.buffered > 0) return "early";
+  if (!admit) return "yes";
+  const early = reader.waitFor(1).then(() => "early" as const, () => "busy" as const);
+  const granted = admit().then((ok) => ok ? "yes" as const : "busy" as const);
+  return await Promise.race([granted, early]);
+}
+
 /** Runs the responder's side on a fresh stream. Never throws; closes the stream on rejection. */
 export async function respond(stream: ByteStream, options: RespondOptions): Promise<Responded> {
   const versions = options.versions ?? PROTOCOL_VERSIONS;
@@ -192,6 +209,7 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
     stream.close();
     return { ok: false, reason, error };
   };
+  stream.limitReads?.(PRE_AUTH_READ_LIMIT);
   try {
     const hello = await reader.readExactly(HELLO_SIZE);
     let range: VersionRange;
@@ -200,15 +218,16 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
     } catch (e) {
       return reject("bad-protocol-id", e as AgentError);
     }
-    if (options.admit && !(await options.admit())) {
-      return reject("busy", new ConnectionClosedError("no handshake slot was free"));
-    }
+    const admission = await admitted(reader, options.admit);
+    if (admission === "early") return reject("malformed", new ProtocolError("the peer sent data before the reply"));
+    if (admission === "busy") return reject("busy", new ConnectionClosedError("no handshake slot was free"));
     const version = chooseVersion(versions, range);
     const reply = encodeReply({ mode: options.mode, version, agent: versions });
     const announced = options.mode === EncryptionMode.Tls ? encoder.encode(currentKeys()[0].id) : new Uint8Array(0);
     await stream.write(announced.length > 0 ? concat([reply, encodeRecord(announced)]) : reply);
     if (version === 0) return reject("incompatible-version", new VersionMismatchError(versions, range));
     if (options.mode === EncryptionMode.None) {
+      stream.limitReads?.(null);
       return { ok: true, frames: new FrameStream(reader, null), keyId: null, version };
     }
 
@@ -243,6 +262,7 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
     const { message, keys: transport } = await found.handshake.writeMessage2();
     await stream.write(encodeRecord(message));
     const sealed = options.mode === EncryptionMode.Key ? transport : null;
+    stream.limitReads?.(null);
     return { ok: true, frames: new FrameStream(reader, sealed), keyId: keys[found.keyIndex].id, version };
   } catch (e) {
     return reject("closed", e instanceof AgentError ? e : new ConnectionClosedError((e as Error).message));
