@@ -23,11 +23,14 @@ import { formatHost, isLoopback, socketStream } from "../runtime/tcp.ts";
 import { VERSION } from "../core/version.ts";
 import { Admission, type Slot } from "./admission.ts";
 import { ClientConnection } from "./connection.ts";
+import { RejectionLog } from "./rejection-log.ts";
 import type { SessionManager } from "./sessions.ts";
 import type { OutboundStatus, OutboundTarget } from "./dialer.ts";
 
 /** A handshake that has run this long may be dropped for a waiting peer. */
 const EVICT_AFTER_MS = 1000;
+/** Rejections logged one by one each minute; the rest are summed up in one line (all are counted in status). */
+export const REJECTION_LINES_PER_MINUTE = 60;
 
 /** What `agent status` reports. */
 export interface AgentStatus {
@@ -65,6 +68,7 @@ export class AgentServer {
   #awaitingHello = new Map<Connection, () => void>();
   #accepted = 0;
   #rejected: Record<string, number> = {};
+  #rejectionLog = new RejectionLog(REJECTION_LINES_PER_MINUTE, 60_000, (line) => log.warn(line));
   #address: { host: string; port: number } | null = null;
   /** Bytes through inbound connections that have closed; live ones are added by {@link traffic}. */
   #closedTraffic = { received: 0, sent: 0 };
@@ -161,6 +165,7 @@ export class AgentServer {
   /** Stops accepting and closes every connection. */
   async close(): Promise<void> {
     this.#admission.close();
+    this.#rejectionLog.close();
     if (this.#server) this.#server.close();
     await this.sessions.shutdown();
     for (const c of [...this.#connections, ...this.#handshaking]) c.close();
@@ -186,7 +191,7 @@ export class AgentServer {
 
   #reject(remote: string, reason: string, detail?: string) {
     this.#rejected[reason] = (this.#rejected[reason] ?? 0) + 1;
-    log.warn(`connection ${remote} rejected: ${reason}${detail ? ` (${detail})` : ""}`);
+    this.#rejectionLog.note(reason, `connection ${remote} rejected: ${reason}${detail ? ` (${detail})` : ""}`);
   }
 
   async #onSocket(socket: net.Socket) {

@@ -9,8 +9,10 @@ import { webCryptoProvider } from "../core/secure/crypto.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
 import { AuthenticationError } from "../core/errors.ts";
-import { runAgentAsync, sendSignal, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
-import { dial } from "./helpers/net.ts";
+import { runAgentAsync, sendSignal, startAgent, stopAll, tempDir, until } from "./helpers/agent-process.ts";
+import { dial, rawConnect } from "./helpers/net.ts";
+import { encodeHello, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
+import { REJECTION_LINES_PER_MINUTE } from "../agent/server.ts";
 
 const limits = suite("handshake and connection limits e2e");
 limits.after(() => stopAll());
@@ -59,6 +61,29 @@ limits("a key removed by a reload mid-handshake admits nothing, though the conne
   assert.not.match(agent.stderr(), /accepted \(key/);
   assert.is((await status(agent.stateDir)).handshakes.accepted, 0);
   await agent.stop();
+});
+
+limits("a flood of rejected connections logs a bounded number of lines; status counts every one", async () => {
+  const agent = await startAgent(["--key", generateKey().hex]);
+  const flood = REJECTION_LINES_PER_MINUTE + 40;
+  const wrongId = encodeHello(PROTOCOL_VERSIONS);
+  wrongId[0] ^= 0xff;
+  for (let i = 0; i < flood; i += 10) {
+    await Promise.all(Array.from({ length: 10 }, async () => {
+      const c = await rawConnect(agent.port);
+      c.write(wrongId);
+      await c.closedWithin(5000);
+      c.close();
+    }));
+  }
+  await until(async () => (await status(agent.stateDir)).handshakes.rejected["bad-protocol-id"] === flood, "counted");
+  const lines = agent.stderr().split("\n").filter((l) => /rejected: bad-protocol-id/.test(l));
+  assert.is(lines.length, REJECTION_LINES_PER_MINUTE, "the first ones are logged one by one, the rest are not");
+  await agent.stop();
+  assert.match(
+    agent.stderr(),
+    /40 more connections rejected in the last 60 s, not logged one by one \(bad-protocol-id 40;/,
+  );
 });
 
 limits.run();
