@@ -8,10 +8,12 @@ import { initiate } from "../core/secure/opening.ts";
 import { webCryptoProvider } from "../core/secure/crypto.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
-import { AuthenticationError } from "../core/errors.ts";
+import { AuthenticationError, VersionMismatchError } from "../core/errors.ts";
 import { runAgentAsync, sendSignal, startAgent, stopAll, tempDir, until } from "./helpers/agent-process.ts";
-import { dial, rawConnect } from "./helpers/net.ts";
-import { encodeHello, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
+import { dial, rawConnect, recordingRelay } from "./helpers/net.ts";
+import { encodeHello, HELLO_SIZE, PROTOCOL_VERSIONS, REPLY_SIZE } from "../core/wire/hello.ts";
+import { AgentClient } from "../core/client/agent-client.ts";
+import { concat } from "../core/bytes.ts";
 import { REJECTION_LINES_PER_MINUTE } from "../agent/server.ts";
 
 const limits = suite("handshake and connection limits e2e");
@@ -85,5 +87,58 @@ limits("a flood of rejected connections logs a bounded number of lines; status c
     /40 more connections rejected in the last 60 s, not logged one by one \(bad-protocol-id 40;/,
   );
 });
+
+limits("a replayed opening gains nothing: no acceptance logged or counted, no slot or connection held", async () => {
+  const key = generateKey();
+  const agent = await startAgent(["--key", key.hex, "--handshake-timeout", "2"]);
+  // A real client's opening, captured by a relay on loopback as an eavesdropper would.
+  const relay = await recordingRelay(agent.port);
+  const client = await AgentClient.open(await dial(relay.port), { key: key.bytes, provider: webCryptoProvider });
+  await client.ping();
+  client.close();
+  await relay.close();
+  await agent.waitForLog(/closed after/);
+  const opening = relay.sentByClients();
+  const hello = opening.subarray(0, HELLO_SIZE), proof = opening.subarray(HELLO_SIZE, HELLO_SIZE + 4 + 48);
+  const replays = [];
+  for (let i = 0; i < 5; i++) {
+    // All at once, and as a patient replayer would: the hello, the agent's answer, then the captured proof.
+    const burst = await rawConnect(agent.port);
+    burst.write(concat([hello, proof]));
+    const patient = await rawConnect(agent.port);
+    patient.write(hello);
+    await until(() => patient.received().length >= REPLY_SIZE, "the agent's answer");
+    patient.write(proof);
+    replays.push(burst, patient);
+  }
+  for (const r of replays) assert.ok(await r.closedWithin(5000), "the agent closed the replayed connection");
+  const s = await status(agent.stateDir);
+  assert.is(s.handshakes.accepted, 1, `only the real client was accepted: ${JSON.stringify(s.handshakes)}`);
+  assert.equal(s.connections, { open: 0, handshaking: 0 }, "nothing held");
+  assert.is(agent.stderr().match(/ accepted \(key/g)?.length, 1, agent.stderr());
+  await agent.stop();
+});
+
+limits(
+  "a client and agent of this build speak version 3; a version-2 client is refused, told which versions",
+  async () => {
+    const key = generateKey();
+    const agent = await startAgent(["--key", key.hex]);
+    const client = await AgentClient.open(await dial(agent.port), { key: key.bytes, provider: webCryptoProvider });
+    assert.is(client.version, 3);
+    client.close();
+    const old = await initiate(await dial(agent.port), {
+      key: key.bytes,
+      provider: webCryptoProvider,
+      versions: { min: 2, max: 2 },
+    }).then(() => null, (e) => e);
+    assert.instance(old, VersionMismatchError);
+    assert.is(old.message, "no common protocol version: this side speaks 2..2, the peer 3..3");
+    await agent.waitForLog(
+      /rejected: incompatible-version \(no common protocol version: this side speaks 3..3, the peer 2..2\)/,
+    );
+    await agent.stop();
+  },
+);
 
 limits.run();

@@ -36,6 +36,7 @@ import {
 } from "../errors.ts";
 import { encodeRecord, FrameStream, readRecord } from "./frame-stream.ts";
 import {
+  CHALLENGE_SIZE,
   chooseVersion,
   decodeHello,
   decodeReply,
@@ -50,8 +51,8 @@ import {
   type VersionRange,
 } from "../wire/hello.ts";
 import { type ByteStream, StreamReader } from "../wire/stream.ts";
-import type { CryptoProvider } from "./crypto.ts";
-import { NoiseHandshake } from "./noise.ts";
+import { type CryptoProvider, randomBytes } from "./crypto.ts";
+import { NoiseHandshake, type TransportKeys } from "./noise.ts";
 
 const encoder = new TextEncoder();
 /** Key ids are 12 hex digits (core/secure/keys.ts); a TLS-mode responder announces one. */
@@ -120,6 +121,10 @@ export async function initiate(stream: ByteStream, options: InitiateOptions): Pr
     );
   }
 
+  // The responder's fresh challenge: the key proof covers it, so a proof recorded on another connection fails here.
+  const challenge = await reader.readExactly(CHALLENGE_SIZE).catch(() => {
+    throw new ProtocolError("not an agent: the peer closed before its challenge");
+  });
   let key = options.key, keyId: string | null = null, announced: Uint8Array = new Uint8Array(0);
   if (options.lookup) {
     const record = await readRecord(reader, MAX_KEY_ID_RECORD);
@@ -135,7 +140,7 @@ export async function initiate(stream: ByteStream, options: InitiateOptions): Pr
   }
   if (!key) throw new AuthenticationError("the agent requires a key; pass one");
 
-  const prologue = concat([hello, replyBytes, announced, options.binding ?? new Uint8Array(0)]);
+  const prologue = concat([hello, replyBytes, challenge, announced, options.binding ?? new Uint8Array(0)]);
   const noise = await NoiseHandshake.initiator(key, prologue, options.provider);
   await stream.write(encodeRecord(await noise.writeMessage1()));
   // Only an explicit empty record says "wrong key"; a peer that just hangs up has not said so.
@@ -179,6 +184,8 @@ export interface RespondOptions {
    * none. False turns the peer away without a reply.
    */
   admit?: () => Promise<boolean>;
+  /** The challenge sent after the reply: fixed only in test vectors; otherwise 32 fresh random bytes. */
+  challenge?: Uint8Array;
   /** Told when the responder starts (true) and stops (false) waiting for the peer's key proof. */
   waitingForPeer?: (waiting: boolean) => void;
 }
@@ -198,6 +205,41 @@ async function admitted(reader: StreamReader, admit?: () => Promise<boolean>): P
   const early = reader.waitFor(1).then(() => "early" as const, () => "busy" as const);
   const granted = admit().then((ok) => ok ? "yes" as const : "busy" as const);
   return await Promise.race([granted, early]);
+}
+
+/**
+ * Checks message 1 against `keys` (those current now) and answers it: message 2, or the zero-length record that
+ * says "authentication failed" and nothing more.
+ */
+async function answerProof(
+  stream: ByteStream,
+  options: RespondOptions,
+  keys: readonly AcceptedKey[],
+  prologue: Uint8Array,
+  message1: Uint8Array,
+): Promise<
+  { ok: true; transport: TransportKeys; keyId: string } | { ok: false; reason: RejectReason; error: AgentError }
+> {
+  let found;
+  try {
+    found = await NoiseHandshake.respond(keys.map((k) => k.bytes), prologue, message1, options.provider);
+  } catch (e) {
+    return {
+      ok: false,
+      reason: "malformed",
+      error: e instanceof AgentError ? e : new ProtocolError((e as Error).message),
+    };
+  }
+  if (!found) {
+    await stream.write(encodeRecord(new Uint8Array(0))).catch(() => {});
+    const why = options.mode === EncryptionMode.Tls
+      ? "authentication failed: the listener does not hold this agent's key"
+      : "the key proof matched none of the configured keys";
+    return { ok: false, reason: "bad-key", error: new AuthenticationError(why) };
+  }
+  const { message, keys: transport } = await found.handshake.writeMessage2();
+  await stream.write(encodeRecord(message));
+  return { ok: true, transport, keyId: keys[found.keyIndex].id };
 }
 
 /** Runs the responder's side on a fresh stream. Never throws; closes the stream on rejection. */
@@ -223,14 +265,20 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
     if (admission === "busy") return reject("busy", new ConnectionClosedError("no handshake slot was free"));
     const version = chooseVersion(versions, range);
     const reply = encodeReply({ mode: options.mode, version, agent: versions });
-    const announced = options.mode === EncryptionMode.Tls ? encoder.encode(currentKeys()[0].id) : new Uint8Array(0);
-    await stream.write(announced.length > 0 ? concat([reply, encodeRecord(announced)]) : reply);
-    if (version === 0) return reject("incompatible-version", new VersionMismatchError(versions, range));
+    if (version === 0) {
+      await stream.write(reply);
+      return reject("incompatible-version", new VersionMismatchError(versions, range));
+    }
     if (options.mode === EncryptionMode.None) {
+      await stream.write(reply);
       stream.limitReads?.(null);
       return { ok: true, frames: new FrameStream(reader, null), keyId: null, version };
     }
 
+    // Fresh for this connection and bound into the key proof (the prologue): a replayed message 1 fails.
+    const challenge = options.challenge ?? randomBytes(CHALLENGE_SIZE);
+    const announced = options.mode === EncryptionMode.Tls ? encoder.encode(currentKeys()[0].id) : new Uint8Array(0);
+    await stream.write(concat([reply, challenge, ...(announced.length > 0 ? [encodeRecord(announced)] : [])]));
     let message1: Uint8Array | null;
     try {
       options.waitingForPeer?.(true);
@@ -243,27 +291,12 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
     if (message1 === null) return reject("closed", new ConnectionClosedError("closed before the key exchange"));
     // A zero-length record from an initiator means "I do not accept your key" (TLS mode).
     if (message1.length === 0) return reject("bad-key", new KeyRejectedError(currentKeys()[0]?.id ?? "?"));
-    const prologue = concat([hello, reply, announced, options.binding ?? new Uint8Array(0)]);
-    const keys = currentKeys();
-    let found;
-    try {
-      found = await NoiseHandshake.respond(keys.map((k) => k.bytes), prologue, message1, options.provider);
-    } catch (e) {
-      return reject("malformed", e instanceof AgentError ? e : new ProtocolError((e as Error).message));
-    }
-    if (!found) {
-      // A zero-length record says "authentication failed" and nothing more.
-      await stream.write(encodeRecord(new Uint8Array(0))).catch(() => {});
-      const why = options.mode === EncryptionMode.Tls
-        ? "authentication failed: the listener does not hold this agent's key"
-        : "the key proof matched none of the configured keys";
-      return reject("bad-key", new AuthenticationError(why));
-    }
-    const { message, keys: transport } = await found.handshake.writeMessage2();
-    await stream.write(encodeRecord(message));
-    const sealed = options.mode === EncryptionMode.Key ? transport : null;
+    const prologue = concat([hello, reply, challenge, announced, options.binding ?? new Uint8Array(0)]);
+    const answered = await answerProof(stream, options, currentKeys(), prologue, message1);
+    if (!answered.ok) return reject(answered.reason, answered.error);
     stream.limitReads?.(null);
-    return { ok: true, frames: new FrameStream(reader, sealed), keyId: keys[found.keyIndex].id, version };
+    const sealed = options.mode === EncryptionMode.Key ? answered.transport : null;
+    return { ok: true, frames: new FrameStream(reader, sealed), keyId: answered.keyId, version };
   } catch (e) {
     return reject("closed", e instanceof AgentError ? e : new ConnectionClosedError((e as Error).message));
   }
