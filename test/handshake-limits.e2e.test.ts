@@ -13,6 +13,7 @@ import { runAgentAsync, sendSignal, startAgent, stopAll, tempDir, until } from "
 import { dial, rawConnect, recordingRelay } from "./helpers/net.ts";
 import { encodeHello, HELLO_SIZE, PROTOCOL_VERSIONS, REPLY_SIZE } from "../core/wire/hello.ts";
 import { AgentClient } from "../core/client/agent-client.ts";
+import { connect } from "../mod.ts";
 import { concat } from "../core/bytes.ts";
 import { REJECTION_LINES_PER_MINUTE } from "../agent/server.ts";
 
@@ -140,5 +141,58 @@ limits(
     await agent.stop();
   },
 );
+
+/** An agent whose config file holds `settings`, and its key. */
+async function agentWith(settings: Record<string, unknown>) {
+  const dir = tempDir(), key = generateKey();
+  fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(settings));
+  return { agent: await startAgent(["--config", path.join(dir, "config.json"), "--key", key.hex]), key };
+}
+
+const closedWithin = (closed: Promise<unknown>, ms: number) =>
+  Promise.race([closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+
+limits("an authenticated connection that sends no first frame is closed after firstFrameTimeoutSeconds", async () => {
+  const { agent, key } = await agentWith({ firstFrameTimeoutSeconds: 1 });
+  const { frames } = await initiate(await dial(agent.port), { key: key.bytes, provider: webCryptoProvider });
+  assert.ok(await closedWithin(frames.receive(), 5000), "closed");
+  await agent.waitForLog(/closed after [\d.]+ s: no frame within 1 s of authenticating/);
+  await agent.stop();
+});
+
+limits("an idle connection with no session is closed; one waiting on a long, silent process is not", async () => {
+  const { agent, key } = await agentWith({ connectionIdleTimeoutSeconds: 1 });
+  const idle = await connect({ host: "127.0.0.1", port: agent.port, key: key.hex });
+  await idle.client.ping();
+  const busy = await connect({ host: "127.0.0.1", port: agent.port, key: key.hex });
+  const session = await busy.openSession("alpha");
+  const run = await session.processes.run({ program: "sleep", args: ["3"] });
+  assert.is(run.code, 0, "the long process finished and its client heard");
+  assert.ok(await closedWithin(idle.closed, 5000), "the idle connection was closed");
+  await agent.waitForLog(/closed after [\d.]+ s: idle for 1 s with no session attached/);
+  await session.close();
+  busy.close();
+  await agent.stop();
+});
+
+limits("connections per address and per key are capped; other addresses are still served", async () => {
+  const { agent, key } = await agentWith({ maxConnectionsPerAddress: 3, maxConnectionsPerKey: 5 });
+  const open = async (from: string) =>
+    AgentClient.open(await dial(agent.port, from), { key: key.bytes, provider: webCryptoProvider });
+  const held = [await open("127.0.0.4"), await open("127.0.0.4"), await open("127.0.0.4")];
+  const fourth = await open("127.0.0.4").then((c) => c.ping()).catch((e) => e);
+  assert.instance(fourth, Error, "a fourth connection from one address is turned away");
+  await agent.waitForLog(/127\.0\.0\.4:\d+ rejected: address-limit/);
+  held.push(await open("127.0.0.5"), await open("127.0.0.6"));
+  const sixth = await open("127.0.0.7").then((c) => c.ping()).catch((e) => e);
+  assert.instance(sixth, Error, "a sixth connection with one key is turned away");
+  await agent.waitForLog(/127\.0\.0\.7:\d+ rejected: key-limit \(key [0-9a-f]{12} already has 5 connections open\)/);
+  held.pop()!.close();
+  await until(async () => (await status(agent.stateDir)).connections.open === 4, "a place freed");
+  const again = await open("127.0.0.7");
+  assert.ok((await again.ping()).rttMs >= 0, "served once a place is free");
+  for (const c of [...held, again]) c.close();
+  await agent.stop();
+});
 
 limits.run();

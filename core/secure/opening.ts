@@ -122,8 +122,8 @@ export async function initiate(stream: ByteStream, options: InitiateOptions): Pr
   }
 
   // The responder's fresh challenge: the key proof covers it, so a proof recorded on another connection fails here.
-  const challenge = await reader.readExactly(CHALLENGE_SIZE).catch(() => {
-    throw new ProtocolError("not an agent: the peer closed before its challenge");
+  const challenge = await reader.readExactly(CHALLENGE_SIZE).catch((e) => {
+    throw reader.buffered > 0 ? new ProtocolError("not an agent: the peer closed after a partial challenge") : e;
   });
   let key = options.key, keyId: string | null = null, announced: Uint8Array = new Uint8Array(0);
   if (options.lookup) {
