@@ -31,6 +31,14 @@ export interface AgentConfig {
   handshakeTimeoutSeconds: number;
   maxHandshakes: number;
   authFailuresPerMinute: number;
+  /** An authenticated inbound connection that sends no frame within this is closed. */
+  firstFrameTimeoutSeconds: number;
+  /** An inbound connection with no session attached and no frame either way for this long is closed. */
+  connectionIdleTimeoutSeconds: number;
+  /** Inbound connections (handshaking or open) from one address, an IPv6 /64 counted as one. */
+  maxConnectionsPerAddress: number;
+  /** Authenticated inbound connections with one key. */
+  maxConnectionsPerKey: number;
   /** Products served; null accepts any well-formed product name. */
   products: string[] | null;
   idleTimeoutSeconds: number;
@@ -120,6 +128,7 @@ export function resolveConfig(options: ConfigOptions, env: Record<string, string
       "authFailuresPerMinute",
       pick(undefined, undefined, file?.authFailuresPerMinute, 20),
     ),
+    ...connectionLimits(file),
     products: list(options.product).length > 0 ? list(options.product) : file?.products ?? null,
     idleTimeoutSeconds: positive(
       "--idle-timeout (or AGENT_IDLE_TIMEOUT)",
@@ -153,6 +162,16 @@ export function resolveConfig(options: ConfigOptions, env: Record<string, string
     throw new ConfigError("--no-listen leaves nothing to do: give at least one --connect host:port");
   }
   return config;
+}
+
+/** The settings that bound authenticated inbound connections (config file only). */
+function connectionLimits(file: ConfigFile | null | undefined) {
+  return {
+    firstFrameTimeoutSeconds: file?.firstFrameTimeoutSeconds ?? 30,
+    connectionIdleTimeoutSeconds: file?.connectionIdleTimeoutSeconds ?? 600,
+    maxConnectionsPerAddress: file?.maxConnectionsPerAddress ?? 1000,
+    maxConnectionsPerKey: file?.maxConnectionsPerKey ?? 1000,
+  };
 }
 
 /** The --metrics address ("host:port", port 0 picks one), or null when not asked for. */

@@ -42,12 +42,56 @@ export class ClientConnection implements SessionPeer {
     readonly startedAt: number,
   ) {}
 
+  /** When a frame last moved either way (ms since the epoch); null until the peer's first frame. */
+  #lastActiveAt: number | null = null;
+
   send(frame: Frame): Promise<void> {
+    this.#sentAt();
     return this.frames.send(frame);
   }
 
   sendParts(target: number, code: number, token: number, parts: readonly Uint8Array[]): Promise<void> {
+    this.#sentAt();
     return this.frames.sendParts(target, code, token, parts);
+  }
+
+  #sentAt() {
+    if (this.#lastActiveAt !== null) this.#lastActiveAt = Date.now();
+  }
+
+  /**
+   * Closes the connection when the peer sends no frame within `firstFrameMs` of authenticating, or when no frame
+   * has moved either way for `idleMs` while no session is attached (an attached session may be running a long,
+   * silent process: that is work, not idleness). Returns a function that stops the checks.
+   */
+  idleLimits(firstFrameMs: number, idleMs: number): () => void {
+    const since = Date.now();
+    let timer: ReturnType<typeof setTimeout>;
+    const check = () => {
+      const now = Date.now();
+      if (this.#lastActiveAt === null) {
+        if (now - since >= firstFrameMs) {
+          return this.#closeFor(`no frame within ${firstFrameMs / 1000} s of authenticating`);
+        }
+        return schedule(Math.min(since + firstFrameMs - now, idleMs));
+      }
+      const quiet = now - this.#lastActiveAt;
+      if (quiet >= idleMs && !this.sessions.isAttached(this)) {
+        return this.#closeFor(`idle for ${idleMs / 1000} s with no session attached`);
+      }
+      schedule(Math.max(idleMs - quiet, Math.min(idleMs, 1000)));
+    };
+    const schedule = (ms: number) => {
+      timer = setTimeout(check, ms);
+      (timer as { unref?: () => void }).unref?.();
+    };
+    schedule(Math.min(firstFrameMs, idleMs));
+    return () => clearTimeout(timer);
+  }
+
+  #closeFor(reason: string) {
+    this.deadReason = reason;
+    this.frames.close();
   }
 
   #dropped = false;
@@ -65,7 +109,7 @@ export class ClientConnection implements SessionPeer {
       for (;;) {
         const frame = await this.frames.receive();
         if (frame === null) return null;
-        this.lastReceivedAt = Date.now();
+        this.lastReceivedAt = this.#lastActiveAt = Date.now();
         // An event (a heartbeat) is no work: it must not keep the agent's memory from going back.
         if (frame.token !== 0) idle.activity();
         if (frame.target === META_TARGET) await this.#meta(frame);
@@ -89,14 +133,11 @@ export class ClientConnection implements SessionPeer {
         void this.send({ target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) }).catch(
           () => {},
         ),
-      dead: () => {
-        this.deadReason = `no traffic for ${Math.round(deadMs / 1000)} s (half-open connection)`;
-        this.frames.close();
-      },
+      dead: () => this.#closeFor(`no traffic for ${Math.round(deadMs / 1000)} s (half-open connection)`),
     });
   }
 
-  /** Set when {@link keepalive} gave up on the peer. */
+  /** Set when {@link keepalive} gave up on the peer, or {@link idleLimits} closed it. */
   deadReason: string | null = null;
 
   #error(request: Frame, code: string, message: string) {

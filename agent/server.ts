@@ -21,13 +21,16 @@ import { log } from "../runtime/log.ts";
 import { runtimeInfo } from "../runtime/crypto.ts";
 import { formatHost, isLoopback, socketStream } from "../runtime/tcp.ts";
 import { VERSION } from "../core/version.ts";
-import { Admission, type Slot } from "./admission.ts";
+import { Admission, failureKey, type Slot } from "./admission.ts";
 import { ClientConnection } from "./connection.ts";
+import { RejectionLog } from "./rejection-log.ts";
 import type { SessionManager } from "./sessions.ts";
 import type { OutboundStatus, OutboundTarget } from "./dialer.ts";
 
 /** A handshake that has run this long may be dropped for a waiting peer. */
 const EVICT_AFTER_MS = 1000;
+/** Rejections logged one by one each minute; the rest are summed up in one line (all are counted in status). */
+export const REJECTION_LINES_PER_MINUTE = 60;
 
 /** What `agent status` reports. */
 export interface AgentStatus {
@@ -65,10 +68,15 @@ export class AgentServer {
   #awaitingHello = new Map<Connection, () => void>();
   #accepted = 0;
   #rejected: Record<string, number> = {};
+  #rejectionLog = new RejectionLog(REJECTION_LINES_PER_MINUTE, 60_000, (line) => log.warn(line));
   #address: { host: string; port: number } | null = null;
   /** Bytes through inbound connections that have closed; live ones are added by {@link traffic}. */
   #closedTraffic = { received: 0, sent: 0 };
   #liveSockets = new Set<net.Socket>();
+  /** Inbound connections, handshaking or open, per address (an IPv6 /64 as one). */
+  #perAddress = new Map<string, number>();
+  /** Authenticated inbound connections per key id. */
+  #perKey = new Map<string, number>();
   /** Listeners this agent dials (outbound mode); shown by status. */
   outbound: OutboundTarget[] = [];
 
@@ -161,6 +169,7 @@ export class AgentServer {
   /** Stops accepting and closes every connection. */
   async close(): Promise<void> {
     this.#admission.close();
+    this.#rejectionLog.close();
     if (this.#server) this.#server.close();
     await this.sessions.shutdown();
     for (const c of [...this.#connections, ...this.#handshaking]) c.close();
@@ -186,7 +195,7 @@ export class AgentServer {
 
   #reject(remote: string, reason: string, detail?: string) {
     this.#rejected[reason] = (this.#rejected[reason] ?? 0) + 1;
-    log.warn(`connection ${remote} rejected: ${reason}${detail ? ` (${detail})` : ""}`);
+    this.#rejectionLog.note(reason, `connection ${remote} rejected: ${reason}${detail ? ` (${detail})` : ""}`);
   }
 
   async #onSocket(socket: net.Socket) {
@@ -201,7 +210,21 @@ export class AgentServer {
       if (result.reason === "bad-key") this.#admission.recordFailure(address);
       return this.#reject(remote, outcome ?? result.reason, outcome ? undefined : result.error.message);
     }
+    if (result.keyId !== null && !this.keys.some((k) => k.id === result.keyId)) {
+      // A reload removed the key between the proof and here: it admits nothing after the reload.
+      result.frames.close();
+      return this.#reject(remote, "revoked-key", `key ${result.keyId} was removed by a reload during the handshake`);
+    }
+    const keyId = result.keyId ?? "";
+    if ((this.#perKey.get(keyId) ?? 0) >= this.config.maxConnectionsPerKey) {
+      result.frames.close();
+      const limit = this.config.maxConnectionsPerKey;
+      return this.#reject(remote, "key-limit", `key ${keyId || "(insecure)"} already has ${limit} connections open`);
+    }
+    this.#perKey.set(keyId, (this.#perKey.get(keyId) ?? 0) + 1);
     await this.#serve(conn, result);
+    this.#perKey.set(keyId, this.#perKey.get(keyId)! - 1);
+    if (this.#perKey.get(keyId) === 0) this.#perKey.delete(keyId);
   }
 
   /** Counts the socket's bytes in {@link traffic}, while it is open and after. */
@@ -227,6 +250,18 @@ export class AgentServer {
       this.#reject(remote, "rate-limited", "too many failed authentications from this address in the last minute");
       return true;
     }
+    const group = failureKey(address), count = this.#perAddress.get(group) ?? 0;
+    if (count >= this.config.maxConnectionsPerAddress) {
+      socket.destroy();
+      this.#reject(remote, "address-limit", `${count} connections from this address are open already`);
+      return true;
+    }
+    this.#perAddress.set(group, count + 1);
+    socket.once("close", () => {
+      const left = this.#perAddress.get(group)! - 1;
+      if (left === 0) this.#perAddress.delete(group);
+      else this.#perAddress.set(group, left);
+    });
     return false;
   }
 
@@ -249,7 +284,7 @@ export class AgentServer {
     let slot: Slot | null = null;
     const result = await respond(stream, {
       mode: this.config.insecure ? EncryptionMode.None : EncryptionMode.Key,
-      keys: this.keys,
+      keys: () => this.keys, // read when the proof is checked: a reload mid-handshake counts
       provider: this.provider,
       admit: async () => {
         this.#awaitingHello.delete(conn);
@@ -276,7 +311,14 @@ export class AgentServer {
     const how = accepted.keyId ? `key ${accepted.keyId}` : "insecure";
     log.info(`connection ${conn.remote} accepted (${how}, protocol v${accepted.version})`);
     this.#connections.add(conn);
-    const reason = await new ClientConnection(accepted.frames, conn.remote, this.sessions, this.startedAt).serve();
+    const client = new ClientConnection(accepted.frames, conn.remote, this.sessions, this.startedAt);
+    const stopLimits = client.idleLimits(
+      this.config.firstFrameTimeoutSeconds * 1000,
+      this.config.connectionIdleTimeoutSeconds * 1000,
+    );
+    const served = await client.serve();
+    const reason = client.deadReason ?? served;
+    stopLimits();
     this.#connections.delete(conn);
     const seconds = ((Date.now() - conn.since) / 1000).toFixed(1);
     log.info(`connection ${conn.remote} closed after ${seconds} s${reason ? `: ${reason}` : ""}`);

@@ -382,6 +382,12 @@ export class SessionManager {
     return [...this.sessions.values()].map((s) => s.summary());
   }
 
+  /** True while `peer` has a session attached: its work may be a long, silent process. */
+  isAttached(peer: SessionPeer): boolean {
+    for (const att of this.#attachments.values()) if (att.peer === peer) return true;
+    return false;
+  }
+
   /** A connection went away without detaching: its attachments wait out the reconnect grace. */
   disconnected(peer: SessionPeer): void {
     for (const att of this.#attachments.values()) {

@@ -108,6 +108,7 @@ class SocketStream implements ByteStream {
   readonly #socket: net.Socket;
   readonly #chunks: Uint8Array[] = [];
   #buffered = 0;
+  #highWater = READ_HIGH_WATER;
   #ended = false;
   #wake: (() => void) | null = null;
   /** Bytes delivered in this turn of the event loop. */
@@ -138,6 +139,11 @@ class SocketStream implements ByteStream {
     this.#buffered -= chunk.length;
     this.#resumeIfRoom();
     return chunk;
+  }
+
+  limitReads(bytes: number | null): void {
+    this.#highWater = bytes ?? READ_HIGH_WATER;
+    this.#resumeIfRoom();
   }
 
   writev(parts: readonly Uint8Array[], recycle?: () => void): Promise<void> {
@@ -177,7 +183,7 @@ class SocketStream implements ByteStream {
     if (this.#turnBytes === 0) setImmediate(this.#nextTurn);
     this.#turnBytes += data.length;
     // With onread too, pause() stops the reads (and resume() restarts them).
-    if (this.#buffered > READ_HIGH_WATER || this.#turnBytes >= READ_TURN_BUDGET) this.#socket.pause();
+    if (this.#buffered > this.#highWater || this.#turnBytes >= READ_TURN_BUDGET) this.#socket.pause();
     this.#notify();
   };
 
@@ -194,7 +200,7 @@ class SocketStream implements ByteStream {
   /** Resumes only when neither the consumer (high water) nor the turn budget holds the socket. */
   #resumeIfRoom(): void {
     if (
-      this.#buffered <= READ_HIGH_WATER && this.#turnBytes < READ_TURN_BUDGET && !this.#ended &&
+      this.#buffered <= this.#highWater && this.#turnBytes < READ_TURN_BUDGET && !this.#ended &&
       this.#socket.isPaused()
     ) this.#socket.resume();
   }

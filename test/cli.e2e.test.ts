@@ -289,7 +289,7 @@ cli("probe: each failed stage has its own message and exit code", async () => {
   );
   const incompatible = await probe(`127.0.0.1:${future.port}`);
   assert.is(incompatible.code, 8, incompatible.stderr);
-  assert.match(incompatible.stderr, /incompatible version: .*this side speaks 2\.\.2, the peer 7\.\.9/);
+  assert.match(incompatible.stderr, /incompatible version: .*this side speaks 3\.\.3, the peer 7\.\.9/);
   await future.close();
 
   const json = JSON.parse((await probe(`127.0.0.1:${closedPort}`, "--json")).stdout);

@@ -16,7 +16,7 @@ import { webCryptoProvider } from "../core/secure/crypto.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { initiate } from "../core/secure/opening.ts";
 import { encodeRecord } from "../core/secure/frame-stream.ts";
-import { encodeHello, encodeReply, EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
+import { CHALLENGE_SIZE, encodeHello, encodeReply, EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
 import {
   agentCommand,
   alive,
@@ -322,6 +322,7 @@ faults("a connection closed before the key reply is reported as closed, not as a
         socket.write(
           encodeReply({ mode: EncryptionMode.Key, version: PROTOCOL_VERSIONS.max, agent: PROTOCOL_VERSIONS }),
         );
+        socket.write(new Uint8Array(CHALLENGE_SIZE));
       } else if (got > 24) socket.destroy(); // message 1 arrived: hang up without a word
     });
   });

@@ -10,6 +10,7 @@ import process from "node:process";
 import { concat, fromHex, toHex } from "../core/bytes.ts";
 import { ProtocolError } from "../core/errors.ts";
 import {
+  CHALLENGE_SIZE,
   chooseVersion,
   decodeHello,
   decodeReply,
@@ -74,6 +75,8 @@ function readVectors(file: string): { vectors: DocVector[]; stray: string[] } {
 const PSK = hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
 const CLIENT_EPHEMERAL = hex("202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f");
 const AGENT_EPHEMERAL = hex("4142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f60");
+/** The agent's challenge after its reply (random outside tests). */
+const CHALLENGE = hex("c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf");
 /** An example listener certificate's SHA-256, for the TLS-mode vectors. */
 const CERTIFICATE_SHA256 = hex("a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf");
 const PING = encodeFrame({ target: 0, code: 1, token: 1, payload: new TextEncoder().encode("ping") });
@@ -115,6 +118,7 @@ async function opening(provider: CryptoProvider, mode: EncryptionMode, before: (
     keys: [{ id: await keyId(PSK), bytes: PSK }],
     provider: await withEphemeral(provider, AGENT_EPHEMERAL),
     binding,
+    challenge: CHALLENGE,
   });
   const initiated = await initiate(tapped(a, initiatorWire), {
     key: mode === EncryptionMode.Key ? PSK : undefined,
@@ -155,9 +159,11 @@ async function computeVectors(provider: CryptoProvider): Promise<Map<string, Uin
   // docs/protocol.md §2, key mode: each message on the wire, with its record length.
   const key = await opening(provider, EncryptionMode.Key, () => Promise.resolve());
   const [clientHello, message1, clientFirst] = await messagesOf(key.initiator, hello.length);
-  const [reply, message2, agentFirst] = await messagesOf(key.responder, REPLY_SIZE);
+  const [replyAndChallenge, message2, agentFirst] = await messagesOf(key.responder, REPLY_SIZE + CHALLENGE_SIZE);
+  const reply = replyAndChallenge.subarray(0, REPLY_SIZE);
   v.set(`hello (client offers ${ours})`, clientHello);
   v.set(`reply (key mode, version ${current}, agent ${ours})`, reply);
+  v.set("challenge (agent)", replyAndChallenge.subarray(REPLY_SIZE));
   v.set("message 1 record (client)", message1);
   v.set("message 2 record (agent)", message2);
   v.set("first record (client, the ping)", clientFirst);
@@ -165,14 +171,22 @@ async function computeVectors(provider: CryptoProvider): Promise<Map<string, Uin
   const oldHello = encodeHello({ min: 1, max: 1 });
   v.set("hello (client offers 1..1)", oldHello);
   v.set("reply to it (no version in common)", await replyTo(oldHello));
-  v.set("hello (client offers 1..2)", encodeHello({ min: 1, max: 2 }));
-  v.set(`reply to it (version ${current})`, await replyTo(encodeHello({ min: 1, max: 2 })));
+  v.set("hello (client offers 2..3)", encodeHello({ min: 2, max: 3 }));
+  v.set(`reply to it (version ${current})`, await replyTo(encodeHello({ min: 2, max: 3 })));
+  const v2Hello = encodeHello({ min: 2, max: 2 });
+  v.set("hello (a version-2 client, 2..2)", v2Hello);
+  v.set("reply to it (version 2 refused)", await replyTo(v2Hello));
   // docs/protocol.md §2, outbound (TLS) mode: the listener initiates, the agent responds.
   const tls = await opening(provider, EncryptionMode.Tls, () => Promise.resolve());
   const [listenerHello, tlsMessage1, listenerFirst] = await messagesOf(tls.initiator, hello.length);
-  const [tlsReply, keyIdRecord, tlsMessage2, agentTlsFirst] = await messagesOf(tls.responder, REPLY_SIZE);
+  const [tlsReplyAndChallenge, keyIdRecord, tlsMessage2, agentTlsFirst] = await messagesOf(
+    tls.responder,
+    REPLY_SIZE + CHALLENGE_SIZE,
+  );
+  const tlsReply = tlsReplyAndChallenge.subarray(0, REPLY_SIZE);
   v.set(`TLS: hello (listener offers ${ours})`, listenerHello);
   v.set(`TLS: reply (TLS mode, version ${current}, agent ${ours})`, tlsReply);
+  v.set("TLS: challenge (agent)", tlsReplyAndChallenge.subarray(REPLY_SIZE));
   v.set("TLS: key id record (agent)", keyIdRecord);
   v.set("TLS: certificate SHA-256 (example)", CERTIFICATE_SHA256);
   v.set("TLS: message 1 record (listener)", tlsMessage1);
@@ -189,11 +203,11 @@ async function computeVectors(provider: CryptoProvider): Promise<Map<string, Uin
   v.set("client ephemeral, public", client.publicKey);
   v.set("agent ephemeral, private", AGENT_EPHEMERAL);
   v.set("agent ephemeral, public", agent.publicKey);
-  const prologue = concat([clientHello, reply]);
+  const prologue = concat([clientHello, reply, CHALLENGE]);
   v.set("prologue, key mode", prologue);
   v.set(
     "prologue, TLS mode",
-    concat([hello, tlsReply, keyIdRecord.subarray(4), CERTIFICATE_SHA256]),
+    concat([hello, tlsReply, CHALLENGE, keyIdRecord.subarray(4), CERTIFICATE_SHA256]),
   );
   const init = await NoiseHandshake.initiator(PSK, prologue, provider, client);
   const m1 = await init.writeMessage1();

@@ -9,7 +9,7 @@ import { AgentClient } from "../core/client/agent-client.ts";
 import { encodeRecord } from "../core/secure/frame-stream.ts";
 import { randomBytes, webCryptoProvider } from "../core/secure/crypto.ts";
 import { encodeFrame } from "../core/wire/frame.ts";
-import { encodeHello, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
+import { encodeHello, PROTOCOL_VERSIONS, REPLY_SIZE } from "../core/wire/hello.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { MetaCode } from "../core/wire/messages.ts";
 import {
@@ -19,6 +19,7 @@ import {
   startAgent,
   stopAll,
   tempDir,
+  until,
 } from "./helpers/agent-process.ts";
 import { dial, rawConnect, recordingRelay } from "./helpers/net.ts";
 
@@ -106,6 +107,7 @@ hostile("an oversized length prefix closes the connection at once, with no large
     // during the key exchange
     const c = await rawConnect(agent.port);
     c.write(encodeHello(PROTOCOL_VERSIONS));
+    await until(() => c.received().length >= REPLY_SIZE, "the reply"); // an initiator waits for it
     c.write(new Uint8Array([0xff, 0xff, 0xff, 0xff]));
     assert.ok(await c.closedWithin(5000), "closed during key exchange");
     // after authentication

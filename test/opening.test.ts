@@ -1,8 +1,10 @@
 import { test } from "uvu";
+import type net from "node:net";
 import * as assert from "uvu/assert";
 import { AgentClient } from "../core/client/agent-client.ts";
-import { initiate, respond } from "../core/secure/opening.ts";
-import { EncryptionMode } from "../core/wire/hello.ts";
+import { initiate, PRE_AUTH_READ_LIMIT, respond } from "../core/secure/opening.ts";
+import { encodeHello, EncryptionMode, PROTOCOL_VERSIONS } from "../core/wire/hello.ts";
+import { fakeServer, rawConnect, socketStream } from "./helpers/net.ts";
 import { encodeRecord, MAX_RECORD } from "../core/secure/frame-stream.ts";
 import { RecordTooLargeError } from "../core/errors.ts";
 import { webCryptoProvider } from "../core/secure/crypto.ts";
@@ -168,6 +170,37 @@ test("opening: a key-mode client refuses a TLS-mode answer, and a listener refus
   respond(d, { mode: EncryptionMode.Key, keys: [{ id: await keyId(key), bytes: key }], provider: webCryptoProvider });
   const e2 = await initiate(c, { lookup: () => key, provider: webCryptoProvider }).then(() => null, (e) => e);
   assert.match(e2.message, /encryption mode 2/);
+});
+
+test("opening: a peer that sends more than its hello while it waits for a slot is read no further, and dropped", async () => {
+  const key = generateKey().bytes;
+  let serverSocket!: net.Socket;
+  let admit!: (ok: boolean) => void;
+  const admitted = new Promise<boolean>((r) => (admit = r));
+  let responded!: Promise<Awaited<ReturnType<typeof respond>>>;
+  const server = await fakeServer((s) => {
+    serverSocket = s;
+    responded = respond(socketStream(s), {
+      mode: EncryptionMode.Key,
+      keys: [{ id: "000000000000", bytes: key }],
+      provider: webCryptoProvider,
+      admit: () => admitted,
+    });
+  });
+  const peer = await rawConnect(server.port);
+  peer.write(encodeHello(PROTOCOL_VERSIONS));
+  await new Promise((r) => setTimeout(r, 100)); // the hello is in; the peer now waits for a slot
+  peer.write(new Uint8Array(4 * 1024 * 1024)); // far more than any handshake needs
+  const closed = await peer.closedWithin(2000);
+  const read = serverSocket.bytesRead;
+  admit(true);
+  const result = await responded;
+  await server.close();
+  assert.ok(closed, "the peer was dropped");
+  assert.equal(result.ok ? "ok" : result.reason, "malformed");
+  assert.equal(peer.received().length, 0, "no reply");
+  // The bound: what one or two socket reads (64 KiB each) bring at once, never the peer's 4 MiB.
+  assert.ok(read <= PRE_AUTH_READ_LIMIT + 2 * 64 * 1024, `read ${read} bytes from a peer holding no slot`);
 });
 
 test.run();

@@ -36,6 +36,7 @@ import {
 } from "../errors.ts";
 import { encodeRecord, FrameStream, readRecord } from "./frame-stream.ts";
 import {
+  CHALLENGE_SIZE,
   chooseVersion,
   decodeHello,
   decodeReply,
@@ -50,13 +51,18 @@ import {
   type VersionRange,
 } from "../wire/hello.ts";
 import { type ByteStream, StreamReader } from "../wire/stream.ts";
-import type { CryptoProvider } from "./crypto.ts";
-import { NoiseHandshake } from "./noise.ts";
+import { type CryptoProvider, randomBytes } from "./crypto.ts";
+import { NoiseHandshake, type TransportKeys } from "./noise.ts";
 
 const encoder = new TextEncoder();
 /** Key ids are 12 hex digits (core/secure/keys.ts); a TLS-mode responder announces one. */
 const KEY_ID = /^[0-9a-f]{12}$/;
 const MAX_KEY_ID_RECORD = 64;
+/**
+ * Bytes a responder lets a peer have unread before it authenticates: the hello and key proof are
+ * under 100, so more is never needed. Past it the socket pauses (one socket read may overshoot).
+ */
+export const PRE_AUTH_READ_LIMIT = 4096;
 
 /** A key the responder accepts, with its public id. */
 export interface AcceptedKey {
@@ -115,6 +121,10 @@ export async function initiate(stream: ByteStream, options: InitiateOptions): Pr
     );
   }
 
+  // The responder's fresh challenge: the key proof covers it, so a proof recorded on another connection fails here.
+  const challenge = await reader.readExactly(CHALLENGE_SIZE).catch((e) => {
+    throw reader.buffered > 0 ? new ProtocolError("not an agent: the peer closed after a partial challenge") : e;
+  });
   let key = options.key, keyId: string | null = null, announced: Uint8Array = new Uint8Array(0);
   if (options.lookup) {
     const record = await readRecord(reader, MAX_KEY_ID_RECORD);
@@ -130,7 +140,7 @@ export async function initiate(stream: ByteStream, options: InitiateOptions): Pr
   }
   if (!key) throw new AuthenticationError("the agent requires a key; pass one");
 
-  const prologue = concat([hello, replyBytes, announced, options.binding ?? new Uint8Array(0)]);
+  const prologue = concat([hello, replyBytes, challenge, announced, options.binding ?? new Uint8Array(0)]);
   const noise = await NoiseHandshake.initiator(key, prologue, options.provider);
   await stream.write(encodeRecord(await noise.writeMessage1()));
   // Only an explicit empty record says "wrong key"; a peer that just hangs up has not said so.
@@ -163,7 +173,8 @@ export type RejectReason =
 export interface RespondOptions {
   /** Key: Noise then sealed records. Tls: announce `keys[0]`'s id, prove it, unsealed records. None: no proof (--insecure). */
   mode: EncryptionMode;
-  keys: readonly AcceptedKey[];
+  /** The keys accepted; a function is asked when the proof is checked, so a reload mid-handshake counts. */
+  keys: readonly AcceptedKey[] | (() => readonly AcceptedKey[]);
   provider: CryptoProvider;
   binding?: Uint8Array;
   versions?: VersionRange;
@@ -173,6 +184,8 @@ export interface RespondOptions {
    * none. False turns the peer away without a reply.
    */
   admit?: () => Promise<boolean>;
+  /** The challenge sent after the reply: fixed only in test vectors; otherwise 32 fresh random bytes. */
+  challenge?: Uint8Array;
   /** Told when the responder starts (true) and stops (false) waiting for the peer's key proof. */
   waitingForPeer?: (waiting: boolean) => void;
 }
@@ -182,14 +195,63 @@ export type Responded =
   | { ok: true; frames: FrameStream; keyId: string | null; version: number }
   | { ok: false; reason: RejectReason; error: AgentError };
 
+/**
+ * Waits for `admit` (a handshake slot). An initiator sends nothing between its hello and the reply, so a peer that
+ * does is turned away at once ("early"): while it waits it holds no more than the bytes of one read.
+ */
+async function admitted(reader: StreamReader, admit?: () => Promise<boolean>): Promise<"yes" | "busy" | "early"> {
+  if (reader.buffered > 0) return "early";
+  if (!admit) return "yes";
+  const early = reader.waitFor(1).then(() => "early" as const, () => "busy" as const);
+  const granted = admit().then((ok) => ok ? "yes" as const : "busy" as const);
+  return await Promise.race([granted, early]);
+}
+
+/**
+ * Checks message 1 against `keys` (those current now) and answers it: message 2, or the zero-length record that
+ * says "authentication failed" and nothing more.
+ */
+async function answerProof(
+  stream: ByteStream,
+  options: RespondOptions,
+  keys: readonly AcceptedKey[],
+  prologue: Uint8Array,
+  message1: Uint8Array,
+): Promise<
+  { ok: true; transport: TransportKeys; keyId: string } | { ok: false; reason: RejectReason; error: AgentError }
+> {
+  let found;
+  try {
+    found = await NoiseHandshake.respond(keys.map((k) => k.bytes), prologue, message1, options.provider);
+  } catch (e) {
+    return {
+      ok: false,
+      reason: "malformed",
+      error: e instanceof AgentError ? e : new ProtocolError((e as Error).message),
+    };
+  }
+  if (!found) {
+    await stream.write(encodeRecord(new Uint8Array(0))).catch(() => {});
+    const why = options.mode === EncryptionMode.Tls
+      ? "authentication failed: the listener does not hold this agent's key"
+      : "the key proof matched none of the configured keys";
+    return { ok: false, reason: "bad-key", error: new AuthenticationError(why) };
+  }
+  const { message, keys: transport } = await found.handshake.writeMessage2();
+  await stream.write(encodeRecord(message));
+  return { ok: true, transport, keyId: keys[found.keyIndex].id };
+}
+
 /** Runs the responder's side on a fresh stream. Never throws; closes the stream on rejection. */
 export async function respond(stream: ByteStream, options: RespondOptions): Promise<Responded> {
   const versions = options.versions ?? PROTOCOL_VERSIONS;
   const reader = new StreamReader(stream);
+  const currentKeys = () => typeof options.keys === "function" ? options.keys() : options.keys;
   const reject = (reason: RejectReason, error: AgentError): Responded => {
     stream.close();
     return { ok: false, reason, error };
   };
+  stream.limitReads?.(PRE_AUTH_READ_LIMIT);
   try {
     const hello = await reader.readExactly(HELLO_SIZE);
     let range: VersionRange;
@@ -198,18 +260,25 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
     } catch (e) {
       return reject("bad-protocol-id", e as AgentError);
     }
-    if (options.admit && !(await options.admit())) {
-      return reject("busy", new ConnectionClosedError("no handshake slot was free"));
-    }
+    const admission = await admitted(reader, options.admit);
+    if (admission === "early") return reject("malformed", new ProtocolError("the peer sent data before the reply"));
+    if (admission === "busy") return reject("busy", new ConnectionClosedError("no handshake slot was free"));
     const version = chooseVersion(versions, range);
     const reply = encodeReply({ mode: options.mode, version, agent: versions });
-    const announced = options.mode === EncryptionMode.Tls ? encoder.encode(options.keys[0].id) : new Uint8Array(0);
-    await stream.write(announced.length > 0 ? concat([reply, encodeRecord(announced)]) : reply);
-    if (version === 0) return reject("incompatible-version", new VersionMismatchError(versions, range));
+    if (version === 0) {
+      await stream.write(reply);
+      return reject("incompatible-version", new VersionMismatchError(versions, range));
+    }
     if (options.mode === EncryptionMode.None) {
+      await stream.write(reply);
+      stream.limitReads?.(null);
       return { ok: true, frames: new FrameStream(reader, null), keyId: null, version };
     }
 
+    // Fresh for this connection and bound into the key proof (the prologue): a replayed message 1 fails.
+    const challenge = options.challenge ?? randomBytes(CHALLENGE_SIZE);
+    const announced = options.mode === EncryptionMode.Tls ? encoder.encode(currentKeys()[0].id) : new Uint8Array(0);
+    await stream.write(concat([reply, challenge, ...(announced.length > 0 ? [encodeRecord(announced)] : [])]));
     let message1: Uint8Array | null;
     try {
       options.waitingForPeer?.(true);
@@ -221,26 +290,13 @@ export async function respond(stream: ByteStream, options: RespondOptions): Prom
     }
     if (message1 === null) return reject("closed", new ConnectionClosedError("closed before the key exchange"));
     // A zero-length record from an initiator means "I do not accept your key" (TLS mode).
-    if (message1.length === 0) return reject("bad-key", new KeyRejectedError(options.keys[0]?.id ?? "?"));
-    const prologue = concat([hello, reply, announced, options.binding ?? new Uint8Array(0)]);
-    let found;
-    try {
-      found = await NoiseHandshake.respond(options.keys.map((k) => k.bytes), prologue, message1, options.provider);
-    } catch (e) {
-      return reject("malformed", e instanceof AgentError ? e : new ProtocolError((e as Error).message));
-    }
-    if (!found) {
-      // A zero-length record says "authentication failed" and nothing more.
-      await stream.write(encodeRecord(new Uint8Array(0))).catch(() => {});
-      const why = options.mode === EncryptionMode.Tls
-        ? "authentication failed: the listener does not hold this agent's key"
-        : "the key proof matched none of the configured keys";
-      return reject("bad-key", new AuthenticationError(why));
-    }
-    const { message, keys } = await found.handshake.writeMessage2();
-    await stream.write(encodeRecord(message));
-    const sealed = options.mode === EncryptionMode.Key ? keys : null;
-    return { ok: true, frames: new FrameStream(reader, sealed), keyId: options.keys[found.keyIndex].id, version };
+    if (message1.length === 0) return reject("bad-key", new KeyRejectedError(currentKeys()[0]?.id ?? "?"));
+    const prologue = concat([hello, reply, challenge, announced, options.binding ?? new Uint8Array(0)]);
+    const answered = await answerProof(stream, options, currentKeys(), prologue, message1);
+    if (!answered.ok) return reject(answered.reason, answered.error);
+    stream.limitReads?.(null);
+    const sealed = options.mode === EncryptionMode.Key ? answered.transport : null;
+    return { ok: true, frames: new FrameStream(reader, sealed), keyId: answered.keyId, version };
   } catch (e) {
     return reject("closed", e instanceof AgentError ? e : new ConnectionClosedError((e as Error).message));
   }

@@ -1,6 +1,6 @@
 /**
  * The opening exchange, before any encryption: a 24-byte hello from the
- * connecting side and a 16-byte reply from the agent. Layout in
+ * connecting side and a 16-byte reply from the agent, then (key and TLS modes) the agent's 32-byte challenge. Layout in
  * docs/protocol.md §2.
  *
  * @example
@@ -36,14 +36,19 @@ export const PROTOCOL_ID: Uint8Array = new Uint8Array([
 /** The TCP port agents listen on unless told otherwise (as the Inedo Agent's). */
 export const DEFAULT_PORT = 46336;
 
-/** Protocol versions this build speaks. */
-/** Version 2: key-mode frames travel as Noise transport messages of at most 65,535 bytes (version 1 sealed each frame whole). */
-export const PROTOCOL_VERSIONS: VersionRange = { min: 2, max: 2 };
+/**
+ * Protocol versions this build speaks. Version 3: the agent follows its reply with a fresh challenge the key
+ * proof covers, so a recorded opening cannot be replayed. Version 2 (no challenge) is refused: its first key
+ * message could be replayed by anyone who had seen one connection (docs/security.md, "Replay").
+ */
+export const PROTOCOL_VERSIONS: VersionRange = { min: 3, max: 3 };
 
 /** Size of the hello: protocol id, lowest and highest version. */
 export const HELLO_SIZE = 24;
 /** Size of the reply: mode, chosen version, agent's lowest and highest version. */
 export const REPLY_SIZE = 16;
+/** Size of the responder's challenge after a reply that chose a version (key and TLS modes). */
+export const CHALLENGE_SIZE = 32;
 /** Largest key-exchange record either side accepts (the real ones are 48 bytes). */
 export const MAX_HANDSHAKE_RECORD = 1024;
 

@@ -29,6 +29,11 @@ export interface ByteStream {
    * any more, so the transport may read into its memory again. Every byte it recycles was read.
    */
   recycle?(piece: Uint8Array): void;
+  /**
+   * Optional: keep at most about `bytes` received but unread before pausing the peer (one transport read may
+   * overshoot); null restores the transport's own limit. A responder sets it low until the peer authenticates.
+   */
+  limitReads?(bytes: number | null): void;
   /** Closes both directions; pending reads resolve null. Safe to call twice. */
   close(): void;
   /** "address:port" of the peer, where the transport knows it. */
@@ -43,6 +48,7 @@ export class StreamReader {
   #buffered = 0;
   /** Views handed out by the last read, recycled at the next one; null until {@link recycleConsumed}. */
   #lent: Uint8Array[] | null = null;
+  #inFlight: Promise<boolean> | null = null;
 
   constructor(readonly stream: ByteStream) {}
 
@@ -84,33 +90,46 @@ export class StreamReader {
     return pieces;
   }
 
+  /**
+   * Resolves once at least `n` bytes are buffered, consuming none (a responder watching for bytes a
+   * peer should not have sent yet). Throws {@link ConnectionClosedError} if the stream ends first.
+   */
+  async waitFor(n: number): Promise<void> {
+    if (this.#buffered < n) await this.#fill(n);
+  }
+
   async #fill(n: number): Promise<void> {
     while (this.#buffered < n) {
-      const chunk = await this.stream.read();
-      if (chunk === null) {
+      if (!(await this.#pull())) {
         throw new ConnectionClosedError(
           this.#buffered === 0 && n > 0
             ? "the connection was closed"
             : `the connection was closed mid-message (${this.#buffered} of ${n} bytes)`,
         );
       }
-      if (chunk.length === 0) continue;
-      this.#chunks.push(chunk);
-      this.#buffered += chunk.length;
     }
+  }
+
+  /** One stream read at a time, shared by all who wait: its chunk joins the buffer. False once the stream ended. */
+  #pull(): Promise<boolean> {
+    return this.#inFlight ??= this.stream.read().then((chunk) => {
+      this.#inFlight = null;
+      if (chunk === null) return false;
+      if (chunk.length > 0) {
+        this.#chunks.push(chunk);
+        this.#buffered += chunk.length;
+      }
+      return true;
+    }, (e) => {
+      this.#inFlight = null;
+      throw e;
+    });
   }
 
   /** Like {@link readExactly} but resolves null when the stream ends cleanly before the first byte. */
   async readExactlyOrEnd(n: number): Promise<Uint8Array | null> {
     this.#recycleLent();
-    if (this.#buffered === 0) {
-      const chunk = await this.stream.read();
-      if (chunk === null) return null;
-      if (chunk.length > 0) {
-        this.#chunks.push(chunk);
-        this.#buffered += chunk.length;
-      }
-    }
+    if (this.#buffered === 0 && !(await this.#pull())) return null;
     return this.readExactly(n);
   }
 

@@ -58,12 +58,13 @@ export async function fakeServer(onSocket: (s: net.Socket) => void) {
 
 /** A relay in front of `targetPort` that records every byte in both directions, like a packet capture. */
 export async function recordingRelay(targetPort: number) {
-  const captured: Uint8Array[] = [];
+  const captured: Uint8Array[] = [], fromClients: Uint8Array[] = [];
   const relay = await fakeServer((client) => {
     const upstream = net.connect({ host: "127.0.0.1", port: targetPort });
     upstream.on("error", () => client.destroy());
     client.on("data", (d) => {
       captured.push(d);
+      fromClients.push(d);
       upstream.write(d);
     });
     upstream.on("data", (d) => {
@@ -73,7 +74,13 @@ export async function recordingRelay(targetPort: number) {
     client.on("close", () => upstream.destroy());
     upstream.on("close", () => client.destroy());
   });
-  return { port: relay.port, captured: () => Buffer.concat(captured), close: relay.close };
+  return {
+    port: relay.port,
+    captured: () => Buffer.concat(captured),
+    /** Only what clients sent, in order. */
+    sentByClients: () => Buffer.concat(fromClients),
+    close: relay.close,
+  };
 }
 
 /**
