@@ -26,7 +26,7 @@ import { ConfigError } from "../runtime/errors.ts";
 import { controlPath, serveControl } from "./control.ts";
 import { OutboundTarget, type OutboundTargetConfig } from "./dialer.ts";
 import { cleanStaleChannels } from "./host-process.ts";
-import { ensureStateDir, loadAgentKeys } from "./keystore.ts";
+import { ensureStateDir, type KeyScopes, loadAgentKeys } from "./keystore.ts";
 import { serveMetrics } from "./metrics.ts";
 import { AgentServer } from "./server.ts";
 import { SessionManager, sessionSettings } from "./sessions.ts";
@@ -35,6 +35,8 @@ import { SessionManager, sessionSettings } from "./sessions.ts";
 export interface DaemonSettings {
   config: AgentConfig;
   keys: AcceptedKey[];
+  /** The products each key may use. */
+  scopes: KeyScopes;
   /** The key created now because none was configured (a first start), to show once. */
   generated: { hex: string; file: string } | null;
   /** Each outbound target with its trust settings (CA and fingerprint read). */
@@ -77,7 +79,9 @@ export async function loadDaemonSettings(config: AgentConfig, createKey: boolean
     );
   }
   const trust = outboundTrust(config);
-  const loaded = config.insecure ? { keys: [], generated: null } : await loadAgentKeys(config, createKey);
+  const loaded = config.insecure
+    ? { keys: [], scopes: new Map(), generated: null }
+    : await loadAgentKeys(config, createKey);
   return { config, trust, ...loaded };
 }
 
@@ -95,7 +99,12 @@ export async function startDaemon(settings: DaemonSettings, internalErrors: () =
   const runDir = path.join(config.stateDir, "run");
   const stale = cleanStaleChannels(runDir);
   if (stale > 0) log.warn(`removed ${stale} channel file(s) left by an agent that did not stop cleanly`);
-  const sessions = new SessionManager(sessionSettings(config, { runDir, hostCommand: hostCommand(), log }));
+  const sessions = new SessionManager(sessionSettings(config, {
+    runDir,
+    hostCommand: hostCommand(),
+    log,
+    keyScopes: config.insecure ? null : settings.scopes,
+  }));
   const provider = runtimeCryptoProvider();
   server = new AgentServer(config, keys, provider, sessions);
   const outbound = settings.trust.map((t) =>
@@ -174,6 +183,7 @@ function reload(daemon: Daemon, running: DaemonSettings, next: DaemonSettings) {
   const graceSeconds = config.revokedKeyGraceSeconds;
   const { added, removed } = daemon.server.replaceKeys(next.keys, graceSeconds * 1000);
   daemon.sessions.settings.products = config.products;
+  daemon.sessions.applyKeyScopes(config.insecure ? null : next.scopes);
   const ids = next.keys.map((k) => k.id).join(", ") || "(none: insecure)";
   log.info(
     `reloaded on SIGHUP: accepting key id${next.keys.length === 1 ? "" : "s"} ${ids}` +

@@ -13,7 +13,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { AcceptedKey } from "../core/secure/opening.ts";
 import { generateKey, keyId, parseKey } from "../core/secure/keys.ts";
-import { ConfigError } from "./config.ts";
+import { ConfigError, type KeyEntry } from "./config.ts";
 import { checkSecretFile, checkStateDir } from "./file-trust.ts";
 
 /** File name of the key the agent creates on first start. */
@@ -51,22 +51,29 @@ export function ensureStateDir(dir: string): void {
   }
 }
 
+/** The products each accepted key may use, by key id: null for every product. */
+export type KeyScopes = Map<string, readonly string[] | null>;
+
 /**
  * The keys to accept: all explicit ones, or else the state directory's key
  * file, created with a new key on first start. `generated` is set when a key
- * was created now, so the caller can show it once.
+ * was created now, so the caller can show it once. `scopes` holds every
+ * accepted key's products; keys from key files may use every product.
  */
 export async function loadAgentKeys(
-  config: { keys: string[]; keyFiles: string[]; stateDir: string },
+  config: { keys: KeyEntry[]; keyFiles: string[]; stateDir: string },
   createIfMissing = true,
 ): Promise<{
   keys: AcceptedKey[];
+  scopes: KeyScopes;
   generated: { hex: string; file: string } | null;
 }> {
-  const hexes = [...config.keys.map((k, i) => parseKey(k, `--key #${i + 1}`).hex)];
-  for (const f of config.keyFiles) hexes.push(...readKeyFile(f).map((k) => parseKey(k).hex));
+  const entries: KeyEntry[] = config.keys.map((k, i) => ({ ...k, key: parseKey(k.key, `--key #${i + 1}`).hex }));
+  for (const f of config.keyFiles) {
+    entries.push(...readKeyFile(f).map((k) => ({ key: parseKey(k).hex, products: null })));
+  }
   let generated: { hex: string; file: string } | null = null;
-  if (hexes.length === 0) {
+  if (entries.length === 0) {
     const file = path.join(config.stateDir, DEFAULT_KEY_FILE);
     if (!fs.existsSync(file)) {
       if (!createIfMissing) {
@@ -80,12 +87,37 @@ export async function loadAgentKeys(
       });
       generated = { hex: key.hex, file };
     }
-    hexes.push(...readKeyFile(file));
+    entries.push(...readKeyFile(file).map((k) => ({ key: parseKey(k).hex, products: null })));
   }
-  const unique = [...new Set(hexes)];
-  const keys = await Promise.all(unique.map(async (hex) => {
+  const byHex = scopesByHex(entries);
+  const keys: AcceptedKey[] = [];
+  const scopes: KeyScopes = new Map();
+  for (const [hex, products] of byHex) {
     const bytes = parseKey(hex).bytes;
-    return { id: await keyId(bytes), bytes };
-  }));
-  return { keys, generated };
+    const id = await keyId(bytes);
+    keys.push({ id, bytes });
+    scopes.set(id, products);
+  }
+  return { keys, scopes, generated };
+}
+
+/** Each distinct key with its products; a key given twice must be given the same products both times. */
+function scopesByHex(entries: KeyEntry[]): Map<string, readonly string[] | null> {
+  const byHex = new Map<string, readonly string[] | null>();
+  const describe = (p: readonly string[] | null) => (p ? `products ${[...p].sort().join(", ")}` : "every product");
+  for (const { key, products } of entries) {
+    const hex = key.toLowerCase();
+    if (!byHex.has(hex)) {
+      byHex.set(hex, products);
+      continue;
+    }
+    const before = byHex.get(hex)!;
+    if (describe(before) !== describe(products)) {
+      throw new ConfigError(
+        `a key is given twice with different products (${describe(before)}; ${describe(products)}): ` +
+          "give each key once",
+      );
+    }
+  }
+  return byHex;
 }

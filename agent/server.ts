@@ -276,7 +276,14 @@ export class AgentServer {
     const how = accepted.keyId ? `key ${accepted.keyId}` : "insecure";
     log.info(`connection ${conn.remote} accepted (${how}, protocol v${accepted.version})`);
     this.#connections.add(conn);
-    const reason = await new ClientConnection(accepted.frames, conn.remote, this.sessions, this.startedAt).serve();
+    const reason = await new ClientConnection(
+      accepted.frames,
+      conn.remote,
+      this.sessions,
+      this.startedAt,
+      accepted.keyId,
+    )
+      .serve();
     this.#connections.delete(conn);
     const seconds = ((Date.now() - conn.since) / 1000).toFixed(1);
     log.info(`connection ${conn.remote} closed after ${seconds} s${reason ? `: ${reason}` : ""}`);

@@ -24,6 +24,7 @@ import "./programs.test.ts";
 import "./cli.e2e.test.ts";
 import "./hostile.e2e.test.ts";
 import "./sessions.e2e.test.ts";
+import "./boundaries.e2e.test.ts";
 import "./concurrency.e2e.test.ts";
 import "./local.test.ts";
 import "./faults.e2e.test.ts";

@@ -8,6 +8,8 @@ import path from "node:path";
 import { resolveConfig } from "../agent/config.ts";
 import { parseConfigFile } from "../agent/config-schema.ts";
 import { ConfigError } from "../runtime/errors.ts";
+import { loadAgentKeys } from "../agent/keystore.ts";
+import { generateKey } from "../core/secure/keys.ts";
 
 const FILE = "/etc/agent/config.json";
 const error = (text: string) => {
@@ -67,6 +69,28 @@ test("options as a command line gives them: the last of a repeated value wins, a
     assert.is(config.stateDir, stateDir);
     assert.is(config.configFile, null, "no config.json in the state directory: none read");
     assert.is(config.insecure, true);
+  } finally {
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  }
+});
+
+test("keys may be limited to products; a key given twice with different products is refused", async () => {
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-config-"));
+  const [limited, open] = [generateKey(), generateKey()];
+  try {
+    const file = path.join(stateDir, "config.json");
+    fs.writeFileSync(file, JSON.stringify({ keys: [{ key: limited.hex, products: ["alpha"] }, open.hex] }), {
+      mode: 0o600,
+    });
+    const config = resolveConfig({ stateDir }, {});
+    assert.equal(config.keys, [{ key: limited.hex, products: ["alpha"] }, { key: open.hex, products: null }]);
+    const { scopes } = await loadAgentKeys(config, false);
+    assert.equal([...scopes.values()], [["alpha"], null]);
+    config.keys.push({ key: limited.hex.toUpperCase(), products: null });
+    const twice = await loadAgentKeys(config, false).then(() => null, (e) => e as Error);
+    assert.instance(twice, ConfigError);
+    assert.match(twice!.message, /given twice with different products \(products alpha; every product\)/);
+    assert.match(error(`{ "keys": [{ "key": "${open.hex}", "products": [] }] }`), /"keys" \(at 0/);
   } finally {
     fs.rmSync(stateDir, { recursive: true, force: true });
   }
