@@ -20,6 +20,7 @@ import { HostControl } from "../core/session/contract.ts";
 import { encodeEnvelope } from "../core/session/protocol.ts";
 import { createMapFile, mapFile, type Mapping } from "../runtime/mmap.ts";
 import { keepFreedMemory } from "../runtime/malloc.ts";
+import { currentAccount, launchEnvironment } from "../runtime/environment.ts";
 
 /** Where a host runs and how. */
 export interface HostLaunch {
@@ -180,8 +181,21 @@ function spawnHost(options: HostLaunch, file: string, nonce: Uint8Array): ChildP
   ], {
     stdio: ["pipe", "pipe", "pipe"],
     detached: true, // its own process group: ending the group ends everything it launched
-    env: { ...process.env, AGENT_HOST_NONCE: toHex(nonce) },
+    env: hostEnvironment(nonce),
   });
+}
+
+/**
+ * What a host's runtime needs of the agent's environment besides the launch base: where Deno and
+ * the native module keep their caches, and the spawn mechanism forced for tests.
+ */
+const RUNTIME_SETTINGS = ["DENO_DIR", "DENO_NO_UPDATE_CHECK", "XDG_CACHE_HOME", "AGENT_SPAWN"];
+
+/** A host's environment: the clean launch base, its runtime's settings and the launch nonce; nothing else of the agent's. */
+function hostEnvironment(nonce: Uint8Array): Record<string, string> {
+  const env = launchEnvironment(process.env, currentAccount());
+  for (const name of RUNTIME_SETTINGS) if (process.env[name] !== undefined) env[name] = process.env[name]!;
+  return { ...env, AGENT_HOST_NONCE: toHex(nonce) };
 }
 
 /** Calls `onLine` with each line `stream` writes; returns what it has written since its last newline. */

@@ -24,6 +24,7 @@ import { ProcessesService } from "./services/processes.ts";
 import { systemHandlers } from "./services/system.ts";
 import type { ExtensionHandler, HostContext, ServiceHandlers } from "./services/types.ts";
 import fs from "node:fs";
+import { currentAccount, launchEnvironment } from "../runtime/environment.ts";
 
 /** How often a held event looks again if no doorbell comes. */
 const HELD_RECHECK_MS = 100;
@@ -117,6 +118,7 @@ async function wire({ args, header }: Launch, end: ChannelEnd): Promise<Host> {
   let statsQueued = false;
   const context: HostContext = {
     productRoot: args.root,
+    environment: launchEnvironment(process.env, currentAccount()),
     emit: async (attachment, code, fields, data) => {
       // The agent holds this attachment's events while its client is not keeping up (docs/protocol.md §7).
       while (header.isHeld(attachment) && !end.closed) await end.rung(HELD_RECHECK_MS);

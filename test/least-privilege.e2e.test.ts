@@ -1,0 +1,77 @@
+// Least privilege for what the agent starts: launched programs begin from a clean, documented
+// environment, and hosts inherit no descriptor but their own. The built agent, real hosts, the
+// client over loopback.
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import fs from "node:fs";
+import os from "node:os";
+import { type Agent, connect } from "../mod.ts";
+import { generateKey } from "../core/secure/keys.ts";
+import { startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+
+const privilege = suite("least privilege e2e");
+const KEY = generateKey();
+const clients: Agent[] = [];
+
+privilege.after(() => {
+  clients.forEach((c) => c.close());
+  stopAll();
+});
+
+async function client(port: number): Promise<Agent> {
+  const c = await connect({ host: "127.0.0.1", port, key: KEY.hex });
+  clients.push(c);
+  return c;
+}
+
+/** `env` output as a map. */
+function parseEnv(output: Uint8Array): Record<string, string> {
+  const vars: Record<string, string> = {};
+  for (const line of new TextDecoder().decode(output).split("\n")) {
+    const eq = line.indexOf("=");
+    if (eq > 0) vars[line.slice(0, eq)] = line.slice(eq + 1);
+  }
+  return vars;
+}
+
+const SECRETS = {
+  HTTPS_PROXY: "http://proxyuser:proxy-secret@proxy.invalid:3128",
+  http_proxy: "http://proxyuser:proxy-secret@proxy.invalid:3128",
+  AGENT_TEST_SECRET: "agent-secret",
+  NOTIFY_SOCKET: "/nonexistent/notify",
+  SOME_OTHER_SETTING: "not for launched programs",
+};
+
+privilege("launched programs and the system service get the clean base, not the agent's environment", async () => {
+  const home = tempDir("agent-home-");
+  const agent = await startAgent(["--key", KEY.hex], { env: { ...SECRETS, HOME: home, LANG: "C.UTF-8", TZ: "UTC" } });
+  const s = await (await client(agent.port)).openSession("alpha");
+  const launched = parseEnv((await s.processes.run({ program: "env" })).stdout);
+  const me = os.userInfo();
+  assert.equal(
+    Object.keys(launched).sort(),
+    ["HOME", "LANG", "LOGNAME", "PATH", "SHELL", "TZ", "USER"],
+    `launched with: ${Object.keys(launched).join(" ")}`,
+  );
+  assert.is(launched.USER, me.username);
+  assert.is(launched.HOME, home, "the agent's HOME: the same user");
+  assert.equal(await s.system.env(), launched, "the system service reports the same environment");
+
+  const added = parseEnv((await s.processes.run({ program: "env", env: { EXTRA: "1" } })).stdout);
+  assert.is(added.EXTRA, "1", "a variable the client asks for is added");
+  assert.is(added.HOME, home);
+  const cleared = parseEnv(
+    (await s.processes.run({ program: "/usr/bin/env", env: { ONLY: "this" }, clearEnv: true })).stdout,
+  );
+  assert.equal(cleared, { ONLY: "this" }, "clearEnv: only what the client gave");
+
+  const info = await s.system.info();
+  const hostEnv = fs.readFileSync(`/proc/${info.pid}/environ`, "utf8");
+  for (const secret of ["proxy-secret", "agent-secret", "NOTIFY_SOCKET", "SOME_OTHER_SETTING"]) {
+    assert.not.ok(hostEnv.includes(secret), `the host's own environment holds no ${secret}`);
+  }
+  await s.close();
+  await agent.stop();
+});
+
+privilege.run();
