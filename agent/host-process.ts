@@ -6,7 +6,6 @@
  * cleaned up by signalling the whole process group.
  * @module
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import type { Readable } from "node:stream";
 import path from "node:path";
@@ -20,6 +19,7 @@ import { HostControl } from "../core/session/contract.ts";
 import { encodeEnvelope } from "../core/session/protocol.ts";
 import { createMapFile, mapFile, type Mapping } from "../runtime/mmap.ts";
 import { keepFreedMemory } from "../runtime/malloc.ts";
+import { type StartedProcess, startProcess } from "../runtime/spawn.ts";
 import { currentAccount, launchEnvironment } from "../runtime/environment.ts";
 
 /** Where a host runs and how. */
@@ -46,7 +46,7 @@ export class HostProcess {
   #exitInfo: { code: number | null; signal: string | null } | null = null;
 
   private constructor(
-    readonly child: ChildProcess,
+    readonly child: StartedProcess,
     readonly end: ChannelEnd,
     /** The channel header: flags and the held table. */
     readonly header: ChannelHeader,
@@ -58,7 +58,7 @@ export class HostProcess {
   }
 
   get pid(): number {
-    return this.child.pid!;
+    return this.child.pid;
   }
 
   /** Set once the process has exited. */
@@ -73,21 +73,26 @@ export class HostProcess {
   /** Creates the channel, starts the host and waits until it reports ready. */
   static async launch(options: HostLaunch): Promise<HostProcess> {
     const { file, mapping, header, nonce } = createChannel(options);
-    const child = spawnHost(options, file, nonce);
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
-      child.once("exit", (code, signal) => resolve({ code, signal }))
-    );
-    for (const pipe of [child.stdin!, child.stdout!, child.stderr!]) pipe.on("error", () => {}); // its exit tells the story
-    const unfinishedLine = forwardLines(child.stderr!, options.onLog);
+    let child: StartedProcess;
+    try {
+      child = await spawnHost(options, file, nonce);
+    } catch (e) {
+      mapping.close();
+      fs.rmSync(file, { force: true });
+      throw new Error(`the session's host process did not start: ${(e as Error).message}`);
+    }
+    const exited = child.exit;
+    for (const pipe of [child.stdin, child.stdout, child.stderr]) pipe.on("error", () => {}); // its exit tells the story
+    const unfinishedLine = forwardLines(child.stderr, options.onLog);
     const end = new ChannelEnd(
       mapping.bytes,
       Direction.AgentToHost,
       Direction.HostToAgent,
-      pipeDoorbell(child.stdout!, child.stdin!),
+      pipeDoorbell(child.stdout, child.stdin),
     );
     const ready = await readyFrame(end, exited);
     if (!ready || ready.code !== HostControl.Ready) {
-      killGroup(child.pid!, "SIGKILL");
+      killGroup(child.pid, "SIGKILL");
       end.detach();
       mapping.close();
       fs.rmSync(file, { force: true });
@@ -110,7 +115,7 @@ export class HostProcess {
   async shutdown(timeoutMs: number, graceMs: number, processGroups: readonly number[] = []): Promise<void> {
     if (!this.#exitInfo) {
       await this.send({ target: 0, code: HostControl.Shutdown, token: 0, payload: encodeEnvelope({}) }).catch(() => {});
-      const timer = setTimeout(() => killGroup(this.child.pid!, "SIGKILL"), timeoutMs);
+      const timer = setTimeout(() => killGroup(this.child.pid, "SIGKILL"), timeoutMs);
       await this.#exited;
       clearTimeout(timer);
     }
@@ -125,7 +130,7 @@ export class HostProcess {
    * ends the session's processes. Removes the channel.
    */
   async reap(graceMs: number, processGroups: readonly number[] = []): Promise<void> {
-    const groups = [this.child.pid!, ...processGroups];
+    const groups = [this.child.pid, ...processGroups];
     const signalAll = (signal: NodeJS.Signals | 0) => groups.filter((g) => killGroup(g, signal)).length > 0;
     if (signalAll("SIGTERM")) {
       const deadline = Date.now() + graceMs;
@@ -164,10 +169,14 @@ function createChannel(options: HostLaunch) {
   return { file, mapping, header, nonce };
 }
 
-/** `agent host` on `file`, in its own process group, with only the doorbell pipes and stderr. */
-function spawnHost(options: HostLaunch, file: string, nonce: Uint8Array): ChildProcess {
+/**
+ * `agent host` on `file`, in its own process group, with only the doorbell pipes and stderr:
+ * started like any launched program (runtime/spawn.ts), so no descriptor the agent inherited
+ * from its own parent without close-on-exec reaches the host.
+ */
+function spawnHost(options: HostLaunch, file: string, nonce: Uint8Array): Promise<StartedProcess> {
   const [cmd, ...prefix] = options.command;
-  return spawn(cmd, [
+  return startProcess(cmd, [
     ...prefix,
     "host",
     "--channel",
@@ -178,11 +187,7 @@ function spawnHost(options: HostLaunch, file: string, nonce: Uint8Array): ChildP
     options.extensionsDir,
     "--grace-ms",
     String(options.processGraceMs),
-  ], {
-    stdio: ["pipe", "pipe", "pipe"],
-    detached: true, // its own process group: ending the group ends everything it launched
-    env: hostEnvironment(nonce),
-  });
+  ], { environment: hostEnvironment(nonce) }); // its own process group: ending it ends everything it launched
 }
 
 /**

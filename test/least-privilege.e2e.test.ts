@@ -5,6 +5,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import fs from "node:fs";
 import os from "node:os";
+import path from "node:path";
 import { type Agent, connect } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
@@ -73,5 +74,33 @@ privilege("launched programs and the system service get the clean base, not the 
   await s.close();
   await agent.stop();
 });
+
+privilege("a host inherits no descriptor the agent's parent left open, only its own", async () => {
+  const dir = tempDir();
+  const leaked = path.join(dir, "left-open-by-the-parent");
+  const fd = fs.openSync(leaked, "w");
+  const agent = await startAgent(["--key", KEY.hex], { inherit: [fd] });
+  fs.closeSync(fd);
+  const agentFds = fs.readdirSync(`/proc/${agent.pid}/fd`).map((f) => safeLink(`/proc/${agent.pid}/fd/${f}`));
+  assert.ok(agentFds.includes(leaked), "the agent holds it (the premise)");
+  const s = await (await client(agent.port)).openSession("alpha");
+  const hostPid = (await s.system.info()).pid;
+  const agentSockets = fs.readdirSync(`/proc/${agent.pid}/fd`).map((f) => safeLink(`/proc/${agent.pid}/fd/${f}`));
+  const hostFds = fs.readdirSync(`/proc/${hostPid}/fd`).map((f) => safeLink(`/proc/${hostPid}/fd/${f}`));
+  assert.not.ok(hostFds.includes(leaked), `the host holds: ${hostFds.join(", ")}`);
+  const shared = hostFds.filter((f) => f.startsWith("socket:") && agentSockets.includes(f));
+  assert.equal(shared, [], "nor any of the agent's sockets (its listener, its clients' connections)");
+  await s.close();
+  await agent.stop();
+});
+
+/** Where a /proc fd link points ("" once gone). */
+function safeLink(link: string): string {
+  try {
+    return fs.readlinkSync(link);
+  } catch {
+    return "";
+  }
+}
 
 privilege.run();
