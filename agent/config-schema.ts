@@ -27,7 +27,7 @@ const keyEntry = z.union([
   z.strictObject({ key: keyHex, products: z.array(productName).check(z.minLength(1)) }),
 ]);
 /** What a product's hosts run as. */
-const productSettings = z.strictObject({ user: account, group: z.optional(account) });
+const productSettings = z.strictObject({ user: z.optional(account), group: z.optional(account) });
 const hostPort = z.string().check(z.regex(/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/));
 const target = z.union([
   hostPort,
@@ -82,7 +82,7 @@ export const ALLOWED: Record<keyof ConfigFile, string> = {
   maxHandshakes: "a positive whole number",
   authFailuresPerMinute: "a positive whole number",
   products: "a list of product names (1–32 of a-z, 0-9 and -, starting with a letter), or an object from " +
-    'product name to { "user": name or uid, "group"?: name or gid } (its hosts run as that user)',
+    'product name to { "user"?: name or uid, "group"?: name or gid } (its hosts run as that user; {}: as the agent)',
   maxSessionsPerKey: "a positive whole number (sessions open at once per key)",
   maxAttachmentsPerKey: "a positive whole number (attachments at once per key, in reconnect grace included)",
   idleTimeoutSeconds: "a positive number of seconds",

@@ -73,7 +73,8 @@ export interface KeyEntry {
 
 /** The user a product's hosts run as, and its group (by default the user's primary group): names or ids. */
 export interface ProductUser {
-  user: string | number;
+  /** Absent: the product's hosts run as the agent's user. */
+  user?: string | number;
   group?: string | number;
 }
 

@@ -27,6 +27,7 @@ import { controlPath, serveControl } from "./control.ts";
 import { OutboundTarget, type OutboundTargetConfig } from "./dialer.ts";
 import { cleanStaleChannels } from "./host-process.ts";
 import { ensureStateDir, type KeyScopes, loadAgentKeys } from "./keystore.ts";
+import { type ProductAccount, resolveProductUsers } from "./product-users.ts";
 import { serveMetrics } from "./metrics.ts";
 import { AgentServer } from "./server.ts";
 import { SessionManager, sessionSettings } from "./sessions.ts";
@@ -37,6 +38,8 @@ export interface DaemonSettings {
   keys: AcceptedKey[];
   /** The products each key may use. */
   scopes: KeyScopes;
+  /** The user each product's hosts run as, resolved (products without one run as the agent). */
+  accounts: Map<string, ProductAccount>;
   /** The key created now because none was configured (a first start), to show once. */
   generated: { hex: string; file: string } | null;
   /** Each outbound target with its trust settings (CA and fingerprint read). */
@@ -68,6 +71,7 @@ const RESTART_ONLY = [
   "metrics",
   "proxy",
   "warmHosts",
+  "productUsers",
 ] as const;
 
 /** Reads the keys and outbound trust `config` names; with `createKey`, a first start creates the key. */
@@ -79,10 +83,11 @@ export async function loadDaemonSettings(config: AgentConfig, createKey: boolean
     );
   }
   const trust = outboundTrust(config);
+  const accounts = resolveProductUsers(config.productUsers);
   const loaded = config.insecure
     ? { keys: [], scopes: new Map(), generated: null }
     : await loadAgentKeys(config, createKey);
-  return { config, trust, ...loaded };
+  return { config, trust, accounts, ...loaded };
 }
 
 /**
@@ -104,6 +109,7 @@ export async function startDaemon(settings: DaemonSettings, internalErrors: () =
     hostCommand: hostCommand(),
     log,
     keyScopes: config.insecure ? null : settings.scopes,
+    accounts: settings.accounts,
   }));
   const provider = runtimeCryptoProvider();
   server = new AgentServer(config, keys, provider, sessions);

@@ -21,6 +21,8 @@ import { createMapFile, mapFile, type Mapping } from "../runtime/mmap.ts";
 import { keepFreedMemory } from "../runtime/malloc.ts";
 import { type StartedProcess, startProcess } from "../runtime/spawn.ts";
 import { currentAccount, launchEnvironment } from "../runtime/environment.ts";
+import type { ProductAccount } from "./product-users.ts";
+import os from "node:os";
 
 /** Where a host runs and how. */
 export interface HostLaunch {
@@ -36,6 +38,8 @@ export interface HostLaunch {
   command: string[];
   /** Called with each line the host writes to stderr. */
   onLog(line: string): void;
+  /** The user the host runs as (the agent must be root); by default the agent's. */
+  account?: ProductAccount;
 }
 
 const READY_TIMEOUT_MS = 20_000;
@@ -153,13 +157,13 @@ export class HostProcess {
 
 /** The channel file (mode 0600), mapped and initialised, with this agent's pid and a fresh launch nonce. */
 function createChannel(options: HostLaunch) {
-  fs.mkdirSync(options.runDir, { recursive: true, mode: 0o700 });
-  const file = path.join(options.runDir, `${options.sessionId}.mmap`);
+  const file = path.join(channelDir(options), `${options.sessionId}.mmap`);
   const size = channelSize(options.capacity);
   // Sessions bring the bulk transfers, and their channel loads the FFI anyway: an agent that only
   // answers meta messages keeps glibc's defaults and never loads it.
   keepFreedMemory();
   createMapFile(file, size);
+  if (options.account) fs.chownSync(file, options.account.uid, options.account.gid);
   const mapping = mapFile(file, size);
   initChannel(mapping.bytes, options.capacity);
   const header = new ChannelHeader(mapping.bytes);
@@ -167,6 +171,20 @@ function createChannel(options: HostLaunch) {
   header.agentPid = process.pid;
   header.nonce = nonce;
   return { file, mapping, header, nonce };
+}
+
+/**
+ * Where a host's channel file goes: the run directory (0700), or for a product's user its own
+ * directory in it (`run/<uid>`, 0700, the user's), which no other product's user can enter.
+ */
+function channelDir({ runDir, account }: HostLaunch): string {
+  fs.mkdirSync(runDir, { recursive: true, mode: account ? 0o711 : 0o700 });
+  if (!account) return runDir;
+  const dir = path.join(runDir, String(account.uid));
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.chownSync(dir, account.uid, account.gid);
+  fs.chmodSync(dir, 0o700);
+  return dir;
 }
 
 /**
@@ -187,7 +205,8 @@ function spawnHost(options: HostLaunch, file: string, nonce: Uint8Array): Promis
     options.extensionsDir,
     "--grace-ms",
     String(options.processGraceMs),
-  ], { environment: hostEnvironment(nonce) }); // its own process group: ending it ends everything it launched
+    ...(options.account ? identityArgs(options.account) : []),
+  ], { environment: hostEnvironment(nonce, options.account) }); // its own process group: ending it ends everything it launched
 }
 
 /**
@@ -196,11 +215,21 @@ function spawnHost(options: HostLaunch, file: string, nonce: Uint8Array): Promis
  */
 const RUNTIME_SETTINGS = ["DENO_DIR", "DENO_NO_UPDATE_CHECK", "XDG_CACHE_HOME", "AGENT_SPAWN"];
 
-/** A host's environment: the clean launch base, its runtime's settings and the launch nonce; nothing else of the agent's. */
-function hostEnvironment(nonce: Uint8Array): Record<string, string> {
-  const env = launchEnvironment(process.env, currentAccount());
+/**
+ * A host's environment: the clean launch base of the user it runs as, its runtime's settings and
+ * the launch nonce; nothing else of the agent's. A host that drops to a product's user loads its
+ * native code while still root, so from the agent's cache, not from that user's home.
+ */
+function hostEnvironment(nonce: Uint8Array, account: ProductAccount | undefined): Record<string, string> {
+  const env = launchEnvironment(process.env, account ?? currentAccount());
   for (const name of RUNTIME_SETTINGS) if (process.env[name] !== undefined) env[name] = process.env[name]!;
+  if (account) env.XDG_CACHE_HOME ??= path.join(os.homedir(), ".cache");
   return { ...env, AGENT_HOST_NONCE: toHex(nonce) };
+}
+
+/** The host's arguments that make it drop to `account` before it opens its channel. */
+function identityArgs(account: ProductAccount): string[] {
+  return ["--uid", String(account.uid), "--gid", String(account.gid), "--groups", account.groups.join(",")];
 }
 
 /** Calls `onLine` with each line `stream` writes; returns what it has written since its last newline. */
@@ -249,6 +278,7 @@ export function cleanStaleChannels(runDir: string): number {
   let n = 0;
   try {
     for (const f of fs.readdirSync(runDir)) {
+      if (/^\d+$/.test(f)) n += cleanStaleChannels(path.join(runDir, f)); // a product user's directory
       if (f.endsWith(".mmap")) {
         fs.rmSync(path.join(runDir, f), { force: true });
         n++;

@@ -28,6 +28,7 @@ import { HostProcess } from "./host-process.ts";
 import { WarmHosts } from "./warm-hosts.ts";
 import { KeyAccess } from "./key-access.ts";
 import type { KeyScopes } from "./keystore.ts";
+import type { ProductAccount } from "./product-users.ts";
 import type { Logger } from "../runtime/log.ts";
 
 /** Settings for sessions. */
@@ -47,6 +48,8 @@ export interface SessionSettings {
   warmHosts: number;
   /** Which products each key may use (null: no restrictions), and per-key limits. */
   access: KeyAccess;
+  /** The user each product's hosts run as; a product not here runs as the agent's user. */
+  accounts: ReadonlyMap<string, ProductAccount>;
   log: Logger;
 }
 
@@ -67,7 +70,13 @@ export interface SessionConfig {
 /** Settings for sessions from a configuration: the agent's (AgentConfig is one) or LocalAgent's. */
 export function sessionSettings(
   config: SessionConfig,
-  run: { runDir: string; hostCommand: string[]; log: Logger; keyScopes?: KeyScopes | null },
+  run: {
+    runDir: string;
+    hostCommand: string[];
+    log: Logger;
+    keyScopes?: KeyScopes | null;
+    accounts?: ReadonlyMap<string, ProductAccount>;
+  },
 ): SessionSettings {
   return {
     stateDir: config.stateDir,
@@ -83,8 +92,24 @@ export function sessionSettings(
       sessions: config.maxSessionsPerKey ?? Infinity,
       attachments: config.maxAttachmentsPerKey ?? Infinity,
     }),
+    accounts: run.accounts ?? new Map(),
     log: run.log,
   };
+}
+
+/**
+ * The directories a product's user needs: the state, products and run directories become
+ * traverse-only for others (0711: their keys and config stay 0600), the product's directory too,
+ * and its work directory belongs to the user (0700). Its run directory is made by the host launch.
+ */
+function prepareProductDirs(settings: SessionSettings, productDir: string, account: ProductAccount): void {
+  for (const dir of [settings.stateDir, path.dirname(productDir), productDir, settings.runDir]) {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o711 });
+    fs.chmodSync(dir, 0o711);
+  }
+  const work = path.join(productDir, "work");
+  fs.mkdirSync(work, { recursive: true, mode: 0o700 });
+  fs.chownSync(work, account.uid, account.gid);
 }
 
 /** A spare host nobody took in this long ends. */
@@ -303,8 +328,11 @@ export class SessionManager {
   #launch(product: string, id: string): Promise<HostProcess> {
     const productDir = this.#productDir(product);
     const productRoot = path.join(productDir, "work");
-    fs.mkdirSync(productRoot, { recursive: true, mode: 0o700 });
+    const account = this.settings.accounts.get(product);
+    if (account) prepareProductDirs(this.settings, productDir, account);
+    else fs.mkdirSync(productRoot, { recursive: true, mode: 0o700 });
     return HostProcess.launch({
+      account,
       sessionId: id,
       runDir: this.settings.runDir,
       productRoot,

@@ -9,6 +9,7 @@ import { resolveConfig } from "../agent/config.ts";
 import { parseConfigFile } from "../agent/config-schema.ts";
 import { ConfigError } from "../runtime/errors.ts";
 import { loadAgentKeys } from "../agent/keystore.ts";
+import { resolveProductUsers } from "../agent/product-users.ts";
 import { generateKey } from "../core/secure/keys.ts";
 
 const FILE = "/etc/agent/config.json";
@@ -94,6 +95,30 @@ test("keys may be limited to products; a key given twice with different products
   } finally {
     fs.rmSync(stateDir, { recursive: true, force: true });
   }
+});
+
+test("a product user is refused unless the agent runs as root; an unknown one is named", () => {
+  const refused = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      assert.instance(e, ConfigError);
+      return (e as Error).message;
+    }
+    throw new Error("accepted");
+  };
+  assert.match(
+    refused(() => resolveProductUsers({ alpha: { user: "nobody" } }, 1000)),
+    /"products" names a user for alpha, but the agent runs as uid 1000, not root/,
+  );
+  assert.match(
+    refused(() => resolveProductUsers({ alpha: { user: "no-such-user-agt" } }, 0)),
+    /no user "no-such-user-agt"/,
+  );
+  assert.match(refused(() => resolveProductUsers({ alpha: { user: 0 } }, 0)), /its user is root/);
+  assert.equal(resolveProductUsers({ alpha: {} }, 1000).size, 0, "{}: the agent's user, no root needed");
+  const nobody = resolveProductUsers({ alpha: { user: 65534, group: 65534 } }, 0).get("alpha")!;
+  assert.equal([nobody.uid, nobody.gid], [65534, 65534]);
 });
 
 test.run();

@@ -3,12 +3,13 @@
 // client over loopback.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { type Agent, connect } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
-import { startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+import { runAgent, type RunningAgent, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
 
 const privilege = suite("least privilege e2e");
 const KEY = generateKey();
@@ -92,6 +93,98 @@ privilege("a host inherits no descriptor the agent's parent left open, only its 
   assert.equal(shared, [], "nor any of the agent's sockets (its listener, its clients' connections)");
   await s.close();
   await agent.stop();
+});
+
+const AS_ROOT = process.getuid?.() === 0;
+
+/** A user made for one test (with a group of its own and one supplementary group); `remove` deletes both. */
+function testUser() {
+  const name = `agt${process.pid % 100000}`, extra = `${name}x`;
+  const run = (cmd: string, args: string[]) => {
+    const r = spawnSync(cmd, args, { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  run("groupadd", [extra]);
+  run("useradd", ["-M", "-d", "/nonexistent-agt", "-s", "/bin/sh", "-U", "-G", extra, name]);
+  return {
+    name,
+    uid: Number(run("id", ["-u", name])),
+    gid: Number(run("id", ["-g", name])),
+    extraGid: Number(run("getent", ["group", extra]).split(":")[2]),
+    remove: () => {
+      spawnSync("userdel", [name]);
+      spawnSync("groupdel", [extra]);
+    },
+  };
+}
+
+/** A /proc/<pid>/status line's numbers ("Uid", "Gid", "Groups"). */
+function statusIds(pid: number, field: string): number[] {
+  const line = fs.readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith(`${field}:`))!;
+  return line.slice(field.length + 1).trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+privilege("a product's hosts run as its user, with its group and supplementary groups", async () => {
+  if (!AS_ROOT) return console.warn("  (skipped: needs root to start hosts as another user)");
+  const user = testUser();
+  let agent: RunningAgent | null = null;
+  try {
+    const stateDir = tempDir();
+    fs.writeFileSync(
+      path.join(stateDir, "config.json"),
+      JSON.stringify({ keys: [KEY.hex], products: { alpha: { user: user.name }, beta: {} } }),
+      { mode: 0o600 },
+    );
+    agent = await startAgent([], { stateDir });
+    const c = await client(agent.port);
+    const s = await c.openSession("alpha");
+    const hostPid = (await s.system.info()).pid;
+    assert.equal(statusIds(hostPid, "Uid"), [user.uid, user.uid, user.uid, user.uid], "the host's uids");
+    assert.equal(statusIds(hostPid, "Gid"), [user.gid, user.gid, user.gid, user.gid], "the host's gids");
+    assert.equal(statusIds(hostPid, "Groups").sort(), [user.gid, user.extraGid].sort(), "supplementary groups");
+
+    const text = (b: Uint8Array) => new TextDecoder().decode(b).trim();
+    assert.is(text((await s.processes.run({ program: "id", args: ["-u"] })).stdout), String(user.uid));
+    assert.ok(
+      text((await s.processes.run({ program: "id", args: ["-G"] })).stdout).split(" ").includes(String(user.extraGid)),
+    );
+    const env = await s.system.env();
+    assert.is(env.USER, user.name);
+    assert.is(env.HOME, "/nonexistent-agt");
+    await s.files.writeFile("made.txt", new TextEncoder().encode("x"));
+    assert.is(fs.statSync(path.join(s.productRoot, "made.txt")).uid, user.uid, "files it creates are the user's");
+
+    const runDir = path.join(stateDir, "run", String(user.uid));
+    const dirStat = fs.statSync(runDir);
+    assert.is(dirStat.uid, user.uid);
+    assert.is(dirStat.mode & 0o777, 0o700, "its run directory: no other product's user may enter");
+    const channels = fs.readdirSync(runDir).filter((f) => f.endsWith(".mmap"));
+    assert.ok(channels.length >= 1);
+    assert.is(fs.statSync(path.join(runDir, channels[0])).uid, user.uid, "its channel file is the user's");
+    assert.is(fs.statSync(stateDir).mode & 0o777, 0o711, "others may pass through the state directory, not list it");
+    assert.is(fs.statSync(path.join(stateDir, "config.json")).mode & 0o777, 0o600, "the keys stay private");
+
+    const other = await c.openSession("beta");
+    assert.equal(statusIds((await other.system.info()).pid, "Uid")[0], 0, "a product without a user runs as the agent");
+    await other.close();
+    await s.close();
+  } finally {
+    await agent?.stop(); // its hosts run as the user: userdel refuses while they do
+    user.remove();
+  }
+});
+
+privilege("start --check refuses a product user that does not exist", () => {
+  const stateDir = tempDir();
+  fs.writeFileSync(
+    path.join(stateDir, "config.json"),
+    JSON.stringify({ keys: [KEY.hex], products: { alpha: { user: "no-such-user-agt" } } }),
+    { mode: 0o600 },
+  );
+  const r = runAgent(["start", "--check"], { AGENT_STATE_DIR: stateDir });
+  assert.is(r.code, 2, r.stderr);
+  assert.match(r.stderr, AS_ROOT ? /product alpha: no user "no-such-user-agt"/ : /runs as uid \d+, not root/);
 });
 
 /** Where a /proc fd link points ("" once gone). */
