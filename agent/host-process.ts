@@ -134,8 +134,9 @@ export class HostProcess {
    * ends the session's processes. Removes the channel.
    */
   async reap(graceMs: number, processGroups: readonly number[] = []): Promise<void> {
-    const groups = [this.child.pid, ...processGroups];
-    const signalAll = (signal: NodeJS.Signals | 0) => groups.filter((g) => killGroup(g, signal)).length > 0;
+    // A group once found empty is never signalled again: by then its id may be a new process's (pids recycle).
+    let groups = [this.child.pid, ...processGroups];
+    const signalAll = (signal: NodeJS.Signals | 0) => (groups = groups.filter((g) => killGroup(g, signal))).length > 0;
     if (signalAll("SIGTERM")) {
       const deadline = Date.now() + graceMs;
       while (Date.now() < deadline && signalAll(0)) await new Promise((r) => setTimeout(r, 50));

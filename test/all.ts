@@ -26,6 +26,7 @@ import "./hostile.e2e.test.ts";
 import "./sessions.e2e.test.ts";
 import "./boundaries.e2e.test.ts";
 import "./least-privilege.e2e.test.ts";
+import "./pid-recycle.e2e.test.ts";
 import "./concurrency.e2e.test.ts";
 import "./local.test.ts";
 import "./faults.e2e.test.ts";
