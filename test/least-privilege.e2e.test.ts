@@ -9,7 +9,15 @@ import os from "node:os";
 import path from "node:path";
 import { type Agent, connect } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
-import { runAgent, type RunningAgent, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+import {
+  agentCommand,
+  hermeticEnv,
+  runAgent,
+  type RunningAgent,
+  startAgent,
+  stopAll,
+  tempDir,
+} from "./helpers/agent-process.ts";
 
 const privilege = suite("least privilege e2e");
 const KEY = generateKey();
@@ -185,6 +193,31 @@ privilege("start --check refuses a product user that does not exist", () => {
   const r = runAgent(["start", "--check"], { AGENT_STATE_DIR: stateDir });
   assert.is(r.code, 2, r.stderr);
   assert.match(r.stderr, AS_ROOT ? /product alpha: no user "no-such-user-agt"/ : /runs as uid \d+, not root/);
+});
+
+privilege("an agent that is not root refuses product users at start --check, and says why", () => {
+  if (!AS_ROOT || spawnSync("setpriv", ["--version"]).status !== 0) {
+    return console.warn("  (skipped: needs root and setpriv to run the agent as another user)");
+  }
+  const stateDir = tempDir();
+  fs.chownSync(stateDir, 65534, 65534);
+  const config = path.join(stateDir, "config.json");
+  fs.writeFileSync(config, JSON.stringify({ products: { alpha: { user: "nobody" } } }), { mode: 0o600 });
+  fs.chownSync(config, 65534, 65534);
+  const r = spawnSync("setpriv", [
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    ...agentCommand(),
+    "start",
+    "--check",
+  ], {
+    env: hermeticEnv({ HOME: stateDir, AGENT_STATE_DIR: stateDir }),
+    encoding: "utf8",
+    timeout: 30_000,
+  });
+  assert.is(r.status, 2, r.stderr);
+  assert.match(r.stderr, /"products" names a user for alpha, but the agent runs as uid 65534, not root/);
 });
 
 /** Where a /proc fd link points ("" once gone). */
