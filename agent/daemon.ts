@@ -190,6 +190,10 @@ function reload(daemon: Daemon, running: DaemonSettings, next: DaemonSettings) {
   const { added, removed } = daemon.server.replaceKeys(next.keys, graceSeconds * 1000);
   daemon.sessions.settings.products = config.products;
   daemon.sessions.applyKeyScopes(config.insecure ? null : next.scopes);
+  daemon.sessions.settings.access.limits = {
+    sessions: config.maxSessionsPerKey,
+    attachments: config.maxAttachmentsPerKey,
+  };
   const ids = next.keys.map((k) => k.id).join(", ") || "(none: insecure)";
   log.info(
     `reloaded on SIGHUP: accepting key id${next.keys.length === 1 ? "" : "s"} ${ids}` +

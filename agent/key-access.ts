@@ -17,7 +17,8 @@ export class KeyAccess {
   constructor(
     /** Every accepted key's products; null when keys carry no restrictions (insecure mode, LocalAgent). */
     public scopes: KeyScopes | null,
-    readonly limits: KeyLimits,
+    /** Replaced by a reload; what a key holds already stays. */
+    public limits: KeyLimits,
   ) {}
 
   /** True if a client authenticated with `keyId` (null: no key, insecure or local) may use `product`. */

@@ -106,6 +106,13 @@ boundaries("a key holds at most maxSessionsPerKey sessions and maxAttachmentsPer
   assert.match(fourth!.message, /maxAttachmentsPerKey/);
   await s2.close();
   assert.ok(await a.attachSession(s1.id), "room again once a session closed");
+
+  const full = await failure(a.openSession("alpha"));
+  assert.is((full as RemoteError).code, "limit-reached", "its three attachments are the limit");
+  writeConfig(stateDir, { keys: [ALPHA.hex, BETA.hex], maxSessionsPerKey: 3, maxAttachmentsPerKey: 5 });
+  sendSignal(agent.child, "SIGHUP");
+  await agent.waitForLog(/reloaded on SIGHUP/);
+  assert.ok(await a.openSession("alpha"), "a reload's higher limits apply at once");
   await agent.stop();
 });
 
