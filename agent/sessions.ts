@@ -301,6 +301,8 @@ export class Session {
 export class SessionManager {
   readonly sessions: Map<string, Session> = new Map();
   readonly #attachments = new Map<number, Attachment>();
+  /** Sessions each key is opening right now (their hosts starting): they count against its limits. */
+  readonly #opening = new Map<string | null, number>();
   #nextAttachment = 1;
 
   readonly #warm: WarmHosts;
@@ -359,9 +361,7 @@ export class SessionManager {
       );
     }
     this.#checkOpen(product, peer);
-    const warm = await this.#warm.take(product);
-    const id = warm?.id ?? toHex(randomBytes(16));
-    const host = warm?.host ?? await this.#launch(product, id);
+    const { id, host, warm } = await this.#startHost(product, peer.keyId);
     const session = new Session(id, product, path.join(this.#productDir(product), "work"), host, this, peer.keyId);
     this.sessions.set(id, session);
     this.settings.log.info(
@@ -374,6 +374,18 @@ export class SessionManager {
     return this.#attach(session, peer).info();
   }
 
+  /** A host for a new session of `product`: the spare, or a new one. Counts against `keyId` while it starts. */
+  async #startHost(product: string, keyId: string | null) {
+    this.#opening.set(keyId, (this.#opening.get(keyId) ?? 0) + 1);
+    try {
+      const warm = await this.#warm.take(product);
+      const id = warm?.id ?? toHex(randomBytes(16));
+      return { id, host: warm?.host ?? await this.#launch(product, id), warm: warm !== null };
+    } finally {
+      this.#opening.set(keyId, this.#opening.get(keyId)! - 1);
+    }
+  }
+
   /** Refuses a session for `product` to a key that may not use it or holds its limit of sessions already. */
   #checkOpen(product: string, peer: SessionPeer): void {
     const access = this.settings.access;
@@ -383,7 +395,7 @@ export class SessionManager {
         `this client's key may not use product "${product}" (it may use: ${access.describe(peer.keyId)})`,
       );
     }
-    let open = 0;
+    let open = this.#opening.get(peer.keyId) ?? 0;
     for (const s of this.sessions.values()) if (!s.ending && s.openedBy === peer.keyId) open++;
     if (open >= access.limits.sessions) {
       throw new ServiceError(
@@ -396,7 +408,7 @@ export class SessionManager {
 
   /** Refuses another attachment to a key that holds its limit of them already. */
   #checkAttachmentLimit(peer: SessionPeer): void {
-    let held = 0;
+    let held = this.#opening.get(peer.keyId) ?? 0; // each session starting now brings one
     for (const a of this.#attachments.values()) if (a.keyId === peer.keyId) held++;
     if (held >= this.settings.access.limits.attachments) {
       throw new ServiceError(
