@@ -15,12 +15,21 @@ import type { AcceptedKey } from "../core/secure/opening.ts";
 import { generateKey, keyId, parseKey } from "../core/secure/keys.ts";
 import { ConfigError, type KeyEntry } from "./config.ts";
 import { checkSecretFile, checkStateDir } from "./file-trust.ts";
+import { PRODUCT_NAME } from "./config-schema.ts";
 
 /** File name of the key the agent creates on first start. */
 export const DEFAULT_KEY_FILE = "agent.key";
 
-/** Reads every key in `file`, refusing a file others can read or another user owns. */
+/** Reads every key in `file` (hex, without the products a line may name), refusing a file others can read or another user owns. */
 export function readKeyFile(file: string): string[] {
+  return readKeyFileEntries(file).map((e) => e.key);
+}
+
+/**
+ * Reads every key in `file` with the products its line limits it to: `<64 hex>` (every product)
+ * or `<64 hex> products=name,name`. Refuses a file others can read or another user owns.
+ */
+export function readKeyFileEntries(file: string): KeyEntry[] {
   let stat: fs.Stats;
   try {
     stat = fs.statSync(file);
@@ -28,10 +37,29 @@ export function readKeyFile(file: string): string[] {
     throw new ConfigError(`cannot read key file ${file}: ${(e as Error).message}`);
   }
   checkSecretFile(file, stat, "key file");
-  const lines = fs.readFileSync(file, "utf8").split("\n").map((l) => l.replace(/#.*/, "").trim()).filter(Boolean);
-  if (lines.length === 0) throw new ConfigError(`key file ${file} holds no key`);
-  lines.forEach((l, i) => parseKey(l, `line ${i + 1} of ${file}`));
-  return lines;
+  const entries: KeyEntry[] = [];
+  fs.readFileSync(file, "utf8").split("\n").forEach((line, i) => {
+    const [key, ...rest] = line.replace(/#.*/, "").trim().split(/\s+/).filter(Boolean);
+    if (key === undefined) return;
+    const where = `line ${i + 1} of ${file}`;
+    entries.push({ key: parseKey(key, where).hex, products: lineProducts(rest, where) });
+  });
+  if (entries.length === 0) throw new ConfigError(`key file ${file} holds no key`);
+  return entries;
+}
+
+/** The products a key file's line names after its key (`products=a,b`), or null for every product. */
+function lineProducts(words: string[], where: string): string[] | null {
+  if (words.length === 0) return null;
+  const m = words.length === 1 ? /^products=([a-z0-9,-]+)$/.exec(words[0]) : null;
+  const names = m?.[1].split(",") ?? [];
+  if (!m || names.some((n) => !PRODUCT_NAME.test(n))) {
+    throw new ConfigError(
+      `${where}: ${JSON.stringify(words.join(" "))} is not products=name,name (after the key, only the ` +
+        "products it may use, each 1–32 of a-z, 0-9 and -, starting with a letter)",
+    );
+  }
+  return names;
 }
 
 /** Creates the state directory (mode 0700) if it does not exist, refusing one it may not trust. */
@@ -70,7 +98,7 @@ export async function loadAgentKeys(
 }> {
   const entries: KeyEntry[] = config.keys.map((k, i) => ({ ...k, key: parseKey(k.key, `--key #${i + 1}`).hex }));
   for (const f of config.keyFiles) {
-    entries.push(...readKeyFile(f).map((k) => ({ key: parseKey(k).hex, products: null })));
+    entries.push(...readKeyFileEntries(f));
   }
   let generated: { hex: string; file: string } | null = null;
   if (entries.length === 0) {
@@ -87,7 +115,7 @@ export async function loadAgentKeys(
       });
       generated = { hex: key.hex, file };
     }
-    entries.push(...readKeyFile(file).map((k) => ({ key: parseKey(k).hex, products: null })));
+    entries.push(...readKeyFileEntries(file));
   }
   const byHex = scopesByHex(entries);
   const keys: AcceptedKey[] = [];

@@ -8,7 +8,7 @@ import path from "node:path";
 import { resolveConfig } from "../agent/config.ts";
 import { parseConfigFile } from "../agent/config-schema.ts";
 import { ConfigError } from "../runtime/errors.ts";
-import { loadAgentKeys } from "../agent/keystore.ts";
+import { loadAgentKeys, readKeyFile } from "../agent/keystore.ts";
 import { resolveProductUsers } from "../agent/product-users.ts";
 import { generateKey } from "../core/secure/keys.ts";
 
@@ -92,6 +92,27 @@ test("keys may be limited to products; a key given twice with different products
     assert.instance(twice, ConfigError);
     assert.match(twice!.message, /given twice with different products \(products alpha; every product\)/);
     assert.match(error(`{ "keys": [{ "key": "${open.hex}", "products": [] }] }`), /"keys" \(at 0/);
+  } finally {
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  }
+});
+
+test("a key file's line may limit its key to products; a client reading the file takes the key alone", async () => {
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-config-"));
+  const [limited, open] = [generateKey(), generateKey()];
+  try {
+    const file = path.join(stateDir, "keys");
+    fs.writeFileSync(file, `# keys\n${limited.hex} products=alpha,beta  # the build key\n\n${open.hex}\n`, {
+      mode: 0o600,
+    });
+    const config = resolveConfig({ stateDir, keyFile: file }, {});
+    const { scopes } = await loadAgentKeys(config, false);
+    assert.equal([...scopes.values()], [["alpha", "beta"], null]);
+    assert.equal(readKeyFile(file), [limited.hex, open.hex]);
+    fs.writeFileSync(file, `${open.hex} product=alpha\n`, { mode: 0o600 });
+    const bad = await loadAgentKeys(config, false).then(() => null, (e) => e as Error);
+    assert.instance(bad, ConfigError);
+    assert.match(bad!.message, /line 1 of .*keys: "product=alpha" is not products=name,name/);
   } finally {
     fs.rmSync(stateDir, { recursive: true, force: true });
   }
