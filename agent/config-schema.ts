@@ -17,6 +17,17 @@ import { LOG_FORMATS } from "../runtime/log.ts";
 export const PRODUCT_NAME = /^[a-z][a-z0-9-]{0,31}$/;
 
 const seconds = z.number().check(z.positive());
+const keyHex = z.string().check(z.regex(/^\s*[0-9a-fA-F]{64}\s*$/));
+const productName = z.string().check(z.regex(PRODUCT_NAME));
+/** A user or group: a name or a numeric id. */
+const account = z.union([z.string().check(z.regex(/^[a-z_][a-z0-9_.-]{0,31}\$?$|^\d+$/)), z.int().check(z.minimum(0))]);
+/** A key for every product, or one limited to some. */
+const keyEntry = z.union([
+  keyHex,
+  z.strictObject({ key: keyHex, products: z.array(productName).check(z.minLength(1)) }),
+]);
+/** What a product's hosts run as. */
+const productSettings = z.strictObject({ user: z.optional(account), group: z.optional(account) });
 const hostPort = z.string().check(z.regex(/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/));
 const target = z.union([
   hostPort,
@@ -33,7 +44,7 @@ export const CONFIG_FILE = z.strictObject({
   host: z.optional(z.string().check(z.minLength(1))),
   port: z.optional(z.int().check(z.minimum(0), z.maximum(65535))),
   stateDir: z.optional(z.string().check(z.minLength(1))),
-  keys: z.optional(z.array(z.string().check(z.regex(/^\s*[0-9a-fA-F]{64}\s*$/)))),
+  keys: z.optional(z.array(keyEntry)),
   keyFiles: z.optional(z.array(z.string().check(z.minLength(1)))),
   insecure: z.optional(z.boolean()),
   handshakeTimeoutSeconds: z.optional(seconds),
@@ -43,7 +54,9 @@ export const CONFIG_FILE = z.strictObject({
   connectionIdleTimeoutSeconds: z.optional(seconds),
   maxConnectionsPerAddress: z.optional(z.int().check(z.positive())),
   maxConnectionsPerKey: z.optional(z.int().check(z.positive())),
-  products: z.optional(z.array(z.string().check(z.regex(PRODUCT_NAME)))),
+  products: z.optional(z.union([z.array(productName), z.record(productName, productSettings)])),
+  maxSessionsPerKey: z.optional(z.int().check(z.positive())),
+  maxAttachmentsPerKey: z.optional(z.int().check(z.positive())),
   idleTimeoutSeconds: z.optional(seconds),
   reconnectGraceSeconds: z.optional(seconds),
   processGraceSeconds: z.optional(seconds),
@@ -66,7 +79,7 @@ export const ALLOWED: Record<keyof ConfigFile, string> = {
   host: "an address or host name to listen on, as a string",
   port: "a whole number from 0 to 65535",
   stateDir: "a directory path, as a string",
-  keys: "a list of keys, each 64 hex digits",
+  keys: 'a list of keys, each 64 hex digits or { "key": "<64 hex>", "products": ["name", ...] }',
   keyFiles: "a list of file paths (relative to the config file)",
   insecure: "true or false (a JSON boolean, not a string)",
   handshakeTimeoutSeconds: "a positive number of seconds",
@@ -76,7 +89,10 @@ export const ALLOWED: Record<keyof ConfigFile, string> = {
   connectionIdleTimeoutSeconds: "a positive number of seconds",
   maxConnectionsPerAddress: "a positive whole number",
   maxConnectionsPerKey: "a positive whole number",
-  products: "a list of product names (1–32 of a-z, 0-9 and -, starting with a letter)",
+  products: "a list of product names (1–32 of a-z, 0-9 and -, starting with a letter), or an object from " +
+    'product name to { "user"?: name or uid, "group"?: name or gid } (its hosts run as that user; {}: as the agent)',
+  maxSessionsPerKey: "a positive whole number (sessions open at once per key)",
+  maxAttachmentsPerKey: "a positive whole number (attachments at once per key, in reconnect grace included)",
   idleTimeoutSeconds: "a positive number of seconds",
   reconnectGraceSeconds: "a positive number of seconds",
   processGraceSeconds: "a positive number of seconds",

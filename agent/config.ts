@@ -24,8 +24,8 @@ export interface AgentConfig {
   stateDir: string;
   /** Path of the config file that was read, if any. */
   configFile: string | null;
-  /** Keys given inline (hex); prefer keyFiles, as command lines are visible to other users. */
-  keys: string[];
+  /** Keys given inline (hex), each with the products it may use (null: all); prefer keyFiles for keys of every product, as command lines are visible to other users. */
+  keys: KeyEntry[];
   keyFiles: string[];
   insecure: boolean;
   handshakeTimeoutSeconds: number;
@@ -41,6 +41,12 @@ export interface AgentConfig {
   maxConnectionsPerKey: number;
   /** Products served; null accepts any well-formed product name. */
   products: string[] | null;
+  /** The user (and group) each listed product's hosts run as; a product not here runs as the agent's user. */
+  productUsers: Record<string, ProductUser>;
+  /** Sessions open at once per key. */
+  maxSessionsPerKey: number;
+  /** Attachments at once per key (those in reconnect grace count). */
+  maxAttachmentsPerKey: number;
   idleTimeoutSeconds: number;
   reconnectGraceSeconds: number;
   /** Seconds launched processes get between TERM and KILL when their session ends. */
@@ -66,6 +72,19 @@ export interface AgentConfig {
 }
 
 export { ConfigError };
+
+/** A key the agent accepts, as hex, and the products it may use (null: every product). */
+export interface KeyEntry {
+  key: string;
+  products: string[] | null;
+}
+
+/** The user a product's hosts run as, and its group (by default the user's primary group): names or ids. */
+export interface ProductUser {
+  /** Absent: the product's hosts run as the agent's user. */
+  user?: string | number;
+  group?: string | number;
+}
 
 /**
  * The settings a command line gives, by option name (`keyFile` for --key-file): each a string,
@@ -112,7 +131,7 @@ export function resolveConfig(options: ConfigOptions, env: Record<string, string
     port: portOf(pick<string | number>(last(options.port), env.AGENT_PORT, file?.port, DEFAULT_PORT)),
     stateDir: path.resolve(pick<string>(earlyStateDir, undefined, file?.stateDir, defaultStateDir(env))),
     configFile: file ? configFile : null,
-    keys: [...list(options.key), ...(file?.keys ?? [])],
+    keys: keyEntries(list(options.key), file?.keys),
     keyFiles: [
       ...list(options.keyFile).map((f) => path.resolve(f)),
       ...(env.AGENT_KEY_FILE ? [path.resolve(env.AGENT_KEY_FILE)] : []),
@@ -129,7 +148,10 @@ export function resolveConfig(options: ConfigOptions, env: Record<string, string
       pick(undefined, undefined, file?.authFailuresPerMinute, 20),
     ),
     ...connectionLimits(file),
-    products: list(options.product).length > 0 ? list(options.product) : file?.products ?? null,
+    products: list(options.product).length > 0 ? list(options.product) : productNames(file?.products),
+    productUsers: file?.products && !Array.isArray(file.products) ? file.products : {},
+    maxSessionsPerKey: positive("maxSessionsPerKey", file?.maxSessionsPerKey ?? 64),
+    maxAttachmentsPerKey: positive("maxAttachmentsPerKey", file?.maxAttachmentsPerKey ?? 256),
     idleTimeoutSeconds: positive(
       "--idle-timeout (or AGENT_IDLE_TIMEOUT)",
       pick(last(options.idleTimeout), numEnv(env.AGENT_IDLE_TIMEOUT), file?.idleTimeoutSeconds, 1800),
@@ -172,6 +194,20 @@ function connectionLimits(file: ConfigFile | null | undefined) {
     maxConnectionsPerAddress: file?.maxConnectionsPerAddress ?? 1000,
     maxConnectionsPerKey: file?.maxConnectionsPerKey ?? 1000,
   };
+}
+
+/** Keys from --key (every product) and the file's "keys" (a string, or an object limiting its products). */
+function keyEntries(flags: string[], fromFile: ConfigFile["keys"]): KeyEntry[] {
+  return [
+    ...flags.map((key) => ({ key, products: null })),
+    ...(fromFile ?? []).map((k) => typeof k === "string" ? { key: k, products: null } : k),
+  ];
+}
+
+/** The product names of the file's "products" setting, a list or an object by name. */
+function productNames(products: ConfigFile["products"]): string[] | null {
+  if (!products) return null;
+  return Array.isArray(products) ? products : Object.keys(products);
 }
 
 /** The --metrics address ("host:port", port 0 picks one), or null when not asked for. */

@@ -40,6 +40,8 @@ export class ClientConnection implements SessionPeer {
     readonly sessions: SessionManager,
     /** When this agent started (ms since the epoch): meta Info reports the uptime from it. */
     readonly startedAt: number,
+    /** The key the client authenticated with: it decides which sessions the client may use. */
+    readonly keyId: string | null = null,
   ) {}
 
   /** When a frame last moved either way (ms since the epoch); null until the peer's first frame. */
@@ -245,7 +247,7 @@ const META_HANDLERS: { [C in MetaCode]?: MetaHandler } = {
     await connection.sessions.close(request.fields().sessionId, connection);
     return request.reply({});
   },
-  [MetaCode.List]: (request, connection) => request.reply({ sessions: connection.sessions.list() }),
+  [MetaCode.List]: (request, connection) => request.reply({ sessions: connection.sessions.list(connection) }),
   // Its arrival is the news (lastReceivedAt); an event is never answered.
   [MetaCode.Heartbeat]: () => {},
 };

@@ -26,7 +26,8 @@ import { ConfigError } from "../runtime/errors.ts";
 import { controlPath, serveControl } from "./control.ts";
 import { OutboundTarget, type OutboundTargetConfig } from "./dialer.ts";
 import { cleanStaleChannels } from "./host-process.ts";
-import { ensureStateDir, loadAgentKeys } from "./keystore.ts";
+import { ensureStateDir, type KeyScopes, loadAgentKeys } from "./keystore.ts";
+import { type ProductAccount, resolveProductUsers } from "./product-users.ts";
 import { serveMetrics } from "./metrics.ts";
 import { AgentServer } from "./server.ts";
 import { SessionManager, sessionSettings } from "./sessions.ts";
@@ -35,6 +36,10 @@ import { SessionManager, sessionSettings } from "./sessions.ts";
 export interface DaemonSettings {
   config: AgentConfig;
   keys: AcceptedKey[];
+  /** The products each key may use. */
+  scopes: KeyScopes;
+  /** The user each product's hosts run as, resolved (products without one run as the agent). */
+  accounts: Map<string, ProductAccount>;
   /** The key created now because none was configured (a first start), to show once. */
   generated: { hex: string; file: string } | null;
   /** Each outbound target with its trust settings (CA and fingerprint read). */
@@ -66,6 +71,7 @@ const RESTART_ONLY = [
   "metrics",
   "proxy",
   "warmHosts",
+  "productUsers",
 ] as const;
 
 /** Reads the keys and outbound trust `config` names; with `createKey`, a first start creates the key. */
@@ -77,8 +83,11 @@ export async function loadDaemonSettings(config: AgentConfig, createKey: boolean
     );
   }
   const trust = outboundTrust(config);
-  const loaded = config.insecure ? { keys: [], generated: null } : await loadAgentKeys(config, createKey);
-  return { config, trust, ...loaded };
+  const accounts = resolveProductUsers(config.productUsers);
+  const loaded = config.insecure
+    ? { keys: [], scopes: new Map(), generated: null }
+    : await loadAgentKeys(config, createKey);
+  return { config, trust, accounts, ...loaded };
 }
 
 /**
@@ -95,7 +104,13 @@ export async function startDaemon(settings: DaemonSettings, internalErrors: () =
   const runDir = path.join(config.stateDir, "run");
   const stale = cleanStaleChannels(runDir);
   if (stale > 0) log.warn(`removed ${stale} channel file(s) left by an agent that did not stop cleanly`);
-  const sessions = new SessionManager(sessionSettings(config, { runDir, hostCommand: hostCommand(), log }));
+  const sessions = new SessionManager(sessionSettings(config, {
+    runDir,
+    hostCommand: hostCommand(),
+    log,
+    keyScopes: config.insecure ? null : settings.scopes,
+    accounts: settings.accounts,
+  }));
   const provider = runtimeCryptoProvider();
   server = new AgentServer(config, keys, provider, sessions);
   const outbound = settings.trust.map((t) =>
@@ -174,6 +189,11 @@ function reload(daemon: Daemon, running: DaemonSettings, next: DaemonSettings) {
   const graceSeconds = config.revokedKeyGraceSeconds;
   const { added, removed } = daemon.server.replaceKeys(next.keys, graceSeconds * 1000);
   daemon.sessions.settings.products = config.products;
+  daemon.sessions.applyKeyScopes(config.insecure ? null : next.scopes);
+  daemon.sessions.settings.access.limits = {
+    sessions: config.maxSessionsPerKey,
+    attachments: config.maxAttachmentsPerKey,
+  };
   const ids = next.keys.map((k) => k.id).join(", ") || "(none: insecure)";
   log.info(
     `reloaded on SIGHUP: accepting key id${next.keys.length === 1 ? "" : "s"} ${ids}` +

@@ -185,7 +185,7 @@ export class OutboundTarget {
     this.#lastError = null;
     this.#set("connected");
     log.info(`outbound ${this.address}: connected (listener ${certificate.subject}, key ${key.id})`);
-    const conn = new ClientConnection(frames, this.address, sessions, startedAt);
+    const conn = new ClientConnection(frames, this.address, sessions, startedAt, key.id);
     this.#current = conn;
     const stopKeepalive = conn.keepalive(keepaliveMs, keepaliveMs * 3);
     const reason = await conn.serve();

@@ -6,7 +6,6 @@
  * cleaned up by signalling the whole process group.
  * @module
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import type { Readable } from "node:stream";
 import path from "node:path";
@@ -20,6 +19,10 @@ import { HostControl } from "../core/session/contract.ts";
 import { encodeEnvelope } from "../core/session/protocol.ts";
 import { createMapFile, mapFile, type Mapping } from "../runtime/mmap.ts";
 import { keepFreedMemory } from "../runtime/malloc.ts";
+import { type StartedProcess, startProcess } from "../runtime/spawn.ts";
+import { currentAccount, launchEnvironment } from "../runtime/environment.ts";
+import type { ProductAccount } from "./product-users.ts";
+import os from "node:os";
 
 /** Where a host runs and how. */
 export interface HostLaunch {
@@ -35,6 +38,8 @@ export interface HostLaunch {
   command: string[];
   /** Called with each line the host writes to stderr. */
   onLog(line: string): void;
+  /** The user the host runs as (the agent must be root); by default the agent's. */
+  account?: ProductAccount;
 }
 
 const READY_TIMEOUT_MS = 20_000;
@@ -45,7 +50,7 @@ export class HostProcess {
   #exitInfo: { code: number | null; signal: string | null } | null = null;
 
   private constructor(
-    readonly child: ChildProcess,
+    readonly child: StartedProcess,
     readonly end: ChannelEnd,
     /** The channel header: flags and the held table. */
     readonly header: ChannelHeader,
@@ -57,7 +62,7 @@ export class HostProcess {
   }
 
   get pid(): number {
-    return this.child.pid!;
+    return this.child.pid;
   }
 
   /** Set once the process has exited. */
@@ -72,21 +77,26 @@ export class HostProcess {
   /** Creates the channel, starts the host and waits until it reports ready. */
   static async launch(options: HostLaunch): Promise<HostProcess> {
     const { file, mapping, header, nonce } = createChannel(options);
-    const child = spawnHost(options, file, nonce);
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
-      child.once("exit", (code, signal) => resolve({ code, signal }))
-    );
-    for (const pipe of [child.stdin!, child.stdout!, child.stderr!]) pipe.on("error", () => {}); // its exit tells the story
-    const unfinishedLine = forwardLines(child.stderr!, options.onLog);
+    let child: StartedProcess;
+    try {
+      child = await spawnHost(options, file, nonce);
+    } catch (e) {
+      mapping.close();
+      fs.rmSync(file, { force: true });
+      throw new Error(`the session's host process did not start: ${(e as Error).message}`);
+    }
+    const exited = child.exit;
+    for (const pipe of [child.stdin, child.stdout, child.stderr]) pipe.on("error", () => {}); // its exit tells the story
+    const unfinishedLine = forwardLines(child.stderr, options.onLog);
     const end = new ChannelEnd(
       mapping.bytes,
       Direction.AgentToHost,
       Direction.HostToAgent,
-      pipeDoorbell(child.stdout!, child.stdin!),
+      pipeDoorbell(child.stdout, child.stdin),
     );
     const ready = await readyFrame(end, exited);
     if (!ready || ready.code !== HostControl.Ready) {
-      killGroup(child.pid!, "SIGKILL");
+      killGroup(child.pid, "SIGKILL");
       end.detach();
       mapping.close();
       fs.rmSync(file, { force: true });
@@ -109,7 +119,7 @@ export class HostProcess {
   async shutdown(timeoutMs: number, graceMs: number, processGroups: readonly number[] = []): Promise<void> {
     if (!this.#exitInfo) {
       await this.send({ target: 0, code: HostControl.Shutdown, token: 0, payload: encodeEnvelope({}) }).catch(() => {});
-      const timer = setTimeout(() => killGroup(this.child.pid!, "SIGKILL"), timeoutMs);
+      const timer = setTimeout(() => killGroup(this.child.pid, "SIGKILL"), timeoutMs);
       await this.#exited;
       clearTimeout(timer);
     }
@@ -124,8 +134,9 @@ export class HostProcess {
    * ends the session's processes. Removes the channel.
    */
   async reap(graceMs: number, processGroups: readonly number[] = []): Promise<void> {
-    const groups = [this.child.pid!, ...processGroups];
-    const signalAll = (signal: NodeJS.Signals | 0) => groups.filter((g) => killGroup(g, signal)).length > 0;
+    // A group once found empty is never signalled again: by then its id may be a new process's (pids recycle).
+    let groups = [this.child.pid, ...processGroups];
+    const signalAll = (signal: NodeJS.Signals | 0) => (groups = groups.filter((g) => killGroup(g, signal))).length > 0;
     if (signalAll("SIGTERM")) {
       const deadline = Date.now() + graceMs;
       while (Date.now() < deadline && signalAll(0)) await new Promise((r) => setTimeout(r, 50));
@@ -147,13 +158,13 @@ export class HostProcess {
 
 /** The channel file (mode 0600), mapped and initialised, with this agent's pid and a fresh launch nonce. */
 function createChannel(options: HostLaunch) {
-  fs.mkdirSync(options.runDir, { recursive: true, mode: 0o700 });
-  const file = path.join(options.runDir, `${options.sessionId}.mmap`);
+  const file = path.join(channelDir(options), `${options.sessionId}.mmap`);
   const size = channelSize(options.capacity);
   // Sessions bring the bulk transfers, and their channel loads the FFI anyway: an agent that only
   // answers meta messages keeps glibc's defaults and never loads it.
   keepFreedMemory();
   createMapFile(file, size);
+  if (options.account) fs.chownSync(file, options.account.uid, options.account.gid);
   const mapping = mapFile(file, size);
   initChannel(mapping.bytes, options.capacity);
   const header = new ChannelHeader(mapping.bytes);
@@ -163,10 +174,28 @@ function createChannel(options: HostLaunch) {
   return { file, mapping, header, nonce };
 }
 
-/** `agent host` on `file`, in its own process group, with only the doorbell pipes and stderr. */
-function spawnHost(options: HostLaunch, file: string, nonce: Uint8Array): ChildProcess {
+/**
+ * Where a host's channel file goes: the run directory (0700), or for a product's user its own
+ * directory in it (`run/<uid>`, 0700, the user's), which no other product's user can enter.
+ */
+function channelDir({ runDir, account }: HostLaunch): string {
+  fs.mkdirSync(runDir, { recursive: true, mode: account ? 0o711 : 0o700 });
+  if (!account) return runDir;
+  const dir = path.join(runDir, String(account.uid));
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.chownSync(dir, account.uid, account.gid);
+  fs.chmodSync(dir, 0o700);
+  return dir;
+}
+
+/**
+ * `agent host` on `file`, in its own process group, with only the doorbell pipes and stderr:
+ * started like any launched program (runtime/spawn.ts), so no descriptor the agent inherited
+ * from its own parent without close-on-exec reaches the host.
+ */
+function spawnHost(options: HostLaunch, file: string, nonce: Uint8Array): Promise<StartedProcess> {
   const [cmd, ...prefix] = options.command;
-  return spawn(cmd, [
+  return startProcess(cmd, [
     ...prefix,
     "host",
     "--channel",
@@ -177,11 +206,31 @@ function spawnHost(options: HostLaunch, file: string, nonce: Uint8Array): ChildP
     options.extensionsDir,
     "--grace-ms",
     String(options.processGraceMs),
-  ], {
-    stdio: ["pipe", "pipe", "pipe"],
-    detached: true, // its own process group: ending the group ends everything it launched
-    env: { ...process.env, AGENT_HOST_NONCE: toHex(nonce) },
-  });
+    ...(options.account ? identityArgs(options.account) : []),
+  ], { environment: hostEnvironment(nonce, options.account) }); // its own process group: ending it ends everything it launched
+}
+
+/**
+ * What a host's runtime needs of the agent's environment besides the launch base: where Deno and
+ * the native module keep their caches, and the spawn mechanism forced for tests.
+ */
+const RUNTIME_SETTINGS = ["DENO_DIR", "DENO_NO_UPDATE_CHECK", "XDG_CACHE_HOME", "AGENT_SPAWN"];
+
+/**
+ * A host's environment: the clean launch base of the user it runs as, its runtime's settings and
+ * the launch nonce; nothing else of the agent's. A host that drops to a product's user loads its
+ * native code while still root, so from the agent's cache, not from that user's home.
+ */
+function hostEnvironment(nonce: Uint8Array, account: ProductAccount | undefined): Record<string, string> {
+  const env = launchEnvironment(process.env, account ?? currentAccount());
+  for (const name of RUNTIME_SETTINGS) if (process.env[name] !== undefined) env[name] = process.env[name]!;
+  if (account) env.XDG_CACHE_HOME ??= path.join(os.homedir(), ".cache");
+  return { ...env, AGENT_HOST_NONCE: toHex(nonce) };
+}
+
+/** The host's arguments that make it drop to `account` before it opens its channel. */
+function identityArgs(account: ProductAccount): string[] {
+  return ["--uid", String(account.uid), "--gid", String(account.gid), "--groups", account.groups.join(",")];
 }
 
 /** Calls `onLine` with each line `stream` writes; returns what it has written since its last newline. */
@@ -230,6 +279,7 @@ export function cleanStaleChannels(runDir: string): number {
   let n = 0;
   try {
     for (const f of fs.readdirSync(runDir)) {
+      if (/^\d+$/.test(f)) n += cleanStaleChannels(path.join(runDir, f)); // a product user's directory
       if (f.endsWith(".mmap")) {
         fs.rmSync(path.join(runDir, f), { force: true });
         n++;

@@ -13,14 +13,23 @@ import fs from "node:fs";
 import path from "node:path";
 import type { AcceptedKey } from "../core/secure/opening.ts";
 import { generateKey, keyId, parseKey } from "../core/secure/keys.ts";
-import { ConfigError } from "./config.ts";
+import { ConfigError, type KeyEntry } from "./config.ts";
 import { checkSecretFile, checkStateDir } from "./file-trust.ts";
+import { PRODUCT_NAME } from "./config-schema.ts";
 
 /** File name of the key the agent creates on first start. */
 export const DEFAULT_KEY_FILE = "agent.key";
 
-/** Reads every key in `file`, refusing a file others can read or another user owns. */
+/** Reads every key in `file` (hex, without the products a line may name), refusing a file others can read or another user owns. */
 export function readKeyFile(file: string): string[] {
+  return readKeyFileEntries(file).map((e) => e.key);
+}
+
+/**
+ * Reads every key in `file` with the products its line limits it to: `<64 hex>` (every product)
+ * or `<64 hex> products=name,name`. Refuses a file others can read or another user owns.
+ */
+export function readKeyFileEntries(file: string): KeyEntry[] {
   let stat: fs.Stats;
   try {
     stat = fs.statSync(file);
@@ -28,10 +37,29 @@ export function readKeyFile(file: string): string[] {
     throw new ConfigError(`cannot read key file ${file}: ${(e as Error).message}`);
   }
   checkSecretFile(file, stat, "key file");
-  const lines = fs.readFileSync(file, "utf8").split("\n").map((l) => l.replace(/#.*/, "").trim()).filter(Boolean);
-  if (lines.length === 0) throw new ConfigError(`key file ${file} holds no key`);
-  lines.forEach((l, i) => parseKey(l, `line ${i + 1} of ${file}`));
-  return lines;
+  const entries: KeyEntry[] = [];
+  fs.readFileSync(file, "utf8").split("\n").forEach((line, i) => {
+    const [key, ...rest] = line.replace(/#.*/, "").trim().split(/\s+/).filter(Boolean);
+    if (key === undefined) return;
+    const where = `line ${i + 1} of ${file}`;
+    entries.push({ key: parseKey(key, where).hex, products: lineProducts(rest, where) });
+  });
+  if (entries.length === 0) throw new ConfigError(`key file ${file} holds no key`);
+  return entries;
+}
+
+/** The products a key file's line names after its key (`products=a,b`), or null for every product. */
+function lineProducts(words: string[], where: string): string[] | null {
+  if (words.length === 0) return null;
+  const m = words.length === 1 ? /^products=([a-z0-9,-]+)$/.exec(words[0]) : null;
+  const names = m?.[1].split(",") ?? [];
+  if (!m || names.some((n) => !PRODUCT_NAME.test(n))) {
+    throw new ConfigError(
+      `${where}: ${JSON.stringify(words.join(" "))} is not products=name,name (after the key, only the ` +
+        "products it may use, each 1–32 of a-z, 0-9 and -, starting with a letter)",
+    );
+  }
+  return names;
 }
 
 /** Creates the state directory (mode 0700) if it does not exist, refusing one it may not trust. */
@@ -51,22 +79,29 @@ export function ensureStateDir(dir: string): void {
   }
 }
 
+/** The products each accepted key may use, by key id: null for every product. */
+export type KeyScopes = Map<string, readonly string[] | null>;
+
 /**
  * The keys to accept: all explicit ones, or else the state directory's key
  * file, created with a new key on first start. `generated` is set when a key
- * was created now, so the caller can show it once.
+ * was created now, so the caller can show it once. `scopes` holds every
+ * accepted key's products; keys from key files may use every product.
  */
 export async function loadAgentKeys(
-  config: { keys: string[]; keyFiles: string[]; stateDir: string },
+  config: { keys: KeyEntry[]; keyFiles: string[]; stateDir: string },
   createIfMissing = true,
 ): Promise<{
   keys: AcceptedKey[];
+  scopes: KeyScopes;
   generated: { hex: string; file: string } | null;
 }> {
-  const hexes = [...config.keys.map((k, i) => parseKey(k, `--key #${i + 1}`).hex)];
-  for (const f of config.keyFiles) hexes.push(...readKeyFile(f).map((k) => parseKey(k).hex));
+  const entries: KeyEntry[] = config.keys.map((k, i) => ({ ...k, key: parseKey(k.key, `--key #${i + 1}`).hex }));
+  for (const f of config.keyFiles) {
+    entries.push(...readKeyFileEntries(f));
+  }
   let generated: { hex: string; file: string } | null = null;
-  if (hexes.length === 0) {
+  if (entries.length === 0) {
     const file = path.join(config.stateDir, DEFAULT_KEY_FILE);
     if (!fs.existsSync(file)) {
       if (!createIfMissing) {
@@ -80,12 +115,37 @@ export async function loadAgentKeys(
       });
       generated = { hex: key.hex, file };
     }
-    hexes.push(...readKeyFile(file));
+    entries.push(...readKeyFileEntries(file));
   }
-  const unique = [...new Set(hexes)];
-  const keys = await Promise.all(unique.map(async (hex) => {
+  const byHex = scopesByHex(entries);
+  const keys: AcceptedKey[] = [];
+  const scopes: KeyScopes = new Map();
+  for (const [hex, products] of byHex) {
     const bytes = parseKey(hex).bytes;
-    return { id: await keyId(bytes), bytes };
-  }));
-  return { keys, generated };
+    const id = await keyId(bytes);
+    keys.push({ id, bytes });
+    scopes.set(id, products);
+  }
+  return { keys, scopes, generated };
+}
+
+/** Each distinct key with its products; a key given twice must be given the same products both times. */
+function scopesByHex(entries: KeyEntry[]): Map<string, readonly string[] | null> {
+  const byHex = new Map<string, readonly string[] | null>();
+  const describe = (p: readonly string[] | null) => (p ? `products ${[...p].sort().join(", ")}` : "every product");
+  for (const { key, products } of entries) {
+    const hex = key.toLowerCase();
+    if (!byHex.has(hex)) {
+      byHex.set(hex, products);
+      continue;
+    }
+    const before = byHex.get(hex)!;
+    if (describe(before) !== describe(products)) {
+      throw new ConfigError(
+        `a key is given twice with different products (${describe(before)}; ${describe(products)}): ` +
+          "give each key once",
+      );
+    }
+  }
+  return byHex;
 }

@@ -311,7 +311,7 @@ export class AgentServer {
     const how = accepted.keyId ? `key ${accepted.keyId}` : "insecure";
     log.info(`connection ${conn.remote} accepted (${how}, protocol v${accepted.version})`);
     this.#connections.add(conn);
-    const client = new ClientConnection(accepted.frames, conn.remote, this.sessions, this.startedAt);
+    const client = new ClientConnection(accepted.frames, conn.remote, this.sessions, this.startedAt, accepted.keyId);
     const stopLimits = client.idleLimits(
       this.config.firstFrameTimeoutSeconds * 1000,
       this.config.connectionIdleTimeoutSeconds * 1000,

@@ -26,6 +26,9 @@ import { DeliveryLink, type LinkTransport } from "../core/session/delivery.ts";
 import { type AttachmentInfo, decodeEnvelope, type SessionSummary } from "../core/session/protocol.ts";
 import { HostProcess } from "./host-process.ts";
 import { WarmHosts } from "./warm-hosts.ts";
+import { KeyAccess } from "./key-access.ts";
+import type { KeyScopes } from "./keystore.ts";
+import type { ProductAccount } from "./product-users.ts";
 import type { Logger } from "../runtime/log.ts";
 
 /** Settings for sessions. */
@@ -43,6 +46,10 @@ export interface SessionSettings {
   hostCommand: string[];
   /** Products to keep one spare, already started host for (0: every session starts its own). */
   warmHosts: number;
+  /** Which products each key may use (null: no restrictions), and per-key limits. */
+  access: KeyAccess;
+  /** The user each product's hosts run as; a product not here runs as the agent's user. */
+  accounts: ReadonlyMap<string, ProductAccount>;
   log: Logger;
 }
 
@@ -55,12 +62,21 @@ export interface SessionConfig {
   replayLimitMiB: number;
   processGraceSeconds: number;
   warmHosts: number;
+  /** Sessions and attachments one key may hold at once (default: no limit). */
+  maxSessionsPerKey?: number;
+  maxAttachmentsPerKey?: number;
 }
 
 /** Settings for sessions from a configuration: the agent's (AgentConfig is one) or LocalAgent's. */
 export function sessionSettings(
   config: SessionConfig,
-  run: { runDir: string; hostCommand: string[]; log: Logger },
+  run: {
+    runDir: string;
+    hostCommand: string[];
+    log: Logger;
+    keyScopes?: KeyScopes | null;
+    accounts?: ReadonlyMap<string, ProductAccount>;
+  },
 ): SessionSettings {
   return {
     stateDir: config.stateDir,
@@ -72,8 +88,28 @@ export function sessionSettings(
     processGraceMs: config.processGraceSeconds * 1000,
     hostCommand: run.hostCommand,
     warmHosts: config.warmHosts,
+    access: new KeyAccess(run.keyScopes ?? null, {
+      sessions: config.maxSessionsPerKey ?? Infinity,
+      attachments: config.maxAttachmentsPerKey ?? Infinity,
+    }),
+    accounts: run.accounts ?? new Map(),
     log: run.log,
   };
+}
+
+/**
+ * The directories a product's user needs: the state, products and run directories become
+ * traverse-only for others (0711: their keys and config stay 0600), the product's directory too,
+ * and its work directory belongs to the user (0700). Its run directory is made by the host launch.
+ */
+function prepareProductDirs(settings: SessionSettings, productDir: string, account: ProductAccount): void {
+  for (const dir of [settings.stateDir, path.dirname(productDir), productDir, settings.runDir]) {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o711 });
+    fs.chmodSync(dir, 0o711);
+  }
+  const work = path.join(productDir, "work");
+  fs.mkdirSync(work, { recursive: true, mode: 0o700 });
+  fs.chownSync(work, account.uid, account.gid);
 }
 
 /** A spare host nobody took in this long ends. */
@@ -87,6 +123,8 @@ export interface SessionPeer {
   /** Sends a frame whose payload is the concatenation of `parts`; settles once it no longer reads them. */
   sendParts(target: number, code: number, token: number, parts: readonly Uint8Array[]): Promise<void>;
   readonly remote: string;
+  /** The id of the key the client authenticated with; null without one (insecure mode, LocalAgent). */
+  readonly keyId: string | null;
 }
 
 const PRODUCT_NAME = /^[a-z][a-z0-9-]{0,31}$/;
@@ -117,6 +155,8 @@ export class Attachment {
     readonly session: Session,
     readonly resumeToken: Uint8Array,
     keepLimitBytes: number,
+    /** The key of the client attached (the one that attached or last resumed): it counts against its limit. */
+    public keyId: string | null,
   ) {
     const records = session.manager.hostRecords;
     // A body is a view into the record the host wrote; the record's memory is reused once the client has it.
@@ -170,6 +210,8 @@ export class Session {
     readonly productRoot: string,
     readonly host: HostProcess,
     readonly manager: SessionManager,
+    /** The key of the client that opened it: the session counts against that key's limit. */
+    readonly openedBy: string | null,
   ) {}
 
   get connectedClients(): number {
@@ -259,6 +301,8 @@ export class Session {
 export class SessionManager {
   readonly sessions: Map<string, Session> = new Map();
   readonly #attachments = new Map<number, Attachment>();
+  /** Sessions each key is opening right now (their hosts starting): they count against its limits. */
+  readonly #opening = new Map<string | null, number>();
   #nextAttachment = 1;
 
   readonly #warm: WarmHosts;
@@ -286,8 +330,11 @@ export class SessionManager {
   #launch(product: string, id: string): Promise<HostProcess> {
     const productDir = this.#productDir(product);
     const productRoot = path.join(productDir, "work");
-    fs.mkdirSync(productRoot, { recursive: true, mode: 0o700 });
+    const account = this.settings.accounts.get(product);
+    if (account) prepareProductDirs(this.settings, productDir, account);
+    else fs.mkdirSync(productRoot, { recursive: true, mode: 0o700 });
     return HostProcess.launch({
+      account,
       sessionId: id,
       runDir: this.settings.runDir,
       productRoot,
@@ -313,10 +360,9 @@ export class SessionManager {
         `this agent does not serve product "${product}" (it serves: ${this.settings.products.join(", ")})`,
       );
     }
-    const warm = await this.#warm.take(product);
-    const id = warm?.id ?? toHex(randomBytes(16));
-    const host = warm?.host ?? await this.#launch(product, id);
-    const session = new Session(id, product, path.join(this.#productDir(product), "work"), host, this);
+    this.#checkOpen(product, peer);
+    const { id, host, warm } = await this.#startHost(product, peer.keyId);
+    const session = new Session(id, product, path.join(this.#productDir(product), "work"), host, this, peer.keyId);
     this.sessions.set(id, session);
     this.settings.log.info(
       `session ${id.slice(0, 8)} opened for ${product} by ${peer.remote} (host pid ${host.pid}${
@@ -328,9 +374,54 @@ export class SessionManager {
     return this.#attach(session, peer).info();
   }
 
+  /** A host for a new session of `product`: the spare, or a new one. Counts against `keyId` while it starts. */
+  async #startHost(product: string, keyId: string | null) {
+    this.#opening.set(keyId, (this.#opening.get(keyId) ?? 0) + 1);
+    try {
+      const warm = await this.#warm.take(product);
+      const id = warm?.id ?? toHex(randomBytes(16));
+      return { id, host: warm?.host ?? await this.#launch(product, id), warm: warm !== null };
+    } finally {
+      this.#opening.set(keyId, this.#opening.get(keyId)! - 1);
+    }
+  }
+
+  /** Refuses a session for `product` to a key that may not use it or holds its limit of sessions already. */
+  #checkOpen(product: string, peer: SessionPeer): void {
+    const access = this.settings.access;
+    if (!access.mayUse(peer.keyId, product)) {
+      throw new ServiceError(
+        "product-not-allowed",
+        `this client's key may not use product "${product}" (it may use: ${access.describe(peer.keyId)})`,
+      );
+    }
+    let open = this.#opening.get(peer.keyId) ?? 0;
+    for (const s of this.sessions.values()) if (!s.ending && s.openedBy === peer.keyId) open++;
+    if (open >= access.limits.sessions) {
+      throw new ServiceError(
+        "limit-reached",
+        `this client's key has ${open} sessions open, its limit (maxSessionsPerKey); close one first`,
+      );
+    }
+    this.#checkAttachmentLimit(peer);
+  }
+
+  /** Refuses another attachment to a key that holds its limit of them already. */
+  #checkAttachmentLimit(peer: SessionPeer): void {
+    let held = this.#opening.get(peer.keyId) ?? 0; // each session starting now brings one
+    for (const a of this.#attachments.values()) if (a.keyId === peer.keyId) held++;
+    if (held >= this.settings.access.limits.attachments) {
+      throw new ServiceError(
+        "limit-reached",
+        `this client's key holds ${held} session attachments, its limit (maxAttachmentsPerKey); detach one first`,
+      );
+    }
+  }
+
   /** Attaches another client to an existing session. */
   attach(sessionId: unknown, peer: SessionPeer): AttachmentInfo {
-    const session = this.#session(sessionId);
+    const session = this.#session(sessionId, peer);
+    this.#checkAttachmentLimit(peer);
     return this.#attach(session, peer).info();
   }
 
@@ -340,7 +431,7 @@ export class SessionManager {
     peer: SessionPeer,
     sendReply: (info: AttachmentInfo) => Promise<void>,
   ): Promise<void> {
-    const session = this.#session(fields.sessionId);
+    const session = this.#session(fields.sessionId, peer);
     const att = this.#attachments.get(Number(fields.attachment));
     const token = typeof fields.resumeToken === "string" ? fromHex(fields.resumeToken) : null;
     if (!att || att.session !== session || !token || !timingSafeEqual(token, att.resumeToken)) {
@@ -349,6 +440,7 @@ export class SessionManager {
     if (att.graceTimer) clearTimeout(att.graceTimer);
     att.graceTimer = null;
     att.peer = peer;
+    att.keyId = peer.keyId; // a product moving to a new key (rotation) resumes with it
     this.#clientArrived(session);
     this.settings.log.info(`session ${session.id.slice(0, 8)} attachment ${att.id} resumed by ${peer.remote}`);
     const lastReceived = Number(fields.lastReceived ?? 0);
@@ -373,13 +465,45 @@ export class SessionManager {
 
   /** Ends a session for everyone. */
   async close(sessionId: unknown, peer: SessionPeer): Promise<void> {
-    const session = this.#session(sessionId);
+    const session = this.#session(sessionId, peer);
     this.settings.log.info(`session ${session.id.slice(0, 8)} closed by ${peer.remote}`);
     await this.#end(session, "closed", "the session was closed by a client");
   }
 
-  list(): SessionSummary[] {
-    return [...this.sessions.values()].map((s) => s.summary());
+  /** The sessions `peer`'s key may use; every session without a peer (agent status). */
+  list(peer?: SessionPeer): SessionSummary[] {
+    const sessions = [...this.sessions.values()];
+    const visible = peer ? sessions.filter((s) => this.settings.access.mayUse(peer.keyId, s.product)) : sessions;
+    return visible.map((s) => s.summary());
+  }
+
+  /**
+   * Applies the keys' products after a reload: new requests see them at once, and each
+   * attachment whose key may no longer use its session's product is detached (its client is
+   * told, with code `access-revoked`). Keys the reload removed are left to their connections' grace.
+   */
+  applyKeyScopes(scopes: KeyScopes | null): void {
+    const access = this.settings.access;
+    access.scopes = scopes;
+    for (const att of [...this.#attachments.values()]) {
+      if (!access.lost(att.keyId, att.session.product)) continue;
+      this.settings.log.info(
+        `session ${att.session.id.slice(0, 8)} attachment ${att.id} detached: its key ${att.keyId} ` +
+          `may no longer use ${att.session.product}`,
+      );
+      att.peer?.send({
+        target: 0,
+        code: MetaCode.Ended,
+        token: 0,
+        payload: encodeFields({
+          sessionId: att.session.id,
+          attachment: att.id,
+          code: "access-revoked",
+          message: `this client's key may no longer use product "${att.session.product}"`,
+        }),
+      }).catch(() => {});
+      this.#remove(att);
+    }
   }
 
   /** True while `peer` has a session attached: its work may be a long, silent process. */
@@ -419,14 +543,23 @@ export class SessionManager {
     ]);
   }
 
-  #session(sessionId: unknown): Session {
+  /** The session `sessionId` if `peer`'s key may use it; one it may not use is as unknown to it as one that never was. */
+  #session(sessionId: unknown, peer: SessionPeer): Session {
     const s = typeof sessionId === "string" ? this.sessions.get(sessionId) : undefined;
-    if (!s || s.ending) throw new ServiceError("not-found", `no session ${JSON.stringify(sessionId)} on this agent`);
+    if (!s || s.ending || !this.settings.access.mayUse(peer.keyId, s.product)) {
+      throw new ServiceError("not-found", `no session ${JSON.stringify(sessionId)} on this agent`);
+    }
     return s;
   }
 
   #attach(session: Session, peer: SessionPeer): Attachment {
-    const att = new Attachment(this.#nextAttachment++, session, randomBytes(16), this.settings.replayLimitBytes);
+    const att = new Attachment(
+      this.#nextAttachment++,
+      session,
+      randomBytes(16),
+      this.settings.replayLimitBytes,
+      peer.keyId,
+    );
     att.connect(peer, 0);
     session.attachments.set(att.id, att);
     this.#attachments.set(att.id, att);

@@ -19,6 +19,9 @@
 const REPLY_ERRORS = {
   // Sessions (answered by the agent).
   "unknown-product": "the agent does not serve that product",
+  "product-not-allowed": "the client's key may not use that product",
+  "access-revoked": "a reload took the product from the client's key: it was detached",
+  "limit-reached": "the client's key holds as many sessions or attachments as it may",
   "unknown-target": "no session is attached on that target of this connection",
   "session-ended": "the session has ended",
   "host-failed": "the session's host process failed",
@@ -512,6 +515,8 @@ const REMOTE_ERRORS: Partial<Record<ErrorCode, typeof RemoteError>> = {
   "invalid-argument": InvalidArgumentError,
   "unknown-code": UnknownCodeError,
   "unknown-product": UnknownProductError,
+  "product-not-allowed": PermissionDeniedError,
+  "access-revoked": SessionEndedError,
   "session-ended": SessionEndedError,
   "host-failed": SessionEndedError,
   "idle": SessionEndedError,

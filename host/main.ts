@@ -24,6 +24,8 @@ import { ProcessesService } from "./services/processes.ts";
 import { systemHandlers } from "./services/system.ts";
 import type { ExtensionHandler, HostContext, ServiceHandlers } from "./services/types.ts";
 import fs from "node:fs";
+import { currentAccount, launchEnvironment } from "../runtime/environment.ts";
+import { dropPrivileges } from "../runtime/privileges.ts";
 
 /** How often a held event looks again if no doorbell comes. */
 const HELD_RECHECK_MS = 100;
@@ -84,8 +86,30 @@ function checkLaunch(argv: string[]): Launch | null {
   return { args, mapping, header };
 }
 
+/** Exit code when the host cannot become the product's user it was started for. */
+const EXIT_NO_IDENTITY = 71;
+
+/**
+ * Becomes the product's user the agent named (`--uid`, `--gid`, `--groups`), before the host
+ * opens its channel or loads an extension; false if it cannot. Nothing to do without them.
+ */
+function becomeProductUser(argv: string[]): boolean {
+  const at = argv.indexOf("--uid");
+  if (at < 0) return true;
+  const value = (name: string) => argv[argv.indexOf(`--${name}`) + 1] ?? "";
+  const ids = (text: string) => text.split(",").filter(Boolean).map(Number);
+  try {
+    dropPrivileges({ uid: Number(value("uid")), gid: Number(value("gid")), groups: ids(value("groups")) });
+    return true;
+  } catch (e) {
+    process.stderr.write(`cannot run as the product's user: ${(e as Error).message}\n`);
+    return false;
+  }
+}
+
 /** Runs the host; resolves with the exit code. */
 export async function hostMain(argv: string[]): Promise<number> {
+  if (!becomeProductUser(argv)) return EXIT_NO_IDENTITY;
   const launch = checkLaunch(argv);
   if (!launch) {
     process.stderr.write(`${REFUSAL}\n`);
@@ -117,6 +141,7 @@ async function wire({ args, header }: Launch, end: ChannelEnd): Promise<Host> {
   let statsQueued = false;
   const context: HostContext = {
     productRoot: args.root,
+    environment: launchEnvironment(process.env, currentAccount()),
     emit: async (attachment, code, fields, data) => {
       // The agent holds this attachment's events while its client is not keeping up (docs/protocol.md §7).
       while (header.isHeld(attachment) && !end.closed) await end.rung(HELD_RECHECK_MS);

@@ -8,6 +8,9 @@ import path from "node:path";
 import { resolveConfig } from "../agent/config.ts";
 import { parseConfigFile } from "../agent/config-schema.ts";
 import { ConfigError } from "../runtime/errors.ts";
+import { loadAgentKeys, readKeyFile } from "../agent/keystore.ts";
+import { resolveProductUsers } from "../agent/product-users.ts";
+import { generateKey } from "../core/secure/keys.ts";
 
 const FILE = "/etc/agent/config.json";
 const error = (text: string) => {
@@ -70,6 +73,73 @@ test("options as a command line gives them: the last of a repeated value wins, a
   } finally {
     fs.rmSync(stateDir, { recursive: true, force: true });
   }
+});
+
+test("keys may be limited to products; a key given twice with different products is refused", async () => {
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-config-"));
+  const [limited, open] = [generateKey(), generateKey()];
+  try {
+    const file = path.join(stateDir, "config.json");
+    fs.writeFileSync(file, JSON.stringify({ keys: [{ key: limited.hex, products: ["alpha"] }, open.hex] }), {
+      mode: 0o600,
+    });
+    const config = resolveConfig({ stateDir }, {});
+    assert.equal(config.keys, [{ key: limited.hex, products: ["alpha"] }, { key: open.hex, products: null }]);
+    const { scopes } = await loadAgentKeys(config, false);
+    assert.equal([...scopes.values()], [["alpha"], null]);
+    config.keys.push({ key: limited.hex.toUpperCase(), products: null });
+    const twice = await loadAgentKeys(config, false).then(() => null, (e) => e as Error);
+    assert.instance(twice, ConfigError);
+    assert.match(twice!.message, /given twice with different products \(products alpha; every product\)/);
+    assert.match(error(`{ "keys": [{ "key": "${open.hex}", "products": [] }] }`), /"keys" \(at 0/);
+  } finally {
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  }
+});
+
+test("a key file's line may limit its key to products; a client reading the file takes the key alone", async () => {
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-config-"));
+  const [limited, open] = [generateKey(), generateKey()];
+  try {
+    const file = path.join(stateDir, "keys");
+    fs.writeFileSync(file, `# keys\n${limited.hex} products=alpha,beta  # the build key\n\n${open.hex}\n`, {
+      mode: 0o600,
+    });
+    const config = resolveConfig({ stateDir, keyFile: file }, {});
+    const { scopes } = await loadAgentKeys(config, false);
+    assert.equal([...scopes.values()], [["alpha", "beta"], null]);
+    assert.equal(readKeyFile(file), [limited.hex, open.hex]);
+    fs.writeFileSync(file, `${open.hex} product=alpha\n`, { mode: 0o600 });
+    const bad = await loadAgentKeys(config, false).then(() => null, (e) => e as Error);
+    assert.instance(bad, ConfigError);
+    assert.match(bad!.message, /line 1 of .*keys: "product=alpha" is not products=name,name/);
+  } finally {
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  }
+});
+
+test("a product user is refused unless the agent runs as root; an unknown one is named", () => {
+  const refused = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      assert.instance(e, ConfigError);
+      return (e as Error).message;
+    }
+    throw new Error("accepted");
+  };
+  assert.match(
+    refused(() => resolveProductUsers({ alpha: { user: "nobody" } }, 1000)),
+    /"products" names a user for alpha, but the agent runs as uid 1000, not root/,
+  );
+  assert.match(
+    refused(() => resolveProductUsers({ alpha: { user: "no-such-user-agt" } }, 0)),
+    /no user "no-such-user-agt"/,
+  );
+  assert.match(refused(() => resolveProductUsers({ alpha: { user: 0 } }, 0)), /its user is root/);
+  assert.equal(resolveProductUsers({ alpha: {} }, 1000).size, 0, "{}: the agent's user, no root needed");
+  const nobody = resolveProductUsers({ alpha: { user: 65534, group: 65534 } }, 0).get("alpha")!;
+  assert.equal([nobody.uid, nobody.gid], [65534, 65534]);
 });
 
 test.run();

@@ -59,8 +59,6 @@ const SIGNALS = new Set([
 
 export class ProcessesService {
   #procs = new Map<number, Launched>();
-  /** The host's environment, read once: spreading `process.env` costs a fifth of a millisecond per start on Node. */
-  #hostEnv = { ...process.env } as Record<string, string>;
   #nextId = 1;
 
   /** Writes to one process's stdin, and closing it, run in arrival order; everything else runs concurrently. */
@@ -151,7 +149,7 @@ export class ProcessesService {
     try {
       child = await startProcess(program, args, {
         cwd,
-        environment: fields.clearEnv === true ? env : { ...this.#hostEnv, ...env },
+        environment: fields.clearEnv === true ? env : { ...this.context.environment, ...env },
       });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;

@@ -17,7 +17,7 @@ export function systemHandlers(context: HostContext, extensions: () => unknown[]
         extensions: extensions(),
       },
     }),
-    [ServiceCode.SystemEnv]: () => ({ fields: { vars: { ...process.env } as Record<string, string> } }),
+    [ServiceCode.SystemEnv]: () => ({ fields: { vars: { ...context.environment } } }),
     [ServiceCode.SystemProductRoot]: () => ({ fields: { path: context.productRoot } }),
   };
 }

@@ -55,6 +55,8 @@ export type ExtensionHandler = (
 /** What services may do besides answering: push events and report their counts. */
 export interface HostContext {
   productRoot: string;
+  /** The environment launched programs start from (runtime/environment.ts), and the system service reports. */
+  environment: Readonly<Record<string, string>>;
   /** Sends an event (token 0) to one attachment; resolves once it is in the ring (backpressure). */
   emit<E extends ServiceEvent>(attachment: number, code: E, fields: EventContract[E], data?: Uint8Array): Promise<void>;
   /** Tells the agent the open-file and running-process counts changed. */

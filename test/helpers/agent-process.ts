@@ -125,14 +125,21 @@ export interface RunningAgent {
 /** Starts `agent start --host 127.0.0.1 --port 0` and waits until it listens. */
 export async function startAgent(
   args: string[] = [],
-  options: { stateDir?: string; env?: Record<string, string>; listenFlags?: boolean; ready?: RegExp } = {},
+  options: {
+    stateDir?: string;
+    env?: Record<string, string>;
+    listenFlags?: boolean;
+    ready?: RegExp;
+    /** Descriptors of this process the agent inherits as its 3, 4, … (as a careless parent would leave them). */
+    inherit?: number[];
+  } = {},
 ): Promise<RunningAgent> {
   const stateDir = options.stateDir ?? tempDir();
   const [cmd, ...pre] = agentCommand();
   const listen = options.listenFlags === false ? [] : ["--host", "127.0.0.1", "--port", "0"];
   const child = spawn(cmd, [...pre, "start", ...listen, ...args], {
     env: hermeticEnv({ AGENT_STATE_DIR: stateDir, ...options.env }),
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: ["ignore", "pipe", "pipe", ...(options.inherit ?? [])],
   });
   running.add(child);
   let out = "", err = "";
