@@ -52,6 +52,16 @@ recycle("after a host crash, a process group that emptied is not signalled again
   if (!CAN_RUN) return console.warn("  (skipped: needs root on Linux, to set the next pid)");
   const c = libc();
   c.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); // the session's orphans become this process's children
+  try {
+    await crashAndRecycle(c);
+  } finally {
+    // Later suites' orphans must go to init again: adopted here, they would stay zombies in their groups
+    // (which a zombie keeps), and an agent would wait out its whole grace for groups that look alive.
+    c.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+  }
+});
+
+async function crashAndRecycle(c: ReturnType<typeof libc>) {
   const stateDir = tempDir();
   fs.writeFileSync(path.join(stateDir, "config.json"), JSON.stringify({ keys: [KEY.hex], processGraceSeconds: 3 }), {
     mode: 0o600,
@@ -82,6 +92,6 @@ recycle("after a host crash, a process group that emptied is not signalled again
   c.waitpid(stays.pid!, status, WNOHANG);
   client.close();
   await agent.stop();
-});
+}
 
 recycle.run();
