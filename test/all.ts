@@ -35,3 +35,4 @@ import "./package.e2e.test.ts";
 import "./service.e2e.test.ts";
 import "./state-trust.e2e.test.ts";
 import "./escape.e2e.test.ts";
+import "./files-service.test.ts";

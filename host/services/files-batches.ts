@@ -104,17 +104,35 @@ async function readBatch(paths: string[]) {
   let total = 0;
   const { createHash } = await nodeCrypto();
   for (const p of paths) {
-    // Synchronous: small files, a bounded total; a thread-pool hop per call costs more than the read.
-    const st = fs.statSync(p);
-    if (st.isDirectory()) throw new ServiceError("is-a-directory", `${p}: is a directory`, p);
-    // The rest in a later batch, or streamed when it comes first: one too large, or not a regular
-    // file (a FIFO or a device could wait for ever, and here it would hold up the whole session).
-    if (!st.isFile() || total + st.size > BATCH_MAX_BYTES) break;
-    const bytes = fs.readFileSync(p);
-    if (total + bytes.length > BATCH_MAX_BYTES) break; // it grew since the stat
+    const bytes = readIfRegular(p, BATCH_MAX_BYTES - total);
+    if (bytes === null) break;
     total += bytes.length;
     parts.push(bytes);
     files.push({ path: p, size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") });
   }
   return { fields: { files }, data: concat(parts) };
+}
+
+/**
+ * The bytes of the regular file at `p` if they number at most `room`; null for a file too large and
+ * for anything but a regular file: the rest of the batch comes later, or the client streams it (a
+ * FIFO or a device could wait for ever, and here it would hold up the whole session). What is read
+ * is what was opened: opened without waiting (O_NONBLOCK: a FIFO swapped in after a look would
+ * block an ordinary open until a writer came), then looked at, then read.
+ */
+function readIfRegular(p: string, room: number): Uint8Array | null {
+  // Synchronous: small files, a bounded total; a thread-pool hop per call costs more than the read.
+  const fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  try {
+    const st = fs.fstatSync(fd);
+    if (st.isDirectory()) throw new ServiceError("is-a-directory", `${p}: is a directory`, p);
+    if (!st.isFile() || st.size > room) return null;
+    // One byte more than the look found: a file that grew since waits for a later batch, or streams.
+    const buf = new Uint8Array(st.size + 1);
+    let length = 0;
+    for (let n; length < buf.length && (n = fs.readSync(fd, buf, length, buf.length - length, null)) > 0;) length += n;
+    return length > st.size ? null : buf.subarray(0, length);
+  } finally {
+    fs.closeSync(fd);
+  }
 }

@@ -26,19 +26,76 @@ function typeOf(st: fs.Stats): EntryType {
   return st.isFile() ? "file" : st.isDirectory() ? "directory" : st.isSymbolicLink() ? "symlink" : "other";
 }
 
-/** A glob (`*`, `?`, `**`) as a regular expression over '/'-separated relative paths. */
-export function globToRegExp(glob: string): RegExp {
-  let re = "";
+/** Most masks a listing takes in each of include and exclude, and the longest mask. */
+export const MAX_MASKS = 256;
+export const MAX_MASK_LENGTH = 1024;
+
+/** One step of a compiled glob: a character, `?`, `*`, `**`, or `**\/` (nothing, or anything ending in '/'). */
+type GlobStep = string | "?" | "*" | "**" | "**/";
+
+/** A glob's steps; `*`, `?` and `**` are the only special characters (docs/protocol.md §6 "list"). */
+function globSteps(glob: string): GlobStep[] {
+  const steps: GlobStep[] = [];
   for (let i = 0; i < glob.length; i++) {
-    const c = glob[i];
-    if (c === "*" && glob[i + 1] === "*") {
-      re += glob[i + 2] === "/" ? "(?:.*/)?" : ".*";
-      i += glob[i + 2] === "/" ? 2 : 1;
-    } else if (c === "*") re += "[^/]*";
-    else if (c === "?") re += "[^/]";
-    else re += c.replace(/[.+^${}()|[\]\\]/g, "\\$&");
+    if (glob[i] === "*" && glob[i + 1] === "*") {
+      const dirs = glob[i + 2] === "/";
+      steps.push(dirs ? "**/" : "**");
+      i += dirs ? 2 : 1;
+    } else steps.push(glob[i] === "*" ? "*" : glob[i] === "?" ? "?" : glob[i]);
   }
-  return new RegExp(`^${re}$`);
+  return steps;
+}
+
+/**
+ * A glob (`*`, `?`, `**`) as a test of '/'-separated relative paths. It runs every position of the
+ * glob side by side (a set of states, not backtracking), so a test takes at most glob length × path
+ * length steps: `a*a*a*a*b` against a long name cannot take exponential time.
+ */
+export function globMatcher(glob: string): (relPath: string) => boolean {
+  const steps = globSteps(glob);
+  const special = (s: GlobStep) => s === "?" || s === "*" || s === "**" || s === "**/";
+  // A literal '?' or '*' cannot occur: globSteps turned those into special steps.
+  const literal = steps.map((s) => (special(s) ? null : s));
+  const n = steps.length;
+  /** Adds the states reachable from those in `states` without reading a character. */
+  const close = (states: Uint8Array) => {
+    for (let i = 0; i < n; i++) if (states[i] && literal[i] === null && steps[i] !== "?") states[i + 1] = 1;
+    return states;
+  };
+  return (relPath) => {
+    let states = close(Object.assign(new Uint8Array(n + 1), { 0: 1 }));
+    for (const c of relPath) {
+      const next = new Uint8Array(n + 1);
+      let any = false;
+      for (let i = 0; i < n; i++) {
+        if (!states[i]) continue;
+        const s = steps[i];
+        const moves = literal[i] !== null ? literal[i] === c : s === "?" ? c !== "/" : false;
+        const stays = s === "**" || s === "**/" || (s === "*" && c !== "/");
+        if (moves) next[i + 1] = 1;
+        if (stays) next[i] = 1;
+        if (s === "**/" && c === "/") next[i + 1] = 1;
+        any ||= moves || stays;
+      }
+      if (!any) return false;
+      states = close(next);
+    }
+    return states[n] === 1;
+  };
+}
+
+/** A request's `include` or `exclude`: at most {@link MAX_MASKS} globs of at most {@link MAX_MASK_LENGTH} characters. */
+function masks(value: unknown, name: string): Array<(relPath: string) => boolean> {
+  if (value === undefined || value === null) return [];
+  const ok = Array.isArray(value) && value.length <= MAX_MASKS &&
+    value.every((m) => typeof m === "string" && m.length <= MAX_MASK_LENGTH);
+  if (!ok) {
+    throw new ServiceError(
+      "invalid-argument",
+      `"${name}" must be a list of at most ${MAX_MASKS} globs of at most ${MAX_MASK_LENGTH} characters`,
+    );
+  }
+  return (value as string[]).map(globMatcher);
 }
 
 /** Handlers of the requests on paths, resolving each with `resolve`. */
@@ -87,8 +144,8 @@ export function metadataHandlers(resolve: Resolve): ServiceHandlers {
 
 /** The entries under `root` that the request's masks keep, in name order, into subdirectories if asked. */
 async function list(root: string, fields: Unchecked<RequestOf<ServiceCode.FileList>>): Promise<ListEntry[]> {
-  const include = ((fields.include as string[] | undefined) ?? []).map(globToRegExp);
-  const exclude = ((fields.exclude as string[] | undefined) ?? []).map(globToRegExp);
+  const include = masks(fields.include, "include");
+  const exclude = masks(fields.exclude, "exclude");
   const recursive = fields.recursive === true;
   const entries: ListEntry[] = [];
   const walk = async (dir: string, rel: string) => {
@@ -97,13 +154,13 @@ async function list(root: string, fields: Unchecked<RequestOf<ServiceCode.FileLi
     await new Promise((r) => setImmediate(r));
     const names = fs.readdirSync(dir).sort();
     const kept = names.map((name) => ({ name, relPath: rel ? `${rel}/${name}` : name })).filter((e) =>
-      !exclude.some((r) => r.test(e.relPath))
+      !exclude.some((matches) => matches(e.relPath))
     );
     const stats = kept.map((e) => lstatIfThere(path.join(dir, e.name)));
     for (const [i, e] of kept.entries()) {
       const st = stats[i];
       if (!st) continue;
-      if (include.length === 0 || include.some((r) => r.test(e.relPath))) {
+      if (include.length === 0 || include.some((matches) => matches(e.relPath))) {
         entries.push({ path: e.relPath, type: typeOf(st), size: st.size, mtimeMs: st.mtimeMs });
       }
       if (recursive && st.isDirectory()) await walk(path.join(dir, e.name), e.relPath);
