@@ -211,6 +211,7 @@ export async function dispatch(host: Host, dispatcher: Dispatcher, frame: Frame)
   let request: Envelope | Error;
   try {
     request = decodeEnvelope(frame.payload);
+    if (!isMap(request.fields)) throw new ServiceError("invalid-argument", "a request's fields must be a map");
   } catch (e) {
     request = e as Error;
   }
@@ -219,6 +220,11 @@ export async function dispatch(host: Host, dispatcher: Dispatcher, frame: Frame)
     : host.files.orderKey(frame.code, request.fields) ?? host.processes.orderKey(frame.code, request.fields);
   const reply = () => answer(host, frame.target, frame.token, frame.code, request);
   await dispatcher.admit(key, frame.payload.length, reply);
+}
+
+/** True for what MessagePack decodes a map to: the only shape request fields may have. */
+function isMap(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype;
 }
 
 async function shutdown(files: FilesService, processes: ProcessesService, graceMs: number) {

@@ -36,3 +36,4 @@ import "./service.e2e.test.ts";
 import "./state-trust.e2e.test.ts";
 import "./escape.e2e.test.ts";
 import "./files-service.test.ts";
+import "./host-requests.test.ts";

@@ -55,6 +55,52 @@ test("files: a listing refuses masks that are not a short list of strings", asyn
   }
 });
 
+// Found by the fuzzer (npm run fuzz): a mode of 2^31 aborted the whole host process inside Node's
+// chmod (an assertion, not an exception); other bad modes were `failed`, an unclassified error.
+test("files: a mode that is not a permission is refused, and the host stays up", async () => {
+  const root = tempDir();
+  fs.writeFileSync(path.join(root, "a"), "x");
+  const host = new InProcessHost(root);
+  for (const mode of [2 ** 31, 2 ** 32 - 1, -1, 1.5, "x", NaN, 2 ** 53]) {
+    const requests: Array<[number, Record<string, unknown>, Uint8Array?]> = [
+      [ServiceCode.FileSetMode, { path: "a", mode }],
+      [ServiceCode.FileMkdir, { path: "m", mode }],
+      [ServiceCode.FileOpen, { path: "a", mode }],
+      [ServiceCode.FileWriteBatch, { files: [{ path: "w", size: 1, mode }] }, new Uint8Array(1)],
+    ];
+    for (const [code, fields, data] of requests) {
+      const answer = await host.call(code, fields, data);
+      const got = answer.ok ? "ok" : answer.error.code;
+      assert.is(got, "invalid-argument", `code 0x${code.toString(16)} mode ${mode}`);
+    }
+  }
+  // A whole st_mode (file type bits and all) still sets the permissions.
+  const answer = await host.call(ServiceCode.FileSetMode, { path: "a", mode: 0o100600 });
+  assert.ok(answer.ok);
+  assert.is(fs.statSync(path.join(root, "a")).mode & 0o7777, 0o600);
+});
+
+// Found by the fuzzer: fs.cp reports with codes of its own (ERR_FS_CP_EEXIST, ...), so a copy
+// refused for a plain reason came back as `failed`.
+test("files: a refused copy says why with the usual codes", async () => {
+  const root = tempDir();
+  fs.mkdirSync(path.join(root, "d"));
+  fs.writeFileSync(path.join(root, "a"), "x");
+  fs.writeFileSync(path.join(root, "b"), "y");
+  const host = new InProcessHost(root);
+  const cases: Array<[Record<string, unknown>, string]> = [
+    [{ from: "a", to: "b", overwrite: false }, "already-exists"],
+    [{ from: ".", to: "d/e" }, "invalid-argument"],
+    [{ from: "d", to: "a" }, "is-a-directory"], // as fs.cp says: EISDIR, a directory over a file
+    [{ from: "a", to: "d" }, "not-a-directory"], // ENOTDIR, a file over a directory
+  ];
+  for (const [fields, code] of cases) {
+    const answer = await host.call(ServiceCode.FileCopy, fields);
+    assert.is(answer.ok ? "ok" : answer.error.code, code, JSON.stringify(fields));
+  }
+  assert.is(fs.readFileSync(path.join(root, "b"), "utf8"), "y");
+});
+
 // The read batch looks at a path, then reads it: a FIFO swapped in between must not block the host
 // (opening a FIFO without a writer waits for one, and here the whole session would wait).
 test("files: a read batch racing a swap of its file for a FIFO never blocks", async () => {

@@ -8,7 +8,7 @@ import path from "node:path";
 import { BATCH_MAX_BYTES, BATCH_MAX_FILES, type RequestOf, ServiceCode } from "../../core/session/contract.ts";
 import { concat } from "../../core/bytes.ts";
 import { ServiceError } from "../../core/errors.ts";
-import { requireString, withoutNul } from "../errors.ts";
+import { optionalMode, requireString, withoutNul } from "../errors.ts";
 import { nodeCrypto, type Resolve } from "./files-metadata.ts";
 import type { ServiceHandlers, Unchecked } from "./types.ts";
 
@@ -24,7 +24,7 @@ function batchList(value: unknown, name: string): unknown[] {
 interface BatchFile {
   path: string;
   bytes: Uint8Array;
-  mode: unknown;
+  mode: number | undefined;
 }
 
 /** Handlers of the batch requests, resolving each path with `resolve`. */
@@ -72,7 +72,7 @@ function writePlan(fields: Unchecked<RequestOf<ServiceCode.FileWriteBatch>>, dat
     const entry = {
       path: resolve(requireString(f as Record<string, unknown>, "path")),
       bytes: data.subarray(offset, offset + size),
-      mode: (f as { mode?: unknown }).mode,
+      mode: optionalMode(f as Record<string, unknown>),
     };
     offset += size;
     return entry;
@@ -85,7 +85,7 @@ function writePlan(fields: Unchecked<RequestOf<ServiceCode.FileWriteBatch>>, dat
 
 /** Writes `f` into a new file at `target`, renamed to `f.path` if that differs; a failed write leaves nothing. */
 async function writeWhole(f: BatchFile, target: string): Promise<void> {
-  const handle = await fs.promises.open(target, "wx", typeof f.mode === "number" ? f.mode : 0o644);
+  const handle = await fs.promises.open(target, "wx", f.mode ?? 0o644);
   try {
     await handle.writeFile(f.bytes);
     await handle.close();

@@ -10,7 +10,7 @@ import type { FileHandle } from "node:fs/promises";
 import { type RequestOf, ServiceCode } from "../../core/session/contract.ts";
 import { allocateUninitialized } from "../../core/bytes.ts";
 import { ServiceError } from "../../core/errors.ts";
-import { requireString } from "../errors.ts";
+import { optionalMode, requireString } from "../errors.ts";
 import { nodeCrypto, type Resolve } from "./files-metadata.ts";
 import type { HostContext, ServiceHandlers, Unchecked } from "./types.ts";
 
@@ -122,7 +122,7 @@ export class FileHandles {
     if (!/^(r|r\+|w|wx|w\+|a|ax|a\+)$/.test(flags)) {
       throw new ServiceError("invalid-argument", `unknown open flags "${flags}"`);
     }
-    const handle = await fs.promises.open(p, flags, typeof fields.mode === "number" ? fields.mode : 0o644);
+    const handle = await fs.promises.open(p, flags, optionalMode(fields) ?? 0o644);
     const st = await handle.stat();
     if (st.isDirectory()) {
       await handle.close();

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { type RequestOf, ServiceCode } from "../../core/session/contract.ts";
 import { ServiceError } from "../../core/errors.ts";
-import { requireString } from "../errors.ts";
+import { optionalMode, requireString } from "../errors.ts";
 import { loadOnFirstUse } from "../../runtime/lazy.ts";
 import type { ServiceHandlers, Unchecked } from "./types.ts";
 
@@ -110,7 +110,7 @@ export function metadataHandlers(resolve: Resolve): ServiceHandlers {
     },
     [ServiceCode.FileList]: async ({ fields }) => ({ fields: { entries: await list(at(fields), fields) } }),
     [ServiceCode.FileMkdir]: async ({ fields }) => {
-      const mode = typeof fields.mode === "number" ? fields.mode : undefined;
+      const mode = optionalMode(fields);
       await fs.promises.mkdir(at(fields), { recursive: fields.recursive !== false, mode });
     },
     [ServiceCode.FileDelete]: async ({ fields }) => {
@@ -122,11 +122,7 @@ export function metadataHandlers(resolve: Resolve): ServiceHandlers {
     },
     [ServiceCode.FileCopy]: async ({ fields }) => {
       const overwrite = fields.overwrite !== false;
-      await fs.promises.cp(at(fields, "from"), at(fields, "to"), {
-        recursive: true,
-        force: overwrite,
-        errorOnExist: !overwrite,
-      });
+      await copyTree(at(fields, "from"), at(fields, "to"), { force: overwrite, errorOnExist: !overwrite });
     },
     [ServiceCode.FileMove]: ({ fields }) => move(at(fields, "from"), at(fields, "to")),
     [ServiceCode.FileSetTimes]: async ({ fields }) => {
@@ -136,7 +132,9 @@ export function metadataHandlers(resolve: Resolve): ServiceHandlers {
       await fs.promises.utimes(p, atime, mtime);
     },
     [ServiceCode.FileSetMode]: async ({ fields }) => {
-      await fs.promises.chmod(at(fields), Number(fields.mode));
+      const mode = optionalMode(fields);
+      if (mode === undefined) throw new ServiceError("invalid-argument", `"mode" is required`);
+      await fs.promises.chmod(at(fields), mode);
     },
     [ServiceCode.FileSha256]: async ({ fields }) => ({ fields: await sha256File(at(fields)) }),
   };
@@ -186,8 +184,25 @@ async function move(from: string, to: string): Promise<void> {
     await fs.promises.rename(from, to);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EXDEV") throw e;
-    await fs.promises.cp(from, to, { recursive: true });
+    await copyTree(from, to, {});
     await fs.promises.rm(from, { recursive: true });
+  }
+}
+
+/**
+ * Copies `from` to `to`, into subdirectories. fs.cp refuses with codes of its own (ERR_FS_CP_EEXIST,
+ * ...) that carry the system error they stand for: reported as that error, so a client gets
+ * already-exists, is-a-directory and so on; copying a directory into itself is invalid-argument.
+ */
+async function copyTree(from: string, to: string, options: { force?: boolean; errorOnExist?: boolean }) {
+  try {
+    await fs.promises.cp(from, to, { recursive: true, ...options });
+  } catch (e) {
+    const err = e as { code?: unknown; message?: string; info?: { code?: unknown; path?: string } };
+    const system = err?.info?.code;
+    if (typeof err?.code !== "string" || !err.code.startsWith("ERR_FS_") || typeof system !== "string") throw e;
+    if (system === "EINVAL") throw new ServiceError("invalid-argument", err.message ?? "cannot copy", err.info?.path);
+    throw Object.assign(new Error(err.message), { code: system, path: err.info?.path });
   }
 }
 
