@@ -37,3 +37,4 @@ import "./state-trust.e2e.test.ts";
 import "./escape.e2e.test.ts";
 import "./files-service.test.ts";
 import "./host-requests.test.ts";
+import "./fuzz.test.ts";
