@@ -36,3 +36,28 @@ export function optionalMode(fields: Record<string, unknown>, name = "mode"): nu
   }
   return v & 0o7777;
 }
+
+/** The integer in field `name` from `min` to `max` (undefined when absent); anything else is an invalid-argument error. */
+export function optionalInteger(
+  fields: Record<string, unknown>,
+  name: string,
+  min = 0,
+  max = Number.MAX_SAFE_INTEGER,
+): number | undefined {
+  const v = fields[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+    throw new ServiceError("invalid-argument", `"${name}" must be an integer from ${min} to ${max}`);
+  }
+  return v;
+}
+
+/** The finite number in field `name` (undefined when absent); anything else is an invalid-argument error. */
+export function optionalFinite(fields: Record<string, unknown>, name: string): number | undefined {
+  const v = fields[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v)) {
+    throw new ServiceError("invalid-argument", `"${name}" must be a finite number`);
+  }
+  return v;
+}

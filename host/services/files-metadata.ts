@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { type RequestOf, ServiceCode } from "../../core/session/contract.ts";
 import { ServiceError } from "../../core/errors.ts";
-import { optionalMode, requireString } from "../errors.ts";
+import { optionalFinite, optionalMode, requireString } from "../errors.ts";
 import { loadOnFirstUse } from "../../runtime/lazy.ts";
 import type { ServiceHandlers, Unchecked } from "./types.ts";
 
@@ -128,7 +128,9 @@ export function metadataHandlers(resolve: Resolve): ServiceHandlers {
     [ServiceCode.FileSetTimes]: async ({ fields }) => {
       const p = at(fields);
       const st = await fs.promises.stat(p);
-      const atime = Number(fields.atimeMs ?? st.atimeMs) / 1000, mtime = Number(fields.mtimeMs ?? st.mtimeMs) / 1000;
+      const atimeMs = optionalFinite(fields, "atimeMs") ?? st.atimeMs;
+      const mtimeMs = optionalFinite(fields, "mtimeMs") ?? st.mtimeMs;
+      const atime = atimeMs / 1000, mtime = mtimeMs / 1000;
       await fs.promises.utimes(p, atime, mtime);
     },
     [ServiceCode.FileSetMode]: async ({ fields }) => {
