@@ -8,7 +8,7 @@
 import { fromHex, timingSafeEqual } from "../core/bytes.ts";
 import { ChannelEnd } from "../core/shm/channel-end.ts";
 import { pipeDoorbell } from "../runtime/pipe-doorbell.ts";
-import { decodeFrame, encodeFrameHeader } from "../core/wire/frame.ts";
+import { decodeFrame, encodeFrameHeader, type Frame } from "../core/wire/frame.ts";
 import { ServiceError } from "../core/errors.ts";
 import { encodeError, ERROR_CODE } from "../core/wire/messages.ts";
 import { ChannelHeader, checkChannel, Direction, FLAG_HOST_CLOSED } from "../core/shm/ring.ts";
@@ -127,7 +127,7 @@ export async function hostMain(argv: string[]): Promise<number> {
 }
 
 /** A wired host: its services, every handler by code, and how it sends a frame to the agent. */
-interface Host {
+export interface Host {
   files: FilesService;
   processes: ProcessesService;
   handlers: Map<number, ExtensionHandler>;
@@ -138,15 +138,31 @@ interface Host {
 async function wire({ args, header }: Launch, end: ChannelEnd): Promise<Host> {
   const send = (target: number, code: number, token: number, parts: readonly Uint8Array[]) =>
     end.send([encodeFrameHeader(target, code, token), ...parts]);
+  const emit: HostContext["emit"] = async (attachment, code, fields, data) => {
+    // The agent holds this attachment's events while its client is not keeping up (docs/protocol.md §7).
+    while (header.isHeld(attachment) && !end.closed) await end.rung(HELD_RECHECK_MS);
+    await send(attachment, code, 0, encodeEnvelopeParts(fields, data));
+  };
+  let extensions: ExtensionReport[] = [];
+  const host = builtInHost(args.root, emit, send, () => extensions);
+  extensions = loadExtensions(args.extensions, host.handlers, args.root);
+  for (const x of extensions) if (!x.ok) process.stderr.write(`extension ${x.name} not loaded: ${x.error}\n`);
+  await send(0, HostControl.Ready, 0, encodeEnvelopeParts({ pid: process.pid, extensions }));
+  return host;
+}
+
+/** The built-in services for `productRoot`, every handler by code; counts go to the agent as they change. */
+export function builtInHost(
+  productRoot: string,
+  emit: HostContext["emit"],
+  send: Host["send"],
+  extensions: () => ExtensionReport[],
+): Host {
   let statsQueued = false;
   const context: HostContext = {
-    productRoot: args.root,
+    productRoot,
     environment: launchEnvironment(process.env, currentAccount()),
-    emit: async (attachment, code, fields, data) => {
-      // The agent holds this attachment's events while its client is not keeping up (docs/protocol.md §7).
-      while (header.isHeld(attachment) && !end.closed) await end.rung(HELD_RECHECK_MS);
-      await send(attachment, code, 0, encodeEnvelopeParts(fields, data));
-    },
+    emit,
     statsChanged() {
       if (statsQueued) return;
       statsQueued = true;
@@ -163,19 +179,11 @@ async function wire({ args, header }: Launch, end: ChannelEnd): Promise<Host> {
   };
   const files = new FilesService(context);
   const processes = new ProcessesService(context);
-  let extensions: ExtensionReport[] = [];
   const handlers = new Map<number, ExtensionHandler>();
-  const builtIn: ServiceHandlers[] = [
-    files.handlers(),
-    processes.handlers(),
-    systemHandlers(context, () => extensions),
-  ];
+  const builtIn: ServiceHandlers[] = [files.handlers(), processes.handlers(), systemHandlers(context, extensions)];
   for (const table of builtIn) {
     for (const [code, h] of Object.entries(table)) handlers.set(Number(code), h as ExtensionHandler);
   }
-  extensions = loadExtensions(args.extensions, handlers, args.root);
-  for (const x of extensions) if (!x.ok) process.stderr.write(`extension ${x.name} not loaded: ${x.error}\n`);
-  await send(0, HostControl.Ready, 0, encodeEnvelopeParts({ pid: process.pid, extensions }));
   return { files, processes, handlers, send };
 }
 
@@ -213,21 +221,35 @@ async function serve(host: Host, { args, header }: Launch, end: ChannelEnd): Pro
       await host.send(0, REPLY_CODE, frame.token, encodeEnvelopeParts({})).catch(() => {});
       return 0;
     }
-    let request: Envelope | Error;
-    try {
-      request = decodeEnvelope(frame.payload);
-    } catch (e) {
-      request = e as Error;
-    }
-    const key = request instanceof Error
-      ? null
-      : files.orderKey(frame.code, request.fields) ?? processes.orderKey(frame.code, request.fields);
-    // Waits while the session is at its cap: the ring fills and the agent holds further requests.
-    const reply = () => answer(host, frame.target, frame.token, frame.code, request);
-    await dispatcher.admit(key, frame.payload.length, reply);
+    await dispatch(host, dispatcher, frame);
   }
   await shutdown(files, processes, args.graceMs);
   return 0;
+}
+
+/**
+ * Unpacks a client's request and starts answering it, in order with the requests it must follow.
+ * Resolves once admitted: it waits while the session is at its cap, so the ring fills and the agent
+ * holds further requests.
+ */
+export async function dispatch(host: Host, dispatcher: Dispatcher, frame: Frame): Promise<void> {
+  let request: Envelope | Error;
+  try {
+    request = decodeEnvelope(frame.payload);
+    if (!isMap(request.fields)) throw new ServiceError("invalid-argument", "a request's fields must be a map");
+  } catch (e) {
+    request = e as Error;
+  }
+  const key = request instanceof Error
+    ? null
+    : host.files.orderKey(frame.code, request.fields) ?? host.processes.orderKey(frame.code, request.fields);
+  const reply = () => answer(host, frame.target, frame.token, frame.code, request);
+  await dispatcher.admit(key, frame.payload.length, reply);
+}
+
+/** True for what MessagePack decodes a map to: the only shape request fields may have. */
+function isMap(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype;
 }
 
 async function shutdown(files: FilesService, processes: ProcessesService, graceMs: number) {

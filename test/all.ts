@@ -40,3 +40,6 @@ import "./package.e2e.test.ts";
 import "./service.e2e.test.ts";
 import "./state-trust.e2e.test.ts";
 import "./escape.e2e.test.ts";
+import "./files-service.test.ts";
+import "./host-requests.test.ts";
+import "./fuzz.test.ts";

@@ -57,5 +57,7 @@ export function serializeError(e: unknown): ErrorReply {
     return { code: known[0], message: where ? `${where}: ${known[1]}` : known[1], ...(where ? { detail: where } : {}) };
   }
   if (osCode && /^E[A-Z0-9]+$/.test(osCode)) return { code: "io-error", message };
+  // Deno names an operating-system error it has no class for only in its message.
+  if (!osCode && /\(os error \d+\)$/.test(message)) return { code: "io-error", message };
   return { code: "failed", message };
 }

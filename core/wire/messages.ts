@@ -101,7 +101,8 @@ export function encodeFields(value: unknown): Uint8Array {
 /** Decodes a structured payload; a malformed one is a {@link ProtocolError}. */
 export function decodeFields<T>(bytes: Uint8Array): T {
   try {
-    return decode(bytes) as T;
+    // Every element takes a byte at least: a larger count is malformed, refused before it is allocated.
+    return decode(bytes, { maxArrayLength: bytes.length, maxMapLength: bytes.length >> 1 }) as T;
   } catch (e) {
     throw new ProtocolError(`malformed message fields: ${(e as Error).message}`, { cause: e });
   }

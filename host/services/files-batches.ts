@@ -8,7 +8,7 @@ import path from "node:path";
 import { BATCH_MAX_BYTES, BATCH_MAX_FILES, type RequestOf, ServiceCode } from "../../core/session/contract.ts";
 import { concat } from "../../core/bytes.ts";
 import { ServiceError } from "../../core/errors.ts";
-import { requireString, withoutNul } from "../errors.ts";
+import { optionalMode, requireString, withoutNul } from "../errors.ts";
 import { nodeCrypto, type Resolve } from "./files-metadata.ts";
 import type { ServiceHandlers, Unchecked } from "./types.ts";
 
@@ -24,7 +24,7 @@ function batchList(value: unknown, name: string): unknown[] {
 interface BatchFile {
   path: string;
   bytes: Uint8Array;
-  mode: unknown;
+  mode: number | undefined;
 }
 
 /** Handlers of the batch requests, resolving each path with `resolve`. */
@@ -72,7 +72,7 @@ function writePlan(fields: Unchecked<RequestOf<ServiceCode.FileWriteBatch>>, dat
     const entry = {
       path: resolve(requireString(f as Record<string, unknown>, "path")),
       bytes: data.subarray(offset, offset + size),
-      mode: (f as { mode?: unknown }).mode,
+      mode: optionalMode(f as Record<string, unknown>),
     };
     offset += size;
     return entry;
@@ -85,7 +85,7 @@ function writePlan(fields: Unchecked<RequestOf<ServiceCode.FileWriteBatch>>, dat
 
 /** Writes `f` into a new file at `target`, renamed to `f.path` if that differs; a failed write leaves nothing. */
 async function writeWhole(f: BatchFile, target: string): Promise<void> {
-  const handle = await fs.promises.open(target, "wx", typeof f.mode === "number" ? f.mode : 0o644);
+  const handle = await fs.promises.open(target, "wx", f.mode ?? 0o644);
   try {
     await handle.writeFile(f.bytes);
     await handle.close();
@@ -104,17 +104,35 @@ async function readBatch(paths: string[]) {
   let total = 0;
   const { createHash } = await nodeCrypto();
   for (const p of paths) {
-    // Synchronous: small files, a bounded total; a thread-pool hop per call costs more than the read.
-    const st = fs.statSync(p);
-    if (st.isDirectory()) throw new ServiceError("is-a-directory", `${p}: is a directory`, p);
-    // The rest in a later batch, or streamed when it comes first: one too large, or not a regular
-    // file (a FIFO or a device could wait for ever, and here it would hold up the whole session).
-    if (!st.isFile() || total + st.size > BATCH_MAX_BYTES) break;
-    const bytes = fs.readFileSync(p);
-    if (total + bytes.length > BATCH_MAX_BYTES) break; // it grew since the stat
+    const bytes = readIfRegular(p, BATCH_MAX_BYTES - total);
+    if (bytes === null) break;
     total += bytes.length;
     parts.push(bytes);
     files.push({ path: p, size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") });
   }
   return { fields: { files }, data: concat(parts) };
+}
+
+/**
+ * The bytes of the regular file at `p` if they number at most `room`; null for a file too large and
+ * for anything but a regular file: the rest of the batch comes later, or the client streams it (a
+ * FIFO or a device could wait for ever, and here it would hold up the whole session). What is read
+ * is what was opened: opened without waiting (O_NONBLOCK: a FIFO swapped in after a look would
+ * block an ordinary open until a writer came), then looked at, then read.
+ */
+function readIfRegular(p: string, room: number): Uint8Array | null {
+  // Synchronous: small files, a bounded total; a thread-pool hop per call costs more than the read.
+  const fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  try {
+    const st = fs.fstatSync(fd);
+    if (st.isDirectory()) throw new ServiceError("is-a-directory", `${p}: is a directory`, p);
+    if (!st.isFile() || st.size > room) return null;
+    // One byte more than the look found: a file that grew since waits for a later batch, or streams.
+    const buf = new Uint8Array(st.size + 1);
+    let length = 0;
+    for (let n; length < buf.length && (n = fs.readSync(fd, buf, length, buf.length - length, null)) > 0;) length += n;
+    return length > st.size ? null : buf.subarray(0, length);
+  } finally {
+    fs.closeSync(fd);
+  }
 }

@@ -10,7 +10,7 @@ import type { FileHandle } from "node:fs/promises";
 import { type RequestOf, ServiceCode } from "../../core/session/contract.ts";
 import { allocateUninitialized } from "../../core/bytes.ts";
 import { ServiceError } from "../../core/errors.ts";
-import { requireString } from "../errors.ts";
+import { optionalInteger, optionalMode, requireString } from "../errors.ts";
 import { nodeCrypto, type Resolve } from "./files-metadata.ts";
 import type { HostContext, ServiceHandlers, Unchecked } from "./types.ts";
 
@@ -50,9 +50,10 @@ function digestBytes(f: OpenFile, position: number, bytes: Uint8Array): void {
  * Where a read or write on `f` starts: the position the request asks for, or the handle's own (`own`),
  * which the read or write then moves on. A FIFO or a device has only its own.
  */
-function startOf(f: OpenFile, asked: unknown): { position: number; own: boolean } {
-  const own = !f.seekable || typeof asked !== "number";
-  return { position: own ? f.position : (asked as number), own };
+function startOf(f: OpenFile, fields: Record<string, unknown>): { position: number; own: boolean } {
+  const asked = optionalInteger(fields, "position");
+  const own = !f.seekable || asked === undefined;
+  return { position: own ? f.position : asked, own };
 }
 
 /** A session's open files, by handle, and the handlers of the requests on them. */
@@ -83,8 +84,8 @@ export class FileHandles {
       [ServiceCode.FileOpen]: ({ fields }) => this.#openFile(fields),
       [ServiceCode.FileRead]: async ({ fields }) => {
         const f = this.#file(fields);
-        const length = Math.min(MAX_READ, Math.max(0, Number(fields.length ?? MAX_READ)));
-        const { position, own } = startOf(f, fields.position);
+        const length = Math.min(MAX_READ, optionalInteger(fields, "length") ?? MAX_READ);
+        const { position, own } = startOf(f, fields);
         const buf = allocateUninitialized(length); // only the bytes read are sent
         const { bytesRead } = await f.handle.read(buf, 0, length, f.seekable ? position : null);
         if (own) f.position += bytesRead;
@@ -93,7 +94,7 @@ export class FileHandles {
       },
       [ServiceCode.FileWrite]: async ({ fields, data }) => {
         const f = this.#file(fields);
-        const { position, own } = startOf(f, fields.position);
+        const { position, own } = startOf(f, fields);
         let written = 0;
         while (written < data.length) {
           const r = await f.handle.write(data, written, data.length - written, f.seekable ? position + written : null);
@@ -122,7 +123,7 @@ export class FileHandles {
     if (!/^(r|r\+|w|wx|w\+|a|ax|a\+)$/.test(flags)) {
       throw new ServiceError("invalid-argument", `unknown open flags "${flags}"`);
     }
-    const handle = await fs.promises.open(p, flags, typeof fields.mode === "number" ? fields.mode : 0o644);
+    const handle = await fs.promises.open(p, flags, optionalMode(fields) ?? 0o644);
     const st = await handle.stat();
     if (st.isDirectory()) {
       await handle.close();
@@ -149,7 +150,7 @@ export class FileHandles {
         f.path,
       );
     }
-    const offset = Number(fields.position ?? 0);
+    const offset = optionalInteger(fields, "position", -Number.MAX_SAFE_INTEGER) ?? 0;
     const whence = fields.whence ?? "start";
     const base = whence === "current" ? f.position : whence === "end" ? (await f.handle.stat()).size : 0;
     if (base + offset < 0) throw new ServiceError("invalid-argument", "seek before the start of the file");

@@ -98,7 +98,7 @@ export class ProcessesService {
       [ServiceCode.ProcessStart]: ({ attachment, fields }) => this.#start(attachment, fields),
       [ServiceCode.ProcessWrite]: async ({ fields, data }) => {
         const p = this.#get(fields);
-        if (p.exited || p.child.stdin.destroyed) {
+        if (p.exited || p.child.stdin.destroyed || p.child.stdin.writableEnded) {
           throw new ServiceError("stdin-closed", `stdin of process ${p.id} is closed`);
         }
         await new Promise<void>((resolve, reject) => p.child.stdin.write(data, (e) => (e ? reject(e) : resolve())));
