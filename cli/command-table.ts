@@ -232,7 +232,11 @@ const run: CommandSpec = {
   options: [
     ...SESSION_OPTIONS,
     { flags: "--shell", help: "Run the words after -- as one command line through /bin/sh -c (default: no shell)" },
-    { flags: "--cwd <dir>", help: "Working directory on the server (default: the product's root)", list: true },
+    {
+      flags: "--cwd <dir>",
+      help: "Working directory on the server; a relative one is under the product's root (the default)",
+      list: true,
+    },
     { flags: "--env <NAME=VALUE>", help: "Set a variable for the program (repeatable)", list: true },
     {
       flags: "--no-stdin",

@@ -206,6 +206,24 @@ remote("run: each failure has its message and exit code", async () => {
   }
 });
 
+remote(
+  "run: a relative --cwd is under the product root, and a missing program or directory is named as such",
+  async () => {
+    const root = (await run(["--", "pwd"])).stdout.trim();
+    await run(["--", "mkdir", "-p", "sub/deeper"]);
+    const sub = await run(["--cwd", "sub/deeper", "--", "pwd"]);
+    assert.is(sub.code, 0, sub.stderr);
+    assert.is(sub.stdout.trim(), path.join(root, "sub/deeper"));
+    const noProgram = await run(["--cwd", "sub", "--", "no-such-program-here"]);
+    assert.is(noProgram.code, 127);
+    assert.match(noProgram.stderr, /no such program/);
+    assert.not.match(noProgram.stderr, /working directory/, "the directory exists: say nothing of it");
+    const noDir = await run(["--cwd", "not-there", "--", "pwd"]);
+    assert.is(noDir.code, 127);
+    assert.match(noDir.stderr, /working directory .*not-there.* does not exist/);
+  },
+);
+
 // ---- agent cp -------------------------------------------------------------------------------------
 
 remote(

@@ -125,7 +125,7 @@ export interface ListEntry {
 export interface StartOptions {
   program: string;
   args?: string[];
-  /** Working directory; the product's root by default. */
+  /** Working directory; the product's root by default, and a relative one is under it. */
   cwd?: string;
   /** Added to (or, with clearEnv, replacing) the agent's environment. */
   env?: Record<string, string>;

@@ -7,6 +7,8 @@
  * Processes start through runtime/spawn.ts (posix_spawn where it can).
  * @module
  */
+import fs from "node:fs";
+import path from "node:path";
 import { type ExitStatus, ServiceCode, ServiceEvent } from "../../core/session/contract.ts";
 import { ServiceError } from "../../core/errors.ts";
 import { requireString, withoutNul } from "../errors.ts";
@@ -43,6 +45,14 @@ function signalGroup(child: StartedProcess, name: NodeJS.Signals): boolean {
   } catch {
     return signal(child, name);
   }
+}
+
+/** Why a start found nothing: the working directory missing, or else the program. */
+function notFound(program: string, cwd: string): ServiceError {
+  if (!fs.existsSync(cwd)) {
+    return new ServiceError("not-found", `cannot start "${program}": working directory ${cwd} does not exist`, cwd);
+  }
+  return new ServiceError("not-found", `cannot start "${program}": no such program`, program);
 }
 
 const SIGNALS = new Set([
@@ -146,7 +156,10 @@ export class ProcessesService {
     if (fields.env && typeof fields.env === "object") {
       for (const [k, v] of Object.entries(fields.env)) env[withoutNul(k, "env")] = withoutNul(String(v), "env");
     }
-    const cwd = typeof fields.cwd === "string" ? withoutNul(fields.cwd, "cwd") : this.context.productRoot;
+    // A relative directory is under the product root, as every path the files service takes is.
+    const cwd = typeof fields.cwd === "string"
+      ? path.resolve(this.context.productRoot, withoutNul(fields.cwd, "cwd"))
+      : this.context.productRoot;
     let child: StartedProcess;
     try {
       child = await startProcess(program, args, {
@@ -155,13 +168,7 @@ export class ProcessesService {
       });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === "ENOENT") {
-        throw new ServiceError(
-          "not-found",
-          `cannot start "${program}": no such program${cwd ? ` (or working directory ${cwd} missing)` : ""}`,
-          program,
-        );
-      }
+      if (code === "ENOENT") throw notFound(program, cwd);
       if (code === "EACCES") {
         throw new ServiceError("permission-denied", `cannot start "${program}": permission denied`, program);
       }
