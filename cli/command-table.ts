@@ -250,7 +250,10 @@ const run: CommandSpec = {
     "agent run web1 --key-file web1.key --shell -- 'df -h / | tail -1'",
   ],
   usage: "run HOST[:PORT] [options] -- program [args...]",
-  notes: ["Output streams as it comes. The first Ctrl-C sends SIGINT to the program, a second ends it."],
+  notes: [
+    "Output streams as it comes. The first Ctrl-C sends SIGINT to the program, a second ends it and the",
+    "programs it started, a third stops waiting for the agent.",
+  ],
   exitCodes: [
     "the program's own; 128+N when signal N ended it; 127 no such program, 126 not executable;",
     "243 name not found, 244 refused, 245 timed out, 246 not an agent, 247 wrong key, 248 incompatible version,",

@@ -171,6 +171,18 @@ remote("run: Ctrl-C reaches the program as SIGINT; a second one ends it", async 
   assert.is(second.code, 137, second.stderr);
 });
 
+remote("run: a second Ctrl-C ends a program that ignores SIGINT, children and all, at once", async () => {
+  const stubborn = cli(["run", target, "--key-file", keyFile, "--", "sh", "-c", "trap '' INT; echo ready; sleep 20"]);
+  await until(() => stubborn.chunks.some((c) => c.text.includes("ready")), "the program is running");
+  sendSignal(stubborn.child, "SIGINT");
+  await new Promise((r) => setTimeout(r, 300));
+  const second = performance.now();
+  sendSignal(stubborn.child, "SIGINT");
+  const r = await stubborn.done;
+  assert.is(r.code, 137, r.stderr);
+  assert.ok(r.at - second < 3000, `ended ${(r.at - second).toFixed(0)} ms after the second Ctrl-C`);
+});
+
 remote("run: each failure has its message and exit code", async () => {
   await run(["--shell", "--", "echo data > plain.txt; chmod 644 plain.txt"]);
   const cases: Array<[string, string[], number, RegExp]> = [

@@ -82,21 +82,26 @@ function parseRequest(target: string | undefined, flags: Flags): RunRequest {
   return { address, program, args, cwd: str(flags.cwd), env, json: Boolean(flags.json) };
 }
 
-/** Ctrl-C: the first one reaches the program as SIGINT (so it can clean up); a second ends it. */
-function forwardSignals(proc: RemoteProcess, cleanups: Array<() => void>): void {
+/**
+ * Ctrl-C: the first one reaches the program as SIGINT (so it can clean up); a second ends it and
+ * its children; a third stops waiting (the returned promise resolves), should the agent not answer.
+ */
+function forwardSignals(proc: RemoteProcess, cleanups: Array<() => void>): Promise<void> {
   let interrupts = 0;
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-    const handler = () => {
-      if (signal === "SIGINT" && ++interrupts > 1) {
+  return new Promise((giveUp) => {
+    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+      const handler = () => {
+        if (signal !== "SIGINT") return void proc.signal(signal).catch(() => {});
+        interrupts++;
+        if (interrupts === 1) return void proc.signal("SIGINT").catch(() => {});
         if (interrupts === 2) process.stderr.write("agent: interrupted again; ending the remote program\n");
+        if (interrupts >= 3) giveUp();
         void proc.signal("SIGKILL").catch(() => {});
-      } else {
-        void proc.signal(signal).catch(() => {});
-      }
-    };
-    process.on(signal, handler);
-    cleanups.push(() => process.off(signal, handler));
-  }
+      };
+      process.on(signal, handler);
+      cleanups.push(() => process.off(signal, handler));
+    }
+  });
 }
 
 /** Our stdout and stderr: the first error writing them (a full disk, a reader gone) ends the program. */
@@ -204,16 +209,18 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
     } catch (e) {
       fail(e, RUN_EXIT, `cannot run ${program}`);
     }
-    forwardSignals(proc, cleanups);
+    const gaveUp = forwardSignals(proc, cleanups).then(() => null);
     const output = new LocalOutput(proc, request.json, cleanups);
     const pumped = output.pump();
     const stdinSent = await feedStdin(proc, flags);
     let status;
     try {
-      status = await proc.wait();
-      await pumped;
+      status = await Promise.race([proc.wait().then(async (s) => (await pumped, s)), gaveUp]);
     } catch (e) {
       fail(e, RUN_EXIT, `running ${program}`);
+    }
+    if (status === null) {
+      throw new CommandFailure("failed", "interrupted three times; not waiting for the agent", RUN_EXIT);
     }
     if (stdinSent) process.stdin.destroy(); // stop reading input the program can no longer take
     return finish(request, status, output);

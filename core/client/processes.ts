@@ -134,7 +134,10 @@ export class RemoteProcess {
     await this.session.call(ServiceCode.ProcessCloseStdin, { id: this.id });
   }
 
-  /** Sends a signal (SIGTERM by default); false if the process had already exited. */
+  /**
+   * Sends a signal (SIGTERM by default) to the program; SIGKILL ends the children it started too
+   * (its process group). False if the process had already exited.
+   */
   async signal(signal = "SIGTERM"): Promise<boolean> {
     return (await this.session.call(ServiceCode.ProcessSignal, { id: this.id, signal })).fields.delivered;
   }

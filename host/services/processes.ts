@@ -122,7 +122,9 @@ export class ProcessesService {
         const p = this.#get(fields);
         const name = String(fields.signal ?? "SIGTERM");
         if (!SIGNALS.has(name)) throw new ServiceError("invalid-argument", `unsupported signal "${name}"`);
-        const delivered = !p.exited && signal(p.child, name as NodeJS.Signals);
+        // SIGKILL ends the whole group: children left behind would hold the output open, and the exit with it.
+        const send = name === "SIGKILL" ? signalGroup : signal;
+        const delivered = !p.exited && send(p.child, name as NodeJS.Signals);
         return { fields: { delivered } };
       },
       [ServiceCode.ProcessWait]: async ({ fields }) => ({ fields: { ...(await this.#get(fields).exit) } }),
