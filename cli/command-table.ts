@@ -32,6 +32,8 @@ export interface CommandSpec {
   notes?: string[];
   /** Lines listing the exit codes, after the notes (docs/operations.md has them as tables). */
   exitCodes?: string[];
+  /** The exit code of a usage error (2 unless the command's own codes leave 2 to something else). */
+  usageExit?: number;
   /** Runs the command with cac's arguments (the positional ones, then the flags); resolves with its exit code. */
   action: (...args: never[]) => Promise<number | void>;
 }
@@ -250,6 +252,7 @@ const run: CommandSpec = {
     "agent run web1 --key-file web1.key --shell -- 'df -h / | tail -1'",
   ],
   usage: "run HOST[:PORT] [options] -- program [args...]",
+  usageExit: 254,
   notes: [
     "Output streams as it comes. The first Ctrl-C sends SIGINT to the program, a second ends it and the",
     "programs it started, a third stops waiting for the agent.",

@@ -8,7 +8,7 @@ import { type CAC, cac } from "cac";
 import { AgentError } from "../core/errors.ts";
 import { ExitError } from "./errors.ts";
 import { COMMANDS, helpAfterUsage } from "./command-table.ts";
-import { asTyped } from "./flags.ts";
+import { asTyped, optionMissingValue } from "./flags.ts";
 import { ConfigError } from "../runtime/errors.ts";
 import { VERSION } from "../core/version.ts";
 import { keepYoungGenerationSmall } from "../runtime/heap.ts";
@@ -39,6 +39,11 @@ function buildCli(): CAC {
 /** Parses `argv` and runs the command it names, or prints help; resolves with the exit code. */
 async function runCli(cli: CAC, argv: string[]): Promise<number> {
   if (argv[0] === "help") argv = [...argv.slice(1), "--help"]; // `agent help [command]`, as other tools have it
+  const spec = COMMANDS.find((c) => c.name.split(" ")[0] === argv[0]);
+  const valued = (spec?.options ?? []).filter((o) => o.flags.includes("<")).flatMap((o) => o.flags.split(/[ ,]+/))
+    .filter((word) => word.startsWith("-"));
+  const missing = optionMissingValue(argv, valued);
+  if (missing) throw new ExitError(spec!.usageExit ?? 2, `${missing} needs a value (agent ${argv[0]} --help)`);
   cli.parse(["agent", "agent", ...argv], { run: false });
   if (!cli.matchedCommand) {
     if (cli.options.help || cli.options.version) return 0;

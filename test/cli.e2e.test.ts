@@ -5,6 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import {
+  agentCommand,
   cleanExit,
   hermeticEnv,
   IS_DENO,
@@ -45,6 +46,22 @@ cli("an unknown command or option is a usage error", () => {
   const o = runAgent(["keygen", "--frob"]);
   assert.is(o.code, 2);
   assert.match(o.stderr, /Unknown option `--frob`/);
+});
+
+cli('an option that needs a value and was given none is a usage error, not the value "true"', () => {
+  const dir = tempDir();
+  for (
+    const args of [["keygen", "--out"], ["keygen", "--show"], ["status", "--state-dir"], ["run", "h", "--key-file"]]
+  ) {
+    const r = spawnSync(agentCommand()[0], [...agentCommand().slice(1), ...args], {
+      cwd: dir,
+      encoding: "utf8",
+      env: hermeticEnv(),
+    });
+    assert.is(r.status, args[0] === "run" ? 254 : 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`${args[args.length - 1]} needs a value`), args.join(" "));
+  }
+  assert.equal(fs.readdirSync(dir), [], "no file named true");
 });
 
 cli("keygen prints a key and its id, as text and as JSON", () => {
