@@ -38,6 +38,22 @@ test("symlinks planted at the unit and the binary's temporary name are replaced,
   assert.ok(fs.readFileSync(binary).equals(fs.readFileSync(path.join(ROOT, "dist/agent"))), "the binary is in place");
 });
 
+test("with --root, install and uninstall name the files inside the root and nothing of the real system", () => {
+  const { root, binary } = installRoot();
+  const install = runAgent(["service", "install", "--root", root, "--json"]);
+  assert.is(install.code, 0, install.stderr);
+  const installed = JSON.parse(install.stdout).report.join("\n");
+  assert.match(installed, new RegExp(`binary ${binary}: `));
+  const uninstall = runAgent(["service", "uninstall", "--root", root, "--json"]);
+  assert.is(uninstall.code, 0, uninstall.stderr);
+  const removed = JSON.parse(uninstall.stdout).report.join("\n");
+  assert.match(removed, new RegExp(`rm ${binary}`));
+  for (const system of [/rm \/usr\/local\/bin\/agent/, /userdel/, /\/var\/lib\/agent/]) {
+    assert.not.match(removed, system);
+    assert.not.match(installed, system);
+  }
+});
+
 test("a symlinked directory inside the root is refused with the link named, and nothing is written there", () => {
   const { root } = installRoot();
   const elsewhere = tempDir("agent-victim-");
