@@ -73,9 +73,14 @@ export class HostProcess {
   static async launch(options: HostLaunch): Promise<HostProcess> {
     const { file, mapping, header, nonce } = createChannel(options);
     const child = spawnHost(options, file, nonce);
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
-      child.once("exit", (code, signal) => resolve({ code, signal }))
-    );
+    let spawnError: Error | undefined; // the program is missing or not executable: "error" comes, "exit" never
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+      child.once("exit", (code, signal) => resolve({ code, signal }));
+      child.once("error", (e) => {
+        spawnError = e;
+        resolve({ code: null, signal: null });
+      });
+    });
     for (const pipe of [child.stdin!, child.stdout!, child.stderr!]) pipe.on("error", () => {}); // its exit tells the story
     const unfinishedLine = forwardLines(child.stderr!, options.onLog);
     const end = new ChannelEnd(
@@ -90,8 +95,8 @@ export class HostProcess {
       end.detach();
       mapping.close();
       fs.rmSync(file, { force: true });
-      const said = unfinishedLine();
-      throw new Error(`the session's host process did not start${said ? `: ${said.trim()}` : ""}`);
+      const said = spawnError ? `cannot run ${options.command[0]}: ${spawnError.message}` : unfinishedLine().trim();
+      throw new Error(`the session's host process did not start${said ? `: ${said}` : ""}`);
     }
     return new HostProcess(child, end, header, mapping, file, exited);
   }

@@ -52,4 +52,13 @@ test("its hosts inherit the tests' private HOME: native code they unpack never l
   if (!IS_DENO) assert.ok(fs.readdirSync(path.join(os.homedir(), ".cache/agent")).some((f) => f.startsWith("koffi-")));
 });
 
+test("local agent without the agent program: a clear error, no crash; close() leaves no run directory", async () => {
+  const stateDir = tempDir();
+  const local = await LocalAgent.start({ stateDir, agentCommand: ["no-such-agent-program"] });
+  const failed = await local.openSession("local").catch((e) => e);
+  assert.match(String(failed?.message), /cannot run no-such-agent-program/);
+  await local.close();
+  assert.equal(fs.readdirSync(stateDir).filter((f) => f.startsWith("run-local-")), [], "run directory removed");
+});
+
 test.run();
