@@ -13,7 +13,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import type { RemoteSession } from "../../core/client/remote-session.ts";
 import { eachLimited } from "../../core/concurrency.ts";
-import { NotFoundError } from "../../core/errors.ts";
+import { AlreadyExistsError, NotFoundError } from "../../core/errors.ts";
 import { escapeControls } from "../../core/text.ts";
 import type { Flags } from "../flags.ts";
 import { CommandFailure, type Failure } from "../errors.ts";
@@ -120,10 +120,12 @@ class Progress {
   }
 }
 
-let temps = 0;
-/** A name beside `file` that no other copy uses: ours by pid, then a counter. */
+/**
+ * A name beside `file` no one can guess (security finding 5: a predictable one let whoever could write
+ * the directory plant a symlink there); it is always created exclusively, so a name taken fails.
+ */
 const tempName = (file: string) =>
-  path.join(path.dirname(file), `.${path.basename(file)}.agent-cp-${process.pid}-${temps++}`);
+  path.join(path.dirname(file), `.${path.basename(file)}.agent-cp-${crypto.randomBytes(8).toString("hex")}`);
 
 /** Remote paths are '/'-separated whatever the local OS. */
 const remoteJoin = (...parts: string[]) => path.posix.join(...parts);
@@ -172,12 +174,15 @@ async function upload(session: RemoteSession, job: CopyJob, progress: Progress):
   }
   let size: number;
   try {
-    size = await session.files.writeFile(temp, chunks(), { onSha256: (hex) => (remoteDigest = hex) });
+    size = await session.files.writeFile(temp, chunks(), {
+      exclusive: true,
+      onSha256: (hex) => (remoteDigest = hex),
+    });
     const ours = hash.digest("hex");
     if (ours !== remoteDigest) throw mismatch(job.remote, remoteDigest, ours, "the remote file");
     await session.files.move(temp, job.remote);
   } catch (e) {
-    await session.files.delete(temp).catch(() => {});
+    if (!(e instanceof AlreadyExistsError)) await session.files.delete(temp).catch(() => {}); // not ours otherwise
     throw e;
   }
   progress.add(0, true);
