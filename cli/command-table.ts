@@ -289,7 +289,7 @@ const cp: CommandSpec = {
     "0 ok, 1 other, 2 usage, 3 name not found, 4 refused, 5 timed out, 6 not an agent, 7 wrong key,",
     "8 incompatible version, 9 product refused, 10 connection lost, 20 remote file not found, 21 is a directory",
     "(add -r), 22 not a directory, 23 permission denied, 24 local file not found, 25 local disk full,",
-    "26 checksum mismatch",
+    "26 checksum mismatch, 27 unsafe name listed by the server, 130/143/129 interrupted (unfinished files removed)",
   ],
   action: async (operands: string[], flags: Flags) => (await import("./commands/cp.ts")).cpCommand(operands, flags),
 };

@@ -10,11 +10,13 @@ import { generateKey } from "../core/secure/keys.ts";
 import {
   agentCommand,
   hermeticEnv,
+  runAgentAsync,
   type RunningAgent,
   sendSignal,
   startAgent,
   stopAll,
   tempDir,
+  until,
   writeKeyFile,
 } from "./helpers/agent-process.ts";
 
@@ -63,6 +65,33 @@ function cp(...args: string[]): Promise<Result> {
   );
 }
 
+/** Starts `agent cp`; `done` resolves with its exit code and stderr. */
+function cpStarted(...args: string[]) {
+  const [cmd, ...pre] = agentCommand();
+  const child = spawn(cmd, [...pre, "cp", "--key-file", keyFile, ...args], {
+    env: hermeticEnv(),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr!.on("data", (d) => (stderr += d));
+  const timer = setTimeout(() => sendSignal(child, "SIGKILL"), 60_000);
+  const done = new Promise<{ code: number | null; signal: string | null; stderr: string }>((resolve) =>
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stderr });
+    })
+  );
+  return { child, done };
+}
+
+/** The agent's sessions, from `agent status --json`. */
+async function sessions(): Promise<Array<{ product: string; clients: number; openFiles: number }>> {
+  const r = await runAgentAsync(["status", "--json"], { AGENT_STATE_DIR: agent.stateDir });
+  return JSON.parse(r.stdout).sessions;
+}
+
+const temporaries = (dir: string) => fs.readdirSync(dir).filter((f) => f.includes(".agent-cp-"));
+
 cpSuite("an upload never writes through a symlink planted at a temporary name (security finding 5)", async () => {
   fs.mkdirSync(root, { recursive: true });
   const victim = path.join(tempDir(), "victim");
@@ -79,6 +108,36 @@ cpSuite("an upload never writes through a symlink planted at a temporary name (s
   assert.ok(fs.readFileSync(victim, "utf8") === "precious\n", "the link's target is untouched");
   assert.not.ok(fs.lstatSync(path.join(root, "planted.bin")).isSymbolicLink());
   assert.ok(fs.readFileSync(path.join(root, "planted.bin")).equals(fs.readFileSync(source)));
+  for (const f of fs.readdirSync(root)) if (f.startsWith(".planted.bin.agent-cp-")) fs.rmSync(path.join(root, f));
 });
+
+for (const [direction, signal] of [["upload", "SIGINT"], ["download", "SIGTERM"]] as const) {
+  cpSuite(
+    `${
+      direction === "upload" ? "an" : "a"
+    } ${direction} interrupted by ${signal} removes its temporary file and ends its session`,
+    async () => {
+      const local = tempDir();
+      const big = path.join(local, "big.bin");
+      fs.writeFileSync(big, "");
+      fs.truncateSync(big, 1024 * 1024 * 1024); // sparse: quick to read, slow enough to copy
+      fs.mkdirSync(root, { recursive: true });
+      if (direction === "download") fs.renameSync(big, path.join(root, "big.bin"));
+      const into = path.join(local, "back");
+      fs.mkdirSync(into);
+      const copy = direction === "upload"
+        ? cpStarted(big, `${target}:big-up.bin`)
+        : cpStarted(`${target}:big.bin`, path.join(into, "big.bin"));
+      const tempDirectory = direction === "upload" ? root : into;
+      await until(() => temporaries(tempDirectory).length > 0, "the copy has begun");
+      sendSignal(copy.child, signal);
+      const r = await copy.done;
+      assert.is(r.code, signal === "SIGINT" ? 130 : 143, `${r.signal} ${r.stderr}`);
+      assert.equal(temporaries(tempDirectory), [], "no temporary file left");
+      assert.equal(temporaries(root), [], "none on the server either");
+      assert.equal((await sessions()).filter((s) => s.product === "cli"), [], "its session ended");
+    },
+  );
+}
 
 cpSuite.run();

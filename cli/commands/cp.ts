@@ -10,13 +10,15 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import type { RemoteSession } from "../../core/client/remote-session.ts";
 import { eachLimited } from "../../core/concurrency.ts";
+import { throwIfAborted } from "../../core/client/abort.ts";
 import { AlreadyExistsError, NotFoundError } from "../../core/errors.ts";
 import { escapeControls } from "../../core/text.ts";
 import type { Flags } from "../flags.ts";
-import { CommandFailure, type Failure } from "../errors.ts";
+import { CommandFailure, ExitError, type Failure } from "../errors.ts";
 import { fail, openRemote, parseAddress } from "./remote.ts";
 
 /** Exit codes (docs/operations.md): the connection's match `agent probe`'s. */
@@ -160,7 +162,7 @@ function mismatch(name: string, theirs: string, ours: string, replaced: string):
   );
 }
 
-async function upload(session: RemoteSession, job: CopyJob, progress: Progress): Promise<Copied> {
+async function upload(session: RemoteSession, job: CopyJob, progress: Progress, signal: AbortSignal): Promise<Copied> {
   const hash = crypto.createHash("sha256");
   let remoteDigest = "";
   const temp = tempName(job.remote);
@@ -177,6 +179,7 @@ async function upload(session: RemoteSession, job: CopyJob, progress: Progress):
     size = await session.files.writeFile(temp, chunks(), {
       exclusive: true,
       onSha256: (hex) => (remoteDigest = hex),
+      signal,
     });
     const ours = hash.digest("hex");
     if (ours !== remoteDigest) throw mismatch(job.remote, remoteDigest, ours, "the remote file");
@@ -243,7 +246,12 @@ async function downloadSmall(
   }));
 }
 
-async function download(session: RemoteSession, job: CopyJob, progress: Progress): Promise<Copied> {
+async function download(
+  session: RemoteSession,
+  job: CopyJob,
+  progress: Progress,
+  signal: AbortSignal,
+): Promise<Copied> {
   const hash = crypto.createHash("sha256");
   let remoteDigest = "";
   const temp = tempName(job.local);
@@ -256,6 +264,7 @@ async function download(session: RemoteSession, job: CopyJob, progress: Progress
         const chunk of session.files.readStream(job.remote, {
           onSha256: (hex) => (remoteDigest = hex),
           reuseChunks: true,
+          signal,
         })
       ) {
         hash.update(chunk);
@@ -377,7 +386,8 @@ async function statLocalSources(sources: string[], recursive: boolean): Promise<
 
 /** One copy over an open session, step by step: plan, make the directories, transfer the files. */
 class Copy {
-  constructor(readonly session: RemoteSession, readonly request: CopyRequest) {}
+  /** Aborted when the copy is interrupted: transfers stop, and each removes its temporary file. */
+  constructor(readonly session: RemoteSession, readonly request: CopyRequest, readonly signal: AbortSignal) {}
 
   /** What to make and copy: found on the server for a download, here (`sourceStats`) for an upload. */
   plan(sourceStats: ReadonlyMap<string, fs.Stats>): Promise<CopyPlan> {
@@ -499,8 +509,11 @@ class Copy {
       !json && process.stderr.isTTY === true,
     );
     const copied: Copied[] = [];
-    await Promise.all([
+    const signal = this.signal;
+    // Settled, not raced: after a failure or an interrupt each running transfer still removes its temporary file.
+    const settled = await Promise.allSettled([
       eachLimited(this.#smallBatches(plan, fresh), Math.ceil(jobs / 4), async (group) => {
+        throwIfAborted(signal);
         copied.push(
           ...await (uploading
             ? uploadSmall(session, group, progress, fresh)
@@ -508,10 +521,14 @@ class Copy {
         );
       }),
       eachLimited(plan.jobs.filter((j) => j.size > SMALL_FILE), jobs, async (job) => {
-        copied.push(await (uploading ? upload(session, job, progress) : download(session, job, progress)));
+        throwIfAborted(signal);
+        copied.push(
+          await (uploading ? upload(session, job, progress, signal) : download(session, job, progress, signal)),
+        );
       }),
     ]);
     progress.end();
+    for (const s of settled) if (s.status === "rejected") throw s.reason;
     return copied;
   }
 
@@ -554,21 +571,46 @@ function report(request: CopyRequest, copied: Copied[], seconds: number): void {
   }
 }
 
+/**
+ * Ctrl-C, SIGTERM and SIGHUP abort the copy instead of ending this process at once, so that it removes
+ * its temporary files and ends its session. Returns the signal's name once one came, and the cleanup.
+ */
+function interruptible(controller: AbortController): { received: () => string | null; stop: () => void } {
+  let received: string | null = null;
+  const handlers = (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((name) => {
+    const handler = () => {
+      received ??= name;
+      controller.abort();
+    };
+    process.on(name, handler);
+    return () => process.off(name, handler);
+  });
+  return { received: () => received, stop: () => handlers.forEach((off) => off()) };
+}
+
 export async function cpCommand(operands: string[], flags: Flags): Promise<number> {
   const request = parseOperands(operands, flags);
   const sourceStats = request.uploading ? await statLocalSources(request.sources, request.recursive) : new Map();
   const { agent, session } = await openRemote(request.address, flags, CP_EXIT);
   const started = performance.now();
+  const controller = new AbortController();
+  const interrupt = interruptible(controller);
   let copied: Copied[];
   try {
-    const copy = new Copy(session, request);
+    const copy = new Copy(session, request, controller.signal);
     const plan = await copy.plan(sourceStats);
     copied = await copy.transfer(plan, await copy.makeDirectories(plan));
   } catch (e) {
+    const signal = interrupt.received();
+    if (signal) {
+      const number = (os.constants.signals as Record<string, number>)[signal];
+      throw new ExitError(128 + number, `interrupted by ${signal}; the unfinished files were removed`);
+    }
     fail(e, CP_EXIT);
   } finally {
     await session.close().catch(() => {});
     agent.close();
+    interrupt.stop();
   }
   report(request, copied, (performance.now() - started) / 1000);
   return 0;
