@@ -271,7 +271,12 @@ const cp: CommandSpec = {
   description: "Copy files and directories to or from a server through its agent, as scp does, checked by SHA-256",
   options: [
     ...SESSION_OPTIONS,
-    { flags: "-r, --recursive", help: "Copy directories and everything in them" },
+    {
+      flags: "-r, --recursive",
+      help: "Copy directories and everything in them; symlinks are copied as symlinks, modes kept (less the umask)",
+    },
+    { flags: "-L, --dereference", help: "Copy what symlinks point to instead of the links" },
+    { flags: "-p, --preserve", help: "Keep modification times, and modes exactly (not less the umask)" },
     { flags: "--jobs <n>", help: "Files in flight at once when copying many (default 16)" },
     { flags: "--json", help: "Print one JSON object: files, bytes, seconds, and each file's path, size and SHA-256" },
   ],
@@ -289,7 +294,8 @@ const cp: CommandSpec = {
     "0 ok, 1 other, 2 usage, 3 name not found, 4 refused, 5 timed out, 6 not an agent, 7 wrong key,",
     "8 incompatible version, 9 product refused, 10 connection lost, 20 remote file not found, 21 is a directory",
     "(add -r), 22 not a directory, 23 permission denied, 24 local file not found, 25 local disk full,",
-    "26 checksum mismatch, 27 unsafe name listed by the server, 130/143/129 interrupted (unfinished files removed)",
+    "26 checksum mismatch, 27 unsafe listing from the server, 28 some entries not copied (FIFOs, sockets,",
+    "devices, dangling links with -L: each named), 130/143/129 interrupted (unfinished files removed)",
   ],
   action: async (operands: string[], flags: Flags) => (await import("./commands/cp.ts")).cpCommand(operands, flags),
 };

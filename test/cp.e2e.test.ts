@@ -2,7 +2,7 @@
 // skipping, how an interrupted copy cleans up, and what a hostile server or a planted link cannot make it do.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
@@ -10,8 +10,10 @@ import { generateKey } from "../core/secure/keys.ts";
 import {
   agentCommand,
   hermeticEnv,
+  ROOT,
   runAgentAsync,
   type RunningAgent,
+  scriptCommand,
   sendSignal,
   startAgent,
   stopAll,
@@ -110,6 +112,163 @@ cpSuite("an upload never writes through a symlink planted at a temporary name (s
   assert.ok(fs.readFileSync(path.join(root, "planted.bin")).equals(fs.readFileSync(source)));
   for (const f of fs.readdirSync(root)) if (f.startsWith(".planted.bin.agent-cp-")) fs.rmSync(path.join(root, f));
 });
+
+/** A tree with what `cp -r` must keep: modes, times, four kinds of symlink, and a FIFO it cannot copy. */
+function richTree(): string {
+  const tree = path.join(tempDir(), "rich");
+  fs.mkdirSync(path.join(tree, "sub"), { recursive: true });
+  fs.writeFileSync(path.join(tree, "run.sh"), "#!/bin/sh\necho hi\n", { mode: 0o755 });
+  fs.writeFileSync(path.join(tree, "secret"), "s3cret\n", { mode: 0o600 });
+  fs.writeFileSync(path.join(tree, "sub", "big.bin"), crypto.randomBytes(300 * 1024), { mode: 0o640 });
+  fs.chmodSync(path.join(tree, "run.sh"), 0o755);
+  fs.chmodSync(path.join(tree, "secret"), 0o600);
+  fs.chmodSync(path.join(tree, "sub", "big.bin"), 0o640);
+  fs.symlinkSync("run.sh", path.join(tree, "relative"));
+  fs.symlinkSync("/etc/hostname", path.join(tree, "absolute"));
+  fs.symlinkSync("sub", path.join(tree, "dirlink"));
+  fs.symlinkSync("nowhere", path.join(tree, "dangling"));
+  execFileSync("mkfifo", [path.join(tree, "pipe")]);
+  return tree;
+}
+
+/** Each entry under `dir`: a file's mode and SHA-256, a link's target; the FIFO left out. */
+function describe(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const rel of (fs.readdirSync(dir, { recursive: true }) as string[]).sort()) {
+    const st = fs.lstatSync(path.join(dir, rel));
+    if (st.isSymbolicLink()) out[rel] = `-> ${fs.readlinkSync(path.join(dir, rel))}`;
+    else if (st.isFile()) {
+      const hash = crypto.createHash("sha256").update(fs.readFileSync(path.join(dir, rel))).digest("hex");
+      out[rel] = `${(st.mode & 0o777).toString(8)} ${hash.slice(0, 12)}`;
+    } else if (st.isDirectory()) out[rel] = "dir";
+  }
+  return out;
+}
+
+cpSuite("cp -r keeps modes and copies symlinks as symlinks, both ways; a FIFO is reported, with exit 28", async () => {
+  const tree = richTree();
+  const expected = describe(tree);
+  const up = await cp("-r", "--json", tree, `${target}:rich-up`);
+  assert.is(up.code, 28, up.stderr);
+  assert.match(up.stderr, /not copied.*pipe.*FIFO/s);
+  const report = JSON.parse(up.stdout);
+  assert.equal([report.files, report.symlinks, report.skipped], [3, 4, [path.join(tree, "pipe")]]);
+  assert.equal(describe(path.join(root, "rich-up")), expected, "the server has what was sent");
+
+  execFileSync("mkfifo", [path.join(root, "rich-up", "pipe")]);
+  const back = path.join(tempDir(), "back");
+  const down = await cp("-r", "--json", `${target}:rich-up`, back);
+  assert.is(down.code, 28, down.stderr);
+  assert.match(down.stderr, /not copied.*pipe/s);
+  assert.equal(describe(back), expected, "and it comes back the same");
+  assert.equal(fs.readdirSync(back).filter((f) => f.includes(".agent-cp-")), []);
+});
+
+cpSuite("cp -rL follows symlinks instead; a dangling one is reported", async () => {
+  const tree = richTree();
+  fs.rmSync(path.join(tree, "pipe"));
+  const up = await cp("-rL", tree, `${target}:rich-follow`);
+  assert.is(up.code, 28, up.stderr);
+  assert.match(up.stderr, /dangling/);
+  const copy = path.join(root, "rich-follow");
+  assert.ok(fs.lstatSync(path.join(copy, "relative")).isFile());
+  assert.is(fs.readFileSync(path.join(copy, "relative"), "utf8"), "#!/bin/sh\necho hi\n");
+  assert.ok(fs.lstatSync(path.join(copy, "dirlink")).isDirectory());
+  assert.ok(fs.existsSync(path.join(copy, "dirlink", "big.bin")));
+});
+
+cpSuite("cp -p keeps modification times (and exact modes); without it a file is new", async () => {
+  const tree = richTree();
+  fs.rmSync(path.join(tree, "pipe"));
+  const old = new Date("2001-02-03T04:05:06Z");
+  for (const f of ["run.sh", "secret", "sub/big.bin", "sub"]) fs.utimesSync(path.join(tree, f), old, old);
+  const single = path.join(tempDir(), "single");
+  fs.writeFileSync(single, "x");
+  fs.utimesSync(single, old, old);
+  assert.is((await cp("-rp", tree, `${target}:rich-times`)).code, 0);
+  assert.is((await cp("-p", single, `${target}:single-times`)).code, 0);
+  for (
+    const f of ["rich-times/run.sh", "rich-times/secret", "rich-times/sub/big.bin", "rich-times/sub", "single-times"]
+  ) {
+    assert.is(fs.statSync(path.join(root, f)).mtimeMs, old.getTime(), f);
+  }
+  const back = path.join(tempDir(), "back");
+  assert.is((await cp("-rp", `${target}:rich-times`, back)).code, 0);
+  assert.is(fs.statSync(path.join(back, "sub/big.bin")).mtimeMs, old.getTime());
+  assert.is(fs.statSync(path.join(back, "secret")).mode & 0o777, 0o600);
+  assert.is((await cp("-r", tree, `${target}:rich-new`)).code, 0);
+  assert.ok(fs.statSync(path.join(root, "rich-new/run.sh")).mtimeMs > old.getTime());
+});
+
+cpSuite("a single file keeps its mode both ways: a script stays executable, a secret private", async () => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, "tool.sh"), "#!/bin/sh\n", { mode: 0o755 });
+  fs.chmodSync(path.join(dir, "tool.sh"), 0o755);
+  fs.writeFileSync(path.join(dir, "key"), crypto.randomBytes(100 * 1024));
+  fs.chmodSync(path.join(dir, "key"), 0o600);
+  for (const name of ["tool.sh", "key"]) {
+    assert.is((await cp(path.join(dir, name), `${target}:single-${name}`)).code, 0);
+    const there = fs.statSync(path.join(root, `single-${name}`)).mode & 0o777;
+    assert.is(there, name === "key" ? 0o600 : 0o755, name);
+    const back = path.join(dir, `back-${name}`);
+    assert.is((await cp(`${target}:single-${name}`, back)).code, 0);
+    assert.is(fs.statSync(back).mode & 0o777, name === "key" ? 0o600 : 0o755, name);
+  }
+});
+
+/** An agent from the sources whose hosts list `entries` for every directory (test/helpers/hostile-agent.ts). */
+async function compromisedServer(entries: unknown[]): Promise<RunningAgent> {
+  return await startAgent(["--key", KEY.hex], {
+    command: [...scriptCommand(), path.join(ROOT, "test/helpers/hostile-agent.ts")],
+    env: { HOSTILE_LISTING: JSON.stringify(entries) },
+  });
+}
+
+const file = (p: string) => ({ path: p, type: "file", size: 3, mtimeMs: 0, mode: 0o644 });
+
+cpSuite(
+  "a server that lists ../../x gets exit 27 from the binary, and nothing is written anywhere (finding 4)",
+  async () => {
+    const server = await compromisedServer([file("ok.txt"), file("../../x")]);
+    try {
+      const serverRoot = path.join(server.stateDir, "products", "cli", "work");
+      fs.mkdirSync(path.join(serverRoot, "dir"), { recursive: true });
+      fs.writeFileSync(path.join(serverRoot, "dir", "ok.txt"), "ok\n");
+      const base = tempDir();
+      const into = path.join(base, "a", "b");
+      fs.mkdirSync(into, { recursive: true });
+      const r = await cp("-r", `127.0.0.1:${server.port}:dir`, path.join(into, "copy"));
+      assert.is(r.code, 27, r.stderr);
+      assert.match(r.stderr, /not a plain name/);
+      assert.equal(fs.readdirSync(base, { recursive: true }), ["a", path.join("a", "b")], "nothing written");
+    } finally {
+      await server.stop();
+    }
+  },
+);
+
+cpSuite(
+  "a server that lists a symlink a -> DIR and then a/passwd never makes the copy write through the link",
+  async () => {
+    const victim = tempDir();
+    const server = await compromisedServer([
+      { path: "a", type: "symlink", size: 4, mtimeMs: 0, mode: 0o777, target: victim },
+      file("a/passwd"),
+    ]);
+    try {
+      const serverRoot = path.join(server.stateDir, "products", "cli", "work");
+      fs.mkdirSync(path.join(serverRoot, "dir", "a"), { recursive: true });
+      fs.writeFileSync(path.join(serverRoot, "dir", "a", "passwd"), "pwn\n");
+      const into = tempDir();
+      const r = await cp("-r", `127.0.0.1:${server.port}:dir`, path.join(into, "copy"));
+      assert.is(r.code, 27, r.stderr);
+      assert.equal(fs.readdirSync(victim), [], "nothing written through the link");
+      assert.equal(fs.readdirSync(into), [], "nothing written at all");
+    } finally {
+      await server.stop();
+    }
+  },
+);
 
 for (const [direction, signal] of [["upload", "SIGINT"], ["download", "SIGTERM"]] as const) {
   cpSuite(

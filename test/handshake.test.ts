@@ -165,8 +165,8 @@ async function computeVectors(provider: CryptoProvider): Promise<Map<string, Uin
   const oldHello = encodeHello({ min: 1, max: 1 });
   v.set("hello (client offers 1..1)", oldHello);
   v.set("reply to it (no version in common)", await replyTo(oldHello));
-  v.set("hello (client offers 1..2)", encodeHello({ min: 1, max: 2 }));
-  v.set(`reply to it (version ${current})`, await replyTo(encodeHello({ min: 1, max: 2 })));
+  v.set(`hello (client offers 1..${current})`, encodeHello({ min: 1, max: current }));
+  v.set(`reply to it (version ${current})`, await replyTo(encodeHello({ min: 1, max: current })));
   // docs/protocol.md §2, outbound (TLS) mode: the listener initiates, the agent responds.
   const tls = await opening(provider, EncryptionMode.Tls, () => Promise.resolve());
   const [listenerHello, tlsMessage1, listenerFirst] = await messagesOf(tls.initiator, hello.length);

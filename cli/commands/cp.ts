@@ -13,13 +13,15 @@ import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { RemoteSession } from "../../core/client/remote-session.ts";
+import type { ListEntry } from "../../core/session/contract.ts";
 import { eachLimited } from "../../core/concurrency.ts";
 import { throwIfAborted } from "../../core/client/abort.ts";
 import { AlreadyExistsError, NotFoundError } from "../../core/errors.ts";
-import { escapeControls } from "../../core/text.ts";
+import { escapeControls, safeJson } from "../../core/text.ts";
 import type { Flags } from "../flags.ts";
 import { CommandFailure, ExitError, type Failure } from "../errors.ts";
 import { fail, openRemote, parseAddress } from "./remote.ts";
+import { localTree, type TreeEntry } from "./cp-trees.ts";
 
 /** Exit codes (docs/operations.md): the connection's match `agent probe`'s. */
 export const CP_EXIT: Record<Failure, number> = {
@@ -43,6 +45,7 @@ export const CP_EXIT: Record<Failure, number> = {
   "local-disk-full": 25,
   "checksum-mismatch": 26,
   "unsafe-listing": 27,
+  "skipped": 28,
 };
 
 /** Files in flight at once when copying a tree. */
@@ -84,6 +87,16 @@ interface CopyJob {
   local: string;
   remote: string;
   size: number;
+  /** The source's permission bits and modification time: kept (the mode less the umask; both exactly with -p). */
+  mode: number;
+  mtimeMs: number;
+}
+
+/** A symlink to make as it was: `local` and `remote` as for {@link CopyJob}. */
+interface LinkJob {
+  local: string;
+  remote: string;
+  target: string;
 }
 
 interface Copied {
@@ -178,6 +191,7 @@ async function upload(session: RemoteSession, job: CopyJob, progress: Progress, 
   try {
     size = await session.files.writeFile(temp, chunks(), {
       exclusive: true,
+      mode: job.mode & 0o777,
       onSha256: (hex) => (remoteDigest = hex),
       signal,
     });
@@ -203,7 +217,12 @@ async function uploadSmall(
   progress: Progress,
   fresh: ReadonlySet<string>,
 ): Promise<Copied[]> {
-  const files = jobs.map((j) => ({ path: j.remote, data: new Uint8Array(fs.readFileSync(j.local)) })); // small: synchronous reads are cheaper
+  // Small: synchronous reads are cheaper.
+  const files = jobs.map((j) => ({
+    path: j.remote,
+    data: new Uint8Array(fs.readFileSync(j.local)),
+    mode: j.mode & 0o777,
+  }));
   const written = await session.files.writeFiles(files, {
     exclusive: jobs.every((j) => fresh.has(path.posix.dirname(j.remote))),
   });
@@ -235,7 +254,7 @@ async function downloadSmall(
     const temp = direct ? local : tempName(local);
     try {
       // Asynchronous, side by side: creating a file is the slow part, and the thread pool overlaps them.
-      await fsp.writeFile(temp, r.data, { flag: "wx", mode: 0o644 });
+      await fsp.writeFile(temp, r.data, { flag: "wx", mode: jobs[i].mode & 0o777 });
       if (!direct) await fsp.rename(temp, local);
     } catch (e) {
       await fsp.rm(temp, { force: true });
@@ -255,7 +274,7 @@ async function download(
   const hash = crypto.createHash("sha256");
   let remoteDigest = "";
   const temp = tempName(job.local);
-  const out = await fsp.open(temp, "wx", 0o644);
+  const out = await fsp.open(temp, "wx", job.mode & 0o777);
   let size = 0;
   try {
     try {
@@ -289,25 +308,47 @@ async function download(
   return { path: job.local, size, sha256: remoteDigest };
 }
 
+/** Adds one entry of a local tree to an upload's plan, bound for `remote`. */
+function addUpload(plan: CopyPlan, e: TreeEntry, local: string, remote: string): void {
+  const { size, mode, mtimeMs } = e;
+  if (e.kind === "directory") {
+    plan.dirs.push(remote);
+    plan.dirModes.push({ path: remote, mode, mtimeMs });
+  } else if (e.kind === "file") plan.jobs.push({ local, remote, size, mode, mtimeMs });
+  else if (e.kind === "symlink") plan.links.push({ local, remote, target: e.target! });
+  else plan.skipped.push({ path: local, why: e.why! });
+}
+
 /**
- * Every file and directory under a local directory, parents before children. Synchronous: a
- * thread-pool hop per stat costs ten times the stat.
+ * Adds the entries a server listed under `remote` to a download's plan, bound for `into`. Each must be
+ * a plain name (see {@link localPathFor}) under a directory listed before it: a server that lists a
+ * symlink `a` and then `a/passwd` could otherwise have the copy write through the link it just made.
  */
-function localTree(root: string): { dirs: string[]; files: Array<{ rel: string; size: number }> } {
-  const dirs: string[] = [], files: Array<{ rel: string; size: number }> = [];
-  const walk = (rel: string) => {
-    for (const entry of fs.readdirSync(path.join(root, rel), { withFileTypes: true })) {
-      const child = rel ? path.join(rel, entry.name) : entry.name;
-      if (entry.isDirectory()) {
-        dirs.push(child);
-        walk(child);
-      } else if (entry.isFile()) {
-        files.push({ rel: child, size: fs.statSync(path.join(root, child)).size });
-      }
+function addDownloads(plan: CopyPlan, entries: ListEntry[], remote: string, into: string, follow: boolean): void {
+  const directories = new Set(["."]);
+  for (const e of entries) {
+    const local = localPathFor(into, e.path);
+    const parent = path.posix.dirname(e.path);
+    if (!directories.has(parent)) {
+      throw new CommandFailure(
+        "unsafe-listing",
+        `the server listed ${JSON.stringify(escapeControls(e.path))} under ${
+          JSON.stringify(escapeControls(parent))
+        }, which it did not list as a directory; nothing was copied (is the server compromised?)`,
+        CP_EXIT,
+      );
     }
-  };
-  walk("");
-  return { dirs, files };
+    const { size, mtimeMs } = e, mode = e.mode ?? 0o644, from = remoteJoin(remote, e.path);
+    if (e.type === "directory") {
+      directories.add(e.path);
+      plan.dirs.push(local);
+      plan.dirModes.push({ path: local, mode, mtimeMs });
+    } else if (e.type === "file" || (e.type === "symlink" && follow)) {
+      plan.jobs.push({ local, remote: from, size, mode, mtimeMs });
+    } else if (e.type === "symlink" && e.target !== undefined) {
+      plan.links.push({ local, remote: from, target: e.target });
+    } else plan.skipped.push({ path: from, why: "not a file, directory or symlink" });
+  }
 }
 
 /** What the operands ask for, checked before any connection. */
@@ -319,17 +360,30 @@ interface CopyRequest {
   /** The destination's path: remote for an upload, local for a download. */
   dest: string;
   recursive: boolean;
+  /** -L: copy what symlinks point to, not the links. */
+  follow: boolean;
+  /** -p: set modes exactly (no umask) and keep modification times. */
+  preserve: boolean;
   /** Files in flight at once. */
   jobs: number;
   json: boolean;
 }
 
-/** What to copy: directories to make (parents first) and files; `roots` is the top of each tree copied up. */
+/**
+ * What to copy: directories to make (parents first, with their sources' modes and times in
+ * `dirModes`), files, symlinks, and what cannot be copied (`skipped`, with why); `roots` is the top of
+ * each tree copied up.
+ */
 interface CopyPlan {
   dirs: string[];
+  dirModes: Array<{ path: string; mode: number; mtimeMs: number }>;
   jobs: CopyJob[];
+  links: LinkJob[];
+  skipped: Array<{ path: string; why: string }>;
   roots: string[];
 }
+
+const emptyPlan = (): CopyPlan => ({ dirs: [], dirModes: [], jobs: [], links: [], skipped: [], roots: [] });
 
 /** Reads the operands: every source local and DEST remote (an upload), or the other way round, on one server. */
 function parseOperands(operands: string[], flags: Flags): CopyRequest {
@@ -360,6 +414,8 @@ function parseOperands(operands: string[], flags: Flags): CopyRequest {
     sources: uploading ? sources : remoteSources.map((r) => r!.path),
     dest: uploading ? remoteDest.path : dest,
     recursive: Boolean(flags.recursive),
+    follow: Boolean(flags.dereference),
+    preserve: Boolean(flags.preserve),
     jobs: Math.max(1, Number(flags.jobs ?? DEFAULT_JOBS) | 0),
     json: Boolean(flags.json),
   };
@@ -396,7 +452,7 @@ class Copy {
 
   async #planUpload(sourceStats: ReadonlyMap<string, fs.Stats>): Promise<CopyPlan> {
     const { dest: target, sources } = this.request;
-    const plan: CopyPlan = { dirs: [], jobs: [], roots: [] };
+    const plan = emptyPlan();
     const destType = await remoteType(this.session, target).catch((e) => fail(e, CP_EXIT, target));
     if (sources.length > 1 && destType !== "directory") {
       throw new CommandFailure(
@@ -415,19 +471,16 @@ class Copy {
     for (const s of sources) {
       const into = destType === "directory" ? remoteJoin(target, path.basename(path.resolve(s))) : target;
       const st = sourceStats.get(s)!;
+      const { size, mtimeMs } = st, mode = st.mode & 0o7777;
       if (st.isFile()) {
-        plan.jobs.push({ local: s, remote: into, size: st.size });
+        plan.jobs.push({ local: s, remote: into, size, mode, mtimeMs });
         continue;
       }
-      const tree = localTree(s);
       plan.roots.push(into);
-      plan.dirs.push(into, ...tree.dirs.map((d) => remoteJoin(into, ...d.split(path.sep))));
-      for (const f of tree.files) {
-        plan.jobs.push({
-          local: path.join(s, f.rel),
-          remote: remoteJoin(into, ...f.rel.split(path.sep)),
-          size: f.size,
-        });
+      plan.dirs.push(into);
+      plan.dirModes.push({ path: into, mode, mtimeMs });
+      for (const e of localTree(s, this.request.follow)) {
+        addUpload(plan, e, path.join(s, e.rel), remoteJoin(into, ...e.rel.split(path.sep)));
       }
     }
     return plan;
@@ -435,7 +488,7 @@ class Copy {
 
   async #planDownload(): Promise<CopyPlan> {
     const { dest, sources } = this.request;
-    const plan: CopyPlan = { dirs: [], jobs: [], roots: [] };
+    const plan = emptyPlan();
     const single = sources.length === 1;
     const destType = await localType(dest);
     if ((!single || dest.endsWith("/")) && destType !== "directory") {
@@ -460,8 +513,9 @@ class Copy {
     } catch (e) {
       fail(e, CP_EXIT, remote);
     }
-    if (info.type === "file") {
-      plan.jobs.push({ local: into, remote, size: info.size });
+    const { size, mode, mtimeMs } = info;
+    if (info.type === "file" || info.type === "symlink") {
+      plan.jobs.push({ local: into, remote, size, mode, mtimeMs }); // a link named on the command line is followed
     } else if (info.type === "directory") {
       if (!this.request.recursive) {
         throw new CommandFailure(
@@ -470,12 +524,10 @@ class Copy {
           CP_EXIT,
         );
       }
+      plan.roots.push(into);
       plan.dirs.push(into);
-      for (const e of await this.session.files.list(remote, { recursive: true })) {
-        const local = localPathFor(into, e.path);
-        if (e.type === "directory") plan.dirs.push(local);
-        else if (e.type === "file") plan.jobs.push({ local, remote: remoteJoin(remote, e.path), size: e.size });
-      }
+      plan.dirModes.push({ path: into, mode, mtimeMs });
+      addDownloads(plan, await this.session.files.list(remote, { recursive: true }), remote, into, this.request.follow);
     } else {
       throw new CommandFailure("usage", `${remote} is neither a file nor a directory on the server`, CP_EXIT);
     }
@@ -495,9 +547,63 @@ class Copy {
       }
       await eachLimited(plan.dirs, this.request.jobs, (d) => this.session.files.mkdir(d, { recursive: true }));
     } else {
-      for (const d of plan.dirs) if ((await fsp.mkdir(d, { recursive: true })) !== undefined) fresh.add(d); // undefined: it was there
+      const roots = new Set(plan.roots);
+      for (const d of plan.dirs) {
+        if ((await fsp.mkdir(d, { recursive: true })) !== undefined) fresh.add(d); // undefined: it was there
+        else if (!roots.has(d) && fs.lstatSync(d).isSymbolicLink()) {
+          // An earlier copy may have made this link; a file listed under it must not be written through it.
+          throw new CommandFailure(
+            "unsafe-listing",
+            `${d} is a symlink here where the server has a directory; nothing under it was copied`,
+            CP_EXIT,
+          );
+        }
+      }
     }
     return fresh;
+  }
+
+  /** Makes the plan's symlinks, each under a temporary name renamed into place (directly in a fresh directory). */
+  async makeLinks(plan: CopyPlan, fresh: ReadonlySet<string>): Promise<void> {
+    const files = this.session.files;
+    await eachLimited(plan.links, this.request.jobs, async ({ local, remote, target }) => {
+      throwIfAborted(this.signal);
+      if (this.request.uploading) {
+        if (fresh.has(path.posix.dirname(remote))) return await files.symlink(target, remote);
+        const temp = tempName(remote);
+        await files.symlink(target, temp);
+        await files.move(temp, remote).catch(async (e) => {
+          await files.delete(temp).catch(() => {});
+          throw e;
+        });
+      } else {
+        if (fresh.has(path.dirname(local))) return await fsp.symlink(target, local);
+        const temp = tempName(local);
+        await fsp.symlink(target, temp);
+        await fsp.rename(temp, local).catch(async (e) => {
+          await fsp.rm(temp, { force: true });
+          throw e;
+        });
+      }
+    });
+  }
+
+  /** -p: sets each file's and directory's mode exactly and its modification time, once all are written. */
+  async preserve(plan: CopyPlan): Promise<void> {
+    const files = this.session.files;
+    const set = async (p: string, mode: number, mtimeMs: number) => {
+      if (this.request.uploading) {
+        await files.setMode(p, mode);
+        await files.setTimes(p, { mtime: mtimeMs });
+      } else {
+        await fsp.chmod(p, mode);
+        await fsp.utimes(p, new Date(), new Date(mtimeMs));
+      }
+    };
+    const where = (j: CopyJob) => (this.request.uploading ? j.remote : j.local);
+    await eachLimited(plan.jobs, this.request.jobs, (j) => set(where(j), j.mode, j.mtimeMs));
+    // A directory's time last: making the files and links in it changed it.
+    await eachLimited(plan.dirModes, this.request.jobs, (d) => set(d.path, d.mode, d.mtimeMs));
   }
 
   /** Copies the plan's files: small ones many to a request, larger ones streamed, several at once. */
@@ -545,17 +651,19 @@ class Copy {
 }
 
 /** Says what was copied: one JSON object with --json; else a line on a terminal, nothing when no one watches. */
-function report(request: CopyRequest, copied: Copied[], seconds: number): void {
+function report(request: CopyRequest, plan: CopyPlan, copied: Copied[], seconds: number): void {
   const bytes = copied.reduce((n, c) => n + c.size, 0);
   if (request.json) {
     process.stdout.write(
-      JSON.stringify({
-        ok: true,
+      safeJson({
+        ok: plan.skipped.length === 0,
         direction: request.uploading ? "upload" : "download",
         files: copied.length,
+        symlinks: plan.links.length,
         bytes,
         seconds: Number(seconds.toFixed(3)),
         copied,
+        skipped: plan.skipped.map((s) => s.path),
       }) + "\n",
     );
   } else if (!process.stderr.isTTY) {
@@ -595,11 +703,14 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
   const started = performance.now();
   const controller = new AbortController();
   const interrupt = interruptible(controller);
-  let copied: Copied[];
+  let copied: Copied[], plan: CopyPlan;
   try {
     const copy = new Copy(session, request, controller.signal);
-    const plan = await copy.plan(sourceStats);
-    copied = await copy.transfer(plan, await copy.makeDirectories(plan));
+    plan = await copy.plan(sourceStats);
+    const fresh = await copy.makeDirectories(plan);
+    copied = await copy.transfer(plan, fresh);
+    await copy.makeLinks(plan, fresh);
+    if (request.preserve) await copy.preserve(plan);
   } catch (e) {
     const signal = interrupt.received();
     if (signal) {
@@ -612,6 +723,10 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
     agent.close();
     interrupt.stop();
   }
-  report(request, copied, (performance.now() - started) / 1000);
+  report(request, plan, copied, (performance.now() - started) / 1000);
+  if (plan.skipped.length > 0) {
+    const list = plan.skipped.map((s) => `${s.path} (${s.why})`).join(", ");
+    throw new CommandFailure("skipped", `not copied, as cp cannot copy them: ${escapeControls(list)}`, CP_EXIT);
+  }
   return 0;
 }

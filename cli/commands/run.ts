@@ -36,6 +36,7 @@ export const RUN_EXIT: Record<Failure, number> = {
   "local-disk-full": 251, // the program's output could not be written here
   "checksum-mismatch": 255,
   "unsafe-listing": 255,
+  "skipped": 255,
 };
 
 /** Waits until `stream` has room again, when a write says it is full. */

@@ -144,6 +144,14 @@ export class FilesApi {
     await this.session.call(ServiceCode.FileSetMode, { path, mode });
   }
 
+  /**
+   * Creates a symbolic link at `path` holding `target` (not resolved: a relative target is
+   * relative to the link's directory); fails with `AlreadyExistsError` when anything is at `path`.
+   */
+  async symlink(target: string, path: string): Promise<void> {
+    await this.session.call(ServiceCode.FileSymlink, { path, target });
+  }
+
   /** SHA-256 of the file on the agent's machine, as hex, and its size. */
   async sha256(path: string): Promise<{ sha256: string; size: number }> {
     return (await this.session.call(ServiceCode.FileSha256, { path })).fields;

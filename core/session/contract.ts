@@ -36,6 +36,8 @@ export enum ServiceCode {
   FileClose = 0x10d,
   FileWriteBatch = 0x10e,
   FileReadBatch = 0x10f,
+  /** Creates a symbolic link (protocol version 3). */
+  FileSymlink = 0x110,
   ProcessStart = 0x200,
   ProcessWrite = 0x201,
   ProcessCloseStdin = 0x202,
@@ -95,6 +97,8 @@ export interface FileInfo {
   mode: number;
   mtimeMs: number;
   atimeMs: number;
+  /** A symlink's target, as stored in it (protocol version 3). */
+  target?: string;
 }
 
 /**
@@ -111,6 +115,10 @@ export interface ListEntry {
   type: FileInfo["type"];
   size: number;
   mtimeMs: number;
+  /** Permission bits (`st_mode & 0o7777`; protocol version 3). */
+  mode?: number;
+  /** A symlink's target, as stored in it (protocol version 3). */
+  target?: string;
 }
 
 /**
@@ -273,6 +281,8 @@ export interface ServiceContract {
     reply: { files: Array<{ path: string; size: number; sha256: string }> };
     replyData: true;
   };
+  /** A symlink at `path` holding `target`; fails with already-exists when anything is at `path`. */
+  [ServiceCode.FileSymlink]: { request: { path: string; target: string }; reply: NoFields };
   [ServiceCode.ProcessStart]: {
     request: StartOptions;
     reply: { id: number; pid: number };

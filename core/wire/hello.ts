@@ -37,8 +37,11 @@ export const PROTOCOL_ID: Uint8Array = new Uint8Array([
 export const DEFAULT_PORT = 46336;
 
 /** Protocol versions this build speaks. */
-/** Version 2: key-mode frames travel as Noise transport messages of at most 65,535 bytes (version 1 sealed each frame whole). */
-export const PROTOCOL_VERSIONS: VersionRange = { min: 2, max: 2 };
+/**
+ * Version 3: list entries carry `mode` and a symlink's `target`, stat a symlink's `target`, and
+ * 0x110 creates a symlink (docs/protocol.md §2 lists every version's changes).
+ */
+export const PROTOCOL_VERSIONS: VersionRange = { min: 3, max: 3 };
 
 /** Size of the hello: protocol id, lowest and highest version. */
 export const HELLO_SIZE = 24;

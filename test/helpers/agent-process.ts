@@ -125,10 +125,17 @@ export interface RunningAgent {
 /** Starts `agent start --host 127.0.0.1 --port 0` and waits until it listens. */
 export async function startAgent(
   args: string[] = [],
-  options: { stateDir?: string; env?: Record<string, string>; listenFlags?: boolean; ready?: RegExp } = {},
+  options: {
+    stateDir?: string;
+    env?: Record<string, string>;
+    listenFlags?: boolean;
+    ready?: RegExp;
+    /** The program to start instead of the built agent (a test's own entry point). */
+    command?: string[];
+  } = {},
 ): Promise<RunningAgent> {
   const stateDir = options.stateDir ?? tempDir();
-  const [cmd, ...pre] = agentCommand();
+  const [cmd, ...pre] = options.command ?? agentCommand();
   const listen = options.listenFlags === false ? [] : ["--host", "127.0.0.1", "--port", "0"];
   const child = spawn(cmd, [...pre, "start", ...listen, ...args], {
     env: hermeticEnv({ AGENT_STATE_DIR: stateDir, ...options.env }),
