@@ -235,6 +235,10 @@ const run: CommandSpec = {
     ...SESSION_OPTIONS,
     { flags: "--shell", help: "Run the words after -- as one command line through /bin/sh -c (default: no shell)" },
     {
+      flags: "-t, --tty",
+      help: "On a pseudo-terminal on the server, as ssh -t: interactive programs, window size, Ctrl-C and Ctrl-Z",
+    },
+    {
       flags: "--cwd <dir>",
       help: "Working directory on the server; a relative one is under the product's root (the default)",
       list: true,

@@ -32,6 +32,7 @@ import "./outbound.e2e.test.ts";
 import "./fleet.e2e.test.ts";
 import "./remote-commands.e2e.test.ts";
 import "./cp.e2e.test.ts";
+import "./tty.e2e.test.ts";
 import "./package.e2e.test.ts";
 import "./service.e2e.test.ts";
 import "./state-trust.e2e.test.ts";

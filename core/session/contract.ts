@@ -46,6 +46,8 @@ export enum ServiceCode {
   ProcessList = 0x205,
   /** Start, feed stdin (the request's bytes) and close it, wait: one message; output events come before the reply. */
   ProcessRun = 0x206,
+  /** A terminal's new size, for a process started with `tty` (protocol version 3). */
+  ProcessResize = 0x207,
   SystemInfo = 0x300,
   SystemEnv = 0x301,
   SystemProductRoot = 0x302,
@@ -138,6 +140,11 @@ export interface StartOptions {
   /** Added to (or, with clearEnv, replacing) the agent's environment. */
   env?: Record<string, string>;
   clearEnv?: boolean;
+  /**
+   * Start it on a pseudo-terminal of this size (protocol version 3), as `ssh -t` does: a new session
+   * whose controlling terminal that is; its stdout carries everything it shows, and it has no stderr.
+   */
+  tty?: { rows: number; cols: number };
 }
 
 /**
@@ -298,6 +305,7 @@ export interface ServiceContract {
     reply: { delivered: boolean };
   };
   [ServiceCode.ProcessWait]: { request: { id: number }; reply: ExitStatus };
+  [ServiceCode.ProcessResize]: { request: { id: number; rows: number; cols: number }; reply: NoFields };
   [ServiceCode.ProcessList]: { request: NoFields; reply: { processes: ProcessEntry[] } };
   [ServiceCode.ProcessRun]: {
     request: StartOptions;

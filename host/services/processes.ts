@@ -13,6 +13,7 @@ import { type ExitStatus, ServiceCode, ServiceEvent } from "../../core/session/c
 import { ServiceError } from "../../core/errors.ts";
 import { requireString, withoutNul } from "../errors.ts";
 import { type StartedProcess, startProcess } from "../../runtime/spawn.ts";
+import { type PtyProcess, startInPty } from "../../runtime/pty.ts";
 import type { HostContext, ServiceHandlers } from "./types.ts";
 
 interface Launched {
@@ -20,7 +21,7 @@ interface Launched {
   owner: number;
   program: string;
   args: string[];
-  child: StartedProcess;
+  child: StartedProcess | PtyProcess;
   startedAt: number;
   /** Settles after the process is reaped and all its output is sent. */
   exit: Promise<ExitStatus>;
@@ -45,6 +46,13 @@ function signalGroup(child: StartedProcess, name: NodeJS.Signals): boolean {
   } catch {
     return signal(child, name);
   }
+}
+
+/** A terminal's `{ rows, cols }` (each 1-65535), or null when `value` is not one. */
+function terminalSize(value: unknown): { rows: number; cols: number } | null {
+  const { rows, cols } = (value ?? {}) as { rows?: unknown; cols?: unknown };
+  const fits = (n: unknown): n is number => Number.isInteger(n) && (n as number) > 0 && (n as number) < 65536;
+  return fits(rows) && fits(cols) ? { rows, cols } : null;
 }
 
 /** Why a start found nothing: the working directory missing, or else the program. */
@@ -127,6 +135,17 @@ export class ProcessesService {
         const delivered = !p.exited && send(p.child, name as NodeJS.Signals);
         return { fields: { delivered } };
       },
+      [ServiceCode.ProcessResize]: ({ fields }) => {
+        const p = this.#get(fields);
+        const size = terminalSize(fields);
+        if (!("resize" in p.child) || !size) {
+          throw new ServiceError(
+            "invalid-argument",
+            `process ${p.id} has no terminal, or the size is not rows and cols`,
+          );
+        }
+        if (!p.exited) p.child.resize(size.rows, size.cols);
+      },
       [ServiceCode.ProcessWait]: async ({ fields }) => ({ fields: { ...(await this.#get(fields).exit) } }),
       [ServiceCode.ProcessRun]: async ({ attachment, fields, data }) => {
         const { id, pid } = (await this.#start(attachment, fields)).fields;
@@ -162,12 +181,13 @@ export class ProcessesService {
     const cwd = typeof fields.cwd === "string"
       ? path.resolve(this.context.productRoot, withoutNul(fields.cwd, "cwd"))
       : this.context.productRoot;
-    let child: StartedProcess;
+    let child: StartedProcess | PtyProcess;
     try {
-      child = await startProcess(program, args, {
-        cwd,
-        environment: fields.clearEnv === true ? env : { ...this.#hostEnv, ...env },
-      });
+      const environment = fields.clearEnv === true ? env : { ...this.#hostEnv, ...env };
+      const tty = terminalSize(fields.tty);
+      child = tty
+        ? startInPty(program, args, { cwd, environment, ...tty })
+        : await startProcess(program, args, { cwd, environment });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === "ENOENT") throw notFound(program, cwd);
