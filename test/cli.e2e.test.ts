@@ -64,6 +64,40 @@ cli('an option that needs a value and was given none is a usage error, not the v
   assert.equal(fs.readdirSync(dir), [], "no file named true");
 });
 
+cli("every command's help says what it does and how it exits; help for no such command is an error", () => {
+  for (const command of ["start", "status", "keygen", "probe", "run", "cp", "service"]) {
+    const r = runAgent([command, "--help"]);
+    assert.is(r.code, 0, command);
+    assert.match(r.stdout, /Usage:\n {2}\$ agent \S+.*\n\n {2}[A-Z]/, `${command}: a description under the usage`);
+    assert.match(r.stdout, /Exit codes: /, `${command}: its exit codes`);
+  }
+  const none = runAgent(["help", "frobnicate"]);
+  assert.is(none.code, 2);
+  assert.match(none.stderr, /no command "frobnicate"/);
+});
+
+cli("completion bash and zsh complete the commands and each command's options, from the command table", () => {
+  const bash = runAgent(["completion", "bash"]);
+  assert.is(bash.code, 0, bash.stderr);
+  const script = path.join(tempDir(), "agent.bash");
+  fs.writeFileSync(script, bash.stdout);
+  const complete = (line: string) =>
+    spawnSync("bash", [
+      "-c",
+      `source ${script}; COMP_WORDS=(${line}); COMP_CWORD=$((\${#COMP_WORDS[@]}-1)); _agent; echo "\${COMPREPLY[*]}"`,
+    ], {
+      encoding: "utf8",
+    }).stdout.trim().split(" ");
+  assert.ok(complete("agent ''").includes("probe"));
+  assert.ok(complete("agent cp --").includes("--recursive"));
+  assert.ok(complete("agent run --").includes("--tty"));
+  const zsh = runAgent(["completion", "zsh"]);
+  assert.is(zsh.code, 0);
+  assert.match(zsh.stdout, /#compdef agent/);
+  assert.match(zsh.stdout, /--dereference/);
+  assert.is(runAgent(["completion", "fish"]).code, 2);
+});
+
 cli("keygen prints a key and its id, as text and as JSON", () => {
   const text = runAgent(["keygen"]);
   assert.is(text.code, 0);
@@ -306,7 +340,8 @@ cli("probe: each failed stage has its own message and exit code", async () => {
   );
   const incompatible = await probe(`127.0.0.1:${future.port}`);
   assert.is(incompatible.code, 8, incompatible.stderr);
-  assert.match(incompatible.stderr, /incompatible version: .*this side speaks 2\.\.2, the peer 7\.\.9/);
+  const ours = `${PROTOCOL_VERSIONS.min}\\.\\.${PROTOCOL_VERSIONS.max}`;
+  assert.match(incompatible.stderr, new RegExp(`incompatible version: .*this side speaks ${ours}, the peer 7\\.\\.9`));
   await future.close();
 
   const json = JSON.parse((await probe(`127.0.0.1:${closedPort}`, "--json")).stdout);

@@ -183,6 +183,30 @@ remote("run: a second Ctrl-C ends a program that ignores SIGINT, children and al
   assert.ok(r.at - second < 3000, `ended ${(r.at - second).toFixed(0)} ms after the second Ctrl-C`);
 });
 
+remote("run: everything after the host is the command, as with ssh; a usage error exits 254", async () => {
+  const [cmd, ...pre] = agentCommand();
+  const bare = (args: string[]) => cli(args).done;
+  const listing = await bare(["run", target, "--key-file", keyFile, "ls", "-la", "/"]);
+  assert.is(listing.code, 0, listing.stderr);
+  assert.match(listing.stdout, /\betc\b/);
+  const plain = await bare(["run", "--key-file", keyFile, target, "true"]);
+  assert.is(plain.code, 0, plain.stderr);
+  const unknown = await bare(["run", target, "--key-file", keyFile, "--frob", "--", "true"]);
+  assert.is(unknown.code, 254, `${cmd} ${pre}: ${unknown.stderr}`);
+});
+
+remote("run and cp --json print a JSON object when they fail, too", async () => {
+  const r = await cli(["run", target, "--key-file", keyFile, "--json", "--", "no-such-program-here"]).done;
+  assert.is(r.code, 127);
+  const failed = JSON.parse(r.stdout);
+  assert.is(failed.ok, false);
+  assert.is(failed.exitCode, 127);
+  assert.match(failed.error, /no such program/);
+  const c = await cli(["cp", "--key-file", keyFile, "--json", `${target}:no-such-file`, tempDir()]).done;
+  assert.is(c.code, 20);
+  assert.equal([JSON.parse(c.stdout).ok, JSON.parse(c.stdout).exitCode], [false, 20]);
+});
+
 remote("run: each failure has its message and exit code", async () => {
   await run(["--shell", "--", "echo data > plain.txt; chmod 644 plain.txt"]);
   const cases: Array<[string, string[], number, RegExp]> = [

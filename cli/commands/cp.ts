@@ -724,9 +724,9 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
     interrupt.stop();
   }
   report(request, plan, copied, (performance.now() - started) / 1000);
-  if (plan.skipped.length > 0) {
-    const list = plan.skipped.map((s) => `${s.path} (${s.why})`).join(", ");
-    throw new CommandFailure("skipped", `not copied, as cp cannot copy them: ${escapeControls(list)}`, CP_EXIT);
-  }
-  return 0;
+  if (plan.skipped.length === 0) return 0;
+  // Said here, not thrown: --json has already printed its one object, with these in `skipped`.
+  const list = plan.skipped.map((s) => `${s.path} (${s.why})`).join(", ");
+  process.stderr.write(`agent: not copied, as cp cannot copy them: ${escapeControls(list)}\n`);
+  return CP_EXIT.skipped;
 }
