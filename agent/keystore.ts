@@ -25,13 +25,19 @@ export function readKeyFile(file: string): string[] {
   try {
     stat = fs.statSync(file);
   } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new ConfigError(`key file ${file} does not exist`);
     throw new ConfigError(`cannot read key file ${file}: ${(e as Error).message}`);
   }
   checkSecretFile(file, stat, "key file");
-  const lines = fs.readFileSync(file, "utf8").split("\n").map((l) => l.replace(/#.*/, "").trim()).filter(Boolean);
+  // Numbered before comments and blank lines go, so that a message points at the line an editor shows.
+  const lines = fs.readFileSync(file, "utf8").split("\n").map((l, i) => ({
+    key: l.replace(/#.*/, "").trim(),
+    line: i + 1,
+  }))
+    .filter((l) => l.key !== "");
   if (lines.length === 0) throw new ConfigError(`key file ${file} holds no key`);
-  lines.forEach((l, i) => parseKey(l, `line ${i + 1} of ${file}`));
-  return lines;
+  lines.forEach((l) => parseKey(l.key, `line ${l.line} of ${file}`));
+  return lines.map((l) => l.key);
 }
 
 /** Creates the state directory (mode 0700) if it does not exist, refusing one it may not trust. */

@@ -33,6 +33,7 @@ import "./fleet.e2e.test.ts";
 import "./remote-commands.e2e.test.ts";
 import "./cp.e2e.test.ts";
 import "./tty.e2e.test.ts";
+import "./messages.e2e.test.ts";
 import "./package.e2e.test.ts";
 import "./service.e2e.test.ts";
 import "./state-trust.e2e.test.ts";

@@ -41,7 +41,8 @@ test("numbers out of range, bad keys, bad product names and bad connect entries 
 });
 
 test("an unknown setting, a non-object and broken JSON say so", () => {
-  assert.match(error('{ "prot": 1 }'), /unknown setting "prot" \(known: host, port,/);
+  assert.match(error('{ "prot": 1 }'), /unknown setting "prot" \(did you mean "port"\?\)$/);
+  assert.match(error('{ "zebra": 1 }'), /unknown setting "zebra" \(known: host, port,/);
   assert.match(error("[1, 2]"), /must hold a JSON object of settings, not \[1,2\] \(a list\)/);
   assert.match(error("{ port: 1 }"), /is not valid JSON/);
 });

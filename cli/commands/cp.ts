@@ -142,6 +142,16 @@ class Progress {
 const tempName = (file: string) =>
   path.join(path.dirname(file), `.${path.basename(file)}.agent-cp-${crypto.randomBytes(8).toString("hex")}`);
 
+/**
+ * A file that could not be created on the server for want of its directory, said of that directory:
+ * the agent's error names the temporary file, which the user never asked for.
+ */
+function missingParent(e: unknown, jobs: readonly CopyJob[]): unknown {
+  const parents = new Set(jobs.map((j) => path.posix.dirname(j.remote)));
+  if (!(e instanceof NotFoundError) || parents.size !== 1) return e;
+  return new CommandFailure("remote-not-found", `${[...parents][0]}: no such directory on the server`, CP_EXIT);
+}
+
 /** Remote paths are '/'-separated whatever the local OS. */
 const remoteJoin = (...parts: string[]) => path.posix.join(...parts);
 
@@ -200,7 +210,7 @@ async function upload(session: RemoteSession, job: CopyJob, progress: Progress, 
     await session.files.move(temp, job.remote);
   } catch (e) {
     if (!(e instanceof AlreadyExistsError)) await session.files.delete(temp).catch(() => {}); // not ours otherwise
-    throw e;
+    throw missingParent(e, [job]);
   }
   progress.add(0, true);
   return { path: job.remote, size, sha256: remoteDigest };
@@ -225,7 +235,7 @@ async function uploadSmall(
   }));
   const written = await session.files.writeFiles(files, {
     exclusive: jobs.every((j) => fresh.has(path.posix.dirname(j.remote))),
-  });
+  }).catch((e) => Promise.reject(missingParent(e, jobs)));
   return written.map((w, i) => {
     const ours = digest(files[i].data);
     if (w.sha256 !== ours) throw mismatch(w.path, w.sha256, ours, "the remote file");
@@ -511,7 +521,7 @@ class Copy {
     try {
       info = await this.session.files.stat(remote);
     } catch (e) {
-      fail(e, CP_EXIT, remote);
+      fail(e, CP_EXIT, (e as Error).message?.includes(remote) ? undefined : remote); // name it once
     }
     const { size, mode, mtimeMs } = info;
     if (info.type === "file" || info.type === "symlink") {
