@@ -25,7 +25,7 @@ import { HostControl } from "../core/session/contract.ts";
 import { DeliveryLink, type LinkTransport } from "../core/session/delivery.ts";
 import { type AttachmentInfo, decodeEnvelope, type SessionSummary } from "../core/session/protocol.ts";
 import { HostProcess } from "./host-process.ts";
-import { WarmHosts } from "./warm-hosts.ts";
+import { type SpareSummary, WarmHosts } from "./warm-hosts.ts";
 import type { Logger } from "../runtime/log.ts";
 
 /** Settings for sessions. */
@@ -380,6 +380,11 @@ export class SessionManager {
 
   list(): SessionSummary[] {
     return [...this.sessions.values()].map((s) => s.summary());
+  }
+
+  /** The spare hosts started ahead of sessions (docs/operations.md "Spare hosts"). */
+  spares(): SpareSummary[] {
+    return this.#warm.list();
   }
 
   /** A connection went away without detaching: its attachments wait out the reconnect grace. */

@@ -98,6 +98,26 @@ cli("completion bash and zsh complete the commands and each command's options, f
   assert.is(runAgent(["completion", "fish"]).code, 2);
 });
 
+cli("status shows the spare hosts and the memory of the agent and its hosts", async () => {
+  const key = generateKey();
+  const agent = await startAgent(["--key", key.hex]);
+  const keyFile = writeKeyFile(tempDir(), key.hex);
+  const ran = await runAgentAsync(["run", `127.0.0.1:${agent.port}`, "--key-file", keyFile, "--", "true"]);
+  assert.is(ran.code, 0, ran.stderr);
+  await agent.waitForLog(/spare host for cli ready \(pid (\d+)\)/);
+  const sparePid = Number(/spare host for cli ready \(pid (\d+)\)/.exec(agent.stderr())![1]);
+  const text = await runAgentAsync(["status"], { AGENT_STATE_DIR: agent.stateDir });
+  const json = JSON.parse((await runAgentAsync(["status", "--json"], { AGENT_STATE_DIR: agent.stateDir })).stdout);
+  await agent.stop();
+  assert.match(text.stdout, new RegExp(`spare hosts  1: cli \\(pid ${sparePid}, `));
+  assert.match(text.stdout, /memory {7}agent \d+(\.\d)? MiB, hosts \d+(\.\d)? MiB \(1 process\)/);
+  assert.equal(json.spares.map((s: { product: string; hostPid: number }) => [s.product, s.hostPid]), [[
+    "cli",
+    sparePid,
+  ]]);
+  assert.ok(json.memory.agentKiB > 0 && json.memory.hostsKiB > 0, JSON.stringify(json.memory));
+});
+
 cli("keygen prints a key and its id, as text and as JSON", () => {
   const text = runAgent(["keygen"]);
   assert.is(text.code, 0);
@@ -257,7 +277,7 @@ cli("bad settings stop start with a clear message and exit code 2", async () => 
   const cases: Array<[string[], Record<string, string>, RegExp]> = [
     [["--key", "abc"], {}, /--key #1 is not a valid agent key: expected 64 hex digits/],
     [["--key-file", loose], {}, /readable by others \(mode 0644\); run: chmod 600/],
-    [["--key-file", path.join(dir, "missing.key")], {}, /cannot read key file .*missing\.key/],
+    [["--key-file", path.join(dir, "missing.key")], {}, /key file .*missing\.key does not exist/],
     [["--port", "70000"], {}, /--port \(or AGENT_PORT\) must be a whole number from 0 to 65535, not "70000"/],
     [["--config", path.join(dir, "nope.json")], {}, /cannot read config file/],
   ];
