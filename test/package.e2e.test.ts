@@ -163,7 +163,7 @@ test("the README's programs run as written, from the installed package", async (
   }
 });
 
-test("the README's steps, typed literally into a fresh npm init -y project, run its program with tsx", async () => {
+test("the README's steps, typed literally into a fresh npm init -y project, run its program with tsx", () => {
   if (IS_DENO) return; // the steps are npm's and tsx's
   const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
   const steps = /```sh\n(mkdir my-product[\s\S]*?)```/.exec(readme)?.[1];
