@@ -1,6 +1,6 @@
 // The config file's schema (agent/config-schema.ts): every error names the file, the setting, what it held and what is allowed.
 // And resolveConfig (agent/config.ts): options as a command line gives them.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import fs from "node:fs";
 import os from "node:os";
@@ -8,6 +8,8 @@ import path from "node:path";
 import { resolveConfig } from "../agent/config.ts";
 import { parseConfigFile } from "../agent/config-schema.ts";
 import { ConfigError } from "../runtime/errors.ts";
+
+const test = suite("config");
 
 const FILE = "/etc/agent/config.json";
 const error = (text: string) => {

@@ -1,5 +1,5 @@
 // The local agent: a product on the same machine, no network, the same host processes.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import fs from "node:fs";
 import os from "node:os";
@@ -7,6 +7,8 @@ import path from "node:path";
 import { NotFoundError } from "../mod.ts";
 import { LocalAgent } from "../local.ts";
 import { agentCommand, IS_DENO, stopAll, tempDir } from "./helpers/agent-process.ts";
+
+const test = suite("local");
 
 test.after(stopAll);
 

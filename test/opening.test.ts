@@ -1,4 +1,4 @@
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { AgentClient } from "../core/client/agent-client.ts";
 import { initiate, respond } from "../core/secure/opening.ts";
@@ -13,6 +13,8 @@ import { StreamReader } from "../core/wire/stream.ts";
 import { readRecord } from "../core/secure/frame-stream.ts";
 import { VERSION } from "../core/version.ts";
 import { serveAgentConnection } from "./helpers/agent-connection.ts";
+
+const test = suite("opening");
 
 async function pair(agentOptions: Partial<Parameters<typeof respond>[1]> = {}, clientKey?: Uint8Array) {
   const key = generateKey().bytes;

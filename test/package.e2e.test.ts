@@ -1,7 +1,7 @@
 // The client library as a product author gets it: `npm pack`, installed into an empty project
 // (without optional dependencies), imported by name from a plain Node script or a Deno script, and
 // run against a live agent. The README's programs run here as written, from the installed package.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { spawn, spawnSync } from "node:child_process";
 import crypto from "node:crypto";
@@ -18,6 +18,8 @@ import {
   stopAll,
   tempDir,
 } from "./helpers/agent-process.ts";
+
+const test = suite("package e2e");
 
 const KEY = generateKey();
 const NAME = "@agent/client";
@@ -133,6 +135,7 @@ test("LocalAgent comes from its own entry; on Node without koffi it says what to
     path.join(project, "local.mjs"),
     `
 import { LocalAgent } from "${IS_DENO ? `npm:${NAME}/local` : `${NAME}/local`}";
+
 // Its own state directory (the test's temp one), never the machine's default.
 try { await (await LocalAgent.start({ stateDir: process.env.AGENT_STATE_DIR, agentCommand: ["false"] })).stop(); console.log("started"); } catch (e) { console.log(e.message); }
 `,

@@ -1,12 +1,14 @@
 // `agent service install --root DIR` into a tree others could write (security finding 7): a planted symlink is
 // replaced or refused, never written through.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { serviceUnit, UNIT_PATH } from "../agent/service.ts";
 import { IS_DENO, ROOT, runAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+
+const test = suite("service e2e");
 
 /** A root with the binary in place under Deno (whose CLI is not the single executable and copies nothing). */
 function installRoot(): { root: string; binary: string } {
