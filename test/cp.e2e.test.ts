@@ -270,6 +270,31 @@ cpSuite(
   },
 );
 
+cpSuite(
+  "a download never writes through a symlink already in the destination where the server lists a directory",
+  async () => {
+    const victim = tempDir();
+    const server = await compromisedServer([
+      { path: "a", type: "directory", size: 0, mtimeMs: 0, mode: 0o755 },
+      file("a/passwd"),
+    ]);
+    try {
+      const serverRoot = path.join(server.stateDir, "products", "cli", "work");
+      fs.mkdirSync(path.join(serverRoot, "dir", "a"), { recursive: true });
+      fs.writeFileSync(path.join(serverRoot, "dir", "a", "passwd"), "pwn\n");
+      const into = tempDir();
+      fs.mkdirSync(path.join(into, "dir"));
+      fs.symlinkSync(victim, path.join(into, "dir", "a")); // as an earlier copy of a symlink would have left it
+      const r = await cp("-r", `127.0.0.1:${server.port}:dir`, into);
+      assert.is(r.code, 27, r.stderr);
+      assert.match(r.stderr, /is a symlink here/);
+      assert.equal(fs.readdirSync(victim), [], "nothing written through the link");
+    } finally {
+      await server.stop();
+    }
+  },
+);
+
 for (const [direction, signal] of [["upload", "SIGINT"], ["download", "SIGTERM"]] as const) {
   cpSuite(
     `${
