@@ -134,12 +134,30 @@ async function singleExecutable() {
   fs.rmSync(exe, { force: true });
   fs.copyFileSync(process.execPath, exe);
   fs.chmodSync(exe, 0o755);
-  await inject(exe, "NODE_SEA_BLOB", fs.readFileSync(blob), { sentinelFuse: SEA_FUSE });
+  await withoutLiefNoise(() => inject(exe, "NODE_SEA_BLOB", fs.readFileSync(blob), { sentinelFuse: SEA_FUSE }));
   fs.rmSync(blob);
   fs.rmSync(configPath);
   fs.rmSync(entry);
   fs.rmSync(koffiName);
   for (const program of Object.keys(PROGRAMS)) fs.rmSync(path.join(dist, `${program}.cache`));
+}
+
+/**
+ * Runs `work` with LIEF's (postject's) warning about Node's `.note.100` section left out of the
+ * output: it reads sections it does not rewrite, says so once per section, and the binary is fine.
+ * Every other line still shows.
+ */
+async function withoutLiefNoise(work: () => Promise<void>): Promise<void> {
+  const warn = console.warn;
+  const noise = /^warning: Can't find string offset for section name '\.note(\.\d+)?'/;
+  console.warn = (...args: unknown[]) => {
+    if (!noise.test(String(args[0]))) warn(...args);
+  };
+  try {
+    await work();
+  } finally {
+    console.warn = warn;
+  }
 }
 
 /** The npm package's contents: what `npm pack` ships (package.json "files"). */

@@ -14,7 +14,7 @@
  * const local = await LocalAgent.start();
  * const session = await local.openSession("buildmaster");
  * console.log((await session.system.info()).hostname);
- * await local.stop();
+ * await local.close();
  * ```
  * @module
  */

@@ -128,8 +128,12 @@ export function parseConfigFile(file: string, text: string): ConfigFile {
   if (result.success) return result.data;
   const issue = result.error.issues[0];
   if (issue.code === "unrecognized_keys") {
+    const known = Object.keys(ALLOWED);
+    const meant = closest(issue.keys[0], known);
     throw new ConfigError(
-      `config file ${file}: unknown setting "${issue.keys[0]}" (known: ${Object.keys(ALLOWED).join(", ")})`,
+      `config file ${file}: unknown setting "${issue.keys[0]}" (${
+        meant ? `did you mean "${meant}"?` : `known: ${known.join(", ")}`
+      })`,
     );
   }
   const setting = String(issue.path[0]) as keyof ConfigFile;
@@ -137,4 +141,24 @@ export function parseConfigFile(file: string, text: string): ConfigFile {
   for (const p of issue.path) held = (held as Record<PropertyKey, unknown>)?.[p as PropertyKey];
   const where = issue.path.length > 1 ? `"${setting}" (at ${issue.path.slice(1).join(".")})` : `"${setting}"`;
   throw new ConfigError(`config file ${file}: setting ${where} is ${describe(held)}; allowed: ${ALLOWED[setting]}`);
+}
+
+/** The candidate `word` is most likely a typo of: at most two edits away (one for a short word), else undefined. */
+function closest(word: string, candidates: readonly string[]): string | undefined {
+  const distance = (a: string, b: string) => {
+    let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      const next = [i];
+      for (let j = 1; j <= b.length; j++) {
+        next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      }
+      row = next;
+    }
+    return row[b.length];
+  };
+  const limit = word.length >= 4 ? 2 : 1; // "prot" for "port" is two edits
+  const ranked = candidates.map((c) => ({ c, d: distance(word.toLowerCase(), c.toLowerCase()) })).sort((x, y) =>
+    x.d - y.d
+  );
+  return ranked[0] && ranked[0].d <= limit ? ranked[0].c : undefined;
 }

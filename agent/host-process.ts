@@ -100,8 +100,8 @@ export class HostProcess {
       end.detach();
       mapping.close();
       fs.rmSync(file, { force: true });
-      const said = unfinishedLine();
-      throw new Error(`the session's host process did not start${said ? `: ${said.trim()}` : ""}`);
+      const said = unfinishedLine().trim();
+      throw new Error(`the session's host process did not start${said ? `: ${said}` : ""}`);
     }
     return new HostProcess(child, end, header, mapping, file, exited);
   }

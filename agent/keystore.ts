@@ -34,6 +34,7 @@ export function readKeyFileEntries(file: string): KeyEntry[] {
   try {
     stat = fs.statSync(file);
   } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new ConfigError(`key file ${file} does not exist`);
     throw new ConfigError(`cannot read key file ${file}: ${(e as Error).message}`);
   }
   checkSecretFile(file, stat, "key file");

@@ -16,6 +16,7 @@ import type { CryptoProvider } from "../core/secure/crypto.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
 import { EncryptionMode } from "../core/wire/hello.ts";
 import type { SessionSummary } from "../core/session/protocol.ts";
+import type { SpareSummary } from "./warm-hosts.ts";
 import type { AgentConfig } from "./config.ts";
 import { log } from "../runtime/log.ts";
 import { runtimeInfo } from "../runtime/crypto.ts";
@@ -44,6 +45,8 @@ export interface AgentStatus {
   connections: { open: number; handshaking: number };
   handshakes: { accepted: number; rejected: Record<string, number> };
   sessions: SessionSummary[];
+  /** Hosts started ahead of the next session for a product. */
+  spares: SpareSummary[];
   outbound: OutboundStatus[];
 }
 
@@ -131,6 +134,7 @@ export class AgentServer {
       connections: { open: this.#connections.size, handshaking: this.#handshaking.size },
       handshakes: { accepted: this.#accepted, rejected: { ...this.#rejected } },
       sessions: this.sessions.list(),
+      spares: this.sessions.spares(),
       outbound: this.outbound.map((t) => t.status()),
     };
   }

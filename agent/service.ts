@@ -148,18 +148,18 @@ export function installService(options: ServiceOptions & { start: boolean; self:
   const binaryFile = inRoot(options.binary);
   if (options.self) {
     const same = fs.existsSync(binaryFile) && fs.readFileSync(binaryFile).equals(fs.readFileSync(options.self));
-    if (same) report.push(`binary ${options.binary}: up to date`);
+    if (same) report.push(`binary ${binaryFile}: up to date`);
     else {
       makeDirsUnder(options.root, path.dirname(binaryFile));
       const self = options.self;
       replaceFile(binaryFile, (temp) => fs.copyFileSync(self, temp, fs.constants.COPYFILE_EXCL), 0o755);
-      report.push(`binary ${options.binary}: installed from ${options.self}`);
+      report.push(`binary ${binaryFile}: installed from ${options.self}`);
     }
   } else if (!fs.existsSync(binaryFile)) {
     throw new ConfigError(
       `${options.binary} does not exist: run this from the single executable (dist/agent), or put the binary there first and pass --binary`,
     );
-  } else report.push(`binary ${options.binary}: in place`);
+  } else report.push(`binary ${binaryFile}: in place`);
 
   if (onSystem(options)) {
     if (run("id", ["-u", options.user]).ok) report.push(`user ${options.user}: exists`);
@@ -212,9 +212,16 @@ export function uninstallService(options: ServiceOptions): ServiceReport {
     report.push(`unit ${unitFile}: removed`);
   } else report.push(`unit ${unitFile}: not installed`);
   if (onSystem(options) && systemdRunning()) run("systemctl", ["daemon-reload"]);
-  report.push(
-    `kept: ${options.binary}, the user ${options.user} and /var/lib/agent (its keys); remove them with: rm ${options.binary}; userdel ${options.user}; rm -r /var/lib/agent`,
-  );
+  if (onSystem(options)) {
+    report.push(
+      `kept: ${options.binary}, the user ${options.user} and /var/lib/agent (its keys); remove them with: rm ${options.binary}; userdel ${options.user}; rm -r /var/lib/agent`,
+    );
+  } else {
+    const binaryFile = path.join(options.root, options.binary);
+    report.push(
+      `kept: ${binaryFile}; remove it with: rm ${binaryFile} (no user or state was made for ${options.root})`,
+    );
+  }
   return report;
 }
 

@@ -25,7 +25,7 @@ import { HostControl } from "../core/session/contract.ts";
 import { DeliveryLink, type LinkTransport } from "../core/session/delivery.ts";
 import { type AttachmentInfo, decodeEnvelope, type SessionSummary } from "../core/session/protocol.ts";
 import { HostProcess } from "./host-process.ts";
-import { WarmHosts } from "./warm-hosts.ts";
+import { type SpareSummary, WarmHosts } from "./warm-hosts.ts";
 import { KeyAccess } from "./key-access.ts";
 import type { KeyScopes } from "./keystore.ts";
 import type { ProductAccount } from "./product-users.ts";
@@ -510,6 +510,11 @@ export class SessionManager {
   isAttached(peer: SessionPeer): boolean {
     for (const att of this.#attachments.values()) if (att.peer === peer) return true;
     return false;
+  }
+
+  /** The spare hosts started ahead of sessions (docs/operations.md "Spare hosts"). */
+  spares(): SpareSummary[] {
+    return this.#warm.list();
   }
 
   /** A connection went away without detaching: its attachments wait out the reconnect grace. */

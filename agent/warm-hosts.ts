@@ -23,6 +23,14 @@ interface Spare {
   /** The extensions directory as the host saw it when it started. */
   signature: string;
   timer: ReturnType<typeof setTimeout> | null;
+  preparedAt: number;
+}
+
+/** A spare host as `agent status` shows it: its pid once started, and how long it has waited. */
+export interface SpareSummary {
+  product: string;
+  hostPid: number | null;
+  idleSeconds: number;
 }
 
 /** Names and modification times of everything in `dir` (empty when missing): a change means a new host. */
@@ -72,7 +80,14 @@ export class WarmHosts {
     while (this.#spares.size >= this.options.products) this.#discard([...this.#spares.keys()][0]);
     const id = this.options.newId();
     const signature = extensionsSignature(this.options.extensionsDir(product));
-    const spare: Spare = { id, signature, host: null, timer: null, starting: Promise.resolve(null) };
+    const spare: Spare = {
+      id,
+      signature,
+      host: null,
+      timer: null,
+      starting: Promise.resolve(null),
+      preparedAt: Date.now(),
+    };
     spare.starting = this.options.launch(product, id).then((host) => {
       spare.host = host;
       this.options.log.info(`spare host for ${product} ready (pid ${host.pid})`);
@@ -91,6 +106,15 @@ export class WarmHosts {
   async shutdown(): Promise<void> {
     this.#closed = true;
     await Promise.all([...this.#spares.keys()].map((p) => this.#discard(p)));
+  }
+
+  /** The spares, for status. */
+  list(): SpareSummary[] {
+    return [...this.#spares].map(([product, spare]) => ({
+      product,
+      hostPid: spare.host?.pid ?? null,
+      idleSeconds: Math.round((Date.now() - spare.preparedAt) / 1000),
+    }));
   }
 
   /** Products with a spare, for status. */

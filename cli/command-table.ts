@@ -32,6 +32,12 @@ export interface CommandSpec {
   notes?: string[];
   /** Lines listing the exit codes, after the notes (docs/operations.md has them as tables). */
   exitCodes?: string[];
+  /** The exit code of a usage error (2 unless the command's own codes leave 2 to something else). */
+  usageExit?: number;
+  /** Every word after the first operand (the host) is a command to run, options included, as with ssh. */
+  restIsCommand?: boolean;
+  /** With --json, a failure prints `{ ok: false, exitCode, error }` on stdout (commands whose success prints JSON there). */
+  jsonOnFailure?: boolean;
   /** Runs the command with cac's arguments (the positional ones, then the flags); resolves with its exit code. */
   action: (...args: never[]) => Promise<number | void>;
 }
@@ -153,6 +159,7 @@ const start: CommandSpec = {
     "agent start --port 4000 --key-file /etc/agent/keys",
     "agent start --check && systemctl reload agent   # SIGHUP re-reads keys and config; sessions stay",
   ],
+  exitCodes: ["0 stopped by SIGTERM or SIGINT, 2 usage or bad settings (the line names which), 1 other"],
   action: async (flags: Flags) => (await import("./commands/start.ts")).startCommand(flags),
 };
 
@@ -185,6 +192,7 @@ const keygen: CommandSpec = {
     "agent keygen --out /etc/agent/keys && agent start --key-file /etc/agent/keys",
     "agent keygen --show /var/lib/agent/agent.key    # which key id does this file hold?",
   ],
+  exitCodes: ["0 ok, 2 usage (--out names an existing file without --force, --show an unreadable one), 1 other"],
   action: async (flags: Flags) => (await import("./commands/keygen.ts")).keygenCommand(flags),
 };
 
@@ -232,7 +240,15 @@ const run: CommandSpec = {
   options: [
     ...SESSION_OPTIONS,
     { flags: "--shell", help: "Run the words after -- as one command line through /bin/sh -c (default: no shell)" },
-    { flags: "--cwd <dir>", help: "Working directory on the server (default: the product's root)", list: true },
+    {
+      flags: "-t, --tty",
+      help: "On a pseudo-terminal on the server, as ssh -t: interactive programs, window size, Ctrl-C and Ctrl-Z",
+    },
+    {
+      flags: "--cwd <dir>",
+      help: "Working directory on the server; a relative one is under the product's root (the default)",
+      list: true,
+    },
     { flags: "--env <NAME=VALUE>", help: "Set a variable for the program (repeatable)", list: true },
     {
       flags: "--no-stdin",
@@ -245,8 +261,14 @@ const run: CommandSpec = {
     "tar c site | agent run web1 --key-file web1.key -- tar x -C /srv/www",
     "agent run web1 --key-file web1.key --shell -- 'df -h / | tail -1'",
   ],
-  usage: "run HOST[:PORT] [options] -- program [args...]",
-  notes: ["Output streams as it comes. The first Ctrl-C sends SIGINT to the program, a second ends it."],
+  usage: "run HOST[:PORT] [options] [--] program [args...]",
+  usageExit: 254,
+  restIsCommand: true,
+  jsonOnFailure: true,
+  notes: [
+    "Output streams as it comes. The first Ctrl-C sends SIGINT to the program, a second ends it and the",
+    "programs it started, a third stops waiting for the agent.",
+  ],
   exitCodes: [
     "the program's own; 128+N when signal N ended it; 127 no such program, 126 not executable;",
     "243 name not found, 244 refused, 245 timed out, 246 not an agent, 247 wrong key, 248 incompatible version,",
@@ -261,7 +283,12 @@ const cp: CommandSpec = {
   description: "Copy files and directories to or from a server through its agent, as scp does, checked by SHA-256",
   options: [
     ...SESSION_OPTIONS,
-    { flags: "-r, --recursive", help: "Copy directories and everything in them" },
+    {
+      flags: "-r, --recursive",
+      help: "Copy directories and everything in them; symlinks are copied as symlinks, modes kept (less the umask)",
+    },
+    { flags: "-L, --dereference", help: "Copy what symlinks point to instead of the links" },
+    { flags: "-p, --preserve", help: "Keep modification times, and modes exactly (not less the umask)" },
     { flags: "--jobs <n>", help: "Files in flight at once when copying many (default 16)" },
     { flags: "--json", help: "Print one JSON object: files, bytes, seconds, and each file's path, size and SHA-256" },
   ],
@@ -270,6 +297,7 @@ const cp: CommandSpec = {
     "agent cp --key-file web1.key -r web1:46336:/var/log/app ./logs      # download a tree",
   ],
   usage: "cp [options] SOURCE... DEST",
+  jsonOnFailure: true,
   notes: [
     "A remote operand is HOST:PATH or HOST:PORT:PATH ([::1]:PORT:PATH for IPv6); either DEST or every SOURCE is remote.",
     "Each file goes to a temporary name and is renamed once its SHA-256 matches on both ends, so a failed copy",
@@ -279,7 +307,8 @@ const cp: CommandSpec = {
     "0 ok, 1 other, 2 usage, 3 name not found, 4 refused, 5 timed out, 6 not an agent, 7 wrong key,",
     "8 incompatible version, 9 product refused, 10 connection lost, 20 remote file not found, 21 is a directory",
     "(add -r), 22 not a directory, 23 permission denied, 24 local file not found, 25 local disk full,",
-    "26 checksum mismatch",
+    "26 checksum mismatch, 27 unsafe listing from the server, 28 some entries not copied (FIFOs, sockets,",
+    "devices, dangling links with -L: each named), 130/143/129 interrupted (unfinished files removed)",
   ],
   action: async (operands: string[], flags: Flags) => (await import("./commands/cp.ts")).cpCommand(operands, flags),
 };
@@ -312,15 +341,29 @@ const service: CommandSpec = {
   ],
   usage: "service install|uninstall|status [options]",
   notes: ["The unit text is in docs/operations.md for manual installs."],
+  exitCodes: ["0 ok, 2 usage or not root, 3 not installed (status), 1 other"],
   action: async (action: string | undefined, flags: Flags) =>
     (await import("./commands/service.ts")).serviceCommand(action, flags),
 };
 
-/** The commands, in the order help lists them. */
-export const COMMANDS: readonly CommandSpec[] = [start, status, keygen, probe, run, cp, service];
+const completion: CommandSpec = {
+  name: "completion [shell]",
+  description: "Print a shell completion script for bash or zsh, made from this command table",
+  options: [],
+  examples: [
+    "agent completion bash > /etc/bash_completion.d/agent",
+    'agent completion zsh > "${fpath[1]}/_agent"',
+  ],
+  usage: "completion bash|zsh",
+  exitCodes: ["0 ok, 2 no such shell"],
+  action: async (shell: string | undefined) => (await import("./commands/completion.ts")).completionCommand(shell),
+};
 
-/** The text after the usage line of `agent CMD --help`: notes, then exit codes, indented as cac indents. */
+/** The commands, in the order help lists them. */
+export const COMMANDS: readonly CommandSpec[] = [start, status, keygen, probe, run, cp, service, completion];
+
+/** The text after the usage line of `agent CMD --help`: what it does, notes, exit codes, indented as cac indents. */
 export function helpAfterUsage(spec: CommandSpec): string[] {
   const exitCodes = (spec.exitCodes ?? []).map((line, i) => i === 0 ? `Exit codes: ${line}` : line);
-  return [...spec.notes ?? [], ...exitCodes].map((line) => `  ${line}`);
+  return [`${spec.description}.`, "", ...spec.notes ?? [], ...exitCodes].map((line) => line ? `  ${line}` : "");
 }

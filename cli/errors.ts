@@ -35,6 +35,7 @@ export type Failure =
   | "local-disk-full"
   | "checksum-mismatch"
   | "unsafe-listing"
+  | "skipped"
   | "invalid-argument";
 
 /** A failure with its kind, so each command picks its exit code. */

@@ -20,3 +20,17 @@ export function asTyped(message: string): string {
     (_m, name: string) => `\`--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}\``,
   );
 }
+
+/**
+ * The first option in `argv` that takes a value (`--out <file>`) but was given none: at the end, or
+ * followed by another option. cac would read it as `true`, and `keygen --out` write a file named "true".
+ */
+export function optionMissingValue(argv: readonly string[], valued: readonly string[]): string | undefined {
+  const end = argv.indexOf("--");
+  const words = end < 0 ? argv : argv.slice(0, end);
+  return words.find((word, i) => {
+    if (!valued.includes(word)) return false;
+    const next = words[i + 1];
+    return next === undefined || (next.startsWith("-") && next !== "-" && !/^-\d/.test(next));
+  });
+}

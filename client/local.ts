@@ -65,11 +65,11 @@ function defaultAgentCommand(): string[] {
  * const session = await local.openSession("buildmaster");
  * await session.files.writeFile("hello.txt", new TextEncoder().encode("hi"));
  * console.log((await session.files.stat("hello.txt")).size); // 2
- * await local.stop();
+ * await local.close();
  * ```
  */
 export class LocalAgent extends Agent {
-  private constructor(client: AgentClient, readonly sessions: SessionManager) {
+  private constructor(client: AgentClient, readonly sessions: SessionManager, readonly runDir: string) {
     super(client);
   }
 
@@ -97,12 +97,35 @@ export class LocalAgent extends Agent {
     const accepted = await responding;
     if (!accepted.ok) throw new Error(`local agent failed to start: ${accepted.error.message}`);
     new ClientConnection(accepted.frames, "local", sessions, startedAt).serve();
-    return new LocalAgent(client, sessions);
+    return new LocalAgent(client, sessions, runDir);
   }
 
-  /** Ends every session and the in-process agent. */
-  async stop(): Promise<void> {
+  /**
+   * Ends every session and the in-process agent, and removes its run directory; as
+   * {@link Agent.close}, but it resolves once the host processes have ended.
+   *
+   * @example
+   * ```ts
+   * const local = await LocalAgent.start({ stateDir: fs.mkdtempSync(path.join(os.tmpdir(), "local-")) });
+   * await local.close();
+   * console.log(fs.existsSync(local.runDir)); // false
+   * ```
+   */
+  override async close(): Promise<void> {
     await this.sessions.shutdown();
-    this.close();
+    super.close();
+    fs.rmSync(this.runDir, { recursive: true, force: true });
+  }
+
+  /**
+   * The same as {@link LocalAgent.close}, by its older name.
+   *
+   * @example
+   * ```ts
+   * await (await LocalAgent.start({ stateDir: fs.mkdtempSync(path.join(os.tmpdir(), "local-")) })).stop();
+   * ```
+   */
+  stop(): Promise<void> {
+    return this.close();
   }
 }

@@ -1,7 +1,9 @@
 // Handshake admission (agent/admission.ts): the failed-authentication state a peer without a key can grow.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { Admission, failureKey, MAX_TRACKED_ADDRESSES } from "../agent/admission.ts";
+
+const test = suite("admission");
 
 const limits = { maxConcurrent: 4, queueLimit: 4, evictAfterMs: 1000, failuresPerMinute: 3 };
 

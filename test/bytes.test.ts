@@ -1,4 +1,4 @@
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import {
   allocateUninitialized,
@@ -14,6 +14,8 @@ import {
   toHex,
 } from "../core/bytes.ts";
 import { useUninitializedAllocation } from "../runtime/memory.ts";
+
+const test = suite("bytes");
 
 const b = (...n: number[]) => new Uint8Array(n);
 

@@ -5,6 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import {
+  agentCommand,
   cleanExit,
   hermeticEnv,
   IS_DENO,
@@ -45,6 +46,76 @@ cli("an unknown command or option is a usage error", () => {
   const o = runAgent(["keygen", "--frob"]);
   assert.is(o.code, 2);
   assert.match(o.stderr, /Unknown option `--frob`/);
+});
+
+cli('an option that needs a value and was given none is a usage error, not the value "true"', () => {
+  const dir = tempDir();
+  for (
+    const args of [["keygen", "--out"], ["keygen", "--show"], ["status", "--state-dir"], ["run", "h", "--key-file"]]
+  ) {
+    const r = spawnSync(agentCommand()[0], [...agentCommand().slice(1), ...args], {
+      cwd: dir,
+      encoding: "utf8",
+      env: hermeticEnv(),
+    });
+    assert.is(r.status, args[0] === "run" ? 254 : 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`${args[args.length - 1]} needs a value`), args.join(" "));
+  }
+  assert.equal(fs.readdirSync(dir), [], "no file named true");
+});
+
+cli("every command's help says what it does and how it exits; help for no such command is an error", () => {
+  for (const command of ["start", "status", "keygen", "probe", "run", "cp", "service"]) {
+    const r = runAgent([command, "--help"]);
+    assert.is(r.code, 0, command);
+    assert.match(r.stdout, /Usage:\n {2}\$ agent \S+.*\n\n {2}[A-Z]/, `${command}: a description under the usage`);
+    assert.match(r.stdout, /Exit codes: /, `${command}: its exit codes`);
+  }
+  const none = runAgent(["help", "frobnicate"]);
+  assert.is(none.code, 2);
+  assert.match(none.stderr, /no command "frobnicate"/);
+});
+
+cli("completion bash and zsh complete the commands and each command's options, from the command table", () => {
+  const bash = runAgent(["completion", "bash"]);
+  assert.is(bash.code, 0, bash.stderr);
+  const script = path.join(tempDir(), "agent.bash");
+  fs.writeFileSync(script, bash.stdout);
+  const complete = (line: string) =>
+    spawnSync("bash", [
+      "-c",
+      `source ${script}; COMP_WORDS=(${line}); COMP_CWORD=$((\${#COMP_WORDS[@]}-1)); _agent; echo "\${COMPREPLY[*]}"`,
+    ], {
+      encoding: "utf8",
+    }).stdout.trim().split(" ");
+  assert.ok(complete("agent ''").includes("probe"));
+  assert.ok(complete("agent cp --").includes("--recursive"));
+  assert.ok(complete("agent run --").includes("--tty"));
+  const zsh = runAgent(["completion", "zsh"]);
+  assert.is(zsh.code, 0);
+  assert.match(zsh.stdout, /#compdef agent/);
+  assert.match(zsh.stdout, /--dereference/);
+  assert.is(runAgent(["completion", "fish"]).code, 2);
+});
+
+cli("status shows the spare hosts and the memory of the agent and its hosts", async () => {
+  const key = generateKey();
+  const agent = await startAgent(["--key", key.hex]);
+  const keyFile = writeKeyFile(tempDir(), key.hex);
+  const ran = await runAgentAsync(["run", `127.0.0.1:${agent.port}`, "--key-file", keyFile, "--", "true"]);
+  assert.is(ran.code, 0, ran.stderr);
+  await agent.waitForLog(/spare host for cli ready \(pid (\d+)\)/);
+  const sparePid = Number(/spare host for cli ready \(pid (\d+)\)/.exec(agent.stderr())![1]);
+  const text = await runAgentAsync(["status"], { AGENT_STATE_DIR: agent.stateDir });
+  const json = JSON.parse((await runAgentAsync(["status", "--json"], { AGENT_STATE_DIR: agent.stateDir })).stdout);
+  await agent.stop();
+  assert.match(text.stdout, new RegExp(`spare hosts  1: cli \\(pid ${sparePid}, `));
+  assert.match(text.stdout, /memory {7}agent \d+(\.\d)? MiB, hosts \d+(\.\d)? MiB \(1 process\)/);
+  assert.equal(json.spares.map((s: { product: string; hostPid: number }) => [s.product, s.hostPid]), [[
+    "cli",
+    sparePid,
+  ]]);
+  assert.ok(json.memory.agentKiB > 0 && json.memory.hostsKiB > 0, JSON.stringify(json.memory));
 });
 
 cli("keygen prints a key and its id, as text and as JSON", () => {
@@ -206,7 +277,7 @@ cli("bad settings stop start with a clear message and exit code 2", async () => 
   const cases: Array<[string[], Record<string, string>, RegExp]> = [
     [["--key", "abc"], {}, /--key #1 is not a valid agent key: expected 64 hex digits/],
     [["--key-file", loose], {}, /readable by others \(mode 0644\); run: chmod 600/],
-    [["--key-file", path.join(dir, "missing.key")], {}, /cannot read key file .*missing\.key/],
+    [["--key-file", path.join(dir, "missing.key")], {}, /key file .*missing\.key does not exist/],
     [["--port", "70000"], {}, /--port \(or AGENT_PORT\) must be a whole number from 0 to 65535, not "70000"/],
     [["--config", path.join(dir, "nope.json")], {}, /cannot read config file/],
   ];
@@ -289,7 +360,8 @@ cli("probe: each failed stage has its own message and exit code", async () => {
   );
   const incompatible = await probe(`127.0.0.1:${future.port}`);
   assert.is(incompatible.code, 8, incompatible.stderr);
-  assert.match(incompatible.stderr, /incompatible version: .*this side speaks 3\.\.3, the peer 7\.\.9/);
+  const ours = `${PROTOCOL_VERSIONS.min}\\.\\.${PROTOCOL_VERSIONS.max}`;
+  assert.match(incompatible.stderr, new RegExp(`incompatible version: .*this side speaks ${ours}, the peer 7\\.\\.9`));
   await future.close();
 
   const json = JSON.parse((await probe(`127.0.0.1:${closedPort}`, "--json")).stdout);

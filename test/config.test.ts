@@ -1,6 +1,6 @@
 // The config file's schema (agent/config-schema.ts): every error names the file, the setting, what it held and what is allowed.
 // And resolveConfig (agent/config.ts): options as a command line gives them.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import fs from "node:fs";
 import os from "node:os";
@@ -11,6 +11,8 @@ import { ConfigError } from "../runtime/errors.ts";
 import { loadAgentKeys, readKeyFile } from "../agent/keystore.ts";
 import { resolveProductUsers } from "../agent/product-users.ts";
 import { generateKey } from "../core/secure/keys.ts";
+
+const test = suite("config");
 
 const FILE = "/etc/agent/config.json";
 const error = (text: string) => {
@@ -44,7 +46,8 @@ test("numbers out of range, bad keys, bad product names and bad connect entries 
 });
 
 test("an unknown setting, a non-object and broken JSON say so", () => {
-  assert.match(error('{ "prot": 1 }'), /unknown setting "prot" \(known: host, port,/);
+  assert.match(error('{ "prot": 1 }'), /unknown setting "prot" \(did you mean "port"\?\)$/);
+  assert.match(error('{ "zebra": 1 }'), /unknown setting "zebra" \(known: host, port,/);
   assert.match(error("[1, 2]"), /must hold a JSON object of settings, not \[1,2\] \(a list\)/);
   assert.match(error("{ port: 1 }"), /is not valid JSON/);
 });

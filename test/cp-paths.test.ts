@@ -1,10 +1,12 @@
 // `agent cp -r` downloads (security finding 4, the class of scp's CVE-2019-6111): every name a server lists is
 // placed under the destination, or the copy is refused before anything is written.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import path from "node:path";
 import { CP_EXIT, localPathFor } from "../cli/commands/cp.ts";
 import { CommandFailure } from "../cli/errors.ts";
+
+const test = suite("cp-paths");
 
 const into = path.resolve("/tmp/dest");
 

@@ -1,6 +1,6 @@
 // The reliable-delivery link (core/session/delivery.ts), as transcripts: two links, a wire between
 // them that the test controls frame by frame, and the messages each side hands up.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { concat } from "../core/bytes.ts";
 import { DeliveryLink } from "../core/session/delivery.ts";
@@ -8,6 +8,8 @@ import { ACK_CODE, decodeSessionHeader } from "../core/session/protocol.ts";
 import { FrameStream } from "../core/secure/frame-stream.ts";
 import { memoryStreamPair } from "../core/wire/memory-stream.ts";
 import { StreamReader } from "../core/wire/stream.ts";
+
+const test = suite("delivery");
 
 const text = (s: string) => new TextEncoder().encode(s);
 const str = (b: Uint8Array) => new TextDecoder().decode(b);

@@ -1,6 +1,6 @@
 // Every public export of the library (mod.ts, and local.ts for LocalAgent) has a doc comment with an example, and every example
 // type-checks and runs: against a live agent started here, on this test run's runtime.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -16,6 +16,8 @@ import {
   tempDir,
 } from "./helpers/agent-process.ts";
 import { selfSigned } from "./helpers/certs.ts";
+
+const test = suite("doc");
 
 const DENO = path.join(ROOT, "node_modules/.bin/deno");
 const EXAMPLES = path.join(ROOT, "test", ".doc-examples"); // inside the checkout, so imports resolve as the library's do

@@ -1,6 +1,6 @@
 // The error table: every error class in its layer's errors module, every code registered (the type
 // admits no other) and documented where it crosses the wire, causes kept, one serializer.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import fs from "node:fs";
 import net from "node:net";
@@ -19,6 +19,8 @@ import { serializeError } from "../core/wire/error-reply.ts";
 import { DialError } from "../runtime/errors.ts";
 import { dialTcp } from "../runtime/tcp.ts";
 import { ROOT } from "./helpers/agent-process.ts";
+
+const test = suite("errors");
 
 const LAYERS = ["core", "runtime", "agent", "host", "client", "cli"];
 

@@ -1,12 +1,14 @@
 // Strings an outsider controls never reach a terminal raw (security finding 8): a TLS certificate's subject,
 // sent before any authentication, in probe's output, the agent's log, `agent status` and /readyz.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import tls from "node:tls";
 import type { AddressInfo } from "node:net";
 import { generateKey } from "../core/secure/keys.ts";
 import { selfSigned } from "./helpers/certs.ts";
 import { runAgentAsync, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+
+const test = suite("escape e2e");
 
 const HOSTILE_CN = "evil\x1b[2J\x1b]0;owned\x07\r\u009b31m\u2028end";
 

@@ -1,10 +1,12 @@
 // runOnAgents: one operation on many agents, a bounded number at a time, one result per agent in the
 // order given, and a failing server (refused, wrong key, too slow) reported by name, never hiding the rest.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { AbortedError, AuthenticationError, DialError, runOnAgents, TimeoutError } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { closedPort, type RunningAgent, startAgent, stopAll } from "./helpers/agent-process.ts";
+
+const test = suite("fleet e2e");
 
 const agents: RunningAgent[] = [];
 test.after(async () => {

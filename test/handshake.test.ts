@@ -3,7 +3,7 @@
 // provider; a vector outside such a block, or a block line the code does not produce, fails. Also the hello and
 // reply rules. `PRINT_VECTORS=1 node --import tsx test/handshake.test.ts` prints every vector the code makes, labelled
 // as the docs label them, for a doc that has to change (a new protocol version).
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import fs from "node:fs";
 import process from "node:process";
@@ -29,6 +29,8 @@ import { memoryStreamPair } from "../core/wire/memory-stream.ts";
 import { type ByteStream, StreamReader } from "../core/wire/stream.ts";
 import { nodeCryptoProvider } from "../runtime/crypto.ts";
 import { libcryptoProvider } from "../runtime/libcrypto.ts";
+
+const test = suite("handshake");
 
 const DOCS = ["docs/protocol.md", "docs/security.md"];
 const PROVIDERS: CryptoProvider[] = [

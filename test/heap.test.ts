@@ -1,11 +1,13 @@
 // A long-lived process (the agent, each session's host) keeps V8's young generation at its
 // initial size however much it allocates (runtime/heap.ts): run the way the agent runs itself.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { DENO_HEAP_FLAGS } from "../runtime/heap.ts";
 import { IS_DENO, ROOT, scriptCommand } from "./helpers/agent-process.ts";
+
+const test = suite("heap");
 
 const MIB = 1024 * 1024;
 const SCRIPT = path.join(ROOT, "test/helpers/young-generation.ts");

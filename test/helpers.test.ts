@@ -1,11 +1,13 @@
 // The suite's own helpers keep their promises: what a test makes, it leaves nowhere.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ROOT, scriptCommand } from "./helpers/agent-process.ts";
+
+const test = suite("helpers");
 
 test("a test file run on its own leaves no temporary directory behind, even if it never calls stopAll", () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "helpers-test-"));

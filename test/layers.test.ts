@@ -1,10 +1,12 @@
 // The folder layout is the architecture (README "Layers"): each folder may import only the folders
 // below it, and core/ runs on any runtime. Read from the sources' import statements.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import fs from "node:fs";
 import path from "node:path";
 import { ROOT } from "./helpers/agent-process.ts";
+
+const test = suite("layers");
 
 /** Who may import whom. A folder always may import itself. */
 const ALLOWED: Record<string, string[]> = {

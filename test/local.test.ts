@@ -1,5 +1,5 @@
 // The local agent: a product on the same machine, no network, the same host processes.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import fs from "node:fs";
 import os from "node:os";
@@ -7,6 +7,8 @@ import path from "node:path";
 import { NotFoundError } from "../mod.ts";
 import { LocalAgent } from "../local.ts";
 import { agentCommand, IS_DENO, stopAll, tempDir } from "./helpers/agent-process.ts";
+
+const test = suite("local");
 
 test.after(stopAll);
 
@@ -50,6 +52,15 @@ test("its hosts inherit the tests' private HOME: native code they unpack never l
   await local.stop();
   // The single executable (Node) unpacks koffi into ~/.cache/agent; Deno needs nothing unpacked.
   if (!IS_DENO) assert.ok(fs.readdirSync(path.join(os.homedir(), ".cache/agent")).some((f) => f.startsWith("koffi-")));
+});
+
+test("local agent without the agent program: a clear error, no crash; close() leaves no run directory", async () => {
+  const stateDir = tempDir();
+  const local = await LocalAgent.start({ stateDir, agentCommand: ["no-such-agent-program"] });
+  const failed = await local.openSession("local").catch((e) => e);
+  assert.match(String(failed?.message), /cannot run no-such-agent-program/);
+  await local.close();
+  assert.equal(fs.readdirSync(stateDir).filter((f) => f.startsWith("run-local-")), [], "run directory removed");
 });
 
 test.run();

@@ -1,8 +1,10 @@
 // Log lines (runtime/log.ts): one line per event in every format, with its level.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { formatLine } from "../runtime/log.ts";
 import { escapeControls } from "../core/text.ts";
+
+const test = suite("log");
 
 const stack = "internal error (please report): Error: boom\n    at f (/x.ts:1:1)\n    at g (/y.ts:2:2)";
 

@@ -1,10 +1,12 @@
 // A transfer frees its buffers in bursts. With the agent's allocator settings (runtime/malloc.ts) the
 // next burst reuses that memory instead of faulting fresh pages in, and an idle process gives it back.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { IS_DENO, ROOT, scriptCommand } from "./helpers/agent-process.ts";
+
+const test = suite("malloc");
 
 const SCRIPT = path.join(ROOT, "test/helpers/freed-memory.ts");
 /** Pages in one burst of the helper: 96 pieces of 64 KiB. */

@@ -1,5 +1,5 @@
 // Meta messages (target 0): the agent's one table of them, served by a real client connection in memory.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { AgentClient } from "../core/client/agent-client.ts";
 import { webCryptoProvider } from "../core/secure/crypto.ts";
@@ -11,6 +11,8 @@ import { decodeError, ERROR_CODE, MAX_PING_PAYLOAD, MetaCode } from "../core/wir
 import { VERSION } from "../core/version.ts";
 import { stopAll } from "./helpers/agent-process.ts";
 import { serveAgentConnection } from "./helpers/agent-connection.ts";
+
+const test = suite("meta");
 
 test.after(stopAll);
 

@@ -1,4 +1,4 @@
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { fromHex, toHex } from "../core/bytes.ts";
 import {
@@ -35,6 +35,8 @@ import { nodeCryptoProvider } from "../runtime/crypto.ts";
 import { libcryptoProvider } from "../runtime/libcrypto.ts";
 import { DENO_HEAP_FLAGS } from "../runtime/heap.ts";
 import { IS_DENO, ROOT, scriptCommand } from "./helpers/agent-process.ts";
+
+const test = suite("noise");
 
 /** Every provider this runtime can use, libcrypto through FFI where it loads (on Node through koffi). */
 const PROVIDERS: CryptoProvider[] = [

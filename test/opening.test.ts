@@ -1,4 +1,4 @@
-import { test } from "uvu";
+import { suite } from "uvu";
 import type net from "node:net";
 import * as assert from "uvu/assert";
 import { AgentClient } from "../core/client/agent-client.ts";
@@ -15,6 +15,8 @@ import { StreamReader } from "../core/wire/stream.ts";
 import { readRecord } from "../core/secure/frame-stream.ts";
 import { VERSION } from "../core/version.ts";
 import { serveAgentConnection } from "./helpers/agent-connection.ts";
+
+const test = suite("opening");
 
 async function pair(agentOptions: Partial<Parameters<typeof respond>[1]> = {}, clientKey?: Uint8Array) {
   const key = generateKey().bytes;

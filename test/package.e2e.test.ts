@@ -1,7 +1,7 @@
 // The client library as a product author gets it: `npm pack`, installed into an empty project
 // (without optional dependencies), imported by name from a plain Node script or a Deno script, and
 // run against a live agent. The README's programs run here as written, from the installed package.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { spawn, spawnSync } from "node:child_process";
 import crypto from "node:crypto";
@@ -18,6 +18,8 @@ import {
   stopAll,
   tempDir,
 } from "./helpers/agent-process.ts";
+
+const test = suite("package e2e");
 
 const KEY = generateKey();
 const NAME = "@agent/client";
@@ -133,6 +135,7 @@ test("LocalAgent comes from its own entry; on Node without koffi it says what to
     path.join(project, "local.mjs"),
     `
 import { LocalAgent } from "${IS_DENO ? `npm:${NAME}/local` : `${NAME}/local`}";
+
 // Its own state directory (the test's temp one), never the machine's default.
 try { await (await LocalAgent.start({ stateDir: process.env.AGENT_STATE_DIR, agentCommand: ["false"] })).stop(); console.log("started"); } catch (e) { console.log(e.message); }
 `,
@@ -161,6 +164,62 @@ test("the README's programs run as written, from the installed package", async (
     assert.is(r.code, 0, `README program ${i + 1}:\n${code}\n${r.stderr}`);
     assert.not.match(r.stdout, /failed:/, r.stdout);
   }
+});
+
+test("the README's steps, typed literally into a fresh npm init -y project, run its program with tsx", () => {
+  if (IS_DENO) return; // the steps are npm's and tsx's
+  const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
+  const steps = /```sh\n(mkdir my-product[\s\S]*?)```/.exec(readme)?.[1];
+  assert.ok(steps, "the README has the steps");
+  const program = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]).find((code) =>
+    code.includes(`"${NAME}"`)
+  )!;
+  const home = tempDir("agent-fresh-");
+  const lines = steps.split("\n").filter((l) => l.trim() && !l.startsWith("#")).flatMap((l) => l.split(" && "));
+  let cwd = home;
+  for (const line of lines) {
+    const [command, ...args] = line.trim().split(/\s+/);
+    if (command === "mkdir") fs.mkdirSync(path.join(cwd, args[0]));
+    else if (command === "cd") cwd = path.join(cwd, args[0]);
+    else if (command === "cp") fs.copyFileSync(tarball, path.join(cwd, path.basename(args[0])));
+    else if (command === "npm" && args[0] === "install") {
+      // Offline: the tarball's one dependency comes from npm's cache; tsx, which this machine cannot
+      // fetch, from the checkout's node_modules.
+      const offline = args.map((a) => (a === "tsx" ? path.join(ROOT, "node_modules/tsx") : a));
+      npm([...offline, "--offline", "--no-audit", "--no-fund"], cwd);
+    } else if (command === "npm") npm(args, cwd);
+    else if (line.includes("npx tsx example.mts")) {
+      fs.writeFileSync(path.join(cwd, "example.mts"), program);
+      fs.writeFileSync(path.join(cwd, "release.tar.gz"), crypto.randomBytes(1000));
+      const r = spawnSync(path.join(cwd, "node_modules/.bin/tsx"), ["example.mts"], {
+        cwd,
+        encoding: "utf8",
+        timeout: 60_000,
+        env: hermeticEnv({ AGENT_HOST: "127.0.0.1", AGENT_PORT: String(agent.port), AGENT_KEY: KEY.hex }),
+      });
+      assert.is(r.status, 0, r.stderr);
+      assert.match(r.stdout, /stored 1000 bytes, sha256 [0-9a-f]{64}/);
+    } else assert.unreachable(`a step this test does not know: ${line}`);
+  }
+  assert.is(
+    JSON.parse(fs.readFileSync(path.join(cwd, "package.json"), "utf8")).type,
+    "commonjs",
+    "npm init -y's project",
+  );
+});
+
+test("the README's Deno commands run as typed in a checkout after npm ci, with no deno on the PATH", () => {
+  const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
+  const commands = [...readme.matchAll(/`((?:npx )?deno (?:run|task) [^`]+)`/g)].map((m) => m[1]);
+  assert.ok(commands.length >= 2, commands.join("; "));
+  for (const command of commands) assert.match(command, /^npx deno /, command);
+  const version = commands.find((c) => c.includes("dist/agent.mjs start"))!.replace(/ start$/, " --version").split(" ");
+  const env = hermeticEnv({
+    PATH: "/usr/local/bin:/usr/bin:/bin".split(":").filter((d) => !fs.existsSync(`${d}/deno`)).join(":"),
+  });
+  const r = spawnSync(version[0], version.slice(1), { cwd: ROOT, encoding: "utf8", env, timeout: 60_000 });
+  assert.is(r.status, 0, r.stderr);
+  assert.match(r.stdout, /agent\/\d+\.\d+\.\d+/);
 });
 
 test.run();

@@ -1,12 +1,14 @@
 // build.ts makes two programs: the agent's, and the host's alone, which a session's host runs so
 // that it never parses nor keeps the agent's code (docs/operations.md "Memory").
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { hostCommand } from "../runtime/self.ts";
 import { hermeticEnv, IS_DENO, ROOT, tempDir } from "./helpers/agent-process.ts";
+
+const test = suite("programs");
 
 const dist = (file: string) => fs.readFileSync(path.join(ROOT, "dist", file), "utf8");
 

@@ -171,6 +171,42 @@ remote("run: Ctrl-C reaches the program as SIGINT; a second one ends it", async 
   assert.is(second.code, 137, second.stderr);
 });
 
+remote("run: a second Ctrl-C ends a program that ignores SIGINT, children and all, at once", async () => {
+  const stubborn = cli(["run", target, "--key-file", keyFile, "--", "sh", "-c", "trap '' INT; echo ready; sleep 20"]);
+  await until(() => stubborn.chunks.some((c) => c.text.includes("ready")), "the program is running");
+  sendSignal(stubborn.child, "SIGINT");
+  await new Promise((r) => setTimeout(r, 300));
+  const second = performance.now();
+  sendSignal(stubborn.child, "SIGINT");
+  const r = await stubborn.done;
+  assert.is(r.code, 137, r.stderr);
+  assert.ok(r.at - second < 3000, `ended ${(r.at - second).toFixed(0)} ms after the second Ctrl-C`);
+});
+
+remote("run: everything after the host is the command, as with ssh; a usage error exits 254", async () => {
+  const [cmd, ...pre] = agentCommand();
+  const bare = (args: string[]) => cli(args).done;
+  const listing = await bare(["run", target, "--key-file", keyFile, "ls", "-la", "/"]);
+  assert.is(listing.code, 0, listing.stderr);
+  assert.match(listing.stdout, /\betc\b/);
+  const plain = await bare(["run", "--key-file", keyFile, target, "true"]);
+  assert.is(plain.code, 0, plain.stderr);
+  const unknown = await bare(["run", target, "--key-file", keyFile, "--frob", "--", "true"]);
+  assert.is(unknown.code, 254, `${cmd} ${pre}: ${unknown.stderr}`);
+});
+
+remote("run and cp --json print a JSON object when they fail, too", async () => {
+  const r = await cli(["run", target, "--key-file", keyFile, "--json", "--", "no-such-program-here"]).done;
+  assert.is(r.code, 127);
+  const failed = JSON.parse(r.stdout);
+  assert.is(failed.ok, false);
+  assert.is(failed.exitCode, 127);
+  assert.match(failed.error, /no such program/);
+  const c = await cli(["cp", "--key-file", keyFile, "--json", `${target}:no-such-file`, tempDir()]).done;
+  assert.is(c.code, 20);
+  assert.equal([JSON.parse(c.stdout).ok, JSON.parse(c.stdout).exitCode], [false, 20]);
+});
+
 remote("run: each failure has its message and exit code", async () => {
   await run(["--shell", "--", "echo data > plain.txt; chmod 644 plain.txt"]);
   const cases: Array<[string, string[], number, RegExp]> = [
@@ -205,6 +241,24 @@ remote("run: each failure has its message and exit code", async () => {
     assert.match(r.stderr, message, name);
   }
 });
+
+remote(
+  "run: a relative --cwd is under the product root, and a missing program or directory is named as such",
+  async () => {
+    const root = (await run(["--", "pwd"])).stdout.trim();
+    await run(["--", "mkdir", "-p", "sub/deeper"]);
+    const sub = await run(["--cwd", "sub/deeper", "--", "pwd"]);
+    assert.is(sub.code, 0, sub.stderr);
+    assert.is(sub.stdout.trim(), path.join(root, "sub/deeper"));
+    const noProgram = await run(["--cwd", "sub", "--", "no-such-program-here"]);
+    assert.is(noProgram.code, 127);
+    assert.match(noProgram.stderr, /no such program/);
+    assert.not.match(noProgram.stderr, /working directory/, "the directory exists: say nothing of it");
+    const noDir = await run(["--cwd", "not-there", "--", "pwd"]);
+    assert.is(noDir.code, 127);
+    assert.match(noDir.stderr, /working directory .*not-there.* does not exist/);
+  },
+);
 
 // ---- agent cp -------------------------------------------------------------------------------------
 

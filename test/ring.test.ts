@@ -1,5 +1,5 @@
 // The ring logic over a plain byte region: order, wrap-around, full rings, corruption.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { ChannelCorruptError } from "../core/errors.ts";
 import { crc32 } from "../core/shm/crc32.ts";
@@ -12,6 +12,8 @@ import {
   RingReader,
   RingWriter,
 } from "../core/shm/ring.ts";
+
+const test = suite("ring");
 
 const CAP = 4096;
 function fresh() {

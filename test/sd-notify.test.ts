@@ -1,10 +1,12 @@
 // systemd notifications (runtime/sd-notify.ts), received on a real Unix datagram socket.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { systemdNotifier, watchdogIntervalMs } from "../runtime/sd-notify.ts";
 import { notifySocket } from "./helpers/notify-socket.ts";
 import { startAgent, stopAll } from "./helpers/agent-process.ts";
 import { generateKey } from "../core/secure/keys.ts";
+
+const test = suite("sd-notify");
 
 const KEY = generateKey();
 

@@ -1,12 +1,14 @@
 // `agent service install --root DIR` into a tree others could write (security finding 7): a planted symlink is
 // replaced or refused, never written through.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { serviceUnit, UNIT_PATH } from "../agent/service.ts";
 import { IS_DENO, ROOT, runAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+
+const test = suite("service e2e");
 
 /** A root with the binary in place under Deno (whose CLI is not the single executable and copies nothing). */
 function installRoot(): { root: string; binary: string } {
@@ -36,6 +38,22 @@ test("symlinks planted at the unit and the binary's temporary name are replaced,
   assert.not.ok(fs.lstatSync(path.join(root, UNIT_PATH)).isSymbolicLink(), "the unit is a file of its own");
   assert.match(fs.readFileSync(path.join(root, UNIT_PATH), "utf8"), /ExecStart=\/usr\/local\/bin\/agent start/);
   assert.ok(fs.readFileSync(binary).equals(fs.readFileSync(path.join(ROOT, "dist/agent"))), "the binary is in place");
+});
+
+test("with --root, install and uninstall name the files inside the root and nothing of the real system", () => {
+  const { root, binary } = installRoot();
+  const install = runAgent(["service", "install", "--root", root, "--json"]);
+  assert.is(install.code, 0, install.stderr);
+  const installed = JSON.parse(install.stdout).report.join("\n");
+  assert.match(installed, new RegExp(`binary ${binary}: `));
+  const uninstall = runAgent(["service", "uninstall", "--root", root, "--json"]);
+  assert.is(uninstall.code, 0, uninstall.stderr);
+  const removed = JSON.parse(uninstall.stdout).report.join("\n");
+  assert.match(removed, new RegExp(`rm ${binary}`));
+  for (const system of [/rm \/usr\/local\/bin\/agent/, /userdel/, /\/var\/lib\/agent/]) {
+    assert.not.match(removed, system);
+    assert.not.match(installed, system);
+  }
 });
 
 test("a symlinked directory inside the root is refused with the link named, and nothing is written there", () => {

@@ -1,12 +1,14 @@
 // Files the agent trusts for its keys (security findings 6 and 12): a state directory another user owns or
 // that is a symlink, and a config file holding keys that others may read or that another user owns, are
 // refused before anything in them is used. Run as root here, so files can be given to another user.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import fs from "node:fs";
 import path from "node:path";
 import { generateKey } from "../core/secure/keys.ts";
 import { runAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+
+const test = suite("state-trust e2e");
 
 const NOBODY = 65534;
 const isRoot = process.getuid?.() === 0;

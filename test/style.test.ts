@@ -1,11 +1,13 @@
 // Style gates the linter has no rule for: a function does one step, so none in the product's folders runs
 // past 70 lines (DEVELOPERS "Style"), save the named exceptions below, each with its reason.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import fs from "node:fs";
 import path from "node:path";
 import ts from "typescript";
 import { ROOT } from "./helpers/agent-process.ts";
+
+const test = suite("style");
 
 const FOLDERS = ["agent", "host", "client", "core", "runtime", "cli"];
 const MAX_LINES = 70;
@@ -59,6 +61,13 @@ test("the length check counts a function's lines, nested ones included, and name
   const found = longFunctions("x.ts", `export function outer() {\n${body}\n  const inner = () => 1;\n}\n`);
   assert.equal(found, [{ where: "x.ts:outer", lines: MAX_LINES + 3 }]);
   assert.equal(longFunctions("x.ts", `const short = () => {\n${body.split("\n").slice(2).join("\n")}\n};`), []);
+});
+
+test("every test file's suite has a name, so that a failure or a count says where it came from", () => {
+  const unnamed = fs.readdirSync(path.join(ROOT, "test")).filter((f) => f.endsWith(".ts")).filter((f) =>
+    /import \{[^}]*\btest\b[^}]*\} from "uvu"/.test(fs.readFileSync(path.join(ROOT, "test", f), "utf8"))
+  );
+  assert.equal(unnamed, [], "these use uvu's nameless test(): make a suite(name)");
 });
 
 test.run();

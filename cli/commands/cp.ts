@@ -10,14 +10,18 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import type { RemoteSession } from "../../core/client/remote-session.ts";
+import type { ListEntry } from "../../core/session/contract.ts";
 import { eachLimited } from "../../core/concurrency.ts";
-import { NotFoundError } from "../../core/errors.ts";
-import { escapeControls } from "../../core/text.ts";
+import { throwIfAborted } from "../../core/client/abort.ts";
+import { AlreadyExistsError, NotFoundError } from "../../core/errors.ts";
+import { escapeControls, safeJson } from "../../core/text.ts";
 import type { Flags } from "../flags.ts";
-import { CommandFailure, type Failure } from "../errors.ts";
+import { CommandFailure, ExitError, type Failure } from "../errors.ts";
 import { fail, openRemote, parseAddress } from "./remote.ts";
+import { localTree, type TreeEntry } from "./cp-trees.ts";
 
 /** Exit codes (docs/operations.md): the connection's match `agent probe`'s. */
 export const CP_EXIT: Record<Failure, number> = {
@@ -41,6 +45,7 @@ export const CP_EXIT: Record<Failure, number> = {
   "local-disk-full": 25,
   "checksum-mismatch": 26,
   "unsafe-listing": 27,
+  "skipped": 28,
 };
 
 /** Files in flight at once when copying a tree. */
@@ -82,6 +87,16 @@ interface CopyJob {
   local: string;
   remote: string;
   size: number;
+  /** The source's permission bits and modification time: kept (the mode less the umask; both exactly with -p). */
+  mode: number;
+  mtimeMs: number;
+}
+
+/** A symlink to make as it was: `local` and `remote` as for {@link CopyJob}. */
+interface LinkJob {
+  local: string;
+  remote: string;
+  target: string;
 }
 
 interface Copied {
@@ -120,10 +135,22 @@ class Progress {
   }
 }
 
-let temps = 0;
-/** A name beside `file` that no other copy uses: ours by pid, then a counter. */
+/**
+ * A name beside `file` no one can guess (security finding 5: a predictable one let whoever could write
+ * the directory plant a symlink there); it is always created exclusively, so a name taken fails.
+ */
 const tempName = (file: string) =>
-  path.join(path.dirname(file), `.${path.basename(file)}.agent-cp-${process.pid}-${temps++}`);
+  path.join(path.dirname(file), `.${path.basename(file)}.agent-cp-${crypto.randomBytes(8).toString("hex")}`);
+
+/**
+ * A file that could not be created on the server for want of its directory, said of that directory:
+ * the agent's error names the temporary file, which the user never asked for.
+ */
+function missingParent(e: unknown, jobs: readonly CopyJob[]): unknown {
+  const parents = new Set(jobs.map((j) => path.posix.dirname(j.remote)));
+  if (!(e instanceof NotFoundError) || parents.size !== 1) return e;
+  return new CommandFailure("remote-not-found", `${[...parents][0]}: no such directory on the server`, CP_EXIT);
+}
 
 /** Remote paths are '/'-separated whatever the local OS. */
 const remoteJoin = (...parts: string[]) => path.posix.join(...parts);
@@ -158,7 +185,7 @@ function mismatch(name: string, theirs: string, ours: string, replaced: string):
   );
 }
 
-async function upload(session: RemoteSession, job: CopyJob, progress: Progress): Promise<Copied> {
+async function upload(session: RemoteSession, job: CopyJob, progress: Progress, signal: AbortSignal): Promise<Copied> {
   const hash = crypto.createHash("sha256");
   let remoteDigest = "";
   const temp = tempName(job.remote);
@@ -172,13 +199,18 @@ async function upload(session: RemoteSession, job: CopyJob, progress: Progress):
   }
   let size: number;
   try {
-    size = await session.files.writeFile(temp, chunks(), { onSha256: (hex) => (remoteDigest = hex) });
+    size = await session.files.writeFile(temp, chunks(), {
+      exclusive: true,
+      mode: job.mode & 0o777,
+      onSha256: (hex) => (remoteDigest = hex),
+      signal,
+    });
     const ours = hash.digest("hex");
     if (ours !== remoteDigest) throw mismatch(job.remote, remoteDigest, ours, "the remote file");
     await session.files.move(temp, job.remote);
   } catch (e) {
-    await session.files.delete(temp).catch(() => {});
-    throw e;
+    if (!(e instanceof AlreadyExistsError)) await session.files.delete(temp).catch(() => {}); // not ours otherwise
+    throw missingParent(e, [job]);
   }
   progress.add(0, true);
   return { path: job.remote, size, sha256: remoteDigest };
@@ -195,10 +227,15 @@ async function uploadSmall(
   progress: Progress,
   fresh: ReadonlySet<string>,
 ): Promise<Copied[]> {
-  const files = jobs.map((j) => ({ path: j.remote, data: new Uint8Array(fs.readFileSync(j.local)) })); // small: synchronous reads are cheaper
+  // Small: synchronous reads are cheaper.
+  const files = jobs.map((j) => ({
+    path: j.remote,
+    data: new Uint8Array(fs.readFileSync(j.local)),
+    mode: j.mode & 0o777,
+  }));
   const written = await session.files.writeFiles(files, {
     exclusive: jobs.every((j) => fresh.has(path.posix.dirname(j.remote))),
-  });
+  }).catch((e) => Promise.reject(missingParent(e, jobs)));
   return written.map((w, i) => {
     const ours = digest(files[i].data);
     if (w.sha256 !== ours) throw mismatch(w.path, w.sha256, ours, "the remote file");
@@ -227,7 +264,7 @@ async function downloadSmall(
     const temp = direct ? local : tempName(local);
     try {
       // Asynchronous, side by side: creating a file is the slow part, and the thread pool overlaps them.
-      await fsp.writeFile(temp, r.data, { flag: "wx", mode: 0o644 });
+      await fsp.writeFile(temp, r.data, { flag: "wx", mode: jobs[i].mode & 0o777 });
       if (!direct) await fsp.rename(temp, local);
     } catch (e) {
       await fsp.rm(temp, { force: true });
@@ -238,11 +275,16 @@ async function downloadSmall(
   }));
 }
 
-async function download(session: RemoteSession, job: CopyJob, progress: Progress): Promise<Copied> {
+async function download(
+  session: RemoteSession,
+  job: CopyJob,
+  progress: Progress,
+  signal: AbortSignal,
+): Promise<Copied> {
   const hash = crypto.createHash("sha256");
   let remoteDigest = "";
   const temp = tempName(job.local);
-  const out = await fsp.open(temp, "wx", 0o644);
+  const out = await fsp.open(temp, "wx", job.mode & 0o777);
   let size = 0;
   try {
     try {
@@ -251,6 +293,7 @@ async function download(session: RemoteSession, job: CopyJob, progress: Progress
         const chunk of session.files.readStream(job.remote, {
           onSha256: (hex) => (remoteDigest = hex),
           reuseChunks: true,
+          signal,
         })
       ) {
         hash.update(chunk);
@@ -275,25 +318,47 @@ async function download(session: RemoteSession, job: CopyJob, progress: Progress
   return { path: job.local, size, sha256: remoteDigest };
 }
 
+/** Adds one entry of a local tree to an upload's plan, bound for `remote`. */
+function addUpload(plan: CopyPlan, e: TreeEntry, local: string, remote: string): void {
+  const { size, mode, mtimeMs } = e;
+  if (e.kind === "directory") {
+    plan.dirs.push(remote);
+    plan.dirModes.push({ path: remote, mode, mtimeMs });
+  } else if (e.kind === "file") plan.jobs.push({ local, remote, size, mode, mtimeMs });
+  else if (e.kind === "symlink") plan.links.push({ local, remote, target: e.target! });
+  else plan.skipped.push({ path: local, why: e.why! });
+}
+
 /**
- * Every file and directory under a local directory, parents before children. Synchronous: a
- * thread-pool hop per stat costs ten times the stat.
+ * Adds the entries a server listed under `remote` to a download's plan, bound for `into`. Each must be
+ * a plain name (see {@link localPathFor}) under a directory listed before it: a server that lists a
+ * symlink `a` and then `a/passwd` could otherwise have the copy write through the link it just made.
  */
-function localTree(root: string): { dirs: string[]; files: Array<{ rel: string; size: number }> } {
-  const dirs: string[] = [], files: Array<{ rel: string; size: number }> = [];
-  const walk = (rel: string) => {
-    for (const entry of fs.readdirSync(path.join(root, rel), { withFileTypes: true })) {
-      const child = rel ? path.join(rel, entry.name) : entry.name;
-      if (entry.isDirectory()) {
-        dirs.push(child);
-        walk(child);
-      } else if (entry.isFile()) {
-        files.push({ rel: child, size: fs.statSync(path.join(root, child)).size });
-      }
+function addDownloads(plan: CopyPlan, entries: ListEntry[], remote: string, into: string, follow: boolean): void {
+  const directories = new Set(["."]);
+  for (const e of entries) {
+    const local = localPathFor(into, e.path);
+    const parent = path.posix.dirname(e.path);
+    if (!directories.has(parent)) {
+      throw new CommandFailure(
+        "unsafe-listing",
+        `the server listed ${JSON.stringify(escapeControls(e.path))} under ${
+          JSON.stringify(escapeControls(parent))
+        }, which it did not list as a directory; nothing was copied (is the server compromised?)`,
+        CP_EXIT,
+      );
     }
-  };
-  walk("");
-  return { dirs, files };
+    const { size, mtimeMs } = e, mode = e.mode ?? 0o644, from = remoteJoin(remote, e.path);
+    if (e.type === "directory") {
+      directories.add(e.path);
+      plan.dirs.push(local);
+      plan.dirModes.push({ path: local, mode, mtimeMs });
+    } else if (e.type === "file" || (e.type === "symlink" && follow)) {
+      plan.jobs.push({ local, remote: from, size, mode, mtimeMs });
+    } else if (e.type === "symlink" && e.target !== undefined) {
+      plan.links.push({ local, remote: from, target: e.target });
+    } else plan.skipped.push({ path: from, why: "not a file, directory or symlink" });
+  }
 }
 
 /** What the operands ask for, checked before any connection. */
@@ -305,17 +370,30 @@ interface CopyRequest {
   /** The destination's path: remote for an upload, local for a download. */
   dest: string;
   recursive: boolean;
+  /** -L: copy what symlinks point to, not the links. */
+  follow: boolean;
+  /** -p: set modes exactly (no umask) and keep modification times. */
+  preserve: boolean;
   /** Files in flight at once. */
   jobs: number;
   json: boolean;
 }
 
-/** What to copy: directories to make (parents first) and files; `roots` is the top of each tree copied up. */
+/**
+ * What to copy: directories to make (parents first, with their sources' modes and times in
+ * `dirModes`), files, symlinks, and what cannot be copied (`skipped`, with why); `roots` is the top of
+ * each tree copied up.
+ */
 interface CopyPlan {
   dirs: string[];
+  dirModes: Array<{ path: string; mode: number; mtimeMs: number }>;
   jobs: CopyJob[];
+  links: LinkJob[];
+  skipped: Array<{ path: string; why: string }>;
   roots: string[];
 }
+
+const emptyPlan = (): CopyPlan => ({ dirs: [], dirModes: [], jobs: [], links: [], skipped: [], roots: [] });
 
 /** Reads the operands: every source local and DEST remote (an upload), or the other way round, on one server. */
 function parseOperands(operands: string[], flags: Flags): CopyRequest {
@@ -346,6 +424,8 @@ function parseOperands(operands: string[], flags: Flags): CopyRequest {
     sources: uploading ? sources : remoteSources.map((r) => r!.path),
     dest: uploading ? remoteDest.path : dest,
     recursive: Boolean(flags.recursive),
+    follow: Boolean(flags.dereference),
+    preserve: Boolean(flags.preserve),
     jobs: Math.max(1, Number(flags.jobs ?? DEFAULT_JOBS) | 0),
     json: Boolean(flags.json),
   };
@@ -372,7 +452,8 @@ async function statLocalSources(sources: string[], recursive: boolean): Promise<
 
 /** One copy over an open session, step by step: plan, make the directories, transfer the files. */
 class Copy {
-  constructor(readonly session: RemoteSession, readonly request: CopyRequest) {}
+  /** Aborted when the copy is interrupted: transfers stop, and each removes its temporary file. */
+  constructor(readonly session: RemoteSession, readonly request: CopyRequest, readonly signal: AbortSignal) {}
 
   /** What to make and copy: found on the server for a download, here (`sourceStats`) for an upload. */
   plan(sourceStats: ReadonlyMap<string, fs.Stats>): Promise<CopyPlan> {
@@ -381,7 +462,7 @@ class Copy {
 
   async #planUpload(sourceStats: ReadonlyMap<string, fs.Stats>): Promise<CopyPlan> {
     const { dest: target, sources } = this.request;
-    const plan: CopyPlan = { dirs: [], jobs: [], roots: [] };
+    const plan = emptyPlan();
     const destType = await remoteType(this.session, target).catch((e) => fail(e, CP_EXIT, target));
     if (sources.length > 1 && destType !== "directory") {
       throw new CommandFailure(
@@ -400,19 +481,16 @@ class Copy {
     for (const s of sources) {
       const into = destType === "directory" ? remoteJoin(target, path.basename(path.resolve(s))) : target;
       const st = sourceStats.get(s)!;
+      const { size, mtimeMs } = st, mode = st.mode & 0o7777;
       if (st.isFile()) {
-        plan.jobs.push({ local: s, remote: into, size: st.size });
+        plan.jobs.push({ local: s, remote: into, size, mode, mtimeMs });
         continue;
       }
-      const tree = localTree(s);
       plan.roots.push(into);
-      plan.dirs.push(into, ...tree.dirs.map((d) => remoteJoin(into, ...d.split(path.sep))));
-      for (const f of tree.files) {
-        plan.jobs.push({
-          local: path.join(s, f.rel),
-          remote: remoteJoin(into, ...f.rel.split(path.sep)),
-          size: f.size,
-        });
+      plan.dirs.push(into);
+      plan.dirModes.push({ path: into, mode, mtimeMs });
+      for (const e of localTree(s, this.request.follow)) {
+        addUpload(plan, e, path.join(s, e.rel), remoteJoin(into, ...e.rel.split(path.sep)));
       }
     }
     return plan;
@@ -420,7 +498,7 @@ class Copy {
 
   async #planDownload(): Promise<CopyPlan> {
     const { dest, sources } = this.request;
-    const plan: CopyPlan = { dirs: [], jobs: [], roots: [] };
+    const plan = emptyPlan();
     const single = sources.length === 1;
     const destType = await localType(dest);
     if ((!single || dest.endsWith("/")) && destType !== "directory") {
@@ -443,10 +521,11 @@ class Copy {
     try {
       info = await this.session.files.stat(remote);
     } catch (e) {
-      fail(e, CP_EXIT, remote);
+      fail(e, CP_EXIT, (e as Error).message?.includes(remote) ? undefined : remote); // name it once
     }
-    if (info.type === "file") {
-      plan.jobs.push({ local: into, remote, size: info.size });
+    const { size, mode, mtimeMs } = info;
+    if (info.type === "file" || info.type === "symlink") {
+      plan.jobs.push({ local: into, remote, size, mode, mtimeMs }); // a link named on the command line is followed
     } else if (info.type === "directory") {
       if (!this.request.recursive) {
         throw new CommandFailure(
@@ -455,12 +534,10 @@ class Copy {
           CP_EXIT,
         );
       }
+      plan.roots.push(into);
       plan.dirs.push(into);
-      for (const e of await this.session.files.list(remote, { recursive: true })) {
-        const local = localPathFor(into, e.path);
-        if (e.type === "directory") plan.dirs.push(local);
-        else if (e.type === "file") plan.jobs.push({ local, remote: remoteJoin(remote, e.path), size: e.size });
-      }
+      plan.dirModes.push({ path: into, mode, mtimeMs });
+      addDownloads(plan, await this.session.files.list(remote, { recursive: true }), remote, into, this.request.follow);
     } else {
       throw new CommandFailure("usage", `${remote} is neither a file nor a directory on the server`, CP_EXIT);
     }
@@ -480,9 +557,63 @@ class Copy {
       }
       await eachLimited(plan.dirs, this.request.jobs, (d) => this.session.files.mkdir(d, { recursive: true }));
     } else {
-      for (const d of plan.dirs) if ((await fsp.mkdir(d, { recursive: true })) !== undefined) fresh.add(d); // undefined: it was there
+      const roots = new Set(plan.roots);
+      for (const d of plan.dirs) {
+        if ((await fsp.mkdir(d, { recursive: true })) !== undefined) fresh.add(d); // undefined: it was there
+        else if (!roots.has(d) && fs.lstatSync(d).isSymbolicLink()) {
+          // An earlier copy may have made this link; a file listed under it must not be written through it.
+          throw new CommandFailure(
+            "unsafe-listing",
+            `${d} is a symlink here where the server has a directory; nothing under it was copied`,
+            CP_EXIT,
+          );
+        }
+      }
     }
     return fresh;
+  }
+
+  /** Makes the plan's symlinks, each under a temporary name renamed into place (directly in a fresh directory). */
+  async makeLinks(plan: CopyPlan, fresh: ReadonlySet<string>): Promise<void> {
+    const files = this.session.files;
+    await eachLimited(plan.links, this.request.jobs, async ({ local, remote, target }) => {
+      throwIfAborted(this.signal);
+      if (this.request.uploading) {
+        if (fresh.has(path.posix.dirname(remote))) return await files.symlink(target, remote);
+        const temp = tempName(remote);
+        await files.symlink(target, temp);
+        await files.move(temp, remote).catch(async (e) => {
+          await files.delete(temp).catch(() => {});
+          throw e;
+        });
+      } else {
+        if (fresh.has(path.dirname(local))) return await fsp.symlink(target, local);
+        const temp = tempName(local);
+        await fsp.symlink(target, temp);
+        await fsp.rename(temp, local).catch(async (e) => {
+          await fsp.rm(temp, { force: true });
+          throw e;
+        });
+      }
+    });
+  }
+
+  /** -p: sets each file's and directory's mode exactly and its modification time, once all are written. */
+  async preserve(plan: CopyPlan): Promise<void> {
+    const files = this.session.files;
+    const set = async (p: string, mode: number, mtimeMs: number) => {
+      if (this.request.uploading) {
+        await files.setMode(p, mode);
+        await files.setTimes(p, { mtime: mtimeMs });
+      } else {
+        await fsp.chmod(p, mode);
+        await fsp.utimes(p, new Date(), new Date(mtimeMs));
+      }
+    };
+    const where = (j: CopyJob) => (this.request.uploading ? j.remote : j.local);
+    await eachLimited(plan.jobs, this.request.jobs, (j) => set(where(j), j.mode, j.mtimeMs));
+    // A directory's time last: making the files and links in it changed it.
+    await eachLimited(plan.dirModes, this.request.jobs, (d) => set(d.path, d.mode, d.mtimeMs));
   }
 
   /** Copies the plan's files: small ones many to a request, larger ones streamed, several at once. */
@@ -494,8 +625,11 @@ class Copy {
       !json && process.stderr.isTTY === true,
     );
     const copied: Copied[] = [];
-    await Promise.all([
+    const signal = this.signal;
+    // Settled, not raced: after a failure or an interrupt each running transfer still removes its temporary file.
+    const settled = await Promise.allSettled([
       eachLimited(this.#smallBatches(plan, fresh), Math.ceil(jobs / 4), async (group) => {
+        throwIfAborted(signal);
         copied.push(
           ...await (uploading
             ? uploadSmall(session, group, progress, fresh)
@@ -503,10 +637,14 @@ class Copy {
         );
       }),
       eachLimited(plan.jobs.filter((j) => j.size > SMALL_FILE), jobs, async (job) => {
-        copied.push(await (uploading ? upload(session, job, progress) : download(session, job, progress)));
+        throwIfAborted(signal);
+        copied.push(
+          await (uploading ? upload(session, job, progress, signal) : download(session, job, progress, signal)),
+        );
       }),
     ]);
     progress.end();
+    for (const s of settled) if (s.status === "rejected") throw s.reason;
     return copied;
   }
 
@@ -523,17 +661,19 @@ class Copy {
 }
 
 /** Says what was copied: one JSON object with --json; else a line on a terminal, nothing when no one watches. */
-function report(request: CopyRequest, copied: Copied[], seconds: number): void {
+function report(request: CopyRequest, plan: CopyPlan, copied: Copied[], seconds: number): void {
   const bytes = copied.reduce((n, c) => n + c.size, 0);
   if (request.json) {
     process.stdout.write(
-      JSON.stringify({
-        ok: true,
+      safeJson({
+        ok: plan.skipped.length === 0,
         direction: request.uploading ? "upload" : "download",
         files: copied.length,
+        symlinks: plan.links.length,
         bytes,
         seconds: Number(seconds.toFixed(3)),
         copied,
+        skipped: plan.skipped.map((s) => s.path),
       }) + "\n",
     );
   } else if (!process.stderr.isTTY) {
@@ -549,22 +689,54 @@ function report(request: CopyRequest, copied: Copied[], seconds: number): void {
   }
 }
 
+/**
+ * Ctrl-C, SIGTERM and SIGHUP abort the copy instead of ending this process at once, so that it removes
+ * its temporary files and ends its session. Returns the signal's name once one came, and the cleanup.
+ */
+function interruptible(controller: AbortController): { received: () => string | null; stop: () => void } {
+  let received: string | null = null;
+  const handlers = (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((name) => {
+    const handler = () => {
+      received ??= name;
+      controller.abort();
+    };
+    process.on(name, handler);
+    return () => process.off(name, handler);
+  });
+  return { received: () => received, stop: () => handlers.forEach((off) => off()) };
+}
+
 export async function cpCommand(operands: string[], flags: Flags): Promise<number> {
   const request = parseOperands(operands, flags);
   const sourceStats = request.uploading ? await statLocalSources(request.sources, request.recursive) : new Map();
   const { agent, session } = await openRemote(request.address, flags, CP_EXIT);
   const started = performance.now();
-  let copied: Copied[];
+  const controller = new AbortController();
+  const interrupt = interruptible(controller);
+  let copied: Copied[], plan: CopyPlan;
   try {
-    const copy = new Copy(session, request);
-    const plan = await copy.plan(sourceStats);
-    copied = await copy.transfer(plan, await copy.makeDirectories(plan));
+    const copy = new Copy(session, request, controller.signal);
+    plan = await copy.plan(sourceStats);
+    const fresh = await copy.makeDirectories(plan);
+    copied = await copy.transfer(plan, fresh);
+    await copy.makeLinks(plan, fresh);
+    if (request.preserve) await copy.preserve(plan);
   } catch (e) {
+    const signal = interrupt.received();
+    if (signal) {
+      const number = (os.constants.signals as Record<string, number>)[signal];
+      throw new ExitError(128 + number, `interrupted by ${signal}; the unfinished files were removed`);
+    }
     fail(e, CP_EXIT);
   } finally {
     await session.close().catch(() => {});
     agent.close();
+    interrupt.stop();
   }
-  report(request, copied, (performance.now() - started) / 1000);
-  return 0;
+  report(request, plan, copied, (performance.now() - started) / 1000);
+  if (plan.skipped.length === 0) return 0;
+  // Said here, not thrown: --json has already printed its one object, with these in `skipped`.
+  const list = plan.skipped.map((s) => `${s.path} (${s.why})`).join(", ");
+  process.stderr.write(`agent: not copied, as cp cannot copy them: ${escapeControls(list)}\n`);
+  return CP_EXIT.skipped;
 }

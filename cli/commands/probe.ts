@@ -452,7 +452,9 @@ function describeCertificate(c: CertificateReport, lines: string[], report: Reco
       days >= 0 ? `expires in ${days} days` : `EXPIRED ${-days} days ago`
     })`,
     `  fingerprint    ${formatFingerprint(c.fingerprint)}`,
-    `  trusted        ${c.trusted ? "yes" : `no: ${c.problem}`}`,
+    `  trusted        ${
+      c.trusted ? "yes" : `no: ${c.problem ?? "its fingerprint is not the one given with --fingerprint"}`
+    }`,
   );
   report.certificate = { ...c, fingerprint: formatFingerprint(c.fingerprint) };
 }

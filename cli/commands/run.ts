@@ -36,6 +36,7 @@ export const RUN_EXIT: Record<Failure, number> = {
   "local-disk-full": 251, // the program's output could not be written here
   "checksum-mismatch": 255,
   "unsafe-listing": 255,
+  "skipped": 255,
 };
 
 /** Waits until `stream` has room again, when a write says it is full. */
@@ -60,6 +61,8 @@ interface RunRequest {
   cwd: string | undefined;
   env: Record<string, string>;
   json: boolean;
+  /** -t: on a pseudo-terminal on the server, this terminal in raw mode. */
+  tty: boolean;
 }
 
 function parseRequest(target: string | undefined, flags: Flags): RunRequest {
@@ -79,24 +82,31 @@ function parseRequest(target: string | undefined, flags: Flags): RunRequest {
     env[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   const [program, args] = flags.shell ? ["/bin/sh", ["-c", command.join(" ")]] : [command[0], command.slice(1)];
-  return { address, program, args, cwd: str(flags.cwd), env, json: Boolean(flags.json) };
+  const tty = Boolean(flags.tty);
+  if (tty && process.env.TERM && env.TERM === undefined) env.TERM = process.env.TERM;
+  return { address, program, args, cwd: str(flags.cwd), env, json: Boolean(flags.json), tty };
 }
 
-/** Ctrl-C: the first one reaches the program as SIGINT (so it can clean up); a second ends it. */
-function forwardSignals(proc: RemoteProcess, cleanups: Array<() => void>): void {
+/**
+ * Ctrl-C: the first one reaches the program as SIGINT (so it can clean up); a second ends it and
+ * its children; a third stops waiting (the returned promise resolves), should the agent not answer.
+ */
+function forwardSignals(proc: RemoteProcess, cleanups: Array<() => void>): Promise<void> {
   let interrupts = 0;
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-    const handler = () => {
-      if (signal === "SIGINT" && ++interrupts > 1) {
+  return new Promise((giveUp) => {
+    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+      const handler = () => {
+        if (signal !== "SIGINT") return void proc.signal(signal).catch(() => {});
+        interrupts++;
+        if (interrupts === 1) return void proc.signal("SIGINT").catch(() => {});
         if (interrupts === 2) process.stderr.write("agent: interrupted again; ending the remote program\n");
+        if (interrupts >= 3) giveUp();
         void proc.signal("SIGKILL").catch(() => {});
-      } else {
-        void proc.signal(signal).catch(() => {});
-      }
-    };
-    process.on(signal, handler);
-    cleanups.push(() => process.off(signal, handler));
-  }
+      };
+      process.on(signal, handler);
+      cleanups.push(() => process.off(signal, handler));
+    }
+  });
 }
 
 /** Our stdout and stderr: the first error writing them (a full disk, a reader gone) ends the program. */
@@ -142,7 +152,7 @@ class LocalOutput {
  * and the program's input closed. Returns whether it is sent.
  */
 async function feedStdin(proc: RemoteProcess, flags: Flags): Promise<boolean> {
-  if (flags.noStdin || flags.stdin === false || process.stdin.isTTY) {
+  if (flags.noStdin || flags.stdin === false || (process.stdin.isTTY && !flags.tty)) {
     await proc.closeStdin().catch(() => {});
     return false;
   }
@@ -192,6 +202,30 @@ function finish(request: RunRequest, status: ExitStatus, output: LocalOutput): n
   return code;
 }
 
+/** This terminal's size, or the usual 24 × 80 when it has none. */
+function terminalSize(): { rows: number; cols: number } {
+  return { rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 };
+}
+
+/**
+ * -t: puts this terminal in raw mode (every key, Ctrl-C and Ctrl-Z too, goes to the remote
+ * program, whose pty interprets them) and passes on window-size changes. The cleanup restores the
+ * terminal; so does this process's exit, whatever ends it.
+ */
+function useTerminal(proc: RemoteProcess, cleanups: Array<() => void>): void {
+  const onResize = () => void proc.resize(terminalSize().rows, terminalSize().cols).catch(() => {});
+  process.on("SIGWINCH", onResize);
+  cleanups.push(() => process.off("SIGWINCH", onResize));
+  if (!process.stdin.isTTY) return;
+  const restore = () => process.stdin.isTTY && process.stdin.setRawMode(false);
+  process.stdin.setRawMode(true);
+  process.once("exit", restore);
+  cleanups.push(() => {
+    restore();
+    process.off("exit", restore);
+  });
+}
+
 export async function runCommand(target: string | undefined, flags: Flags): Promise<number> {
   const request = parseRequest(target, flags);
   const { program, args, cwd, env } = request;
@@ -200,20 +234,23 @@ export async function runCommand(target: string | undefined, flags: Flags): Prom
   try {
     let proc;
     try {
-      proc = await session.processes.start({ program, args, cwd, env });
+      proc = await session.processes.start({ program, args, cwd, env, tty: request.tty ? terminalSize() : undefined });
     } catch (e) {
       fail(e, RUN_EXIT, `cannot run ${program}`);
     }
-    forwardSignals(proc, cleanups);
+    const gaveUp = forwardSignals(proc, cleanups).then(() => null);
+    if (request.tty) useTerminal(proc, cleanups);
     const output = new LocalOutput(proc, request.json, cleanups);
     const pumped = output.pump();
     const stdinSent = await feedStdin(proc, flags);
     let status;
     try {
-      status = await proc.wait();
-      await pumped;
+      status = await Promise.race([proc.wait().then(async (s) => (await pumped, s)), gaveUp]);
     } catch (e) {
       fail(e, RUN_EXIT, `running ${program}`);
+    }
+    if (status === null) {
+      throw new CommandFailure("failed", "interrupted three times; not waiting for the agent", RUN_EXIT);
     }
     if (stdinSent) process.stdin.destroy(); // stop reading input the program can no longer take
     return finish(request, status, output);

@@ -3,6 +3,7 @@
  * through its local control socket.
  * @module
  */
+import fs from "node:fs";
 import { controlPath, requestControl } from "../../agent/control.ts";
 import { NotRunningError } from "../../agent/errors.ts";
 import type { AgentStatus } from "../../agent/server.ts";
@@ -27,8 +28,9 @@ export async function statusCommand(flags: Flags): Promise<void> {
     }
     throw e;
   }
+  const memory = memoryOf(status);
   if (flags.json) {
-    process.stdout.write(safeJson({ running: true, ...status }) + "\n");
+    process.stdout.write(safeJson({ running: true, ...status, memory }) + "\n");
     return;
   }
   const rejected = Object.entries(status.handshakes.rejected).map(([k, v]) => `${k} ${v}`).join(", ") || "none";
@@ -47,8 +49,45 @@ export async function statusCommand(flags: Flags): Promise<void> {
       `connections  ${status.connections.open} open, ${status.connections.handshaking} in handshake\n` +
       `handshakes   ${status.handshakes.accepted} accepted; rejected: ${rejected}\n` +
       sessionTable(status.sessions) +
+      spareLines(status.spares ?? []) +
+      memoryLine(memory) +
       outboundLines(status.outbound ?? []),
   ));
+}
+
+function spareLines(spares: AgentStatus["spares"]): string {
+  if (spares.length === 0) return "spare hosts  none\n";
+  const each = spares.map((s) =>
+    `${s.product} (${s.hostPid === null ? "starting" : `pid ${s.hostPid}`}, waiting ${duration(s.idleSeconds)})`
+  );
+  return `spare hosts  ${spares.length}: ${each.join(", ")}\n`;
+}
+
+/** Resident memory (VmRSS) of a process on this machine, in KiB; 0 when it cannot be read. */
+function residentKiB(pid: number): number {
+  try {
+    return Number(/^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * The memory the agent and its host processes (sessions' and spares') hold, read here from /proc:
+ * `agent status` runs on the agent's machine.
+ */
+function memoryOf(status: AgentStatus): { agentKiB: number; hostsKiB: number; hosts: number } {
+  const hostPids = [...status.sessions.map((s) => s.hostPid), ...(status.spares ?? []).map((s) => s.hostPid)]
+    .filter((pid): pid is number => typeof pid === "number" && pid > 0);
+  const hostsKiB = hostPids.reduce((sum, pid) => sum + residentKiB(pid), 0);
+  return { agentKiB: residentKiB(status.pid), hostsKiB, hosts: hostPids.length };
+}
+
+function memoryLine(m: ReturnType<typeof memoryOf>): string {
+  const mib = (kib: number) => (kib / 1024).toFixed(1);
+  return `memory       agent ${mib(m.agentKiB)} MiB, hosts ${mib(m.hostsKiB)} MiB (${m.hosts} process${
+    m.hosts === 1 ? "" : "es"
+  })\n`;
 }
 
 function outboundLines(targets: AgentStatus["outbound"]): string {

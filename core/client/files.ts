@@ -144,6 +144,14 @@ export class FilesApi {
     await this.session.call(ServiceCode.FileSetMode, { path, mode });
   }
 
+  /**
+   * Creates a symbolic link at `path` holding `target` (not resolved: a relative target is
+   * relative to the link's directory); fails with `AlreadyExistsError` when anything is at `path`.
+   */
+  async symlink(target: string, path: string): Promise<void> {
+    await this.session.call(ServiceCode.FileSymlink, { path, target });
+  }
+
   /** SHA-256 of the file on the agent's machine, as hex, and its size. */
   async sha256(path: string): Promise<{ sha256: string; size: number }> {
     return (await this.session.call(ServiceCode.FileSha256, { path })).fields;
@@ -289,10 +297,17 @@ export class FilesApi {
    * bytes it wrote, computed as they passed: compare it with your own.
    * Aborting `signal` rejects with an `AbortedError`: no more of the source
    * is read or sent, and the file is closed on the agent with what arrived so far.
+   * `exclusive` creates the file and fails with `AlreadyExistsError` if anything is at `path`,
+   * a symlink included (open flags "wx"): nothing planted there is written through.
    */
-  async writeFile(path: string, source: Source, options: { mode?: number } & TransferOptions = {}): Promise<number> {
+  async writeFile(
+    path: string,
+    source: Source,
+    options: { mode?: number; exclusive?: boolean } & TransferOptions = {},
+  ): Promise<number> {
     const { signal } = options;
-    const file = await this.open(path, "w", options.mode, { sha256: options.onSha256 !== undefined, signal });
+    const flags = options.exclusive ? "wx" : "w";
+    const file = await this.open(path, flags, options.mode, { sha256: options.onSha256 !== undefined, signal });
     let position = 0;
     const inflight: Promise<number>[] = [];
     let closed = false;

@@ -134,7 +134,28 @@ export class RemoteProcess {
     await this.session.call(ServiceCode.ProcessCloseStdin, { id: this.id });
   }
 
-  /** Sends a signal (SIGTERM by default); false if the process had already exited. */
+  /**
+   * Sets the size of the terminal of a process started with `tty`; it gets SIGWINCH.
+   *
+   * @example
+   * ```ts
+   * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+   * const session = await agent.openSession("buildmaster");
+   * const p = await session.processes.start({ program: "sh", args: ["-c", "sleep 0.5; stty size"], tty: { rows: 24, cols: 80 } });
+   * await p.resize(40, 132);
+   * console.log(new TextDecoder().decode(await p.output()).trim()); // 40 132
+   * await session.close();
+   * agent.close();
+   * ```
+   */
+  async resize(rows: number, cols: number): Promise<void> {
+    await this.session.call(ServiceCode.ProcessResize, { id: this.id, rows, cols });
+  }
+
+  /**
+   * Sends a signal (SIGTERM by default) to the program; SIGKILL ends the children it started too
+   * (its process group). False if the process had already exited.
+   */
   async signal(signal = "SIGTERM"): Promise<boolean> {
     return (await this.session.call(ServiceCode.ProcessSignal, { id: this.id, signal })).fields.delivered;
   }

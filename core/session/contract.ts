@@ -36,6 +36,8 @@ export enum ServiceCode {
   FileClose = 0x10d,
   FileWriteBatch = 0x10e,
   FileReadBatch = 0x10f,
+  /** Creates a symbolic link (protocol version 3). */
+  FileSymlink = 0x110,
   ProcessStart = 0x200,
   ProcessWrite = 0x201,
   ProcessCloseStdin = 0x202,
@@ -44,6 +46,8 @@ export enum ServiceCode {
   ProcessList = 0x205,
   /** Start, feed stdin (the request's bytes) and close it, wait: one message; output events come before the reply. */
   ProcessRun = 0x206,
+  /** A terminal's new size, for a process started with `tty` (protocol version 3). */
+  ProcessResize = 0x207,
   SystemInfo = 0x300,
   SystemEnv = 0x301,
   SystemProductRoot = 0x302,
@@ -95,6 +99,8 @@ export interface FileInfo {
   mode: number;
   mtimeMs: number;
   atimeMs: number;
+  /** A symlink's target, as stored in it (protocol version 3). */
+  target?: string;
 }
 
 /**
@@ -111,6 +117,10 @@ export interface ListEntry {
   type: FileInfo["type"];
   size: number;
   mtimeMs: number;
+  /** Permission bits (`st_mode & 0o7777`; protocol version 3). */
+  mode?: number;
+  /** A symlink's target, as stored in it (protocol version 3). */
+  target?: string;
 }
 
 /**
@@ -125,11 +135,16 @@ export interface ListEntry {
 export interface StartOptions {
   program: string;
   args?: string[];
-  /** Working directory; the product's root by default. */
+  /** Working directory; the product's root by default, and a relative one is under it. */
   cwd?: string;
   /** Added to (or, with clearEnv, replacing) the agent's environment. */
   env?: Record<string, string>;
   clearEnv?: boolean;
+  /**
+   * Start it on a pseudo-terminal of this size (protocol version 3), as `ssh -t` does: a new session
+   * whose controlling terminal that is; its stdout carries everything it shows, and it has no stderr.
+   */
+  tty?: { rows: number; cols: number };
 }
 
 /**
@@ -273,6 +288,8 @@ export interface ServiceContract {
     reply: { files: Array<{ path: string; size: number; sha256: string }> };
     replyData: true;
   };
+  /** A symlink at `path` holding `target`; fails with already-exists when anything is at `path`. */
+  [ServiceCode.FileSymlink]: { request: { path: string; target: string }; reply: NoFields };
   [ServiceCode.ProcessStart]: {
     request: StartOptions;
     reply: { id: number; pid: number };
@@ -288,6 +305,7 @@ export interface ServiceContract {
     reply: { delivered: boolean };
   };
   [ServiceCode.ProcessWait]: { request: { id: number }; reply: ExitStatus };
+  [ServiceCode.ProcessResize]: { request: { id: number; rows: number; cols: number }; reply: NoFields };
   [ServiceCode.ProcessList]: { request: NoFields; reply: { processes: ProcessEntry[] } };
   [ServiceCode.ProcessRun]: {
     request: StartOptions;

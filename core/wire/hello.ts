@@ -38,8 +38,10 @@ export const DEFAULT_PORT = 46336;
 
 /**
  * Protocol versions this build speaks. Version 3: the agent follows its reply with a fresh challenge the key
- * proof covers, so a recorded opening cannot be replayed. Version 2 (no challenge) is refused: its first key
- * message could be replayed by anyone who had seen one connection (docs/security.md, "Replay").
+ * proof covers, so a recorded opening cannot be replayed; keys may be limited to products; file listings carry
+ * modes and symlinks, and processes may run on a terminal (docs/protocol.md §2 lists every version's changes).
+ * Version 2 (no challenge) is refused: its first key message could be replayed by anyone who had seen one
+ * connection (docs/security.md, "Replay").
  */
 export const PROTOCOL_VERSIONS: VersionRange = { min: 3, max: 3 };
 

@@ -20,7 +20,17 @@ export const nodeCrypto = loadOnFirstUse(() => import("node:crypto"));
 export type Resolve = (p: string) => string;
 
 type EntryType = "file" | "directory" | "symlink" | "other";
-type ListEntry = { path: string; type: EntryType; size: number; mtimeMs: number };
+type ListEntry = { path: string; type: EntryType; size: number; mtimeMs: number; mode: number; target?: string };
+
+/** A symlink's target, when `st` (of `p`) is one. */
+function linkTarget(p: string, st: fs.Stats): { target?: string } {
+  if (!st.isSymbolicLink()) return {};
+  try {
+    return { target: fs.readlinkSync(p) };
+  } catch {
+    return {}; // replaced while listing
+  }
+}
 
 function typeOf(st: fs.Stats): EntryType {
   return st.isFile() ? "file" : st.isDirectory() ? "directory" : st.isSymbolicLink() ? "symlink" : "other";
@@ -106,7 +116,8 @@ export function metadataHandlers(resolve: Resolve): ServiceHandlers {
       const p = at(fields);
       const st = await fs.promises.lstat(p);
       const mode = st.mode & 0o7777;
-      return { fields: { path: p, type: typeOf(st), size: st.size, mode, mtimeMs: st.mtimeMs, atimeMs: st.atimeMs } };
+      const { mtimeMs, atimeMs } = st;
+      return { fields: { path: p, type: typeOf(st), size: st.size, mode, mtimeMs, atimeMs, ...linkTarget(p, st) } };
     },
     [ServiceCode.FileList]: async ({ fields }) => ({ fields: { entries: await list(at(fields), fields) } }),
     [ServiceCode.FileMkdir]: async ({ fields }) => {
@@ -139,6 +150,9 @@ export function metadataHandlers(resolve: Resolve): ServiceHandlers {
       await fs.promises.chmod(at(fields), mode);
     },
     [ServiceCode.FileSha256]: async ({ fields }) => ({ fields: await sha256File(at(fields)) }),
+    [ServiceCode.FileSymlink]: async ({ fields }) => {
+      await fs.promises.symlink(requireString(fields, "target"), at(fields));
+    },
   };
 }
 
@@ -161,7 +175,9 @@ async function list(root: string, fields: Unchecked<RequestOf<ServiceCode.FileLi
       const st = stats[i];
       if (!st) continue;
       if (include.length === 0 || include.some((matches) => matches(e.relPath))) {
-        entries.push({ path: e.relPath, type: typeOf(st), size: st.size, mtimeMs: st.mtimeMs });
+        const { size, mtimeMs } = st;
+        const target = linkTarget(path.join(dir, e.name), st);
+        entries.push({ path: e.relPath, type: typeOf(st), size, mtimeMs, mode: st.mode & 0o7777, ...target });
       }
       if (recursive && st.isDirectory()) await walk(path.join(dir, e.name), e.relPath);
     }

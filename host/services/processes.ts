@@ -7,10 +7,13 @@
  * Processes start through runtime/spawn.ts (posix_spawn where it can).
  * @module
  */
+import fs from "node:fs";
+import path from "node:path";
 import { type ExitStatus, ServiceCode, ServiceEvent } from "../../core/session/contract.ts";
 import { ServiceError } from "../../core/errors.ts";
 import { requireString, withoutNul } from "../errors.ts";
 import { type StartedProcess, startProcess } from "../../runtime/spawn.ts";
+import { type PtyProcess, startInPty } from "../../runtime/pty.ts";
 import type { HostContext, ServiceHandlers } from "./types.ts";
 
 interface Launched {
@@ -18,7 +21,7 @@ interface Launched {
   owner: number;
   program: string;
   args: string[];
-  child: StartedProcess;
+  child: StartedProcess | PtyProcess;
   startedAt: number;
   /** Settles after the process is reaped and all its output is sent. */
   exit: Promise<ExitStatus>;
@@ -43,6 +46,21 @@ function signalGroup(child: StartedProcess, name: NodeJS.Signals): boolean {
   } catch {
     return signal(child, name);
   }
+}
+
+/** A terminal's `{ rows, cols }` (each 1-65535), or null when `value` is not one. */
+function terminalSize(value: unknown): { rows: number; cols: number } | null {
+  const { rows, cols } = (value ?? {}) as { rows?: unknown; cols?: unknown };
+  const fits = (n: unknown): n is number => Number.isInteger(n) && (n as number) > 0 && (n as number) < 65536;
+  return fits(rows) && fits(cols) ? { rows, cols } : null;
+}
+
+/** Why a start found nothing: the working directory missing, or else the program. */
+function notFound(program: string, cwd: string): ServiceError {
+  if (!fs.existsSync(cwd)) {
+    return new ServiceError("not-found", `cannot start "${program}": working directory ${cwd} does not exist`, cwd);
+  }
+  return new ServiceError("not-found", `cannot start "${program}": no such program`, program);
 }
 
 const SIGNALS = new Set([
@@ -110,8 +128,21 @@ export class ProcessesService {
         const p = this.#get(fields);
         const name = String(fields.signal ?? "SIGTERM");
         if (!SIGNALS.has(name)) throw new ServiceError("invalid-argument", `unsupported signal "${name}"`);
-        const delivered = !p.exited && signal(p.child, name as NodeJS.Signals);
+        // SIGKILL ends the whole group: children left behind would hold the output open, and the exit with it.
+        const send = name === "SIGKILL" ? signalGroup : signal;
+        const delivered = !p.exited && send(p.child, name as NodeJS.Signals);
         return { fields: { delivered } };
+      },
+      [ServiceCode.ProcessResize]: ({ fields }) => {
+        const p = this.#get(fields);
+        const size = terminalSize(fields);
+        if (!("resize" in p.child) || !size) {
+          throw new ServiceError(
+            "invalid-argument",
+            `process ${p.id} has no terminal, or the size is not rows and cols`,
+          );
+        }
+        if (!p.exited) p.child.resize(size.rows, size.cols);
       },
       [ServiceCode.ProcessWait]: async ({ fields }) => ({ fields: { ...(await this.#get(fields).exit) } }),
       [ServiceCode.ProcessRun]: async ({ attachment, fields, data }) => {
@@ -144,22 +175,20 @@ export class ProcessesService {
     if (fields.env && typeof fields.env === "object") {
       for (const [k, v] of Object.entries(fields.env)) env[withoutNul(k, "env")] = withoutNul(String(v), "env");
     }
-    const cwd = typeof fields.cwd === "string" ? withoutNul(fields.cwd, "cwd") : this.context.productRoot;
-    let child: StartedProcess;
+    // A relative directory is under the product root, as every path the files service takes is.
+    const cwd = typeof fields.cwd === "string"
+      ? path.resolve(this.context.productRoot, withoutNul(fields.cwd, "cwd"))
+      : this.context.productRoot;
+    let child: StartedProcess | PtyProcess;
     try {
-      child = await startProcess(program, args, {
-        cwd,
-        environment: fields.clearEnv === true ? env : { ...this.context.environment, ...env },
-      });
+      const environment = fields.clearEnv === true ? env : { ...this.context.environment, ...env };
+      const tty = terminalSize(fields.tty);
+      child = tty
+        ? startInPty(program, args, { cwd, environment, ...tty })
+        : await startProcess(program, args, { cwd, environment });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === "ENOENT") {
-        throw new ServiceError(
-          "not-found",
-          `cannot start "${program}": no such program${cwd ? ` (or working directory ${cwd} missing)` : ""}`,
-          program,
-        );
-      }
+      if (code === "ENOENT") throw notFound(program, cwd);
       if (code === "EACCES") {
         throw new ServiceError("permission-denied", `cannot start "${program}": permission denied`, program);
       }

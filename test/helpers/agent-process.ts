@@ -132,10 +132,12 @@ export async function startAgent(
     ready?: RegExp;
     /** Descriptors of this process the agent inherits as its 3, 4, … (as a careless parent would leave them). */
     inherit?: number[];
+    /** The program to start instead of the built agent (a test's own entry point). */
+    command?: string[];
   } = {},
 ): Promise<RunningAgent> {
   const stateDir = options.stateDir ?? tempDir();
-  const [cmd, ...pre] = agentCommand();
+  const [cmd, ...pre] = options.command ?? agentCommand();
   const listen = options.listenFlags === false ? [] : ["--host", "127.0.0.1", "--port", "0"];
   const child = spawn(cmd, [...pre, "start", ...listen, ...args], {
     env: hermeticEnv({ AGENT_STATE_DIR: stateDir, ...options.env }),
