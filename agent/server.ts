@@ -21,7 +21,7 @@ import { log } from "../runtime/log.ts";
 import { runtimeInfo } from "../runtime/crypto.ts";
 import { formatHost, isLoopback, socketStream } from "../runtime/tcp.ts";
 import { VERSION } from "../core/version.ts";
-import { Admission, type Slot } from "./admission.ts";
+import { Admission, type Slot } from "../core/admission.ts";
 import { ClientConnection } from "./connection.ts";
 import type { SessionManager } from "./sessions.ts";
 import type { OutboundStatus, OutboundTarget } from "./dialer.ts";

@@ -1,7 +1,7 @@
-// Handshake admission (agent/admission.ts): the failed-authentication state a peer without a key can grow.
+// Handshake admission (core/admission.ts): the failed-authentication state a peer without a key can grow.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { Admission, failureKey, MAX_TRACKED_ADDRESSES } from "../agent/admission.ts";
+import { Admission, failureKey, MAX_TRACKED_ADDRESSES } from "../core/admission.ts";
 
 const limits = { maxConcurrent: 4, queueLimit: 4, evictAfterMs: 1000, failuresPerMinute: 3 };
 

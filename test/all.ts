@@ -30,6 +30,7 @@ import "./faults.e2e.test.ts";
 import "./operations.e2e.test.ts";
 import "./outbound.e2e.test.ts";
 import "./fleet.e2e.test.ts";
+import "./listener-admission.e2e.test.ts";
 import "./remote-commands.e2e.test.ts";
 import "./package.e2e.test.ts";
 import "./service.e2e.test.ts";
