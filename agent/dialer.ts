@@ -223,6 +223,9 @@ function whenFirstRequest(frames: FrameStream, then: () => void) {
 }
 
 function describe(e: Error): string {
+  if (e instanceof DialError && /disconnected before secure TLS/.test(e.message)) {
+    return `${e.message} (the listener closed it before TLS: it is busy, its line of handshakes full, or not a TLS listener)`;
+  }
   if (
     e instanceof CertificateError || e instanceof DialError || e instanceof KeyRejectedError || e instanceof ProxyError
   ) return e.message;

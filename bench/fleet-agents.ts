@@ -32,6 +32,7 @@ const provider = runtimeCryptoProvider();
 const rampMs = Number(process.env.RAMP_MS ?? 2000);
 const keepaliveMs = Number(process.env.KEEPALIVE ?? 15) * 1000;
 const startedAt = Date.now();
+const targets: OutboundTarget[] = [];
 for (const hex of keys) {
   const bytes = parseKey(hex).bytes;
   const target = new OutboundTarget(
@@ -46,10 +47,22 @@ for (const hex of keys) {
       log: silent,
     },
   );
+  targets.push(target);
   setTimeout(() => target.start(), Math.random() * rampMs);
 }
 process.on("SIGTERM", () => {
   fs.rmSync(stateDir, { recursive: true, force: true });
   process.exit(0);
 });
+if (process.env.FLEET_VERBOSE) {
+  setInterval(() => {
+    const states: Record<string, number> = {}, errors: Record<string, number> = {};
+    for (const t of targets) {
+      const st = t.status();
+      states[st.state] = (states[st.state] ?? 0) + 1;
+      if (st.state !== "connected" && st.lastError) errors[st.lastError] = (errors[st.lastError] ?? 0) + 1;
+    }
+    console.error(`agents ${process.pid}: ${JSON.stringify(states)} ${JSON.stringify(errors)}`);
+  }, 5000).unref();
+}
 console.log("started");

@@ -77,7 +77,10 @@ async function untilConnected(l: ListenerChild, want: number, limitMs: number): 
     if (performance.now() - t0 > limitMs) {
       throw new Error(`only ${s.connected} of ${want} connected after ${limitMs / 1000} s: ${JSON.stringify(s)}`);
     }
-    await sleep(250);
+    if (process.env.FLEET_VERBOSE) {
+      console.log(`  ${((performance.now() - t0) / 1000).toFixed(0)} s: ${JSON.stringify(s)}`);
+    }
+    await sleep(process.env.FLEET_VERBOSE ? 2000 : 250);
   }
 }
 
@@ -130,7 +133,7 @@ export async function benchFleet(agentBin: string): Promise<void> {
     const baseHeap = (await listener.ask<Stats>("stats")).heapUsed;
     for (let p = 0; p < procs; p++) {
       children.push(spawn(process.execPath, ["--import", "tsx", path.join(HERE, "fleet-agents.ts")], {
-        stdio: "ignore",
+        stdio: ["ignore", "ignore", process.env.FLEET_VERBOSE ? "inherit" : "ignore"],
         env: {
           ...process.env,
           PORT: String(listener.port),

@@ -66,8 +66,13 @@ export interface ListenerOptions {
   handshakeTimeoutSeconds?: number;
   /** Handshakes (TLS and key proof) run at once; later connections wait in line for a slot (default 64). */
   maxHandshakes?: number;
-  /** Connections allowed to wait in that line; more are refused at once and retry later (default 4096). */
+  /** Connections allowed to wait in that line; more are refused at once and retry later (default 8192). */
   handshakeQueue?: number;
+  /**
+   * A connection that waited this long for its slot is closed unstarted, as the agent would give up
+   * on it soon (agents wait 30 s for TLS by default): default 20 s.
+   */
+  queueWaitSeconds?: number;
   /** The kernel's queue of connections not yet accepted (default 4096; the kernel caps it at net.core.somaxconn). */
   backlog?: number;
   /** Connections, disconnections, rejections and refusals, for the product's log. */
@@ -153,6 +158,9 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
   #admission: Admission;
   #wheel: HeartbeatWheel;
   #context: tls.SecureContext;
+  /** Descriptors the process held before any connection (files, pipes, the listening socket). */
+  #fdBase = openDescriptors();
+  #fdReportedAt = 0;
   #counts = { accepted: 0, refused: 0, rejected: 0, handshakeFailed: 0, fdExhausted: 0 };
 
   private constructor(
@@ -164,7 +172,7 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
     this.#context = tls.createSecureContext({ cert: options.cert, key: options.key, minVersion: "TLSv1.2" });
     this.#admission = new Admission({
       maxConcurrent: options.maxHandshakes ?? 64,
-      queueLimit: options.handshakeQueue ?? 4096,
+      queueLimit: options.handshakeQueue ?? 8192,
       evictAfterMs: STALL_GRACE_MS,
       failuresPerMinute: Infinity, // agents behind one NAT share an address: no per-address limit here
     });
@@ -285,15 +293,31 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
   }
 
   #serverError(e: NodeJS.ErrnoException) {
-    if (e.code !== "EMFILE" && e.code !== "ENFILE") return;
-    this.#counts.fdExhausted++;
+    if (e.code === "EMFILE" || e.code === "ENFILE") this.#fdExhausted(e.code);
+  }
+
+  /**
+   * Out of descriptors, libuv closes pending connections without a word, so the listener
+   * counts its own: past the limit less a reserve, a new connection is closed and reported.
+   */
+  #overFdLimit(): boolean {
     const limit = openFileLimit();
-    const which = e.code === "EMFILE"
+    if (limit === null || this.#sockets.size + this.#fdBase < limit - FD_RESERVE) return false;
+    this.#fdExhausted("EMFILE");
+    return true;
+  }
+
+  #fdExhausted(code: string) {
+    this.#counts.fdExhausted++;
+    if (Date.now() - this.#fdReportedAt < 10_000) return; // one event per 10 s; the counter counts all
+    this.#fdReportedAt = Date.now();
+    const limit = openFileLimit();
+    const which = code === "EMFILE"
       ? `this process's open-file limit (${limit ?? "unknown"})`
       : "the system's file table";
     this.#event({
       type: "fd-exhausted",
-      reason: `accept failed (${e.code}): ${which} is used up, ${this.#sockets.size} by this listener's connections; ` +
+      reason: `accept failed (${code}): ${which} is used up, ${this.#sockets.size} by this listener's connections; ` +
         "raise it (ulimit -n, LimitNOFILE=) above the fleet size",
     });
   }
@@ -301,11 +325,19 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
   /** A new TCP connection waits in line for a handshake slot; past the line's limit it is refused at once. */
   #admit(socket: net.Socket) {
     this.#counts.accepted++;
+    if (this.#overFdLimit()) {
+      socket.destroy();
+      return;
+    }
     this.#sockets.add(socket);
     socket.once("close", () => this.#sockets.delete(socket));
     socket.on("error", () => {});
     const remote = `${formatHost(socket.remoteAddress ?? "?")}:${socket.remotePort}`;
-    const { slot, cancel } = this.#admission.acquire(() => socket.destroy());
+    const ended = { evicted: false };
+    const { slot, cancel } = this.#admission.acquire(() => {
+      ended.evicted = true;
+      socket.destroy();
+    });
     socket.once("close", cancel);
     const queuedAt = Date.now();
     void slot.then((granted) => {
@@ -318,12 +350,12 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
           `busy: ${this.#admission.active} handshakes running and ${this.#admission.waiting} waiting`,
         );
       } else if (socket.destroyed) granted.release();
-      else if (Date.now() - queuedAt > this.#timeoutMs / 2) {
+      else if (Date.now() - queuedAt > (this.options.queueWaitSeconds ?? 20) * 1000) {
         // Started now it would likely run out of the agent's time: not started at all, so not thrown away.
         granted.release();
         socket.destroy();
         this.#refuse(remote, `busy: waited ${((Date.now() - queuedAt) / 1000).toFixed(1)} s in line`);
-      } else void this.#handshake(socket, granted, remote);
+      } else void this.#handshake(socket, granted, remote, ended);
     });
   }
 
@@ -337,7 +369,7 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
   }
 
   /** TLS, the key proof and the first answer, within the handshake time counted from admission. */
-  async #handshake(socket: net.Socket, slot: Slot, remote: string) {
+  async #handshake(socket: net.Socket, slot: Slot, remote: string, ended: { evicted: boolean }) {
     const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: this.#context });
     secure.on("error", () => {});
     let timedOut = false;
@@ -346,7 +378,10 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
       secure.destroy();
       socket.destroy();
     }, this.#timeoutMs);
-    const late = () => `the agent did not complete the handshake within ${this.#timeoutMs / 1000} s of its admission`;
+    const late = () =>
+      ended.evicted
+        ? `dropped: the agent kept its handshake waiting over ${STALL_GRACE_MS / 1000} s while others waited for a slot`
+        : `the agent did not complete the handshake within ${this.#timeoutMs / 1000} s of its admission`;
     try {
       slot.waitingForPeer(true);
       await tlsReady(secure);
@@ -356,17 +391,21 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
       slot.release();
       socket.destroy();
       this.#counts.handshakeFailed++;
-      this.#event({ type: "handshake-failed", remote, reason: timedOut ? late() : `TLS: ${(e as Error).message}` });
+      this.#event({
+        type: "handshake-failed",
+        remote,
+        reason: timedOut || ended.evicted ? late() : `TLS: ${(e as Error).message}`,
+      });
       return;
     }
     const stream = socketStream(secure);
     try {
-      const opened = await this.#prove(stream, slot, remote);
+      const opened = await this.#prove(stream, slot, remote, () => timedOut || ended.evicted);
       if (opened) this.#register(opened.client, opened.entry, remote);
     } catch (e) {
       stream.close();
       this.#counts.rejected++;
-      this.#event({ type: "rejected", remote, reason: timedOut ? late() : (e as Error).message });
+      this.#event({ type: "rejected", remote, reason: timedOut || ended.evicted ? late() : (e as Error).message });
     } finally {
       clearTimeout(timer);
       slot.release();
@@ -377,7 +416,7 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
    * The key proof, the duplicate check and the first request. Null when the
    * connection was a probe (it proved its key and closed without answering).
    */
-  async #prove(stream: ByteStream, slot: Slot, remote: string) {
+  async #prove(stream: ByteStream, slot: Slot, remote: string, cutShort: () => boolean) {
     let keyIdSeen = "";
     slot.waitingForPeer(true);
     const { frames, reply, keyId } = await initiate(stream, {
@@ -399,8 +438,9 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
     // proves its key and closes without a word, so a probe never stands in for (or evicts) the agent.
     try {
       await client.info();
-    } catch {
+    } catch (e) {
       client.close();
+      if (cutShort()) throw e; // this side closed it: not a probe
       this.#event({ type: "probed", server: entry.server, keyId: keyId!, remote });
       return null;
     } finally {
@@ -476,7 +516,7 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
 }
 
 /** A handshake whose peer has kept it waiting this long may be dropped while others wait for a slot. */
-const STALL_GRACE_MS = 2000;
+const STALL_GRACE_MS = 3000;
 /** How long a connected agent gets to answer when a second connection presents its key. */
 const DUPLICATE_PING_MS = 3000;
 const HEARTBEAT = { target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) };
@@ -487,6 +527,18 @@ function tlsReady(socket: tls.TLSSocket): Promise<void> {
     socket.once("error", reject);
     socket.once("close", () => reject(new Error("the agent closed the connection during the TLS handshake")));
   });
+}
+
+/** Descriptors kept free for the rest of the process (files, pipes, the agents' sessions). */
+const FD_RESERVE = 16;
+
+/** Descriptors open now (Linux: /proc/self/fd), or a guess of 32 where unknown. */
+function openDescriptors(): number {
+  try {
+    return fs.readdirSync("/proc/self/fd").length;
+  } catch {
+    return 32;
+  }
 }
 
 let fdLimit: number | null | undefined;
