@@ -21,6 +21,7 @@ import { runtimeCryptoProvider } from "../runtime/crypto.ts";
 import { formatHost, socketStream } from "../runtime/tcp.ts";
 import { parseFingerprint } from "../runtime/tls.ts";
 import { AgentTable } from "./agent-table.ts";
+import { StallGrace } from "./stall-grace.ts";
 import { type Beating, HeartbeatWheel } from "./heartbeat-wheel.ts";
 import { Agent } from "./agent.ts";
 
@@ -157,6 +158,7 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
   #sockets = new Set<net.Socket>();
   #admission: Admission;
   #wheel: HeartbeatWheel;
+  #grace: StallGrace;
   #context: tls.SecureContext;
   /** Descriptors the process held before any connection (files, pipes, the listening socket). */
   #fdBase = openDescriptors();
@@ -173,9 +175,11 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
     this.#admission = new Admission({
       maxConcurrent: options.maxHandshakes ?? 64,
       queueLimit: options.handshakeQueue ?? 8192,
-      evictAfterMs: STALL_GRACE_MS,
+      evictAfterMs: STALL_GRACE_FLOOR_MS,
       failuresPerMinute: Infinity, // agents behind one NAT share an address: no per-address limit here
     });
+    this.#grace = new StallGrace(STALL_GRACE_FLOOR_MS, this.#timeoutMs);
+    this.#admission.limits.evictAfterMs = this.#grace.ms;
     const keepalive = (options.keepaliveSeconds ?? 15) * 1000;
     this.#wheel = new HeartbeatWheel(keepalive, keepalive * 3);
   }
@@ -370,6 +374,7 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
 
   /** TLS, the key proof and the first answer, within the handshake time counted from admission. */
   async #handshake(socket: net.Socket, slot: Slot, remote: string, ended: { evicted: boolean }) {
+    const admittedAt = performance.now();
     const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: this.#context });
     secure.on("error", () => {});
     let timedOut = false;
@@ -380,7 +385,9 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
     }, this.#timeoutMs);
     const late = () =>
       ended.evicted
-        ? `dropped: the agent kept its handshake waiting over ${STALL_GRACE_MS / 1000} s while others waited for a slot`
+        ? `dropped: the agent kept its handshake waiting over ${
+          (this.#admission.limits.evictAfterMs / 1000).toFixed(1)
+        } s while others waited for a slot`
         : `the agent did not complete the handshake within ${this.#timeoutMs / 1000} s of its admission`;
     try {
       slot.waitingForPeer(true);
@@ -401,7 +408,11 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
     const stream = socketStream(secure);
     try {
       const opened = await this.#prove(stream, slot, remote, () => timedOut || ended.evicted);
-      if (opened) this.#register(opened.client, opened.entry, remote);
+      if (opened) {
+        this.#grace.completed(performance.now() - admittedAt);
+        this.#admission.limits.evictAfterMs = this.#grace.ms;
+        this.#register(opened.client, opened.entry, remote);
+      }
     } catch (e) {
       stream.close();
       this.#counts.rejected++;
@@ -515,8 +526,8 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
   }
 }
 
-/** A handshake whose peer has kept it waiting this long may be dropped while others wait for a slot. */
-const STALL_GRACE_MS = 3000;
+/** A handshake whose peer has kept it waiting this long, at least, may be dropped while others wait (client/stall-grace.ts). */
+const STALL_GRACE_FLOOR_MS = 3000;
 /** How long a connected agent gets to answer when a second connection presents its key. */
 const DUPLICATE_PING_MS = 3000;
 const HEARTBEAT = { target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) };

@@ -31,6 +31,7 @@ import "./operations.e2e.test.ts";
 import "./outbound.e2e.test.ts";
 import "./fleet.e2e.test.ts";
 import "./listener-admission.e2e.test.ts";
+import "./stall-grace.test.ts";
 import "./remote-commands.e2e.test.ts";
 import "./package.e2e.test.ts";
 import "./service.e2e.test.ts";

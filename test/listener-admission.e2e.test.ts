@@ -106,7 +106,7 @@ admission(
     await dialer(l, cert, key);
     await l.waitForAgent("web1", 15_000);
     const ms = performance.now() - started;
-    assert.ok(ms < 8000, `the agent got in within ${ms.toFixed(0)} ms despite the crowd`);
+    assert.ok(ms < 12_000, `the agent got in within ${ms.toFixed(0)} ms despite the crowd (held, it would wait minutes)`);
     assert.ok(l.stats().refused >= 90, `refused: ${l.stats().refused}`);
   },
 );
@@ -190,7 +190,7 @@ admission("out of file descriptors, the listener says which limit it hit and kee
   const runtime = scriptCommand().map((a) => `'${a}'`).join(" ");
   const child = spawn("sh", [
     "-c",
-    `ulimit -n 100 && exec ${runtime} '${path.join(ROOT, "test/helpers/fd-listener.ts")}'`,
+    `ulimit -n 256 && exec ${runtime} '${path.join(ROOT, "test/helpers/fd-listener.ts")}'`,
   ], {
     env: { ...process.env, CERT: path.join(dir, "cert.pem"), KEY: path.join(dir, "key.pem") },
     stdio: ["ignore", "pipe", "inherit"],
@@ -201,14 +201,14 @@ admission("out of file descriptors, the listener says which limit it hit and kee
   await until(() => /port \d+/.test(out), "the listener is up", 20_000);
   const port = Number(/port (\d+)/.exec(out)![1]);
   const open: net.Socket[] = [];
-  for (let i = 0; i < 120; i++) {
+  for (let i = 0; i < 300; i++) {
     const s = net.connect({ host: "127.0.0.1", port });
     s.on("error", () => {});
     open.push(s);
   }
   await until(() => /"fd-exhausted"/.test(out), "an fd-exhausted event", 10_000);
   const event = JSON.parse(out.split("\n").find((l) => l.includes("fd-exhausted"))!);
-  assert.match(event.reason, /open-file limit \(100\) is used up, \d+ by this listener's connections/);
+  assert.match(event.reason, /open-file limit \(256\) is used up, \d+ by this listener's connections/);
   open.forEach((s) => s.destroy());
   await new Promise((r) => setTimeout(r, 500));
   // Its descriptors back, it admits and starts TLS again. Not on Deno: Deno 2.9's node:net stops
