@@ -106,7 +106,10 @@ admission(
     await dialer(l, cert, key);
     await l.waitForAgent("web1", 15_000);
     const ms = performance.now() - started;
-    assert.ok(ms < 12_000, `the agent got in within ${ms.toFixed(0)} ms despite the crowd (held, it would wait minutes)`);
+    assert.ok(
+      ms < 12_000,
+      `the agent got in within ${ms.toFixed(0)} ms despite the crowd (held, it would wait minutes)`,
+    );
     assert.ok(l.stats().refused >= 90, `refused: ${l.stats().refused}`);
   },
 );
