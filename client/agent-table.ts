@@ -45,9 +45,10 @@ export class AgentTable {
    */
   set(server: string, entry: string | { key: string; revoked?: boolean }): boolean {
     const e = typeof entry === "string" ? { key: entry } : entry;
-    const { hex, bytes } = parseKey(e.key, `the key of server "${server}"`);
     const revoked = e.revoked === true;
     const old = this.#byServer.get(server);
+    if (old && old.hex === e.key && old.revoked === revoked) return false; // the common case: nothing to parse
+    const { hex, bytes } = parseKey(e.key, `the key of server "${server}"`);
     if (old && old.hex === hex && old.revoked === revoked) return false;
     if (old) this.#byKeyId.delete(old.keyId);
     const row: TableEntry = { server, hex, key: bytes, keyId: old?.hex === hex ? old.keyId : keyIdOf(bytes), revoked };

@@ -217,7 +217,9 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
    */
   setAgents(agents: Record<string, AgentEntry>): Promise<void> {
     for (const [server, entry] of Object.entries(agents)) {
-      parseKey(typeof entry === "string" ? entry : entry.key, `the key of server "${server}"`); // all or nothing
+      const text = typeof entry === "string" ? entry : entry.key;
+      if (this.#table.byServer(server)?.hex === text) continue; // unchanged: already checked
+      parseKey(text, `the key of server "${server}"`); // all or nothing
     }
     for (const server of this.#table.serversNotIn(agents)) this.removeAgent(server);
     for (const [server, entry] of Object.entries(agents)) this.setAgent(server, entry);
