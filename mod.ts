@@ -20,7 +20,14 @@
 export { Agent } from "./client/agent.ts";
 export { connect, type ConnectOptions, DialError } from "./client/connect.ts";
 export { type FleetOptions, type FleetResult, type FleetTarget, runOnAgents } from "./client/fleet.ts";
-export { type AgentEntry, AgentListener, listen, type ListenerEvent, type ListenerOptions } from "./client/listener.ts";
+export {
+  type AgentEntry,
+  AgentListener,
+  listen,
+  type ListenerEvent,
+  type ListenerOptions,
+  type ListenerStats,
+} from "./client/listener.ts";
 export { RemoteSession } from "./core/client/remote-session.ts";
 export type { CallOptions } from "./core/client/abort.ts";
 export { FilesApi, type ReadStreamOptions, RemoteFile, type TransferOptions } from "./core/client/files.ts";

@@ -34,14 +34,17 @@ export async function proveToListener(
   return result.frames;
 }
 
-/** First retry after about this long; each failure doubles it, up to the cap. */
-export const BACKOFF_BASE_MS = 1000;
+/** The first retry comes within this window; each failure doubles it, up to the cap. */
+export const BACKOFF_BASE_MS = 5000;
 export const BACKOFF_CAP_MS = 60_000;
+/** No retry comes sooner than this. */
+export const BACKOFF_FLOOR_MS = 250;
 
 /**
- * Delay before retry number `attempt` (0-based): "equal jitter", half of the
- * exponential step fixed and half random, capped. Agents that lost the same
- * listener at the same moment spread over half of each step.
+ * Delay before retry number `attempt` (0-based): "full jitter", anywhere in
+ * the exponential step (from a small floor), capped. Agents that lost the
+ * same listener at the same moment spread over the whole window: 20,000 over
+ * the first 5 s come back at about 4,000 a second, not all in one second.
  */
 export function backoffDelay(
   attempt: number,
@@ -50,7 +53,7 @@ export function backoffDelay(
   capMs = BACKOFF_CAP_MS,
 ): number {
   const step = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
-  return step / 2 + random() * (step / 2);
+  return BACKOFF_FLOOR_MS + random() * (step - BACKOFF_FLOOR_MS);
 }
 
 /** One listener to dial. */
@@ -135,7 +138,7 @@ export class OutboundTarget {
       this.#nextRetryAt = null;
       try {
         await this.#connectAndServe(() => {
-          attempt = 0; // a successful key exchange resets the backoff
+          attempt = 0; // the listener sent its first request: it accepted this agent
         });
       } catch (e) {
         this.#lastError = describe(e as Error);
@@ -180,22 +183,49 @@ export class OutboundTarget {
       stream.close();
       throw e;
     }).finally(() => clearTimeout(timer));
-    onReady();
     this.#connections++;
     this.#lastError = null;
     this.#set("connected");
     log.info(`outbound ${this.address}: connected (listener ${certificate.subject}, key ${key.id})`);
+    let accepted = false;
+    whenFirstRequest(frames, () => {
+      accepted = true;
+      onReady();
+    });
     const conn = new ClientConnection(frames, this.address, sessions, startedAt, key.id);
     this.#current = conn;
     const stopKeepalive = conn.keepalive(keepaliveMs, keepaliveMs * 3);
     const reason = await conn.serve();
     stopKeepalive();
     this.#current = null;
+    if (!accepted && !conn.deadReason) {
+      // The listener proves the key, then sends a first request only to an agent it accepts.
+      throw new Error(
+        "the listener closed the connection after the key proof, before any request: it turned this agent " +
+          "away (another connection with the same key may be connected there; see the listener's log)",
+      );
+    }
     throw new Error(conn.deadReason ?? reason ?? "the listener closed the connection");
   }
 }
 
+/** Calls `then` once, when the first request (a frame with a token) arrives on `frames`. */
+function whenFirstRequest(frames: FrameStream, then: () => void) {
+  const receive = frames.receive.bind(frames);
+  frames.receive = async () => {
+    const frame = await receive();
+    if (frame !== null && frame.token !== 0) {
+      frames.receive = receive;
+      then();
+    }
+    return frame;
+  };
+}
+
 function describe(e: Error): string {
+  if (e instanceof DialError && /disconnected before secure TLS/.test(e.message)) {
+    return `${e.message} (the listener closed it before TLS: it is busy, its line of handshakes full, or not a TLS listener)`;
+  }
   if (
     e instanceof CertificateError || e instanceof DialError || e instanceof KeyRejectedError || e instanceof ProxyError
   ) return e.message;

@@ -22,7 +22,7 @@ import { log } from "../runtime/log.ts";
 import { runtimeInfo } from "../runtime/crypto.ts";
 import { formatHost, isLoopback, socketStream } from "../runtime/tcp.ts";
 import { VERSION } from "../core/version.ts";
-import { Admission, failureKey, type Slot } from "./admission.ts";
+import { Admission, failureKey, type Slot } from "../core/admission.ts";
 import { ClientConnection } from "./connection.ts";
 import { RejectionLog } from "./rejection-log.ts";
 import type { SessionManager } from "./sessions.ts";

@@ -13,6 +13,8 @@
  *               RSS (bench/sessions.ts; run bench/sshd.sh first for OpenSSH)
  *   transfer    on Node and Deno: 1 GiB up and down vs `ssh cat` with the faster cipher, CPU-s/GiB by
  *               process next to ssh and sshd, the machine's limits, the per-byte stages (bench/transfer.ts)
+ *   fleet       one listener, FLEET_AGENTS simulated agents (their own outbound code) + real ones: RSS and idle
+ *               CPU per agent, info() on all, a restart storm (bench/fleet.ts)
  *   commands    `agent run` and `agent cp` vs ssh, scp, sftp and `tar | ssh tar x` (bench/commands.ts; sshd as above)
  *
  * BENCH_ONLY=name,name runs only those sections.
@@ -36,6 +38,7 @@ import { benchSessions } from "./sessions.ts";
 import { benchTransfer } from "./transfer.ts";
 import { benchOutbound } from "./outbound.ts";
 import { benchFlood } from "./flood.ts";
+import { benchFleet } from "./fleet.ts";
 import { startBenchAgent } from "./agent.ts";
 import { benchCommands } from "./commands.ts";
 import { echoRtts, startEchoServer } from "./echo.ts";
@@ -216,6 +219,7 @@ async function main() {
     await agent.stop();
   }
   if (wanted("flood")) await benchFlood(AGENT);
+  if (wanted("fleet")) await benchFleet(AGENT);
   if (wanted("commands")) await benchCommands(AGENT);
   if (wanted("startup")) await benchStartup();
   if (wanted("crypto")) await benchCrypto();

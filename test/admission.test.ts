@@ -1,7 +1,7 @@
-// Handshake admission (agent/admission.ts): the failed-authentication state a peer without a key can grow.
+// Handshake admission (core/admission.ts): the failed-authentication state a peer without a key can grow.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { Admission, failureKey, MAX_TRACKED_ADDRESSES } from "../agent/admission.ts";
+import { Admission, failureKey, MAX_TRACKED_ADDRESSES } from "../core/admission.ts";
 
 const test = suite("admission");
 

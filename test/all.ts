@@ -35,6 +35,8 @@ import "./faults.e2e.test.ts";
 import "./operations.e2e.test.ts";
 import "./outbound.e2e.test.ts";
 import "./fleet.e2e.test.ts";
+import "./listener-admission.e2e.test.ts";
+import "./stall-grace.test.ts";
 import "./remote-commands.e2e.test.ts";
 import "./cp.e2e.test.ts";
 import "./tty.e2e.test.ts";

@@ -240,32 +240,35 @@ outbound("a listener that stays down gets capped, jittered retries, not a spin",
   const port = (closed.address() as net.AddressInfo).port;
   await new Promise((r) => closed.close(r));
   const a = await dialer(["--connect", `127.0.0.1:${port}`, "--key", generateKey().hex], /retrying in/);
-  await new Promise((r) => setTimeout(r, 4000));
-  const tries = (a.stderr().match(/retrying in/g) ?? []).length;
-  assert.ok(tries >= 2 && tries <= 4, `${tries} attempts in about 4 s (1, 2, 4 s steps)`);
+  await new Promise((r) => setTimeout(r, 6000));
+  const delays = [...a.stderr().matchAll(/retrying in (\d+\.\d) s/g)].map((m) => Number(m[1]));
+  // Windows of 5, 10, 20 s, each at least 0.25 s: a spin would log dozens in 6 s.
+  assert.ok(delays.length >= 1 && delays.length <= 5, `${delays.length} attempts in 6 s: ${delays}`);
+  delays.forEach((d, i) => assert.ok(d >= 0.2 && d <= 5 * 2 ** i, `retry ${i} in ${d} s`));
   assert.match(a.stderr(), /connection refused/);
   await a.stop();
 });
 
-outbound("backoff: doubling steps with jitter, capped; 300 agents losing one listener spread out", () => {
+outbound("backoff: full jitter over doubling windows, capped; 20,000 agents losing one listener spread out", () => {
   for (let attempt = 0; attempt < 12; attempt++) {
-    const step = Math.min(60_000, 1000 * 2 ** attempt);
+    const step = Math.min(60_000, 5000 * 2 ** attempt);
     for (const r of [0, 0.5, 0.999]) {
       const d = backoffDelay(attempt, () => r);
-      assert.ok(d >= step / 2 && d <= step, `attempt ${attempt}: ${d} within [${step / 2}, ${step}]`);
+      assert.ok(d >= 250 && d <= step, `attempt ${attempt}: ${d} within [250, ${step}]`);
     }
+    assert.ok(backoffDelay(attempt, () => 0.999) > step * 0.99, "the whole window is used");
   }
   assert.is(backoffDelay(50, () => 1), 60_000, "capped at a minute");
-  // 300 agents whose listener restarted at the same instant: first retries land across half a second.
+  // 20,000 agents whose listener restarted at the same instant: first retries land across five seconds.
   let seed = 42;
   const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-  const first = Array.from({ length: 300 }, () => backoffDelay(0, random));
-  const buckets = new Map<number, number>();
-  for (const t of first) buckets.set(Math.floor(t / 50), (buckets.get(Math.floor(t / 50)) ?? 0) + 1);
-  assert.ok(Math.max(...first) - Math.min(...first) > 400, "spread over more than 400 ms");
+  const first = Array.from({ length: 20_000 }, () => backoffDelay(0, random));
+  const perSecond = new Map<number, number>();
+  for (const t of first) perSecond.set(Math.floor(t / 1000), (perSecond.get(Math.floor(t / 1000)) ?? 0) + 1);
+  assert.ok(Math.max(...first) - Math.min(...first) > 4500, "spread over more than 4.5 s");
   assert.ok(
-    Math.max(...buckets.values()) <= 300 * 0.15,
-    `no 50 ms window takes more than 15%: ${[...buckets.values()]}`,
+    Math.max(...perSecond.values()) <= 20_000 * 0.22,
+    `no second takes more than 22%: ${[...perSecond.values()]}`,
   );
 });
 

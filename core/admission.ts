@@ -2,7 +2,7 @@
  * Who may run a handshake now. Caps concurrent handshakes; when the cap is
  * full and others wait, every handshake whose peer has kept it waiting past
  * a short grace is dropped at once, so a crowd of stalled peers cannot starve
- * quick legitimate ones. A handshake held up by this agent's own work (a busy
+ * quick legitimate ones (the agent's server and the outbound listener both use it). A handshake held up by this side's own work (a busy
  * CPU) is never dropped for it. Also counts authentication failures per address (an IPv6 peer per
  * /64, as it may own all of one) and turns an address away for a minute once it passes the limit; at
  * most MAX_TRACKED_ADDRESSES are remembered, the least recently failing forgotten first.
@@ -76,6 +76,11 @@ export class Admission {
   /** Handshakes in progress. */
   get active(): number {
     return this.#active.size;
+  }
+
+  /** Connections waiting for a slot. */
+  get waiting(): number {
+    return this.#waiting.length;
   }
 
   /** Addresses (IPv6 prefixes) whose recent failures are remembered. */
