@@ -20,7 +20,7 @@ import { allocateUninitialized, BufferRecycler, fromHex, timingSafeEqual, toHex 
 import { randomBytes } from "../core/secure/crypto.ts";
 import { decodeFrame, type Frame } from "../core/wire/frame.ts";
 import { encodeFields, MetaCode } from "../core/wire/messages.ts";
-import { ServiceError } from "../core/errors.ts";
+import { ProtocolError, ServiceError } from "../core/errors.ts";
 import { HostControl } from "../core/session/contract.ts";
 import { DeliveryLink, type LinkTransport } from "../core/session/delivery.ts";
 import { type AttachmentInfo, decodeEnvelope, type SessionSummary } from "../core/session/protocol.ts";
@@ -111,6 +111,9 @@ export class Attachment {
   graceTimer: ReturnType<typeof setTimeout> | null = null;
   /** True while the host holds this attachment's events. */
   held = false;
+  /** Body bytes of each request the client sent that has no reply yet, by token. */
+  readonly #unanswered = new Map<number, number>();
+  #unansweredBytes = 0;
 
   constructor(
     readonly id: number,
@@ -124,7 +127,30 @@ export class Attachment {
       keepLimitBytes,
       onRoom: () => session.unblock(this),
       recycle: (body) => records.recycle(body[0]),
+      onSend: (token) => this.#answered(token),
     });
+  }
+
+  /** Notes a request the client sent; its reply ends it. */
+  requested(token: number, bytes: number): void {
+    if (token === 0 || this.#unanswered.has(token)) return;
+    this.#unanswered.set(token, bytes);
+    this.#unansweredBytes += bytes;
+  }
+
+  #answered(token: number) {
+    const bytes = this.#unanswered.get(token);
+    if (bytes === undefined) return;
+    this.#unanswered.delete(token);
+    this.#unansweredBytes -= bytes;
+  }
+
+  /**
+   * What the agent sees in flight for this client (docs/operations.md "Transfer windows"): request
+   * bodies it received and has not answered, and replies it sent that the client has not acknowledged.
+   */
+  get inFlightBytes(): number {
+    return this.#unansweredBytes + this.link.keptBytes;
   }
 
   info(): AttachmentInfo {
@@ -187,6 +213,7 @@ export class Session {
       idleSeconds: this.connectedClients > 0 ? 0 : Math.round((Date.now() - this.lastDetachedAt) / 1000),
       openFiles: this.stats.openFiles,
       runningProcesses: this.stats.runningProcesses,
+      attachments: [...this.attachments.values()].map((a) => ({ id: a.id, inFlightBytes: a.inFlightBytes })),
     };
   }
 
@@ -346,12 +373,15 @@ export class SessionManager {
     if (!att || att.session !== session || !token || !timingSafeEqual(token, att.resumeToken)) {
       throw new ServiceError("not-found", "no such attachment in that session, or the resume token is wrong");
     }
+    const lastReceived = Number(fields.lastReceived ?? 0);
+    if (!Number.isSafeInteger(lastReceived) || lastReceived < 0 || lastReceived > att.link.lastSent) {
+      throw new ProtocolError(`resume claims ${lastReceived} messages received; the agent sent ${att.link.lastSent}`);
+    }
     if (att.graceTimer) clearTimeout(att.graceTimer);
     att.graceTimer = null;
     att.peer = peer;
     this.#clientArrived(session);
     this.settings.log.info(`session ${session.id.slice(0, 8)} attachment ${att.id} resumed by ${peer.remote}`);
-    const lastReceived = Number(fields.lastReceived ?? 0);
     return sendReply({ ...att.info(), lastReceived: att.link.lastReceived }).then(() => {
       att.connect(peer, lastReceived);
       session.unblock();

@@ -27,6 +27,7 @@ import "./sessions.e2e.test.ts";
 import "./concurrency.e2e.test.ts";
 import "./local.test.ts";
 import "./faults.e2e.test.ts";
+import "./window.e2e.test.ts";
 import "./operations.e2e.test.ts";
 import "./outbound.e2e.test.ts";
 import "./fleet.e2e.test.ts";
