@@ -13,6 +13,8 @@
  *               RSS (bench/sessions.ts; run bench/sshd.sh first for OpenSSH)
  *   transfer    on Node and Deno: 1 GiB up and down vs `ssh cat` with the faster cipher, CPU-s/GiB by
  *               process next to ssh and sshd, the machine's limits, the per-byte stages (bench/transfer.ts)
+ *   wan         128 MiB up and down through a relay adding 2, 20 and 50 ms of round trip, agent vs
+ *               `ssh -c aes256-gcm` multiplexed through the same relay (bench/wan.ts; needs the peer's sshd)
  *   commands    `agent run` and `agent cp` vs ssh, scp, sftp and `tar | ssh tar x` (bench/commands.ts; sshd as above)
  *
  * BENCH_ONLY=name,name runs only those sections.
@@ -38,6 +40,7 @@ import { benchOutbound } from "./outbound.ts";
 import { benchFlood } from "./flood.ts";
 import { startBenchAgent } from "./agent.ts";
 import { benchCommands } from "./commands.ts";
+import { benchWan } from "./wan.ts";
 import { echoRtts, startEchoServer } from "./echo.ts";
 import { rssKiB } from "./proc.ts";
 
@@ -216,6 +219,7 @@ async function main() {
     await agent.stop();
   }
   if (wanted("flood")) await benchFlood(AGENT);
+  if (wanted("wan")) await benchWan(AGENT);
   if (wanted("commands")) await benchCommands(AGENT);
   if (wanted("startup")) await benchStartup();
   if (wanted("crypto")) await benchCrypto();
