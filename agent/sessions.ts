@@ -38,6 +38,8 @@ export interface SessionSettings {
   reconnectGraceMs: number;
   /** Unacknowledged output kept per attachment (the documented bound). */
   replayLimitBytes: number;
+  /** The most a client's transfer keeps in flight, told to it in every attach reply. */
+  transferWindowBytes: number;
   processGraceMs: number;
   /** argv prefix that runs the agent program, for starting hosts. */
   hostCommand: string[];
@@ -53,6 +55,8 @@ export interface SessionConfig {
   idleTimeoutSeconds: number;
   reconnectGraceSeconds: number;
   replayLimitMiB: number;
+  /** Default 12 (the client library's most). */
+  transferWindowMiB?: number;
   processGraceSeconds: number;
   warmHosts: number;
 }
@@ -69,6 +73,7 @@ export function sessionSettings(
     idleTimeoutMs: config.idleTimeoutSeconds * 1000,
     reconnectGraceMs: config.reconnectGraceSeconds * 1000,
     replayLimitBytes: config.replayLimitMiB * 1024 * 1024,
+    transferWindowBytes: (config.transferWindowMiB ?? 12) * 1024 * 1024,
     processGraceMs: config.processGraceSeconds * 1000,
     hostCommand: run.hostCommand,
     warmHosts: config.warmHosts,
@@ -159,6 +164,7 @@ export class Attachment {
       attachment: this.id,
       resumeToken: toHex(this.resumeToken),
       productRoot: this.session.productRoot,
+      transferWindowBytes: this.session.manager.settings.transferWindowBytes,
     };
   }
 

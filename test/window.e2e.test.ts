@@ -4,13 +4,15 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
 import { type Agent, connect } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { TRANSFER_WINDOW_MAX_BYTES } from "../core/client/files.ts";
 import { controlPath, requestControl } from "../agent/control.ts";
 import type { AgentStatus } from "../agent/server.ts";
 import { type Relay, startRelay } from "../bench/relay.ts";
-import { runAgentAsync, type RunningAgent, startAgent, stopAll } from "./helpers/agent-process.ts";
+import { runAgentAsync, type RunningAgent, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
 
 const wan = suite("transfer windows e2e");
 const KEY = generateKey();
@@ -109,6 +111,29 @@ wan("a reader that stops keeps the window within its cap; status and /metrics sh
   const m = /agent_attachment_in_flight_bytes\{session="[0-9a-f-]+",attachment="\d+"\} (\d+)/.exec(metrics);
   assert.ok(m && Number(m[1]) <= cap + framing, metrics); // the stopped reader's replies arrived and were acknowledged
   await chunks.return?.(undefined);
+  await s.close();
+  await agent.stop();
+});
+
+wan("an agent whose transferWindowMiB is 3 keeps a long link's download within 3 MiB", async () => {
+  const dir = tempDir();
+  const config = path.join(dir, "config.json");
+  fs.writeFileSync(config, JSON.stringify({ transferWindowMiB: 3 }));
+  const agent = await startAgent(["--key", KEY.hex, "--config", config]);
+  const relay = await longLink(agent);
+  const s = await (await client(relay.port)).openSession("alpha");
+  const data = crypto.randomBytes(24 * MIB);
+  await s.files.writeFile("big.bin", data);
+  const hash = crypto.createHash("sha256");
+  const { samples } = await sampled(
+    agent,
+    (async () => {
+      for await (const chunk of s.files.readStream("big.bin")) hash.update(chunk);
+    })(),
+  );
+  assert.is(hash.digest("hex"), sha256(data));
+  const most = Math.max(...samples);
+  assert.ok(most <= 3 * MIB + 64 * 1024, `in flight ${(most / MIB).toFixed(2)} MiB, the agent's cap 3 MiB`);
   await s.close();
   await agent.stop();
 });

@@ -96,7 +96,8 @@ export class RemoteFile {
  * ```
  */
 export class FilesApi {
-  constructor(readonly session: SessionCalls) {}
+  /** `agentWindowBytes`: the most the agent asks a transfer to keep in flight (its `transferWindowMiB`). */
+  constructor(readonly session: SessionCalls, readonly agentWindowBytes = TRANSFER_WINDOW_MAX_BYTES) {}
 
   async stat(path: string): Promise<FileInfo> {
     return (await this.session.call(ServiceCode.FileStat, { path })).fields;
@@ -186,7 +187,7 @@ export class FilesApi {
     try {
       let next = 0;
       const inflight: Promise<Uint8Array>[] = [];
-      const window = transferWindow(options);
+      const window = transferWindow(options, this.agentWindowBytes);
       // Reads go out up to the size seen at open; past it, one at a time until one comes back empty.
       const fill = () => {
         while (inflight.length < window.requests && (next < file.size || inflight.length === 0)) {
@@ -299,7 +300,7 @@ export class FilesApi {
     const file = await this.open(path, "w", options.mode, { sha256: options.onSha256 !== undefined, signal });
     let position = 0;
     const inflight: Promise<number>[] = [];
-    const window = transferWindow(options);
+    const window = transferWindow(options, this.agentWindowBytes);
     let closed = false;
     try {
       for await (const chunk of chunks(source)) {
@@ -341,8 +342,9 @@ export class FilesApi {
 export interface TransferOptions extends CallOptions {
   onSha256?: (sha256: string, size: number) => void;
   /**
-   * Caps the bytes kept in flight (default and most: {@link TRANSFER_WINDOW_MAX_BYTES}); the
-   * window grows up to it only as far as the link's measured bandwidth-delay product needs.
+   * Caps the bytes kept in flight (default and most: {@link TRANSFER_WINDOW_MAX_BYTES}, or less
+   * where the agent's `transferWindowMiB` says so); the window grows up to it only as far as the
+   * link's measured bandwidth-delay product needs.
    */
   maxWindowBytes?: number;
 }
@@ -403,10 +405,10 @@ function handled<T>(request: Promise<T>): Promise<T> {
   return request;
 }
 
-/** The window for one transfer, within the caller's cap and the library's. */
-function transferWindow(options: TransferOptions): TransferWindow {
-  const cap = Math.min(options.maxWindowBytes ?? TRANSFER_WINDOW_MAX_BYTES, TRANSFER_WINDOW_MAX_BYTES);
-  return new TransferWindow(TRANSFER_CHUNK, cap);
+/** The window for one transfer, within the caller's cap, the agent's and the library's. */
+function transferWindow(options: TransferOptions, agentWindowBytes: number): TransferWindow {
+  const caller = options.maxWindowBytes ?? TRANSFER_WINDOW_MAX_BYTES;
+  return new TransferWindow(TRANSFER_CHUNK, Math.min(caller, agentWindowBytes, TRANSFER_WINDOW_MAX_BYTES));
 }
 
 /** A request in flight, {@link handled}, whose return sizes `window` with the bytes it moved. */

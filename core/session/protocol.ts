@@ -52,6 +52,8 @@ export interface AttachmentInfo {
   resumeToken: string;
   productRoot: string;
   lastReceived?: number;
+  /** The most a transfer should keep in flight (the agent's `transferWindowMiB`; older agents leave it out). */
+  transferWindowBytes?: number;
 }
 
 /** Bare acknowledgement on an attachment (sequence 0, no body). */
