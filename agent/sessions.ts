@@ -109,6 +109,9 @@ const REUSED_RECORD_MIN = 64 * 1024;
 /** Record buffers kept for reuse across all sessions (each up to a transfer's 512 KiB request and a header). */
 const REUSED_RECORDS_KEPT = 4;
 
+/** Requests tracked per attachment for its in-flight figure: far above the host's 64 at once, and bounded. */
+const UNANSWERED_TRACKED = 1024;
+
 /** One client's place in a session: its target on the client's connection and its delivery link. */
 export class Attachment {
   peer: SessionPeer | null = null;
@@ -136,9 +139,9 @@ export class Attachment {
     });
   }
 
-  /** Notes a request the client sent; its reply ends it. */
+  /** Notes a request the client sent; its reply ends it. At most UNANSWERED_TRACKED at once (a bounded figure). */
   requested(token: number, bytes: number): void {
-    if (token === 0 || this.#unanswered.has(token)) return;
+    if (token === 0 || this.#unanswered.has(token) || this.#unanswered.size >= UNANSWERED_TRACKED) return;
     this.#unanswered.set(token, bytes);
     this.#unansweredBytes += bytes;
   }
