@@ -55,6 +55,8 @@ export interface AgentConfig {
   warmHosts: number;
   /** Unacknowledged session output kept per client, in MiB. */
   replayLimitMiB: number;
+  /** The most a client's transfer keeps in flight, in MiB: told to clients as they attach. */
+  transferWindowMiB: number;
   /** Listen for inbound connections (off with --no-listen, for outbound-only agents). */
   listen: boolean;
   /** Product listeners to dial (outbound mode). */
@@ -163,6 +165,7 @@ export function resolveConfig(options: ConfigOptions, env: Record<string, string
     processGraceSeconds: positive("processGraceSeconds", pick(undefined, undefined, file?.processGraceSeconds, 5)),
     warmHosts: wholeNumber("--warm-hosts", pick(last(options.warmHosts), undefined, file?.warmHosts, 2), 64),
     replayLimitMiB: positive("replayLimitMiB", pick(undefined, undefined, file?.replayLimitMiB, 16)),
+    transferWindowMiB: positive("transferWindowMiB", pick(undefined, undefined, file?.transferWindowMiB, 12)),
     listen: pick<boolean>(options.listen === false ? false : undefined, undefined, file?.listen, true),
     connect: [
       ...list(options.connect).map((a) =>

@@ -183,6 +183,7 @@ export class ClientConnection implements SessionPeer {
     }
     const body = att.link.receive(frame.code, frame.payload);
     if (body === null) return; // a bare acknowledgement, or sent again after a resume
+    att.requested(frame.token, body.length);
     if (att.session.ending) return this.#failRequest(att, frame, "session-ended", "the session has ended");
     // A full ring holds this connection (backpressure), but must not hide that the client left.
     // A host that dies meanwhile fails this request and its session, never the connection.

@@ -113,6 +113,14 @@ function sessionMetrics(sessions: AgentStatus["sessions"]): string[] {
       "Processes running in sessions.",
       only(sum((s) => s.runningProcesses)),
     ),
+    ...metric(
+      "agent_attachment_in_flight_bytes",
+      "gauge",
+      "Bytes in flight per client attachment: request bodies not yet answered, replies not yet acknowledged.",
+      sessions.flatMap((s) =>
+        (s.attachments ?? []).map((a): Sample => [{ session: s.id, attachment: String(a.id) }, a.inFlightBytes])
+      ),
+    ),
   ];
 }
 

@@ -20,7 +20,7 @@ import { allocateUninitialized, BufferRecycler, fromHex, timingSafeEqual, toHex 
 import { randomBytes } from "../core/secure/crypto.ts";
 import { decodeFrame, type Frame } from "../core/wire/frame.ts";
 import { encodeFields, MetaCode } from "../core/wire/messages.ts";
-import { ServiceError } from "../core/errors.ts";
+import { ProtocolError, ServiceError } from "../core/errors.ts";
 import { HostControl } from "../core/session/contract.ts";
 import { DeliveryLink, type LinkTransport } from "../core/session/delivery.ts";
 import { type AttachmentInfo, decodeEnvelope, type SessionSummary } from "../core/session/protocol.ts";
@@ -41,6 +41,8 @@ export interface SessionSettings {
   reconnectGraceMs: number;
   /** Unacknowledged output kept per attachment (the documented bound). */
   replayLimitBytes: number;
+  /** The most a client's transfer keeps in flight, told to it in every attach reply. */
+  transferWindowBytes: number;
   processGraceMs: number;
   /** argv prefix that runs the agent program, for starting hosts. */
   hostCommand: string[];
@@ -60,6 +62,8 @@ export interface SessionConfig {
   idleTimeoutSeconds: number;
   reconnectGraceSeconds: number;
   replayLimitMiB: number;
+  /** Default 12 (the client library's most). */
+  transferWindowMiB?: number;
   processGraceSeconds: number;
   warmHosts: number;
   /** Sessions and attachments one key may hold at once (default: no limit). */
@@ -85,6 +89,7 @@ export function sessionSettings(
     idleTimeoutMs: config.idleTimeoutSeconds * 1000,
     reconnectGraceMs: config.reconnectGraceSeconds * 1000,
     replayLimitBytes: config.replayLimitMiB * 1024 * 1024,
+    transferWindowBytes: (config.transferWindowMiB ?? 12) * 1024 * 1024,
     processGraceMs: config.processGraceSeconds * 1000,
     hostCommand: run.hostCommand,
     warmHosts: config.warmHosts,
@@ -142,6 +147,9 @@ const REUSED_RECORD_MIN = 64 * 1024;
 /** Record buffers kept for reuse across all sessions (each up to a transfer's 512 KiB request and a header). */
 const REUSED_RECORDS_KEPT = 4;
 
+/** Requests tracked per attachment for its in-flight figure: far above the host's 64 at once, and bounded. */
+const UNANSWERED_TRACKED = 1024;
+
 /** One client's place in a session: its target on the client's connection and its delivery link. */
 export class Attachment {
   peer: SessionPeer | null = null;
@@ -149,6 +157,9 @@ export class Attachment {
   graceTimer: ReturnType<typeof setTimeout> | null = null;
   /** True while the host holds this attachment's events. */
   held = false;
+  /** Body bytes of each request the client sent that has no reply yet, by token. */
+  readonly #unanswered = new Map<number, number>();
+  #unansweredBytes = 0;
 
   constructor(
     readonly id: number,
@@ -164,7 +175,30 @@ export class Attachment {
       keepLimitBytes,
       onRoom: () => session.unblock(this),
       recycle: (body) => records.recycle(body[0]),
+      onSend: (token) => this.#answered(token),
     });
+  }
+
+  /** Notes a request the client sent; its reply ends it. At most UNANSWERED_TRACKED at once (a bounded figure). */
+  requested(token: number, bytes: number): void {
+    if (token === 0 || this.#unanswered.has(token) || this.#unanswered.size >= UNANSWERED_TRACKED) return;
+    this.#unanswered.set(token, bytes);
+    this.#unansweredBytes += bytes;
+  }
+
+  #answered(token: number) {
+    const bytes = this.#unanswered.get(token);
+    if (bytes === undefined) return;
+    this.#unanswered.delete(token);
+    this.#unansweredBytes -= bytes;
+  }
+
+  /**
+   * What the agent sees in flight for this client (docs/operations.md "Transfer windows"): request
+   * bodies it received and has not answered, and replies it sent that the client has not acknowledged.
+   */
+  get inFlightBytes(): number {
+    return this.#unansweredBytes + this.link.keptBytes;
   }
 
   info(): AttachmentInfo {
@@ -173,6 +207,7 @@ export class Attachment {
       attachment: this.id,
       resumeToken: toHex(this.resumeToken),
       productRoot: this.session.productRoot,
+      transferWindowBytes: this.session.manager.settings.transferWindowBytes,
     };
   }
 
@@ -229,6 +264,7 @@ export class Session {
       idleSeconds: this.connectedClients > 0 ? 0 : Math.round((Date.now() - this.lastDetachedAt) / 1000),
       openFiles: this.stats.openFiles,
       runningProcesses: this.stats.runningProcesses,
+      attachments: [...this.attachments.values()].map((a) => ({ id: a.id, inFlightBytes: a.inFlightBytes })),
     };
   }
 
@@ -437,13 +473,16 @@ export class SessionManager {
     if (!att || att.session !== session || !token || !timingSafeEqual(token, att.resumeToken)) {
       throw new ServiceError("not-found", "no such attachment in that session, or the resume token is wrong");
     }
+    const lastReceived = Number(fields.lastReceived ?? 0);
+    if (!Number.isSafeInteger(lastReceived) || lastReceived < 0 || lastReceived > att.link.lastSent) {
+      throw new ProtocolError(`resume claims ${lastReceived} messages received; the agent sent ${att.link.lastSent}`);
+    }
     if (att.graceTimer) clearTimeout(att.graceTimer);
     att.graceTimer = null;
     att.peer = peer;
     att.keyId = peer.keyId; // a product moving to a new key (rotation) resumes with it
     this.#clientArrived(session);
     this.settings.log.info(`session ${session.id.slice(0, 8)} attachment ${att.id} resumed by ${peer.remote}`);
-    const lastReceived = Number(fields.lastReceived ?? 0);
     return sendReply({ ...att.info(), lastReceived: att.link.lastReceived }).then(() => {
       att.connect(peer, lastReceived);
       session.unblock();

@@ -15,6 +15,8 @@
  *               process next to ssh and sshd, the machine's limits, the per-byte stages (bench/transfer.ts)
  *   fleet       one listener, FLEET_AGENTS simulated agents (their own outbound code) + real ones: RSS and idle
  *               CPU per agent, info() on all, a restart storm (bench/fleet.ts)
+ *   wan         128 MiB up and down through a relay adding 2, 20 and 50 ms of round trip, agent vs
+ *               `ssh -c aes256-gcm` multiplexed through the same relay (bench/wan.ts; needs the peer's sshd)
  *   commands    `agent run` and `agent cp` vs ssh, scp, sftp and `tar | ssh tar x` (bench/commands.ts; sshd as above)
  *
  * BENCH_ONLY=name,name runs only those sections.
@@ -41,6 +43,7 @@ import { benchFlood } from "./flood.ts";
 import { benchFleet } from "./fleet.ts";
 import { startBenchAgent } from "./agent.ts";
 import { benchCommands } from "./commands.ts";
+import { benchWan } from "./wan.ts";
 import { echoRtts, startEchoServer } from "./echo.ts";
 import { rssKiB } from "./proc.ts";
 
@@ -220,6 +223,7 @@ async function main() {
   }
   if (wanted("flood")) await benchFlood(AGENT);
   if (wanted("fleet")) await benchFleet(AGENT);
+  if (wanted("wan")) await benchWan(AGENT);
   if (wanted("commands")) await benchCommands(AGENT);
   if (wanted("startup")) await benchStartup();
   if (wanted("crypto")) await benchCrypto();

@@ -4,7 +4,8 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { concat } from "../core/bytes.ts";
 import { DeliveryLink } from "../core/session/delivery.ts";
-import { ACK_CODE, decodeSessionHeader } from "../core/session/protocol.ts";
+import { ACK_CODE, decodeSessionHeader, encodeSessionHeader } from "../core/session/protocol.ts";
+import { ProtocolError } from "../core/errors.ts";
 import { FrameStream } from "../core/secure/frame-stream.ts";
 import { memoryStreamPair } from "../core/wire/memory-stream.ts";
 import { StreamReader } from "../core/wire/stream.ts";
@@ -287,6 +288,43 @@ test("over real frame streams: a connection lost mid-exchange and replaced by a 
   conn.clientFrames.close();
   clientLink.close();
   agentLink.close();
+});
+
+test("a peer that acknowledges what was never sent is refused, and everything kept stays kept", () => {
+  const client = new Side("client"), agent = new Side("agent");
+  agent.send("a", "b"); // numbered 1 and 2
+  const kept = agent.link.keptBytes;
+  const forged = (seq: number, ack: number) => concat([encodeSessionHeader(seq, ack), text("x")]);
+  for (const [code, seq] of [[ACK_CODE, 0], [DATA, 1]]) {
+    assert.throws(
+      () => agent.link.receive(code, forged(seq, 3)),
+      (e: unknown) =>
+        e instanceof ProtocolError && /acknowledges 3 messages, but only 2 were sent/.test((e as Error).message),
+    );
+    assert.is(agent.link.keptBytes, kept, "nothing dropped on the peer's word");
+  }
+  agent.deliverTo(client); // an honest peer still gets both, and its acknowledgement is taken
+  assert.equal(client.got, ["a", "b"]);
+  client.send("ok");
+  client.deliverTo(agent);
+  assert.is(agent.link.keptBytes, 0);
+  agent.link.close();
+  client.link.close();
+});
+
+test("a resume that claims more than was ever sent is refused before anything is sent again", () => {
+  const agent = new Side("agent");
+  agent.send("a", "b");
+  agent.cut();
+  assert.throws(
+    () => agent.link.resume(agent.transport(), 5),
+    (e: unknown) =>
+      e instanceof ProtocolError && /acknowledges 5 messages, but only 2 were sent/.test((e as Error).message),
+  );
+  assert.is(agent.wire.length, 0, "nothing resent on a bad resume");
+  agent.link.resume(agent.transport(), 1); // a true one still works: b again
+  assert.equal(agent.wire.length, 1);
+  agent.link.close();
 });
 
 test.run();

@@ -101,7 +101,7 @@ function outboundLines(targets: AgentStatus["outbound"]): string {
 
 function sessionTable(sessions: AgentStatus["sessions"]): string {
   if (sessions.length === 0) return "sessions     none\n";
-  const rows = [["SESSION", "PRODUCT", "HOST PID", "CLIENTS", "IDLE", "FILES", "PROCESSES"]];
+  const rows = [["SESSION", "PRODUCT", "HOST PID", "CLIENTS", "IDLE", "FILES", "PROCESSES", "IN FLIGHT"]];
   for (const s of sessions) {
     rows.push([
       s.id,
@@ -111,11 +111,18 @@ function sessionTable(sessions: AgentStatus["sessions"]): string {
       duration(s.idleSeconds),
       String(s.openFiles),
       String(s.runningProcesses),
+      inFlight(s.attachments ?? []),
     ]);
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   return `sessions     ${sessions.length}\n` +
     rows.map((r) => "  " + r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n") + "\n";
+}
+
+/** Each attachment's bytes in flight, as `#id size`. */
+function inFlight(attachments: NonNullable<AgentStatus["sessions"][number]["attachments"]>): string {
+  const size = (b: number) => b >= 1048576 ? `${(b / 1048576).toFixed(1)} MiB` : `${Math.round(b / 1024)} KiB`;
+  return attachments.map((a) => `#${a.id} ${size(a.inFlightBytes)}`).join(", ") || "-";
 }
 
 function duration(seconds: number): string {

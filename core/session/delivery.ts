@@ -52,6 +52,8 @@ export interface DeliveryOptions {
    * so its memory may be recycled. Messages dropped by {@link DeliveryLink.close} are not recycled.
    */
   recycle?: (body: readonly Uint8Array[]) => void;
+  /** Called with each message's token as it is sent (the agent counts requests answered). */
+  onSend?: (token: number) => void;
 }
 
 interface Kept {
@@ -79,6 +81,7 @@ export class DeliveryLink {
   readonly #ackDelayMs: number;
   readonly #onRoom: () => void;
   readonly #recycle: ((body: readonly Uint8Array[]) => void) | undefined;
+  readonly #onSend: ((token: number) => void) | undefined;
 
   constructor(options: DeliveryOptions = {}) {
     this.#transport = options.transmit ? { transmit: options.transmit } : null;
@@ -87,6 +90,7 @@ export class DeliveryLink {
     this.#ackDelayMs = options.ackDelayMs ?? 20;
     this.#onRoom = options.onRoom ?? (() => {});
     this.#recycle = options.recycle;
+    this.#onSend = options.onSend;
   }
 
   /** The highest number received in order: what this side acknowledges. */
@@ -111,6 +115,7 @@ export class DeliveryLink {
     const kept: Kept = { seq: ++this.#sendSeq, code, token, body, size, reading: 0, acknowledged: false };
     this.#kept.push(kept);
     this.#keptBytes += size;
+    this.#onSend?.(token);
     this.#transmit(kept);
     return kept.seq;
   }
@@ -133,8 +138,17 @@ export class DeliveryLink {
     return payload.subarray(SESSION_HEADER_SIZE);
   }
 
-  /** Forgets everything the peer confirmed up to `ack`. */
+  /** The highest number sent: more than this, no honest peer acknowledges. */
+  get lastSent(): number {
+    return this.#sendSeq;
+  }
+
+  /**
+   * Forgets everything the peer confirmed up to `ack`. Throws {@link ProtocolError}, forgetting
+   * nothing, when `ack` is beyond what was sent: a peer that claims it has what it never got.
+   */
   acknowledge(ack: number): void {
+    this.#checkAck(ack);
     const wasSaturated = this.saturated;
     while (this.#kept.length > 0 && this.#kept[0].seq <= ack) {
       const k = this.#kept.shift()!;
@@ -156,6 +170,7 @@ export class DeliveryLink {
    * (`peerLastReceived`) and sends the rest again, in order.
    */
   resume(transport: LinkTransport, peerLastReceived: number): void {
+    this.#checkAck(peerLastReceived);
     this.#transport = transport;
     this.acknowledge(peerLastReceived);
     for (const k of this.#kept) this.#transmit(k);
@@ -166,6 +181,12 @@ export class DeliveryLink {
     this.disconnect();
     this.#kept = [];
     this.#keptBytes = 0;
+  }
+
+  #checkAck(ack: number) {
+    if (ack > this.#sendSeq) {
+      throw new ProtocolError(`the peer acknowledges ${ack} messages, but only ${this.#sendSeq} were sent`);
+    }
   }
 
   #transmit(k: Kept) {

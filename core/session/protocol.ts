@@ -37,6 +37,11 @@ export interface SessionSummary {
   idleSeconds: number;
   openFiles: number;
   runningProcesses: number;
+  /**
+   * Each attachment's bytes in flight as the agent sees them: request bodies not yet answered and
+   * replies not yet acknowledged (optional: older agents leave it out).
+   */
+  attachments?: Array<{ id: number; inFlightBytes: number }>;
 }
 
 /** Reply to open, attach and resume. */
@@ -47,6 +52,8 @@ export interface AttachmentInfo {
   resumeToken: string;
   productRoot: string;
   lastReceived?: number;
+  /** The most a transfer should keep in flight (the agent's `transferWindowMiB`; older agents leave it out). */
+  transferWindowBytes?: number;
 }
 
 /** Bare acknowledgement on an attachment (sequence 0, no body). */

@@ -1,0 +1,171 @@
+// Transfer windows on a long link: the agent behind bench/relay.ts, which adds a round trip on
+// loopback. The window grows to fill the link, stays within its cap when the reader stops, shows in
+// `agent status` and /metrics, and a cut in the middle of a full window resumes with every byte once.
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { type Agent, connect } from "../mod.ts";
+import { generateKey } from "../core/secure/keys.ts";
+import { TRANSFER_WINDOW_MAX_BYTES } from "../core/client/files.ts";
+import { controlPath, requestControl } from "../agent/control.ts";
+import type { AgentStatus } from "../agent/server.ts";
+import { type Relay, startRelay } from "../bench/relay.ts";
+import { runAgentAsync, type RunningAgent, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
+
+const wan = suite("transfer windows e2e");
+const KEY = generateKey();
+const MIB = 1024 * 1024;
+const RTT_MS = 40;
+const clients: Agent[] = [];
+const relays: Relay[] = [];
+wan.after(async () => {
+  for (const c of clients) c.close();
+  for (const r of relays) await r.close();
+  stopAll();
+});
+
+async function longLink(agent: RunningAgent): Promise<Relay> {
+  const relay = await startRelay(0, agent.port, RTT_MS);
+  relays.push(relay);
+  return relay;
+}
+
+async function client(port: number): Promise<Agent> {
+  const c = await connect({ host: "127.0.0.1", port, key: KEY.hex });
+  clients.push(c);
+  return c;
+}
+
+/** The largest in-flight bytes `agent status` shows for any attachment right now. */
+async function inFlight(agent: RunningAgent): Promise<number> {
+  const status = await requestControl(controlPath(agent.stateDir), "status") as AgentStatus;
+  return Math.max(0, ...status.sessions.flatMap((s) => (s.attachments ?? []).map((a) => a.inFlightBytes)));
+}
+
+/** Runs `work`, sampling {@link inFlight} every 10 ms; resolves with its result and every sample. */
+async function sampled<T>(agent: RunningAgent, work: Promise<T>): Promise<{ result: T; samples: number[] }> {
+  let done = false;
+  const samples: number[] = [];
+  const watch = (async () => {
+    while (!done) {
+      samples.push(await inFlight(agent));
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  })();
+  try {
+    return { result: await work, samples };
+  } finally {
+    done = true;
+    await watch;
+  }
+}
+
+const sha256 = (data: Uint8Array) => crypto.createHash("sha256").update(data).digest("hex");
+
+wan("a 40 ms link: the download window grows past the short link's 2 MiB, never past its cap", async () => {
+  const agent = await startAgent(["--key", KEY.hex]);
+  const relay = await longLink(agent);
+  const s = await (await client(relay.port)).openSession("alpha");
+  const data = crypto.randomBytes(48 * MIB);
+  await s.files.writeFile("big.bin", data);
+  const hash = crypto.createHash("sha256");
+  const { samples } = await sampled(
+    agent,
+    (async () => {
+      for await (const chunk of s.files.readStream("big.bin")) hash.update(chunk);
+    })(),
+  );
+  assert.is(hash.digest("hex"), sha256(data));
+  const most = Math.max(...samples);
+  assert.ok(most > 3 * MIB, `in flight at most ${(most / MIB).toFixed(1)} MiB: the window did not grow`);
+  // The cap, plus one reply that went out just before the acknowledgement that would free another.
+  assert.ok(most <= TRANSFER_WINDOW_MAX_BYTES + MIB, `in flight ${(most / MIB).toFixed(1)} MiB`);
+  await s.close();
+  await agent.stop();
+});
+
+wan("a reader that stops keeps the window within its cap; status and /metrics show it", async () => {
+  const agent = await startAgent(["--key", KEY.hex, "--metrics", "127.0.0.1:0"], {
+    ready: /health and metrics on http:\/\/127\.0\.0\.1:\d+/,
+  });
+  const metricsUrl = /health and metrics on (http:\/\/127\.0\.0\.1:\d+)\//.exec(agent.stderr())![1] + "/metrics";
+  const relay = await longLink(agent);
+  const s = await (await client(relay.port)).openSession("alpha");
+  await s.files.writeFile("big.bin", crypto.randomBytes(32 * MIB));
+  const cap = 4 * MIB;
+  const chunks = s.files.readStream("big.bin", { maxWindowBytes: cap })[Symbol.asyncIterator]();
+  for (let i = 0; i < 8; i++) await chunks.next();
+  const stopped: number[] = []; // the reader takes nothing for a second
+  for (let i = 0; i < 20; i++) {
+    stopped.push(await inFlight(agent));
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const framing = 64 * 1024; // each reply's headers and fields on top of its 512 KiB
+  assert.ok(Math.max(...stopped) <= cap + framing, `in flight ${Math.max(...stopped)} bytes, cap ${cap}`);
+  const status = await runAgentAsync(["status"], { AGENT_STATE_DIR: agent.stateDir });
+  assert.match(status.stdout, /IN FLIGHT/);
+  assert.match(status.stdout, /#\d+ \d+(\.\d)? (MiB|KiB)/);
+  const metrics = await (await fetch(metricsUrl)).text();
+  const m = /agent_attachment_in_flight_bytes\{session="[0-9a-f-]+",attachment="\d+"\} (\d+)/.exec(metrics);
+  assert.ok(m && Number(m[1]) <= cap + framing, metrics); // the stopped reader's replies arrived and were acknowledged
+  await chunks.return?.(undefined);
+  await s.close();
+  await agent.stop();
+});
+
+wan("an agent whose transferWindowMiB is 3 keeps a long link's download within 3 MiB", async () => {
+  const dir = tempDir();
+  const config = path.join(dir, "config.json");
+  fs.writeFileSync(config, JSON.stringify({ transferWindowMiB: 3 }));
+  const agent = await startAgent(["--key", KEY.hex, "--config", config]);
+  const relay = await longLink(agent);
+  const s = await (await client(relay.port)).openSession("alpha");
+  const data = crypto.randomBytes(24 * MIB);
+  await s.files.writeFile("big.bin", data);
+  const hash = crypto.createHash("sha256");
+  const { samples } = await sampled(
+    agent,
+    (async () => {
+      for await (const chunk of s.files.readStream("big.bin")) hash.update(chunk);
+    })(),
+  );
+  assert.is(hash.digest("hex"), sha256(data));
+  const most = Math.max(...samples);
+  assert.ok(most <= 3 * MIB + 64 * 1024, `in flight ${(most / MIB).toFixed(2)} MiB, the agent's cap 3 MiB`);
+  await s.close();
+  await agent.stop();
+});
+
+wan("a cut in the middle of a full window, each way, resumes with every byte exactly once", async () => {
+  const agent = await startAgent(["--key", KEY.hex]);
+  const relay = await longLink(agent);
+  const s = await (await client(relay.port)).openSession("alpha");
+  const data = crypto.randomBytes(48 * MIB);
+  // The agent sees a download's whole window (replies not yet acknowledged), an upload's only once it arrived.
+  const cutWhenFull = async (work: Promise<unknown>, full: number) => {
+    const t0 = performance.now();
+    while ((await inFlight(agent)) < full && performance.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 5));
+    relay.cut();
+    await new Promise((r) => setTimeout(r, 100));
+    await s.resume((await client(relay.port)).client);
+    return await work;
+  };
+  assert.is(await cutWhenFull(s.files.writeFile("up.bin", data), 1.5 * MIB), data.length);
+  assert.equal(await s.files.sha256("up.bin"), { sha256: sha256(data), size: data.length });
+  const parts: Uint8Array[] = [];
+  await cutWhenFull(
+    (async () => {
+      for await (const chunk of s.files.readStream("up.bin")) parts.push(chunk);
+    })(),
+    4 * MIB,
+  );
+  const down = Buffer.concat(parts);
+  assert.is(down.length, data.length, "no byte lost or repeated");
+  assert.is(sha256(down), sha256(data));
+  await s.close();
+  await agent.stop();
+});
+
+wan.run();
