@@ -22,6 +22,7 @@ import {
   MetaCode,
 } from "../core/wire/messages.ts";
 import { startKeepalive } from "../core/wire/keepalive.ts";
+import { CloseWatch } from "../core/concurrency.ts";
 import { VERSION } from "../core/version.ts";
 import type { Attachment, SessionManager, SessionPeer } from "./sessions.ts";
 import { runtimeInfo } from "../runtime/crypto.ts";
@@ -42,10 +43,14 @@ export class ClientConnection implements SessionPeer {
     readonly startedAt: number,
     /** The key the client authenticated with: it decides which sessions the client may use. */
     readonly keyId: string | null = null,
-  ) {}
+  ) {
+    this.#closes = new CloseWatch(frames.stream.closed);
+  }
 
   /** When a frame last moved either way (ms since the epoch); null until the peer's first frame. */
   #lastActiveAt: number | null = null;
+  /** Requests waiting on a full ring watch for the client leaving through this. */
+  readonly #closes: CloseWatch;
 
   send(frame: Frame): Promise<void> {
     this.#sentAt();
@@ -188,10 +193,8 @@ export class ClientConnection implements SessionPeer {
     // A full ring holds this connection (backpressure), but must not hide that the client left.
     // A host that dies meanwhile fails this request and its session, never the connection.
     try {
-      const copied = await Promise.race([
-        att.session.host.send({ target: att.id, code: frame.code, token: frame.token, payload: body }).then(() => true),
-        this.frames.stream.closed.then(() => false),
-      ]);
+      const sent = att.session.host.send({ target: att.id, code: frame.code, token: frame.token, payload: body });
+      const copied = await this.#closes.race(sent.then(() => true), false);
       if (copied) this.frames.recycle(frame.payload); // in the ring now: its buffer can take the next frame
     } catch (e) {
       this.#failRequest(att, frame, "host-failed", `the session's host process is gone: ${(e as Error).message}`);

@@ -4,6 +4,7 @@ import "./handshake.test.ts";
 import "./noise.test.ts";
 import "./opening.test.ts";
 import "./admission.test.ts";
+import "./close-watch.test.ts";
 import "./rejection-log.test.ts";
 import "./meta.test.ts";
 import "./layers.test.ts";
