@@ -1,5 +1,5 @@
 // The files service's suspicions settled on the host's real request path, in this process, on real files.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
@@ -8,6 +8,8 @@ import { ServiceCode } from "../core/session/contract.ts";
 import { globMatcher, MAX_MASK_LENGTH, MAX_MASKS } from "../host/services/files-metadata.ts";
 import { InProcessHost } from "./helpers/in-process-host.ts";
 import { ROOT, scriptCommand, stopAll, tempDir } from "./helpers/agent-process.ts";
+
+const test = suite("files service");
 
 test.after(stopAll);
 

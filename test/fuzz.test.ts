@@ -1,12 +1,14 @@
 // A short fuzz run as part of the suite, so the fuzzer cannot rot: every target (test/fuzz/), a few
 // thousand cases each from a fixed seed (FUZZ_SEED picks another), and no crash allowed.
 // `npm run fuzz -- 1000000` is the long run (docs/security.md "Fuzzing").
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { ProtocolError } from "../core/errors.ts";
 import { decodeFields } from "../core/wire/messages.ts";
 import { allTargets, describeCrash, runFuzz } from "./fuzz/fuzzer.ts";
 import { stopAll } from "./helpers/agent-process.ts";
+
+const test = suite("fuzz smoke");
 
 test.after(stopAll);
 

@@ -1,6 +1,6 @@
 // The host's request path (host/main.ts dispatch) against malformed requests the fuzzer found,
 // in this process, on real files and real processes.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import fs from "node:fs";
 import path from "node:path";
@@ -9,6 +9,8 @@ import { ServiceCode } from "../core/session/contract.ts";
 import { encodeFields } from "../core/wire/messages.ts";
 import { InProcessHost } from "./helpers/in-process-host.ts";
 import { stopAll, tempDir } from "./helpers/agent-process.ts";
+
+const test = suite("host requests");
 
 test.after(stopAll);
 

@@ -1,6 +1,8 @@
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { RejectionLog } from "../agent/rejection-log.ts";
+
+const test = suite("rejection log");
 
 test("rejection log: the first lines of a window are written, the rest summed up by reason when it ends", async () => {
   const lines: string[] = [];

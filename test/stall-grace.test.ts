@@ -1,8 +1,10 @@
 // How long the listener lets a handshake keep its slot waiting for the peer (client/stall-grace.ts):
 // long enough for a fleet of slow agents coming back at once, short while handshakes are quick.
-import { test } from "uvu";
+import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { StallGrace } from "../client/stall-grace.ts";
+
+const test = suite("stall grace");
 
 test("until eight handshakes complete, half the handshake time", () => {
   const grace = new StallGrace(3000, 10_000);
