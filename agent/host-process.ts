@@ -83,7 +83,10 @@ export class HostProcess {
     } catch (e) {
       mapping.close();
       fs.rmSync(file, { force: true });
-      throw new Error(`the session's host process did not start: ${(e as Error).message}`);
+      throw new Error(
+        `the session's host process did not start: cannot run ${options.command[0]}: ${(e as Error).message}`,
+        { cause: e },
+      );
     }
     const exited = child.exit;
     for (const pipe of [child.stdin, child.stdout, child.stderr]) pipe.on("error", () => {}); // its exit tells the story
