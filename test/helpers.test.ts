@@ -6,6 +6,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ROOT, scriptCommand } from "./helpers/agent-process.ts";
+import { defaultStateDir } from "../agent/state-dir.ts";
 
 const test = suite("helpers");
 
@@ -30,6 +31,14 @@ test("a test file run on its own leaves no temporary directory behind, even if i
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+});
+
+test("the test process's own default state directory is a private temporary one, never the machine's", () => {
+  // What a test starts without hermeticEnv (a LocalAgent with no stateDir, an in-process resolveConfig)
+  // falls back to this; as root it would be /var/lib/agent.
+  const dir = defaultStateDir(process.env);
+  assert.ok(dir.startsWith(os.tmpdir() + path.sep), `${dir} is under ${os.tmpdir()}`);
+  assert.not.ok(["/var/lib/agent", path.join(os.userInfo().homedir, ".local/state/agent")].includes(dir));
 });
 
 test.run();

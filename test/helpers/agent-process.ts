@@ -43,13 +43,16 @@ const REAL_STATE_SETTINGS = /^(AGENT_|XDG_STATE_HOME$|XDG_CACHE_HOME$|STATE_DIRE
 /**
  * The test process itself runs with a private HOME and none of {@link REAL_STATE_SETTINGS}, so what
  * it starts without {@link hermeticEnv} (a LocalAgent's hosts, helper scripts) cannot reach the
- * user's state or cache either. Deno keeps reading its module cache where it was.
+ * user's state or cache either. XDG_STATE_HOME points into that HOME, as the default state
+ * directory of root is /var/lib/agent whatever HOME says. Deno keeps reading its module cache where
+ * it was.
  */
 function isolateTestProcess(): void {
   process.env.DENO_DIR ??= path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "deno");
   for (const name of Object.keys(process.env)) if (REAL_STATE_SETTINGS.test(name)) delete process.env[name];
   const home = fs.mkdtempSync(path.join(os.tmpdir(), "agent-test-home-"));
   process.env.HOME = home;
+  process.env.XDG_STATE_HOME = path.join(home, ".local", "state");
   process.on("exit", () => fs.rmSync(home, { recursive: true, force: true }));
 }
 isolateTestProcess();
