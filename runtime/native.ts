@@ -89,6 +89,42 @@ export function libcName(): string {
   return process.platform === "darwin" ? "libc.dylib" : "libc.so.6";
 }
 
+/** How this runtime's FFI takes a C string and a NULL-terminated array of them. */
+export interface CStrings {
+  string(s: string): unknown;
+  strings(list: readonly string[]): unknown;
+}
+
+let marshal: CStrings | undefined;
+
+/**
+ * C strings for {@link bindC}'s functions: koffi converts JavaScript strings itself; Deno takes NUL-terminated
+ * bytes, and an array of pointers into one pool of them, which hangs off the array so it lives as long as they.
+ */
+export function cStrings(): CStrings {
+  if (marshal) return marshal;
+  if (!isDeno()) return (marshal = { string: (s) => s, strings: (list) => [...list, null] });
+  const D = denoFfi();
+  const encoder = new TextEncoder();
+  const string = (s: string) => encoder.encode(s + "\0");
+  return (marshal = {
+    string,
+    strings(list) {
+      const encoded = list.map(string);
+      const pool = new Uint8Array(encoded.reduce((n, e) => n + e.length, 0));
+      const base = D.UnsafePointer.value(D.UnsafePointer.of(pool));
+      const pointers = Object.assign(new BigUint64Array(list.length + 1), { pool });
+      let offset = 0;
+      encoded.forEach((e, k) => {
+        pool.set(e, offset);
+        pointers[k] = base + BigInt(offset);
+        offset += e.length;
+      });
+      return pointers;
+    },
+  });
+}
+
 /** Name of the koffi native module asset inside the single executable (see build.ts). */
 export const KOFFI_ASSET = "koffi.node";
 /**

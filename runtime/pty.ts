@@ -18,9 +18,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import { Readable, Writable } from "node:stream";
-import type { ExitStatus } from "../core/session/contract.ts";
-import { bindC, denoFfi, isDeno, libcName } from "./native.ts";
-import type { StartedProcess } from "./spawn.ts";
+import { bindC, cStrings, denoFfi, isDeno, libcName } from "./native.ts";
+import { errnoName, type StartedProcess, watchExit } from "./spawn.ts";
 
 /** A program on a pty: stdout carries everything it shows (there is no separate stderr). */
 export interface PtyProcess extends StartedProcess {
@@ -40,11 +39,8 @@ export interface PtyOptions {
 const O_RDWR = 0o2, O_NOCTTY = 0o400, O_CLOEXEC = 0o2000000;
 const POSIX_SPAWN_SETSIGDEF = 0x04, POSIX_SPAWN_SETSIGMASK = 0x08, POSIX_SPAWN_SETSID = 0x80;
 const TIOCSWINSZ = 0x5414;
-const WNOHANG = 1;
 /** Larger than glibc's posix_spawnattr_t (336 bytes), posix_spawn_file_actions_t (80) and sigset_t (128). */
 const OPAQUE_BYTES = 1024;
-/** How often a child's end is looked for besides SIGCHLD (signals merge and may be taken by others). */
-const REAP_MS = 200;
 
 const SIGNATURES = {
   posix_openpt: "int posix_openpt(int flags)",
@@ -67,38 +63,14 @@ const SIGNATURES = {
   posix_spawnattr_setsigmask: "int posix_spawnattr_setsigmask(void *attr, void *set)",
   sigfillset: "int sigfillset(void *set)",
   sigemptyset: "int sigemptyset(void *set)",
-  waitpid: "int waitpid(int pid, void *status, int options)",
 };
 
 type Libc = Record<keyof typeof SIGNATURES, (...a: unknown[]) => number>;
 let bound: Libc | undefined;
 const libc = (): Libc => (bound ??= bindC(libcName(), SIGNATURES) as Libc);
 
-/** A C string and a NULL-terminated array of them, as this runtime's FFI takes them. */
-function cString(s: string): unknown {
-  return isDeno() ? new TextEncoder().encode(s + "\0") : s;
-}
-
-function cStrings(list: readonly string[]): unknown {
-  if (!isDeno()) return [...list, null];
-  const D = denoFfi();
-  const encoded = list.map((s) => new TextEncoder().encode(s + "\0"));
-  // One pool of strings, hung off the pointer array so that it lives as long as the pointers.
-  const pool = new Uint8Array(encoded.reduce((n, e) => n + e.length, 0));
-  const base = D.UnsafePointer.value(D.UnsafePointer.of(pool));
-  const pointers = Object.assign(new BigUint64Array(list.length + 1), { pool });
-  let offset = 0;
-  encoded.forEach((e, k) => {
-    pool.set(e, offset);
-    pointers[k] = base + BigInt(offset);
-    offset += e.length;
-  });
-  return pointers;
-}
-
 function errnoError(errno: number, what: string): NodeJS.ErrnoException {
-  const names = os.constants.errno as Record<string, number>;
-  const code = Object.keys(names).find((k) => names[k] === errno) ?? `errno ${errno}`;
+  const code = errnoName(errno);
   return Object.assign(new Error(`${what}: ${code}`), { code });
 }
 
@@ -123,7 +95,7 @@ function setSize(fd: number, rows: number, cols: number): void {
 
 /** Spawns `program` in a new session, the slave opened as its stdin (its controlling terminal), stdout and stderr. */
 function spawnOnSlave(slave: string, program: string, args: readonly string[], options: PtyOptions): number {
-  const f = libc();
+  const f = libc(), { string, strings } = cStrings();
   const attr = new Uint8Array(OPAQUE_BYTES), all = new Uint8Array(OPAQUE_BYTES), none = new Uint8Array(OPAQUE_BYTES);
   const actions = new Uint8Array(OPAQUE_BYTES);
   f.sigfillset(all);
@@ -134,38 +106,19 @@ function spawnOnSlave(slave: string, program: string, args: readonly string[], o
   f.posix_spawnattr_setsigmask(attr, none);
   f.posix_spawn_file_actions_init(actions);
   try {
-    if (options.cwd !== undefined) f.posix_spawn_file_actions_addchdir_np(actions, cString(options.cwd));
+    if (options.cwd !== undefined) f.posix_spawn_file_actions_addchdir_np(actions, string(options.cwd));
     // Opened after setsid and without O_NOCTTY: the session leader's first terminal becomes its controlling one.
-    f.posix_spawn_file_actions_addopen(actions, 0, cString(slave), O_RDWR, 0);
+    f.posix_spawn_file_actions_addopen(actions, 0, string(slave), O_RDWR, 0);
     f.posix_spawn_file_actions_adddup2(actions, 0, 1);
     f.posix_spawn_file_actions_adddup2(actions, 0, 2);
     const envp = Object.entries(options.environment).map(([k, v]) => `${k}=${v}`);
     const pid = new Int32Array(1);
-    const rc = f.posix_spawnp(pid, cString(program), actions, attr, cStrings([program, ...args]), cStrings(envp));
+    const rc = f.posix_spawnp(pid, string(program), actions, attr, strings([program, ...args]), strings(envp));
     if (rc !== 0) throw errnoError(rc, `cannot start ${program}`);
     return pid[0];
   } finally {
     f.posix_spawn_file_actions_destroy(actions);
   }
-}
-
-/** Resolves with the child's exit, looked for on each SIGCHLD and every {@link REAP_MS}. */
-function reap(pid: number): Promise<ExitStatus> {
-  return new Promise((resolve) => {
-    const status = new Int32Array(1);
-    const check = () => {
-      if (libc().waitpid(pid, status, WNOHANG) !== pid) return;
-      process.off("SIGCHLD", check);
-      clearInterval(timer);
-      const signo = status[0] & 0x7f;
-      const names = os.constants.signals as Record<string, number>;
-      const signal = Object.keys(names).find((k) => names[k] === signo) ?? `SIG${signo}`;
-      resolve(signo === 0 ? { code: (status[0] >> 8) & 0xff, signal: null } : { code: null, signal });
-    };
-    const timer = setInterval(check, REAP_MS);
-    process.on("SIGCHLD", check);
-    check();
-  });
 }
 
 /** Reads into and writes from a descriptor without holding up the event loop; a read of 0 is the end. */
@@ -244,7 +197,7 @@ export function startInPty(program: string, args: readonly string[], options: Pt
     stdin: input,
     stdout: output,
     stderr,
-    exit: reap(pid),
+    exit: watchExit(pid),
     resize: (rows, cols) => closed || setSize(master, rows, cols),
   };
 }

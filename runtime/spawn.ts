@@ -26,7 +26,7 @@ import os from "node:os";
 import path from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { loadOnFirstUse } from "./lazy.ts";
-import { bindC, denoFfi, isDeno, libcName } from "./native.ts";
+import { bindC, type CStrings, cStrings, libcName } from "./native.ts";
 import type { ExitStatus } from "../core/session/contract.ts";
 
 /** A started process. */
@@ -142,7 +142,8 @@ const POSIX_SPAWN_SETPGROUP = 0x02, POSIX_SPAWN_SETSIGDEF = 0x04, POSIX_SPAWN_SE
 /** Larger than glibc's posix_spawnattr_t (336 bytes), posix_spawn_file_actions_t (80) and sigset_t (128). */
 const OPAQUE_BYTES = 1024;
 
-function errnoName(errno: number): string {
+/** errno's name (ENOENT, EACCES, …), as Node puts it in an error's `code`. */
+export function errnoName(errno: number): string {
   const names = os.constants.errno as Record<string, number>;
   return Object.keys(names).find((k) => names[k] === errno) ?? `errno ${errno}`;
 }
@@ -153,7 +154,7 @@ function signalName(signo: number): string {
 }
 
 /** Decodes a waitpid status the way WIFEXITED / WTERMSIG do. */
-function exitStatus(status: number): ExitStatus {
+export function exitStatus(status: number): ExitStatus {
   const signo = status & 0x7f;
   return signo === 0 ? { code: (status >> 8) & 0xff, signal: null } : { code: null, signal: signalName(signo) };
 }
@@ -180,14 +181,8 @@ function spawnAttributes(call: (name: string, ...a: unknown[]) => number): Uint8
   return attr; // kept for the life of the process and reused by every start
 }
 
-/** How one FFI passes a C string and a NULL-terminated array of them. */
-interface Marshal {
-  string(s: string): unknown;
-  strings(list: readonly string[]): unknown;
-}
-
 /** The PosixSpawn calls over one FFI's bound libc functions. */
-function posixSpawnOver(f: Record<string, (...a: unknown[]) => number>, marshal: Marshal): PosixSpawn {
+function posixSpawnOver(f: Record<string, (...a: unknown[]) => number>, marshal: CStrings): PosixSpawn {
   const attr = spawnAttributes((name, ...a) => f[name](...a));
   return {
     pipe() {
@@ -254,31 +249,7 @@ function libcPosixSpawn(): PosixSpawn {
   const f = bindC(libcName(), SIGNATURES) as Record<string, (...a: unknown[]) => number>;
   const closefrom = optional(() => bindC(libcName(), { posix_spawn_file_actions_addclosefrom_np: CLOSEFROM }));
   if (closefrom) Object.assign(f, closefrom);
-  return posixSpawnOver(f, isDeno() ? denoMarshal() : { string: (s) => s, strings: (list) => [...list, null] });
-}
-
-/** Strings for Deno's FFI: NUL-terminated bytes, and arrays of pointers to them. */
-function denoMarshal(): Marshal {
-  const D = denoFfi();
-  const encoder = new TextEncoder();
-  const string = (s: string) => encoder.encode(s + "\0");
-  return {
-    string,
-    /** Pointers into one pool of C strings; the pool hangs off the array so it lives as long as the pointers. */
-    strings(list) {
-      const encoded = list.map(string);
-      const pool = new Uint8Array(encoded.reduce((n, e) => n + e.length, 0));
-      const base = D.UnsafePointer.value(D.UnsafePointer.of(pool));
-      const pointers = Object.assign(new BigUint64Array(list.length + 1), { pool });
-      let offset = 0;
-      encoded.forEach((e, k) => {
-        pool.set(e, offset);
-        pointers[k] = base + BigInt(offset);
-        offset += e.length;
-      });
-      return pointers;
-    },
-  };
+  return posixSpawnOver(f, cStrings());
 }
 
 /**
@@ -343,6 +314,16 @@ function startWithPosixSpawn(
   };
   started.stdin.on("error", () => {}); // EPIPE surfaces through the write that caused it
   return started;
+}
+
+/**
+ * Resolves with the exit of `pid`, a child of this process started through libc (a pty's program, say), reaped
+ * with the children posix_spawn started here.
+ */
+export function watchExit(pid: number): Promise<ExitStatus> {
+  if (!loadPosixSpawn()) throw startError("ENOSYS", "waitpid is not available in this process");
+  reaper.listen();
+  return reaper.watch(pid);
 }
 
 const BACKSTOP_MS = 1000;
