@@ -27,14 +27,17 @@ const KEY = generateKey();
 let agent: RunningAgent;
 let keyFile: string;
 let target: string;
-/** The product root of the CLI's sessions on the test agent (it runs as this user, on this machine). */
+/** The product root of the CLI's sessions on the test agent. */
 let root: string;
+
+/** The product root of the CLI's sessions on `a` (it runs as this user, on this machine). */
+const cliRoot = (a: RunningAgent) => path.join(a.stateDir, "products", "cli", "work");
 
 cpSuite.before(async () => {
   keyFile = writeKeyFile(tempDir(), KEY.hex);
   agent = await startAgent(["--key", KEY.hex]);
   target = `127.0.0.1:${agent.port}`;
-  root = path.join(agent.stateDir, "products", "cli", "work");
+  root = cliRoot(agent);
 });
 
 cpSuite.after(async () => {
@@ -216,12 +219,21 @@ cpSuite("a single file keeps its mode both ways: a script stays executable, a se
   }
 });
 
-/** An agent from the sources whose hosts list `entries` for every directory (test/helpers/hostile-agent.ts). */
-async function compromisedServer(entries: unknown[]): Promise<RunningAgent> {
-  return await startAgent(["--key", KEY.hex], {
+/**
+ * An agent from the sources whose hosts list `entries` for every directory (test/helpers/hostile-agent.ts),
+ * with `files` (path under its product root -> content) really there, for the copy to read.
+ */
+async function compromisedServer(entries: unknown[], files: Record<string, string>): Promise<RunningAgent> {
+  const server = await startAgent(["--key", KEY.hex], {
     command: [...scriptCommand(), path.join(ROOT, "test/helpers/hostile-agent.ts")],
     env: { HOSTILE_LISTING: JSON.stringify(entries) },
   });
+  for (const [name, content] of Object.entries(files)) {
+    const at = path.join(cliRoot(server), name);
+    fs.mkdirSync(path.dirname(at), { recursive: true });
+    fs.writeFileSync(at, content);
+  }
+  return server;
 }
 
 const file = (p: string) => ({ path: p, type: "file", size: 3, mtimeMs: 0, mode: 0o644 });
@@ -229,11 +241,8 @@ const file = (p: string) => ({ path: p, type: "file", size: 3, mtimeMs: 0, mode:
 cpSuite(
   "a server that lists ../../x gets exit 27 from the binary, and nothing is written anywhere (finding 4)",
   async () => {
-    const server = await compromisedServer([file("ok.txt"), file("../../x")]);
+    const server = await compromisedServer([file("ok.txt"), file("../../x")], { "dir/ok.txt": "ok\n" });
     try {
-      const serverRoot = path.join(server.stateDir, "products", "cli", "work");
-      fs.mkdirSync(path.join(serverRoot, "dir"), { recursive: true });
-      fs.writeFileSync(path.join(serverRoot, "dir", "ok.txt"), "ok\n");
       const base = tempDir();
       const into = path.join(base, "a", "b");
       fs.mkdirSync(into, { recursive: true });
@@ -254,11 +263,8 @@ cpSuite(
     const server = await compromisedServer([
       { path: "a", type: "symlink", size: 4, mtimeMs: 0, mode: 0o777, target: victim },
       file("a/passwd"),
-    ]);
+    ], { "dir/a/passwd": "pwn\n" });
     try {
-      const serverRoot = path.join(server.stateDir, "products", "cli", "work");
-      fs.mkdirSync(path.join(serverRoot, "dir", "a"), { recursive: true });
-      fs.writeFileSync(path.join(serverRoot, "dir", "a", "passwd"), "pwn\n");
       const into = tempDir();
       const r = await cp("-r", `127.0.0.1:${server.port}:dir`, path.join(into, "copy"));
       assert.is(r.code, 27, r.stderr);
@@ -277,11 +283,8 @@ cpSuite(
     const server = await compromisedServer([
       { path: "a", type: "directory", size: 0, mtimeMs: 0, mode: 0o755 },
       file("a/passwd"),
-    ]);
+    ], { "dir/a/passwd": "pwn\n" });
     try {
-      const serverRoot = path.join(server.stateDir, "products", "cli", "work");
-      fs.mkdirSync(path.join(serverRoot, "dir", "a"), { recursive: true });
-      fs.writeFileSync(path.join(serverRoot, "dir", "a", "passwd"), "pwn\n");
       const into = tempDir();
       fs.mkdirSync(path.join(into, "dir"));
       fs.symlinkSync(victim, path.join(into, "dir", "a")); // as an earlier copy of a symlink would have left it

@@ -6,7 +6,7 @@ import * as assert from "uvu/assert";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { type Agent, connect } from "../mod.ts";
+import { type Agent, connect, type RemoteSession } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { TRANSFER_WINDOW_MAX_BYTES } from "../core/client/files.ts";
 import { controlPath, requestControl } from "../agent/control.ts";
@@ -64,11 +64,9 @@ async function sampled<T>(agent: RunningAgent, work: Promise<T>): Promise<{ resu
 
 const sha256 = (data: Uint8Array) => crypto.createHash("sha256").update(data).digest("hex");
 
-wan("a 40 ms link: the download window grows past the short link's 2 MiB, never past its cap", async () => {
-  const agent = await startAgent(["--key", KEY.hex]);
-  const relay = await longLink(agent);
-  const s = await (await client(relay.port)).openSession("alpha");
-  const data = crypto.randomBytes(48 * MIB);
+/** Writes `size` random bytes, reads them back while sampling what is in flight, and checks them by SHA-256. */
+async function downloadSampled(agent: RunningAgent, s: RemoteSession, size: number): Promise<number[]> {
+  const data = crypto.randomBytes(size);
   await s.files.writeFile("big.bin", data);
   const hash = crypto.createHash("sha256");
   const { samples } = await sampled(
@@ -78,6 +76,14 @@ wan("a 40 ms link: the download window grows past the short link's 2 MiB, never 
     })(),
   );
   assert.is(hash.digest("hex"), sha256(data));
+  return samples;
+}
+
+wan("a 40 ms link: the download window grows past the short link's 2 MiB, never past its cap", async () => {
+  const agent = await startAgent(["--key", KEY.hex]);
+  const relay = await longLink(agent);
+  const s = await (await client(relay.port)).openSession("alpha");
+  const samples = await downloadSampled(agent, s, 48 * MIB);
   const most = Math.max(...samples);
   assert.ok(most > 3 * MIB, `in flight at most ${(most / MIB).toFixed(1)} MiB: the window did not grow`);
   // The cap, plus one reply that went out just before the acknowledgement that would free another.
@@ -122,16 +128,7 @@ wan("an agent whose transferWindowMiB is 3 keeps a long link's download within 3
   const agent = await startAgent(["--key", KEY.hex, "--config", config]);
   const relay = await longLink(agent);
   const s = await (await client(relay.port)).openSession("alpha");
-  const data = crypto.randomBytes(24 * MIB);
-  await s.files.writeFile("big.bin", data);
-  const hash = crypto.createHash("sha256");
-  const { samples } = await sampled(
-    agent,
-    (async () => {
-      for await (const chunk of s.files.readStream("big.bin")) hash.update(chunk);
-    })(),
-  );
-  assert.is(hash.digest("hex"), sha256(data));
+  const samples = await downloadSampled(agent, s, 24 * MIB);
   const most = Math.max(...samples);
   assert.ok(most <= 3 * MIB + 64 * 1024, `in flight ${(most / MIB).toFixed(2)} MiB, the agent's cap 3 MiB`);
   await s.close();
