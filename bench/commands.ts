@@ -6,9 +6,9 @@
  *   one file     `agent cp` up and down vs scp, sftp and `tar | ssh tar x` (BENCH_CP_MIB, default 1024)
  *   many files   1,000 files of 1 KiB, the same tools, recursive
  *
- * OpenSSH at its best: the loopback sshd from bench/sshd.sh (internal-sftp; as root a user whose
- * login shell is dash, which reads no startup files), ciphers aes256-gcm and chacha20-poly1305 with
- * the faster one kept per tool, ControlMaster multiplexing where said. Every ratio is
+ * OpenSSH at its best: the project's peer (bench/peer.ts: shared/peer/sshd.sh, a neutral sshd with
+ * internal-sftp and a shell that reads no startup files), ciphers aes256-gcm and chacha20-poly1305
+ * with the faster one kept per tool, a multiplexing master where said. Every ratio is
  * "peer time / agent time" and names its peer. `agent cp` checks every file by SHA-256 on both
  * ends; the ssh tools check nothing beyond their transport MAC.
  * @module
@@ -19,7 +19,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { startBenchAgent } from "./agent.ts";
-import { CIPHERS, findSsh, muxMaster, NO_SSH, SSH_PORT } from "./ssh.ts";
+import { CIPHERS, describePeer, freshArgs, muxMaster, NO_PEER, startPeer } from "./peer.ts";
 import { median, ratio, table } from "./stats.ts";
 
 const CP_MIB = Number(process.env.BENCH_CP_MIB ?? 1024);
@@ -36,18 +36,12 @@ const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
 export async function benchCommands(agentPath: string): Promise<void> {
   console.log("\n== agent run / agent cp vs OpenSSH tools ==");
-  const ssh = findSsh();
-  if (!ssh) {
-    console.log(`  ${NO_SSH}`);
+  const peer = startPeer();
+  if (!peer) {
+    console.log(`  ${NO_PEER}`);
     return;
   }
-  const shell = ssh.shell;
-  const shellCost = median(Array.from({ length: 20 }, () => timed(`${shell} -c true`)));
-  console.log(
-    `  peer: sshd on 127.0.0.1:${SSH_PORT}, user ${ssh.user}, login shell ${shell} (${
-      shell.endsWith("dash") ? "reads no startup files" : "may read startup files"
-    }; \`${shell} -c true\` costs ${shellCost.toFixed(2)} ms here), sftp = internal-sftp`,
-  );
+  console.log(`  ${describePeer(peer)}`);
   console.log(`  peer ciphers: ${CIPHERS.join(", ")}; each transfer row keeps the faster`);
 
   const keyHex = crypto.randomBytes(32).toString("hex");
@@ -58,15 +52,19 @@ export async function benchCommands(agentPath: string): Promise<void> {
   const agentCli = `${q(agentPath)}`;
   const target = `127.0.0.1:${agent.port}`;
   const agentRoot = path.join(agent.stateDir, "products/cli/work");
-  const o = ssh.options.map(q).join(" ");
+  const o = (cipher: string) => freshArgs(peer, cipher).map(q).join(" ");
+  // The peer's files, on this machine: under the work directory, not root's home.
+  const sshRoot = path.join(work, "ssh");
+  fs.mkdirSync(sshRoot);
+  const x = q(path.join(sshRoot, "x"));
   const control = path.join(work, "mux");
-  const master = await muxMaster(ssh, control, CIPHERS[0]);
+  const master = muxMaster(peer, control, CIPHERS[0]);
   try {
     // ---- run true -----------------------------------------------------------------------------
     const runs = { agent: [] as number[], fresh: [] as number[], mux: [] as number[] };
     const agentRun = `${agentCli} run ${target} --key-file ${q(keyFile)} -- true`;
-    const sshFresh = `ssh -p ${SSH_PORT} -c ${CIPHERS[0]} ${o} ${ssh.host} true`;
-    const sshMux = `ssh -o ControlPath=${q(control)} ${ssh.host} true`;
+    const sshFresh = `ssh ${o(CIPHERS[0])} peer true`;
+    const sshMux = `ssh ${master.args.map(q).join(" ")} true`;
     timed(agentRun);
     for (let i = 0; i < RUNS; i++) {
       runs.agent.push(timed(agentRun));
@@ -96,7 +94,7 @@ export async function benchCommands(agentPath: string): Promise<void> {
     }
     const clean = () => {
       fs.rmSync(path.join(agentRoot, "x"), { recursive: true, force: true });
-      execFileSync("/bin/sh", ["-c", `ssh -o ControlPath=${q(control)} ${ssh.host} 'rm -rf x'`]);
+      fs.rmSync(path.join(sshRoot, "x"), { recursive: true, force: true });
       fs.rmSync(path.join(work, "down"), { recursive: true, force: true });
       // Every tool starts with nothing waiting to be written back, so none pays for another's files.
       execFileSync("sync");
@@ -104,26 +102,22 @@ export async function benchCommands(agentPath: string): Promise<void> {
     const sshTools = (cipher: string, recursive: boolean) => {
       const r = recursive ? "-r " : "";
       const src = recursive ? tree : big;
+      const down = q(path.join(work, "down"));
+      const sx = path.join(sshRoot, "x");
       return {
         scp: {
-          up: `scp -q -P ${SSH_PORT} -c ${cipher} ${o} ${r}${q(src)} ${ssh.host}:x`,
-          down: `scp -q -P ${SSH_PORT} -c ${cipher} ${o} ${r}${ssh.host}:x ${q(path.join(work, "down"))}`,
+          up: `scp -q ${o(cipher)} ${r}${q(src)} peer:${x}`,
+          down: `scp -q ${o(cipher)} ${r}peer:${x} ${down}`,
         },
         sftp: {
-          up: `echo ${q(`put ${r}${src} x`)} | sftp -q -P ${SSH_PORT} -c ${cipher} ${o} -b - ${ssh.host} >/dev/null`,
-          down: `echo ${
-            q(`get ${r}x ${path.join(work, "down")}`)
-          } | sftp -q -P ${SSH_PORT} -c ${cipher} ${o} -b - ${ssh.host} >/dev/null`,
+          up: `echo ${q(`put ${r}${src} ${sx}`)} | sftp -q ${o(cipher)} -b - peer >/dev/null`,
+          down: `echo ${q(`get ${r}${sx} ${path.join(work, "down")}`)} | sftp -q ${o(cipher)} -b - peer >/dev/null`,
         },
         "tar | ssh tar x": {
-          up: `tar -C ${q(path.dirname(src))} -cf - ${
-            q(path.basename(src))
-          } | ssh -p ${SSH_PORT} -c ${cipher} ${o} ${ssh.host} 'mkdir -p x && tar -C x -xf -'`,
-          down: `mkdir -p ${
-            q(path.join(work, "down"))
-          } && ssh -p ${SSH_PORT} -c ${cipher} ${o} ${ssh.host} 'tar -C x -cf - .' | tar -C ${
-            q(path.join(work, "down"))
-          } -xf -`,
+          up: `tar -C ${q(path.dirname(src))} -cf - ${q(path.basename(src))} | ssh ${o(cipher)} peer ${
+            q(`mkdir -p ${x} && tar -C ${x} -xf -`)
+          }`,
+          down: `mkdir -p ${down} && ssh ${o(cipher)} peer ${q(`tar -C ${x} -cf - .`)} | tar -C ${down} -xf -`,
         },
       };
     };

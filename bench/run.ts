@@ -9,15 +9,19 @@
  *   outbound    handshake to ready and round trips through an outbound TLS connection, next to inbound
  *   flood       1,000 simultaneous connections, 70% hostile: legitimate clients' time through, next to no flood
  *   sessions    on Node and on Deno: product round trip vs meta ping vs TCP echo, remote `true` vs
- *               `ssh -S`, a small request during a transfer, session open, PSS per session, agent
- *               RSS (bench/sessions.ts; run bench/sshd.sh first for OpenSSH)
- *   transfer    on Node and Deno: 1 GiB up and down vs `ssh cat` with the faster cipher, CPU-s/GiB by
- *               process next to ssh and sshd, the machine's limits, the per-byte stages (bench/transfer.ts)
+ *               `ssh -S MASTER peer true`, a small request during a transfer, session open, PSS per
+ *               session, agent RSS (bench/sessions.ts)
+ *   transfer    on Node and Deno: one 1 GiB file, file to file, transport and integrity, a fresh
+ *               session's first transfer, `agent cp` vs scp, next to the peer's transfer.sh run in
+ *               the same run, CPU-s/GiB by process next to ssh's, the per-byte stages (bench/transfer.ts)
  *   fleet       one listener, FLEET_AGENTS simulated agents (their own outbound code) + real ones: RSS and idle
  *               CPU per agent, info() on all, a restart storm (bench/fleet.ts)
  *   wan         128 MiB up and down through a relay adding 2, 20 and 50 ms of round trip, agent vs
  *               `ssh -c aes256-gcm` multiplexed through the same relay (bench/wan.ts; needs the peer's sshd)
- *   commands    `agent run` and `agent cp` vs ssh, scp, sftp and `tar | ssh tar x` (bench/commands.ts; sshd as above)
+ *   commands    `agent run` and `agent cp` vs ssh, scp, sftp and `tar | ssh tar x` (bench/commands.ts)
+ *
+ * OpenSSH is the project's peer, shared/peer beside the repository (bench/peer.ts); without it the
+ * sections say "peer not found".
  *
  * BENCH_ONLY=name,name runs only those sections.
  *

@@ -10,7 +10,8 @@
  *   memory            PSS per extra session with 20 open; agent RSS idle and after 10,000 pings (the
  *                     binary first dropped from the page cache: see dropFromPageCache)
  *
- * The OpenSSH columns need the loopback sshd from bench/sshd.sh; without one they say so.
+ * The OpenSSH column is the project's peer (bench/peer.ts: shared/peer/sshd.sh, started if need be),
+ * through a multiplexing master; without the peer it says "peer not found".
  * BENCH_RUNTIMES=node,deno picks the agent's runtimes; BENCH_TRANSFER_MIB sizes the upload
  * the small requests run beside (throughput itself: bench/transfer.ts).
  * @module
@@ -26,7 +27,7 @@ import { generateKey } from "../core/secure/keys.ts";
 import { AGENT_COMMANDS, startBenchAgent } from "./agent.ts";
 import { echoRtts, startEchoServer } from "./echo.ts";
 import { pssKiB, rssKiB, rssSplitKiB } from "./proc.ts";
-import { CIPHERS, findSsh, muxMaster, NO_SSH, type Ssh, SSH_PORT } from "./ssh.ts";
+import { CIPHERS, describePeer, muxMaster, NO_PEER, type Peer, startPeer } from "./peer.ts";
 import { median, quantile, ratio, table, us } from "./stats.ts";
 import { source, TRANSFER_MIB } from "./transfer.ts";
 
@@ -166,13 +167,13 @@ async function measureRuntime(runtime: string, command: string[]): Promise<Colum
 }
 
 /** OpenSSH's figures for the same rows, through a multiplexed master with each fast cipher. */
-async function measureSsh(ssh: Ssh): Promise<Column> {
+function measureSsh(peer: Peer): Column {
   const col: Column = {};
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "agent-bench-ssh-"));
   try {
     const trues: Record<string, number[]> = {};
     for (const cipher of CIPHERS) {
-      const master = await muxMaster(ssh, path.join(work, `mux-${cipher.slice(0, 4)}`), cipher);
+      const master = muxMaster(peer, path.join(work, `mux-${cipher.slice(0, 4)}`), cipher);
       try {
         const runs: number[] = [];
         for (let i = 0; i < 5; i++) execFileSync("ssh", [...master.args, "true"]);
@@ -195,12 +196,12 @@ async function measureSsh(ssh: Ssh): Promise<Column> {
 }
 
 export async function benchSessions(): Promise<void> {
-  const ssh = findSsh();
+  const ssh = startPeer();
   const runtimes = (process.env.BENCH_RUNTIMES ?? "node,deno").split(",");
   console.log(`\n== sessions: agent on ${runtimes.join(" and ")}, next to OpenSSH ==`);
   if (ssh) {
     console.log(
-      `  peer: sshd on 127.0.0.1:${SSH_PORT}, user ${ssh.user}, login shell ${ssh.shell}; ControlMaster multiplexing; ciphers ${
+      `  ${describePeer(ssh)}; \`ssh -S MASTER peer true\` over a multiplexing master; ciphers ${
         CIPHERS.join(", ")
       }, the faster kept per row`,
     );
@@ -209,7 +210,7 @@ export async function benchSessions(): Promise<void> {
   const echo = await echoRtts(server.port, new Uint8Array(64), 3000).finally(() => server.stop());
   const columns: Record<string, Column> = {};
   for (const runtime of runtimes) columns[runtime] = await measureRuntime(runtime, AGENT_COMMANDS[runtime]);
-  const peer = ssh ? await measureSsh(ssh) : {};
+  const peer = ssh ? measureSsh(ssh) : {};
   const rows = [["", ...runtimes.map((r) => `agent on ${r}`), "OpenSSH"]];
   for (const label of Object.keys(columns[runtimes[0]])) {
     rows.push([
@@ -234,7 +235,7 @@ export async function benchSessions(): Promise<void> {
           ratio(num(peer["remote true p50 (open session)"]), num(c["remote true p50 (open session)"]))
         } (target ≥ 4×)`,
       );
-    } else console.log(`  OpenSSH: ${NO_SSH}`);
+    } else console.log(`  OpenSSH: ${NO_PEER}`);
   }
   console.log(
     "  targets: stat during transfer p99 ≤ 20 ms; session open ≤ 25 ms; PSS ≤ 8 MiB per extra session; agent RSS ≤ 60 MiB after load",

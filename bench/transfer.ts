@@ -1,46 +1,57 @@
 /**
- * Bulk transfer next to OpenSSH at its best, in the same run, on both runtimes:
+ * Bulk transfer, file to file, next to the project's OpenSSH peer (bench/peer.ts) in the same run,
+ * with the agent on Node and on Deno (issue 32's targets):
  *
- *   throughput   upload and download of BENCH_TRANSFER_MIB (default 1024) MiB, SHA-256 checked on
- *                both ends, twice (ROUNDS: the faster round counts, the agent's first is shown too):
- *                the agent through writeFile / readStream (reuseChunks: each chunk is hashed and done
- *                with before the next) with the host's digest as the bytes pass,
- *                the file deleted at the end of the download as ssh's `rm -f` does;
- *                ssh likewise, `tee f | openssl dgst -sha256` up and `tee` from f into stdout and
- *                openssl down (openssl: coreutils' sha256sum is 6× slower here), with each fast cipher
- *                (no multiplexing: a master would add a hop), the faster one kept
- *   CPU          CPU-seconds per GiB of each process: the bench (client), agent and host; ssh; and the
- *                machine's busy time, from which sshd's side (sshd, tee, openssl, the kernel) follows;
- *                a transport's total is the machine's time less making and hashing the data, timed alone
- *   limits       what this machine does alone: openssl AES-256-GCM and SHA-256, loopback TCP
- *   stages       each per-byte stage timed alone (bench/stages.ts) and the sum along each path,
- *                next to the measured total, so the gap to the limit is visible
+ *   peer         the peer's transfer.sh (plain redirects over a multiplexing master, aes256-gcm and
+ *                chacha20-poly1305, transport and integrity), run before and after the agent's legs;
+ *                each figure is the better of the two bracketing runs
+ *   transport    the library's writeFile from a file's read stream, and readStream (reuseChunks) with
+ *                each chunk written to a file, nothing else (target 1)
+ *   integrity    the same with SHA-256 on both ends as the bytes pass (onSha256 and the client's own
+ *                hash), checked (target 2)
+ *   fresh        a fresh session's first transfer each way (on a fresh agent, and on the running one)
+ *                next to the later rounds (target 4)
+ *   agent cp     one file up and down (the CLI on the same runtime as the agent), next to
+ *                `scp -c aes256-gcm@openssh.com` through the peer's sshd (target 3)
+ *   CPU          CPU-seconds per GiB by process: client, agent, host; and ssh's own plain transport
+ *                (aes-gcm over a master: the master ssh, sshd's processes, the remote cat) metered
+ *                the same way; totals are the machine's busy time
+ *   stages       each per-byte stage timed alone (bench/stages.ts), summed along a path, next to the
+ *                measured totals
  *
- * The OpenSSH columns need the loopback sshd from bench/sshd.sh.
+ * BENCH_TRANSFER_MIB sizes the file (default 1024), BENCH_PEER_ROUNDS the rounds of each transfer.sh
+ * run (default 1), BENCH_RUNTIMES the agent's runtimes (node,deno).
  * @module
  */
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { connect } from "../mod.ts";
+import { connect, type RemoteSession } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { AGENT_COMMANDS, DENO, startBenchAgent } from "./agent.ts";
 import { cpuSeconds, machineCpuSeconds } from "./proc.ts";
-import { CIPHERS, findSsh, NO_SSH, type Ssh, SSH_DIR, SSH_PORT } from "./ssh.ts";
+import {
+  CIPHERS,
+  descendants,
+  describePeer,
+  freshArgs,
+  muxMaster,
+  NO_PEER,
+  type Peer,
+  type PeerFigures,
+  peerTransfer,
+  startPeer,
+} from "./peer.ts";
 import { ratio, table } from "./stats.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 export const TRANSFER_MIB = Number(process.env.BENCH_TRANSFER_MIB ?? 1024);
+const PEER_ROUNDS = Number(process.env.BENCH_PEER_ROUNDS ?? 1);
 const GIB = TRANSFER_MIB / 1024;
-
-/** One direction's figures: MB/s and CPU-seconds per GiB by process. */
-interface Leg {
-  mbps: number;
-  cpu: Record<string, number>;
-}
+const LOCAL_CHUNK = 512 * 1024;
 
 /** `mib` MiB of incompressible data in 8 MiB pieces, hashed as it is produced. */
 export function* source(mib: number, hash: crypto.Hash): Generator<Uint8Array> {
@@ -52,154 +63,369 @@ export function* source(mib: number, hash: crypto.Hash): Generator<Uint8Array> {
   }
 }
 
-const mbps = (seconds: number) => (TRANSFER_MIB * 1.048576) / seconds;
+/** One timed step: MiB/s and CPU-seconds per GiB by process. */
+interface Leg {
+  mibps: number;
+  cpu: Record<string, number>;
+}
 
-/** Runs `work` and returns its MB/s and each named counter's CPU-seconds per GiB. */
-async function measured(processes: Record<string, () => number>, work: () => Promise<void>): Promise<Leg> {
-  const before = Object.fromEntries(Object.entries(processes).map(([k, f]) => [k, f()]));
+type Meters = Record<string, () => number>;
+
+/** Runs `work` after a `sync` (as transfer.sh does), timing it and each meter. */
+async function measured(meters: Meters, work: () => Promise<void>, settle?: () => Promise<void>): Promise<Leg> {
+  execFileSync("sync");
+  const before = Object.fromEntries(Object.entries(meters).map(([k, f]) => [k, f()]));
   const t0 = performance.now();
   await work();
   const seconds = (performance.now() - t0) / 1000;
-  await settle();
-  const cpu = Object.fromEntries(Object.entries(processes).map(([k, f]) => [k, (f() - before[k]) / GIB]));
-  return { mbps: mbps(seconds), cpu };
+  await settle?.();
+  const cpu = Object.fromEntries(Object.entries(meters).map(([k, f]) => [k, (f() - before[k]) / GIB]));
+  return { mibps: TRANSFER_MIB / seconds, cpu };
 }
 
-/** Waits for sshd's processes of the last connection to end, so the machine's count includes their last work. */
-async function settle(): Promise<void> {
-  const pid = sshdPid();
-  for (let i = 0; i < 50 && pid && fs.readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim() !== ""; i++) {
-    await new Promise((r) => setTimeout(r, 100));
+/** The agent's four legs of one round. */
+interface AgentRound {
+  transportUp: Leg;
+  transportDown: Leg;
+  integrityUp: Leg;
+  integrityDown: Leg;
+}
+
+interface AgentFigures {
+  rounds: AgentRound[];
+  /** The first transfer each way of a second, fresh session on the now running agent. */
+  freshUp: Leg;
+  freshDown: Leg;
+  cpUp: number;
+  cpDown: number;
+}
+
+/** Files of one run: the source, its digest, a remote directory and a local one. */
+interface Work {
+  dir: string;
+  src: string;
+  sha256: string;
+  remote: string;
+  local: string;
+}
+
+function makeWork(): Work {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-bench-transfer-"));
+  const src = path.join(dir, "src.bin");
+  const hash = crypto.createHash("sha256");
+  const fd = fs.openSync(src, "wx");
+  for (const block of source(TRANSFER_MIB, hash)) fs.writeSync(fd, block);
+  fs.closeSync(fd);
+  fs.mkdirSync(path.join(dir, "remote"));
+  fs.mkdirSync(path.join(dir, "local"));
+  return { dir, src, sha256: hash.digest("hex"), remote: path.join(dir, "remote"), local: path.join(dir, "local") };
+}
+
+/** Upload of `w.src`, the client hashing what it sends when `hash` is given. */
+async function uploadLeg(s: RemoteSession, w: Work, meters: Meters, integrity: boolean): Promise<Leg> {
+  const dst = path.join(w.remote, "f");
+  fs.rmSync(dst, { force: true });
+  let remote = "";
+  const hash = crypto.createHash("sha256");
+  async function* chunks() {
+    for await (const c of fs.createReadStream(w.src, { highWaterMark: LOCAL_CHUNK }) as AsyncIterable<Buffer>) {
+      if (integrity) hash.update(c);
+      yield c;
+    }
   }
+  const leg = await measured(meters, async () => {
+    await s.files.writeFile(dst, chunks(), integrity ? { onSha256: (hex) => (remote = hex) } : {});
+    if (integrity && (remote !== w.sha256 || hash.digest("hex") !== w.sha256)) {
+      throw new Error("upload: SHA-256 mismatch");
+    }
+  });
+  return leg;
 }
 
-function sshdPid(): number | null {
-  try {
-    return Number(fs.readFileSync(path.join(SSH_DIR, "sshd.pid"), "utf8").trim()) || null;
-  } catch {
-    return null;
-  }
+/** Download of the uploaded file into a new local file, each chunk written (and hashed, for integrity) as it comes. */
+async function downloadLeg(s: RemoteSession, w: Work, meters: Meters, integrity: boolean): Promise<Leg> {
+  const dst = path.join(w.local, "f");
+  fs.rmSync(dst, { force: true });
+  let remote = "";
+  const hash = crypto.createHash("sha256");
+  const leg = await measured(meters, async () => {
+    const fd = fs.openSync(dst, "wx");
+    try {
+      const options = integrity
+        ? { onSha256: (hex: string) => (remote = hex), reuseChunks: true }
+        : { reuseChunks: true };
+      for await (const chunk of s.files.readStream(path.join(w.remote, "f"), options)) {
+        if (integrity) hash.update(chunk);
+        fs.writeSync(fd, chunk);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (integrity && (remote !== w.sha256 || hash.digest("hex") !== w.sha256)) {
+      throw new Error("download: SHA-256 mismatch");
+    }
+  });
+  if (!integrity) fs.rmSync(dst);
+  return leg;
 }
 
-/** One round: an upload, then a download of the same file. */
-interface Round {
-  up: Leg;
-  down: Leg;
+/** The meters of one session: this process, the agent, the session's host, the machine. */
+async function sessionMeters(s: RemoteSession, agentPid: number): Promise<Meters> {
+  const hostPid = (await s.system.info()).pid;
+  return {
+    client: () => cpuSeconds("self"),
+    agent: () => cpuSeconds(agentPid),
+    host: () => cpuSeconds(hostPid),
+    machine: machineCpuSeconds,
+  };
 }
 
-/**
- * Every transport moves the data this many times and is credited with its faster round each way. The
- * agent's rounds run in one session: the first is a fresh agent's and host's first transfer, which
- * also pays for V8 compiling the hot paths (measured: about 0.6 CPU-s in the agent alone), so it
- * is printed on its own row as well.
- */
-const ROUNDS = 2;
-
-/** The leg with the higher throughput. */
-const faster = (legs: Leg[]): Leg => legs.reduce((a, b) => (a.mbps >= b.mbps ? a : b));
-/** Each direction's faster leg over `rounds`. */
-const fasterEachWay = (rounds: Round[]): Round => ({
-  up: faster(rounds.map((r) => r.up)),
-  down: faster(rounds.map((r) => r.down)),
-});
-
-async function agentRounds(command: string[]): Promise<Round[]> {
+/** Two rounds in one session of a fresh agent, then a fresh session's first transfer each way; `agent cp` last. */
+async function agentLegs(runtime: string, w: Work): Promise<AgentFigures> {
   const key = generateKey();
-  const bench = await startBenchAgent(command, key.hex);
+  const bench = await startBenchAgent(AGENT_COMMANDS[runtime], key.hex);
   const agent = await connect({ host: "127.0.0.1", port: bench.port, key: key.hex });
-  const file = path.join(os.tmpdir(), `agent-bench-transfer-${process.pid}.bin`);
   try {
     const s = await agent.openSession("bench");
-    const hostPid = (await s.system.info()).pid;
-    const processes = {
-      bench: () => cpuSeconds("self"),
-      agent: () => cpuSeconds(bench.child.pid!),
-      host: () => cpuSeconds(hostPid),
-      machine: machineCpuSeconds,
-    };
-    const rounds: Round[] = [];
-    for (let i = 0; i < ROUNDS; i++) {
-      const sent = crypto.createHash("sha256");
-      let remote = "";
-      const up = await measured(processes, async () => {
-        await s.files.writeFile(file, source(TRANSFER_MIB, sent), { onSha256: (hex) => (remote = hex) });
-      });
-      const digest = sent.digest("hex");
-      if (remote !== digest) throw new Error("upload: the host's SHA-256 differs from the client's");
-      remote = "";
-      const received = crypto.createHash("sha256");
-      // Removed within the download, as ssh's round does: a later upload over the old file would pay
-      // for truncating it and, at close, ext4 writing it back (up to 0.3 s each per GiB here), ssh's not.
-      const down = await measured(processes, async () => {
-        for await (const chunk of s.files.readStream(file, { onSha256: (hex) => (remote = hex), reuseChunks: true })) {
-          received.update(chunk);
-        }
-        await s.files.delete(file);
-      });
-      if (received.digest("hex") !== digest || remote !== digest) throw new Error("download: SHA-256 mismatch");
-      rounds.push({ up, down });
+    const meters = await sessionMeters(s, bench.child.pid!);
+    const rounds: AgentRound[] = [];
+    for (let i = 0; i < 2; i++) {
+      const transportUp = await uploadLeg(s, w, meters, false);
+      const transportDown = await downloadLeg(s, w, meters, false);
+      const integrityUp = await uploadLeg(s, w, meters, true);
+      const integrityDown = await downloadLeg(s, w, meters, true);
+      rounds.push({ transportUp, transportDown, integrityUp, integrityDown });
     }
     await s.close();
-    return rounds;
+    const s2 = await agent.openSession("bench");
+    const meters2 = await sessionMeters(s2, bench.child.pid!);
+    const freshUp = await uploadLeg(s2, w, meters2, false);
+    const freshDown = await downloadLeg(s2, w, meters2, false);
+    await s2.close();
+    agent.close();
+    const cp = cpLegs(runtime, bench.port, key.hex, w);
+    return { rounds, freshUp, freshDown, cpUp: cp.up, cpDown: cp.down };
   } finally {
-    fs.rmSync(file, { force: true });
     agent.close();
     await bench.stop();
   }
 }
 
-async function sshRound(ssh: Ssh, cipher: string): Promise<Round> {
-  const args = ["-p", SSH_PORT, "-c", cipher, ...ssh.options, ssh.host];
-  const remote = `agent-bench-${process.pid}.bin`;
-  // ssh is this process's child: its CPU is counted in ours once it has been waited for. sshd's
-  // session processes are not all waited for by the listener, so the server side is the machine's
-  // busy time less this process and ssh.
-  const processes = {
-    bench: () => cpuSeconds("self"),
-    ssh: () => cpuSeconds("self", true) - cpuSeconds("self"),
-    machine: machineCpuSeconds,
-  };
-  const sent = crypto.createHash("sha256");
-  let remoteSum = "";
-  const up = await measured(processes, async () => {
-    const upload = spawn("ssh", [...args, `tee ${remote} | openssl dgst -sha256 -r`], {
-      stdio: ["pipe", "pipe", "inherit"],
-    });
-    upload.stdout!.on("data", (d) => (remoteSum += d));
-    const exited = new Promise((r) => upload.once("exit", r));
-    for (const block of source(TRANSFER_MIB, sent)) {
-      if (!upload.stdin!.write(block)) await new Promise((r) => upload.stdin!.once("drain", r));
-    }
-    upload.stdin!.end();
-    await exited;
-  });
-  const digest = sent.digest("hex");
-  if (!remoteSum.startsWith(digest)) throw new Error("ssh upload: SHA-256 mismatch");
-  const received = crypto.createHash("sha256");
-  let sum = "";
-  const down = await measured(processes, async () => {
-    const download = spawn("ssh", [
-      ...args,
-      `{ tee /dev/fd/3 < ${remote} | openssl dgst -sha256 -r >&2; } 3>&1; rm -f ${remote}`,
-    ], { stdio: ["ignore", "pipe", "pipe"] });
-    download.stderr!.on("data", (d) => (sum += d));
-    const exited = new Promise((r) => download.once("exit", r));
-    for await (const c of download.stdout!) received.update(c);
-    await exited;
-  });
-  if (received.digest("hex") !== digest || !sum.startsWith(digest)) throw new Error("ssh download: SHA-256 mismatch");
-  return { up, down };
+/** Wall time of a command, in seconds (throws when it fails). */
+function wall(argv: string[]): number {
+  execFileSync("sync");
+  const t0 = performance.now();
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], encoding: "utf8" });
+  const seconds = (performance.now() - t0) / 1000;
+  if (r.status !== 0) throw new Error(`${argv.slice(0, 3).join(" ")} … failed: ${r.stderr || r.error}`);
+  return seconds;
 }
 
-/** CPU-seconds per GiB the bench process spends on the data with no transport: making and hashing it (up), hashing it (down). */
-function dataAlone(): { up: number; down: number } {
-  const t0 = cpuSeconds("self");
-  for (const _block of source(TRANSFER_MIB, crypto.createHash("sha256")));
-  const t1 = cpuSeconds("self");
-  const piece = crypto.randomBytes(512 * 1024), hash = crypto.createHash("sha256");
-  for (let i = 0; i < TRANSFER_MIB * 2; i++) hash.update(piece);
-  hash.digest();
-  return { up: (t1 - t0) / GIB, down: (cpuSeconds("self") - t1) / GIB };
+/** Best MiB/s of two rounds of `up` then `down`, the destinations removed before each (untimed). */
+function copyRounds(up: string[], down: string[], remote: string, local: string): { up: number; down: number } {
+  let bestUp = 0, bestDown = 0;
+  for (let i = 0; i < 2; i++) {
+    fs.rmSync(remote, { force: true });
+    bestUp = Math.max(bestUp, TRANSFER_MIB / wall(up));
+    fs.rmSync(local, { force: true });
+    bestDown = Math.max(bestDown, TRANSFER_MIB / wall(down));
+  }
+  fs.rmSync(remote, { force: true });
+  fs.rmSync(local, { force: true });
+  return { up: bestUp, down: bestDown };
+}
+
+/** `agent cp` of the source up and back, the CLI on `runtime` (as the agent), best of two rounds, MiB/s. */
+function cpLegs(runtime: string, port: number, keyHex: string, w: Work): { up: number; down: number } {
+  const keyFile = path.join(w.dir, "key");
+  fs.writeFileSync(keyFile, keyHex, { mode: 0o600 });
+  const remote = path.join(w.remote, "cp"), local = path.join(w.local, "cp");
+  const cli = [...AGENT_COMMANDS[runtime], "cp", "--key-file", keyFile];
+  return copyRounds(
+    [...cli, w.src, `127.0.0.1:${port}:${remote}`],
+    [...cli, `127.0.0.1:${port}:${remote}`, local],
+    remote,
+    local,
+  );
+}
+
+/** `scp -c aes256-gcm@openssh.com` up and back through the peer's sshd, fresh connections, as `agent cp`. */
+function scpLegs(peer: Peer, w: Work): { up: number; down: number } {
+  const remote = path.join(w.remote, "scp"), local = path.join(w.local, "scp");
+  const scp = ["scp", "-q", ...freshArgs(peer, CIPHERS[0])];
+  return copyRounds([...scp, w.src, `peer:${remote}`], [...scp, `peer:${remote}`, local], remote, local);
+}
+
+/** The CPU of sshd's processes (all but the listener) and, apart, of what they ran and reaped (cat). */
+function sshdCpu(peer: Peer): { sshd: number; cat: number } {
+  let sshd = 0, cat = 0;
+  for (const pid of descendants(peer.pid)) {
+    try {
+      const self = cpuSeconds(pid);
+      sshd += self;
+      cat += cpuSeconds(pid, true) - self;
+    } catch { /* gone */ }
+  }
+  return { sshd, cat };
+}
+
+/** Runs `ssh … peer command` through `master` with stdin and stdout on files, until it ends. */
+function sshThrough(master: string[], command: string, stdin: string | null, stdout: string | null): Promise<void> {
+  const fdIn = stdin ? fs.openSync(stdin, "r") : "ignore";
+  const fdOut = stdout ? fs.openSync(stdout, "wx") : "ignore";
+  const child = spawn("ssh", [...master, command], { stdio: [fdIn, fdOut, "inherit"] });
+  return new Promise<void>((resolve, reject) =>
+    child.once("exit", (code) => {
+      if (typeof fdIn === "number") fs.closeSync(fdIn);
+      if (typeof fdOut === "number") fs.closeSync(fdOut);
+      code === 0 ? resolve() : reject(new Error(`ssh ${command} exited ${code}`));
+    })
+  );
+}
+
+/** ssh's plain transport with aes-gcm, metered per process like the agent's legs (its MiB/s is not the quoted figure). */
+async function sshMetered(peer: Peer, w: Work): Promise<{ up: Leg; down: Leg }> {
+  const master = muxMaster(peer, path.join(w.dir, "cm"), CIPHERS[0]);
+  try {
+    const meters: Meters = {
+      "ssh (mux client)": () => cpuSeconds("self", true) - cpuSeconds("self"),
+      "ssh (master)": () => (master.pid ? cpuSeconds(master.pid) : 0),
+      sshd: () => sshdCpu(peer).sshd,
+      "remote cat": () => sshdCpu(peer).cat,
+      machine: machineCpuSeconds,
+    };
+    // The remote cat is reaped by sshd a moment after the client ends: wait for it to be counted.
+    const settle = async () => {
+      const cats = () =>
+        descendants(peer.pid).filter((p) => fs.readFileSync(`/proc/${p}/comm`, "utf8").trim() === "cat");
+      for (let i = 0; i < 50 && cats().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    };
+    const remote = path.join(w.remote, "ssh"), local = path.join(w.local, "ssh");
+    const up = await measured(meters, () => sshThrough(master.args, `cat > ${remote}`, w.src, null), settle);
+    const down = await measured(meters, () => sshThrough(master.args, `cat ${remote}`, null, local), settle);
+    fs.rmSync(remote);
+    fs.rmSync(local);
+    return { up, down };
+  } finally {
+    master.stop();
+  }
+}
+
+/** The better of the bracketing peer runs, figure by figure. */
+function bestOf(runs: PeerFigures[]): Record<string, number> {
+  const best: Record<string, number> = {};
+  for (const run of runs) for (const [k, v] of Object.entries(run.mibps)) best[k] = Math.max(best[k] ?? 0, v);
+  return best;
+}
+
+const f2 = (x: number) => x.toFixed(2);
+const mibps = (x: number) => `${x.toFixed(0)} MiB/s`;
+/** "0.62× ssh aes256-gcm transport up": the agent's figure over the peer's, naming the peer's. */
+const versus = (agent: number, peer: Record<string, number>, key: string) =>
+  peer[key] ? `${ratio(agent, peer[key])} ssh ${key}` : "(no peer)";
+const faster = (a: Leg, b: Leg) => (a.mibps >= b.mibps ? a : b);
+
+export async function benchTransfer(): Promise<void> {
+  const runtimes = (process.env.BENCH_RUNTIMES ?? "node,deno").split(",");
+  console.log(`\n== transfer: one ${TRANSFER_MIB} MiB file, file to file, up and down ==`);
+  const peer = startPeer();
+  console.log(`  ${peer ? describePeer(peer) : NO_PEER}`);
+  const w = makeWork();
+  try {
+    const peerRuns: PeerFigures[] = [];
+    if (peer) peerRuns.push(peerTransfer(peer, w.src, w.remote, PEER_ROUNDS));
+    const agents: Record<string, AgentFigures> = {};
+    for (const r of runtimes) agents[r] = await agentLegs(r, w);
+    const ssh = peer ? await sshMetered(peer, w) : null;
+    const scp = peer ? scpLegs(peer, w) : null;
+    if (peer) peerRuns.push(peerTransfer(peer, w.src, w.remote, PEER_ROUNDS));
+    const best = bestOf(peerRuns);
+    printPeer(peerRuns, best);
+    for (const r of runtimes) printAgent(r, agents[r], best, scp);
+    console.log(
+      `  targets (Node): transport ≥ 1.2× ssh aes256-gcm transport; integrity ≥ 1.5× ssh integrity; agent cp ≥ 1.2× scp and ≥ 1.0× ssh transport; first transfer ≤ 1.2× a later one's time; Deno ≥ 1.0× ssh transport`,
+    );
+    printCpu(runtimes, agents, ssh);
+    printStages(runtimes, agents);
+  } finally {
+    fs.rmSync(w.dir, { recursive: true, force: true });
+  }
+}
+
+function printPeer(runs: PeerFigures[], best: Record<string, number>): void {
+  if (runs.length === 0) return;
+  console.log(`  the peer (transfer.sh, ${runs.length} runs bracketing the agent's legs, the better of each figure):`);
+  for (const [k, v] of Object.entries(best)) {
+    console.log(`    peer ${k} ${v} MiB/s  (runs: ${runs.map((r) => r.mibps[k]).join(", ")})`);
+  }
+  console.log(`    ${runs[0].commands}`);
+}
+
+function printAgent(
+  runtime: string,
+  a: AgentFigures,
+  peer: Record<string, number>,
+  scp: { up: number; down: number } | null,
+) {
+  const [first, later] = a.rounds;
+  const row = (label: string, leg: Leg, key: string) => [label, mibps(leg.mibps), versus(leg.mibps, peer, key)];
+  const rows = [[`agent on ${runtime}`, "", "against the peer, same run"]];
+  for (const dir of ["up", "down"] as const) {
+    const t = dir === "up" ? "Up" : "Down";
+    const transport = faster(first[`transport${t}`], later[`transport${t}`]);
+    const integrity = faster(first[`integrity${t}`], later[`integrity${t}`]);
+    rows.push(row(`transport ${dir} (library, best of 2)`, transport, `aes256-gcm transport ${dir}`));
+    rows.push(["", "", versus(transport.mibps, peer, `chacha20-poly1305 transport ${dir}`)]);
+    rows.push(row(`integrity ${dir} (SHA-256 both ends)`, integrity, `aes256-gcm integrity ${dir}`));
+    const cp = dir === "up" ? a.cpUp : a.cpDown, sc = scp?.[dir];
+    rows.push([`agent cp ${dir}`, mibps(cp), versus(cp, peer, `aes256-gcm transport ${dir}`)]);
+    if (sc) rows.push([`  scp -c aes256-gcm ${dir}: ${mibps(sc)}`, "", `${ratio(cp, sc)} scp aes256-gcm ${dir}`]);
+    const fresh = dir === "up" ? a.freshUp : a.freshDown;
+    const firstLeg = first[`transport${t}`], laterLeg = later[`transport${t}`];
+    rows.push([
+      `first transfer ${dir}: fresh agent, fresh session`,
+      `${mibps(firstLeg.mibps)}, ${mibps(fresh.mibps)}`,
+      `${ratio(laterLeg.mibps, firstLeg.mibps)}, ${ratio(laterLeg.mibps, fresh.mibps)} the time of the later round`,
+    ]);
+  }
+  table(rows);
+}
+
+/** Each process's CPU-s/GiB, what the machine spent beyond them, and the machine's total. */
+function cpuCells(leg: Leg): string {
+  const { machine, ...each } = leg.cpu;
+  const other = machine - Object.values(each).reduce((a, b) => a + b, 0);
+  return [...Object.entries(each).map(([k, v]) => `${k} ${f2(v)}`), `kernel and rest ${f2(other)}`].join(", ");
+}
+
+function printCpu(runtimes: string[], agents: Record<string, AgentFigures>, ssh: { up: Leg; down: Leg } | null) {
+  const rows = [["CPU-s/GiB (the leg's faster round)", "total", "by process"]];
+  for (const dir of ["up", "down"] as const) {
+    const t = dir === "up" ? "Up" : "Down";
+    for (const r of runtimes) {
+      const [a, b] = agents[r].rounds;
+      for (const kind of ["transport", "integrity"] as const) {
+        const leg = faster(a[`${kind}${t}`], b[`${kind}${t}`]);
+        const vs = ssh ? `  (${ratio(leg.cpu.machine, ssh[dir].cpu.machine)} ssh aes256-gcm transport ${dir})` : "";
+        rows.push([`agent on ${r}, ${kind} ${dir}`, f2(leg.cpu.machine) + vs, cpuCells(leg)]);
+      }
+    }
+    if (ssh) {
+      rows.push([
+        `ssh aes256-gcm transport ${dir} (${mibps(ssh[dir].mibps)})`,
+        f2(ssh[dir].cpu.machine),
+        cpuCells(ssh[dir]),
+      ]);
+    }
+  }
+  table(rows);
+  console.log(
+    "  total: the machine's busy CPU during the leg (every process and the kernel), per GiB moved; client is",
+  );
+  console.log("  this bench process (the library, reading or writing the local file, hashing); ssh's row is its plain");
+  console.log(
+    "  transport over a master metered alone (the quoted MiB/s are transfer.sh's). Target 1: agent total ≤ ssh's.",
+  );
 }
 
 /** openssl's own figure for `algorithm` on 64 KiB blocks, in CPU-seconds per GiB (one core, busy). */
@@ -222,123 +448,26 @@ function stagesUnder(runtime: string): Record<string, number> {
   return JSON.parse(out.trim().split("\n").pop()!);
 }
 
-const f2 = (x: number) => x.toFixed(2);
-/** The result row of ssh with `cipher`. */
-const sshRow = (cipher: string) => `ssh ${cipher.split("@")[0]}`;
-
-export async function benchTransfer(): Promise<void> {
-  const ssh = findSsh();
-  const runtimes = (process.env.BENCH_RUNTIMES ?? "node,deno").split(",");
-  console.log(`\n== transfer: ${TRANSFER_MIB} MiB up and down, SHA-256 checked on both ends ==`);
-  if (ssh) {
-    console.log(
-      `  peer: sshd on 127.0.0.1:${SSH_PORT}, user ${ssh.user}, shell ${ssh.shell}; one connection per transfer with each of ${
-        CIPHERS.join(", ")
-      }; the far end hashes with openssl as the bytes pass through tee`,
-    );
-  } else console.log(`  OpenSSH: ${NO_SSH}`);
-  console.log(
-    `  each transport runs ${ROUNDS} rounds (up, then down) and counts its faster round each way; the agent's rounds share one`,
-  );
-  console.log(
-    "  fresh agent and session, and its first round, which includes V8 compiling the hot code, has its own row",
-  );
-  const results: Record<string, Round> = {};
-  for (const r of runtimes) {
-    const rounds = await agentRounds(AGENT_COMMANDS[r]);
-    results[`agent on ${r}, first round`] = rounds[0];
-    results[`agent on ${r}`] = fasterEachWay(rounds);
-  }
-  if (ssh) {
-    for (const c of CIPHERS) {
-      const rounds: Round[] = [];
-      for (let i = 0; i < ROUNDS; i++) rounds.push(await sshRound(ssh, c));
-      results[sshRow(c)] = fasterEachWay(rounds);
-    }
-  }
-
-  // The bench process makes and hashes the data whatever carries it: that share, measured alone,
-  // is no transport's. What it spends beyond it is the transport's: the client library, or reading
-  // and writing ssh's pipes.
-  const alone = dataAlone();
-  const total = (leg: Leg, dir: "up" | "down") => leg.cpu.machine - alone[dir];
-  const rows = [["", "MB/s", "CPU-s/GiB: bench process, each process of the transport", "transport total*"]];
-  for (const dir of ["up", "down"] as const) {
-    for (const [name, legs] of Object.entries(results)) {
-      const { machine: _machine, ...each } = legs[dir].cpu;
-      const shown = name.startsWith("ssh")
-        ? { ...each, "sshd, tee, openssl, kernel": legs[dir].cpu.machine - each.bench - each.ssh }
-        : each;
-      rows.push([
-        `${dir === "up" ? "upload" : "download"}, ${name}`,
-        legs[dir].mbps.toFixed(0),
-        Object.entries(shown).map(([k, v]) => `${k} ${f2(v)}`).join(", "),
-        f2(total(legs[dir], dir)),
-      ]);
-    }
-  }
-  table(rows);
-  console.log(
-    "  * the machine's busy CPU during the transfer (every process and the kernel's loopback work) less what the bench",
-  );
-  console.log(
-    `    process spends making and hashing the data alone (measured alone: up ${f2(alone.up)}, down ${
-      f2(alone.down)
-    }). The rest of the`,
-  );
-  console.log(
-    "    bench process is the client library, or reading and writing ssh's pipes. sshd's side is the machine's time less",
-  );
-  console.log("    the bench process and ssh.");
-  if (ssh) {
-    for (const dir of ["up", "down"] as const) {
-      const sshes = CIPHERS.map((c) => results[sshRow(c)][dir]);
-      const fastest = faster(sshes);
-      for (const r of runtimes) {
-        const leg = results[`agent on ${r}`][dir], first = results[`agent on ${r}, first round`][dir];
-        const versus = (l: Leg) =>
-          `MB/s agent / faster ssh ${ratio(l.mbps, fastest.mbps)}, transport CPU agent / ssh aes-gcm ${
-            ratio(total(l, dir), total(sshes[0], dir))
-          }`;
-        console.log(
-          `  ${dir === "up" ? "upload" : "download"} on ${r}: ${
-            versus(leg)
-          } (targets: Node ≥ 1.2×, Deno ≥ 1×; CPU ≤ 0.9×); first round ${versus(first)}`,
-        );
-      }
-    }
-  }
-
+function printStages(runtimes: string[], agents: Record<string, AgentFigures>): void {
   const aes = opensslPerGiB("aes-256-gcm"), sha = opensslPerGiB("sha256");
   console.log(
-    `  machine limits (one core): openssl AES-256-GCM ${f2(aes)} CPU-s/GiB (${
-      (1.073741824 / aes).toFixed(2)
-    } GB/s), openssl SHA-256 ${f2(sha)} CPU-s/GiB`,
+    `  machine limits (one core): openssl AES-256-GCM ${f2(aes)} CPU-s/GiB, openssl SHA-256 ${f2(sha)} CPU-s/GiB`,
   );
-  const stageRows = [["stage, CPU-s/GiB (bench/stages.ts)", ...runtimes]];
   const stages = Object.fromEntries(runtimes.map((r) => [r, stagesUnder(r)]));
-  for (const name of Object.keys(stages[runtimes[0]])) {
-    stageRows.push([
-      name,
-      ...runtimes.map((r) => f2(stages[r][name])),
-    ]);
-  }
-  // Along one direction: the hash at the far end, one seal and one open, the socket, one ring pass, the disk.
-  const path1 = (s: Record<string, number>, disk: string) =>
-    s["SHA-256"] + s.encrypt + s.decrypt + s["loopback TCP (both ends)"] + s.ring + s[disk];
-  stageRows.push(["sum along an upload", ...runtimes.map((r) => f2(path1(stages[r], "file write")))]);
-  stageRows.push([
-    "measured upload, transport total",
-    ...runtimes.map((r) => f2(total(results[`agent on ${r}`].up, "up"))),
-  ]);
-  stageRows.push(["sum along a download", ...runtimes.map((r) => f2(path1(stages[r], "file read")))]);
-  stageRows.push([
-    "measured download, transport total",
-    ...runtimes.map((r) => f2(total(results[`agent on ${r}`].down, "down"))),
-  ]);
-  table(stageRows);
-  console.log(
-    "  the sums count the far end's SHA-256 once, like the transport total; what the measured total has beyond",
-  );
-  console.log("  the sum is the rest: message handling, event loops, wake-ups, allocation, garbage collection");
+  const rows = [["stage, CPU-s/GiB (bench/stages.ts)", ...runtimes]];
+  for (const name of Object.keys(stages[runtimes[0]])) rows.push([name, ...runtimes.map((r) => f2(stages[r][name]))]);
+  // File to file, one way: read, one seal and one open, the socket, one ring pass, write.
+  const along = (s: Record<string, number>) =>
+    s["file read"] + s.encrypt + s.decrypt + s["loopback TCP (both ends)"] + s.ring + s["file write"];
+  const measuredTotal = (r: string, key: keyof AgentRound) =>
+    f2(Math.min(...agents[r].rounds.map((x) => x[key].cpu.machine)));
+  rows.push(["sum along one way, file to file", ...runtimes.map((r) => f2(along(stages[r])))]);
+  rows.push(["  measured transport up, total", ...runtimes.map((r) => measuredTotal(r, "transportUp"))]);
+  rows.push(["  measured transport down, total", ...runtimes.map((r) => measuredTotal(r, "transportDown"))]);
+  rows.push(["sum plus SHA-256 on both ends", ...runtimes.map((r) => f2(along(stages[r]) + 2 * stages[r]["SHA-256"]))]);
+  rows.push(["  measured integrity up, total", ...runtimes.map((r) => measuredTotal(r, "integrityUp"))]);
+  rows.push(["  measured integrity down, total", ...runtimes.map((r) => measuredTotal(r, "integrityDown"))]);
+  table(rows);
+  console.log("  what a measured total has beyond its sum is the rest: message handling, event loops, wake-ups,");
+  console.log("  allocation, garbage collection");
 }
