@@ -96,8 +96,7 @@ interface AgentFigures {
   /** The first transfer each way of a second, fresh session on the now running agent. */
   freshUp: Leg;
   freshDown: Leg;
-  cpUp: number;
-  cpDown: number;
+  cp: Copies;
 }
 
 /** Files of one run: the source, its digest, a remote directory and a local one. */
@@ -203,57 +202,86 @@ async function agentLegs(runtime: string, w: Work): Promise<AgentFigures> {
     const freshDown = await downloadLeg(s2, w, meters2, false);
     await s2.close();
     agent.close();
-    const cp = cpLegs(runtime, bench.port, key.hex, w);
-    return { rounds, freshUp, freshDown, cpUp: cp.up, cpDown: cp.down };
+    const cp = cpLegs(runtime, bench.child.pid!, bench.port, key.hex, w);
+    return { rounds, freshUp, freshDown, cp };
   } finally {
     agent.close();
     await bench.stop();
   }
 }
 
-/** Wall time of a command, in seconds (throws when it fails). */
-function wall(argv: string[]): number {
+/** Runs a command to its end, metered (throws when it fails). */
+function metered(argv: string[], meters: Meters): Leg {
   execFileSync("sync");
+  const before = Object.fromEntries(Object.entries(meters).map(([k, f]) => [k, f()]));
   const t0 = performance.now();
   const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], encoding: "utf8" });
   const seconds = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`${argv.slice(0, 3).join(" ")} … failed: ${r.stderr || r.error}`);
-  return seconds;
+  const cpu = Object.fromEntries(Object.entries(meters).map(([k, f]) => [k, (f() - before[k]) / GIB]));
+  return { mibps: TRANSFER_MIB / seconds, cpu };
 }
 
-/** Best MiB/s of two rounds of `up` then `down`, the destinations removed before each (untimed). */
-function copyRounds(up: string[], down: string[], remote: string, local: string): { up: number; down: number } {
-  let bestUp = 0, bestDown = 0;
+/** The faster of two rounds of `up` then `down`, the destinations removed before each (untimed). */
+function copyRounds(up: string[], down: string[], remote: string, local: string, meters: Meters): Copies {
+  const legs: Copies[] = [];
   for (let i = 0; i < 2; i++) {
     fs.rmSync(remote, { force: true });
-    bestUp = Math.max(bestUp, TRANSFER_MIB / wall(up));
+    const u = metered(up, meters);
     fs.rmSync(local, { force: true });
-    bestDown = Math.max(bestDown, TRANSFER_MIB / wall(down));
+    legs.push({ up: u, down: metered(down, meters) });
   }
   fs.rmSync(remote, { force: true });
   fs.rmSync(local, { force: true });
-  return { up: bestUp, down: bestDown };
+  return { up: faster(legs[0].up, legs[1].up), down: faster(legs[0].down, legs[1].down) };
 }
 
-/** `agent cp` of the source up and back, the CLI on `runtime` (as the agent), best of two rounds, MiB/s. */
-function cpLegs(runtime: string, port: number, keyHex: string, w: Work): { up: number; down: number } {
+interface Copies {
+  up: Leg;
+  down: Leg;
+}
+
+/** CPU of `pid`'s living descendants and of those it reaped (the agent's hosts). */
+function treeCpu(pid: number): number {
+  let sum = cpuSeconds(pid, true) - cpuSeconds(pid);
+  for (const d of descendants(pid)) {
+    try {
+      sum += cpuSeconds(d, true);
+    } catch { /* gone */ }
+  }
+  return sum;
+}
+
+/** The command this process runs and waits for (cp, scp), counted once it has been waited for. */
+const childCpu = () => cpuSeconds("self", true) - cpuSeconds("self");
+
+/** `agent cp` of the source up and back, the CLI on `runtime` (as the agent), the faster of two rounds. */
+function cpLegs(runtime: string, agentPid: number, port: number, keyHex: string, w: Work): Copies {
   const keyFile = path.join(w.dir, "key");
+  fs.rmSync(keyFile, { force: true });
   fs.writeFileSync(keyFile, keyHex, { mode: 0o600 });
   const remote = path.join(w.remote, "cp"), local = path.join(w.local, "cp");
   const cli = [...AGENT_COMMANDS[runtime], "cp", "--key-file", keyFile];
-  return copyRounds(
-    [...cli, w.src, `127.0.0.1:${port}:${remote}`],
-    [...cli, `127.0.0.1:${port}:${remote}`, local],
-    remote,
-    local,
-  );
+  const meters: Meters = {
+    "agent cp": childCpu,
+    agent: () => cpuSeconds(agentPid),
+    hosts: () => treeCpu(agentPid),
+    machine: machineCpuSeconds,
+  };
+  const at = `127.0.0.1:${port}:${remote}`;
+  return copyRounds([...cli, w.src, at], [...cli, at, local], remote, local, meters);
 }
 
 /** `scp -c aes256-gcm@openssh.com` up and back through the peer's sshd, fresh connections, as `agent cp`. */
-function scpLegs(peer: Peer, w: Work): { up: number; down: number } {
+function scpLegs(peer: Peer, w: Work): Copies {
   const remote = path.join(w.remote, "scp"), local = path.join(w.local, "scp");
   const scp = ["scp", "-q", ...freshArgs(peer, CIPHERS[0])];
-  return copyRounds([...scp, w.src, `peer:${remote}`], [...scp, `peer:${remote}`, local], remote, local);
+  const meters: Meters = {
+    scp: childCpu,
+    "sshd and its children": () => treeCpu(peer.pid),
+    machine: machineCpuSeconds,
+  };
+  return copyRounds([...scp, w.src, `peer:${remote}`], [...scp, `peer:${remote}`, local], remote, local, meters);
 }
 
 /** The CPU of sshd's processes (all but the listener) and, apart, of what they ran and reaped (cat). */
@@ -345,7 +373,7 @@ export async function benchTransfer(): Promise<void> {
     console.log(
       `  targets (Node): transport ≥ 1.2× ssh aes256-gcm transport; integrity ≥ 1.5× ssh integrity; agent cp ≥ 1.2× scp and ≥ 1.0× ssh transport; first transfer ≤ 1.2× a later one's time; Deno ≥ 1.0× ssh transport`,
     );
-    printCpu(runtimes, agents, ssh);
+    printCpu(runtimes, agents, ssh, scp);
     printStages(runtimes, agents);
   } finally {
     fs.rmSync(w.dir, { recursive: true, force: true });
@@ -365,7 +393,7 @@ function printAgent(
   runtime: string,
   a: AgentFigures,
   peer: Record<string, number>,
-  scp: { up: number; down: number } | null,
+  scp: Copies | null,
 ) {
   const [first, later] = a.rounds;
   const row = (label: string, leg: Leg, key: string) => [label, mibps(leg.mibps), versus(leg.mibps, peer, key)];
@@ -377,7 +405,7 @@ function printAgent(
     rows.push(row(`transport ${dir} (library, best of 2)`, transport, `aes256-gcm transport ${dir}`));
     rows.push(["", "", versus(transport.mibps, peer, `chacha20-poly1305 transport ${dir}`)]);
     rows.push(row(`integrity ${dir} (SHA-256 both ends)`, integrity, `aes256-gcm integrity ${dir}`));
-    const cp = dir === "up" ? a.cpUp : a.cpDown, sc = scp?.[dir];
+    const cp = a.cp[dir].mibps, sc = scp?.[dir].mibps;
     rows.push([`agent cp ${dir}`, mibps(cp), versus(cp, peer, `aes256-gcm transport ${dir}`)]);
     if (sc) rows.push([`  scp -c aes256-gcm ${dir}: ${mibps(sc)}`, "", `${ratio(cp, sc)} scp aes256-gcm ${dir}`]);
     const fresh = dir === "up" ? a.freshUp : a.freshDown;
@@ -398,7 +426,7 @@ function cpuCells(leg: Leg): string {
   return [...Object.entries(each).map(([k, v]) => `${k} ${f2(v)}`), `kernel and rest ${f2(other)}`].join(", ");
 }
 
-function printCpu(runtimes: string[], agents: Record<string, AgentFigures>, ssh: { up: Leg; down: Leg } | null) {
+function printCpu(runtimes: string[], agents: Record<string, AgentFigures>, ssh: Copies | null, scp: Copies | null) {
   const rows = [["CPU-s/GiB (the leg's faster round)", "total", "by process"]];
   for (const dir of ["up", "down"] as const) {
     const t = dir === "up" ? "Up" : "Down";
@@ -417,6 +445,12 @@ function printCpu(runtimes: string[], agents: Record<string, AgentFigures>, ssh:
         cpuCells(ssh[dir]),
       ]);
     }
+    for (const r of runtimes) {
+      const cp = agents[r].cp[dir];
+      const vs = scp ? `  (${ratio(cp.cpu.machine, scp[dir].cpu.machine)} scp aes256-gcm ${dir})` : "";
+      rows.push([`agent cp on ${r}, ${dir}`, f2(cp.cpu.machine) + vs, cpuCells(cp)]);
+    }
+    if (scp) rows.push([`scp aes256-gcm ${dir}`, f2(scp[dir].cpu.machine), cpuCells(scp[dir])]);
   }
   table(rows);
   console.log(
