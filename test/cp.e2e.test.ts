@@ -219,6 +219,22 @@ cpSuite("a single file keeps its mode both ways: a script stays executable, a se
   }
 });
 
+cpSuite("a large file copies both ways quietly: stderr stays empty, and it checks out byte for byte", async () => {
+  // 24 MiB: 48 reads of 512 KiB, more in flight at once than an AbortSignal's default 10 listeners.
+  const dir = tempDir();
+  const source = path.join(dir, "large.bin");
+  fs.writeFileSync(source, crypto.randomBytes(24 * 1024 * 1024));
+  const up = await cp(source, `${target}:large.bin`);
+  assert.is(up.code, 0, up.stderr);
+  assert.is(up.stderr, "", "nothing on stderr going up");
+  const back = path.join(dir, "back.bin");
+  const down = await cp(`${target}:large.bin`, back);
+  assert.is(down.code, 0, down.stderr);
+  assert.is(down.stderr, "", "nothing on stderr coming down");
+  assert.ok(fs.readFileSync(back).equals(fs.readFileSync(source)), "the copy is the source");
+  assert.equal(temporaries(dir), [], "no temporary left");
+});
+
 /**
  * An agent from the sources whose hosts list `entries` for every directory (test/helpers/hostile-agent.ts),
  * with `files` (path under its product root -> content) really there, for the copy to read.

@@ -8,6 +8,7 @@
  * @module
  */
 import crypto from "node:crypto";
+import { setMaxListeners } from "node:events";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import os from "node:os";
@@ -16,6 +17,7 @@ import type { RemoteSession } from "../../core/client/remote-session.ts";
 import type { ListEntry } from "../../core/session/contract.ts";
 import { eachLimited } from "../../core/concurrency.ts";
 import { throwIfAborted } from "../../core/client/abort.ts";
+import { TRANSFER_CHUNK, TRANSFER_WINDOW_MAX_BYTES } from "../../core/client/files.ts";
 import { AlreadyExistsError, NotFoundError } from "../../core/errors.ts";
 import { escapeControls, safeJson } from "../../core/text.ts";
 import type { Flags } from "../flags.ts";
@@ -275,6 +277,12 @@ async function downloadSmall(
   }));
 }
 
+/** Writes all of `chunk` at the file's position. */
+async function writeAll(out: fsp.FileHandle, chunk: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < chunk.length) written += (await out.write(chunk, written, chunk.length - written)).bytesWritten;
+}
+
 async function download(
   session: RemoteSession,
   job: CopyJob,
@@ -296,11 +304,10 @@ async function download(
           signal,
         })
       ) {
+        // The write runs on the thread pool while this thread hashes the same bytes.
+        const writing = writeAll(out, chunk);
         hash.update(chunk);
-        let written = 0;
-        while (written < chunk.length) {
-          written += (await out.write(chunk, written, chunk.length - written)).bytesWritten;
-        }
+        await writing;
         size += chunk.length;
         progress.add(chunk.length);
       }
@@ -712,6 +719,9 @@ export async function cpCommand(operands: string[], flags: Flags): Promise<numbe
   const { agent, session } = await openRemote(request.address, flags, CP_EXIT);
   const started = performance.now();
   const controller = new AbortController();
+  // Every request in flight listens on the signal: each of `jobs` transfers keeps up to a window of
+  // them, more than Node's default of 10, past which Node prints a leak warning on stderr.
+  setMaxListeners((request.jobs + 1) * (TRANSFER_WINDOW_MAX_BYTES / TRANSFER_CHUNK + 2), controller.signal);
   const interrupt = interruptible(controller);
   let copied: Copied[], plan: CopyPlan;
   try {
