@@ -15,7 +15,7 @@
  *                `scp -c aes256-gcm@openssh.com` through the peer's sshd (target 3)
  *   CPU          CPU-seconds per GiB by process: client, agent, host; and ssh's own plain transport
  *                (aes-gcm over a master: the master ssh, sshd's processes, the remote cat) metered
- *                the same way; totals are the machine's busy time
+ *                the same way; totals are the sum of the leg's own processes
  *   stages       each per-byte stage timed alone (bench/stages.ts), summed along a path, next to the
  *                measured totals
  *
@@ -211,25 +211,33 @@ async function agentLegs(runtime: string, w: Work): Promise<AgentFigures> {
 }
 
 /** Runs a command to its end, metered (throws when it fails). */
-function metered(argv: string[], meters: Meters): Leg {
+function metered(argv: string[], meters: Meters, settle?: () => void): Leg {
   execFileSync("sync");
   const before = Object.fromEntries(Object.entries(meters).map(([k, f]) => [k, f()]));
   const t0 = performance.now();
   const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], encoding: "utf8" });
   const seconds = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`${argv.slice(0, 3).join(" ")} … failed: ${r.stderr || r.error}`);
+  settle?.();
   const cpu = Object.fromEntries(Object.entries(meters).map(([k, f]) => [k, (f() - before[k]) / GIB]));
   return { mibps: TRANSFER_MIB / seconds, cpu };
 }
 
 /** The faster of two rounds of `up` then `down`, the destinations removed before each (untimed). */
-function copyRounds(up: string[], down: string[], remote: string, local: string, meters: Meters): Copies {
+function copyRounds(
+  up: string[],
+  down: string[],
+  remote: string,
+  local: string,
+  meters: Meters,
+  settle?: () => void,
+): Copies {
   const legs: Copies[] = [];
   for (let i = 0; i < 2; i++) {
     fs.rmSync(remote, { force: true });
-    const u = metered(up, meters);
+    const u = metered(up, meters, settle);
     fs.rmSync(local, { force: true });
-    legs.push({ up: u, down: metered(down, meters) });
+    legs.push({ up: u, down: metered(down, meters, settle) });
   }
   fs.rmSync(remote, { force: true });
   fs.rmSync(local, { force: true });
@@ -272,6 +280,8 @@ function cpLegs(runtime: string, agentPid: number, port: number, keyHex: string,
   return copyRounds([...cli, w.src, at], [...cli, at, local], remote, local, meters);
 }
 
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+
 /** `scp -c aes256-gcm@openssh.com` up and back through the peer's sshd, fresh connections, as `agent cp`. */
 function scpLegs(peer: Peer, w: Work): Copies {
   const remote = path.join(w.remote, "scp"), local = path.join(w.local, "scp");
@@ -281,7 +291,19 @@ function scpLegs(peer: Peer, w: Work): Copies {
     "sshd and its children": () => treeCpu(peer.pid),
     machine: machineCpuSeconds,
   };
-  return copyRounds([...scp, w.src, `peer:${remote}`], [...scp, `peer:${remote}`, local], remote, local, meters);
+  // The connection's sshd processes end just after scp: wait until they are gone and counted (reaped).
+  const before = descendants(peer.pid).length;
+  const settle = () => {
+    for (let i = 0; i < 100 && descendants(peer.pid).length > before; i++) Atomics.wait(SLEEPER, 0, 0, 20);
+  };
+  return copyRounds(
+    [...scp, w.src, `peer:${remote}`],
+    [...scp, `peer:${remote}`, local],
+    remote,
+    local,
+    meters,
+    settle,
+  );
 }
 
 /** The CPU of sshd's processes (all but the listener) and, apart, of what they ran and reaped (cat). */
@@ -419,11 +441,15 @@ function printAgent(
   table(rows);
 }
 
-/** Each process's CPU-s/GiB, what the machine spent beyond them, and the machine's total. */
+/** The CPU-s/GiB of the leg's own processes (their system time included), summed: the total quoted. */
+const own = (leg: Leg) => Object.entries(leg.cpu).filter(([k]) => k !== "machine").reduce((a, [, v]) => a + v, 0);
+
+/** Each process's CPU-s/GiB, and what the machine spent beyond them (other workers, kernel threads). */
 function cpuCells(leg: Leg): string {
-  const { machine, ...each } = leg.cpu;
-  const other = machine - Object.values(each).reduce((a, b) => a + b, 0);
-  return [...Object.entries(each).map(([k, v]) => `${k} ${f2(v)}`), `kernel and rest ${f2(other)}`].join(", ");
+  const each = Object.entries(leg.cpu).filter(([k]) => k !== "machine");
+  return [...each.map(([k, v]) => `${k} ${f2(v)}`), `(machine beyond them ${f2(leg.cpu.machine - own(leg))})`].join(
+    ", ",
+  );
 }
 
 function printCpu(runtimes: string[], agents: Record<string, AgentFigures>, ssh: Copies | null, scp: Copies | null) {
@@ -434,29 +460,30 @@ function printCpu(runtimes: string[], agents: Record<string, AgentFigures>, ssh:
       const [a, b] = agents[r].rounds;
       for (const kind of ["transport", "integrity"] as const) {
         const leg = faster(a[`${kind}${t}`], b[`${kind}${t}`]);
-        const vs = ssh ? `  (${ratio(leg.cpu.machine, ssh[dir].cpu.machine)} ssh aes256-gcm transport ${dir})` : "";
-        rows.push([`agent on ${r}, ${kind} ${dir}`, f2(leg.cpu.machine) + vs, cpuCells(leg)]);
+        const vs = ssh ? `  (${ratio(own(leg), own(ssh[dir]))} ssh aes256-gcm transport ${dir})` : "";
+        rows.push([`agent on ${r}, ${kind} ${dir}`, f2(own(leg)) + vs, cpuCells(leg)]);
       }
     }
     if (ssh) {
       rows.push([
         `ssh aes256-gcm transport ${dir} (${mibps(ssh[dir].mibps)})`,
-        f2(ssh[dir].cpu.machine),
+        f2(own(ssh[dir])),
         cpuCells(ssh[dir]),
       ]);
     }
     for (const r of runtimes) {
       const cp = agents[r].cp[dir];
-      const vs = scp ? `  (${ratio(cp.cpu.machine, scp[dir].cpu.machine)} scp aes256-gcm ${dir})` : "";
-      rows.push([`agent cp on ${r}, ${dir}`, f2(cp.cpu.machine) + vs, cpuCells(cp)]);
+      const vs = scp ? `  (${ratio(own(cp), own(scp[dir]))} scp aes256-gcm ${dir})` : "";
+      rows.push([`agent cp on ${r}, ${dir}`, f2(own(cp)) + vs, cpuCells(cp)]);
     }
-    if (scp) rows.push([`scp aes256-gcm ${dir}`, f2(scp[dir].cpu.machine), cpuCells(scp[dir])]);
+    if (scp) rows.push([`scp aes256-gcm ${dir}`, f2(own(scp[dir])), cpuCells(scp[dir])]);
   }
   table(rows);
+  console.log("  total: the CPU of the leg's own processes (user and system, so their socket and file syscalls), per");
   console.log(
-    "  total: the machine's busy CPU during the leg (every process and the kernel), per GiB moved; client is",
+    "  GiB moved; client is this bench process (the library, the local file, hashing). What the machine spent",
   );
-  console.log("  this bench process (the library, reading or writing the local file, hashing); ssh's row is its plain");
+  console.log("  beyond them is other workers' load and kernel threads: shown, not counted. ssh's row is its plain");
   console.log(
     "  transport over a master metered alone (the quoted MiB/s are transfer.sh's). Target 1: agent total ≤ ssh's.",
   );
@@ -493,8 +520,7 @@ function printStages(runtimes: string[], agents: Record<string, AgentFigures>): 
   // File to file, one way: read, one seal and one open, the socket, one ring pass, write.
   const along = (s: Record<string, number>) =>
     s["file read"] + s.encrypt + s.decrypt + s["loopback TCP (both ends)"] + s.ring + s["file write"];
-  const measuredTotal = (r: string, key: keyof AgentRound) =>
-    f2(Math.min(...agents[r].rounds.map((x) => x[key].cpu.machine)));
+  const measuredTotal = (r: string, key: keyof AgentRound) => f2(Math.min(...agents[r].rounds.map((x) => own(x[key]))));
   rows.push(["sum along one way, file to file", ...runtimes.map((r) => f2(along(stages[r])))]);
   rows.push(["  measured transport up, total", ...runtimes.map((r) => measuredTotal(r, "transportUp"))]);
   rows.push(["  measured transport down, total", ...runtimes.map((r) => measuredTotal(r, "transportDown"))]);
