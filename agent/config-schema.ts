@@ -68,6 +68,7 @@ export const CONFIG_FILE = z.strictObject({
   keepaliveSeconds: z.optional(seconds),
   logFormat: z.optional(z.enum(LOG_FORMATS)),
   revokedKeyGraceSeconds: z.optional(z.number().check(z.minimum(0))),
+  upgradeTimeoutSeconds: z.optional(seconds),
   metrics: z.optional(hostPort),
   proxy: z.optional(z.string().check(z.minLength(1))),
 });
@@ -105,6 +106,7 @@ export const ALLOWED: Record<keyof ConfigFile, string> = {
   keepaliveSeconds: "a positive number of seconds",
   logFormat: `one of ${LOG_FORMATS.map((f) => `"${f}"`).join(", ")}`,
   revokedKeyGraceSeconds: "a number of seconds, 0 or more",
+  upgradeTimeoutSeconds: "a positive number of seconds",
   metrics: '"host:port" for the health and metrics endpoint, e.g. "127.0.0.1:9464"',
   proxy: 'an HTTP proxy URL for outbound connections, e.g. "http://proxy.example.com:3128"',
 };

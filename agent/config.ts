@@ -65,6 +65,8 @@ export interface AgentConfig {
   keepaliveSeconds: number;
   /** After a reload removes a key, connections that authenticated with it are closed this long after. */
   revokedKeyGraceSeconds: number;
+  /** How long a new version has to report itself prepared in a hand-over before the running one takes back over. */
+  upgradeTimeoutSeconds: number;
   /** The HTTP CONNECT proxy for outbound connections, as given (else HTTPS_PROXY applies). */
   proxy: string | undefined;
   /** Where to serve /healthz, /readyz and /metrics; null for nowhere (the default). */
@@ -178,7 +180,7 @@ export function resolveConfig(options: ConfigOptions, env: Record<string, string
       ...(file?.connect ?? []).map((t) => fileTarget(t, configFile)),
     ],
     keepaliveSeconds: positive("--keepalive", pick(last(options.keepalive), undefined, file?.keepaliveSeconds, 15)),
-    revokedKeyGraceSeconds: file?.revokedKeyGraceSeconds ?? 60,
+    ...changeSettings(file),
     metrics: metricsAddress(last(options.metrics) ?? file?.metrics),
     proxy: last(options.proxy) ?? file?.proxy,
     logFormat: file?.logFormat,
@@ -187,6 +189,14 @@ export function resolveConfig(options: ConfigOptions, env: Record<string, string
     throw new ConfigError("--no-listen leaves nothing to do: give at least one --connect host:port");
   }
   return config;
+}
+
+/** How long a reload's removed key and an upgrade's new version get (config file only). */
+function changeSettings(file: ConfigFile | null | undefined) {
+  return {
+    revokedKeyGraceSeconds: file?.revokedKeyGraceSeconds ?? 60,
+    upgradeTimeoutSeconds: file?.upgradeTimeoutSeconds ?? 30,
+  };
 }
 
 /** The settings that bound authenticated inbound connections (config file only). */

@@ -186,6 +186,7 @@ export class ClientConnection implements SessionPeer {
         `no session is attached on target ${frame.target} of this connection`,
       );
     }
+    if (att.session.frozen) return; // a hand-over is under way: not counted, so sent again after the resume
     const body = att.link.receive(frame.code, frame.payload);
     if (body === null) return; // a bare acknowledgement, or sent again after a resume
     att.requested(frame.token, body.length);

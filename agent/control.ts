@@ -27,7 +27,10 @@ export function controlPath(stateDir: string): string {
  * Serves `status` requests. Refuses to start if another agent answers on the
  * socket; removes a stale socket left by one that crashed.
  */
-export async function serveControl(socketPath: string, status: () => unknown): Promise<{ close(): Promise<void> }> {
+export async function serveControl(
+  socketPath: string,
+  handlers: ControlHandlers,
+): Promise<{ close(): Promise<void> }> {
   if (fs.existsSync(socketPath)) {
     const alive = await requestControl(socketPath, "status", 1000).then((s) => s as { pid?: number }, () => null);
     if (alive) {
@@ -46,16 +49,8 @@ export async function serveControl(socketPath: string, status: () => unknown): P
       if (buffer.length > 4096) return socket.destroy();
       const nl = buffer.indexOf("\n");
       if (nl < 0) return;
-      let reply: unknown;
-      try {
-        const request = JSON.parse(buffer.slice(0, nl)) as { command?: string };
-        reply = request.command === "status"
-          ? { ok: true, status: status() }
-          : { ok: false, error: `unknown command "${request.command}"` };
-      } catch {
-        reply = { ok: false, error: "malformed request" };
-      }
-      socket.end(JSON.stringify(reply) + "\n");
+      socket.pause(); // one request per connection
+      answer(buffer.slice(0, nl), handlers).then((reply) => socket.end(JSON.stringify(reply) + "\n"));
     });
   });
   await new Promise<void>((resolve, reject) => {
@@ -64,16 +59,49 @@ export async function serveControl(socketPath: string, status: () => unknown): P
   });
   fs.chmodSync(socketPath, 0o600);
   return {
-    close: () =>
-      new Promise<void>((r) => {
-        server.close(() => r());
-        fs.rmSync(socketPath, { force: true });
-      }),
+    // Stops listening without waiting for open requests: an upgrade's answer goes out after this.
+    close: () => {
+      server.close();
+      fs.rmSync(socketPath, { force: true });
+      return Promise.resolve();
+    },
   };
 }
 
+/** What the control socket answers: `status` always; `upgrade` where the agent can hand over (agent/upgrade.ts). */
+export interface ControlHandlers {
+  status(): unknown;
+  /** Hands over to the program in `file`, or to the installed one when `file` is absent. */
+  upgrade?(file: string | undefined): Promise<unknown>;
+}
+
+/** One request line's answer: `{ ok: true, status }` or `{ ok: false, error }`. */
+async function answer(line: string, handlers: ControlHandlers): Promise<unknown> {
+  let request: { command?: unknown; file?: unknown };
+  try {
+    request = JSON.parse(line);
+  } catch {
+    return { ok: false, error: "malformed request" };
+  }
+  try {
+    if (request.command === "status") return { ok: true, status: handlers.status() };
+    if (request.command === "upgrade" && handlers.upgrade) {
+      const file = typeof request.file === "string" ? request.file : undefined;
+      return { ok: true, status: await handlers.upgrade(file) };
+    }
+  } catch (e) {
+    return { ok: false, error: (e as Error).message };
+  }
+  return { ok: false, error: `unknown command ${JSON.stringify(request.command)}` };
+}
+
 /** Sends one command and resolves with the agent's answer; {@link NotRunningError} if nobody answers. */
-export function requestControl(socketPath: string, command: string, timeoutMs = 5000): Promise<unknown> {
+export function requestControl(
+  socketPath: string,
+  command: string,
+  timeoutMs = 5000,
+  fields: Record<string, unknown> = {},
+): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(socketPath);
     let buffer = "";
@@ -82,7 +110,7 @@ export function requestControl(socketPath: string, command: string, timeoutMs = 
       reject(new NotRunningError(`the agent at ${socketPath} did not answer within ${timeoutMs} ms`));
     }, timeoutMs);
     socket.setEncoding("utf8");
-    socket.on("connect", () => socket.write(JSON.stringify({ command }) + "\n"));
+    socket.on("connect", () => socket.write(JSON.stringify({ ...fields, command }) + "\n"));
     socket.on("data", (c: string) => (buffer += c));
     socket.on("end", () => {
       clearTimeout(timer);

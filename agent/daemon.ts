@@ -23,7 +23,7 @@ import { formatHost } from "../runtime/tcp.ts";
 import { parseFingerprint } from "../runtime/tls.ts";
 import type { AgentConfig } from "./config.ts";
 import { ConfigError } from "../runtime/errors.ts";
-import { controlPath, serveControl } from "./control.ts";
+import { type ControlHandlers, controlPath, serveControl } from "./control.ts";
 import { OutboundTarget, type OutboundTargetConfig } from "./dialer.ts";
 import { cleanStaleChannels } from "./host-process.ts";
 import { ensureStateDir, type KeyScopes, loadAgentKeys } from "./keystore.ts";
@@ -31,6 +31,7 @@ import { type ProductAccount, resolveProductUsers } from "./product-users.ts";
 import { serveMetrics } from "./metrics.ts";
 import { AgentServer } from "./server.ts";
 import { SessionManager, sessionSettings } from "./sessions.ts";
+import type { SessionsSnapshot } from "./session-records.ts";
 
 /** Everything a start needs, read and checked: what `agent start --check` reports and each reload applies. */
 export interface DaemonSettings {
@@ -46,6 +47,21 @@ export interface DaemonSettings {
   trust: OutboundTargetConfig[];
 }
 
+/** What a hand-over passes to the next agent version, besides the hosts' pipes (agent/upgrade.ts). */
+export interface HandedOver {
+  /** A copy of the listening socket's descriptor, or null when not listening. */
+  listenFd: number | null;
+  sessions: SessionsSnapshot;
+}
+
+/** How a start carries on from an earlier version (agent/takeover.ts). */
+export interface Takeover {
+  listenFd: number | null;
+  sessions: SessionsSnapshot;
+  /** Channel files the sessions use: not left-overs, whatever the run directory holds. */
+  keepChannels: ReadonlySet<string>;
+}
+
 /** A started agent. */
 export interface Daemon {
   readonly server: AgentServer;
@@ -53,6 +69,16 @@ export interface Daemon {
   readonly outbound: OutboundTarget[];
   /** Applies new keys and products at once; names the settings that need a restart. */
   reload(next: DaemonSettings): void;
+  /**
+   * Stops serving for a hand-over: no new connections are accepted (they wait in the listen
+   * queue), every connection but `keep` closes, the sessions stop; returns what the next version
+   * takes over. {@link takeBack} undoes it.
+   */
+  handOver(keep?: object): Promise<HandedOver>;
+  /** Serves again after a hand-over that did not happen. */
+  takeBack(handed: HandedOver): Promise<void>;
+  /** Answers `agent upgrade` on the control socket; set by whoever can hand over. */
+  upgrade?: (file: string | undefined) => Promise<unknown>;
   /** Stops listening and dialing, ends every session, closes the control socket and the metrics endpoint. */
   close(): Promise<void>;
 }
@@ -95,14 +121,22 @@ export async function loadDaemonSettings(config: AgentConfig, createKey: boolean
  * (the metrics endpoint reports it). A start that fails part way closes what
  * it had started.
  */
-export async function startDaemon(settings: DaemonSettings, internalErrors: () => number): Promise<Daemon> {
+export async function startDaemon(
+  settings: DaemonSettings,
+  internalErrors: () => number,
+  takeover?: Takeover,
+): Promise<Daemon> {
   const { config, keys } = settings;
   // The control socket first: it refuses while another agent runs on this state directory, and
   // only then is it safe to treat channel files as left over.
-  let server: AgentServer | null = null;
-  const control = await serveControl(controlPath(config.stateDir), () => server?.status());
+  let daemon: Daemon | null = null;
+  const handlers: ControlHandlers = {
+    status: () => daemon?.server.status(),
+    upgrade: (file) => daemon?.upgrade ? daemon.upgrade(file) : Promise.reject(new Error("this agent cannot upgrade")),
+  };
+  const endpoints: Endpoints = { control: await serveControl(controlPath(config.stateDir), handlers), metrics: null };
   const runDir = path.join(config.stateDir, "run");
-  const stale = cleanStaleChannels(runDir);
+  const stale = cleanStaleChannels(runDir, takeover?.keepChannels);
   if (stale > 0) log.warn(`removed ${stale} channel file(s) left by an agent that did not stop cleanly`);
   const sessions = new SessionManager(sessionSettings(config, {
     runDir,
@@ -111,9 +145,88 @@ export async function startDaemon(settings: DaemonSettings, internalErrors: () =
     keyScopes: config.insecure ? null : settings.scopes,
     accounts: settings.accounts,
   }));
+  if (takeover) sessions.adopt(takeover.sessions);
   const provider = runtimeCryptoProvider();
-  server = new AgentServer(config, keys, provider, sessions);
-  const outbound = settings.trust.map((t) =>
+  const server = new AgentServer(config, keys, provider, sessions);
+  const outbound = outboundTargets(settings, server, sessions, provider);
+  server.outbound = outbound;
+  const started: Daemon = daemon = {
+    server,
+    sessions,
+    outbound,
+    reload: (next) => reload(started, settings, next),
+    close: async () => {
+      const { control, metrics } = endpoints;
+      await Promise.all([server.close(), control.close(), metrics?.close(), ...outbound.map((t) => t.stop())]);
+    },
+    ...handOverSteps(() => started, endpoints, {
+      reopenControl: () => serveControl(controlPath(config.stateDir), handlers),
+      reopenMetrics: () => config.metrics ? serveHealth(started, config, internalErrors) : Promise.resolve(null),
+    }),
+  };
+  try {
+    if (config.listen) await listen(server, settings, takeover?.listenFd ?? undefined);
+    dial(outbound, keys[0]);
+    if (config.metrics) endpoints.metrics = await serveHealth(started, config, internalErrors);
+  } catch (e) {
+    if (!takeover) await started.close(); // after a hand-over the hosts are this process's alone: let them be
+    throw e;
+  }
+  return started;
+}
+
+/** The control socket and the metrics endpoint: closed for a hand-over, opened again if it does not happen. */
+interface Endpoints {
+  control: { close(): Promise<void> };
+  metrics: { close(): Promise<void> } | null;
+}
+
+/** {@link Daemon.handOver} and {@link Daemon.takeBack} over the started parts. */
+function handOverSteps(
+  daemon: () => Daemon,
+  endpoints: Endpoints,
+  reopen: {
+    reopenControl(): Promise<Endpoints["control"]>;
+    reopenMetrics(): Promise<Endpoints["metrics"]>;
+  },
+): Pick<Daemon, "handOver" | "takeBack"> {
+  const takeBack = async (handed: HandedOver) => {
+    const { server, sessions, outbound } = daemon();
+    sessions.thaw();
+    if (handed.listenFd !== null) await server.listen(handed.listenFd);
+    endpoints.control = await reopen.reopenControl();
+    endpoints.metrics = await reopen.reopenMetrics();
+    for (const t of outbound) t.start();
+  };
+  const handOver = async (keep?: object) => {
+    const { server, sessions, outbound } = daemon();
+    await sessions.freeze();
+    const listenFd = server.stopAccepting();
+    await Promise.all([endpoints.control.close(), endpoints.metrics?.close(), ...outbound.map((t) => t.stop())]);
+    endpoints.metrics = null;
+    server.closeConnections(keep);
+    try {
+      await sessions.quiesce(QUIESCE_TIMEOUT_MS);
+      return { listenFd, sessions: sessions.snapshot() };
+    } catch (e) {
+      await takeBack({ listenFd, sessions: { nextAttachment: 0, sessions: [] } });
+      throw e;
+    }
+  };
+  return { handOver, takeBack };
+}
+
+/** Longest a hand-over waits for the hosts to take the requests already on their way. */
+const QUIESCE_TIMEOUT_MS = 10_000;
+
+function outboundTargets(
+  settings: DaemonSettings,
+  server: AgentServer,
+  sessions: SessionManager,
+  provider: ReturnType<typeof runtimeCryptoProvider>,
+): OutboundTarget[] {
+  const { config, keys } = settings;
+  return settings.trust.map((t) =>
     new OutboundTarget(t, {
       key: keys[0],
       provider,
@@ -124,30 +237,10 @@ export async function startDaemon(settings: DaemonSettings, internalErrors: () =
       log,
     })
   );
-  server.outbound = outbound;
-  let metrics: { close(): Promise<void> } | null = null;
-  const daemon: Daemon = {
-    server,
-    sessions,
-    outbound,
-    reload: (next) => reload(daemon, settings, next),
-    close: async () => {
-      await Promise.all([daemon.server.close(), control.close(), metrics?.close(), ...outbound.map((t) => t.stop())]);
-    },
-  };
-  try {
-    if (config.listen) await listen(server, settings);
-    dial(outbound, keys[0]);
-    if (config.metrics) metrics = await serveHealth(daemon, config, internalErrors);
-  } catch (e) {
-    await daemon.close();
-    throw e;
-  }
-  return daemon;
 }
 
-async function listen(server: AgentServer, { config, keys }: DaemonSettings) {
-  const address = await server.listen();
+async function listen(server: AgentServer, { config, keys }: DaemonSettings, inheritedFd?: number) {
+  const address = await server.listen(inheritedFd);
   const mode = config.insecure
     ? "INSECURE plaintext mode"
     : `key mode, accepting key id${keys.length > 1 ? "s" : ""} ${keys.map((k) => k.id).join(", ")}`;

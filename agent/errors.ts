@@ -12,3 +12,10 @@ export class NotRunningError extends AgentError {
     super("not-running", message, options);
   }
 }
+
+/** A hand-over to a new agent version that did not happen; the running version carries on (agent/upgrade.ts). */
+export class UpgradeError extends AgentError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("upgrade-failed", message, options);
+  }
+}

@@ -14,7 +14,14 @@ import { randomBytes } from "../core/secure/crypto.ts";
 import { ChannelEnd } from "../core/shm/channel-end.ts";
 import { pipeDoorbell } from "../runtime/pipe-doorbell.ts";
 import { decodeFrame, encodeFrameHeader, type Frame } from "../core/wire/frame.ts";
-import { ChannelHeader, channelSize, Direction, FLAG_AGENT_CLOSED, initChannel } from "../core/shm/ring.ts";
+import {
+  ChannelHeader,
+  channelSize,
+  checkChannel,
+  Direction,
+  FLAG_AGENT_CLOSED,
+  initChannel,
+} from "../core/shm/ring.ts";
 import { HostControl } from "../core/session/contract.ts";
 import { encodeEnvelope } from "../core/session/protocol.ts";
 import { createMapFile, mapFile, type Mapping } from "../runtime/mmap.ts";
@@ -22,6 +29,7 @@ import { keepFreedMemory } from "../runtime/malloc.ts";
 import { type StartedProcess, startProcess } from "../runtime/spawn.ts";
 import { currentAccount, launchEnvironment } from "../runtime/environment.ts";
 import type { ProductAccount } from "./product-users.ts";
+import net from "node:net";
 import os from "node:os";
 
 /** Where a host runs and how. */
@@ -44,14 +52,28 @@ export interface HostLaunch {
 
 const READY_TIMEOUT_MS = 20_000;
 
+/**
+ * What the next agent version needs to carry on with a running host (agent/handover.ts): its pid,
+ * its channel file and this side's descriptors of its pipes, which the hand-over passes on.
+ */
+export interface HostRecord {
+  pid: number;
+  file: string;
+  capacity: number;
+  fds: { stdin: number; stdout: number; stderr: number };
+}
+
 /** A running host and its channel. */
 export class HostProcess {
   #exited: Promise<{ code: number | null; signal: string | null }>;
   #exitInfo: { code: number | null; signal: string | null } | null = null;
+  /** Frames on their way into the ring, and who waits for there to be none. */
+  #sending = 0;
+  #sendsSettled: Array<() => void> = [];
 
   private constructor(
     readonly child: StartedProcess,
-    readonly end: ChannelEnd,
+    public end: ChannelEnd,
     /** The channel header: flags and the held table. */
     readonly header: ChannelHeader,
     readonly mapping: Mapping,
@@ -110,8 +132,85 @@ export class HostProcess {
   }
 
   /** Sends a frame into the host's ring, waiting while it is full. */
-  send(frame: Frame): Promise<void> {
-    return this.end.send([encodeFrameHeader(frame.target, frame.code, frame.token), frame.payload]);
+  async send(frame: Frame): Promise<void> {
+    this.#sending++;
+    try {
+      await this.end.send([encodeFrameHeader(frame.target, frame.code, frame.token), frame.payload]);
+    } finally {
+      if (--this.#sending === 0) { for (const done of this.#sendsSettled.splice(0)) done(); }
+    }
+  }
+
+  /** Resolves once no frame is on its way into the ring. */
+  sendsSettled(): Promise<void> {
+    return this.#sending === 0 ? Promise.resolve() : new Promise((r) => this.#sendsSettled.push(r));
+  }
+
+  #frozen = false;
+  /** True between {@link freeze} and {@link thaw}. */
+  get frozen(): boolean {
+    return this.#frozen;
+  }
+
+  /** What a hand-over carries (see {@link HostRecord}); null where the pipes' descriptors are unknown. */
+  record(): HostRecord | null {
+    if (!this.child.fds) return null;
+    return { pid: this.pid, file: this.file, capacity: checkChannel(this.mapping.bytes), fds: this.child.fds };
+  }
+
+  /**
+   * Stops using the channel for a hand-over: pending receives return null, the pipes are no longer
+   * read (their wake-ups are for the next agent now). The mapping stays, so {@link thaw} can undo it.
+   */
+  freeze(): void {
+    this.#frozen = true;
+    this.end.detach();
+    this.child.stdout.pause();
+    this.child.stderr.pause();
+  }
+
+  /** Takes the channel back after a hand-over that did not happen. */
+  thaw(): void {
+    this.#frozen = false;
+    this.end = new ChannelEnd(
+      this.mapping.bytes,
+      Direction.AgentToHost,
+      Direction.HostToAgent,
+      this.end.doorbell,
+    );
+    this.child.stdout.resume();
+    this.child.stderr.resume();
+    this.end.doorbell.ring(); // whatever the host wrote meanwhile
+  }
+
+  /**
+   * A host another agent version started (a hand-over): maps its channel and takes over its pipes
+   * from the descriptors this process inherited. This process is not its parent, so its end shows
+   * only as its pipe closing, without an exit status.
+   */
+  static adopt(record: HostRecord, onLog: (line: string) => void): HostProcess {
+    const size = channelSize(record.capacity);
+    const mapping = mapFile(record.file, size);
+    checkChannel(mapping.bytes);
+    const header = new ChannelHeader(mapping.bytes);
+    const stdin = new net.Socket({ fd: record.fds.stdin, readable: false, writable: true });
+    const stdout = new net.Socket({ fd: record.fds.stdout, readable: true, writable: false });
+    const stderr = new net.Socket({ fd: record.fds.stderr, readable: true, writable: false });
+    for (const pipe of [stdin, stdout, stderr]) pipe.on("error", () => {});
+    const exit = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+      const gone = () => resolve({ code: null, signal: null });
+      stdout.once("end", gone).once("close", gone);
+    });
+    forwardLines(stderr, onLog);
+    const child: StartedProcess = { pid: record.pid, stdin, stdout, stderr, exit, fds: record.fds };
+    const end = new ChannelEnd(
+      mapping.bytes,
+      Direction.AgentToHost,
+      Direction.HostToAgent,
+      pipeDoorbell(stdout, stdin),
+    );
+    header.agentPid = process.pid;
+    return new HostProcess(child, end, header, mapping, record.file, exit);
   }
 
   /**
@@ -277,14 +376,15 @@ function killGroup(group: number, signal: NodeJS.Signals | 0): boolean {
   }
 }
 
-/** Removes channel files a crashed agent left behind. Returns how many. */
-export function cleanStaleChannels(runDir: string): number {
+/** Removes channel files a crashed agent left behind, but those in `keep` (sessions handed over). Returns how many. */
+export function cleanStaleChannels(runDir: string, keep: ReadonlySet<string> = new Set()): number {
   let n = 0;
   try {
     for (const f of fs.readdirSync(runDir)) {
-      if (/^\d+$/.test(f)) n += cleanStaleChannels(path.join(runDir, f)); // a product user's directory
-      if (f.endsWith(".mmap")) {
-        fs.rmSync(path.join(runDir, f), { force: true });
+      const file = path.join(runDir, f);
+      if (/^\d+$/.test(f)) n += cleanStaleChannels(file, keep); // a product user's directory
+      if (f.endsWith(".mmap") && !keep.has(file)) {
+        fs.rmSync(file, { force: true });
         n++;
       }
     }

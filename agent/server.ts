@@ -11,6 +11,8 @@
  * @module
  */
 import net from "node:net";
+import { listeningFd } from "../runtime/socket-fd.ts";
+import { duplicateFd } from "../runtime/spawn.ts";
 import { type AcceptedKey, respond, type Responded } from "../core/secure/opening.ts";
 import type { CryptoProvider } from "../core/secure/crypto.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
@@ -27,6 +29,8 @@ import { ClientConnection } from "./connection.ts";
 import { RejectionLog } from "./rejection-log.ts";
 import type { SessionManager } from "./sessions.ts";
 import type { OutboundStatus, OutboundTarget } from "./dialer.ts";
+import type { ProgramHistory } from "./handover.ts";
+import type { Upgrader } from "./upgrade-types.ts";
 
 /** A handshake that has run this long may be dropped for a waiting peer. */
 const EVICT_AFTER_MS = 1000;
@@ -36,6 +40,8 @@ export const REJECTION_LINES_PER_MINUTE = 60;
 /** What `agent status` reports. */
 export interface AgentStatus {
   version: string;
+  /** Which program runs (hex SHA-256 of its file; empty until hashed) and when it last changed. */
+  program: ProgramHistory;
   pid: number;
   uptimeSeconds: number;
   runtime: { name: string; version: string };
@@ -58,6 +64,8 @@ interface Connection {
   since: number;
   /** The key it authenticated with, once it has. */
   keyId?: string | null;
+  /** What serves it, once authenticated. */
+  client?: ClientConnection;
   close(): void;
 }
 
@@ -82,6 +90,10 @@ export class AgentServer {
   #perKey = new Map<string, number>();
   /** Listeners this agent dials (outbound mode); shown by status. */
   outbound: OutboundTarget[] = [];
+  /** The program running and its last change, for status. */
+  program: ProgramHistory = { build: "", previousBuild: null, previousVersion: null, changedAt: null };
+  /** Hands over to a new version (agent/upgrade.ts); null where this agent cannot. */
+  upgrader: Upgrader | null = null;
 
   constructor(
     readonly config: AgentConfig,
@@ -97,8 +109,11 @@ export class AgentServer {
     });
   }
 
-  /** Starts listening; resolves with the bound address. */
-  listen(): Promise<{ host: string; port: number }> {
+  /**
+   * Starts listening, on the socket in `inheritedFd` if given (a hand-over: it is already bound and
+   * listening); resolves with the bound address.
+   */
+  listen(inheritedFd?: number): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
       const server = net.createServer({ pauseOnConnect: false }, (socket) => this.#onSocket(socket));
       server.maxConnections = 10_000;
@@ -112,19 +127,43 @@ export class AgentServer {
           reject(new Error(`cannot listen on ${where}: permission denied (ports below 1024 need privileges)`));
         } else reject(new Error(`cannot listen on ${where}: ${e.message}`));
       });
-      server.listen(this.config.port, this.config.host, () => {
+      const listening = () => {
         const a = server.address() as net.AddressInfo;
         this.#address = { host: a.address, port: a.port };
         this.#server = server;
         resolve(this.#address);
-      });
+      };
+      if (inheritedFd !== undefined) server.listen({ fd: inheritedFd }, listening);
+      else server.listen(this.config.port, this.config.host, listening);
     });
+  }
+
+  /**
+   * Stops accepting for a hand-over and returns a copy of the listening socket's descriptor: the
+   * socket stays open, so connection attempts wait in its queue for whoever listens on it next.
+   * Null when not listening.
+   */
+  stopAccepting(): number | null {
+    if (!this.#server) return null;
+    const fd = duplicateFd(listeningFd(this.#server));
+    this.#server.close();
+    this.#server = null;
+    return fd;
+  }
+
+  /** Closes every connection, handshaking or served, but `keep`'s; its sessions go on without it. */
+  closeConnections(keep?: object): void {
+    for (const c of [...this.#connections, ...this.#handshaking]) {
+      if (keep && c.client === keep) this.sessions.disconnected(c.client);
+      else c.close();
+    }
   }
 
   /** A snapshot for `agent status`. */
   status(): AgentStatus {
     return {
       version: VERSION,
+      program: { ...this.program },
       pid: process.pid,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       runtime: runtimeInfo(),
@@ -316,6 +355,7 @@ export class AgentServer {
     log.info(`connection ${conn.remote} accepted (${how}, protocol v${accepted.version})`);
     this.#connections.add(conn);
     const client = new ClientConnection(accepted.frames, conn.remote, this.sessions, this.startedAt, accepted.keyId);
+    conn.client = client;
     const stopLimits = client.idleLimits(
       this.config.firstFrameTimeoutSeconds * 1000,
       this.config.connectionIdleTimeoutSeconds * 1000,

@@ -146,6 +146,9 @@ export function installService(options: ServiceOptions & { start: boolean; self:
   const report: ServiceReport = [];
   const inRoot = (p: string) => path.join(options.root, p);
   const binaryFile = inRoot(options.binary);
+  let binaryChanged = false;
+  const wasActive = onSystem(options) && systemdRunning() &&
+    run("systemctl", ["is-active", "agent.service"]).out === "active";
   if (options.self) {
     const same = fs.existsSync(binaryFile) && fs.readFileSync(binaryFile).equals(fs.readFileSync(options.self));
     if (same) report.push(`binary ${binaryFile}: up to date`);
@@ -154,6 +157,7 @@ export function installService(options: ServiceOptions & { start: boolean; self:
       const self = options.self;
       replaceFile(binaryFile, (temp) => fs.copyFileSync(self, temp, fs.constants.COPYFILE_EXCL), 0o755);
       report.push(`binary ${binaryFile}: installed from ${options.self}`);
+      binaryChanged = true;
     }
   } else if (!fs.existsSync(binaryFile)) {
     throw new ConfigError(
@@ -190,13 +194,31 @@ export function installService(options: ServiceOptions & { start: boolean; self:
 
   if (!onSystem(options)) report.push(`systemctl: not run (installing into ${options.root})`);
   else if (!systemdRunning()) report.push("systemctl: not run (systemd is not running on this machine)");
-  else {
-    must("systemctl", ["daemon-reload"]);
-    must("systemctl", ["enable", ...(options.start ? ["--now"] : []), "agent.service"]);
-    if (options.start && current !== null && current !== unit) must("systemctl", ["restart", "agent.service"]);
-    report.push(`systemctl: enabled${options.start ? " and started" : ""} agent.service`);
-  }
+  else {applyWithSystemctl(options.start, {
+      unitChanged: current !== null && current !== unit,
+      binaryChanged,
+      wasActive,
+    }, report);}
   return report;
+}
+
+/**
+ * Enables (and starts) the unit. A changed unit needs a restart; a new binary under the same unit
+ * is handed over to by the running agent instead (`systemctl reload`: SIGHUP, agent/upgrade.ts).
+ */
+function applyWithSystemctl(
+  start: boolean,
+  changed: { unitChanged: boolean; binaryChanged: boolean; wasActive: boolean },
+  report: ServiceReport,
+): void {
+  must("systemctl", ["daemon-reload"]);
+  must("systemctl", ["enable", ...(start ? ["--now"] : []), "agent.service"]);
+  if (start && changed.unitChanged) must("systemctl", ["restart", "agent.service"]);
+  else if (start && changed.binaryChanged && changed.wasActive) {
+    must("systemctl", ["reload", "agent.service"]);
+    report.push("systemctl: reloaded agent.service: the running agent hands over to the new binary");
+  }
+  report.push(`systemctl: enabled${start ? " and started" : ""} agent.service`);
 }
 
 /** Stops, disables and removes the unit; keeps the user, the binary and /var/lib/agent (keys), and says how to remove them. */

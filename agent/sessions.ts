@@ -22,9 +22,10 @@ import { decodeFrame, type Frame } from "../core/wire/frame.ts";
 import { encodeFields, MetaCode } from "../core/wire/messages.ts";
 import { ProtocolError, ServiceError } from "../core/errors.ts";
 import { HostControl } from "../core/session/contract.ts";
-import { DeliveryLink, type LinkTransport } from "../core/session/delivery.ts";
+import { DeliveryLink, type LinkSnapshot, type LinkTransport } from "../core/session/delivery.ts";
 import { type AttachmentInfo, decodeEnvelope, type SessionSummary } from "../core/session/protocol.ts";
 import { HostProcess } from "./host-process.ts";
+import { sessionRecord, type SessionsSnapshot } from "./session-records.ts";
 import { type SpareSummary, WarmHosts } from "./warm-hosts.ts";
 import { KeyAccess } from "./key-access.ts";
 import type { KeyScopes } from "./keystore.ts";
@@ -168,15 +169,18 @@ export class Attachment {
     keepLimitBytes: number,
     /** The key of the client attached (the one that attached or last resumed): it counts against its limit. */
     public keyId: string | null,
+    /** Where the link carries on from, for an attachment a hand-over brought. */
+    restored?: LinkSnapshot,
   ) {
     const records = session.manager.hostRecords;
     // A body is a view into the record the host wrote; the record's memory is reused once the client has it.
-    this.link = new DeliveryLink({
+    const options = {
       keepLimitBytes,
       onRoom: () => session.unblock(this),
-      recycle: (body) => records.recycle(body[0]),
-      onSend: (token) => this.#answered(token),
-    });
+      recycle: (body: readonly Uint8Array[]) => records.recycle(body[0]),
+      onSend: (token: number) => this.#answered(token),
+    };
+    this.link = restored ? DeliveryLink.restore(restored, options) : new DeliveryLink(options);
   }
 
   /** Notes a request the client sent; its reply ends it. At most UNANSWERED_TRACKED at once (a bounded figure). */
@@ -237,7 +241,10 @@ export class Session {
   lastDetachedAt: number = Date.now();
   idleTimer: ReturnType<typeof setTimeout> | null = null;
   ending = false;
+  /** Set during a hand-over: frames from clients are not taken (they are sent again after the resume). */
+  frozen = false;
   #resume: (() => void) | null = null;
+  #pumping: Promise<void> = Promise.resolve();
 
   constructor(
     readonly id: string,
@@ -290,11 +297,21 @@ export class Session {
     r?.();
   }
 
+  /** Starts reading the host's ring; {@link stopped} settles when that ends. */
+  start(): void {
+    this.#pumping = this.#pump();
+  }
+
+  /** Settles once the ring is no longer read (the host ended, or a hand-over froze the channel). */
+  get stopped(): Promise<void> {
+    return this.#pumping;
+  }
+
   /** Reads the host's ring and routes each frame to its attachment, until the host ends. */
-  async pump(): Promise<void> {
+  async #pump(): Promise<void> {
     try {
       for (;;) {
-        while (this.#blocked && !this.ending) await new Promise<void>((r) => (this.#resume = r));
+        while (this.#blocked && !this.ending && !this.frozen) await new Promise<void>((r) => (this.#resume = r));
         const record = await this.host.end.receive(this.manager.readRecordInto);
         if (record === null) break;
         const frame = decodeFrame(record);
@@ -321,12 +338,13 @@ export class Session {
     } catch (e) {
       this.manager.settings.log.warn(`session ${this.id.slice(0, 8)}: channel failed: ${(e as Error).message}`);
     }
-    if (!this.ending) await this.manager.fail(this, await this.#crashReason());
+    if (!this.ending && !this.frozen) await this.manager.fail(this, await this.#crashReason());
   }
 
   async #crashReason(): Promise<string> {
     const info = await Promise.race([this.host.exited, new Promise<null>((r) => setTimeout(() => r(null), 1000))]);
     if (!info) return "the session's host process stopped answering";
+    if (info.code === null && info.signal === null) return "the session's host process ended unexpectedly";
     return `the session's host process ended unexpectedly (${
       info.signal ? `signal ${info.signal}` : `exit code ${info.code}`
     })`;
@@ -405,7 +423,7 @@ export class SessionManager {
         warm ? ", already started" : ""
       })`,
     );
-    session.pump();
+    session.start();
     this.#warm.prepare(product); // the next session for this product need not wait for a runtime to start
     return this.#attach(session, peer).info();
   }
@@ -561,11 +579,7 @@ export class SessionManager {
     for (const att of this.#attachments.values()) {
       if (att.peer !== peer) continue;
       att.disconnect();
-      att.graceTimer = setTimeout(() => {
-        this.settings.log.info(`session ${att.session.id.slice(0, 8)} attachment ${att.id}: reconnect grace expired`);
-        this.#remove(att);
-      }, this.settings.reconnectGraceMs);
-      this.#clientLeft(att.session);
+      this.#restartTimers(att.session);
     }
   }
 
@@ -585,6 +599,112 @@ export class SessionManager {
       this.#warm.shutdown(),
       ...[...this.sessions.values()].map((s) => this.#end(s, "agent-stopped", "the agent is shutting down")),
     ]);
+  }
+
+  /**
+   * Hand-over, first step: client frames are no longer taken (their senders send them again after
+   * resuming) and the spare hosts end. Nothing else changes yet.
+   */
+  async freeze(): Promise<void> {
+    for (const s of this.sessions.values()) s.frozen = true;
+    await this.#warm.shutdown();
+  }
+
+  /**
+   * Hand-over, second step, once every connection is closed: waits until no frame is on its way
+   * into a ring (at most `timeoutMs`), then stops reading the rings and every timer. Throws when
+   * a host does not take its frames in time.
+   */
+  async quiesce(timeoutMs: number): Promise<void> {
+    const sessions = [...this.sessions.values()].filter((s) => !s.ending);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`a session's host did not take its requests within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([Promise.all(sessions.map((s) => s.host.sendsSettled())), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+    for (const s of sessions) {
+      s.host.freeze();
+      s.unblock();
+    }
+    await Promise.all(sessions.map((s) => s.stopped));
+    for (const s of sessions) this.#stopTimers(s);
+  }
+
+  /** What the next agent version carries on from; call after {@link quiesce}. */
+  snapshot(): SessionsSnapshot {
+    const sessions = [...this.sessions.values()].filter((s) => !s.ending).map((s) => sessionRecord(s));
+    return { nextAttachment: this.#nextAttachment, sessions };
+  }
+
+  /** Undoes {@link freeze} and {@link quiesce}: the hand-over did not happen. */
+  thaw(): void {
+    this.#warm.reopen();
+    for (const s of this.sessions.values()) {
+      if (s.ending) continue;
+      s.frozen = false;
+      if (s.host.frozen) {
+        s.host.thaw();
+        s.start();
+      }
+      this.#restartTimers(s);
+    }
+  }
+
+  /** Carries on with the sessions an earlier agent version handed over; their clients resume. */
+  adopt(snapshot: SessionsSnapshot): void {
+    this.#nextAttachment = Math.max(this.#nextAttachment, snapshot.nextAttachment);
+    for (const record of snapshot.sessions) {
+      const host = HostProcess.adopt(
+        record.host,
+        (line) => this.settings.log.warn(`session ${record.id.slice(0, 8)} host: ${line}`),
+      );
+      const session = new Session(record.id, record.product, record.productRoot, host, this, record.openedBy);
+      session.stats = record.stats;
+      for (const a of record.attachments) {
+        const att = new Attachment(
+          a.id,
+          session,
+          fromHex(a.resumeToken)!,
+          this.settings.replayLimitBytes,
+          a.keyId,
+          a.link,
+        );
+        att.held = a.held;
+        session.attachments.set(att.id, att);
+        this.#attachments.set(att.id, att);
+      }
+      this.sessions.set(session.id, session);
+      session.start();
+      this.#restartTimers(session);
+    }
+  }
+
+  #stopTimers(session: Session) {
+    if (session.idleTimer) clearTimeout(session.idleTimer);
+    session.idleTimer = null;
+    for (const att of session.attachments.values()) {
+      if (att.graceTimer) clearTimeout(att.graceTimer);
+      att.graceTimer = null;
+    }
+  }
+
+  /** Each attachment without a client waits out a fresh reconnect grace; the idle clock starts again. */
+  #restartTimers(session: Session) {
+    for (const att of session.attachments.values()) {
+      if (att.peer || att.graceTimer) continue;
+      att.graceTimer = setTimeout(() => {
+        this.settings.log.info(`session ${session.id.slice(0, 8)} attachment ${att.id}: reconnect grace expired`);
+        this.#remove(att);
+      }, this.settings.reconnectGraceMs);
+    }
+    this.#clientLeft(session);
   }
 
   /** The session `sessionId` if `peer`'s key may use it; one it may not use is as unknown to it as one that never was. */

@@ -102,6 +102,11 @@ export class WarmHosts {
     this.#spares.set(product, spare);
   }
 
+  /** Spares start again after {@link shutdown} (a hand-over that did not happen). */
+  reopen(): void {
+    this.#closed = false;
+  }
+
   /** Ends every spare (agent shutdown); no new ones start. */
   async shutdown(): Promise<void> {
     this.#closed = true;

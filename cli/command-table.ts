@@ -175,6 +175,34 @@ const status: CommandSpec = {
   action: async (flags: Flags) => (await import("./commands/status.ts")).statusCommand(flags),
 };
 
+const upgrade: CommandSpec = {
+  name: "upgrade [file]",
+  description: "Hand the running agent over to a new program: sessions, processes and transfers carry on",
+  options: [
+    { flags: "--json", help: "Print one JSON object" },
+    { flags: "--config <file>", help: CONFIG_HELP, list: true },
+    { flags: "--state-dir <dir>", help: STATE_DIR_HELP, list: true },
+  ],
+  examples: [
+    "agent upgrade ./agent-1.3.0      # install it in place of this one, keep this one as <program>.previous",
+    "agent upgrade                    # hand over to the installed program (a package manager replaced it)",
+  ],
+  notes: [
+    "The new program is checked first (`start --check` with the running agent's arguments), then the running",
+    "agent stops accepting (connection attempts wait in the listen queue), closes its connections, and hands the",
+    "listening socket, every session's host and every unacknowledged reply to the new version. Clients resume",
+    "their sessions; nothing is lost or repeated. If the new version does not report itself prepared within",
+    "`upgradeTimeoutSeconds` (30 s), the running agent takes everything back and the previous program is restored.",
+    "Run it as the agent's user (the control socket is the agent's). `systemctl reload agent` does the same when",
+    "the installed program changed, and reloads the configuration otherwise.",
+  ],
+  exitCodes: [
+    "0 the new version serves, 4 it did not take over (the running one carries on), 3 no agent runs, 1 other",
+  ],
+  action: async (file: string | undefined, flags: Flags) =>
+    (await import("./commands/upgrade.ts")).upgradeCommand(file, flags),
+};
+
 const keygen: CommandSpec = {
   name: "keygen",
   description: "Create a new 256-bit agent key and print it with its key id, or show a key file's ids",
@@ -360,7 +388,17 @@ const completion: CommandSpec = {
 };
 
 /** The commands, in the order help lists them. */
-export const COMMANDS: readonly CommandSpec[] = [start, status, keygen, probe, run, cp, service, completion];
+export const COMMANDS: readonly CommandSpec[] = [
+  start,
+  status,
+  upgrade,
+  keygen,
+  probe,
+  run,
+  cp,
+  service,
+  completion,
+];
 
 /** The text after the usage line of `agent CMD --help`: what it does, notes, exit codes, indented as cac indents. */
 export function helpAfterUsage(spec: CommandSpec): string[] {

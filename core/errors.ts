@@ -93,6 +93,7 @@ export const ERROR_CODES = {
   // The operator's side.
   "invalid-config": "a setting, flag or config file that cannot be used",
   "not-running": "no agent answers on this machine's control socket",
+  "upgrade-failed": "the new agent version did not take over; the running one carries on",
   "exit": "a command ends with a particular exit code",
   // `agent probe --json` reports these, as its exit codes tell them apart.
   "name-not-found": "probe: the host name did not resolve",

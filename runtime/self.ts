@@ -39,3 +39,16 @@ export function hostCommand(running: string = process.argv[1]): string[] {
   if (deno) return denoRunCommand(deno.execPath(), script);
   return [process.execPath, ...process.execArgv, script];
 }
+
+/** The file this program runs from: the single executable, or the script Node or Deno runs. */
+export function programFile(running: string = process.argv[1]): string {
+  return seaModule() ? process.execPath : path.resolve(running);
+}
+
+/** argv prefix that runs `file` the way this program runs: itself if an executable, else under this runtime. */
+export function programCommand(file: string): string[] {
+  const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
+  if (seaModule()) return [file];
+  if (deno) return denoRunCommand(deno.execPath(), file);
+  return [process.execPath, ...process.execArgv, file];
+}

@@ -37,6 +37,8 @@ export interface StartedProcess {
   stderr: Readable;
   /** Settles once the process has ended and been reaped (not waiting for its output to drain). */
   exit: Promise<ExitStatus>;
+  /** This side's descriptors of the three pipes, where posix_spawn made them: what a hand-over passes on. */
+  fds?: { stdin: number; stdout: number; stderr: number };
 }
 
 /** How {@link startProcess} starts a program. */
@@ -123,7 +125,13 @@ interface PosixSpawn {
   /** Creates a close-on-exec pipe: [read end, write end]. */
   pipe(): [number, number];
   close(fd: number): void;
-  /** Returns the child's pid, or throws an error with the errno posix_spawn returned. */
+  /** A close-on-exec copy of `fd`, numbered 3 or above. */
+  duplicate(fd: number): number;
+  /**
+   * Returns the child's pid, or throws an error with the errno posix_spawn returned. The child keeps
+   * the descriptors `dup2` places and, with `inherit`, those listed there (same numbers); every other
+   * descriptor from 3 up is closed.
+   */
   spawn(
     file: string,
     argv: readonly string[],
@@ -131,12 +139,14 @@ interface PosixSpawn {
     dup2: Array<[number, number]>,
     cwd: string | undefined,
     searchPath: boolean,
+    inherit?: readonly number[],
   ): number;
   /** waitpid(pid, WNOHANG): the raw status once the child has ended, else null. */
   reap(pid: number): number | null;
 }
 
 const O_CLOEXEC = 0o2000000;
+const F_DUPFD_CLOEXEC = 1030;
 const WNOHANG = 1;
 const POSIX_SPAWN_SETPGROUP = 0x02, POSIX_SPAWN_SETSIGDEF = 0x04, POSIX_SPAWN_SETSIGMASK = 0x08;
 /** Larger than glibc's posix_spawnattr_t (336 bytes), posix_spawn_file_actions_t (80) and sigset_t (128). */
@@ -191,13 +201,20 @@ function posixSpawnOver(f: Record<string, (...a: unknown[]) => number>, marshal:
       return [fds[0], fds[1]];
     },
     close: (fd) => void f.close(fd),
-    spawn(file, argv, envp, dup2, cwd, searchPath) {
+    duplicate(fd) {
+      const copy = f.fcntl(fd, F_DUPFD_CLOEXEC, 3);
+      if (copy < 0) throw startError("EMFILE", `cannot duplicate descriptor ${fd}`);
+      return copy;
+    },
+    spawn(file, argv, envp, dup2, cwd, searchPath, inherit) {
       const actions = new Uint8Array(OPAQUE_BYTES);
       f.posix_spawn_file_actions_init(actions);
       try {
         for (const [from, to] of dup2) f.posix_spawn_file_actions_adddup2(actions, from, to);
+        // dup2 onto itself clears close-on-exec (glibc 2.29 and later); the rest keep it and close at exec.
+        for (const fd of inherit ?? []) f.posix_spawn_file_actions_adddup2(actions, fd, fd);
         if (cwd !== undefined) f.posix_spawn_file_actions_addchdir_np(actions, marshal.string(cwd));
-        f.posix_spawn_file_actions_addclosefrom_np?.(actions, 3);
+        if (!inherit) f.posix_spawn_file_actions_addclosefrom_np?.(actions, 3);
         const pid = new Int32Array(1);
         const rc = (searchPath ? f.posix_spawnp : f.posix_spawn)(
           pid,
@@ -224,6 +241,7 @@ function posixSpawnOver(f: Record<string, (...a: unknown[]) => number>, marshal:
 const SIGNATURES: Record<string, string> = {
   pipe2: "int pipe2(void *fds, int flags)",
   close: "int close(int fd)",
+  fcntl: "int fcntl(int fd, int cmd, int arg)",
   posix_spawn:
     "int posix_spawn(void *pid, const char *path, void *fa, void *attr, const char **argv, const char **envp)",
   posix_spawnp:
@@ -311,9 +329,54 @@ function startWithPosixSpawn(
     stdout: new net.Socket({ fd: stdout[0], readable: true, writable: false }),
     stderr: new net.Socket({ fd: stderr[0], readable: true, writable: false }),
     exit: reaper.watch(pid),
+    fds: { stdin: stdin[1], stdout: stdout[0], stderr: stderr[0] },
   };
   started.stdin.on("error", () => {}); // EPIPE surfaces through the write that caused it
   return started;
+}
+
+/**
+ * Starts `program` sharing this process's standard input, output and error, and keeping the
+ * descriptors in `inherit` under the same numbers: how a running agent starts the version that
+ * takes over from it (agent/upgrade.ts). Needs posix_spawn. The child gets its own process group.
+ */
+export function startInheriting(
+  program: string,
+  args: readonly string[],
+  environment: Record<string, string>,
+  inherit: readonly number[],
+): { pid: number; exit: Promise<ExitStatus> } {
+  const libc = loadPosixSpawn();
+  if (!libc) throw startError("ENOSYS", "posix_spawn is not available in this process");
+  const envp = Object.entries(environment).map(([k, v]) => `${k}=${v}`);
+  reaper.listen();
+  try {
+    // The runtime marks 0, 1 and 2 close-on-exec too: they are passed on the same way.
+    const pid = libc.spawn(program, [program, ...args], envp, [], undefined, false, [0, 1, 2, ...inherit]);
+    return { pid, exit: reaper.watch(pid) };
+  } catch (e) {
+    reaper.unlistenIfIdle();
+    throw e;
+  }
+}
+
+/** A close-on-exec copy of `fd` (3 or above), which outlives the runtime's own handle on it. Needs the FFI. */
+export function duplicateFd(fd: number): number {
+  const libc = loadPosixSpawn();
+  if (!libc) throw startError("ENOSYS", "the C library is not reachable in this process");
+  return libc.duplicate(fd);
+}
+
+/** Closes a descriptor this process holds outside the runtime's handles. */
+export function closeFd(fd: number): void {
+  loadPosixSpawn()?.close(fd);
+}
+
+/** A pipe whose two ends are close-on-exec descriptors: [read, write]. */
+export function rawPipe(): [number, number] {
+  const libc = loadPosixSpawn();
+  if (!libc) throw startError("ENOSYS", "the C library is not reachable in this process");
+  return libc.pipe();
 }
 
 /**

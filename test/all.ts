@@ -42,6 +42,7 @@ import "./stall-grace.test.ts";
 import "./remote-commands.e2e.test.ts";
 import "./cp.e2e.test.ts";
 import "./tty.e2e.test.ts";
+import "./upgrade.e2e.test.ts";
 import "./messages.e2e.test.ts";
 import "./package.e2e.test.ts";
 import "./service.e2e.test.ts";

@@ -11,6 +11,12 @@ import { log, LOG_FORMATS, type LogFormat, setLogFormat } from "../../runtime/lo
 import { ConfigError } from "../../runtime/errors.ts";
 import { formatHost, isLoopback } from "../../runtime/tcp.ts";
 import { type SystemdNotifier, systemdNotifier } from "../../runtime/sd-notify.ts";
+import fs from "node:fs";
+import path from "node:path";
+import { programFile } from "../../runtime/self.ts";
+import { AgentUpgrader, fileSha256 } from "../../agent/upgrade.ts";
+import { pendingTakeover, prepareTakeover } from "../../agent/takeover.ts";
+import type { ProgramHistory } from "../../agent/handover.ts";
 
 /** Resolves and checks everything a start needs, without starting: `agent start --check`, and each reload. */
 async function loadSettings(flags: Flags, createKey: boolean) {
@@ -24,9 +30,10 @@ async function loadSettings(flags: Flags, createKey: boolean) {
 
 export async function startCommand(flags: Flags): Promise<void> {
   if (flags.check) return printCheck((await loadSettings(flags, false)).settings);
+  const pending = pendingTakeover(process.env); // an earlier version hands over to this one
   const { format, settings } = await loadSettings(flags, true);
   if (format) setLogFormat(format);
-  announce(settings, Boolean(flags.showKey));
+  if (!pending) announce(settings, Boolean(flags.showKey));
   const internalErrors = countInternalErrors();
 
   // Signal handlers go in before anything listens, so an early SIGTERM still shuts down cleanly.
@@ -36,13 +43,22 @@ export async function startCommand(flags: Flags): Promise<void> {
   process.on("SIGINT", onSignal("SIGINT"));
   process.on("SIGTERM", onSignal("SIGTERM"));
   let daemon: Daemon | null = null;
+  let upgrader: AgentUpgrader | null = null;
   let reloading = Promise.resolve();
   const systemd = systemdNotifier(process.env);
+  const environment = { ...process.env } as Record<string, string>; // what a new version starts with
   // The agent alone speaks to systemd: hosts and the programs they start do not inherit its socket.
   for (const name of ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]) delete process.env[name];
-  process.on("SIGHUP", () => void (reloading = reloading.then(() => reload(flags, daemon, systemd))));
+  const installed = programIdentity();
+  process.on("SIGHUP", () => {
+    reloading = reloading.then(() =>
+      installed !== programIdentity() && upgrader ? upgradeOnSignal(upgrader) : reload(flags, daemon, systemd)
+    );
+  });
 
-  daemon = await startDaemon(settings, internalErrors);
+  const takeover = pending ? await prepareTakeover(pending) : undefined;
+  daemon = await startDaemon(settings, internalErrors, takeover);
+  upgrader = enableUpgrades(daemon, settings, { environment, systemd, history: takeover?.state.history });
   systemd.notify(`READY=1\nSTATUS=${readyStatus(daemon)}`);
   systemd.startWatchdog(); // fed from this event loop, so systemd restarts an agent whose loop is stuck
   log.info(`received ${await stopped}, shutting down`);
@@ -50,6 +66,48 @@ export async function startCommand(flags: Flags): Promise<void> {
   systemd.stopWatchdog();
   await daemon.close();
   log.info("stopped");
+}
+
+/** Gives `daemon` an upgrader: `agent upgrade` on the control socket, and pushed updates. */
+function enableUpgrades(
+  daemon: Daemon,
+  { config }: DaemonSettings,
+  options: { environment: Record<string, string>; systemd: SystemdNotifier; history?: ProgramHistory },
+): AgentUpgrader {
+  const history = options.history ?? { build: "", previousBuild: null, previousVersion: null, changedAt: null };
+  if (!history.build) fileSha256(programFile()).then((b) => (history.build = b), () => {});
+  daemon.server.program = history;
+  const upgrader = new AgentUpgrader({
+    daemon,
+    runDir: path.join(config.stateDir, "run"),
+    timeoutMs: config.upgradeTimeoutSeconds * 1000,
+    startArgs: process.argv.slice(2),
+    environment: options.environment,
+    history,
+    systemd: options.systemd,
+    exit: () => {
+      options.systemd.stopWatchdog();
+      process.exit(0);
+    },
+  });
+  daemon.upgrade = (file) => upgrader.upgrade(file, "agent upgrade");
+  daemon.server.upgrader = upgrader;
+  return upgrader;
+}
+
+/** The installed program file's identity: a package manager replacing it changes it. */
+function programIdentity(): string {
+  try {
+    const s = fs.statSync(programFile());
+    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}`;
+  } catch {
+    return "";
+  }
+}
+
+/** SIGHUP after the installed program changed: hand over to it (`systemctl reload agent` after a package upgrade). */
+async function upgradeOnSignal(upgrader: AgentUpgrader): Promise<void> {
+  await upgrader.upgrade(undefined, "SIGHUP: the installed program changed").catch(() => {}); // logged there
 }
 
 /** What systemd shows for a ready agent (`systemctl status agent`). */

@@ -45,6 +45,7 @@ export async function statusCommand(flags: Flags): Promise<void> {
           })`
           : "no (outbound only)"
       }\n` +
+      programLine(status.program) +
       `key ids      ${status.keyIds.join(", ") || "-"}\n` +
       `connections  ${status.connections.open} open, ${status.connections.handshaking} in handshake\n` +
       `handshakes   ${status.handshakes.accepted} accepted; rejected: ${rejected}\n` +
@@ -53,6 +54,15 @@ export async function statusCommand(flags: Flags): Promise<void> {
       memoryLine(memory) +
       outboundLines(status.outbound ?? []),
   ));
+}
+
+/** Which build runs and what it replaced: `agent upgrade` changes it without a restart. */
+function programLine(program: AgentStatus["program"] | undefined): string {
+  if (!program) return "";
+  const build = program.build ? program.build.slice(0, 12) : "(hashing)";
+  if (program.changedAt === null) return `build        ${build}, since the agent started\n`;
+  const was = program.previousBuild ? `; was ${program.previousBuild.slice(0, 12)} (${program.previousVersion})` : "";
+  return `build        ${build}, since ${new Date(program.changedAt).toISOString()} (upgraded in place${was})\n`;
 }
 
 function spareLines(spares: AgentStatus["spares"]): string {

@@ -56,6 +56,16 @@ export interface DeliveryOptions {
   onSend?: (token: number) => void;
 }
 
+/**
+ * A disconnected link's whole state, to carry it into another process (a hand-over between agent
+ * versions): the numbers and every message the peer has not acknowledged.
+ */
+export interface LinkSnapshot {
+  sent: number;
+  received: number;
+  kept: Array<{ seq: number; code: number; token: number; body: Uint8Array }>;
+}
+
 interface Kept {
   seq: number;
   code: number;
@@ -176,6 +186,29 @@ export class DeliveryLink {
     for (const k of this.#kept) this.#transmit(k);
   }
 
+  /** The state to carry into another process; call while disconnected. */
+  snapshot(): LinkSnapshot {
+    const kept = this.#kept.map((k) => ({
+      seq: k.seq,
+      code: k.code,
+      token: k.token,
+      body: concatParts(k.body, k.size),
+    }));
+    return { sent: this.#sendSeq, received: this.#recvSeq, kept };
+  }
+
+  /** A disconnected link that carries on from `snapshot`; {@link resume} connects it. */
+  static restore(snapshot: LinkSnapshot, options: DeliveryOptions = {}): DeliveryLink {
+    const link = new DeliveryLink({ ...options, transmit: undefined });
+    link.#sendSeq = snapshot.sent;
+    link.#recvSeq = snapshot.received;
+    for (const k of snapshot.kept) {
+      link.#kept.push({ ...k, body: [k.body], size: k.body.length, reading: 0, acknowledged: false });
+      link.#keptBytes += k.body.length;
+    }
+    return link;
+  }
+
   /** Stops the acknowledgement timer; the link sends nothing more. */
   close(): void {
     this.disconnect();
@@ -219,4 +252,12 @@ export class DeliveryLink {
     if (this.#ackTimer) clearTimeout(this.#ackTimer);
     this.#ackTimer = null;
   }
+}
+
+function concatParts(parts: readonly Uint8Array[], size: number): Uint8Array {
+  if (parts.length === 1) return parts[0].slice();
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) out.set(p, at), (at += p.length);
+  return out;
 }

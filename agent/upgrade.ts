@@ -1,0 +1,241 @@
+/**
+ * The running agent's side of an upgrade: check the new program, install it (keeping the
+ * previous one), hand everything over to it (agent/handover.ts), and take everything back if it
+ * does not report itself prepared within `upgradeTimeoutSeconds`.
+ *
+ * Why a new process and not re-executing in place: the running version keeps every session until
+ * the new one is prepared, so a new program that exits at start, hangs, or cannot read the state
+ * costs nothing but the wait; an exec in place would have nothing left to go back to. The price is
+ * that the new agent is not the hosts' parent: it sees a host end as its pipe closing, and systemd
+ * is told the new main pid (`MAINPID=`) before the old process exits.
+ *
+ * @example
+ * ```ts
+ * const upgrader = new AgentUpgrader(context);
+ * const outcome = await upgrader.upgrade("/tmp/agent-1.2.0", "agent upgrade"); // then this process exits
+ * ```
+ * @module
+ */
+import crypto from "node:crypto";
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { VERSION } from "../core/version.ts";
+import { log } from "../runtime/log.ts";
+import { programCommand, programFile } from "../runtime/self.ts";
+import { closeFd, rawPipe, startInheriting } from "../runtime/spawn.ts";
+import type { SystemdNotifier } from "../runtime/sd-notify.ts";
+import { escapeControls } from "../core/text.ts";
+import type { Daemon, HandedOver } from "./daemon.ts";
+import { UpgradeError } from "./errors.ts";
+import { HANDOVER_ENV, type ProgramHistory, readReport, writeHandoverState } from "./handover.ts";
+import type { UpgradeOutcome, Upgrader } from "./upgrade-types.ts";
+
+/** What an upgrade needs of the running agent. */
+export interface UpgradeContext {
+  daemon: Daemon;
+  runDir: string;
+  timeoutMs: number;
+  /** The arguments this agent was started with (`start` and its flags): the new version gets the same. */
+  startArgs: readonly string[];
+  /** This agent's environment as it started, systemd's variables included. */
+  environment: Record<string, string>;
+  history: ProgramHistory;
+  systemd: SystemdNotifier;
+  /** Ends this process once the new version has taken over and whoever asked has the answer. */
+  exit(): void;
+}
+
+/** How long the old agent lingers after a hand-over for its answer to reach whoever asked. */
+const LINGER_MS = 200;
+/** Longest `start --check` of a new program may take. */
+const CHECK_TIMEOUT_MS = 30_000;
+
+export class AgentUpgrader implements Upgrader {
+  #busy = false;
+  #leaving: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(readonly context: UpgradeContext) {}
+
+  /**
+   * Hands over to the program in `file` (installed in place of this one first, the current one
+   * kept as `<program>.previous`), or to the installed program when `file` is undefined. Resolves
+   * once the new version is prepared; this process then exits ({@link leaveNow} makes it sooner).
+   * Throws {@link UpgradeError} with the reason, everything as it was, when it does not happen.
+   * `keep` is a connection to keep open for the answer.
+   */
+  async upgrade(file: string | undefined, requestedBy: string, keep?: object): Promise<UpgradeOutcome> {
+    if (this.#busy || this.#leaving) throw new UpgradeError("an upgrade is already under way");
+    this.#busy = true;
+    const started = performance.now();
+    try {
+      const program = programFile();
+      const source = file === undefined ? program : path.resolve(file);
+      log.info(`upgrade to ${escapeControls(source)} requested by ${escapeControls(requestedBy)}`);
+      // Both run while this version still serves: only the hand-over itself pauses the clients.
+      const [build] = await Promise.all([fileSha256(source), checkProgram(source, this.context)]);
+      const checked = performance.now();
+      const installed = source === program ? null : install(source, program);
+      const pausedAt = performance.now();
+      try {
+        await this.#handOver(program, build, keep);
+      } catch (e) {
+        installed?.undo();
+        throw e;
+      }
+      const outcome = { version: VERSION, build, previousBuild: this.context.history.build, tookMs: 0 };
+      const done = performance.now();
+      outcome.tookMs = Math.round(done - started);
+      log.info(
+        `handed over to build ${build.slice(0, 12)} in ${outcome.tookMs} ms (check ${ms(checked - started)}, ` +
+          `install ${ms(pausedAt - checked)}, paused until prepared ${ms(done - pausedAt)}); this process exits`,
+      );
+      this.#leaving = setTimeout(() => this.context.exit(), LINGER_MS);
+      return outcome;
+    } catch (e) {
+      const error = e instanceof UpgradeError ? e : new UpgradeError((e as Error).message, { cause: e });
+      log.warn(`upgrade failed, this version carries on: ${error.message}`);
+      throw error;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /** Exits now rather than after the linger: the answer has been written. */
+  leaveNow(): void {
+    if (!this.#leaving) return;
+    clearTimeout(this.#leaving);
+    this.context.exit();
+  }
+
+  async #handOver(program: string, build: string, keep?: object): Promise<void> {
+    const { daemon } = this.context;
+    const handed = await daemon.handOver(keep).catch((e) => {
+      throw new UpgradeError(`the sessions could not be paused: ${(e as Error).message}`, { cause: e });
+    });
+    let state: string | null = null;
+    const report = rawPipe(), go = rawPipe();
+    let child: { pid: number; exit: Promise<unknown> } | null = null;
+    try {
+      state = writeHandoverState(this.context.runDir, {
+        from: { pid: process.pid, version: VERSION },
+        startedAt: daemon.server.startedAt,
+        history: { build, previousBuild: this.context.history.build, previousVersion: VERSION, changedAt: Date.now() },
+        listenFd: handed.listenFd,
+        sessions: handed.sessions,
+      });
+      child = this.#spawn(program, handed, state, report[1], go[0]);
+      closeFd(report[1]);
+      closeFd(go[0]);
+      await this.#prepared(report[0], child);
+      this.context.systemd.notify(`MAINPID=${child.pid}`);
+    } catch (e) {
+      if (child) await stop(child);
+      if (state) fs.rmSync(state, { force: true });
+      closeFd(go[1]);
+      await daemon.takeBack(handed);
+      throw e;
+    }
+    // The go pipe's write end closes when this process exits: that is the new version's signal.
+  }
+
+  #spawn(program: string, handed: HandedOver, state: string, reportFd: number, goFd: number) {
+    const hostFds = handed.sessions.sessions.flatMap((s) => [s.host.fds.stdin, s.host.fds.stdout, s.host.fds.stderr]);
+    const inherit = [...(handed.listenFd === null ? [] : [handed.listenFd]), ...hostFds, reportFd, goFd];
+    const environment = { ...this.context.environment };
+    delete environment.WATCHDOG_PID; // it named this process; the new one is systemd's main process once this exits
+    environment[HANDOVER_ENV.state] = state;
+    environment[HANDOVER_ENV.report] = String(reportFd);
+    environment[HANDOVER_ENV.go] = String(goFd);
+    const [command, ...prefix] = programCommand(program);
+    try {
+      return startInheriting(command, [...prefix, ...this.context.startArgs], environment, inherit);
+    } catch (e) {
+      throw new UpgradeError(`the new program could not be started: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /** Waits for the new version's report: prepared, or why not, or its exit, or the timeout. */
+  async #prepared(reportFd: number, child: { exit: Promise<unknown> }): Promise<void> {
+    const reader = readReport(reportFd);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const seconds = this.context.timeoutMs / 1000;
+    try {
+      const report = await Promise.race([
+        reader.line,
+        child.exit.then(() => null),
+        new Promise<"late">((r) => (timer = setTimeout(() => r("late"), this.context.timeoutMs))),
+      ]);
+      if (report === "late") {
+        throw new UpgradeError(`the new version did not report itself prepared within ${seconds} s`);
+      }
+      if (report === null) throw new UpgradeError("the new version exited before it was prepared");
+      if (!report.ok) throw new UpgradeError(`the new version cannot take over: ${report.error}`);
+    } finally {
+      clearTimeout(timer);
+      reader.stop();
+    }
+  }
+}
+
+const ms = (t: number) => `${Math.round(t)} ms`;
+
+/** Kills a new version that did not take over, and waits for it to go. */
+async function stop(child: { pid: number; exit: Promise<unknown> }): Promise<void> {
+  try {
+    process.kill(child.pid, "SIGKILL");
+  } catch { /* already gone */ }
+  await child.exit;
+}
+
+/** Hex SHA-256 of a file, read in pieces. */
+export function fileSha256(file: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const hash = crypto.createHash("sha256");
+    fs.createReadStream(file)
+      .on("error", (e) => reject(new UpgradeError(`cannot read ${escapeControls(file)}: ${e.message}`)))
+      .on("data", (chunk) => hash.update(chunk))
+      .on("end", () => resolve(hash.digest("hex")));
+  });
+}
+
+/** Runs `start --check` of the new program with this agent's arguments; throws with what it said. */
+function checkProgram(file: string, context: UpgradeContext): Promise<void> {
+  const [command, ...prefix] = programCommand(file);
+  const args = [...prefix, ...context.startArgs, "--check"];
+  const env = { ...context.environment };
+  for (const name of ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]) delete env[name];
+  return new Promise((resolve, reject) => {
+    execFile(command, args, { env, timeout: CHECK_TIMEOUT_MS }, (error, _stdout, stderr) => {
+      if (!error) return resolve();
+      const said = escapeControls(String(stderr).trim().split("\n").slice(-3).join(" / "));
+      const how = error.killed
+        ? `did not finish within ${CHECK_TIMEOUT_MS / 1000} s`
+        : `failed (${error.message.split("\n")[0]})`;
+      reject(new UpgradeError(`the new program's check \`start --check\` ${how}${said ? `: ${said}` : ""}`));
+    });
+  });
+}
+
+/**
+ * Puts `source` in place of `program` atomically, the current one kept as `<program>.previous`
+ * (replacing an older one). Bundles beside it that only the old version used go to `.previous` too.
+ */
+function install(source: string, program: string): { undo(): void } {
+  const previous = `${program}.previous`, next = `${program}.next`;
+  fs.rmSync(next, { force: true });
+  fs.copyFileSync(source, next, fs.constants.COPYFILE_EXCL);
+  fs.chmodSync(next, fs.statSync(program).mode & 0o7777);
+  fs.rmSync(previous, { force: true });
+  fs.linkSync(program, previous);
+  fs.renameSync(next, program);
+  const hostOnly = path.join(path.dirname(program), `host${path.extname(program)}`);
+  const movedHost = /^agent\.[cm]js$/.test(path.basename(program)) && fs.existsSync(hostOnly);
+  if (movedHost) fs.renameSync(hostOnly, `${hostOnly}.previous`);
+  return {
+    undo() {
+      fs.renameSync(previous, program);
+      if (movedHost) fs.renameSync(`${hostOnly}.previous`, hostOnly);
+    },
+  };
+}
