@@ -19,7 +19,16 @@
  */
 export { Agent } from "./client/agent.ts";
 export { connect, type ConnectOptions, DialError } from "./client/connect.ts";
-export { type FleetOptions, type FleetResult, type FleetTarget, runOnAgents } from "./client/fleet.ts";
+export {
+  type FleetOptions,
+  type FleetResult,
+  type FleetTarget,
+  type RolloutOptions,
+  type RolloutResult,
+  rollOutUpdate,
+  runOnAgents,
+} from "./client/fleet.ts";
+export type { UpdateOptions } from "./core/client/update.ts";
 export {
   type AgentEntry,
   AgentListener,
@@ -42,7 +51,7 @@ export type {
   StartOptions,
   SystemInfo,
 } from "./core/session/contract.ts";
-export type { AgentInfo } from "./core/wire/messages.ts";
+export type { AgentInfo, UpgradeOutcome } from "./core/wire/messages.ts";
 export type { SessionSummary } from "./core/session/protocol.ts";
 export { generateKey, keyId, parseKey } from "./core/secure/keys.ts";
 export * from "./core/errors.ts";

@@ -21,10 +21,16 @@ const keyHex = z.string().check(z.regex(/^\s*[0-9a-fA-F]{64}\s*$/));
 const productName = z.string().check(z.regex(PRODUCT_NAME));
 /** A user or group: a name or a numeric id. */
 const account = z.union([z.string().check(z.regex(/^[a-z_][a-z0-9_.-]{0,31}\$?$|^\d+$/)), z.int().check(z.minimum(0))]);
-/** A key for every product, or one limited to some. */
+/** What a key may do beyond sessions: "update" pushes a new agent binary (docs/security.md "Pushed updates"). */
+export const KEY_RIGHTS = ["update"] as const;
+/** A key for every product, or one limited to some, or given rights. */
 const keyEntry = z.union([
   keyHex,
-  z.strictObject({ key: keyHex, products: z.array(productName).check(z.minLength(1)) }),
+  z.strictObject({
+    key: keyHex,
+    products: z.optional(z.array(productName).check(z.minLength(1))),
+    rights: z.optional(z.array(z.enum(KEY_RIGHTS))),
+  }),
 ]);
 /** What a product's hosts run as. */
 const productSettings = z.strictObject({ user: z.optional(account), group: z.optional(account) });
@@ -71,6 +77,8 @@ export const CONFIG_FILE = z.strictObject({
   upgradeTimeoutSeconds: z.optional(seconds),
   metrics: z.optional(hostPort),
   proxy: z.optional(z.string().check(z.minLength(1))),
+  releaseKeys: z.optional(z.array(keyHex)),
+  updateMaxMiB: z.optional(z.number().check(z.positive())),
 });
 
 /** The settings as the file gives them (all optional). */
@@ -81,7 +89,8 @@ export const ALLOWED: Record<keyof ConfigFile, string> = {
   host: "an address or host name to listen on, as a string",
   port: "a whole number from 0 to 65535",
   stateDir: "a directory path, as a string",
-  keys: 'a list of keys, each 64 hex digits or { "key": "<64 hex>", "products": ["name", ...] }',
+  keys:
+    'a list of keys, each 64 hex digits or { "key": "<64 hex>", "products"?: ["name", ...], "rights"?: ["update"] }',
   keyFiles: "a list of file paths (relative to the config file)",
   insecure: "true or false (a JSON boolean, not a string)",
   handshakeTimeoutSeconds: "a positive number of seconds",
@@ -109,6 +118,8 @@ export const ALLOWED: Record<keyof ConfigFile, string> = {
   upgradeTimeoutSeconds: "a positive number of seconds",
   metrics: '"host:port" for the health and metrics endpoint, e.g. "127.0.0.1:9464"',
   proxy: 'an HTTP proxy URL for outbound connections, e.g. "http://proxy.example.com:3128"',
+  releaseKeys: "a list of release public keys, each 64 hex digits (from `agent release keygen`)",
+  updateMaxMiB: "a positive number of MiB (the largest pushed update accepted)",
 };
 
 function describe(value: unknown): string {

@@ -12,7 +12,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { ConfigError } from "../runtime/errors.ts";
-import { type ConfigFile, parseConfigFile } from "./config-schema.ts";
+import { type ConfigFile, type KEY_RIGHTS, parseConfigFile } from "./config-schema.ts";
 import { DEFAULT_PORT } from "../core/wire/hello.ts";
 import { defaultStateDir } from "./state-dir.ts";
 import { checkSecretFile, checkStateDir } from "./file-trust.ts";
@@ -73,15 +73,23 @@ export interface AgentConfig {
   metrics: { host: string; port: number } | null;
   /** The log format from the config file, if it sets one. */
   logFormat: ConfigFile["logFormat"];
+  /** Ed25519 public keys (hex) a pushed update must be signed by; none: the SHA-256 alone is checked. */
+  releaseKeys: string[];
+  /** The largest pushed update accepted, in MiB. */
+  updateMaxMiB: number;
 }
 
 export { ConfigError };
 
-/** A key the agent accepts, as hex, and the products it may use (null: every product). */
+/** A key the agent accepts, as hex, the products it may use (null: every product), and its rights beyond sessions. */
 export interface KeyEntry {
   key: string;
   products: string[] | null;
+  rights?: KeyRight[];
 }
+
+/** A right a key may be given beyond sessions. */
+export type KeyRight = typeof KEY_RIGHTS[number];
 
 /** The user a product's hosts run as, and its group (by default the user's primary group): names or ids. */
 export interface ProductUser {
@@ -180,23 +188,14 @@ export function resolveConfig(options: ConfigOptions, env: Record<string, string
       ...(file?.connect ?? []).map((t) => fileTarget(t, configFile)),
     ],
     keepaliveSeconds: positive("--keepalive", pick(last(options.keepalive), undefined, file?.keepaliveSeconds, 15)),
-    ...changeSettings(file),
     metrics: metricsAddress(last(options.metrics) ?? file?.metrics),
     proxy: last(options.proxy) ?? file?.proxy,
-    logFormat: file?.logFormat,
+    ...fileOnlySettings(file),
   };
   if (!config.listen && config.connect.length === 0) {
     throw new ConfigError("--no-listen leaves nothing to do: give at least one --connect host:port");
   }
   return config;
-}
-
-/** How long a reload's removed key and an upgrade's new version get (config file only). */
-function changeSettings(file: ConfigFile | null | undefined) {
-  return {
-    revokedKeyGraceSeconds: file?.revokedKeyGraceSeconds ?? 60,
-    upgradeTimeoutSeconds: file?.upgradeTimeoutSeconds ?? 30,
-  };
 }
 
 /** The settings that bound authenticated inbound connections (config file only). */
@@ -209,11 +208,26 @@ function connectionLimits(file: ConfigFile | null | undefined) {
   };
 }
 
+/** Settings only the config file gives: the grace after a key's removal, the log format, and pushed updates'. */
+function fileOnlySettings(file: ConfigFile | null | undefined) {
+  return {
+    revokedKeyGraceSeconds: file?.revokedKeyGraceSeconds ?? 60,
+    upgradeTimeoutSeconds: file?.upgradeTimeoutSeconds ?? 30,
+    logFormat: file?.logFormat,
+    releaseKeys: (file?.releaseKeys ?? []).map((k) => k.trim().toLowerCase()),
+    updateMaxMiB: positive("updateMaxMiB", file?.updateMaxMiB ?? 512),
+  };
+}
+
 /** Keys from --key (every product) and the file's "keys" (a string, or an object limiting its products). */
 function keyEntries(flags: string[], fromFile: ConfigFile["keys"]): KeyEntry[] {
   return [
     ...flags.map((key) => ({ key, products: null })),
-    ...(fromFile ?? []).map((k) => typeof k === "string" ? { key: k, products: null } : k),
+    ...(fromFile ?? []).map((k) =>
+      typeof k === "string"
+        ? { key: k, products: null }
+        : { key: k.key, products: k.products ?? null, ...(k.rights ? { rights: k.rights } : {}) }
+    ),
   ];
 }
 

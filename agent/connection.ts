@@ -25,6 +25,7 @@ import { startKeepalive } from "../core/wire/keepalive.ts";
 import { CloseWatch } from "../core/concurrency.ts";
 import { VERSION } from "../core/version.ts";
 import type { Attachment, SessionManager, SessionPeer } from "./sessions.ts";
+import type { UpdateReceiver } from "./updates.ts";
 import { runtimeInfo } from "../runtime/crypto.ts";
 import { IdleTrim } from "../runtime/malloc.ts";
 
@@ -43,6 +44,8 @@ export class ClientConnection implements SessionPeer {
     readonly startedAt: number,
     /** The key the client authenticated with: it decides which sessions the client may use. */
     readonly keyId: string | null = null,
+    /** Takes pushed updates (meta UpdateBegin…); null where none may be pushed (LocalAgent). */
+    readonly updates: UpdateReceiver | null = null,
   ) {
     this.#closes = new CloseWatch(frames.stream.closed);
   }
@@ -126,6 +129,7 @@ export class ClientConnection implements SessionPeer {
       return e instanceof AgentError ? `${e.code}: ${e.message}` : (e as Error).message;
     } finally {
       this.sessions.disconnected(this);
+      this.updates?.disconnected(this);
       this.frames.close();
     }
   }
@@ -163,17 +167,21 @@ export class ClientConnection implements SessionPeer {
     }
     const replyBytes = (payload: Uint8Array) =>
       this.send({ target: frame.target, code: frame.code + 1, token: frame.token, payload });
+    const fail = (e: unknown) => {
+      const { code, message } = serializeError(e);
+      return this.#error(frame, code, message);
+    };
     const request: MetaRequest = {
       payload: frame.payload,
       fields: () => decodeFields<Record<string, unknown>>(frame.payload) ?? {},
       reply: (fields) => replyBytes(encodeFields(fields)),
       replyBytes,
+      later: (work) => void work.then((fields) => request.reply(fields), fail).catch(() => {}),
     };
     try {
       await handler(request, this);
     } catch (e) {
-      const { code, message } = serializeError(e);
-      return await this.#error(frame, code, message);
+      return await fail(e);
     }
   }
 
@@ -217,6 +225,8 @@ interface MetaRequest {
   reply(fields: unknown): Promise<void>;
   /** Answers with raw bytes, under the request code + 1. */
   replyBytes(payload: Uint8Array): Promise<void>;
+  /** Answers with what `work` resolves to, or its error, whenever it settles; this connection reads on meanwhile. */
+  later(work: Promise<unknown>): void;
 }
 
 /**
@@ -255,7 +265,25 @@ const META_HANDLERS: { [C in MetaCode]?: MetaHandler } = {
   [MetaCode.List]: (request, connection) => request.reply({ sessions: connection.sessions.list(connection) }),
   // Its arrival is the news (lastReceivedAt); an event is never answered.
   [MetaCode.Heartbeat]: () => {},
+  [MetaCode.UpdateBegin]: async (request, connection) =>
+    request.reply(await updatesOf(connection).begin(connection, request.fields())),
+  // Awaited: the next chunk is read only once this one is written (backpressure to the client's window).
+  [MetaCode.UpdateData]: async (request, connection) =>
+    request.reply(await updatesOf(connection).data(connection, request.payload)),
+  // Applying takes a while: the connection reads on (heartbeats) and the reply goes when it is done.
+  [MetaCode.UpdateCommit]: (request, connection) =>
+    request.later(updatesOf(connection).commit(connection, request.fields())),
+  [MetaCode.UpdateAbort]: async (request, connection) => {
+    await updatesOf(connection).abort(connection, request.fields());
+    return request.reply({});
+  },
 };
+
+/** The connection's update receiver; an agent without one (LocalAgent) cannot be updated this way. */
+function updatesOf(connection: ClientConnection): UpdateReceiver {
+  if (connection.updates) return connection.updates;
+  throw new ServiceError("update-unavailable", "this agent cannot apply updates: it takes none over its connections");
+}
 
 /** What the agent tells clients about itself (meta Info), the same however they connected. */
 function agentInfo(startedAt: number): AgentInfo {

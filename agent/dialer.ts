@@ -15,6 +15,7 @@ import { dialTls, type TrustOptions } from "../runtime/tls.ts";
 import { formatHost } from "../runtime/tcp.ts";
 import { CertificateError, DialError, ProxyError } from "../runtime/errors.ts";
 import { ClientConnection } from "./connection.ts";
+import type { UpdateReceiver } from "./updates.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { SessionManager } from "./sessions.ts";
 
@@ -83,6 +84,8 @@ export interface OutboundContext {
   handshakeTimeoutMs: number;
   keepaliveMs: number;
   log: Logger;
+  /** Takes updates the listener pushes (with this agent's key, when it has the `update` right); none when absent. */
+  updates?: UpdateReceiver;
 }
 
 export class OutboundTarget {
@@ -192,7 +195,7 @@ export class OutboundTarget {
       accepted = true;
       onReady();
     });
-    const conn = new ClientConnection(frames, this.address, sessions, startedAt, key.id);
+    const conn = new ClientConnection(frames, this.address, sessions, startedAt, key.id, this.context.updates);
     this.#current = conn;
     const stopKeepalive = conn.keepalive(keepaliveMs, keepaliveMs * 3);
     const reason = await conn.serve();

@@ -13,9 +13,19 @@ import fs from "node:fs";
 import path from "node:path";
 import type { AcceptedKey } from "../core/secure/opening.ts";
 import { generateKey, keyId, parseKey } from "../core/secure/keys.ts";
-import { ConfigError, type KeyEntry } from "./config.ts";
+import { ConfigError, type KeyEntry, type KeyRight } from "./config.ts";
 import { checkSecretFile, checkStateDir } from "./file-trust.ts";
-import { PRODUCT_NAME } from "./config-schema.ts";
+import { KEY_RIGHTS, PRODUCT_NAME } from "./config-schema.ts";
+
+/** A key the agent accepts, with the rights it was given beyond sessions (none when absent). */
+export interface ServedKey extends AcceptedKey {
+  rights?: readonly KeyRight[];
+}
+
+/** True when `keyId` is among `keys` and was given `right`. */
+export function keyHasRight(keys: readonly ServedKey[], keyId: string | null, right: KeyRight): boolean {
+  return keyId !== null && (keys.find((k) => k.id === keyId)?.rights ?? []).includes(right);
+}
 
 /** File name of the key the agent creates on first start. */
 export const DEFAULT_KEY_FILE = "agent.key";
@@ -26,8 +36,9 @@ export function readKeyFile(file: string): string[] {
 }
 
 /**
- * Reads every key in `file` with the products its line limits it to: `<64 hex>` (every product)
- * or `<64 hex> products=name,name`. Refuses a file others can read or another user owns.
+ * Reads every key in `file` with the products its line limits it to and the rights it gives:
+ * `<64 hex>` (every product, no rights), `<64 hex> products=name,name`, `<64 hex> rights=update`, or both.
+ * Refuses a file others can read or another user owns.
  */
 export function readKeyFileEntries(file: string): KeyEntry[] {
   let stat: fs.Stats;
@@ -43,24 +54,29 @@ export function readKeyFileEntries(file: string): KeyEntry[] {
     const [key, ...rest] = line.replace(/#.*/, "").trim().split(/\s+/).filter(Boolean);
     if (key === undefined) return;
     const where = `line ${i + 1} of ${file}`;
-    entries.push({ key: parseKey(key, where).hex, products: lineProducts(rest, where) });
+    entries.push({ key: parseKey(key, where).hex, ...lineSettings(rest, where) });
   });
   if (entries.length === 0) throw new ConfigError(`key file ${file} holds no key`);
   return entries;
 }
 
-/** The products a key file's line names after its key (`products=a,b`), or null for every product. */
-function lineProducts(words: string[], where: string): string[] | null {
-  if (words.length === 0) return null;
-  const m = words.length === 1 ? /^products=([a-z0-9,-]+)$/.exec(words[0]) : null;
-  const names = m?.[1].split(",") ?? [];
-  if (!m || names.some((n) => !PRODUCT_NAME.test(n))) {
-    throw new ConfigError(
-      `${where}: ${JSON.stringify(words.join(" "))} is not products=name,name (after the key, only the ` +
-        "products it may use, each 1–32 of a-z, 0-9 and -, starting with a letter)",
-    );
+/** What a key file's line says after its key: `products=a,b` (else every product) and `rights=update` (else none). */
+function lineSettings(words: string[], where: string): { products: string[] | null; rights?: KeyRight[] } {
+  let products: string[] | null = null, rights: KeyRight[] | undefined;
+  for (const word of words) {
+    const m = /^(products|rights)=([a-z0-9,-]+)$/.exec(word);
+    const names = m?.[2].split(",") ?? [];
+    if (m?.[1] === "products" && products === null && names.every((n) => PRODUCT_NAME.test(n))) products = names;
+    else if (m?.[1] === "rights" && !rights && names.every((n) => (KEY_RIGHTS as readonly string[]).includes(n))) {
+      rights = names as KeyRight[];
+    } else {
+      throw new ConfigError(
+        `${where}: ${JSON.stringify(words.join(" "))} is not products=name,name and/or rights=update (after the ` +
+          "key, only the products it may use, each 1–32 of a-z, 0-9 and -, starting with a letter, and its rights)",
+      );
+    }
   }
-  return names;
+  return rights ? { products, rights } : { products };
 }
 
 /** Creates the state directory (mode 0700) if it does not exist, refusing one it may not trust. */
@@ -93,7 +109,7 @@ export async function loadAgentKeys(
   config: { keys: KeyEntry[]; keyFiles: string[]; stateDir: string },
   createIfMissing = true,
 ): Promise<{
-  keys: AcceptedKey[];
+  keys: ServedKey[];
   scopes: KeyScopes;
   generated: { hex: string; file: string } | null;
 }> {
@@ -119,32 +135,35 @@ export async function loadAgentKeys(
     entries.push(...readKeyFileEntries(file));
   }
   const byHex = scopesByHex(entries);
-  const keys: AcceptedKey[] = [];
+  const keys: ServedKey[] = [];
   const scopes: KeyScopes = new Map();
-  for (const [hex, products] of byHex) {
+  for (const [hex, { products, rights }] of byHex) {
     const bytes = parseKey(hex).bytes;
     const id = await keyId(bytes);
-    keys.push({ id, bytes });
+    keys.push(rights.length ? { id, bytes, rights } : { id, bytes });
     scopes.set(id, products);
   }
   return { keys, scopes, generated };
 }
 
-/** Each distinct key with its products; a key given twice must be given the same products both times. */
-function scopesByHex(entries: KeyEntry[]): Map<string, readonly string[] | null> {
-  const byHex = new Map<string, readonly string[] | null>();
-  const describe = (p: readonly string[] | null) => (p ? `products ${[...p].sort().join(", ")}` : "every product");
-  for (const { key, products } of entries) {
+/** Each distinct key with its products and rights; a key given twice must be given the same both times. */
+function scopesByHex(entries: KeyEntry[]): Map<string, { products: readonly string[] | null; rights: KeyRight[] }> {
+  const byHex = new Map<string, { products: readonly string[] | null; rights: KeyRight[] }>();
+  const describe = ({ products, rights }: { products: readonly string[] | null; rights: KeyRight[] }) =>
+    (products ? `products ${[...products].sort().join(", ")}` : "every product") +
+    (rights.length ? `, rights ${[...rights].sort().join(", ")}` : "");
+  for (const { key, products, rights } of entries) {
     const hex = key.toLowerCase();
+    const entry = { products, rights: [...new Set(rights ?? [])] };
     if (!byHex.has(hex)) {
-      byHex.set(hex, products);
+      byHex.set(hex, entry);
       continue;
     }
     const before = byHex.get(hex)!;
-    if (describe(before) !== describe(products)) {
+    if (describe(before) !== describe(entry)) {
+      const what = String(before.products) === String(entry.products) ? "rights" : "products";
       throw new ConfigError(
-        `a key is given twice with different products (${describe(before)}; ${describe(products)}): ` +
-          "give each key once",
+        `a key is given twice with different ${what} (${describe(before)}; ${describe(entry)}): give each key once`,
       );
     }
   }

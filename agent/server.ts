@@ -13,7 +13,7 @@
 import net from "node:net";
 import { listeningFd } from "../runtime/socket-fd.ts";
 import { duplicateFd } from "../runtime/spawn.ts";
-import { type AcceptedKey, respond, type Responded } from "../core/secure/opening.ts";
+import { respond, type Responded } from "../core/secure/opening.ts";
 import type { CryptoProvider } from "../core/secure/crypto.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
 import { EncryptionMode } from "../core/wire/hello.ts";
@@ -30,7 +30,9 @@ import { RejectionLog } from "./rejection-log.ts";
 import type { SessionManager } from "./sessions.ts";
 import type { OutboundStatus, OutboundTarget } from "./dialer.ts";
 import type { ProgramHistory } from "./handover.ts";
+import type { ServedKey } from "./keystore.ts";
 import type { Upgrader } from "./upgrade-types.ts";
+import { UpdateReceiver } from "./updates.ts";
 
 /** A handshake that has run this long may be dropped for a waiting peer. */
 const EVICT_AFTER_MS = 1000;
@@ -88,16 +90,17 @@ export class AgentServer {
   #perAddress = new Map<string, number>();
   /** Authenticated inbound connections per key id. */
   #perKey = new Map<string, number>();
-  /** Listeners this agent dials (outbound mode); shown by status. */
-  outbound: OutboundTarget[] = [];
+  #outbound: OutboundTarget[] = [];
   /** The program running and its last change, for status. */
   program: ProgramHistory = { build: "", previousBuild: null, previousVersion: null, changedAt: null };
-  /** Hands over to a new version (agent/upgrade.ts); null where this agent cannot. */
+  /** Hands over to a new version (agent/upgrade.ts), for `agent upgrade` and pushed updates; while null, every update is refused ("cannot apply updates"). */
   upgrader: Upgrader | null = null;
+  /** Takes pushed updates from clients whose key has the right (meta UpdateBegin, UpdateData, UpdateCommit). */
+  readonly updates: UpdateReceiver;
 
   constructor(
     readonly config: AgentConfig,
-    public keys: AcceptedKey[],
+    public keys: ServedKey[],
     readonly provider: CryptoProvider,
     readonly sessions: SessionManager,
   ) {
@@ -107,6 +110,27 @@ export class AgentServer {
       evictAfterMs: Math.min(EVICT_AFTER_MS, config.handshakeTimeoutSeconds * 500),
       failuresPerMinute: config.authFailuresPerMinute,
     });
+    this.updates = new UpdateReceiver(
+      {
+        stateDir: config.stateDir,
+        maxBytes: Math.floor(config.updateMaxMiB * 1024 * 1024),
+        releaseKeys: config.releaseKeys,
+      },
+      () => this.keys,
+      () => this.upgrader,
+      log,
+    );
+  }
+
+  /** Listeners this agent dials (outbound mode); shown by status. */
+  get outbound(): OutboundTarget[] {
+    return this.#outbound;
+  }
+
+  /** Each listener given here takes pushed updates through this server's {@link updates}, as inbound clients do. */
+  set outbound(targets: OutboundTarget[]) {
+    this.#outbound = targets;
+    for (const t of targets) t.context.updates ??= this.updates;
   }
 
   /**
@@ -193,7 +217,7 @@ export class AgentServer {
    * with a key no longer among them are closed after `graceMs`; their
    * sessions wait out the reconnect grace as after any disconnect.
    */
-  replaceKeys(keys: AcceptedKey[], graceMs: number): { added: string[]; removed: string[] } {
+  replaceKeys(keys: ServedKey[], graceMs: number): { added: string[]; removed: string[] } {
     const before = new Set(this.keys.map((k) => k.id)), after = new Set(keys.map((k) => k.id));
     this.keys = keys;
     const removed = [...before].filter((id) => !after.has(id));
@@ -354,7 +378,14 @@ export class AgentServer {
     const how = accepted.keyId ? `key ${accepted.keyId}` : "insecure";
     log.info(`connection ${conn.remote} accepted (${how}, protocol v${accepted.version})`);
     this.#connections.add(conn);
-    const client = new ClientConnection(accepted.frames, conn.remote, this.sessions, this.startedAt, accepted.keyId);
+    const client = new ClientConnection(
+      accepted.frames,
+      conn.remote,
+      this.sessions,
+      this.startedAt,
+      accepted.keyId,
+      this.updates,
+    );
     conn.client = client;
     const stopLimits = client.idleLimits(
       this.config.firstFrameTimeoutSeconds * 1000,

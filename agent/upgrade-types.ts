@@ -11,7 +11,10 @@ export interface UpgradeOutcome {
   tookMs: number;
 }
 
-/** Applies a checked binary: hand-over to it, rollback on failure (throws an AgentError, code "upgrade-failed"). */
+/**
+ * Applies a checked binary: hand-over to it, rollback on failure (throws an AgentError, code "upgrade-failed").
+ * `keep` is the connection that asked: it stays open through the hand-over for the answer.
+ */
 export interface Upgrader {
-  upgrade(file: string, requestedBy: string): Promise<UpgradeOutcome>;
+  upgrade(file: string, requestedBy: string, keep?: object): Promise<UpgradeOutcome>;
 }

@@ -341,6 +341,74 @@ const cp: CommandSpec = {
   action: async (operands: string[], flags: Flags) => (await import("./commands/cp.ts")).cpCommand(operands, flags),
 };
 
+const update: CommandSpec = {
+  name: "update [targets] [file]",
+  description: "Push a new agent binary to one or many agents and report each agent's outcome",
+  options: [
+    { flags: "--key <hex>", help: "The agents' key (visible in `ps`, prefer --key-file)", list: true },
+    {
+      flags: "--key-file <file>",
+      help: "File holding the agents' key; they must give it the update right (env AGENT_KEY_FILE)",
+      list: true,
+    },
+    {
+      flags: "--signature <file>",
+      help: "The release signature of FILE (agent release sign FILE), for agents configured with release keys",
+      list: true,
+    },
+    { flags: "--canary <n>", help: "Agents updated first, one at a time; if one fails, no other is tried (default 1)" },
+    { flags: "--max-in-flight <n>", help: "After the canaries, agents updated at once (default 4)" },
+    {
+      flags: "--jitter <seconds>",
+      help: "Start each agent after the canaries after a random delay up to this (default 0)",
+    },
+    {
+      flags: "--no-stop-on-failure",
+      help: "After the canaries, go on past a failed agent (default: stop at the first)",
+    },
+    { flags: "--timeout <seconds>", help: "Time allowed per agent, sending and taking over included (default 600)" },
+    { flags: "--connect-timeout <seconds>", help: "Time allowed to connect to each agent (default 10)" },
+    { flags: "--json", help: "Print one JSON object: ok, and each agent's status, version and build or error" },
+  ],
+  examples: [
+    "agent update web1:46336 dist/agent --key-file fleet.key",
+    "agent update web1,web2,web3:4000 dist/agent --key-file fleet.key --signature agent.sig --max-in-flight 2",
+  ],
+  usage: "update HOST[:PORT][,HOST[:PORT]...] FILE [options]",
+  notes: [
+    "FILE goes to each agent with its SHA-256 (and the signature); the agent checks both, takes over with it",
+    "and keeps its sessions, or rolls back and says why. The agents' configuration must give the key the",
+    'update right ("rights": ["update"] in "keys", or rights=update in a key file); see docs/operations.md',
+    '"Pushed updates". An agent whose key lacks it, or a wrong signature, fails only that agent.',
+  ],
+  exitCodes: ["0 every agent updated, 3 some agent failed or was not attempted (each named), 2 usage, 1 other"],
+  action: async (targets: string | undefined, file: string | undefined, flags: Flags) =>
+    (await import("./commands/update.ts")).updateCommand(targets, file, flags),
+};
+
+const release: CommandSpec = {
+  name: "release [action] [file]",
+  description: "Make a release key (keygen), or sign a binary with one (sign FILE), for signed pushed updates",
+  options: [
+    { flags: "--out <file>", help: "keygen: write the private key here (mode 0600); sign: the signature", list: true },
+    { flags: "--force", help: "With --out: replace an existing file" },
+    { flags: "--key <file>", help: "sign: the release key file (from agent release keygen --out)", list: true },
+    { flags: "--json", help: "Print one JSON object" },
+  ],
+  examples: [
+    'agent release keygen --out ~/release.key     # prints the public key for the agents\' "releaseKeys"',
+    "agent release sign dist/agent --key ~/release.key > agent.sig",
+  ],
+  usage: "release keygen [--out FILE] | release sign FILE --key KEYFILE [--out SIGFILE]",
+  notes: [
+    "The signature covers the binary's SHA-256; agents with release keys configured take a pushed update",
+    'only with a signature by one of them (docs/security.md "Pushed updates").',
+  ],
+  exitCodes: ["0 ok, 2 usage (no such action, unreadable file, a key file others can read), 1 other"],
+  action: async (action: string | undefined, file: string | undefined, flags: Flags) =>
+    (await import("./commands/release.ts")).releaseCommand(action, file, flags),
+};
+
 const service: CommandSpec = {
   name: "service [action]",
   description: "Install, uninstall or show the agent as a systemd service (install | uninstall | status)",
@@ -396,6 +464,8 @@ export const COMMANDS: readonly CommandSpec[] = [
   probe,
   run,
   cp,
+  update,
+  release,
   service,
   completion,
 ];

@@ -3,6 +3,7 @@
  * a string, a number, a boolean, or a list of them when the option repeats.
  * @module
  */
+import { ConfigError } from "../runtime/errors.ts";
 
 /** Flags as cac parses them (strings, numbers, booleans or arrays of them). */
 export type Flags = Record<string, unknown>;
@@ -33,4 +34,18 @@ export function optionMissingValue(argv: readonly string[], valued: readonly str
     const next = words[i + 1];
     return next === undefined || (next.startsWith("-") && next !== "-" && !/^-\d/.test(next));
   });
+}
+
+/**
+ * The flag's value as a whole number of at least `min` (the last one when repeated), `fallback` when absent;
+ * anything else throws a sentence naming the option as typed.
+ */
+export function wholeNumber(v: unknown, option: string, min: number, fallback: number): number {
+  const s = str(v);
+  if (s === undefined) return fallback;
+  const n = Number(s);
+  if (!Number.isSafeInteger(n) || n < min) {
+    throw new ConfigError(`${option} must be a whole number, ${min} or more, not "${s}"`);
+  }
+  return n;
 }

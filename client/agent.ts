@@ -7,7 +7,8 @@
  */
 import type { AgentClient } from "../core/client/agent-client.ts";
 import { listSessions, RemoteSession } from "../core/client/remote-session.ts";
-import type { AgentInfo } from "../core/wire/messages.ts";
+import type { AgentInfo, UpgradeOutcome } from "../core/wire/messages.ts";
+import type { UpdateOptions } from "../core/client/update.ts";
 import type { SessionSummary } from "../core/session/protocol.ts";
 import { useUninitializedAllocation } from "../runtime/memory.ts";
 
@@ -53,6 +54,18 @@ export class Agent {
   /** A round trip to the agent, with the agent's clock. */
   ping(): Promise<{ rttMs: number; agentTimeMs: number }> {
     return this.client.ping();
+  }
+
+  /**
+   * Pushes `binary` (the bytes of a new `agent` executable) as the agent's new program, streamed with
+   * its SHA-256 and, where the agent's operator configured release keys, `options.signature`. The
+   * agent checks it, hands over to it and answers with the {@link UpgradeOutcome}; a refusal rejects
+   * with a `RemoteError` whose code says why (`update-not-allowed`, `update-digest-mismatch`,
+   * `update-signature-invalid`, `update-too-large`, `upgrade-failed`, …). The hand-over may end this
+   * connection after the reply: connect again to carry on. docs/operations.md "Pushed updates".
+   */
+  update(binary: Uint8Array, options: UpdateOptions = {}): Promise<UpgradeOutcome> {
+    return this.client.update(binary, options);
   }
 
   /** Resolves when the connection ends, with the reason. */

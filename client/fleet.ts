@@ -6,6 +6,9 @@
  */
 import { eachLimited } from "../core/concurrency.ts";
 import { AbortedError, TimeoutError } from "../core/errors.ts";
+import { rollOut, type RolloutOutcome, type RolloutPlan } from "../core/client/rollout.ts";
+import type { UpgradeOutcome } from "../core/wire/messages.ts";
+import { sha256Hex } from "../core/client/update.ts";
 import type { Agent } from "./agent.ts";
 import { connect, type ConnectOptions } from "./connect.ts";
 
@@ -120,6 +123,87 @@ export async function runOnAgents<T>(
     signal?.removeEventListener("abort", abortAll);
   }
   return results;
+}
+
+/**
+ * How {@link rollOutUpdate} proceeds: the plan (canaries, at most `maxInFlight` at once, jitter,
+ * stop at the first failure), the release signature, and the time allowed per agent.
+ *
+ * @example
+ * ```ts
+ * const options: RolloutOptions = { canary: 1, maxInFlight: 4, jitterMs: 2_000, stopOnFailure: true, timeoutMs: 300_000 };
+ * console.log(options.canary); // 1
+ * ```
+ */
+export interface RolloutOptions extends RolloutPlan {
+  /** The release signature (hex, `agent release sign FILE`), for agents configured with release keys. */
+  signature?: string;
+  /** Time allowed per agent, connecting and applying included (default: none). */
+  timeoutMs?: number;
+  /** Called as each agent's update finishes (for progress). */
+  onOutcome?: (outcome: RolloutResult) => void;
+}
+
+/**
+ * One agent's part in a rollout: `updated` with the {@link UpgradeOutcome}, `failed` with the
+ * error (its `code` says why: `update-not-allowed`, `upgrade-failed`, `refused`, …), or
+ * `not-attempted` with the reason (the rollout stopped before it).
+ *
+ * @example
+ * ```ts
+ * const describe = (r: RolloutResult) =>
+ *   r.status === "updated" ? `${r.name}: ${r.value.version}` : r.status === "failed" ? `${r.name}: ${r.error.message}` : `${r.name}: ${r.reason}`;
+ * console.log(describe({ name: "web1", status: "not-attempted", reason: "not attempted: aborted", ms: 0 })); // web1: not attempted: aborted
+ * ```
+ */
+export type RolloutResult = RolloutOutcome<UpgradeOutcome>;
+
+/**
+ * Pushes `binary` as the new agent program to every target: the canaries first (default 1),
+ * one at a time, and nothing more if one fails; then the rest, at most `maxInFlight` at once
+ * (default 4), each after a random delay up to `jitterMs`, stopping at the first failure
+ * unless `stopOnFailure` is false. Each target connects itself (or is an {@link Agent} at hand);
+ * the connection it opened is closed when its update is done. One result per target, in the
+ * order given; it never throws for a target's failure.
+ *
+ * @example
+ * ```ts
+ * const key = process.env.AGENT_KEY!, host = process.env.AGENT_HOST!, port = Number(process.env.AGENT_PORT);
+ * const binary = new Uint8Array(1024); // in real use: await fs.promises.readFile("dist/agent")
+ * const results = await rollOutUpdate([{ name: "web1", host, port, key }, { name: "web2", host, port, key }], binary);
+ * for (const r of results) console.log(r.name, r.status, r.status === "failed" ? (r.error as AgentError).code : ""); // web1 failed update-not-allowed, web2 not-attempted
+ * ```
+ */
+export async function rollOutUpdate(
+  targets: readonly FleetTarget[],
+  binary: Uint8Array,
+  options: RolloutOptions = {},
+): Promise<RolloutResult[]> {
+  const sha256 = await sha256Hex(binary);
+  const { signature, timeoutMs } = options;
+  return await rollOut(
+    targets.map(nameOf),
+    async (index, signal) => {
+      const stop = new AbortController();
+      const onAbort = () => stop.abort(signal.reason);
+      if (signal.aborted) onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        const result = await runOne(
+          targets[index],
+          (agent, _name, signal) => agent.update(binary, { sha256, signature, signal }),
+          stop,
+          timeoutMs,
+        );
+        if (!result.ok) throw result.error;
+        return result.value;
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+      }
+    },
+    options,
+    options.onOutcome,
+  );
 }
 
 function nameOf(target: FleetTarget): string {

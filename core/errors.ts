@@ -46,6 +46,14 @@ const REPLY_ERRORS = {
   "io-error": "an error the operating system reported that has no code of its own here",
   "unknown-process": "no process with that id in this session",
   "stdin-closed": "the process's standard input is closed",
+  // Pushed updates (answered by the agent).
+  "update-not-allowed": "the client's key has not been given the right to update the agent",
+  "update-unavailable": "this agent cannot apply updates (nothing on it applies them)",
+  "update-in-progress": "another update to this agent is being received or applied",
+  "update-too-large": "the update is larger than the agent accepts",
+  "update-digest-mismatch": "the bytes received do not have the SHA-256 the update announced",
+  "update-signature-invalid": "the update carries no valid signature by a release key the operator configured",
+  "upgrade-failed": "the new binary did not take over; the agent rolled back to the version it ran",
 } as const;
 
 /**
@@ -93,7 +101,6 @@ export const ERROR_CODES = {
   // The operator's side.
   "invalid-config": "a setting, flag or config file that cannot be used",
   "not-running": "no agent answers on this machine's control socket",
-  "upgrade-failed": "the new agent version did not take over; the running one carries on",
   "exit": "a command ends with a particular exit code",
   // `agent probe --json` reports these, as its exit codes tell them apart.
   "name-not-found": "probe: the host name did not resolve",
@@ -524,6 +531,7 @@ const REMOTE_ERRORS: Partial<Record<ErrorCode, typeof RemoteError>> = {
   "closed": SessionEndedError,
   "detached": SessionEndedError,
   "agent-stopped": SessionEndedError,
+  "update-not-allowed": PermissionDeniedError,
 };
 
 /**

@@ -8,7 +8,7 @@ import path from "node:path";
 import { resolveConfig } from "../agent/config.ts";
 import { parseConfigFile } from "../agent/config-schema.ts";
 import { ConfigError } from "../runtime/errors.ts";
-import { loadAgentKeys, readKeyFile } from "../agent/keystore.ts";
+import { keyHasRight, loadAgentKeys, readKeyFile } from "../agent/keystore.ts";
 import { resolveProductUsers } from "../agent/product-users.ts";
 import { generateKey } from "../core/secure/keys.ts";
 
@@ -116,6 +116,41 @@ test("a key file's line may limit its key to products; a client reading the file
     const bad = await loadAgentKeys(config, false).then(() => null, (e) => e as Error);
     assert.instance(bad, ConfigError);
     assert.match(bad!.message, /line 1 of .*keys: "product=alpha" is not products=name,name/);
+  } finally {
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  }
+});
+
+test("keys may be given the update right, in the config file or a key file; none has it unless given", async () => {
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-config-"));
+  fs.chmodSync(stateDir, 0o700);
+  const [updater, limited, plain] = [generateKey(), generateKey(), generateKey()];
+  try {
+    const file = path.join(stateDir, "keys");
+    fs.writeFileSync(file, `${limited.hex} rights=update products=alpha\n${plain.hex}\n`, { mode: 0o600 });
+    const configFile = path.join(stateDir, "config.json");
+    const settings = { keys: [{ key: updater.hex, rights: ["update"] }], releaseKeys: ["AB".repeat(32)] };
+    fs.writeFileSync(configFile, JSON.stringify(settings), { mode: 0o600 });
+    const config = resolveConfig({ stateDir, keyFile: file }, {});
+    assert.equal(config.releaseKeys, ["ab".repeat(32)]);
+    assert.is(config.updateMaxMiB, 512);
+    const { keys, scopes } = await loadAgentKeys(config, false);
+    assert.equal(keys.map((k) => k.rights ?? []), [["update"], ["update"], []]); // the config file's, then key files'
+    assert.is(keyHasRight(keys, keys[2].id, "update"), false);
+    assert.is(keyHasRight(keys, keys[0].id, "update"), true);
+    assert.equal([...scopes.values()], [null, ["alpha"], null]);
+    fs.writeFileSync(file, `${plain.hex} rights=root\n`, { mode: 0o600 });
+    const bad = await loadAgentKeys(config, false).then(() => null, (e) => e as Error);
+    assert.match(bad!.message, /line 1 of .*keys: "rights=root" is not products=name,name and\/or rights=update/);
+    fs.writeFileSync(configFile, JSON.stringify({ keys: [{ key: plain.hex, rights: ["admin"] }] }), { mode: 0o600 });
+    const refused = (() => {
+      try {
+        resolveConfig({ stateDir }, {});
+      } catch (e) {
+        return (e as Error).message;
+      }
+    })();
+    assert.match(refused ?? "", /setting "keys" \(at 0\) is .*allowed: .*"rights"\?: \["update"\]/);
   } finally {
     fs.rmSync(stateDir, { recursive: true, force: true });
   }

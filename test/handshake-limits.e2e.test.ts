@@ -121,22 +121,30 @@ limits("a replayed opening gains nothing: no acceptance logged or counted, no sl
 });
 
 limits(
-  "a client and agent of this build speak version 3; a version-2 client is refused, told which versions",
+  "a client and agent of this build speak version 4, a version-3 client gets 3; a version-2 client is refused",
   async () => {
     const key = generateKey();
     const agent = await startAgent(["--key", key.hex]);
     const client = await AgentClient.open(await dial(agent.port), { key: key.bytes, provider: webCryptoProvider });
-    assert.is(client.version, 3);
+    assert.is(client.version, 4);
     client.close();
+    const v3 = await AgentClient.open(await dial(agent.port), {
+      key: key.bytes,
+      provider: webCryptoProvider,
+      versions: { min: 3, max: 3 },
+    });
+    assert.is(v3.version, 3);
+    assert.is((await v3.info()).protocol.max, 4);
+    v3.close();
     const old = await initiate(await dial(agent.port), {
       key: key.bytes,
       provider: webCryptoProvider,
       versions: { min: 2, max: 2 },
     }).then(() => null, (e) => e);
     assert.instance(old, VersionMismatchError);
-    assert.is(old.message, "no common protocol version: this side speaks 2..2, the peer 3..3");
+    assert.is(old.message, "no common protocol version: this side speaks 2..2, the peer 3..4");
     await agent.waitForLog(
-      /rejected: incompatible-version \(no common protocol version: this side speaks 3..3, the peer 2..2\)/,
+      /rejected: incompatible-version \(no common protocol version: this side speaks 3..4, the peer 2..2\)/,
     );
     await agent.stop();
   },

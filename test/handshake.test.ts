@@ -174,7 +174,10 @@ async function computeVectors(provider: CryptoProvider): Promise<Map<string, Uin
   v.set("hello (client offers 1..1)", oldHello);
   v.set("reply to it (no version in common)", await replyTo(oldHello));
   v.set("hello (client offers 2..3)", encodeHello({ min: 2, max: 3 }));
-  v.set(`reply to it (version ${current})`, await replyTo(encodeHello({ min: 2, max: 3 })));
+  v.set("reply to it (version 3)", await replyTo(encodeHello({ min: 2, max: 3 })));
+  const v3Hello = encodeHello({ min: 3, max: 3 });
+  v.set("hello (a version-3 client, 3..3)", v3Hello);
+  v.set("reply to it (version 3, still served)", await replyTo(v3Hello));
   const v2Hello = encodeHello({ min: 2, max: 2 });
   v.set("hello (a version-2 client, 2..2)", v2Hello);
   v.set("reply to it (version 2 refused)", await replyTo(v2Hello));

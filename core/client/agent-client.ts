@@ -20,6 +20,8 @@ import type { Reply } from "../wire/hello.ts";
 import { type AgentInfo, decodeError, decodeFields, decodePong, ERROR_CODE, MetaCode } from "../wire/messages.ts";
 import type { ByteStream } from "../wire/stream.ts";
 import { startKeepalive } from "../wire/keepalive.ts";
+import type { UpgradeOutcome } from "../wire/messages.ts";
+import { pushUpdate, type UpdateOptions } from "./update.ts";
 
 /** What a session attachment receives from the client connection. */
 export interface AttachmentRoute {
@@ -99,6 +101,14 @@ export class AgentClient {
     const reply = await this.request(META_TARGET, MetaCode.Info);
     expectCode(reply, MetaCode.InfoReply);
     return decodeFields<AgentInfo>(reply.payload);
+  }
+
+  /**
+   * Pushes `binary` as the agent's new program (the key needs the `update` right); resolves with
+   * the outcome once it has taken over. The agent may then cut this connection: connect again.
+   */
+  update(binary: Uint8Array, options: UpdateOptions = {}): Promise<UpgradeOutcome> {
+    return pushUpdate(this, binary, options);
   }
 
   close(): void {

@@ -39,11 +39,13 @@ export const DEFAULT_PORT = 46336;
 /**
  * Protocol versions this build speaks. Version 3: the agent follows its reply with a fresh challenge the key
  * proof covers, so a recorded opening cannot be replayed; keys may be limited to products; file listings carry
- * modes and symlinks, and processes may run on a terminal (docs/protocol.md §2 lists every version's changes).
- * Version 2 (no challenge) is refused: its first key message could be replayed by anyone who had seen one
- * connection (docs/security.md, "Replay").
+ * modes and symlinks, and processes may run on a terminal. Version 4 adds the meta messages that push a new agent
+ * binary (UpdateBegin, UpdateData, UpdateCommit, UpdateAbort) and their error codes, and nothing else: a version-3
+ * peer never sends them, so an agent and a client of this build still speak 3 with an older peer
+ * (docs/protocol.md §2 lists every version's changes). Version 2 (no challenge) is refused: its first key message
+ * could be replayed by anyone who had seen one connection (docs/security.md, "Replay").
  */
-export const PROTOCOL_VERSIONS: VersionRange = { min: 3, max: 3 };
+export const PROTOCOL_VERSIONS: VersionRange = { min: 3, max: 4 };
 
 /** Size of the hello: protocol id, lowest and highest version. */
 export const HELLO_SIZE = 24;

@@ -49,6 +49,59 @@ export enum MetaCode {
   Ended = 19,
   /** Event (token 0), either direction on outbound connections: "still here". Never answered. */
   Heartbeat = 21,
+  /** Version 4. `{ size, sha256, signature? }` → `{ updateId, maxChunkBytes }`: a new agent binary is coming. */
+  UpdateBegin = 23,
+  UpdateBeginReply = 24,
+  /** Version 4. {@link encodeUpdateData}: update id, offset, then the binary's bytes → `{ received }` */
+  UpdateData = 25,
+  UpdateDataReply = 26,
+  /** Version 4. `{ updateId }` → {@link UpgradeOutcome}, once the checked binary has taken over. */
+  UpdateCommit = 27,
+  UpdateCommitReply = 28,
+  /** Version 4. `{ updateId }` → `{}`: the staged bytes are removed. */
+  UpdateAbort = 29,
+  UpdateAbortReply = 30,
+}
+
+/** The first protocol version with the update messages (docs/protocol.md §5 "Pushed updates"). */
+export const UPDATE_PROTOCOL_VERSION = 4;
+
+/** Bytes before the binary's own in an UpdateData payload: uint32 LE update id, uint64 LE offset. */
+export const UPDATE_DATA_HEADER = 12;
+
+/**
+ * What the agent answers once a pushed update has taken over: the new agent's version, and the
+ * SHA-256 (hex) of the program it runs now and of the one it ran before; `tookMs` from the commit.
+ *
+ * @example
+ * ```ts
+ * const outcome: UpgradeOutcome = { version: "0.2.0", build: "9f86d0…", previousBuild: "2c26b4…", tookMs: 812 };
+ * console.log(`${outcome.previousBuild.slice(0, 12)} -> ${outcome.build.slice(0, 12)}`);
+ * ```
+ */
+export interface UpgradeOutcome {
+  version: string;
+  build: string;
+  previousBuild: string;
+  tookMs: number;
+}
+
+/** An UpdateData payload: the header, then `bytes`, as parts to send without a copy. */
+export function encodeUpdateData(updateId: number, offset: number, bytes: Uint8Array): Uint8Array[] {
+  const header = new Uint8Array(UPDATE_DATA_HEADER);
+  const view = new DataView(header.buffer);
+  view.setUint32(0, updateId, true);
+  view.setBigUint64(4, BigInt(offset), true);
+  return [header, bytes];
+}
+
+/** Splits an UpdateData payload; a payload shorter than its header is a {@link ProtocolError}. */
+export function decodeUpdateData(payload: Uint8Array): { updateId: number; offset: number; bytes: Uint8Array } {
+  if (payload.length < UPDATE_DATA_HEADER) throw new ProtocolError("update data shorter than its 12-byte header");
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const offset = view.getBigUint64(4, true);
+  if (offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError("update data offset out of range");
+  return { updateId: view.getUint32(0, true), offset: Number(offset), bytes: payload.subarray(UPDATE_DATA_HEADER) };
 }
 
 /** Reply code shared by every target: the request with this token failed. Payload: {@link SerializedError}. */

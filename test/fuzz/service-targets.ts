@@ -17,6 +17,7 @@ import { StreamReader } from "../../core/wire/stream.ts";
 import { FrameStream } from "../../core/secure/frame-stream.ts";
 import { ClientConnection } from "../../agent/connection.ts";
 import { SessionManager, sessionSettings } from "../../agent/sessions.ts";
+import { UpdateReceiver } from "../../agent/updates.ts";
 import { silent } from "../../runtime/log.ts";
 import { InProcessHost } from "../helpers/in-process-host.ts";
 import { mutate, mutateFields, type Random, randomValue } from "./random.ts";
@@ -190,6 +191,11 @@ const META_SEEDS: Array<[number, unknown]> = [
   [MetaCode.List, {}],
   [MetaCode.Heartbeat, null],
   [MetaCode.Ended, { sessionId: "x", attachment: 1, code: "failed", message: "m" }],
+  [MetaCode.UpdateBegin, { size: 1000, sha256: "ab".repeat(32) }],
+  [MetaCode.UpdateBegin, { size: 1000, sha256: "ab".repeat(32), signature: "cd".repeat(64) }],
+  [MetaCode.UpdateData, null], // raw: update id, offset, bytes
+  [MetaCode.UpdateCommit, { updateId: 1 }],
+  [MetaCode.UpdateAbort, { updateId: 1 }],
   [99, {}],
 ];
 
@@ -222,7 +228,14 @@ function metaConnection(stateDir: string) {
   };
   const sessions = new SessionManager(sessionSettings(config, { runDir: stateDir, hostCommand: [], log: silent }));
   const agentFrames = new FrameStream(new StreamReader(agentSide), null);
-  const served = new ClientConnection(agentFrames, "fuzz", sessions, Date.now()).serve();
+  // Its key may update: the update messages are read through to the staging directory (no upgrader applies one).
+  const updates = new UpdateReceiver(
+    { stateDir, maxBytes: 1 << 20, releaseKeys: [] },
+    () => [{ id: "fuzz", bytes: new Uint8Array(32), rights: ["update"] }],
+    () => null,
+    silent,
+  );
+  const served = new ClientConnection(agentFrames, "fuzz", sessions, Date.now(), "fuzz", updates).serve();
   const client = new FrameStream(new StreamReader(clientSide), null);
   const waiting = new Map<number, { resolve(frame: Frame): void; reject(e: Error): void }>();
   // Once the connection has ended, every request waiting for a reply fails: the finding. (Not a race
