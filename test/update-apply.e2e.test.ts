@@ -1,6 +1,4 @@
-// Pushed updates that are applied: they need the agent's upgrader (server.upgrader, the hand-over of issue 31's
-// first half), so this file is enabled in test/all.ts once that is merged; until then every update here ends in
-// "cannot apply updates" (test/update.e2e.test.ts covers that, and every refusal). A pushed build takes over and
+// Pushed updates that are applied by the hand-over (agent/upgrade.ts). A pushed build takes over and
 // the agent serves on; a rollout over 20 agents with one broken stops at the canary or at the first failure, as
 // configured, and reports every agent's outcome. Each agent runs from its own copy of the program, which the
 // update replaces.
@@ -21,6 +19,8 @@ import {
   stopAll,
   tempDir,
 } from "./helpers/agent-process.ts";
+
+import { stopCurrent } from "./helpers/upgrade.ts";
 
 const test = suite("update apply e2e");
 
@@ -78,7 +78,7 @@ test("a pushed build takes over: the outcome names both builds, the agent serves
   await session.close();
   again.close();
   agent.close();
-  await running.stop();
+  await stopCurrent(running);
 });
 
 /** 20 agents, `broken` of which gives the rollout's key no right; their targets in order. */
@@ -111,7 +111,7 @@ test("20 agents, one broken: the rollout stops at the first failure, or at a fai
   // The broken one as the canary: no other agent is tried.
   const canaryFirst = await rollOutUpdate([targets[7], ...targets.slice(11)], newBuild("again"), { canary: 1 });
   assert.equal(canaryFirst.map((r) => r.status), ["failed", ...Array(9).fill("not-attempted")]);
-  await Promise.all(agents.map((a) => a.stop()));
+  await Promise.all(agents.map((a) => stopCurrent(a)));
 });
 
 test.run();

@@ -7,9 +7,15 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { generateKey } from "../core/secure/keys.ts";
-import type { AgentStatus } from "../agent/server.ts";
 import { alive, runAgentAsync, type RunningAgent, startAgent, tempDir, until } from "./helpers/agent-process.ts";
-import { brokenProgram, installedCopy, newVersion, ResumingSession } from "./helpers/upgrade.ts";
+import {
+  brokenProgram,
+  currentStatus,
+  installedCopy,
+  newVersion,
+  ResumingSession,
+  stopCurrent,
+} from "./helpers/upgrade.ts";
 
 const upgrade = suite("upgrade");
 const KEY = generateKey();
@@ -24,26 +30,12 @@ async function upgradeableAgent(args: string[] = []) {
   return { dir, program, agent };
 }
 
-async function status(agent: RunningAgent): Promise<AgentStatus> {
-  const r = await runAgentAsync(["status", "--json"], { AGENT_STATE_DIR: agent.stateDir });
-  assert.is(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout) as AgentStatus;
-}
+const status = currentStatus;
 
 async function runUpgrade(agent: RunningAgent, file: string) {
   const t0 = performance.now();
   const r = await runAgentAsync(["upgrade", file, "--json"], { AGENT_STATE_DIR: agent.stateDir }, 120_000);
   return { ...r, ms: performance.now() - t0 };
-}
-
-/** Ends the agent running on `agent`'s state directory now, whichever process it is after upgrades. */
-async function stopCurrent(agent: RunningAgent): Promise<void> {
-  const s = await status(agent).catch(() => null);
-  if (s && s.pid !== agent.pid) {
-    process.kill(s.pid, "SIGTERM");
-    await until(() => !alive(s.pid), "the upgraded agent stopped", 15_000);
-  }
-  await agent.stop();
 }
 
 /** Connects to `port` every few ms until stopped; counts the attempts that failed. */

@@ -8,7 +8,8 @@ import path from "node:path";
 import { connect } from "../../mod.ts";
 import type { Agent, RemoteSession } from "../../mod.ts";
 import { denoRunCommand } from "../../runtime/heap.ts";
-import { IS_DENO, ROOT } from "./agent-process.ts";
+import type { AgentStatus } from "../../agent/server.ts";
+import { alive, IS_DENO, ROOT, runAgentAsync, type RunningAgent, until } from "./agent-process.ts";
 
 const DENO_BIN = path.join(ROOT, "node_modules/.bin/deno");
 
@@ -92,4 +93,24 @@ export class ResumingSession {
     this.#agent.close();
     await this.#watching.catch(() => {});
   }
+}
+
+/** `agent status --json` of the agent on `agent`'s state directory, whichever process serves it now. */
+export async function currentStatus(agent: RunningAgent): Promise<AgentStatus> {
+  const r = await runAgentAsync(["status", "--json"], { AGENT_STATE_DIR: agent.stateDir });
+  if (r.code !== 0) throw new Error(`agent status failed (${r.code}): ${r.stderr}`);
+  return JSON.parse(r.stdout) as AgentStatus;
+}
+
+/**
+ * Ends the agent serving `agent`'s state directory, whichever process it is after upgrades (an
+ * upgraded agent is not the test's child), then the one the test started.
+ */
+export async function stopCurrent(agent: RunningAgent): Promise<void> {
+  const s = await currentStatus(agent).catch(() => null);
+  if (s && s.pid !== agent.pid) {
+    process.kill(s.pid, "SIGTERM");
+    await until(() => !alive(s.pid), "the upgraded agent stopped", 15_000);
+  }
+  await agent.stop();
 }
