@@ -287,6 +287,9 @@ function reload(daemon: Daemon, running: DaemonSettings, next: DaemonSettings) {
     sessions: config.maxSessionsPerKey,
     attachments: config.maxAttachmentsPerKey,
   };
+  const updates = daemon.server.updates.settings; // an update begun before keeps what it was checked against
+  updates.releaseKeys = config.releaseKeys;
+  updates.maxBytes = Math.floor(config.updateMaxMiB * 1024 * 1024);
   const ids = next.keys.map((k) => k.id).join(", ") || "(none: insecure)";
   log.info(
     `reloaded on SIGHUP: accepting key id${next.keys.length === 1 ? "" : "s"} ${ids}` +

@@ -1,8 +1,9 @@
 // Pushed updates on the built agent (docs/protocol.md §5 "Pushed updates"), each refusal with nothing changed on
 // disk: not the program file, not the state directory's files, and the staging directory empty. A key without
 // the right; a wrong SHA-256; a missing, foreign or malformed signature where a release key is configured; too
-// large; two at once; a connection cut mid-stream. This build's agents have no upgrader, so a correct update
-// ends in "cannot apply updates" (the applied path is test/update-apply.e2e.test.ts). Then the fleet rollout's
+// large; two at once; a connection cut mid-stream. A correct update of bytes that are no agent passes every
+// check here and is refused by the upgrader's own (`start --check`), with nothing installed (the applied path is
+// test/update-apply.e2e.test.ts). Then the fleet rollout's
 // stop rules over real agents, and the `agent update` and `agent release` commands.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
@@ -26,6 +27,7 @@ import {
   startAgent,
   stopAll,
   tempDir,
+  until,
   writeKeyFile,
 } from "./helpers/agent-process.ts";
 
@@ -158,7 +160,7 @@ test("bytes that do not match the SHA-256 announced (and signed) are refused at 
   }
 });
 
-test("a correct update to an agent without an upgrader: 'cannot apply updates', after the digest matched", async () => {
+test("a correct update of bytes that are no agent: refused by the upgrader's check, after the digest matched", async () => {
   const agent = await connect({ host: "127.0.0.1", port: signed.port, key: RIGHT.hex });
   const binary = random(1536 * 1024);
   const before = diskState(program.file, signed.stateDir);
@@ -167,8 +169,8 @@ test("a correct update to an agent without an upgrader: 'cannot apply updates', 
     signature: await signRelease(release.privateKey, sha256Of(binary)),
     onProgress: (sent) => (confirmed = sent),
   });
-  assert.is(e.code, "update-unavailable");
-  assert.match(e.message, /^this agent cannot apply updates: /);
+  assert.is(e.code, "upgrade-failed");
+  assert.match(e.message, /start --check/);
   assert.is(confirmed, binary.length, "every byte was confirmed before the commit");
   await signed.waitForLog(
     new RegExp(
@@ -218,7 +220,7 @@ test("a connection cut mid-stream drops the staged bytes; one update at a time u
   );
   assert.equal(stagedFiles(unsigned.stateDir), []);
   assert.is(diskState(program.file, unsigned.stateDir), before);
-  assert.is((await refusal(second, random(1024))).code, "update-unavailable", "the slot is free again");
+  assert.is((await refusal(second, random(1024))).code, "upgrade-failed", "the slot is free again");
   second.close();
 });
 
@@ -256,7 +258,7 @@ test("a rollout stops at a failed canary, and with stopOnFailure off reports eac
   const all = await rollOutUpdate([...withRight, noRight], binary, { canary: 0, stopOnFailure: false });
   assert.equal(
     all.map((r) => [r.name, r.status === "failed" ? (r.error as RemoteError).code : r.status]),
-    [...withRight.map((t) => [t.name, "update-unavailable"]), ["no-right", "update-not-allowed"]],
+    [...withRight.map((t) => [t.name, "upgrade-failed"]), ["no-right", "update-not-allowed"]],
   );
   await Promise.all(others.map((a) => a.stop()));
 });
@@ -288,7 +290,7 @@ test("agent release keygen and sign make a signature the agent's check accepts; 
   const json = runAgent(["update", where, binary, "--key-file", writeKeyFile(dir, RIGHT.hex, "r.key"), "--json"]);
   assert.is(json.code, 3, json.stderr);
   assert.equal(JSON.parse(json.stdout).agents.map((a: { error: { code: string } }) => a.error.code), [
-    "update-unavailable",
+    "upgrade-failed",
   ]);
   assert.is(runAgent(["update", where]).code, 2);
   assert.match(runAgent(["update", "--help"]).stdout, /rights=update/);
@@ -316,7 +318,7 @@ test("outbound: the listener pushes with the agent's own key, which needs the ri
     });
   }));
   const [updatable, fixed] = await Promise.all(["updatable", "fixed"].map((n) => listener.waitForAgent(n, 10_000)));
-  assert.is((await refusal(updatable, random(1024))).code, "update-unavailable", "past the right, to the commit");
+  assert.is((await refusal(updatable, random(1024))).code, "upgrade-failed", "past the right, to the commit");
   assert.is((await refusal(fixed, random(1024))).code, "update-not-allowed");
   await Promise.all(dialers.map((a) => a.stop()));
   await listener.close();
@@ -330,10 +332,24 @@ test("a reload gives or takes the update right at once", async () => {
   process.kill(unsigned.pid, "SIGHUP");
   await unsigned.waitForLog(/reloaded on SIGHUP/);
   const plain = await connect({ host: "127.0.0.1", port: unsigned.port, key: PLAIN.hex });
-  assert.is((await refusal(plain, random(1024))).code, "update-unavailable", "past the right, to the commit");
+  assert.is((await refusal(plain, random(1024))).code, "upgrade-failed", "past the right, to the commit");
   const right = await connect({ host: "127.0.0.1", port: unsigned.port, key: RIGHT.hex });
   assert.is((await refusal(right, random(1024))).code, "update-not-allowed");
   plain.close();
+  right.close();
+});
+
+test("a reload applies release keys and the size limit at once", async () => {
+  const config = path.join(unsigned.stateDir, "config.json");
+  const keys = [{ key: RIGHT.hex, rights: ["update"] }];
+  fs.writeFileSync(config, JSON.stringify({ keys, releaseKeys: [release.publicKey], updateMaxMiB: 1 }));
+  process.kill(unsigned.pid, "SIGHUP");
+  await until(() => (unsigned.stderr().match(/reloaded on SIGHUP/g) ?? []).length >= 2, "the second reload");
+  const right = await connect({ host: "127.0.0.1", port: unsigned.port, key: RIGHT.hex });
+  assert.is((await refusal(right, random(1024))).code, "update-signature-invalid", "a release key now applies");
+  const big = random(1536 * 1024);
+  const signature = await signRelease(release.privateKey, sha256Of(big));
+  assert.is((await refusal(right, big, { signature })).code, "update-too-large", "so does the new limit");
   right.close();
 });
 
