@@ -13,6 +13,7 @@ import "./style.test.ts";
 import "./config.test.ts";
 import "./rollout.test.ts";
 import "./updates.test.ts";
+import "./handover.test.ts";
 import "./cp-paths.test.ts";
 import "./log.test.ts";
 import "./sd-notify.test.ts";

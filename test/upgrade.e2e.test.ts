@@ -7,6 +7,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { generateKey } from "../core/secure/keys.ts";
+import { notifySocket } from "./helpers/notify-socket.ts";
 import { alive, runAgentAsync, type RunningAgent, startAgent, tempDir, until } from "./helpers/agent-process.ts";
 import {
   brokenProgram,
@@ -71,10 +72,10 @@ function timeRequests(session: ResumingSession) {
   return { stop: async () => ((stopped = true), await loop, { longest, count }) };
 }
 
+/** `mib` MiB in fresh 4 MiB chunks: a chunk is kept until the agent has it, and sent again after a resume. */
 function* randomChunks(mib: number, hash: crypto.Hash): Generator<Uint8Array> {
-  const block = crypto.randomBytes(4 * MIB);
   for (let i = 0; i < mib / 4; i++) {
-    block[0] = i & 255;
+    const block = crypto.randomBytes(4 * MIB);
     hash.update(block);
     yield block;
   }
@@ -238,6 +239,34 @@ upgrade(
     await stopCurrent(agent);
   },
 );
+
+upgrade("under systemd the main pid moves to the new version, which goes on feeding the watchdog", async () => {
+  const socket = notifySocket();
+  try {
+    const dir = tempDir("agent-upgrade-");
+    const program = installedCopy(dir);
+    const agent = await startAgent(["--key", KEY.hex], {
+      command: program.command,
+      env: { NOTIFY_SOCKET: socket.path, WATCHDOG_USEC: "400000" },
+    });
+    await socket.waitFor((m) => m.some((x) => x.startsWith("READY=1")));
+    const r = await runUpgrade(agent, newVersion(tempDir("agent-versions-"), "systemd"));
+    assert.is(r.code, 0, r.stderr);
+    const pid = (await status(agent)).pid;
+    const mainPidAt = (m: string[]) => m.indexOf(`MAINPID=${pid}`);
+    const after = await socket.waitFor(
+      (m) => mainPidAt(m) >= 0 && m.slice(mainPidAt(m)).filter((x) => x === "WATCHDOG=1").length >= 3,
+      10_000,
+    );
+    const moved = mainPidAt(after);
+    assert.ok(moved >= 0, `systemd is told the new main pid ${pid}: ${JSON.stringify(after)}`);
+    assert.ok(after.slice(moved).some((x) => x.startsWith("READY=1")), "the new version reports ready");
+    assert.not.ok(after.slice(0, moved).some((x) => x.startsWith("STOPPING=1")), "the old one never says stopping");
+    await stopCurrent(agent);
+  } finally {
+    socket.close();
+  }
+});
 
 /** A config file with `settings`, in a fresh directory. */
 function writeConfig(settings: Record<string, unknown>): string {

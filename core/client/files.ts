@@ -304,6 +304,8 @@ export class FilesApi {
    * is read or sent, and the file is closed on the agent with what arrived so far.
    * `exclusive` creates the file and fails with `AlreadyExistsError` if anything is at `path`,
    * a symlink included (open flags "wx"): nothing planted there is written through.
+   * Each chunk of a stream is kept until the agent acknowledges it and sent again after a resume:
+   * a source must not reuse a chunk's memory for a later one.
    */
   async writeFile(
     path: string,
