@@ -16,8 +16,8 @@
  *               the same run, CPU-s/GiB by process next to ssh's, the per-byte stages (bench/transfer.ts)
  *   fleet       one listener, FLEET_AGENTS simulated agents (their own outbound code) + real ones: RSS and idle
  *               CPU per agent, info() on all, a restart storm (bench/fleet.ts)
- *   wan         128 MiB up and down through a relay adding 2, 20 and 50 ms of round trip, agent vs
- *               `ssh -c aes256-gcm` multiplexed through the same relay (bench/wan.ts; needs the peer's sshd)
+ *   wan         on Node and Deno: 128 MiB up and down through a relay adding 2, 20 and 50 ms of round trip,
+ *               agent vs `ssh -c aes256-gcm` multiplexed through the same relay (bench/wan.ts; the peer)
  *   commands    `agent run` and `agent cp` vs ssh, scp, sftp and `tar | ssh tar x` (bench/commands.ts)
  *
  * OpenSSH is the project's peer, shared/peer beside the repository (bench/peer.ts); without it the
@@ -227,7 +227,7 @@ async function main() {
   }
   if (wanted("flood")) await benchFlood(AGENT);
   if (wanted("fleet")) await benchFleet(AGENT);
-  if (wanted("wan")) await benchWan(AGENT);
+  if (wanted("wan")) await benchWan();
   if (wanted("commands")) await benchCommands(AGENT);
   if (wanted("startup")) await benchStartup();
   if (wanted("crypto")) await benchCrypto();

@@ -1,12 +1,14 @@
 /**
  * Long links: BENCH_WAN_MIB (default 128) MiB file to file through bench/relay.ts, which adds a
- * round trip of 2 (the baseline), 20 and 50 ms, no loss, no bandwidth cap. The agent (Node build)
- * with `writeFile` and `readStream`; OpenSSH, the peer from /work/shared/peer (its sshd.sh must be
- * running), `ssh -c aes256-gcm@openssh.com` over a multiplexing master through the same relay,
- * with plain redirects (`'cat > f' < SRC`, `'cat f' > DST`). The agent's legs are timed alone, then
- * run again while the bench polls `agent status` for the attachment's largest in-flight window and
- * times a `stat` every 20 ms (those runs are not timed: polling costs the agent CPU). Ratios name their baseline: agent/ssh at the same delay, and each at +N ms over
- * itself at +2 ms. BENCH_WAN_RUNS (default 1) repeats the whole set.
+ * round trip of 2 (the baseline), 20 and 50 ms, no loss, no bandwidth cap. The agent on each of
+ * BENCH_RUNTIMES (default node,deno: the single executable, `deno run dist/agent.mjs`) with the
+ * library's `writeFile` and `readStream`; OpenSSH, the project's peer (bench/peer.ts starts its
+ * sshd.sh), `ssh -c aes256-gcm@openssh.com` over a multiplexing master through the same relay, with
+ * plain redirects (`'cat > f' < SRC`, `'cat f' > DST`). The agent's legs are timed alone, then run
+ * again, each on a fresh connection (a first transfer, window ramp included) while the bench polls
+ * `agent status` for the attachment's largest in-flight window and times a `stat` every 20 ms
+ * (those runs are not timed: polling costs the agent CPU). Ratios name their baseline: agent/ssh at
+ * the same delay, and each at +N ms over itself at +2 ms. BENCH_WAN_RUNS (default 1) repeats the set.
  * @module
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
@@ -20,7 +22,8 @@ import { generateKey } from "../core/secure/keys.ts";
 import type { RemoteSession } from "../core/client/remote-session.ts";
 import { controlPath, requestControl } from "../agent/control.ts";
 import type { AgentStatus } from "../agent/server.ts";
-import { startBenchAgent } from "./agent.ts";
+import { AGENT_COMMANDS, type BenchAgent, startBenchAgent } from "./agent.ts";
+import { describePeer, NO_PEER, type Peer, startPeer } from "./peer.ts";
 import { quantile, ratio, table } from "./stats.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -29,14 +32,13 @@ const RUNS = Number(process.env.BENCH_WAN_RUNS ?? 1);
 const RTTS = (process.env.BENCH_WAN_RTTS ?? "2,20,50").split(",").map(Number);
 /** BENCH_WAN_WINDOW_MIB caps the agent's window (2: the fixed window before auto-tuning). */
 const WINDOW = process.env.BENCH_WAN_WINDOW_MIB ? Number(process.env.BENCH_WAN_WINDOW_MIB) * 1048576 : undefined;
-const PEER = process.env.PEER_SSHD_DIR ?? "/tmp/peer-sshd";
+const RUNTIMES = (process.env.BENCH_RUNTIMES ?? "node,deno").split(",");
 const CIPHER = "aes256-gcm@openssh.com";
 
-interface Figures {
-  agentUp: number;
-  agentDown: number;
-  sshUp: number;
-  sshDown: number;
+/** One runtime's agent at one delay. */
+interface AgentFigures {
+  up: number;
+  down: number;
   /** Largest in-flight bytes the agent reported for the attachment, up and down. */
   windowUp: number;
   windowDown: number;
@@ -45,6 +47,13 @@ interface Figures {
   /** A `stat`'s round trips (ms) with nothing else running: the link and the machine alone. */
   statIdleMs: number[];
   statDownMs: number[];
+}
+
+/** One delay: ssh's figures and each runtime's agent's. */
+interface Figures {
+  sshUp: number;
+  sshDown: number;
+  agents: Map<string, AgentFigures>;
 }
 
 /** Starts bench/relay.ts in its own process in front of `targetPort`; resolves with its port. */
@@ -122,38 +131,65 @@ async function watched(session: RemoteSession, stateDir: string, work: () => Pro
   return { window, statMs };
 }
 
-/** Up and down timed alone, then again with {@link watched} looking on. */
+/** `session`'s upload of `src` and download to `dst`. */
+function legs(session: RemoteSession, src: string, dst: string) {
+  const options = { maxWindowBytes: WINDOW };
+  const up = () => session.files.writeFile("wan.bin", fileChunks(src), options);
+  const down = async () => {
+    const fd = fs.openSync(dst, "w");
+    for await (const c of session.files.readStream("wan.bin", { reuseChunks: true, ...options })) fs.writeSync(fd, c);
+    fs.closeSync(fd);
+  };
+  return { up, down };
+}
+
+/** Up and down timed alone on one connection, then each again on a fresh one with {@link watched} looking on. */
 async function agentLegs(port: number, stateDir: string, key: string, src: string, dst: string) {
   const agent = await connect({ host: "127.0.0.1", port, key });
   try {
     const s = await agent.openSession("bench");
-    const options = { maxWindowBytes: WINDOW };
-    const up = () => s.files.writeFile("wan.bin", fileChunks(src), options);
-    const down = async () => {
-      const fd = fs.openSync(dst, "w");
-      for await (const c of s.files.readStream("wan.bin", { reuseChunks: true, ...options })) fs.writeSync(fd, c);
-      fs.closeSync(fd);
-    };
     const statIdleMs: number[] = [];
     for (let i = 0; i < 50; i++) {
       const t0 = performance.now();
       await s.files.stat(".");
       statIdleMs.push(performance.now() - t0);
     }
-    const upMbps = await timed(up), downMbps = await timed(down);
-    const watchedUp = await watched(s, stateDir, up), watchedDown = await watched(s, stateDir, down);
-    await s.files.delete("wan.bin");
+    const timedLegs = legs(s, src, dst);
+    const upMbps = await timed(timedLegs.up), downMbps = await timed(timedLegs.down);
     await s.close();
+    const watchedUp = await watchedLeg(port, stateDir, key, (l) => l.up(), src, dst);
+    const watchedDown = await watchedLeg(port, stateDir, key, (l) => l.down(), src, dst);
     return { upMbps, downMbps, watchedUp, watchedDown, statIdleMs };
   } finally {
     agent.close();
   }
 }
 
-function sshBase(port: number): string[] {
+/** One leg on a fresh connection (its window starts from nothing learned), with {@link watched} looking on. */
+async function watchedLeg(
+  port: number,
+  stateDir: string,
+  key: string,
+  leg: (l: ReturnType<typeof legs>) => Promise<unknown>,
+  src: string,
+  dst: string,
+) {
+  const agent = await connect({ host: "127.0.0.1", port, key });
+  try {
+    const s = await agent.openSession("bench");
+    const result = await watched(s, stateDir, () => leg(legs(s, src, dst)));
+    await s.close();
+    return result;
+  } finally {
+    agent.close();
+  }
+}
+
+/** ssh's options for the peer through the relay at `port` (the relay's port is not in known_hosts). */
+function sshBase(peer: Peer, port: number): string[] {
   return [
     "-F",
-    path.join(PEER, "ssh_config"),
+    peer.config,
     "-o",
     `Port=${port}`,
     "-o",
@@ -178,9 +214,9 @@ function sshRun(args: string[], stdin: string | "ignore", stdout: string | "igno
   );
 }
 
-async function sshLegs(port: number, src: string, dst: string) {
+async function sshLegs(peer: Peer, port: number, src: string, dst: string) {
   const control = path.join(os.tmpdir(), `wan-cm-${process.pid}`);
-  const mux = [...sshBase(port), "-o", `ControlPath=${control}`];
+  const mux = [...sshBase(peer, port), "-o", `ControlPath=${control}`];
   const master = spawn("ssh", [...mux, "-o", "ControlMaster=yes", "-N", "peer"], { stdio: "ignore" });
   try {
     for (let i = 0; i < 100 && spawnSync("ssh", [...mux, "-O", "check", "peer"]).status !== 0; i++) {
@@ -201,30 +237,41 @@ function sha256File(file: string): string {
   return crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex");
 }
 
-async function oneDelay(rtt: number, agentPort: number, stateDir: string, key: string, sshPort: number, src: string) {
+/** One runtime's agent through its own relay adding `rtt`. */
+async function agentAtDelay(rtt: number, runtime: string, agent: BenchAgent, key: string, src: string) {
   const dst = `${src}.down`;
-  const want = sha256File(src);
-  const agentRelay = await startRelay(agentPort, rtt);
-  const sshRelay = await startRelay(sshPort, rtt);
+  const relay = await startRelay(agent.port, rtt);
   try {
-    const agent = await agentLegs(agentRelay.port, stateDir, key, src, dst);
-    if (sha256File(dst) !== want) throw new Error(`agent download at +${rtt} ms: SHA-256 mismatch`);
-    const ssh = await sshLegs(sshRelay.port, src, dst);
-    if (sha256File(dst) !== want) throw new Error(`ssh download at +${rtt} ms: SHA-256 mismatch`);
+    const legs = await agentLegs(relay.port, agent.stateDir, key, src, dst);
+    if (sha256File(dst) !== sha256File(src)) {
+      throw new Error(`${runtime} agent download at +${rtt} ms: SHA-256 mismatch`);
+    }
     return {
-      agentUp: agent.upMbps,
-      agentDown: agent.downMbps,
-      sshUp: ssh.up,
-      sshDown: ssh.down,
-      windowUp: agent.watchedUp.window,
-      windowDown: agent.watchedDown.window,
-      statUpMs: agent.watchedUp.statMs,
-      statIdleMs: agent.statIdleMs,
-      statDownMs: agent.watchedDown.statMs,
-    } satisfies Figures;
+      up: legs.upMbps,
+      down: legs.downMbps,
+      windowUp: legs.watchedUp.window,
+      windowDown: legs.watchedDown.window,
+      statUpMs: legs.watchedUp.statMs,
+      statIdleMs: legs.statIdleMs,
+      statDownMs: legs.watchedDown.statMs,
+    } satisfies AgentFigures;
   } finally {
-    agentRelay.child.kill();
-    sshRelay.child.kill();
+    relay.child.kill();
+    fs.rmSync(dst, { force: true });
+  }
+}
+
+async function oneDelay(rtt: number, agents: Map<string, BenchAgent>, key: string, peer: Peer, src: string) {
+  const dst = `${src}.down`;
+  const figures: Figures = { sshUp: 0, sshDown: 0, agents: new Map() };
+  for (const [runtime, agent] of agents) figures.agents.set(runtime, await agentAtDelay(rtt, runtime, agent, key, src));
+  const relay = await startRelay(peer.port, rtt);
+  try {
+    const ssh = await sshLegs(peer, relay.port, src, dst);
+    if (sha256File(dst) !== sha256File(src)) throw new Error(`ssh download at +${rtt} ms: SHA-256 mismatch`);
+    return { ...figures, sshUp: ssh.up, sshDown: ssh.down };
+  } finally {
+    relay.child.kill();
     fs.rmSync(dst, { force: true });
   }
 }
@@ -232,12 +279,10 @@ async function oneDelay(rtt: number, agentPort: number, stateDir: string, key: s
 const p99 = (ms: number[]) => (ms.length ? quantile(ms, 0.99).toFixed(0) : "-");
 const p50 = (ms: number[]) => (ms.length ? quantile(ms, 0.5).toFixed(0) : "-");
 
-function report(run: number, figures: Map<number, Figures>) {
+function reportTable(runtime: string, figures: Map<number, Figures>) {
   const mib = (b: number) => (b / 1048576).toFixed(1);
-  const base = figures.get(RTTS[0])!;
-  console.log(`\n  run ${run}: MB/s, ${MIB} MiB file to file`);
   const rows = [[
-    "round trip added",
+    `${runtime}: round trip added`,
     "agent up",
     "ssh up",
     "agent/ssh",
@@ -249,54 +294,75 @@ function report(run: number, figures: Map<number, Figures>) {
     "p99",
   ]];
   for (const [rtt, f] of figures) {
+    const a = f.agents.get(runtime)!;
     rows.push([
       `+${rtt} ms`,
-      f.agentUp.toFixed(0),
+      a.up.toFixed(0),
       f.sshUp.toFixed(0),
-      ratio(f.agentUp, f.sshUp),
-      f.agentDown.toFixed(0),
+      ratio(a.up, f.sshUp),
+      a.down.toFixed(0),
       f.sshDown.toFixed(0),
-      ratio(f.agentDown, f.sshDown),
-      `${mib(f.windowUp)}/${mib(f.windowDown)}`,
-      `${p50(f.statIdleMs)}/${p50(f.statUpMs)}/${p50(f.statDownMs)}`,
-      `${p99(f.statIdleMs)}/${p99(f.statUpMs)}/${p99(f.statDownMs)}`,
+      ratio(a.down, f.sshDown),
+      `${mib(a.windowUp)}/${mib(a.windowDown)}`,
+      `${p50(a.statIdleMs)}/${p50(a.statUpMs)}/${p50(a.statDownMs)}`,
+      `${p99(a.statIdleMs)}/${p99(a.statUpMs)}/${p99(a.statDownMs)}`,
     ]);
   }
   table(rows);
+}
+
+function report(run: number, figures: Map<number, Figures>) {
+  const base = figures.get(RTTS[0])!;
+  console.log(
+    `\n  run ${run}: MB/s, ${MIB} MiB file to file; ssh's figures are the same run's, shared by the runtimes`,
+  );
+  for (const runtime of RUNTIMES) reportTable(runtime, figures);
   for (const [rtt, f] of figures) {
     if (rtt === RTTS[0]) continue;
+    const target = rtt === 50 ? "  (targets at +50: agent/ssh ≥ 2× each way, agent ≥ 0.60× its +2 ms)" : "";
     console.log(
-      `  +${rtt} ms over +${RTTS[0]} ms (baseline): agent up ${ratio(f.agentUp, base.agentUp)}, down ${
-        ratio(f.agentDown, base.agentDown)
-      }; ssh up ${ratio(f.sshUp, base.sshUp)}, down ${ratio(f.sshDown, base.sshDown)}` +
-        (rtt === 50 ? "  (targets at +50: agent/ssh ≥ 2× each way, agent ≥ 0.60× its +2 ms)" : ""),
+      `  +${rtt} ms over +${RTTS[0]} ms (baseline): ssh up ${ratio(f.sshUp, base.sshUp)}, down ${
+        ratio(f.sshDown, base.sshDown)
+      }${target}`,
     );
-    console.log(
-      `  +${rtt} ms: stat p99 ${p99(f.statUpMs)} ms during the agent's upload, ${
-        p99(f.statDownMs)
-      } ms during its download, ${p99(f.statIdleMs)} ms alone (target ≤ ${rtt + 20} ms: one round trip plus 20)`,
-    );
+    for (const [runtime, a] of f.agents) {
+      const b = base.agents.get(runtime)!;
+      console.log(
+        `    ${runtime}: agent up ${ratio(a.up, b.up)}, down ${ratio(a.down, b.down)}; stat p99 ${
+          p99(a.statUpMs)
+        } ms during the upload, ${p99(a.statDownMs)} ms during the download, ${p99(a.statIdleMs)} ms alone (target ≤ ${
+          rtt + 20
+        } ms: one round trip plus 20)`,
+      );
+    }
   }
 }
 
-export async function benchWan(agentProgram: string): Promise<void> {
+export async function benchWan(): Promise<void> {
   console.log(
-    `\nwan: ${MIB} MiB through a relay adding a round trip, agent vs ssh (${CIPHER}, multiplexed), ${RUNS} run(s)`,
+    `\nwan: ${MIB} MiB through a relay adding a round trip, agent (${
+      RUNTIMES.join(", ")
+    }) vs ssh (${CIPHER}, multiplexed), ${RUNS} run(s)`,
   );
-  const sshPort = Number(fs.existsSync(path.join(PEER, "port")) ? fs.readFileSync(path.join(PEER, "port"), "utf8") : 0);
-  if (!sshPort) return void console.log("  skipped: the peer's sshd is not running (bash /work/shared/peer/sshd.sh)");
+  const peer = startPeer();
+  if (!peer) return void console.log(`  skipped: ${NO_PEER}`);
+  console.log(`  ${describePeer(peer)}`);
   const src = path.join(os.tmpdir(), `wan-src-${process.pid}.bin`);
   fs.writeFileSync(src, crypto.randomBytes(MIB * 1024 * 1024));
   const key = generateKey();
-  const bench = await startBenchAgent(agentProgram, key.hex);
+  const agents = new Map<string, BenchAgent>();
   try {
+    for (const r of RUNTIMES) agents.set(r, await startBenchAgent(AGENT_COMMANDS[r], key.hex));
     for (let run = 1; run <= RUNS; run++) {
+      console.log(
+        `  run ${run}: load average ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
+      );
       const figures = new Map<number, Figures>();
-      for (const rtt of RTTS) figures.set(rtt, await oneDelay(rtt, bench.port, bench.stateDir, key.hex, sshPort, src));
+      for (const rtt of RTTS) figures.set(rtt, await oneDelay(rtt, agents, key.hex, peer, src));
       report(run, figures);
     }
   } finally {
-    await bench.stop();
+    for (const a of agents.values()) await a.stop();
     fs.rmSync(src, { force: true });
   }
 }

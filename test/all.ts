@@ -36,6 +36,7 @@ import "./pid-recycle.e2e.test.ts";
 import "./concurrency.e2e.test.ts";
 import "./local.test.ts";
 import "./faults.e2e.test.ts";
+import "./window.test.ts";
 import "./window.e2e.test.ts";
 import "./operations.e2e.test.ts";
 import "./outbound.e2e.test.ts";

@@ -12,6 +12,7 @@
  * ```
  * @module
  */
+import type { LinkMemory } from "./window.ts";
 import type { FrameStream } from "../secure/frame-stream.ts";
 import { initiate, type InitiateOptions } from "../secure/opening.ts";
 import { ConnectionClosedError, ProtocolError, remoteError } from "../errors.ts";
@@ -45,6 +46,11 @@ export class AgentClient {
   lastReceivedAt: number = Date.now();
   /** Resolves when the connection has ended, for whatever reason. */
   readonly closed: Promise<Error>;
+  /**
+   * What whole-file transfers over this connection learned of the link (the window the last one
+   * held): a session's next transfer, either way, starts there instead of ramping from 2 MiB.
+   */
+  readonly transferMemory: LinkMemory = {};
 
   private constructor(readonly frames: FrameStream, readonly reply: Reply) {
     this.closed = this.#readLoop();

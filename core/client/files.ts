@@ -22,7 +22,7 @@ import {
 } from "../session/contract.ts";
 import { type CallOptions, throwIfAborted } from "./abort.ts";
 import type { SessionCalls } from "./calls.ts";
-import { type SentRequest, TransferWindow } from "./window.ts";
+import { type LinkMemory, type SentRequest, TransferWindow } from "./window.ts";
 
 export type { FileInfo, ListEntry, OpenFlags };
 
@@ -96,8 +96,15 @@ export class RemoteFile {
  * ```
  */
 export class FilesApi {
-  /** `agentWindowBytes`: the most the agent asks a transfer to keep in flight (its `transferWindowMiB`). */
-  constructor(readonly session: SessionCalls, readonly agentWindowBytes = TRANSFER_WINDOW_MAX_BYTES) {}
+  /**
+   * `agentWindowBytes`: the most the agent asks a transfer to keep in flight (its `transferWindowMiB`).
+   * `learned`: what earlier transfers on the same link learned (the connection's); each transfer starts there.
+   */
+  constructor(
+    readonly session: SessionCalls,
+    readonly agentWindowBytes = TRANSFER_WINDOW_MAX_BYTES,
+    readonly learned: LinkMemory = {},
+  ) {}
 
   async stat(path: string): Promise<FileInfo> {
     return (await this.session.call(ServiceCode.FileStat, { path })).fields;
@@ -195,7 +202,7 @@ export class FilesApi {
     try {
       let next = 0;
       const inflight: Promise<Uint8Array>[] = [];
-      const window = transferWindow(options, this.agentWindowBytes);
+      const window = transferWindow(options, this.agentWindowBytes, this.learned);
       // Reads go out up to the size seen at open; past it, one at a time until one comes back empty.
       const fill = () => {
         while (inflight.length < window.requests && (next < file.size || inflight.length === 0)) {
@@ -317,7 +324,7 @@ export class FilesApi {
     const file = await this.open(path, flags, options.mode, { sha256: options.onSha256 !== undefined, signal });
     let position = 0;
     const inflight: Promise<number>[] = [];
-    const window = transferWindow(options, this.agentWindowBytes);
+    const window = transferWindow(options, this.agentWindowBytes, this.learned);
     let closed = false;
     try {
       for await (const chunk of chunks(source)) {
@@ -422,10 +429,14 @@ function handled<T>(request: Promise<T>): Promise<T> {
   return request;
 }
 
-/** The window for one transfer, within the caller's cap, the agent's and the library's. */
-function transferWindow(options: TransferOptions, agentWindowBytes: number): TransferWindow {
+/**
+ * The window for one transfer, within the caller's cap, the agent's and the library's, starting
+ * from what the session's earlier transfers that way learned (`memory`, updated as it runs).
+ */
+function transferWindow(options: TransferOptions, agentWindowBytes: number, memory: LinkMemory): TransferWindow {
   const caller = options.maxWindowBytes ?? TRANSFER_WINDOW_MAX_BYTES;
-  return new TransferWindow(TRANSFER_CHUNK, Math.min(caller, agentWindowBytes, TRANSFER_WINDOW_MAX_BYTES));
+  const cap = Math.min(caller, agentWindowBytes, TRANSFER_WINDOW_MAX_BYTES);
+  return new TransferWindow(TRANSFER_CHUNK, cap, { memory });
 }
 
 /** A request in flight, {@link handled}, whose return sizes `window` with the bytes it moved. */

@@ -90,7 +90,7 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
     this.#client = client;
     this.#link = new DeliveryLink({ transmit: this.#transportFor(client).transmit });
     client.route(info.attachment, this);
-    this.files = new FilesApi(this, info.transferWindowBytes);
+    this.files = new FilesApi(this, info.transferWindowBytes, client.transferMemory);
     this.processes = new ProcessesApi(this);
     this.system = new SystemApi(this);
   }
