@@ -39,7 +39,13 @@ export {
 } from "./client/listener.ts";
 export { RemoteSession } from "./core/client/remote-session.ts";
 export type { CallOptions } from "./core/client/abort.ts";
-export { FilesApi, type ReadStreamOptions, RemoteFile, type TransferOptions } from "./core/client/files.ts";
+export {
+  type ChunkReader,
+  FilesApi,
+  type ReadStreamOptions,
+  RemoteFile,
+  type TransferOptions,
+} from "./core/client/files.ts";
 export { ProcessesApi, RemoteProcess } from "./core/client/processes.ts";
 export { SystemApi } from "./core/client/system.ts";
 export type {

@@ -86,6 +86,8 @@ async function measured(meters: Meters, work: () => Promise<void>, settle?: () =
 /** The agent's four legs of one round. */
 interface AgentRound {
   transportUp: Leg;
+  /** The same from a ChunkReader over a FileHandle. */
+  transportUpReader: Leg;
   transportDown: Leg;
   integrityUp: Leg;
   integrityDown: Leg;
@@ -120,8 +122,11 @@ function makeWork(): Work {
   return { dir, src, sha256: hash.digest("hex"), remote: path.join(dir, "remote"), local: path.join(dir, "local") };
 }
 
-/** Upload of `w.src`, the client hashing what it sends when `hash` is given. */
-async function uploadLeg(s: RemoteSession, w: Work, meters: Meters, integrity: boolean): Promise<Leg> {
+/**
+ * Upload of `w.src`, the client hashing what it sends for integrity: from a read stream, or with
+ * `reader` from a FileHandle through the library's ChunkReader (its own buffers, reused).
+ */
+async function uploadLeg(s: RemoteSession, w: Work, meters: Meters, integrity: boolean, reader = false): Promise<Leg> {
   const dst = path.join(w.remote, "f");
   fs.rmSync(dst, { force: true });
   let remote = "";
@@ -133,7 +138,18 @@ async function uploadLeg(s: RemoteSession, w: Work, meters: Meters, integrity: b
     }
   }
   const leg = await measured(meters, async () => {
-    await s.files.writeFile(dst, chunks(), integrity ? { onSha256: (hex) => (remote = hex) } : {});
+    const handle = reader ? await fs.promises.open(w.src) : null;
+    const source = handle
+      ? {
+        readInto: async (into: Uint8Array) => {
+          const { bytesRead } = await handle.read(into, 0, into.length, null);
+          if (integrity) hash.update(into.subarray(0, bytesRead));
+          return bytesRead;
+        },
+      }
+      : chunks();
+    await s.files.writeFile(dst, source, integrity ? { onSha256: (hex) => (remote = hex) } : {});
+    await handle?.close();
     if (integrity && (remote !== w.sha256 || hash.digest("hex") !== w.sha256)) {
       throw new Error("upload: SHA-256 mismatch");
     }
@@ -190,10 +206,11 @@ async function agentLegs(runtime: string, w: Work): Promise<AgentFigures> {
     const rounds: AgentRound[] = [];
     for (let i = 0; i < 2; i++) {
       const transportUp = await uploadLeg(s, w, meters, false);
+      const transportUpReader = await uploadLeg(s, w, meters, false, true);
       const transportDown = await downloadLeg(s, w, meters, false);
       const integrityUp = await uploadLeg(s, w, meters, true);
       const integrityDown = await downloadLeg(s, w, meters, true);
-      rounds.push({ transportUp, transportDown, integrityUp, integrityDown });
+      rounds.push({ transportUp, transportUpReader, transportDown, integrityUp, integrityDown });
     }
     await s.close();
     const s2 = await agent.openSession("bench");
@@ -426,6 +443,10 @@ function printAgent(
     const integrity = faster(first[`integrity${t}`], later[`integrity${t}`]);
     rows.push(row(`transport ${dir} (library, best of 2)`, transport, `aes256-gcm transport ${dir}`));
     rows.push(["", "", versus(transport.mibps, peer, `chacha20-poly1305 transport ${dir}`)]);
+    if (dir === "up") {
+      const reader = faster(first.transportUpReader, later.transportUpReader);
+      rows.push(row(`transport up (ChunkReader, best of 2)`, reader, `aes256-gcm transport up`));
+    }
     rows.push(row(`integrity ${dir} (SHA-256 both ends)`, integrity, `aes256-gcm integrity ${dir}`));
     const cp = a.cp[dir].mibps, sc = scp?.[dir].mibps;
     rows.push([`agent cp ${dir}`, mibps(cp), versus(cp, peer, `aes256-gcm transport ${dir}`)]);
@@ -458,10 +479,15 @@ function printCpu(runtimes: string[], agents: Record<string, AgentFigures>, ssh:
     const t = dir === "up" ? "Up" : "Down";
     for (const r of runtimes) {
       const [a, b] = agents[r].rounds;
-      for (const kind of ["transport", "integrity"] as const) {
-        const leg = faster(a[`${kind}${t}`], b[`${kind}${t}`]);
+      const kinds = dir === "up"
+        ? (["transport", "transportReader", "integrity"] as const)
+        : ["transport", "integrity"];
+      for (const kind of kinds) {
+        const key = kind === "transportReader" ? "transportUpReader" : (`${kind}${t}` as const);
+        const leg = faster(a[key as keyof AgentRound], b[key as keyof AgentRound]);
         const vs = ssh ? `  (${ratio(own(leg), own(ssh[dir]))} ssh aes256-gcm transport ${dir})` : "";
-        rows.push([`agent on ${r}, ${kind} ${dir}`, f2(own(leg)) + vs, cpuCells(leg)]);
+        const label = kind === "transportReader" ? "transport up from a ChunkReader" : `${kind} ${dir}`;
+        rows.push([`agent on ${r}, ${label}`, f2(own(leg)) + vs, cpuCells(leg)]);
       }
     }
     if (ssh) {
@@ -523,6 +549,10 @@ function printStages(runtimes: string[], agents: Record<string, AgentFigures>): 
   const measuredTotal = (r: string, key: keyof AgentRound) => f2(Math.min(...agents[r].rounds.map((x) => own(x[key]))));
   rows.push(["sum along one way, file to file", ...runtimes.map((r) => f2(along(stages[r])))]);
   rows.push(["  measured transport up, total", ...runtimes.map((r) => measuredTotal(r, "transportUp"))]);
+  rows.push([
+    "  measured transport up from a ChunkReader",
+    ...runtimes.map((r) => measuredTotal(r, "transportUpReader")),
+  ]);
   rows.push(["  measured transport down, total", ...runtimes.map((r) => measuredTotal(r, "transportDown"))]);
   rows.push(["sum plus SHA-256 on both ends", ...runtimes.map((r) => f2(along(stages[r]) + 2 * stages[r]["SHA-256"]))]);
   rows.push(["  measured integrity up, total", ...runtimes.map((r) => measuredTotal(r, "integrityUp"))]);

@@ -132,6 +132,33 @@ sessions(
   },
 );
 
+sessions(
+  "writeFile from a reader: its chunks are read into a few buffers of the library's, reused once written, every byte intact",
+  async () => {
+    const c = await client();
+    const s = await c.openSession("alpha");
+    const data = crypto.randomBytes(16 * 1024 * 1024 + 4321);
+    const memory = new Set<ArrayBufferLike>();
+    let at = 0, reads = 0;
+    const reader = {
+      readInto(into: Uint8Array): Promise<number | null> {
+        memory.add(into.buffer);
+        reads++;
+        const n = Math.min(into.length - (reads % 3) * 1000, data.length - at); // short reads too
+        into.set(data.subarray(at, at + n));
+        at += n;
+        return Promise.resolve(n === 0 ? null : n);
+      },
+    };
+    let digest = "";
+    assert.is(await s.files.writeFile("reader.bin", reader, { onSha256: (hex) => (digest = hex) }), data.length);
+    assert.is(digest, sha(data));
+    assert.is(sha(fs.readFileSync(path.join(s.productRoot, "reader.bin"))), sha(data), "the file on disk is the same");
+    assert.ok(memory.size * 2 <= reads, `${reads} reads into ${memory.size} buffers`);
+    await s.close();
+  },
+);
+
 sessions("files: metadata, listing with masks, tree operations, handles", async () => {
   const c = await client();
   const s = await c.openSession("alpha");

@@ -151,6 +151,18 @@ wan("a cut in the middle of a full window, each way, resumes with every byte exa
   };
   assert.is(await cutWhenFull(s.files.writeFile("up.bin", data), 1.5 * MIB), data.length);
   assert.equal(await s.files.sha256("up.bin"), { sha256: sha256(data), size: data.length });
+  // From a reader, whose buffers the library reuses: none may be refilled while a resume could still send it.
+  let at = 0;
+  const reader = {
+    readInto(into: Uint8Array): Promise<number | null> {
+      const n = Math.min(into.length, data.length - at);
+      into.set(data.subarray(at, at + n));
+      at += n;
+      return Promise.resolve(n || null);
+    },
+  };
+  assert.is(await cutWhenFull(s.files.writeFile("reader.bin", reader), 1.5 * MIB), data.length);
+  assert.equal(await s.files.sha256("reader.bin"), { sha256: sha256(data), size: data.length });
   const parts: Uint8Array[] = [];
   await cutWhenFull(
     (async () => {

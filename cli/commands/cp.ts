@@ -52,8 +52,6 @@ export const CP_EXIT: Record<Failure, number> = {
 
 /** Files in flight at once when copying a tree. */
 const DEFAULT_JOBS = 16;
-/** Local reads and writes in pieces this large. */
-const LOCAL_CHUNK = 1024 * 1024;
 /** Files up to this size travel many to a request (files.writeFiles / readFiles). */
 const SMALL_FILE = 64 * 1024;
 /** Small files per batch: enough to fill a request, few enough that several batches overlap. */
@@ -191,17 +189,19 @@ async function upload(session: RemoteSession, job: CopyJob, progress: Progress, 
   const hash = crypto.createHash("sha256");
   let remoteDigest = "";
   const temp = tempName(job.remote);
-  async function* chunks() {
-    const stream = fs.createReadStream(job.local, { highWaterMark: LOCAL_CHUNK });
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      hash.update(chunk);
-      progress.add(chunk.length);
-      yield new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length);
-    }
-  }
+  // Read into the library's buffers, reused once written: no new memory per chunk.
+  const local = await fsp.open(job.local, "r");
+  const reader = {
+    async readInto(into: Uint8Array) {
+      const { bytesRead } = await local.read(into, 0, into.length, null);
+      hash.update(into.subarray(0, bytesRead));
+      progress.add(bytesRead);
+      return bytesRead;
+    },
+  };
   let size: number;
   try {
-    size = await session.files.writeFile(temp, chunks(), {
+    size = await session.files.writeFile(temp, reader, {
       exclusive: true,
       mode: job.mode & 0o777,
       onSha256: (hex) => (remoteDigest = hex),
@@ -213,6 +213,8 @@ async function upload(session: RemoteSession, job: CopyJob, progress: Progress, 
   } catch (e) {
     if (!(e instanceof AlreadyExistsError)) await session.files.delete(temp).catch(() => {}); // not ours otherwise
     throw missingParent(e, [job]);
+  } finally {
+    await local.close();
   }
   progress.add(0, true);
   return { path: job.remote, size, sha256: remoteDigest };

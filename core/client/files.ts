@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-import { concat } from "../bytes.ts";
+import { allocateUninitialized, concat } from "../bytes.ts";
 import { NotFoundError, ProtocolError } from "../errors.ts";
 import {
   BATCH_MAX_BYTES,
@@ -36,8 +36,36 @@ export const TRANSFER_CHUNK = 512 * 1024;
  */
 export const TRANSFER_WINDOW_MAX_BYTES = 12 * 1024 * 1024;
 
-/** What `writeFile` writes: text (as UTF-8), bytes, or a stream of chunks. */
-type Source = string | Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+/**
+ * A source `writeFile` reads into memory of its own: `readInto(into)` fills `into` from its start and
+ * resolves with how many bytes it put there, 0 or null at the end. The library reuses each buffer
+ * once the agent has answered the write that carried it (so no resume can send it again): a
+ * transfer allocates a window's worth of buffers once instead of new memory per chunk, which a
+ * stream's chunks cost in allocation and garbage collection (about 0.5-1 CPU-s/GiB on Node).
+ *
+ * @example
+ * ```ts
+ * const agent = await connect({ host: process.env.AGENT_HOST!, port: Number(process.env.AGENT_PORT), key: process.env.AGENT_KEY! });
+ * const session = await agent.openSession("buildmaster");
+ * const local = path.join(os.tmpdir(), `release-${process.pid}.bin`);
+ * fs.writeFileSync(local, new Uint8Array(3 * 1024 * 1024));
+ * const handle = await fs.promises.open(local);
+ * const reader: ChunkReader = {
+ *   readInto: async (into) => (await handle.read(into, 0, into.length, null)).bytesRead,
+ * };
+ * console.log(await session.files.writeFile("release.bin", reader)); // 3145728
+ * await handle.close();
+ * fs.rmSync(local);
+ * await session.close();
+ * agent.close();
+ * ```
+ */
+export interface ChunkReader {
+  readInto(into: Uint8Array): Promise<number | null>;
+}
+
+/** What `writeFile` writes: text (as UTF-8), bytes, a stream of chunks, or a {@link ChunkReader}. */
+type Source = string | Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array> | ChunkReader;
 
 /**
  * An open file on the agent's machine. Positions default to the handle's own.
@@ -326,15 +354,16 @@ export class FilesApi {
     const inflight: Promise<number>[] = [];
     const window = transferWindow(options, this.agentWindowBytes, this.learned);
     let closed = false;
+    const free: Uint8Array[] = []; // a reader's buffers whose writes were answered
+    const reuse = isChunkReader(source);
     try {
-      for await (const chunk of chunks(source)) {
-        for (let o = 0; o < chunk.length; o += TRANSFER_CHUNK) {
-          throwIfAborted(signal);
-          const piece = chunk.subarray(o, Math.min(chunk.length, o + TRANSFER_CHUNK));
-          inflight.push(measured(window, file.write(piece, position, { signal }), () => piece.length));
-          position += piece.length;
-          while (inflight.length >= window.requests) await inflight.shift();
-        }
+      for await (const piece of isChunkReader(source) ? readInto(source, free) : pieces(source)) {
+        throwIfAborted(signal);
+        const written = measured(window, file.write(piece, position, { signal }), () => piece.length);
+        // Answered means acknowledged (the reply's header carries it), so no resume sends it again.
+        inflight.push(reuse ? handled(written.then((n) => (free.push(whole(piece)), n))) : written);
+        position += piece.length;
+        while (inflight.length >= window.requests) await inflight.shift();
       }
       await Promise.all(inflight);
       closed = true;
@@ -448,8 +477,37 @@ function measured<T>(window: TransferWindow, request: Promise<T>, bytes: (result
   }));
 }
 
-async function* chunks(source: Source): AsyncGenerator<Uint8Array> {
+async function* chunks(source: Exclude<Source, ChunkReader>): AsyncGenerator<Uint8Array> {
   if (typeof source === "string") yield new TextEncoder().encode(source);
   else if (source instanceof Uint8Array) yield source;
   else yield* source as AsyncIterable<Uint8Array>;
+}
+
+/** The source's chunks cut into write requests of at most {@link TRANSFER_CHUNK}. */
+async function* pieces(source: Exclude<Source, ChunkReader>): AsyncGenerator<Uint8Array> {
+  for await (const chunk of chunks(source)) {
+    for (let o = 0; o < chunk.length; o += TRANSFER_CHUNK) {
+      yield chunk.subarray(o, Math.min(chunk.length, o + TRANSFER_CHUNK));
+    }
+  }
+}
+
+function isChunkReader(source: Source): source is ChunkReader {
+  return typeof (source as Partial<ChunkReader>).readInto === "function";
+}
+
+/** The buffer of {@link TRANSFER_CHUNK} bytes a piece of {@link readInto} begins. */
+const whole = (piece: Uint8Array) => new Uint8Array(piece.buffer, piece.byteOffset, TRANSFER_CHUNK);
+
+/** What `reader` reads, each piece in a buffer from `free` (handed back there once written) or a new one. */
+async function* readInto(reader: ChunkReader, free: Uint8Array[]): AsyncGenerator<Uint8Array> {
+  for (;;) {
+    const buffer = free.pop() ?? allocateUninitialized(TRANSFER_CHUNK);
+    const n = (await reader.readInto(buffer)) ?? 0;
+    if (!Number.isInteger(n) || n < 0 || n > buffer.length) {
+      throw new RangeError(`readInto returned ${n}, not a count from 0 to ${buffer.length}`);
+    }
+    if (n === 0) return;
+    yield buffer.subarray(0, n);
+  }
 }
