@@ -15,7 +15,7 @@
  */
 import { bindC, libcName } from "./native.ts";
 
-const AF_UNIX = 1, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000, MSG_NOSIGNAL = 0x4000;
+const AF_UNIX = 1, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0o2000000, MSG_NOSIGNAL = 0x4000, MSG_DONTWAIT = 0x40;
 const SUN_PATH_MAX = 108;
 
 /** Sends states to systemd and keeps its watchdog fed. */
@@ -65,7 +65,10 @@ export function systemdNotifier(env: Record<string, string | undefined>): System
       const fd = libc.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
       if (fd < 0) return false;
       const bytes = new TextEncoder().encode(state);
-      const sent = libc.sendto(fd, bytes, bytes.length, MSG_NOSIGNAL, address, address.length) as number;
+      // Never wait for the reader: a full queue (a stalled systemd) must not stop the event loop. The
+      // watchdog's next beat, or systemd's own timeout, tells the story of a dropped message.
+      const flags = MSG_NOSIGNAL | MSG_DONTWAIT;
+      const sent = libc.sendto(fd, bytes, bytes.length, flags, address, address.length) as number;
       libc.close(fd);
       return sent === bytes.length;
     } catch {

@@ -39,6 +39,19 @@ test("without NOTIFY_SOCKET nothing is sent and nothing fails; a watchdog meant 
   assert.is(watchdogIntervalMs({ WATCHDOG_USEC: "nonsense" }), null);
 });
 
+test("a notification socket nobody reads never blocks the sender: a full queue drops the message", () => {
+  const socket = notifySocket({ drain: false });
+  try {
+    const systemd = systemdNotifier({ NOTIFY_SOCKET: socket.path });
+    const t0 = performance.now();
+    const sent = Array.from({ length: 2000 }, () => systemd.notify("WATCHDOG=1"));
+    assert.ok(performance.now() - t0 < 5000, "no call waited for a reader");
+    assert.ok(sent.includes(false), "past the queue's length, messages are dropped, not waited on");
+  } finally {
+    socket.close();
+  }
+});
+
 test("agent start under Type=notify: READY=1 once it listens, the watchdog fed, RELOADING on SIGHUP, STOPPING", async () => {
   const socket = notifySocket();
   try {

@@ -7,8 +7,11 @@ import { tempDir } from "./agent-process.ts";
 
 const AF_UNIX = 1, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
 
-/** A bound receiving socket: `path` for NOTIFY_SOCKET, `messages` so far, `close()` when done. */
-export function notifySocket() {
+/**
+ * A bound receiving socket: `path` for NOTIFY_SOCKET, `messages` so far, `close()` when done. It reads
+ * all the time, as systemd does, unless `drain` is false (a systemd that does not read).
+ */
+export function notifySocket(options: { drain?: boolean } = {}) {
   const libc = bindC(libcName(), {
     socket: "int socket(int domain, int type, int protocol)",
     bind: "int bind(int fd, const uint8_t *addr, unsigned int n)",
@@ -33,6 +36,7 @@ export function notifySocket() {
       messages.push(new TextDecoder().decode(buffer.subarray(0, n)));
     }
   };
+  const reading = options.drain === false ? null : setInterval(drain, 20);
   return {
     path: file,
     /** Everything received so far, in order. */
@@ -47,6 +51,7 @@ export function notifySocket() {
       return messages;
     },
     close() {
+      if (reading) clearInterval(reading);
       libc.close(fd);
       fs.rmSync(file, { force: true });
     },
