@@ -176,7 +176,7 @@ export class ClientConnection implements SessionPeer {
       fields: () => decodeFields<Record<string, unknown>>(frame.payload) ?? {},
       reply: (fields) => replyBytes(encodeFields(fields)),
       replyBytes,
-      later: (work) => void work.then((fields) => request.reply(fields), fail).catch(() => {}),
+      later: (work, answered) => void work.then((fields) => request.reply(fields).then(answered), fail).catch(() => {}),
     };
     try {
       await handler(request, this);
@@ -226,7 +226,7 @@ interface MetaRequest {
   /** Answers with raw bytes, under the request code + 1. */
   replyBytes(payload: Uint8Array): Promise<void>;
   /** Answers with what `work` resolves to, or its error, whenever it settles; this connection reads on meanwhile. */
-  later(work: Promise<unknown>): void;
+  later(work: Promise<unknown>, answered?: () => void): void;
 }
 
 /**
@@ -272,7 +272,7 @@ const META_HANDLERS: { [C in MetaCode]?: MetaHandler } = {
     request.reply(await updatesOf(connection).data(connection, request.payload)),
   // Applying takes a while: the connection reads on (heartbeats) and the reply goes when it is done.
   [MetaCode.UpdateCommit]: (request, connection) =>
-    request.later(updatesOf(connection).commit(connection, request.fields())),
+    request.later(updatesOf(connection).commit(connection, request.fields()), () => connection.updates?.answered()),
   [MetaCode.UpdateAbort]: async (request, connection) => {
     await updatesOf(connection).abort(connection, request.fields());
     return request.reply({});

@@ -50,7 +50,8 @@ export async function serveControl(
       const nl = buffer.indexOf("\n");
       if (nl < 0) return;
       socket.pause(); // one request per connection
-      answer(buffer.slice(0, nl), handlers).then((reply) => socket.end(JSON.stringify(reply) + "\n"));
+      const line = buffer.slice(0, nl);
+      answer(line, handlers).then((reply) => socket.end(JSON.stringify(reply) + "\n", () => handlers.answered?.(line)));
     });
   });
   await new Promise<void>((resolve, reject) => {
@@ -73,6 +74,8 @@ export interface ControlHandlers {
   status(): unknown;
   /** Hands over to the program in `file`, or to the installed one when `file` is absent. */
   upgrade?(file: string | undefined): Promise<unknown>;
+  /** Called once the answer to `request` (its line) is written. */
+  answered?(request: string): void;
 }
 
 /** One request line's answer: `{ ok: true, status }` or `{ ok: false, error }`. */

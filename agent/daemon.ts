@@ -133,6 +133,8 @@ export async function startDaemon(
   const handlers: ControlHandlers = {
     status: () => daemon?.server.status(),
     upgrade: (file) => daemon?.upgrade ? daemon.upgrade(file) : Promise.reject(new Error("this agent cannot upgrade")),
+    // An upgrade's answer is out: the old agent need not linger for it.
+    answered: (line) => line.includes('"upgrade"') && daemon?.server.upgrader?.leaveNow?.(),
   };
   const endpoints: Endpoints = { control: await serveControl(controlPath(config.stateDir), handlers), metrics: null };
   const runDir = path.join(config.stateDir, "run");

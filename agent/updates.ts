@@ -168,6 +168,11 @@ export class UpdateReceiver {
     return await this.#apply(staged, upgrader);
   }
 
+  /** The commit's answer is written: after a hand-over, the old agent need not linger for it. */
+  answered(): void {
+    this.upgrader()?.leaveNow?.();
+  }
+
   /** UpdateAbort: drops the update this sender is sending. */
   async abort(sender: UpdateSender, fields: Record<string, unknown>): Promise<void> {
     await this.#drop(this.#receiving(sender, fields.updateId), "aborted by the client");

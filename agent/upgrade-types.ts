@@ -17,4 +17,6 @@ export interface UpgradeOutcome {
  */
 export interface Upgrader {
   upgrade(file: string, requestedBy: string, keep?: object): Promise<UpgradeOutcome>;
+  /** After a successful upgrade, once its answer is written: this process may go now, not after its linger. */
+  leaveNow?(): void;
 }
