@@ -144,6 +144,7 @@ export class UpdateReceiver {
     const staged = this.#receiving(sender, fields.updateId);
     const upgrader = this.upgrader();
     try {
+      this.#mayUpdate(sender); // again: a reload may have taken the right away while the bytes came
       if (staged.received !== staged.size) {
         throw new ServiceError(
           "invalid-argument",

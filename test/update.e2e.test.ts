@@ -353,4 +353,29 @@ test("a reload applies release keys and the size limit at once", async () => {
   right.close();
 });
 
+test("a reload that takes the right away mid-upload refuses the commit; nothing is installed", async () => {
+  const config = path.join(unsigned.stateDir, "config.json");
+  const reloads = () => (unsigned.stderr().match(/reloaded on SIGHUP/g) ?? []).length;
+  const reload = async (settings: unknown) => {
+    const before = reloads();
+    fs.writeFileSync(config, JSON.stringify(settings));
+    process.kill(unsigned.pid, "SIGHUP");
+    await until(() => reloads() > before, "the reload");
+  };
+  await reload({ keys: [{ key: RIGHT.hex, rights: ["update"] }] });
+  // The config file changes here on purpose; everything else must not.
+  const state = () =>
+    diskState(program.file, unsigned.stateDir).split("\n").filter((l) => !l.startsWith("config.json "));
+  const before = state();
+  const right = await connect({ host: "127.0.0.1", port: unsigned.port, key: RIGHT.hex });
+  const id = await beginByHand(right, MIB, 2); // every byte sent, not yet committed
+  await reload({ keys: [RIGHT.hex] }); // the right is gone
+  const e = await right.client.request(META_TARGET, MetaCode.UpdateCommit, encodeFields({ updateId: id }))
+    .then(() => null, (e) => e);
+  assert.is(e?.code, "update-not-allowed");
+  assert.equal(state(), before);
+  assert.equal(stagedFiles(unsigned.stateDir), []);
+  right.close();
+});
+
 test.run();
