@@ -192,22 +192,29 @@ function handOverSteps(
     reopenMetrics(): Promise<Endpoints["metrics"]>;
   },
 ): Pick<Daemon, "handOver" | "takeBack"> {
+  // Each step notes what it did, so that taking back after a failure part-way undoes exactly that.
+  let closed = { control: false, outbound: false };
   const takeBack = async (handed: HandedOver) => {
     const { server, sessions, outbound } = daemon();
     sessions.thaw();
     if (handed.listenFd !== null) await server.listen(handed.listenFd);
-    endpoints.control = await reopen.reopenControl();
-    endpoints.metrics = await reopen.reopenMetrics();
-    for (const t of outbound) t.start();
+    if (closed.control) {
+      endpoints.control = await reopen.reopenControl();
+      endpoints.metrics = await reopen.reopenMetrics();
+    }
+    if (closed.outbound) { for (const t of outbound) t.start(); }
+    closed = { control: false, outbound: false };
   };
   const handOver = async (keep?: object) => {
     const { server, sessions, outbound } = daemon();
-    await sessions.freeze();
-    const listenFd = server.stopAccepting();
-    await Promise.all([endpoints.control.close(), endpoints.metrics?.close(), ...outbound.map((t) => t.stop())]);
-    endpoints.metrics = null;
-    server.closeConnections(keep);
+    let listenFd: number | null = null;
     try {
+      await sessions.freeze(QUIESCE_TIMEOUT_MS);
+      listenFd = server.stopAccepting();
+      closed = { control: true, outbound: true };
+      await Promise.all([endpoints.control.close(), endpoints.metrics?.close(), ...outbound.map((t) => t.stop())]);
+      endpoints.metrics = null;
+      server.closeConnections(keep);
       await sessions.quiesce(QUIESCE_TIMEOUT_MS);
       return { listenFd, sessions: sessions.snapshot() };
     } catch (e) {

@@ -382,8 +382,10 @@ export function cleanStaleChannels(runDir: string, keep: ReadonlySet<string> = n
   try {
     for (const f of fs.readdirSync(runDir)) {
       const file = path.join(runDir, f);
-      if (/^\d+$/.test(f)) n += cleanStaleChannels(file, keep); // a product user's directory
-      if (f.endsWith(".mmap") && !keep.has(file)) {
+      // A product user's directory (never through a link a product planted there).
+      if (/^\d+$/.test(f) && fs.lstatSync(file).isDirectory()) n += cleanStaleChannels(file, keep);
+      // A hand-over's state file left by an agent killed mid-way holds resume tokens: it goes too.
+      if ((f.endsWith(".mmap") || /^handover-.*\.state$/.test(f)) && !keep.has(file)) {
         fs.rmSync(file, { force: true });
         n++;
       }

@@ -402,6 +402,7 @@ export class SessionManager {
 
   /** Opens a new session for `product` and attaches `peer` to it. */
   async open(product: unknown, peer: SessionPeer): Promise<AttachmentInfo> {
+    this.#refuseWhileHandingOver();
     if (typeof product !== "string" || !PRODUCT_NAME.test(product)) {
       throw new ServiceError(
         "invalid-argument",
@@ -474,6 +475,7 @@ export class SessionManager {
 
   /** Attaches another client to an existing session. */
   attach(sessionId: unknown, peer: SessionPeer): AttachmentInfo {
+    this.#refuseWhileHandingOver();
     const session = this.#session(sessionId, peer);
     this.#checkAttachmentLimit(peer);
     return this.#attach(session, peer).info();
@@ -485,6 +487,7 @@ export class SessionManager {
     peer: SessionPeer,
     sendReply: (info: AttachmentInfo) => Promise<void>,
   ): Promise<void> {
+    this.#refuseWhileHandingOver();
     const session = this.#session(fields.sessionId, peer);
     const att = this.#attachments.get(Number(fields.attachment));
     const token = typeof fields.resumeToken === "string" ? fromHex(fields.resumeToken) : null;
@@ -605,9 +608,23 @@ export class SessionManager {
    * Hand-over, first step: client frames are no longer taken (their senders send them again after
    * resuming) and the spare hosts end. Nothing else changes yet.
    */
-  async freeze(): Promise<void> {
+  async freeze(timeoutMs: number): Promise<void> {
+    this.#handingOver = true; // no session opens, attaches or resumes from now on
+    const deadline = Date.now() + timeoutMs;
+    while ([...this.#opening.values()].some((n) => n > 0)) { // hosts still starting become sessions first
+      if (Date.now() > deadline) throw new Error(`a session's host did not start within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
     for (const s of this.sessions.values()) s.frozen = true;
     await this.#warm.shutdown();
+  }
+
+  #handingOver = false;
+
+  #refuseWhileHandingOver(): void {
+    if (this.#handingOver) {
+      throw new ServiceError("upgrading", "the agent is handing over to a new version: try again in a moment");
+    }
   }
 
   /**
@@ -645,6 +662,7 @@ export class SessionManager {
 
   /** Undoes {@link freeze} and {@link quiesce}: the hand-over did not happen. */
   thaw(): void {
+    this.#handingOver = false;
     this.#warm.reopen();
     for (const s of this.sessions.values()) {
       if (s.ending) continue;

@@ -72,23 +72,33 @@ export class AgentUpgrader implements Upgrader {
       const program = programFile();
       const source = file === undefined ? program : path.resolve(file);
       log.info(`upgrade to ${escapeControls(source)} requested by ${escapeControls(requestedBy)}`);
-      // Both run while this version still serves: only the hand-over itself pauses the clients.
-      const [build] = await Promise.all([fileSha256(source), checkProgram(source, this.context)]);
-      const checked = performance.now();
-      const installed = source === program ? null : install(source, program);
+      // A private copy first: what is checked is what gets installed, whoever can write `source`.
+      const candidate = source === program ? null : stageCopy(source, program);
+      const checked = candidate ?? program;
+      let build: string, version: string;
+      try {
+        // Both run while this version still serves: only the hand-over itself pauses the clients.
+        [build] = await Promise.all([fileSha256(checked), checkProgram(checked, this.context)]);
+      } catch (e) {
+        if (candidate) fs.rmSync(candidate, { force: true });
+        throw e;
+      }
+      const checkedAt = performance.now();
+      const installed = candidate ? install(candidate, program) : null;
       const pausedAt = performance.now();
       try {
-        await this.#handOver(program, build, keep);
+        version = await this.#handOver(program, build, keep);
       } catch (e) {
         installed?.undo();
         throw e;
       }
-      const outcome = { version: VERSION, build, previousBuild: this.context.history.build, tookMs: 0 };
+      const outcome = { version, build, previousBuild: this.context.history.build, tookMs: 0 };
       const done = performance.now();
       outcome.tookMs = Math.round(done - started);
+      const checkedIn = checkedAt - started;
       log.info(
-        `handed over to build ${build.slice(0, 12)} in ${outcome.tookMs} ms (check ${ms(checked - started)}, ` +
-          `install ${ms(pausedAt - checked)}, paused until prepared ${ms(done - pausedAt)}); this process exits`,
+        `handed over to build ${build.slice(0, 12)} in ${outcome.tookMs} ms (check ${ms(checkedIn)}, ` +
+          `install ${ms(pausedAt - checkedAt)}, paused until prepared ${ms(done - pausedAt)}); this process exits`,
       );
       this.#leaving = setTimeout(() => this.context.exit(), LINGER_MS);
       return outcome;
@@ -108,15 +118,19 @@ export class AgentUpgrader implements Upgrader {
     this.context.exit();
   }
 
-  async #handOver(program: string, build: string, keep?: object): Promise<void> {
+  /** Hands over to `program`; resolves with the version the new agent reports. Takes everything back on failure. */
+  async #handOver(program: string, build: string, keep?: object): Promise<string> {
     const { daemon } = this.context;
-    const handed = await daemon.handOver(keep).catch((e) => {
-      throw new UpgradeError(`the sessions could not be paused: ${(e as Error).message}`, { cause: e });
-    });
-    let state: string | null = null;
+    checkHeldOutput(daemon);
     const report = rawPipe(), go = rawPipe();
+    const ours = new Set([...report, ...go]); // descriptors this process still holds, closed on failure
+    const close = (fd: number) => ours.delete(fd) && closeFd(fd);
+    let handed: HandedOver | null = null, state: string | null = null;
     let child: { pid: number; exit: Promise<unknown> } | null = null;
     try {
+      handed = await daemon.handOver(keep).catch((e) => {
+        throw new UpgradeError(`the sessions could not be paused: ${(e as Error).message}`, { cause: e });
+      });
       state = writeHandoverState(this.context.runDir, {
         from: { pid: process.pid, version: VERSION },
         startedAt: daemon.server.startedAt,
@@ -125,18 +139,19 @@ export class AgentUpgrader implements Upgrader {
         sessions: handed.sessions,
       });
       child = this.#spawn(program, handed, state, report[1], go[0]);
-      closeFd(report[1]);
-      closeFd(go[0]);
-      await this.#prepared(report[0], child);
+      close(report[1]);
+      close(go[0]);
+      ours.delete(report[0]); // the report reader owns it now
+      const version = await this.#prepared(report[0], child);
       this.context.systemd.notify(`MAINPID=${child.pid}`);
+      return version; // the go pipe's write end closes when this process exits: the new version's signal
     } catch (e) {
       if (child) await stop(child);
       if (state) fs.rmSync(state, { force: true });
-      closeFd(go[1]);
-      await daemon.takeBack(handed);
+      for (const fd of [...ours]) close(fd);
+      if (handed) await daemon.takeBack(handed);
       throw e;
     }
-    // The go pipe's write end closes when this process exits: that is the new version's signal.
   }
 
   #spawn(program: string, handed: HandedOver, state: string, reportFd: number, goFd: number) {
@@ -155,8 +170,8 @@ export class AgentUpgrader implements Upgrader {
     }
   }
 
-  /** Waits for the new version's report: prepared, or why not, or its exit, or the timeout. */
-  async #prepared(reportFd: number, child: { exit: Promise<unknown> }): Promise<void> {
+  /** Waits for the new version's report: prepared (resolves with its version), or why not, its exit, or the timeout. */
+  async #prepared(reportFd: number, child: { exit: Promise<unknown> }): Promise<string> {
     const reader = readReport(reportFd);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const seconds = this.context.timeoutMs / 1000;
@@ -171,10 +186,26 @@ export class AgentUpgrader implements Upgrader {
       }
       if (report === null) throw new UpgradeError("the new version exited before it was prepared");
       if (!report.ok) throw new UpgradeError(`the new version cannot take over: ${report.error}`);
+      return report.version;
     } finally {
       clearTimeout(timer);
       reader.stop();
     }
+  }
+}
+
+/** Most unacknowledged output a hand-over carries in its state file; past it, clients must catch up first. */
+const MAX_HELD_OUTPUT_BYTES = 1024 * 1024 * 1024;
+
+/** Refuses a hand-over whose state would be too large to write and read back in one piece. */
+function checkHeldOutput(daemon: Daemon): void {
+  let held = 0;
+  for (const s of daemon.sessions.sessions.values()) for (const a of s.attachments.values()) held += a.link.keptBytes;
+  if (held > MAX_HELD_OUTPUT_BYTES) {
+    throw new UpgradeError(
+      `clients have not acknowledged ${Math.round(held / 1048576)} MiB of output; a hand-over carries at most ` +
+        `${MAX_HELD_OUTPUT_BYTES / 1048576} MiB: try again once they have caught up, or restart instead`,
+    );
   }
 }
 
@@ -218,17 +249,32 @@ function checkProgram(file: string, context: UpgradeContext): Promise<void> {
 }
 
 /**
- * Puts `source` in place of `program` atomically, the current one kept as `<program>.previous`
- * (replacing an older one). Bundles beside it that only the old version used go to `.previous` too.
+ * A private copy of `source` beside `program` (created exclusively, the program's mode), named with
+ * the program's extension so a runtime that goes by it (Deno) runs it the same way.
  */
-function install(source: string, program: string): { undo(): void } {
-  const previous = `${program}.previous`, next = `${program}.next`;
-  fs.rmSync(next, { force: true });
-  fs.copyFileSync(source, next, fs.constants.COPYFILE_EXCL);
-  fs.chmodSync(next, fs.statSync(program).mode & 0o7777);
+function stageCopy(source: string, program: string): string {
+  const copy = path.join(path.dirname(program), `.next-${process.pid}-${path.basename(program)}`);
+  fs.rmSync(copy, { force: true });
+  try {
+    fs.copyFileSync(source, copy, fs.constants.COPYFILE_EXCL);
+    fs.chmodSync(copy, fs.statSync(program).mode & 0o755);
+  } catch (e) {
+    fs.rmSync(copy, { force: true });
+    throw new UpgradeError(`cannot place the new program beside ${escapeControls(program)}: ${(e as Error).message}`);
+  }
+  return copy;
+}
+
+/**
+ * Puts the checked `candidate` in place of `program` atomically, the current one kept as
+ * `<program>.previous` (replacing an older one). Bundles beside it that only the old version used
+ * go to `.previous` too.
+ */
+function install(candidate: string, program: string): { undo(): void } {
+  const previous = `${program}.previous`;
   fs.rmSync(previous, { force: true });
   fs.linkSync(program, previous);
-  fs.renameSync(next, program);
+  fs.renameSync(candidate, program);
   const hostOnly = path.join(path.dirname(program), `host${path.extname(program)}`);
   const movedHost = /^agent\.[cm]js$/.test(path.basename(program)) && fs.existsSync(hostOnly);
   if (movedHost) fs.renameSync(hostOnly, `${hostOnly}.previous`);

@@ -54,6 +54,7 @@ const REPLY_ERRORS = {
   "update-digest-mismatch": "the bytes received do not have the SHA-256 the update announced",
   "update-signature-invalid": "the update carries no valid signature by a release key the operator configured",
   "upgrade-failed": "the new binary did not take over; the agent rolled back to the version it ran",
+  "upgrading": "the agent is handing over to a new version: open, attach or resume again in a moment",
 } as const;
 
 /**

@@ -217,6 +217,7 @@ upgrade(
   async () => {
     const { program, agent } = await upgradeableAgent();
     const a = await ResumingSession.open(agent.port, KEY.hex, "alpha");
+    await until(async () => (await status(agent)).program.build !== "", "the running build is hashed");
     const before = await status(agent);
     const replacement = newVersion(tempDir("agent-versions-"), "packaged");
     fs.renameSync(replacement, program.file); // as a package manager replaces it
