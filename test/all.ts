@@ -37,6 +37,7 @@ import "./window.e2e.test.ts";
 import "./operations.e2e.test.ts";
 import "./outbound.e2e.test.ts";
 import "./fleet.e2e.test.ts";
+import "./cluster.e2e.test.ts";
 import "./listener-admission.e2e.test.ts";
 import "./stall-grace.test.ts";
 import "./remote-commands.e2e.test.ts";
