@@ -60,7 +60,15 @@ export interface AgentConfig {
   /** Listen for inbound connections (off with --no-listen, for outbound-only agents). */
   listen: boolean;
   /** Product listeners to dial (outbound mode). */
-  connect: Array<{ host: string; port: number; ca?: string; fingerprint?: string; serverName?: string }>;
+  connect: Array<{
+    host: string;
+    port: number;
+    /** The other nodes of a listener cluster (`--connect a:1,b:2`): dialled in turn. */
+    alternates?: Array<{ host: string; port: number }>;
+    ca?: string;
+    fingerprint?: string;
+    serverName?: string;
+  }>;
   /** Seconds between heartbeats on outbound connections; silence for 3× this ends one. */
   keepaliveSeconds: number;
   /** After a reload removes a key, connections that authenticated with it are closed this long after. */
@@ -245,19 +253,24 @@ function metricsAddress(v: string | undefined): { host: string; port: number } |
   return { host: m[1], port: Number(m[2]) };
 }
 
-/** "host:port" or "[v6]:port" with trust settings. */
+/** `host:port`, or several separated by commas: the nodes of one listener cluster, dialled in turn. */
 function target(address: string, trust: { ca?: string; fingerprint?: string; serverName?: string }, where: string) {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(address) ?? /^([^:]+):(\d+)$/.exec(address);
-  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
-    throw new ConfigError(`${where} needs host:port (IPv6 as [::1]:46340), not "${address}"`);
-  }
+  const [first, ...alternates] = address.split(",").map((a) => hostPort(a.trim(), where));
   return {
-    host: m[1],
-    port: Number(m[2]),
+    ...first,
+    ...(alternates.length ? { alternates } : {}),
     ...(trust.ca ? { ca: path.resolve(trust.ca) } : {}),
     ...(trust.fingerprint ? { fingerprint: trust.fingerprint } : {}),
     ...(trust.serverName ? { serverName: trust.serverName } : {}),
   };
+}
+
+function hostPort(address: string, where: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(address) ?? /^([^:]+):(\d+)$/.exec(address);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+    throw new ConfigError(`${where} needs host:port (IPv6 as [::1]:46340), not "${address}"`);
+  }
+  return { host: m[1], port: Number(m[2]) };
 }
 
 function fileTarget(t: NonNullable<ConfigFile["connect"]>[number], file: string) {

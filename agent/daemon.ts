@@ -313,6 +313,7 @@ function outboundTrust(config: AgentConfig): OutboundTargetConfig[] {
   return config.connect.map((t) => ({
     host: t.host,
     port: t.port,
+    alternates: t.alternates,
     serverName: t.serverName,
     proxy: proxyFor(t.host, process.env, config.proxy),
     ca: t.ca ? readCa(t.ca) : undefined,

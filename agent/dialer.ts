@@ -61,6 +61,11 @@ export function backoffDelay(
 export interface OutboundTargetConfig extends TrustOptions {
   host: string;
   port: number;
+  /**
+   * Other addresses of the same listener (the nodes of a listener cluster): the agent starts at a
+   * random one of all and, each time a connection fails or ends, dials the next after its backoff.
+   */
+  alternates?: Array<{ host: string; port: number }>;
   /** Dial through this HTTP CONNECT proxy. */
   proxy?: URL | null;
 }
@@ -98,11 +103,18 @@ export class OutboundTarget {
   #wake: (() => void) | null = null;
   #current: ClientConnection | null = null;
   #done: Promise<void> = Promise.resolve();
+  readonly #addresses: Array<{ host: string; port: number }>;
+  #at: number;
 
-  constructor(readonly target: OutboundTargetConfig, readonly context: OutboundContext) {}
+  constructor(readonly target: OutboundTargetConfig, readonly context: OutboundContext) {
+    this.#addresses = [{ host: target.host, port: target.port }, ...(target.alternates ?? [])];
+    this.#at = Math.floor(Math.random() * this.#addresses.length); // spreads a fleet over a cluster's nodes
+  }
 
+  /** The address dialled now (one of several for a listener cluster). */
   get address(): string {
-    return `${formatHost(this.target.host)}:${this.target.port}`;
+    const { host, port } = this.#addresses[this.#at];
+    return `${formatHost(host)}:${port}`;
   }
 
   start(): void {
@@ -147,6 +159,7 @@ export class OutboundTarget {
         this.#lastError = describe(e as Error);
       }
       if (this.#stopped) break;
+      this.#at = (this.#at + 1) % this.#addresses.length; // the next node of a cluster, if there are several
       const delay = backoffDelay(attempt++);
       this.#nextRetryAt = Date.now() + delay;
       this.#set("waiting");
@@ -164,7 +177,8 @@ export class OutboundTarget {
 
   async #connectAndServe(onReady: () => void) {
     const { key, provider, sessions, startedAt, handshakeTimeoutMs, keepaliveMs, log } = this.context;
-    const { stream, certificate } = await dialTls(this.target.host, this.target.port, {
+    const { host, port } = this.#addresses[this.#at];
+    const { stream, certificate } = await dialTls(host, port, {
       ...this.target,
       timeoutMs: handshakeTimeoutMs,
     });

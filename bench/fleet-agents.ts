@@ -1,7 +1,7 @@
 /**
  * Simulated agents for the fleet benchmark: thousands per process, each the
  * agent's own outbound code (OutboundTarget, ClientConnection) with its own
- * key. Env: PORT, FINGERPRINT, KEYS (JSON file: [hex, ...]), RAMP_MS (spread
+ * key. Env: PORT (or PORTS, "p1,p2,p3": the nodes of a listener cluster), FINGERPRINT, KEYS (JSON file: [hex, ...]), RAMP_MS (spread
  * of the first dials), KEEPALIVE. Runs until killed.
  * @module
  */
@@ -33,10 +33,12 @@ const rampMs = Number(process.env.RAMP_MS ?? 2000);
 const keepaliveMs = Number(process.env.KEEPALIVE ?? 15) * 1000;
 const startedAt = Date.now();
 const targets: OutboundTarget[] = [];
+const ports = (process.env.PORTS ?? process.env.PORT!).split(",").map(Number);
+const alternates = ports.slice(1).map((port) => ({ host: "127.0.0.1", port }));
 for (const hex of keys) {
   const bytes = parseKey(hex).bytes;
   const target = new OutboundTarget(
-    { host: "127.0.0.1", port: Number(process.env.PORT), fingerprint: parseFingerprint(process.env.FINGERPRINT!) },
+    { host: "127.0.0.1", port: ports[0], alternates, fingerprint: parseFingerprint(process.env.FINGERPRINT!) },
     {
       key: { id: await keyId(bytes), bytes },
       provider,

@@ -26,7 +26,7 @@ import { table } from "./stats.ts";
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface ListenerChild {
+export interface ListenerChild {
   child: ChildProcess;
   port: number;
   ask<T>(op: string, servers?: string[]): Promise<T>;
@@ -41,8 +41,11 @@ interface Stats {
   events: Record<string, number>;
 }
 
-async function startListener(env: Record<string, string>): Promise<ListenerChild> {
-  const child = spawn(process.execPath, ["--expose-gc", "--import", "tsx", path.join(HERE, "fleet-listener.ts")], {
+export async function startListener(
+  env: Record<string, string>,
+  script = "fleet-listener.ts",
+): Promise<ListenerChild> {
+  const child = spawn(process.execPath, ["--expose-gc", "--import", "tsx", path.join(HERE, script)], {
     stdio: ["ignore", "pipe", "inherit", "ipc"],
     env: { ...process.env, ...env },
   });
@@ -91,7 +94,7 @@ async function settledRss(l: ListenerChild): Promise<number> {
   return rssKiB(l.child.pid!);
 }
 
-async function fleetFiles(n: number, procs: number, real: number) {
+export async function fleetFiles(n: number, procs: number, real: number) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-bench-fleet-"));
   const pems = await generate([{ name: "commonName", value: "fleet.listener" }], {
     keyType: "ec",

@@ -15,7 +15,9 @@
  *               session's first transfer, `agent cp` vs scp, next to the peer's transfer.sh run in
  *               the same run, CPU-s/GiB by process next to ssh's, the per-byte stages (bench/transfer.ts)
  *   fleet       one listener, FLEET_AGENTS simulated agents (their own outbound code) + real ones: RSS and idle
- *               CPU per agent, info() on all, a restart storm (bench/fleet.ts)
+ *               CPU per agent, info() on all, a restart storm (bench/fleet.ts); with nats-server installed,
+ *               three listener nodes on NATS: a command through another node vs direct, one node killed
+ *               (bench/fleet-cluster.ts; CLUSTER_AGENTS, default FLEET_AGENTS; BENCH_CLUSTER=0 skips it)
  *   wan         on Node and Deno: 128 MiB up and down through a relay adding 2, 20 and 50 ms of round trip,
  *               agent vs `ssh -c aes256-gcm` multiplexed through the same relay (bench/wan.ts; the peer)
  *   commands    `agent run` and `agent cp` vs ssh, scp, sftp and `tar | ssh tar x` (bench/commands.ts)
@@ -45,6 +47,7 @@ import { benchTransfer } from "./transfer.ts";
 import { benchOutbound } from "./outbound.ts";
 import { benchFlood } from "./flood.ts";
 import { benchFleet } from "./fleet.ts";
+import { benchFleetCluster } from "./fleet-cluster.ts";
 import { startBenchAgent } from "./agent.ts";
 import { benchCommands } from "./commands.ts";
 import { benchWan } from "./wan.ts";
@@ -227,6 +230,7 @@ async function main() {
   }
   if (wanted("flood")) await benchFlood(AGENT);
   if (wanted("fleet")) await benchFleet(AGENT);
+  if (wanted("fleet")) await benchFleetCluster();
   if (wanted("wan")) await benchWan();
   if (wanted("commands")) await benchCommands(AGENT);
   if (wanted("startup")) await benchStartup();

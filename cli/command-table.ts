@@ -105,7 +105,8 @@ const start: CommandSpec = {
     },
     {
       flags: "--connect <host:port>",
-      help: "Outbound: dial this product listener over TLS and serve it (repeatable)",
+      help:
+        "Outbound: dial this product listener over TLS and serve it (repeatable); a,b,c names the nodes of one listener cluster, dialled in turn",
       list: true,
     },
     {

@@ -164,6 +164,8 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
   #fdBase = openDescriptors();
   #fdReportedAt = 0;
   #counts = { accepted: 0, refused: 0, rejected: 0, handshakeFailed: 0, fdExhausted: 0 };
+  #observers = new Set<(event: ListenerEvent) => void>();
+  #elsewhere: ((server: string) => Promise<string | null>) | null = null;
 
   private constructor(
     readonly server: net.Server,
@@ -285,6 +287,43 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
     });
   }
 
+  /** Calls `observer` with every event, beside `onEvent` (a cluster node follows its agents so); returns the undo. */
+  observe(observer: (event: ListenerEvent) => void): () => void {
+    this.#observers.add(observer);
+    return () => this.#observers.delete(observer);
+  }
+
+  /** The key id of `server`'s agent, from the table (undefined for a server not in it). */
+  keyIdOf(server: string): string | undefined {
+    return this.#table.byServer(server)?.keyId;
+  }
+
+  /** The server whose agent's key has id `keyId`. */
+  serverOf(keyId: string): string | undefined {
+    return this.#table.byKeyId(keyId)?.server;
+  }
+
+  /** "address:port" `server`'s connected agent dialled from. */
+  remoteOf(server: string): string | undefined {
+    return this.#live.get(server)?.remote;
+  }
+
+  /** Drops `server`'s connected agent; its disconnected event gives `reason`. */
+  drop(server: string, reason: string): void {
+    const live = this.#live.get(server);
+    if (!live) return;
+    live.deadReason = reason;
+    live.client.close();
+  }
+
+  /**
+   * Asks `check` before admitting an agent not connected here: a reason it gives refuses the
+   * newcomer as a duplicate connected elsewhere (a cluster node asks the others). Null removes it.
+   */
+  checkElsewhere(check: ((server: string) => Promise<string | null>) | null): void {
+    this.#elsewhere = check;
+  }
+
   /** Stops listening and drops every agent. */
   async close(): Promise<void> {
     this.#admission.close();
@@ -296,6 +335,7 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
 
   #event(event: ListenerEvent) {
     this.options.onEvent?.(event);
+    for (const o of this.#observers) o(event);
   }
 
   #serverError(e: NodeJS.ErrnoException) {
@@ -469,7 +509,12 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
    */
   async #settleDuplicate(server: string, newcomer: AgentClient, remote: string) {
     const incumbent = this.#live.get(server);
-    if (!incumbent) return;
+    if (!incumbent) {
+      const elsewhere = await this.#elsewhere?.(server);
+      if (!elsewhere) return;
+      newcomer.close();
+      throw new Error(`${elsewhere}; a second connection presenting its key (from ${remote}) is refused`);
+    }
     const alive = await Promise.race([
       incumbent.client.ping().then(() => true, () => false),
       new Promise<boolean>((r) => setTimeout(() => r(false), DUPLICATE_PING_MS)),

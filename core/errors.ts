@@ -99,6 +99,9 @@ export const ERROR_CODES = {
   "fingerprint-mismatch": "the listener's certificate is not the pinned one",
   "name-mismatch": "the listener's certificate does not carry the name dialled",
   "proxy": "the HTTP proxy could not be reached, refused the tunnel, or did not answer",
+  // A listener cluster (client/cluster.ts).
+  "agent-not-connected": "no node of the listener cluster holds a connection from that server's agent",
+  "engine-unavailable": "the cluster's engine (NATS) cannot be reached, or did not answer in time",
   // The operator's side.
   "invalid-config": "a setting, flag or config file that cannot be used",
   "not-running": "no agent answers on this machine's control socket",
@@ -315,6 +318,26 @@ export class InsecurePeerError extends AgentError {
       "insecure-peer",
       "the agent runs without encryption (--insecure); refusing to talk to it unless you pass --insecure too",
     );
+  }
+}
+
+/**
+ * A listener cluster could not reach an agent: no node holds it (`agent-not-connected`),
+ * or the engine that links the nodes is gone or slow (`engine-unavailable`).
+ *
+ * @example
+ * ```ts
+ * const e = new ClusterError("agent-not-connected", 'server "web1" is connected to no node');
+ * console.log(e.code, e instanceof AgentError); // agent-not-connected true
+ * ```
+ */
+export class ClusterError extends AgentError {
+  constructor(
+    readonly reason: "agent-not-connected" | "engine-unavailable",
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(reason, message, options);
   }
 }
 

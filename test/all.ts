@@ -42,8 +42,8 @@ import "./operations.e2e.test.ts";
 import "./outbound.e2e.test.ts";
 import "./fleet.e2e.test.ts";
 import "./update.e2e.test.ts";
-// Needs the agent's upgrader (the hand-over, issue 31's first half): enable once that is merged.
 import "./update-apply.e2e.test.ts";
+import "./cluster.e2e.test.ts";
 import "./listener-admission.e2e.test.ts";
 import "./stall-grace.test.ts";
 import "./remote-commands.e2e.test.ts";

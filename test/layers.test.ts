@@ -18,8 +18,9 @@ const ALLOWED: Record<string, string[]> = {
   cli: ["core", "runtime", "agent", "host", "client"],
   "mod.ts": ["client", "core"],
   "local.ts": ["client"],
+  "cluster.ts": ["client", "core"],
 };
-const ENTRY_FILES = ["mod.ts", "local.ts"];
+const ENTRY_FILES = ["mod.ts", "local.ts", "cluster.ts"];
 /** The one deliberate exception: LocalAgent runs the agent's session manager in-process. */
 const EXCEPTIONS = new Set(["client/local.ts -> agent"]);
 const CORE_PACKAGES = new Set(["@msgpack/msgpack"]);

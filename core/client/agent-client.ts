@@ -27,13 +27,15 @@ import { pushUpdate, type UpdateOptions } from "./update.ts";
 /** What a session attachment receives from the client connection. */
 export interface AttachmentRoute {
   onFrame(frame: Frame): void;
-  onEnded(code: string, message: string): void;
+  onEnded(code: string, message: string, attachment: number): void;
   onDisconnected(error: Error): void;
 }
 
 interface Pending {
   resolve: (frame: Frame) => void;
   reject: (error: Error) => void;
+  /** Error replies resolve too (a relay hands them on as they are). */
+  raw?: boolean;
 }
 
 /** A connection to one agent, ready for requests. */
@@ -91,6 +93,24 @@ export class AgentClient {
     });
   }
 
+  /**
+   * Sends a request and hands its reply frame, an error reply included, to `onReply` as soon as it
+   * is read, before the next frame is: a cluster node relaying another node's requests routes a new
+   * attachment there, ahead of its first frame. Rejects only when the connection ends first.
+   */
+  relay(target: number, code: number, payload: Uint8Array, onReply: (frame: Frame) => void): Promise<void> {
+    if (this.#closedError) return Promise.reject(this.#closedError);
+    const token = this.#nextToken;
+    this.#nextToken = this.#nextToken >= 0xffffffff ? 1 : this.#nextToken + 1;
+    return new Promise<void>((resolve, reject) => {
+      this.#pending.set(token, { resolve: (frame) => resolve(onReply(frame)), reject, raw: true });
+      this.frames.send({ target, code, token, payload }).catch((e) => {
+        this.#pending.delete(token);
+        reject(e);
+      });
+    });
+  }
+
   /** Round trip to the agent; resolves with the measured time in milliseconds and the agent's clock. */
   async ping(payload: Uint8Array = new Uint8Array(8)): Promise<{ rttMs: number; agentTimeMs: number }> {
     const t0 = performance.now();
@@ -139,7 +159,7 @@ export class AgentClient {
         const pending = this.#pending.get(frame.token);
         if (!pending) continue; // an event or a late reply: nothing waits for it here
         this.#pending.delete(frame.token);
-        if (frame.code === ERROR_CODE) {
+        if (frame.code === ERROR_CODE && !pending.raw) {
           const e = decodeError(frame.payload);
           pending.reject(remoteError(e));
         } else pending.resolve(frame);
@@ -200,7 +220,7 @@ export class AgentClient {
   #onMetaEvent(frame: Frame) {
     if (frame.code !== MetaCode.Ended) return;
     const e = decodeFields<{ attachment: number; code: string; message: string }>(frame.payload);
-    this.#routes.get(e.attachment)?.onEnded(e.code, e.message);
+    this.#routes.get(e.attachment)?.onEnded(e.code, e.message, e.attachment);
   }
 
   #fail(error: Error) {
