@@ -25,7 +25,7 @@ import type { AgentConfig } from "./config.ts";
 import { ConfigError } from "../runtime/errors.ts";
 import { type ControlHandlers, controlPath, serveControl } from "./control.ts";
 import { OutboundTarget, type OutboundTargetConfig } from "./dialer.ts";
-import { cleanStaleChannels } from "./host-process.ts";
+import { cleanStaleChannels, type HostProcess } from "./host-process.ts";
 import { ensureStateDir, type KeyScopes, loadAgentKeys } from "./keystore.ts";
 import { type ProductAccount, resolveProductUsers } from "./product-users.ts";
 import { serveMetrics } from "./metrics.ts";
@@ -58,6 +58,8 @@ export interface HandedOver {
 export interface Takeover {
   listenFd: number | null;
   sessions: SessionsSnapshot;
+  /** Each session's host, already mapped and its pipes taken over, by session id. */
+  hosts: ReadonlyMap<string, HostProcess>;
   /** Channel files the sessions use: not left-overs, whatever the run directory holds. */
   keepChannels: ReadonlySet<string>;
 }
@@ -147,7 +149,7 @@ export async function startDaemon(
     keyScopes: config.insecure ? null : settings.scopes,
     accounts: settings.accounts,
   }));
-  if (takeover) sessions.adopt(takeover.sessions);
+  if (takeover) sessions.adopt(takeover.sessions, takeover.hosts);
   const provider = runtimeCryptoProvider();
   const server = new AgentServer(config, keys, provider, sessions);
   const outbound = outboundTargets(settings, server, sessions, provider);

@@ -59,6 +59,9 @@ const READY_TIMEOUT_MS = 20_000;
 export interface HostRecord {
   pid: number;
   file: string;
+  /** The channel file's device and inode: the next version maps that file and no other. */
+  dev: number;
+  ino: number;
   capacity: number;
   fds: { stdin: number; stdout: number; stderr: number };
 }
@@ -155,7 +158,15 @@ export class HostProcess {
   /** What a hand-over carries (see {@link HostRecord}); null where the pipes' descriptors are unknown. */
   record(): HostRecord | null {
     if (!this.child.fds) return null;
-    return { pid: this.pid, file: this.file, capacity: checkChannel(this.mapping.bytes), fds: this.child.fds };
+    const { dev, ino } = fs.lstatSync(this.file);
+    return {
+      pid: this.pid,
+      file: this.file,
+      dev,
+      ino,
+      capacity: checkChannel(this.mapping.bytes),
+      fds: this.child.fds,
+    };
   }
 
   /**
@@ -190,7 +201,8 @@ export class HostProcess {
    */
   static adopt(record: HostRecord, onLog: (line: string) => void): HostProcess {
     const size = channelSize(record.capacity);
-    const mapping = mapFile(record.file, size);
+    // Never through a link, and only the file recorded: a product user owns its channels' directory.
+    const mapping = mapFile(record.file, size, { dev: record.dev, ino: record.ino });
     checkChannel(mapping.bytes);
     const header = new ChannelHeader(mapping.bytes);
     const stdin = new net.Socket({ fd: record.fds.stdin, readable: false, writable: true });

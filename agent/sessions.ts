@@ -676,13 +676,11 @@ export class SessionManager {
   }
 
   /** Carries on with the sessions an earlier agent version handed over; their clients resume. */
-  adopt(snapshot: SessionsSnapshot): void {
+  adopt(snapshot: SessionsSnapshot, hosts: ReadonlyMap<string, HostProcess>): void {
     this.#nextAttachment = Math.max(this.#nextAttachment, snapshot.nextAttachment);
     for (const record of snapshot.sessions) {
-      const host = HostProcess.adopt(
-        record.host,
-        (line) => this.settings.log.warn(`session ${record.id.slice(0, 8)} host: ${line}`),
-      );
+      const host = hosts.get(record.id);
+      if (!host) throw new Error(`session ${record.id.slice(0, 8)}: its host was not taken over`);
       const session = new Session(record.id, record.product, record.productRoot, host, this, record.openedBy);
       session.stats = record.stats;
       for (const a of record.attachments) {

@@ -11,8 +11,7 @@
  */
 import fs from "node:fs";
 import { VERSION } from "../core/version.ts";
-import { channelSize, checkChannel } from "../core/shm/ring.ts";
-import { mapFile } from "../runtime/mmap.ts";
+import { HostProcess } from "./host-process.ts";
 import type { Takeover } from "./daemon.ts";
 import { HANDOVER_ENV, type HandoverState, readHandoverState, sendReport, waitForGo } from "./handover.ts";
 
@@ -39,11 +38,20 @@ export function pendingTakeover(env: Record<string, string | undefined>): Pendin
  * Reads the state and checks everything in it; on success reports prepared and resolves once the
  * old version has let go. On failure reports why (the old version carries on) and throws.
  */
-export async function prepareTakeover(pending: PendingTakeover): Promise<Takeover & { state: HandoverState }> {
+export async function prepareTakeover(
+  pending: PendingTakeover,
+  onLog: (sessionId: string, line: string) => void,
+): Promise<Takeover & { state: HandoverState }> {
   let state: HandoverState;
+  const hosts = new Map<string, HostProcess>();
   try {
     state = readHandoverState(pending.stateFile);
-    checkInherited(state);
+    if (state.listenFd !== null) checkOpen(state.listenFd);
+    // Everything that can fail is done before "prepared": after it, the old version is gone.
+    for (const s of state.sessions.sessions) {
+      for (const fd of [s.host.fds.stdin, s.host.fds.stdout, s.host.fds.stderr]) checkOpen(fd);
+      hosts.set(s.id, HostProcess.adopt(s.host, (line) => onLog(s.id, line)));
+    }
   } catch (e) {
     await sendReport(pending.reportFd, { ok: false, error: (e as Error).message });
     throw e;
@@ -51,21 +59,7 @@ export async function prepareTakeover(pending: PendingTakeover): Promise<Takeove
   await sendReport(pending.reportFd, { ok: true, pid: process.pid, version: VERSION });
   await waitForGo(pending.goFd);
   const keepChannels = new Set(state.sessions.sessions.map((s) => s.host.file));
-  return { state, listenFd: state.listenFd, sessions: state.sessions, keepChannels };
-}
-
-/** Every channel maps and is one this build reads; every descriptor named is open here. */
-function checkInherited(state: HandoverState): void {
-  for (const fd of state.listenFd === null ? [] : [state.listenFd]) checkOpen(fd);
-  for (const s of state.sessions.sessions) {
-    for (const fd of [s.host.fds.stdin, s.host.fds.stdout, s.host.fds.stderr]) checkOpen(fd);
-    const mapping = mapFile(s.host.file, channelSize(s.host.capacity));
-    try {
-      checkChannel(mapping.bytes);
-    } finally {
-      mapping.close();
-    }
-  }
+  return { state, listenFd: state.listenFd, sessions: state.sessions, hosts, keepChannels };
 }
 
 /** Throws unless this process has descriptor `fd` open (the runtime's own fstat does not take raw numbers on Deno). */

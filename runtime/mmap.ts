@@ -23,11 +23,32 @@ export interface Mapping {
 
 const PROT_READ_WRITE = 3;
 const MAP_SHARED = 1;
-const O_RDWR = 2;
+const O_RDWR = 2, O_NOFOLLOW = 0o400000;
 
 /** Maps `size` bytes of an existing file read-write and shared. */
-export function mapFile(file: string, size: number): Mapping {
-  return isDeno() ? mapWithDeno(file, size) : mapWithKoffi(file, size);
+export function mapFile(file: string, size: number, expect?: FileIdentity): Mapping {
+  return isDeno() ? mapWithDeno(file, size, expect) : mapWithKoffi(file, size, expect);
+}
+
+/** A file's device and inode: {@link mapFile} maps only that file, opened without following a link. */
+export interface FileIdentity {
+  dev: number;
+  ino: number;
+}
+
+/** The identity of the file open on `fd` (through /proc, which both runtimes can stat). */
+function openedIdentity(fd: number): FileIdentity {
+  const s = fs.statSync(`/proc/self/fd/${fd}`);
+  return { dev: s.dev, ino: s.ino };
+}
+
+/** Throws unless the file open on `fd` is the one `expect` names. */
+function checkIdentity(file: string, fd: number, expect: FileIdentity | undefined): void {
+  if (!expect) return;
+  const got = openedIdentity(fd);
+  if (got.dev !== expect.dev || got.ino !== expect.ino) {
+    throw new Error(`${file} is not the channel file it was (replaced since it was recorded)`);
+  }
 }
 
 /** Creates `file` (mode 0600, must not exist) with `size` zero bytes. */
@@ -44,7 +65,7 @@ export function createMapFile(file: string, size: number): void {
 
 let denoLibc: Record<string, (...a: unknown[]) => unknown> | null = null;
 
-function mapWithDeno(file: string, size: number): Mapping {
+function mapWithDeno(file: string, size: number, expect?: FileIdentity): Mapping {
   const D = denoFfi();
   denoLibc ??= D.dlopen(libcName(), {
     open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
@@ -53,10 +74,16 @@ function mapWithDeno(file: string, size: number): Mapping {
     munmap: { parameters: ["pointer", "usize"], result: "i32" },
   }).symbols;
   const libc = denoLibc;
-  const fd = libc.open(new TextEncoder().encode(file + "\0"), O_RDWR, 0) as number;
+  const flags = O_RDWR | (expect ? O_NOFOLLOW : 0);
+  const fd = libc.open(new TextEncoder().encode(file + "\0"), flags, 0) as number;
   if (fd < 0) throw new Error(`cannot open ${file} for mapping`);
-  const ptr = libc.mmap(null, BigInt(size), PROT_READ_WRITE, MAP_SHARED, fd, 0n);
-  libc.close(fd);
+  let ptr: unknown;
+  try {
+    checkIdentity(file, fd, expect);
+    ptr = libc.mmap(null, BigInt(size), PROT_READ_WRITE, MAP_SHARED, fd, 0n);
+  } finally {
+    libc.close(fd);
+  }
   if (ptr === null || D.UnsafePointer.value(ptr) === 0xffffffffffffffffn) throw new Error(`mmap of ${file} failed`);
   const bytes = new Uint8Array(D.UnsafePointerView.getArrayBuffer(ptr, size));
   let closed = false;
@@ -75,7 +102,7 @@ function mapWithDeno(file: string, size: number): Mapping {
 
 let koffiLibc: { koffi: Koffi; mmap: (...a: unknown[]) => unknown; munmap: (...a: unknown[]) => unknown } | null = null;
 
-function mapWithKoffi(file: string, size: number): Mapping {
+function mapWithKoffi(file: string, size: number, expect?: FileIdentity): Mapping {
   if (!koffiLibc) {
     const koffi = loadKoffi();
     const lib = koffi.load(libcName());
@@ -86,9 +113,10 @@ function mapWithKoffi(file: string, size: number): Mapping {
     };
   }
   const { koffi, mmap, munmap } = koffiLibc;
-  const fd = fs.openSync(file, "r+");
+  const fd = fs.openSync(file, fs.constants.O_RDWR | (expect ? fs.constants.O_NOFOLLOW : 0));
   let ptr: unknown;
   try {
+    checkIdentity(file, fd, expect);
     ptr = mmap(null, size, PROT_READ_WRITE, MAP_SHARED, fd, 0);
   } finally {
     fs.closeSync(fd);

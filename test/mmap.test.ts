@@ -78,4 +78,19 @@ mmap(
   () => echoThrough(IS_DENO ? "node" : "deno"),
 );
 
+mmap("a channel mapped by its recorded identity is refused once replaced, or behind a link", () => {
+  const dir = tempDir();
+  const file = path.join(dir, "channel.mmap"), other = path.join(dir, "other.mmap");
+  createMapFile(file, channelSize(CAP));
+  createMapFile(other, channelSize(CAP));
+  const { dev, ino } = fs.statSync(file);
+  mapFile(file, channelSize(CAP), { dev, ino }).close(); // the file recorded maps
+  fs.rmSync(file);
+  fs.symlinkSync(other, file);
+  assert.throws(() => mapFile(file, channelSize(CAP), { dev, ino }), /cannot open|ELOOP|symbolic link/i);
+  fs.rmSync(file);
+  fs.copyFileSync(other, file);
+  assert.throws(() => mapFile(file, channelSize(CAP), { dev, ino }), /not the channel file it was/);
+});
+
 mmap.run();

@@ -56,7 +56,8 @@ export async function startCommand(flags: Flags): Promise<void> {
     );
   });
 
-  const takeover = pending ? await prepareTakeover(pending) : undefined;
+  const hostLog = (id: string, line: string) => log.warn(`session ${id.slice(0, 8)} host: ${line}`);
+  const takeover = pending ? await prepareTakeover(pending, hostLog) : undefined;
   daemon = await startDaemon(settings, internalErrors, takeover);
   upgrader = enableUpgrades(daemon, settings, { environment, systemd, history: takeover?.state.history });
   systemd.notify(`READY=1\nSTATUS=${readyStatus(daemon)}`);
