@@ -30,7 +30,7 @@ import { ensureStateDir, type KeyScopes, loadAgentKeys } from "./keystore.ts";
 import { type ProductAccount, resolveProductUsers } from "./product-users.ts";
 import { serveMetrics } from "./metrics.ts";
 import { AgentServer } from "./server.ts";
-import { SessionManager, sessionSettings } from "./sessions.ts";
+import { SessionManager, type SessionPeer, sessionSettings } from "./sessions.ts";
 import type { SessionsSnapshot } from "./session-records.ts";
 
 /** Everything a start needs, read and checked: what `agent start --check` reports and each reload applies. */
@@ -196,6 +196,7 @@ function handOverSteps(
 ): Pick<Daemon, "handOver" | "takeBack"> {
   // Each step notes what it did, so that taking back after a failure part-way undoes exactly that.
   let closed = { control: false, outbound: false };
+  let kept: OutboundTarget[] = [];
   const takeBack = async (handed: HandedOver) => {
     const { server, sessions, outbound } = daemon();
     sessions.thaw();
@@ -204,8 +205,9 @@ function handOverSteps(
       endpoints.control = await reopen.reopenControl();
       endpoints.metrics = await reopen.reopenMetrics();
     }
-    if (closed.outbound) { for (const t of outbound) t.start(); }
+    if (closed.outbound) { for (const t of outbound) if (!kept.includes(t)) t.start(); }
     closed = { control: false, outbound: false };
+    kept = [];
   };
   const handOver = async (keep?: object) => {
     const { server, sessions, outbound } = daemon();
@@ -214,7 +216,11 @@ function handOverSteps(
       await sessions.freeze(QUIESCE_TIMEOUT_MS);
       listenFd = server.stopAccepting();
       closed = { control: true, outbound: true };
-      await Promise.all([endpoints.control.close(), endpoints.metrics?.close(), ...outbound.map((t) => t.stop())]);
+      // An outbound connection that pushed the update stays, for the answer; it ends with this process.
+      kept = outbound.filter((t) => t.serves(keep));
+      const stopping = outbound.filter((t) => !kept.includes(t)).map((t) => t.stop());
+      await Promise.all([endpoints.control.close(), endpoints.metrics?.close(), ...stopping]);
+      if (kept.length > 0) sessions.disconnected(keep as SessionPeer);
       endpoints.metrics = null;
       server.closeConnections(keep);
       await sessions.quiesce(QUIESCE_TIMEOUT_MS);

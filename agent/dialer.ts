@@ -118,7 +118,13 @@ export class OutboundTarget {
   }
 
   start(): void {
+    this.#stopped = false; // again after a hand-over that did not happen
     this.#done = this.#run();
+  }
+
+  /** True while `client` is this target's connection (a hand-over keeps the one that pushed the update). */
+  serves(client: object | undefined): boolean {
+    return client !== undefined && this.#current === client;
   }
 
   async stop(): Promise<void> {

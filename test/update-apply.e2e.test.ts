@@ -7,7 +7,8 @@ import * as assert from "uvu/assert";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { connect, type RemoteError, rollOutUpdate } from "../mod.ts";
+import { connect, listen, type RemoteError, rollOutUpdate } from "../mod.ts";
+import { selfSigned } from "./helpers/certs.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { VERSION } from "../core/version.ts";
 import {
@@ -20,7 +21,7 @@ import {
   tempDir,
 } from "./helpers/agent-process.ts";
 
-import { stopCurrent } from "./helpers/upgrade.ts";
+import { currentStatus, stopCurrent } from "./helpers/upgrade.ts";
 
 const test = suite("update apply e2e");
 
@@ -79,6 +80,37 @@ test("a pushed build takes over: the outcome names both builds, the agent serves
   again.close();
   agent.close();
   await stopCurrent(running);
+});
+
+test("an outbound agent takes a pushed build too: the answer comes back on its own connection", async () => {
+  const cert = await selfSigned();
+  const listener = await listen({
+    host: "127.0.0.1",
+    port: 0,
+    cert: cert.cert,
+    key: cert.key,
+    agents: { dialer: RIGHT.hex },
+  });
+  const dir = tempDir("agent-program-");
+  for (const n of IS_DENO ? ["agent.mjs", "host.mjs"] : ["agent"]) {
+    fs.copyFileSync(path.join(ROOT, "dist", n), path.join(dir, n));
+  }
+  const program = path.join(dir, PROGRAM);
+  const stateDir = tempDir();
+  fs.writeFileSync(path.join(stateDir, "config.json"), JSON.stringify({ keys: WITH_RIGHT }), { mode: 0o600 });
+  const command = agentCommand().map((a) => (a === path.join(ROOT, "dist", PROGRAM) ? program : a));
+  const trust = ["--connect", `127.0.0.1:${listener.port}`, "--fingerprint", cert.fingerprint, "--no-listen"];
+  const running = await startAgent(trust, { stateDir, command, listenFlags: false, ready: /outbound \S+: connected/ });
+  const agent = await listener.waitForAgent("dialer", 10_000);
+  const binary = newBuild("outbound");
+  const outcome = await agent.update(binary);
+  assert.is(outcome.build, sha256Of(binary), "the answer arrived before the old agent left");
+  await agent.closed; // the old version left
+  const again = await listener.waitForAgent("dialer", 30_000); // the new version dials in
+  assert.is((await again.info()).version, VERSION);
+  assert.is.not((await currentStatus(running)).pid, running.pid, "a new process serves");
+  await stopCurrent(running);
+  await listener.close();
 });
 
 /** 20 agents, `broken` of which gives the rollout's key no right; their targets in order. */
