@@ -233,11 +233,13 @@ export function fileSha256(file: string): Promise<string> {
 /** Runs `start --check` of the new program with this agent's arguments; throws with what it said. */
 function checkProgram(file: string, context: UpgradeContext): Promise<void> {
   const [command, ...prefix] = programCommand(file);
+  if (command === file) checkExecutable(file);
   const args = [...prefix, ...context.startArgs, "--check"];
   const env = { ...context.environment };
   for (const name of ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]) delete env[name];
   return new Promise((resolve, reject) => {
-    execFile(command, args, { env, timeout: CHECK_TIMEOUT_MS }, (error, _stdout, stderr) => {
+    // From "/": whatever the program does at its check, it does not do it in the agent's directory.
+    execFile(command, args, { env, cwd: "/", timeout: CHECK_TIMEOUT_MS }, (error, _stdout, stderr) => {
       if (!error) return resolve();
       const said = escapeControls(String(stderr).trim().split("\n").slice(-3).join(" / "));
       const how = error.killed
@@ -246,6 +248,25 @@ function checkProgram(file: string, context: UpgradeContext): Promise<void> {
       reject(new UpgradeError(`the new program's check \`start --check\` ${how}${said ? `: ${said}` : ""}`));
     });
   });
+}
+
+/**
+ * Refuses a file that is neither an ELF executable nor a `#!` script: the C library runs any other
+ * file it cannot execute through /bin/sh, so bytes that are no program would run as shell commands.
+ */
+function checkExecutable(file: string): void {
+  const head = new Uint8Array(4);
+  const fd = fs.openSync(file, "r");
+  try {
+    fs.readSync(fd, head, 0, 4, 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const elf = head[0] === 0x7f && head[1] === 0x45 && head[2] === 0x4c && head[3] === 0x46;
+  const script = head[0] === 0x23 && head[1] === 0x21;
+  if (!elf && !script) {
+    throw new UpgradeError("the new program is not an executable (it starts with neither an ELF header nor #!)");
+  }
 }
 
 /**

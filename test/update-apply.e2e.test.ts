@@ -21,7 +21,7 @@ import {
   tempDir,
 } from "./helpers/agent-process.ts";
 
-import { currentStatus, stopCurrent } from "./helpers/upgrade.ts";
+import { currentStatus, stopCurrent, stopUpgradeable, trackUpgradeable } from "./helpers/upgrade.ts";
 
 const test = suite("update apply e2e");
 
@@ -47,12 +47,15 @@ async function agentFromCopy(keys: unknown[]): Promise<{ agent: RunningAgent; pr
   const stateDir = tempDir();
   fs.writeFileSync(path.join(stateDir, "config.json"), JSON.stringify({ keys }), { mode: 0o600 });
   const command = agentCommand().map((a) => (a === path.join(ROOT, "dist", PROGRAM) ? program : a));
-  return { agent: await startAgent([], { stateDir, command }), program };
+  return { agent: trackUpgradeable(await startAgent([], { stateDir, command })), program };
 }
 
 const WITH_RIGHT = [{ key: RIGHT.hex, rights: ["update"] }];
 
-test.after(() => stopAll());
+test.after(async () => {
+  await stopUpgradeable(); // first: an upgraded agent is not this process's child
+  stopAll();
+});
 
 test("a pushed build takes over: the outcome names both builds, the agent serves on, nothing is left staged", async () => {
   const { agent: running, program } = await agentFromCopy(WITH_RIGHT);
@@ -100,7 +103,9 @@ test("an outbound agent takes a pushed build too: the answer comes back on its o
   fs.writeFileSync(path.join(stateDir, "config.json"), JSON.stringify({ keys: WITH_RIGHT }), { mode: 0o600 });
   const command = agentCommand().map((a) => (a === path.join(ROOT, "dist", PROGRAM) ? program : a));
   const trust = ["--connect", `127.0.0.1:${listener.port}`, "--fingerprint", cert.fingerprint, "--no-listen"];
-  const running = await startAgent(trust, { stateDir, command, listenFlags: false, ready: /outbound \S+: connected/ });
+  const running = trackUpgradeable(
+    await startAgent(trust, { stateDir, command, listenFlags: false, ready: /outbound \S+: connected/ }),
+  );
   const agent = await listener.waitForAgent("dialer", 10_000);
   const binary = newBuild("outbound");
   const outcome = await agent.update(binary);

@@ -16,9 +16,12 @@ import {
   newVersion,
   ResumingSession,
   stopCurrent,
+  stopUpgradeable,
+  trackUpgradeable,
 } from "./helpers/upgrade.ts";
 
 const upgrade = suite("upgrade");
+upgrade.after(() => stopUpgradeable());
 const KEY = generateKey();
 const MIB = 1024 * 1024;
 const TRANSFER_MIB = 256;
@@ -27,7 +30,7 @@ const TRANSFER_MIB = 256;
 async function upgradeableAgent(args: string[] = []) {
   const dir = tempDir("agent-upgrade-");
   const program = installedCopy(dir);
-  const agent = await startAgent(["--key", KEY.hex, ...args], { command: program.command });
+  const agent = trackUpgradeable(await startAgent(["--key", KEY.hex, ...args], { command: program.command }));
   return { dir, program, agent };
 }
 
@@ -246,10 +249,12 @@ upgrade("under systemd the main pid moves to the new version, which goes on feed
   try {
     const dir = tempDir("agent-upgrade-");
     const program = installedCopy(dir);
-    const agent = await startAgent(["--key", KEY.hex], {
-      command: program.command,
-      env: { NOTIFY_SOCKET: socket.path, WATCHDOG_USEC: "400000" },
-    });
+    const agent = trackUpgradeable(
+      await startAgent(["--key", KEY.hex], {
+        command: program.command,
+        env: { NOTIFY_SOCKET: socket.path, WATCHDOG_USEC: "400000" },
+      }),
+    );
     await socket.waitFor((m) => m.some((x) => x.startsWith("READY=1")));
     const r = await runUpgrade(agent, newVersion(tempDir("agent-versions-"), "systemd"));
     assert.is(r.code, 0, r.stderr);

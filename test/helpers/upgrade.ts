@@ -102,11 +102,26 @@ export async function currentStatus(agent: RunningAgent): Promise<AgentStatus> {
   return JSON.parse(r.stdout) as AgentStatus;
 }
 
+/** Agents that may have been upgraded: an upgraded one is not the test's child, so stopAll() misses it. */
+const upgradeable = new Set<RunningAgent>();
+
+/** Notes `agent` for {@link stopUpgradeable}; returns it. */
+export function trackUpgradeable(agent: RunningAgent): RunningAgent {
+  upgradeable.add(agent);
+  return agent;
+}
+
+/** Ends every tracked agent still running, whichever process serves it now: a suite's after hook, so a failed test leaves none. */
+export async function stopUpgradeable(): Promise<void> {
+  for (const agent of [...upgradeable]) await stopCurrent(agent).catch(() => {});
+}
+
 /**
  * Ends the agent serving `agent`'s state directory, whichever process it is after upgrades (an
  * upgraded agent is not the test's child), then the one the test started.
  */
 export async function stopCurrent(agent: RunningAgent): Promise<void> {
+  upgradeable.delete(agent);
   const s = await currentStatus(agent).catch(() => null);
   if (s && s.pid !== agent.pid) {
     process.kill(s.pid, "SIGTERM");
