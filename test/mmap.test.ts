@@ -84,13 +84,18 @@ mmap("a channel mapped by its recorded identity is refused once replaced, or beh
   createMapFile(file, channelSize(CAP));
   createMapFile(other, channelSize(CAP));
   const { dev, ino } = fs.statSync(file);
-  mapFile(file, channelSize(CAP), { dev, ino }).close(); // the file recorded maps
-  fs.rmSync(file);
-  fs.symlinkSync(other, file);
-  assert.throws(() => mapFile(file, channelSize(CAP), { dev, ino }), /cannot open|ELOOP|symbolic link/i);
-  fs.rmSync(file);
-  fs.copyFileSync(other, file);
-  assert.throws(() => mapFile(file, channelSize(CAP), { dev, ino }), /not the channel file it was/);
+  // Mapped, as the old agent holds it during a hand-over: its inode cannot be reused by a new file meanwhile.
+  const held = mapFile(file, channelSize(CAP), { dev, ino }); // the file recorded maps
+  try {
+    fs.rmSync(file);
+    fs.symlinkSync(other, file);
+    assert.throws(() => mapFile(file, channelSize(CAP), { dev, ino }), /cannot open|ELOOP|symbolic link/i);
+    fs.rmSync(file);
+    fs.copyFileSync(other, file);
+    assert.throws(() => mapFile(file, channelSize(CAP), { dev, ino }), /not the channel file it was/);
+  } finally {
+    held.close();
+  }
 });
 
 mmap.run();
