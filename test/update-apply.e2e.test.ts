@@ -11,17 +11,9 @@ import { connect, listen, type RemoteError, rollOutUpdate } from "../mod.ts";
 import { selfSigned } from "./helpers/certs.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { VERSION } from "../core/version.ts";
-import {
-  agentCommand,
-  IS_DENO,
-  ROOT,
-  type RunningAgent,
-  startAgent,
-  stopAll,
-  tempDir,
-} from "./helpers/agent-process.ts";
+import { IS_DENO, ROOT, type RunningAgent, startAgent, stopAll, tempDir } from "./helpers/agent-process.ts";
 
-import { currentStatus, stopCurrent, stopUpgradeable, trackUpgradeable } from "./helpers/upgrade.ts";
+import { currentStatus, installedCopy, stopCurrent, stopUpgradeable, trackUpgradeable } from "./helpers/upgrade.ts";
 
 const test = suite("update apply e2e");
 
@@ -36,18 +28,13 @@ function newBuild(tag: string): Uint8Array {
   return new Uint8Array(Buffer.concat([bytes, tail]));
 }
 
-/** An agent running from its own copy of the program, with `keys` in its config file. */
-async function agentFromCopy(keys: unknown[]): Promise<{ agent: RunningAgent; program: string }> {
-  const dir = tempDir("agent-program-");
-  for (const n of IS_DENO ? ["agent.mjs", "host.mjs"] : ["agent"]) {
-    fs.copyFileSync(path.join(ROOT, "dist", n), path.join(dir, n));
-  }
-  const program = path.join(dir, PROGRAM);
-  fs.chmodSync(program, 0o755);
+/** An agent running from its own copy of the program (its flags after "start": `args`), with `keys` in its config file. */
+async function agentFromCopy(keys: unknown[], args: string[] = [], ready?: RegExp) {
+  const program = installedCopy(tempDir("agent-program-"));
   const stateDir = tempDir();
   fs.writeFileSync(path.join(stateDir, "config.json"), JSON.stringify({ keys }), { mode: 0o600 });
-  const command = agentCommand().map((a) => (a === path.join(ROOT, "dist", PROGRAM) ? program : a));
-  return { agent: trackUpgradeable(await startAgent([], { stateDir, command })), program };
+  const options = { stateDir, command: program.command, ...(ready ? { listenFlags: false, ready } : {}) };
+  return { agent: trackUpgradeable(await startAgent(args, options)), program: program.file };
 }
 
 const WITH_RIGHT = [{ key: RIGHT.hex, rights: ["update"] }];
@@ -94,18 +81,8 @@ test("an outbound agent takes a pushed build too: the answer comes back on its o
     key: cert.key,
     agents: { dialer: RIGHT.hex },
   });
-  const dir = tempDir("agent-program-");
-  for (const n of IS_DENO ? ["agent.mjs", "host.mjs"] : ["agent"]) {
-    fs.copyFileSync(path.join(ROOT, "dist", n), path.join(dir, n));
-  }
-  const program = path.join(dir, PROGRAM);
-  const stateDir = tempDir();
-  fs.writeFileSync(path.join(stateDir, "config.json"), JSON.stringify({ keys: WITH_RIGHT }), { mode: 0o600 });
-  const command = agentCommand().map((a) => (a === path.join(ROOT, "dist", PROGRAM) ? program : a));
   const trust = ["--connect", `127.0.0.1:${listener.port}`, "--fingerprint", cert.fingerprint, "--no-listen"];
-  const running = trackUpgradeable(
-    await startAgent(trust, { stateDir, command, listenFlags: false, ready: /outbound \S+: connected/ }),
-  );
+  const { agent: running } = await agentFromCopy(WITH_RIGHT, trust, /outbound \S+: connected/);
   const agent = await listener.waitForAgent("dialer", 10_000);
   const binary = newBuild("outbound");
   const outcome = await agent.update(binary);

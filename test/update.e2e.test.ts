@@ -12,6 +12,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { connect, listen, RemoteError, rollOutUpdate } from "../mod.ts";
 import { selfSigned } from "./helpers/certs.ts";
+import { installedCopy } from "./helpers/upgrade.ts";
 import type { Agent } from "../client/agent.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { generateReleaseKey, releaseKeyId, signRelease, verifyRelease } from "../core/secure/release.ts";
@@ -19,9 +20,7 @@ import { META_TARGET } from "../core/wire/frame.ts";
 import { decodeFields, encodeFields, encodeUpdateData, MetaCode } from "../core/wire/messages.ts";
 import { concat } from "../core/bytes.ts";
 import {
-  agentCommand,
   IS_DENO,
-  ROOT,
   runAgent,
   type RunningAgent,
   startAgent,
@@ -38,12 +37,7 @@ const MIB = 1024 * 1024;
 
 /** The built program, copied where nothing a test does can reach dist/; the command that runs the copy. */
 function programCopy(): { file: string; command: string[] } {
-  const dir = tempDir("agent-program-");
-  const names = IS_DENO ? ["agent.mjs", "host.mjs"] : ["agent"];
-  for (const n of names) fs.copyFileSync(path.join(ROOT, "dist", n), path.join(dir, n));
-  if (!IS_DENO) fs.chmodSync(path.join(dir, "agent"), 0o755);
-  const file = path.join(dir, names[0]);
-  return { file, command: agentCommand().map((a) => (a === path.join(ROOT, "dist", names[0]) ? file : a)) };
+  return installedCopy(tempDir("agent-program-"));
 }
 
 /** What a change on disk would show: the program's bytes and times, every file under the state directory. */
