@@ -20,6 +20,8 @@ const ATTACHING = new Set<number>([MetaCode.OpenReply, MetaCode.AttachReply, Met
 export class Relay implements AttachmentRoute {
   readonly frames: FrameStream;
   readonly #attachments = new Set<number>();
+  /** Attachments opened here that have ended: a frame the requester sent before it heard is dropped. */
+  readonly #ended = new Set<number>();
   /** Bytes queued toward the requester, not yet taken by the engine stream. */
   #queued = 0;
 
@@ -38,6 +40,10 @@ export class Relay implements AttachmentRoute {
           if (frame.token !== 0) this.#meta(frame); // heartbeats (token 0) stay between the nodes
         } else if (this.#attachments.has(frame.target)) {
           await this.client.post(frame.target, frame.code, frame.token, [frame.payload]); // the agent's pace
+        } else if (this.#ended.has(frame.target)) {
+          // Sent before the requester heard the attachment ended (a delivery acknowledgement's timer,
+          // typically): the agent would drop it too.
+          continue;
         } else {
           throw new Error(`a frame for attachment ${frame.target}, which was not opened through this connection`);
         }
@@ -82,6 +88,7 @@ export class Relay implements AttachmentRoute {
 
   onEnded(code: string, message: string, attachment: number): void {
     this.#attachments.delete(attachment);
+    this.#ended.add(attachment);
     this.client.unroute(attachment);
     this.#toRequester({
       target: META_TARGET,

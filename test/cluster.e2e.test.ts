@@ -6,6 +6,7 @@ import * as assert from "uvu/assert";
 import { type Agent, type AgentListener, listen, type ListenerEvent } from "../mod.ts";
 import { type Cluster, ClusterError, type ClusterEvent, joinCluster } from "../cluster.ts";
 import { generateKey } from "../core/secure/keys.ts";
+import { ACK_CODE, encodeSessionHeader } from "../core/session/protocol.ts";
 import { type RunningAgent, startAgent, stopAll, until } from "./helpers/agent-process.ts";
 import { selfSigned, type TestCert } from "./helpers/certs.ts";
 import { natsAvailable, NatsServer } from "./helpers/nats.ts";
@@ -111,6 +112,13 @@ test("any node reaches any agent: commands, output and files travel through the 
   assert.is(text(await proc.output()).replace(/\s+/g, " ").trim(), "1 2 3");
   assert.equal(await proc.wait(), { code: 0, signal: null });
   await session.close();
+  // A delivery acknowledgement sent just before the requester heard its session ended (its timer ran):
+  // the node holding the agent drops it, and the connection through it carries on.
+  const proxy = await far.cluster.waitForAgent("web2");
+  await proxy.client.post(session.attachment, ACK_CODE, 0, [encodeSessionHeader(0, 1)]);
+  const after = await proxy.openSession("cluster");
+  assert.is((await after.files.stat(".")).type, "directory", "the same connection still serves");
+  await after.close();
   assert.is(await nodes[0].cluster.agent("nobody-such").catch((e) => e instanceof ClusterError), true);
 });
 
