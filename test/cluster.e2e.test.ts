@@ -58,10 +58,10 @@ async function stopNode(n: Node) {
   await n.listener.close().catch(() => {});
 }
 
-async function dialer(server: string, ports: number[]) {
+async function dialer(server: string, ports: number[], ready = /outbound \S+: connected/) {
   const targets = ports.map((p) => `127.0.0.1:${p}`).join(",");
   const args = ["--no-listen", "--connect", targets, "--fingerprint", cert.fingerprint, "--key", keys[server]];
-  const a = await startAgent(args, { listenFlags: false, ready: /outbound \S+: connected/ });
+  const a = await startAgent(args, { listenFlags: false, ready });
   agents.push(a);
   return a;
 }
@@ -166,19 +166,7 @@ test("the engine lost: each node serves its own agents and says so; back, it hea
 test("one key on two nodes: the second is refused while the first answers, and names the node holding it", async () => {
   if (!enabled) return;
   const h = holder("web4")!, away = nodes.find((n) => n.alive && n !== h)!;
-  const twin = await startAgent(
-    [
-      "--no-listen",
-      "--connect",
-      `127.0.0.1:${away.listener.port}`,
-      "--fingerprint",
-      cert.fingerprint,
-      "--key",
-      keys.web4,
-    ],
-    { listenFlags: false, ready: /outbound \S+: (connected|.*retrying)/ },
-  );
-  agents.push(twin);
+  const twin = await dialer("web4", [away.listener.port], /outbound \S+: (connected|.*retrying)/);
   await until(
     () => away.listenerEvents.some((e) => e.type === "rejected" && e.reason.includes(`through node ${h.name}`)),
     "the twin refused on the other node",
@@ -192,19 +180,7 @@ test("one key on two nodes while the engine is away: once back, the newest conne
   const h = holder("web4")!, away = nodes.find((n) => n.alive && n !== h)!;
   await nats!.stop();
   await until(() => !away.cluster.engineConnected && !h.cluster.engineConnected, "both cut off");
-  const twin = await startAgent(
-    [
-      "--no-listen",
-      "--connect",
-      `127.0.0.1:${away.listener.port}`,
-      "--fingerprint",
-      cert.fingerprint,
-      "--key",
-      keys.web4,
-    ],
-    { listenFlags: false, ready: /outbound \S+: connected/ },
-  );
-  agents.push(twin);
+  const twin = await dialer("web4", [away.listener.port]);
   await until(() => away.listener.agent("web4") !== undefined, "the twin accepted while cut off");
   await nats!.resume();
   await until(() => h.events.some((e) => e.type === "superseded" && e.node === away.name), "the older one superseded");
