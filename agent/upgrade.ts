@@ -16,11 +16,11 @@
  * ```
  * @module
  */
-import crypto from "node:crypto";
 import { execFile } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { VERSION } from "../core/version.ts";
+import { fileSha256 as sha256OfFile } from "../runtime/file-sha256.ts";
 import { log } from "../runtime/log.ts";
 import { programCommand, programFile } from "../runtime/self.ts";
 import { closeFd, rawPipe, startInheriting } from "../runtime/spawn.ts";
@@ -219,14 +219,10 @@ async function stop(child: { pid: number; exit: Promise<unknown> }): Promise<voi
   await child.exit;
 }
 
-/** Hex SHA-256 of a file, read in pieces. */
+/** Hex SHA-256 of a file; one that cannot be read fails the upgrade, naming it. */
 export function fileSha256(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const hash = crypto.createHash("sha256");
-    fs.createReadStream(file)
-      .on("error", (e) => reject(new UpgradeError(`cannot read ${escapeControls(file)}: ${e.message}`)))
-      .on("data", (chunk) => hash.update(chunk))
-      .on("end", () => resolve(hash.digest("hex")));
+  return sha256OfFile(file).catch((e) => {
+    throw new UpgradeError(`cannot read ${escapeControls(file)}: ${(e as Error).message}`);
   });
 }
 

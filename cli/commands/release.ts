@@ -6,9 +6,9 @@
  * @module
  */
 import fs from "node:fs";
-import { createHash } from "node:crypto";
 import { generateReleaseKey, releaseKeyId, releasePublicKey, signRelease } from "../../core/secure/release.ts";
 import { type Flags, str } from "../flags.ts";
+import { fileSha256 as sha256OfFile } from "../../runtime/file-sha256.ts";
 import { ExitError } from "../errors.ts";
 import { checkSecretFile } from "../../agent/file-trust.ts";
 import { ConfigError } from "../../runtime/errors.ts";
@@ -85,13 +85,9 @@ function readReleaseKey(file: string): string {
   return lines[0];
 }
 
-/** The SHA-256 of a file, read in a stream. */
+/** The SHA-256 of a file; one it cannot read is a usage error (exit 2). */
 async function fileSha256(file: string): Promise<string> {
-  const hash = createHash("sha256");
-  try {
-    for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Uint8Array);
-  } catch (e) {
+  return await sha256OfFile(file).catch((e) => {
     throw new ExitError(2, `cannot read ${file}: ${(e as Error).message}`);
-  }
-  return hash.digest("hex");
+  });
 }
