@@ -182,8 +182,7 @@ export function resolveConfig(options: ConfigOptions, env: Record<string, string
     ),
     processGraceSeconds: positive("processGraceSeconds", pick(undefined, undefined, file?.processGraceSeconds, 5)),
     warmHosts: wholeNumber("--warm-hosts", pick(last(options.warmHosts), undefined, file?.warmHosts, 2), 64),
-    replayLimitMiB: positive("replayLimitMiB", pick(undefined, undefined, file?.replayLimitMiB, 16)),
-    transferWindowMiB: positive("transferWindowMiB", pick(undefined, undefined, file?.transferWindowMiB, 12)),
+    ...transferLimits(file),
     listen: pick<boolean>(options.listen === false ? false : undefined, undefined, file?.listen, true),
     connect: [
       ...list(options.connect).map((a) =>
@@ -326,6 +325,27 @@ function wholeNumber(name: string, v: unknown, max: number): number {
     throw new ConfigError(`${name} must be a whole number from 0 to ${max}, not "${v}"`);
   }
   return n;
+}
+
+/** The client library's most (core/client/files.ts TRANSFER_WINDOW_MAX_BYTES): under the 16 MiB bounds. */
+const DEFAULT_TRANSFER_WINDOW_MIB = 15;
+
+/**
+ * The replay bound and the transfer window within it: a download keeps its whole window of replies
+ * unacknowledged, and the agent closes a connection that holds twice the bound.
+ */
+function transferLimits(file: ConfigFile | null) {
+  const replayLimitMiB = positive("replayLimitMiB", file?.replayLimitMiB ?? 16);
+  if (file?.transferWindowMiB === undefined) {
+    return { replayLimitMiB, transferWindowMiB: Math.min(DEFAULT_TRANSFER_WINDOW_MIB, replayLimitMiB) };
+  }
+  const transferWindowMiB = positive("transferWindowMiB", file.transferWindowMiB);
+  if (transferWindowMiB > replayLimitMiB) {
+    throw new ConfigError(
+      `transferWindowMiB (${transferWindowMiB}) must not be above replayLimitMiB (${replayLimitMiB}): a download keeps its whole window unacknowledged`,
+    );
+  }
+  return { replayLimitMiB, transferWindowMiB };
 }
 
 function positive(name: string, v: unknown): number {

@@ -63,7 +63,7 @@ export interface SessionConfig {
   idleTimeoutSeconds: number;
   reconnectGraceSeconds: number;
   replayLimitMiB: number;
-  /** Default 12 (the client library's most). */
+  /** Default 15 (the client library's most), never above `replayLimitMiB` (agent/config.ts). */
   transferWindowMiB?: number;
   processGraceSeconds: number;
   warmHosts: number;
@@ -90,7 +90,7 @@ export function sessionSettings(
     idleTimeoutMs: config.idleTimeoutSeconds * 1000,
     reconnectGraceMs: config.reconnectGraceSeconds * 1000,
     replayLimitBytes: config.replayLimitMiB * 1024 * 1024,
-    transferWindowBytes: (config.transferWindowMiB ?? 12) * 1024 * 1024,
+    transferWindowBytes: Math.min(config.transferWindowMiB ?? 15, config.replayLimitMiB) * 1024 * 1024,
     processGraceMs: config.processGraceSeconds * 1000,
     hostCommand: run.hostCommand,
     warmHosts: config.warmHosts,

@@ -64,6 +64,27 @@ test("a good file parses to its settings", () => {
   });
 });
 
+test("the transfer window stays within the replay bound: a default follows it down, a larger setting is refused", () => {
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-config-"));
+  const withFile = (settings: Record<string, unknown>) => {
+    fs.writeFileSync(path.join(stateDir, "config.json"), JSON.stringify(settings));
+    return resolveConfig({ stateDir }, {});
+  };
+  try {
+    assert.is(withFile({ replayLimitMiB: 4 }).transferWindowMiB, 4);
+    assert.is(withFile({}).transferWindowMiB, 15);
+    assert.throws(
+      () => withFile({ replayLimitMiB: 4, transferWindowMiB: 8 }),
+      (e: Error) =>
+        e instanceof ConfigError &&
+        e.message ===
+          "transferWindowMiB (8) must not be above replayLimitMiB (4): a download keeps its whole window unacknowledged",
+    );
+  } finally {
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  }
+});
+
 test("options as a command line gives them: the last of a repeated value wins, a list keeps them all", () => {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-config-"));
   try {

@@ -135,6 +135,21 @@ wan("an agent whose transferWindowMiB is 3 keeps a long link's download within 3
   await agent.stop();
 });
 
+wan("an agent whose replayLimitMiB is 2 keeps a long link's download within it, and it completes", async () => {
+  const dir = tempDir();
+  const config = path.join(dir, "config.json");
+  fs.writeFileSync(config, JSON.stringify({ replayLimitMiB: 2 }));
+  const agent = await startAgent(["--key", KEY.hex, "--config", config]);
+  const relay = await longLink(agent);
+  const s = await (await client(relay.port)).openSession("alpha");
+  // A window past twice the replay bound would have the agent close the connection as a reader that reads none.
+  const samples = await downloadSampled(agent, s, 24 * MIB);
+  const most = Math.max(...samples);
+  assert.ok(most <= 2 * MIB + 64 * 1024, `in flight ${(most / MIB).toFixed(2)} MiB, the agent's replay bound 2 MiB`);
+  await s.close();
+  await agent.stop();
+});
+
 wan("a cut in the middle of a full window, each way, resumes with every byte exactly once", async () => {
   const agent = await startAgent(["--key", KEY.hex]);
   const relay = await longLink(agent);

@@ -29,12 +29,12 @@ export type { FileInfo, ListEntry, OpenFlags };
 /** Bytes per read or write request in whole-file transfers. */
 export const TRANSFER_CHUNK = 512 * 1024;
 /**
- * The most a transfer keeps in flight unless {@link TransferOptions.maxWindowBytes} says less: 12 MiB,
- * a 50 ms round trip at 240 MiB/s, under the agent's bounds (16 MiB of request bodies per session,
+ * The most a transfer keeps in flight unless {@link TransferOptions.maxWindowBytes} says less: 15 MiB,
+ * a 50 ms round trip at 300 MiB/s, under the agent's bounds (16 MiB of request bodies per session,
  * 16 MiB of unacknowledged replies per attachment). Within it the window follows the measured
  * bandwidth-delay product (core/client/window.ts): 4 requests (2 MiB) on a short link, more on a long one.
  */
-export const TRANSFER_WINDOW_MAX_BYTES = 12 * 1024 * 1024;
+export const TRANSFER_WINDOW_MAX_BYTES = 15 * 1024 * 1024;
 
 /**
  * A source `writeFile` reads into memory of its own: `readInto(into)` fills `into` from its start and

@@ -1,24 +1,28 @@
 /**
  * How many requests a whole-file transfer keeps in flight, sized to the link's measured
  * bandwidth-delay product the way TCP's window auto-tuning and BBR size theirs, and kept from
- * queueing more than {@link QUEUE_REQUESTS} beyond it, the way TCP Vegas keeps its queue.
+ * queueing more than a short delay ({@link queueBudgetMs}) beyond the link's own round trip, the
+ * way LEDBAT and HyStart judge a queue: in time, not in requests.
  *
- * Startup: each request that comes back gives a round trip and a delivery rate (bytes that came
- * back while it was out, over the time it was out); the window is three times the fastest recent rate
- * times the shortest round trip seen, so it triples each round trip (slow start doubles). Startup ends
- * after a round in which the best rate grew by less than a quarter, or whose shortest round trip
- * shows a queue of more than {@link QUEUE_REQUESTS}. After it, once per round (a window's worth of
- * replies): the window is the round's delivery rate times the shortest round trip, plus
- * {@link QUEUE_REQUESTS}. When the window limits the transfer it so grows by that many each round;
- * when requests queue (the round trip grew), it shrinks by what queued. A small request in the same
- * session so waits behind about two requests of bulk data, not a quarter of a round trip.
+ * A round is a window's worth of replies. Each reply gives a round trip and a delivery rate (bytes
+ * that came back while it was out, over the time it was out). What a round shows queued is its
+ * shortest round trip less the shortest seen: the shortest, because one late reply is a busy
+ * scheduler, not a queue, and a queue every request waits in shows in all of them.
+ *
+ * Startup: the window is twice the best recent rate times the shortest round trip, so it doubles
+ * each round trip, as slow start does. It ends when eight replies in a row, or a round, queued past
+ * the budget (the window then cut to what it moved, with half the budget queued), or after two rounds
+ * in which the best rate grew by less than a quarter. Steady, once per round, the window moves half
+ * way to what the round's rate needs with half the budget queued: it grows while nothing queues and
+ * shrinks when the round trip grows. A small request in the same session so waits about the budget
+ * more than alone.
  *
  * A transfer may start from what an earlier one on the same session learned ({@link LinkMemory}):
  * the window it ended with, so a second transfer does not ramp from 2 MiB again.
  *
  * @example
  * ```ts
- * const window = new TransferWindow(512 * 1024, 12 * 1024 * 1024);
+ * const window = new TransferWindow(512 * 1024, 15 * 1024 * 1024);
  * const sent = window.sent();
  * // … the request comes back …
  * window.done(sent, 512 * 1024);
@@ -29,14 +33,24 @@
 
 /** The fewest requests a transfer keeps in flight: what a short link needs, as before auto-tuning. */
 export const MIN_WINDOW_REQUESTS = 4;
-/** Requests a steady window keeps beyond the measured bandwidth-delay product (a short queue). */
-export const QUEUE_REQUESTS = 2;
 /** Headroom while the rate still grows. */
-const STARTUP_GAIN = 3;
-/** How much a steady window grows after two rounds in which nothing queued. */
-const STEADY_PROBE = 1.25;
-/** Rate samples the startup max filter remembers (a few round trips' worth at any window). */
+const STARTUP_GAIN = 2;
+/** Startup rounds in a row without a quarter more rate before it ends (BBR waits three). */
+const PLATEAU_ROUNDS = 2;
+/** Startup replies in a row that queued past the budget before startup ends (as HyStart's samples). */
+const HYSTART_REPLIES = 8;
+/** Rate samples the max filter remembers (a few round trips' worth at any window). */
 const RATE_SAMPLES = 48;
+
+/**
+ * The queueing delay a transfer may add to its link: a quarter of the round trip, between 2 and
+ * 15 ms, so a small request behind a transfer waits about that much more (docs/protocol.md §6).
+ */
+export function queueBudgetMs(minRttMs: number): number {
+  return Math.min(15, Math.max(2, minRttMs / 4));
+}
+
+const NO_RUN = { replies: 0, minRtt: Infinity };
 
 /** What {@link TransferWindow.sent} notes about a request as it goes out. */
 export interface SentRequest {
@@ -65,16 +79,14 @@ export class TransferWindow {
   #delivered = 0;
   #deliveredTime: number;
   #startup = true;
-  /** The best rate at the start of the current round, and where that round ends (bytes delivered). */
-  #roundBest = 0;
+  /** The best rate when the last startup round grew it by a quarter, and rounds since. */
+  #plateauBest = 0;
+  #plateauRounds = 0;
+  /** Where the current round ends (bytes delivered), and the shortest round trip in it. */
   #roundEnd = 0;
-  /** Delivered bytes and time when the round began, and the shortest round trip in it. */
-  #roundStart = 0;
-  #roundStartTime: number;
   #roundMinRtt = Infinity;
-  #lastRoundRate = 0;
-  /** Steady rounds in a row in which nothing queued. */
-  #idleRounds = 0;
+  /** Startup replies in a row that queued past the budget, and the shortest round trip among them. */
+  #queuedRun = NO_RUN;
   readonly #maxRequests: number;
   readonly #memory: LinkMemory;
   readonly #now: () => number;
@@ -82,7 +94,7 @@ export class TransferWindow {
   constructor(readonly chunkBytes: number, maxBytes: number, options: WindowOptions = {}) {
     this.#now = options.now ?? (() => performance.now());
     this.#memory = options.memory ?? {};
-    this.#deliveredTime = this.#roundStartTime = this.#now();
+    this.#deliveredTime = this.#now();
     this.#maxRequests = Math.max(1, Math.floor(maxBytes / chunkBytes));
     const learned = this.#memory.requests;
     if (learned !== undefined && learned > MIN_WINDOW_REQUESTS) {
@@ -106,7 +118,7 @@ export class TransferWindow {
   /** Notes a request going out. */
   sent(): SentRequest {
     const at = this.#now();
-    if (this.#delivered === 0) this.#deliveredTime = this.#roundStartTime = at; // the first measures from its own start
+    if (this.#delivered === 0) this.#deliveredTime = at; // the first measures from its own start
     return { at, deliveredAtSend: this.#delivered, deliveredTimeAtSend: this.#deliveredTime };
   }
 
@@ -122,61 +134,80 @@ export class TransferWindow {
     const interval = Math.max(rtt, now - request.deliveredTimeAtSend);
     this.#rates.push((this.#delivered - request.deliveredAtSend) / interval);
     if (this.#rates.length > RATE_SAMPLES) this.#rates.shift();
-    if (this.#startup) {
-      const best = Math.max(...this.#rates);
-      if (best * (rtt - this.#minRttMs) > (QUEUE_REQUESTS + 2) * this.chunkBytes) {
-        // Requests queue already (bytes ahead of this one, at the best rate): size to the link, steady.
-        this.#startup = false;
-        this.#set(Math.ceil((best * this.#minRttMs) / this.chunkBytes) + QUEUE_REQUESTS);
-        this.#memory.requests = this.#requests;
-        this.#newRound(now);
-        return;
-      }
-      this.#set(Math.ceil((best * this.#minRttMs * STARTUP_GAIN) / this.chunkBytes));
-      if (this.#delivered >= this.#roundEnd) this.#endStartupRound(best, now);
-    } else if (this.#delivered >= this.#roundEnd) this.#endSteadyRound(now);
+    const best = Math.max(...this.#rates);
+    if (this.#startup && this.#startupReply(rtt, best)) return;
+    if (this.#delivered < this.#roundEnd) return;
+    this.#endRound(() => this.#startup ? this.#endStartupRound(best) : this.#endSteadyRound());
+  }
+
+  /** Grows the window with the rate; true when replies queued past the budget, several in a row (as HyStart). */
+  #startupReply(rtt: number, best: number): boolean {
+    // At most one more per reply, as slow start grows: a burst would queue behind itself and look like a full link.
+    const wanted = this.#forRate(best * STARTUP_GAIN, this.#minRttMs);
+    this.#set(Math.max(this.#requests, Math.min(wanted, this.#requests + 1)));
+    const queued = rtt - this.#minRttMs > queueBudgetMs(this.#minRttMs);
+    this.#queuedRun = queued
+      ? { replies: this.#queuedRun.replies + 1, minRtt: Math.min(this.#queuedRun.minRtt, rtt) }
+      : NO_RUN;
+    if (this.#queuedRun.replies < HYSTART_REPLIES) return false;
+    this.#endRound(() => this.#drainTo(this.#queuedRun.minRtt));
+    return true;
+  }
+
+  #endRound(size: () => void) {
+    size();
+    this.#memory.requests = this.#requests;
+    this.#roundMinRtt = Infinity;
+    this.#roundEnd = this.#delivered + this.bytes;
+  }
+
+  /** Requests that keep `rate` (bytes per ms) going over `ms`. */
+  #forRate(rate: number, ms: number): number {
+    return Math.ceil((rate * ms) / this.chunkBytes);
   }
 
   #set(requests: number) {
     this.#requests = Math.min(this.#maxRequests, Math.max(MIN_WINDOW_REQUESTS, requests));
   }
 
-  /** Requests the round's shortest round trip shows queued beyond the link's own. */
-  #queued(): number {
-    return this.#requests * (1 - this.#minRttMs / this.#roundMinRtt);
+  /** The round trip with half the budget queued: where a steady window settles, jitter kept within the budget. */
+  #targetRttMs(): number {
+    return this.#minRttMs + queueBudgetMs(this.#minRttMs) / 2;
   }
 
-  /** Startup ends after a round in which the best rate grew by less than a quarter, or that queued. */
-  #endStartupRound(best: number, now: number) {
-    if (best >= this.#roundBest * 1.25 && this.#queued() <= QUEUE_REQUESTS) {
-      this.#roundBest = best;
-      this.#newRound(now);
-    } else {
+  /** How long the round's requests queued beyond the link's own round trip. */
+  #queuedMs(): number {
+    return this.#roundMinRtt - this.#minRttMs;
+  }
+
+  /** Startup ends after a round that queued past the budget, or after rounds of no growth. */
+  #endStartupRound(best: number) {
+    if (this.#queuedMs() > queueBudgetMs(this.#minRttMs)) return this.#drainTo(this.#roundMinRtt);
+    if (best >= this.#plateauBest * 1.25) {
+      this.#plateauBest = best;
+      this.#plateauRounds = 0;
+    } else if (++this.#plateauRounds >= PLATEAU_ROUNDS) {
+      // The rate stopped growing: what it needs at the target round trip.
       this.#startup = false;
-      this.#endSteadyRound(now);
+      this.#set(this.#forRate(best, this.#targetRttMs()));
     }
   }
 
-  /** The round's delivery rate times the shortest round trip, plus a short queue. */
-  #endSteadyRound(now: number) {
-    // A window's worth takes a round trip at least: replies that came in a clump after a stall
-    // measure the clump, not the link. The better of two rounds: one stall does not halve the window.
-    const rate = (this.#delivered - this.#roundStart) / Math.max(this.#minRttMs, now - this.#roundStartTime);
-    const best = Math.max(rate, this.#lastRoundRate);
-    this.#lastRoundRate = rate;
-    const sized = Math.ceil((best * this.#minRttMs) / this.chunkBytes) + QUEUE_REQUESTS;
-    // Nothing queued for two rounds (one may just have drained a queue): the window limited the
-    // transfer, so probe for more by a quarter.
-    this.#idleRounds = this.#queued() < 1 ? this.#idleRounds + 1 : 0;
-    this.#set(this.#idleRounds >= 2 ? Math.max(sized, Math.ceil(this.#requests * STEADY_PROBE)) : sized);
-    this.#memory.requests = this.#requests;
-    this.#newRound(now);
+  /** Leaves startup with what the window moved over `rttMs`, at the target round trip: drains its queue. */
+  #drainTo(rttMs: number) {
+    this.#startup = false;
+    this.#set(Math.round((this.#requests * this.#targetRttMs()) / rttMs));
   }
 
-  #newRound(now: number) {
-    this.#roundStart = this.#delivered;
-    this.#roundStartTime = now;
-    this.#roundMinRtt = Infinity;
-    this.#roundEnd = this.#delivered + this.bytes;
+  /**
+   * Moves the window half way to what its round's rate needs at the target round trip: a round
+   * that queued more than half the budget shrinks it, one that queued less grows it, so the queue
+   * settles there, as LEDBAT's does at its target delay.
+   */
+  #endSteadyRound() {
+    const target = this.#targetRttMs();
+    // Half way there each round: a change shows in the queue only a round later.
+    const change = (this.#requests * (target / this.#roundMinRtt - 1)) / 2;
+    this.#set(this.#requests + (change > 0 ? Math.ceil(change) : Math.floor(change)));
   }
 }
