@@ -6,7 +6,7 @@
  * sshd.sh), `ssh -c aes256-gcm@openssh.com` over a multiplexing master through the same relay, with
  * plain redirects (`'cat > f' < SRC`, `'cat f' > DST`). The agent's legs are timed alone, then run
  * again, each on a fresh connection (a first transfer, window ramp included) while the bench polls
- * `agent status` for the attachment's largest in-flight window and times a `stat` every 20 ms
+ * `agent status` for the attachment's largest in-flight window and times a `stat` from 4 loops, each every 20 ms
  * (those runs are not timed: polling costs the agent CPU). Ratios name their baseline: agent/ssh at
  * the same delay, and each at +N ms over itself at +2 ms. BENCH_WAN_RUNS (default 1) repeats the set.
  * @module
@@ -34,6 +34,8 @@ const RTTS = (process.env.BENCH_WAN_RTTS ?? "2,20,50").split(",").map(Number);
 const WINDOW = process.env.BENCH_WAN_WINDOW_MIB ? Number(process.env.BENCH_WAN_WINDOW_MIB) * 1048576 : undefined;
 const RUNTIMES = (process.env.BENCH_RUNTIMES ?? "node,deno").split(",");
 const CIPHER = "aes256-gcm@openssh.com";
+/** `stat` loops during a watched transfer, each one every 20 ms. */
+const STAT_LOOPS = 4;
 
 /** One runtime's agent at one delay. */
 interface AgentFigures {
@@ -106,7 +108,7 @@ async function* fileChunks(file: string): AsyncGenerator<Uint8Array> {
 
 /**
  * While `work` runs: the agent's largest in-flight window for any attachment (its status every
- * 100 ms) and a `stat`'s round trips (one every 20 ms).
+ * 100 ms) and a `stat`'s round trips ({@link STAT_LOOPS} loops, each one every 20 ms).
  */
 async function watched(session: RemoteSession, stateDir: string, work: () => Promise<unknown>) {
   let running = true, window = 0;
@@ -118,16 +120,17 @@ async function watched(session: RemoteSession, stateDir: string, work: () => Pro
       for (const s of status.sessions) for (const a of s.attachments ?? []) window = Math.max(window, a.inFlightBytes);
     }
   })();
-  const stats = (async () => {
-    for (; running; await pause(20)) {
+  // Several loops, staggered, so a p99 has enough samples: one loop makes only ~15 in a 1 s transfer at +50 ms.
+  const stats = Array.from({ length: STAT_LOOPS }, async (_, loop) => {
+    for (await pause(loop * 5); running; await pause(20)) {
       const t0 = performance.now();
       await session.files.stat(".");
       if (running) statMs.push(performance.now() - t0);
     }
-  })();
+  });
   await work();
   running = false;
-  await Promise.all([windows, stats]);
+  await Promise.all([windows, ...stats]);
   return { window, statMs };
 }
 
@@ -330,7 +333,9 @@ function report(run: number, figures: Map<number, Figures>) {
       console.log(
         `    ${runtime}: agent up ${ratio(a.up, b.up)}, down ${ratio(a.down, b.down)}; stat p99 ${
           p99(a.statUpMs)
-        } ms during the upload, ${p99(a.statDownMs)} ms during the download, ${p99(a.statIdleMs)} ms alone (target ≤ ${
+        } ms during the upload (${a.statUpMs.length} stats), ${
+          p99(a.statDownMs)
+        } ms during the download (${a.statDownMs.length}), ${p99(a.statIdleMs)} ms alone (target ≤ ${
           rtt + 20
         } ms: one round trip plus 20)`,
       );

@@ -1,6 +1,7 @@
 // Transfer windows on a long link: the agent behind bench/relay.ts, which adds a round trip on
 // loopback. The window grows to fill the link, stays within its cap when the reader stops, shows in
-// `agent status` and /metrics, and a cut in the middle of a full window resumes with every byte once.
+// `agent status` and /metrics, a cut in the middle of a full window resumes with every byte once, and a
+// client acknowledging replies never sent is refused without losing what was kept for it.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import crypto from "node:crypto";
@@ -9,6 +10,7 @@ import path from "node:path";
 import { type Agent, connect, type RemoteSession } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { TRANSFER_WINDOW_MAX_BYTES } from "../core/client/files.ts";
+import { ACK_CODE, encodeSessionHeader } from "../core/session/protocol.ts";
 import { controlPath, requestControl } from "../agent/control.ts";
 import type { AgentStatus } from "../agent/server.ts";
 import { type Relay, startRelay } from "../bench/relay.ts";
@@ -149,6 +151,38 @@ wan("an agent whose replayLimitMiB is 2 keeps a long link's download within it, 
   await s.close();
   await agent.stop();
 });
+
+wan(
+  "a client that acknowledges replies never sent is refused; the others go on, and it resumes with every byte",
+  async () => {
+    const agent = await startAgent(["--key", KEY.hex]);
+    const relay = await longLink(agent);
+    const bystander = await (await client(agent.port)).openSession("alpha");
+    const liar = await client(relay.port);
+    const s = await liar.openSession("alpha");
+    const data = crypto.randomBytes(32 * MIB);
+    await s.files.writeFile("big.bin", data);
+    const parts: Uint8Array[] = [];
+    const reading = (async () => {
+      for await (const chunk of s.files.readStream("big.bin")) parts.push(chunk);
+    })();
+    while ((await inFlight(agent)) < 4 * MIB) await new Promise((r) => setTimeout(r, 5));
+    // Mid-window: an acknowledgement of a million replies, as if it had them all and more.
+    await liar.client.post(s.attachment, ACK_CODE, 0, [encodeSessionHeader(0, 1_000_000)]);
+    const reason = await liar.closed;
+    assert.match(reason.message, /closed/, "the agent closes the connection; the log says why");
+    assert.ok((await bystander.files.stat(".")).type, "another client is served throughout");
+    await s.resume((await client(relay.port)).client);
+    await reading;
+    const down = Buffer.concat(parts);
+    assert.is(down.length, data.length, "nothing kept for it was dropped by the false acknowledgement");
+    assert.is(sha256(down), sha256(data));
+    assert.match(agent.stderr(), /acknowledges 1000000 messages, but only \d+ were sent/);
+    await s.close();
+    await bystander.close();
+    await agent.stop();
+  },
+);
 
 wan("a cut in the middle of a full window, each way, resumes with every byte exactly once", async () => {
   const agent = await startAgent(["--key", KEY.hex]);
