@@ -123,33 +123,28 @@ wan("a reader that stops keeps the window within its cap; status and /metrics sh
   await agent.stop();
 });
 
-wan("an agent whose transferWindowMiB is 3 keeps a long link's download within 3 MiB", async () => {
-  const dir = tempDir();
-  const config = path.join(dir, "config.json");
-  fs.writeFileSync(config, JSON.stringify({ transferWindowMiB: 3 }));
+/** The most in flight while a 24 MiB download runs over the long link from an agent with `settings` in its config file. */
+async function mostInFlightWith(settings: Record<string, number>): Promise<number> {
+  const config = path.join(tempDir(), "config.json");
+  fs.writeFileSync(config, JSON.stringify(settings));
   const agent = await startAgent(["--key", KEY.hex, "--config", config]);
   const relay = await longLink(agent);
   const s = await (await client(relay.port)).openSession("alpha");
   const samples = await downloadSampled(agent, s, 24 * MIB);
-  const most = Math.max(...samples);
-  assert.ok(most <= 3 * MIB + 64 * 1024, `in flight ${(most / MIB).toFixed(2)} MiB, the agent's cap 3 MiB`);
   await s.close();
   await agent.stop();
+  return Math.max(...samples);
+}
+
+wan("an agent whose transferWindowMiB is 3 keeps a long link's download within 3 MiB", async () => {
+  const most = await mostInFlightWith({ transferWindowMiB: 3 });
+  assert.ok(most <= 3 * MIB + 64 * 1024, `in flight ${(most / MIB).toFixed(2)} MiB, the agent's cap 3 MiB`);
 });
 
 wan("an agent whose replayLimitMiB is 2 keeps a long link's download within it, and it completes", async () => {
-  const dir = tempDir();
-  const config = path.join(dir, "config.json");
-  fs.writeFileSync(config, JSON.stringify({ replayLimitMiB: 2 }));
-  const agent = await startAgent(["--key", KEY.hex, "--config", config]);
-  const relay = await longLink(agent);
-  const s = await (await client(relay.port)).openSession("alpha");
   // A window past twice the replay bound would have the agent close the connection as a reader that reads none.
-  const samples = await downloadSampled(agent, s, 24 * MIB);
-  const most = Math.max(...samples);
+  const most = await mostInFlightWith({ replayLimitMiB: 2 });
   assert.ok(most <= 2 * MIB + 64 * 1024, `in flight ${(most / MIB).toFixed(2)} MiB, the agent's replay bound 2 MiB`);
-  await s.close();
-  await agent.stop();
 });
 
 wan(
