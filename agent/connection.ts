@@ -265,6 +265,7 @@ const META_HANDLERS: { [C in MetaCode]?: MetaHandler } = {
   [MetaCode.List]: (request, connection) => request.reply({ sessions: connection.sessions.list(connection) }),
   // Its arrival is the news (lastReceivedAt); an event is never answered.
   [MetaCode.Heartbeat]: () => {},
+  [MetaCode.WindowReport]: (request, connection) => connection.sessions.reportWindow(request.fields(), connection),
   [MetaCode.UpdateBegin]: async (request, connection) =>
     request.reply(await updatesOf(connection).begin(connection, request.fields())),
   // Awaited: the next chunk is read only once this one is written (backpressure to the client's window).

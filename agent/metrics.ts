@@ -121,6 +121,14 @@ function sessionMetrics(sessions: AgentStatus["sessions"]): string[] {
         (s.attachments ?? []).map((a): Sample => [{ session: s.id, attachment: String(a.id) }, a.inFlightBytes])
       ),
     ),
+    ...metric(
+      "agent_attachment_window_bytes",
+      "gauge",
+      "The window each client attachment's transfers keep now, as the client reports it (0: no transfer runs).",
+      sessions.flatMap((s) =>
+        (s.attachments ?? []).map((a): Sample => [{ session: s.id, attachment: String(a.id) }, a.windowBytes ?? 0])
+      ),
+    ),
   ];
 }
 

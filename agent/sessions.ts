@@ -148,6 +148,9 @@ const REUSED_RECORD_MIN = 64 * 1024;
 /** Record buffers kept for reuse across all sessions (each up to a transfer's 512 KiB request and a header). */
 const REUSED_RECORDS_KEPT = 4;
 
+/** The largest window a client may report: far above any the library keeps (docs/protocol.md §5). */
+const MAX_REPORTED_WINDOW = 2 ** 32;
+
 /** Requests tracked per attachment for its in-flight figure: far above the host's 64 at once, and bounded. */
 const UNANSWERED_TRACKED = 1024;
 
@@ -158,6 +161,8 @@ export class Attachment {
   graceTimer: ReturnType<typeof setTimeout> | null = null;
   /** True while the host holds this attachment's events. */
   held = false;
+  /** The window the client last reported its transfers keep (WindowReport): 0 when none runs. */
+  windowBytes = 0;
   /** Body bytes of each request the client sent that has no reply yet, by token. */
   readonly #unanswered = new Map<number, number>();
   #unansweredBytes = 0;
@@ -212,6 +217,7 @@ export class Attachment {
       resumeToken: toHex(this.resumeToken),
       productRoot: this.session.productRoot,
       transferWindowBytes: this.session.manager.settings.transferWindowBytes,
+      windowReports: true,
     };
   }
 
@@ -271,7 +277,11 @@ export class Session {
       idleSeconds: this.connectedClients > 0 ? 0 : Math.round((Date.now() - this.lastDetachedAt) / 1000),
       openFiles: this.stats.openFiles,
       runningProcesses: this.stats.runningProcesses,
-      attachments: [...this.attachments.values()].map((a) => ({ id: a.id, inFlightBytes: a.inFlightBytes })),
+      attachments: [...this.attachments.values()].map((a) => ({
+        id: a.id,
+        inFlightBytes: a.inFlightBytes,
+        windowBytes: a.windowBytes,
+      })),
     };
   }
 
@@ -514,6 +524,16 @@ export class SessionManager {
   attachmentFor(target: number, peer: SessionPeer): Attachment | null {
     const a = this.#attachments.get(target);
     return a && a.peer === peer ? a : null;
+  }
+
+  /** Notes the window `peer` reports for one of its attachments (an event: nothing is answered). */
+  reportWindow(fields: { attachment?: unknown; bytes?: unknown }, peer: SessionPeer): void {
+    const { attachment, bytes } = fields;
+    if (typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes < 0 || bytes > MAX_REPORTED_WINDOW) {
+      throw new ServiceError("invalid-argument", `a window report needs bytes from 0 to ${MAX_REPORTED_WINDOW}`);
+    }
+    const att = this.attachmentFor(Number(attachment), peer);
+    if (att) att.windowBytes = bytes; // an attachment that went meanwhile has nothing to show
   }
 
   /** A client leaves its attachment on purpose: no grace. */

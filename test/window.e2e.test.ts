@@ -11,6 +11,8 @@ import { type Agent, connect, type RemoteSession } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { TRANSFER_WINDOW_MAX_BYTES } from "../core/client/files.ts";
 import { ACK_CODE, encodeSessionHeader } from "../core/session/protocol.ts";
+import { encodeFields, MetaCode } from "../core/wire/messages.ts";
+import { META_TARGET } from "../core/wire/frame.ts";
 import { controlPath, requestControl } from "../agent/control.ts";
 import type { AgentStatus } from "../agent/server.ts";
 import { type Relay, startRelay } from "../bench/relay.ts";
@@ -94,13 +96,19 @@ wan("a 40 ms link: the download window grows past the short link's 2 MiB, never 
   await agent.stop();
 });
 
-wan("a reader that stops keeps the window within its cap; status and /metrics show it", async () => {
+/** An agent serving /metrics, and a session on it through the long link. */
+async function agentWithMetricsOverLongLink() {
   const agent = await startAgent(["--key", KEY.hex, "--metrics", "127.0.0.1:0"], {
     ready: /health and metrics on http:\/\/127\.0\.0\.1:\d+/,
   });
   const metricsUrl = /health and metrics on (http:\/\/127\.0\.0\.1:\d+)\//.exec(agent.stderr())![1] + "/metrics";
   const relay = await longLink(agent);
   const s = await (await client(relay.port)).openSession("alpha");
+  return { agent, metricsUrl, s };
+}
+
+wan("a reader that stops keeps the window within its cap; status and /metrics show it", async () => {
+  const { agent, metricsUrl, s } = await agentWithMetricsOverLongLink();
   await s.files.writeFile("big.bin", crypto.randomBytes(32 * MIB));
   const cap = 4 * MIB;
   const chunks = s.files.readStream("big.bin", { maxWindowBytes: cap })[Symbol.asyncIterator]();
@@ -119,6 +127,62 @@ wan("a reader that stops keeps the window within its cap; status and /metrics sh
   const m = /agent_attachment_in_flight_bytes\{session="[0-9a-f-]+",attachment="\d+"\} (\d+)/.exec(metrics);
   assert.ok(m && Number(m[1]) <= cap + framing, metrics); // the stopped reader's replies arrived and were acknowledged
   await chunks.return?.(undefined);
+  await s.close();
+  await agent.stop();
+});
+
+/** Each attachment's window as `agent status --json` shows it (what the client reported). */
+async function reportedWindows(agent: RunningAgent): Promise<number[]> {
+  const status = await requestControl(controlPath(agent.stateDir), "status") as AgentStatus;
+  return status.sessions.flatMap((s) => (s.attachments ?? []).map((a) => a.windowBytes ?? 0));
+}
+
+wan("an upload's window shows in status and /metrics as the client keeps it, past what reached the agent", async () => {
+  const { agent, metricsUrl, s } = await agentWithMetricsOverLongLink();
+  let done = false, most = 0, mostInFlight = 0, metricSeen = 0, statusLine = "";
+  const upload = s.files.writeFile("up.bin", crypto.randomBytes(48 * MIB)).finally(() => (done = true));
+  while (!done) {
+    most = Math.max(most, ...(await reportedWindows(agent)));
+    mostInFlight = Math.max(mostInFlight, await inFlight(agent));
+    if (!statusLine && most > 2 * MIB) {
+      statusLine = (await runAgentAsync(["status"], { AGENT_STATE_DIR: agent.stateDir })).stdout;
+      const m = /agent_attachment_window_bytes\{session="[0-9a-f-]+",attachment="\d+"\} (\d+)/.exec(
+        await (await fetch(metricsUrl)).text(),
+      );
+      metricSeen = Number(m?.[1] ?? 0);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await upload;
+  assert.ok(most > 2 * MIB && most <= TRANSFER_WINDOW_MAX_BYTES, `reported window at most ${most} bytes`);
+  assert.ok(most > mostInFlight, `window ${most}, in flight at the agent ${mostInFlight}: the rest is on the wire`);
+  assert.ok(metricSeen > 0, "/metrics shows the window while the upload runs");
+  assert.match(statusLine, /#\d+ \d+(\.\d)? (MiB|KiB) of \d+\.\d MiB/);
+  const t0 = performance.now(); // the last transfer's end reports 0 at once
+  while ((await reportedWindows(agent)).some((w) => w > 0) && performance.now() - t0 < 2000) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(await reportedWindows(agent), [0]);
+  await s.close();
+  await agent.stop();
+});
+
+wan("a window report for another client's attachment, or a malformed one, changes nothing", async () => {
+  const agent = await startAgent(["--key", KEY.hex]);
+  const owner = await client(agent.port);
+  const s = await owner.openSession("alpha");
+  const other = await client(agent.port);
+  const report = (c: Agent, fields: Record<string, unknown>) =>
+    c.client.post(META_TARGET, MetaCode.WindowReport, 0, [encodeFields(fields)]);
+  await report(other, { attachment: s.attachment, bytes: 999 * MIB });
+  await report(owner, { attachment: s.attachment, bytes: -1 });
+  await report(owner, { attachment: s.attachment, bytes: "15 MiB" });
+  await other.ping(); // both connections stay up: an event is never answered with a close
+  await owner.ping();
+  assert.equal(await reportedWindows(agent), [0]);
+  await report(owner, { attachment: s.attachment, bytes: 3 * MIB });
+  await owner.ping();
+  assert.equal(await reportedWindows(agent), [3 * MIB], "its own client's report is taken");
   await s.close();
   await agent.stop();
 });

@@ -129,10 +129,11 @@ function sessionTable(sessions: AgentStatus["sessions"]): string {
     rows.map((r) => "  " + r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n") + "\n";
 }
 
-/** Each attachment's bytes in flight, as `#id size`. */
+/** Each attachment's bytes in flight, as `#id size`, and its transfers' window while one runs: `#id size of size`. */
 function inFlight(attachments: NonNullable<AgentStatus["sessions"][number]["attachments"]>): string {
   const size = (b: number) => b >= 1048576 ? `${(b / 1048576).toFixed(1)} MiB` : `${Math.round(b / 1024)} KiB`;
-  return attachments.map((a) => `#${a.id} ${size(a.inFlightBytes)}`).join(", ") || "-";
+  const window = (b: number | undefined) => (b ? ` of ${size(b)}` : "");
+  return attachments.map((a) => `#${a.id} ${size(a.inFlightBytes)}${window(a.windowBytes)}`).join(", ") || "-";
 }
 
 function duration(seconds: number): string {

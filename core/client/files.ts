@@ -23,6 +23,7 @@ import {
 import { type CallOptions, throwIfAborted } from "./abort.ts";
 import type { SessionCalls } from "./calls.ts";
 import { type LinkMemory, type SentRequest, TransferWindow } from "./window.ts";
+import type { WindowReports } from "./window-report.ts";
 
 export type { FileInfo, ListEntry, OpenFlags };
 
@@ -132,7 +133,16 @@ export class FilesApi {
     readonly session: SessionCalls,
     readonly agentWindowBytes = TRANSFER_WINDOW_MAX_BYTES,
     readonly learned: LinkMemory = {},
+    /** Where this attachment's transfer windows are reported to the agent, if it takes reports. */
+    readonly reports?: WindowReports,
   ) {}
+
+  /** A transfer's window, counted in {@link reports} until `untrack()` (call it when the transfer ends). */
+  #window(options: TransferOptions): { window: TransferWindow; untrack: () => void } {
+    const reports = this.reports;
+    const window = transferWindow(options, this.agentWindowBytes, this.learned, reports && (() => reports.changed()));
+    return { window, untrack: reports?.track(window) ?? (() => {}) };
+  }
 
   async stat(path: string): Promise<FileInfo> {
     return (await this.session.call(ServiceCode.FileStat, { path })).fields;
@@ -227,10 +237,10 @@ export class FilesApi {
     const { signal } = options;
     const file = await this.open(path, "r", undefined, { sha256: options.onSha256 !== undefined, signal });
     let closed = false;
+    const { window, untrack } = this.#window(options);
     try {
       let next = 0;
       const inflight: Promise<Uint8Array>[] = [];
-      const window = transferWindow(options, this.agentWindowBytes, this.learned);
       // Reads go out up to the size seen at open; past it, one at a time until one comes back empty.
       const fill = () => {
         while (inflight.length < window.requests && (next < file.size || inflight.length === 0)) {
@@ -252,6 +262,7 @@ export class FilesApi {
       const digest = await file.close();
       if (options.onSha256) options.onSha256(requireDigest(digest, path), digest.size ?? 0);
     } finally {
+      untrack();
       if (!closed) await file.close().catch(() => {});
     }
   }
@@ -352,7 +363,7 @@ export class FilesApi {
     const file = await this.open(path, flags, options.mode, { sha256: options.onSha256 !== undefined, signal });
     let position = 0;
     const inflight: Promise<number>[] = [];
-    const window = transferWindow(options, this.agentWindowBytes, this.learned);
+    const { window, untrack } = this.#window(options);
     let closed = false;
     const free: Uint8Array[] = []; // a reader's buffers whose writes were answered
     const reuse = isChunkReader(source);
@@ -370,6 +381,7 @@ export class FilesApi {
       const digest = await file.close();
       if (options.onSha256) options.onSha256(requireDigest(digest, path), digest.size ?? position);
     } finally {
+      untrack();
       await Promise.allSettled(inflight);
       if (!closed) await file.close().catch(() => {});
     }
@@ -462,10 +474,15 @@ function handled<T>(request: Promise<T>): Promise<T> {
  * The window for one transfer, within the caller's cap, the agent's and the library's, starting
  * from what the session's earlier transfers that way learned (`memory`, updated as it runs).
  */
-function transferWindow(options: TransferOptions, agentWindowBytes: number, memory: LinkMemory): TransferWindow {
+function transferWindow(
+  options: TransferOptions,
+  agentWindowBytes: number,
+  memory: LinkMemory,
+  onResize?: () => void,
+): TransferWindow {
   const caller = options.maxWindowBytes ?? TRANSFER_WINDOW_MAX_BYTES;
   const cap = Math.min(caller, agentWindowBytes, TRANSFER_WINDOW_MAX_BYTES);
-  return new TransferWindow(TRANSFER_CHUNK, cap, { memory });
+  return new TransferWindow(TRANSFER_CHUNK, cap, { memory, onResize });
 }
 
 /** A request in flight, {@link handled}, whose return sizes `window` with the bytes it moved. */

@@ -25,7 +25,7 @@ import {
   remoteError,
   SessionEndedError,
 } from "../errors.ts";
-import { type Frame, MAX_PAYLOAD } from "../wire/frame.ts";
+import { type Frame, MAX_PAYLOAD, META_TARGET } from "../wire/frame.ts";
 import { decodeError, decodeFields, encodeFields, ERROR_CODE, MetaCode } from "../wire/messages.ts";
 import {
   type EventContract,
@@ -49,6 +49,7 @@ import {
 import type { CallOptions } from "./abort.ts";
 import type { SessionCalls } from "./calls.ts";
 import { FilesApi } from "./files.ts";
+import { WindowReports } from "./window-report.ts";
 import { ProcessesApi } from "./processes.ts";
 import { SystemApi } from "./system.ts";
 
@@ -81,6 +82,8 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
   #nextToken = 1;
   #events = new Map<number, (fields: never, data: Uint8Array) => void>();
   #endHandlers: Array<(error: Error) => void> = [];
+  /** The agent takes window reports (its attach or resume reply said so). */
+  #windowReports: boolean;
 
   readonly files: FilesApi;
   readonly processes: ProcessesApi;
@@ -90,7 +93,9 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
     this.#client = client;
     this.#link = new DeliveryLink({ transmit: this.#transportFor(client).transmit });
     client.route(info.attachment, this);
-    this.files = new FilesApi(this, info.transferWindowBytes, client.transferMemory);
+    this.#windowReports = info.windowReports === true;
+    const reports = new WindowReports((bytes) => this.#reportWindow(bytes));
+    this.files = new FilesApi(this, info.transferWindowBytes, client.transferMemory, reports);
     this.processes = new ProcessesApi(this);
     this.system = new SystemApi(this);
   }
@@ -136,6 +141,7 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
     this.#client = client;
     client.route(this.attachment, this);
     this.#link.resume(this.#transportFor(client), reply.lastReceived ?? 0);
+    this.#windowReports = reply.windowReports === true; // the agent may have been upgraded meanwhile
   }
 
   /**
@@ -249,6 +255,14 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
       }
       this.#link.send(code, token, body);
     });
+  }
+
+  /** An event: lost with the connection, which is fine, since the next change sends the figure again. */
+  #reportWindow(bytes: number) {
+    const client = this.#client;
+    if (!this.#windowReports || this.ended || !client || client.isClosed) return;
+    const fields = encodeFields({ attachment: this.attachment, bytes });
+    client.post(META_TARGET, MetaCode.WindowReport, 0, [fields]).catch(() => {});
   }
 
   #transportFor(client: AgentClient) {

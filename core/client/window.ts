@@ -69,6 +69,8 @@ export interface LinkMemory {
 export interface WindowOptions {
   memory?: LinkMemory;
   now?: () => number;
+  /** Called when the window changes size (core/client/window-report.ts reports it to the agent). */
+  onResize?: () => void;
 }
 
 /** The window of one transfer, in requests of `chunkBytes`, never above `maxBytes`. */
@@ -90,9 +92,11 @@ export class TransferWindow {
   readonly #maxRequests: number;
   readonly #memory: LinkMemory;
   readonly #now: () => number;
+  readonly #onResize?: () => void;
 
   constructor(readonly chunkBytes: number, maxBytes: number, options: WindowOptions = {}) {
     this.#now = options.now ?? (() => performance.now());
+    this.#onResize = options.onResize;
     this.#memory = options.memory ?? {};
     this.#deliveredTime = this.#now();
     this.#maxRequests = Math.max(1, Math.floor(maxBytes / chunkBytes));
@@ -167,7 +171,9 @@ export class TransferWindow {
   }
 
   #set(requests: number) {
+    const before = this.#requests;
     this.#requests = Math.min(this.#maxRequests, Math.max(MIN_WINDOW_REQUESTS, requests));
+    if (this.#requests !== before) this.#onResize?.();
   }
 
   /** The round trip with half the budget queued: where a steady window settles, jitter kept within the budget. */

@@ -41,7 +41,7 @@ export interface SessionSummary {
    * Each attachment's bytes in flight as the agent sees them: request bodies not yet answered and
    * replies not yet acknowledged (optional: older agents leave it out).
    */
-  attachments?: Array<{ id: number; inFlightBytes: number }>;
+  attachments?: Array<{ id: number; inFlightBytes: number; windowBytes?: number }>;
 }
 
 /** Reply to open, attach and resume. */
@@ -54,6 +54,8 @@ export interface AttachmentInfo {
   lastReceived?: number;
   /** The most a transfer should keep in flight (the agent's `transferWindowMiB`; older agents leave it out). */
   transferWindowBytes?: number;
+  /** The agent takes the client's window reports (meta code 31, WindowReport; older agents leave it out). */
+  windowReports?: boolean;
 }
 
 /** Bare acknowledgement on an attachment (sequence 0, no body). */

@@ -61,6 +61,12 @@ export enum MetaCode {
   /** Version 4. `{ updateId }` → `{}`: the staged bytes are removed. */
   UpdateAbort = 29,
   UpdateAbortReply = 30,
+  /**
+   * Event (token 0), client → agent: `{ attachment, bytes }`, the window the client's transfers on that
+   * attachment keep now (0: none runs), for `agent status` and /metrics. Sent only to an agent whose
+   * attach reply has `windowReports`.
+   */
+  WindowReport = 31,
 }
 
 /** The first protocol version with the update messages (docs/protocol.md §5 "Pushed updates"). */
