@@ -16,8 +16,9 @@
  *               the same run, CPU-s/GiB by process next to ssh's, the per-byte stages (bench/transfer.ts)
  *   fleet       one listener, FLEET_AGENTS simulated agents (their own outbound code) + real ones: RSS and idle
  *               CPU per agent, info() on all, a restart storm (bench/fleet.ts); with nats-server installed,
- *               three listener nodes on NATS: a command through another node vs direct, one node killed
- *               (bench/fleet-cluster.ts; CLUSTER_AGENTS, default FLEET_AGENTS; BENCH_CLUSTER=0 skips it)
+ *               three listener nodes on NATS: info() and a command (`true` on a real agent) through another
+ *               node vs on the holding node, the engine's floor, one node killed (bench/fleet-cluster.ts;
+ *               CLUSTER_AGENTS, default FLEET_AGENTS; CLUSTER_REAL, default 2; BENCH_CLUSTER=0 skips it)
  *   wan         on Node and Deno: 128 MiB up and down through a relay adding 2, 20 and 50 ms of round trip,
  *               agent vs `ssh -c aes256-gcm` multiplexed through the same relay (bench/wan.ts; the peer)
  *   commands    `agent run` and `agent cp` vs ssh, scp, sftp and `tar | ssh tar x` (bench/commands.ts)
@@ -230,7 +231,7 @@ async function main() {
   }
   if (wanted("flood")) await benchFlood(AGENT);
   if (wanted("fleet")) await benchFleet(AGENT);
-  if (wanted("fleet")) await benchFleetCluster();
+  if (wanted("fleet")) await benchFleetCluster(AGENT);
   if (wanted("wan")) await benchWan();
   if (wanted("commands")) await benchCommands(AGENT);
   if (wanted("startup")) await benchStartup();

@@ -12,8 +12,16 @@ import { ConnectionClosedError } from "../core/errors.ts";
 import type { ByteStream } from "../core/wire/stream.ts";
 
 const DATA = 0, CREDIT = 1, CLOSE = 2;
-/** Bytes in one engine message at most (NATS refuses messages over its max_payload, 1 MiB by default). */
-export const CHUNK_BYTES = 256 * 1024;
+/** Message header: the type byte and a data message's sequence number. */
+const DATA_HEADER = 5;
+/**
+ * Data bytes in one engine message at most, for an engine taking messages of up to `maxPayload`
+ * bytes (NATS's max_payload, 1 MiB by default): a file transfer's frame (512 KiB and headers)
+ * then travels as one message, which the reader takes without joining pieces.
+ */
+export function chunkBytesFor(maxPayload: number): number {
+  return Math.max(16 * 1024, Math.min(maxPayload, 2 * 1024 * 1024) - DATA_HEADER);
+}
 /** Bytes a writer may have sent that its reader has not consumed yet (default). */
 export const WINDOW_BYTES = 4 * 1024 * 1024;
 
@@ -37,6 +45,7 @@ export class EngineStream implements ByteStream {
     readonly publish: (message: Uint8Array) => void,
     readonly remote: string,
     readonly window = WINDOW_BYTES,
+    readonly chunkBytes = chunkBytesFor(1024 * 1024),
   ) {}
 
   /** Why the stream ended (null while open, or when it closed cleanly from this side). */
@@ -52,7 +61,7 @@ export class EngineStream implements ByteStream {
   deliver(message: Uint8Array): void {
     if (this.#ended || message.length === 0) return;
     const view = new DataView(message.buffer, message.byteOffset, message.byteLength);
-    if (message[0] === DATA && message.length >= 5) {
+    if (message[0] === DATA && message.length >= DATA_HEADER) {
       const seq = view.getUint32(1, false);
       if (seq !== this.#receivedSeq + 1) {
         this.fail(
@@ -61,7 +70,7 @@ export class EngineStream implements ByteStream {
         return;
       }
       this.#receivedSeq = seq;
-      this.#chunks.push(message.subarray(5));
+      this.#chunks.push(message.subarray(DATA_HEADER));
       this.#wake("reader");
     } else if (message[0] === CREDIT && message.length >= 9) {
       this.#peerConsumed = Math.max(this.#peerConsumed, view.getFloat64(1, false));
@@ -88,31 +97,36 @@ export class EngineStream implements ByteStream {
     return chunk;
   }
 
-  async write(data: Uint8Array): Promise<void> {
-    for (let at = 0; at < data.length;) {
-      while (this.#sent - this.#peerConsumed >= this.window) {
+  write(data: Uint8Array): Promise<void> {
+    return this.writev([data]);
+  }
+
+  /**
+   * Sends `parts` as one engine message when they fit (a frame and its length prefix, typically),
+   * else as several; each byte is copied once, into the message, which the engine may send after
+   * this returns. Waits while the next message would take the bytes in flight past the window.
+   */
+  async writev(parts: readonly Uint8Array[]): Promise<void> {
+    let length = 0;
+    for (const p of parts) length += p.length;
+    const source = { parts, index: 0, offset: 0 };
+    // At most half a window per message: the reader credits in quarters, so a whole message always fits eventually.
+    const most = Math.max(1, Math.min(this.chunkBytes, Math.floor(this.window / 2)));
+    for (let left = length; left > 0;) {
+      const size = Math.min(left, most);
+      while (this.#sent + size - this.#peerConsumed > this.window) { // never past the window, not even by a message
         if (this.#ended) break;
         await new Promise<void>((r) => (this.#wakeWriter = r));
       }
       if (this.#ended) throw new ConnectionClosedError(this.#reason ?? "the connection through the cluster is closed");
-      const piece = data.subarray(at, at + CHUNK_BYTES);
-      const message = new Uint8Array(5 + piece.length); // a copy: the engine may send it after this returns
+      const message = new Uint8Array(DATA_HEADER + size);
       message[0] = DATA;
       new DataView(message.buffer).setUint32(1, ++this.#sentSeq, false);
-      message.set(piece, 5);
-      this.#sent += piece.length;
+      copyInto(message, DATA_HEADER, size, source);
+      this.#sent += size;
+      left -= size;
       this.#send(message);
-      at += piece.length;
     }
-  }
-
-  writev(parts: readonly Uint8Array[]): Promise<void> {
-    let length = 0;
-    for (const p of parts) length += p.length;
-    const joined = new Uint8Array(length);
-    let at = 0;
-    for (const p of parts) (joined.set(p, at), at += p.length);
-    return this.write(joined);
   }
 
   /** Closes both ways and tells the peer. */
@@ -151,5 +165,23 @@ export class EngineStream implements ByteStream {
     if (which === "reader") this.#wakeReader = null;
     else this.#wakeWriter = null;
     w?.();
+  }
+}
+
+/** Copies the next `size` bytes of `source`'s parts into `target` at `at`, advancing `source`. */
+function copyInto(
+  target: Uint8Array,
+  at: number,
+  size: number,
+  source: { parts: readonly Uint8Array[]; index: number; offset: number },
+): void {
+  while (size > 0) {
+    const part = source.parts[source.index];
+    const n = Math.min(size, part.length - source.offset);
+    target.set(n === part.length ? part : part.subarray(source.offset, source.offset + n), at);
+    at += n;
+    size -= n;
+    source.offset += n;
+    if (source.offset === part.length) (source.index++, source.offset = 0);
   }
 }

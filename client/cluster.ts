@@ -23,7 +23,7 @@ import type { Reply } from "../core/wire/hello.ts";
 import { StreamReader } from "../core/wire/stream.ts";
 import { Agent } from "./agent.ts";
 import { Relay } from "./cluster-relay.ts";
-import { EngineStream, WINDOW_BYTES } from "./cluster-stream.ts";
+import { chunkBytesFor, EngineStream, WINDOW_BYTES } from "./cluster-stream.ts";
 import type { AgentListener } from "./listener.ts";
 
 /**
@@ -338,6 +338,7 @@ export class Cluster {
       (message) => this.nc.publish(subject, message),
       `node ${peer}`,
       this.options.windowBytes ?? WINDOW_BYTES,
+      chunkBytesFor(this.nc.info?.max_payload ?? 1024 * 1024),
     );
     this.#streams.set(key, stream);
     void stream.closed.then(() => {
@@ -347,8 +348,9 @@ export class Cluster {
   }
 
   #deliver(m: Msg) {
-    const [peer, id] = m.subject.split(".").slice(-2);
-    this.#streams.get(`${peer}.${id}`)?.deliver(m.data);
+    const subject = m.subject; // <prefix>.conn.<this node>.<peer>.<id>: the key is its last two tokens
+    const key = subject.slice(subject.lastIndexOf(".", subject.lastIndexOf(".") - 1) + 1);
+    this.#streams.get(key)?.deliver(m.data);
   }
 
   /** Opens a proxied connection to the node holding `server`'s agent. */

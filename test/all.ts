@@ -43,6 +43,7 @@ import "./outbound.e2e.test.ts";
 import "./fleet.e2e.test.ts";
 import "./update.e2e.test.ts";
 import "./update-apply.e2e.test.ts";
+import "./cluster-stream.test.ts";
 import "./cluster.e2e.test.ts";
 import "./listener-admission.e2e.test.ts";
 import "./stall-grace.test.ts";
