@@ -117,7 +117,10 @@ async function watched(session: RemoteSession, stateDir: string, work: () => Pro
   const windows = (async () => {
     for (; running; await pause(100)) {
       const status = await requestControl(controlPath(stateDir), "status") as AgentStatus;
-      for (const s of status.sessions) for (const a of s.attachments ?? []) window = Math.max(window, a.inFlightBytes);
+      // The window the client reported; an older agent shows only what reached it.
+      for (const s of status.sessions) {
+        for (const a of s.attachments ?? []) window = Math.max(window, a.windowBytes ?? a.inFlightBytes);
+      }
     }
   })();
   // Several loops, staggered, so a p99 has enough samples: one loop makes only ~15 in a 1 s transfer at +50 ms.
