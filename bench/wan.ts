@@ -6,9 +6,10 @@
  * sshd.sh), `ssh -c aes256-gcm@openssh.com` over a multiplexing master through the same relay, with
  * plain redirects (`'cat > f' < SRC`, `'cat f' > DST`). The agent's legs are timed alone, then run
  * again, each on a fresh connection (a first transfer, window ramp included) while the bench polls
- * `agent status` for the attachment's largest in-flight window and times a `stat` from 4 loops, each every 20 ms
- * (those runs are not timed: polling costs the agent CPU). Ratios name their baseline: agent/ssh at
- * the same delay, and each at +N ms over itself at +2 ms. BENCH_WAN_RUNS (default 1) repeats the set.
+ * `agent status` for the attachment's largest window (as the client reported it) and times a `stat`
+ * from 4 loops, each every 20 ms (those runs are not timed: polling costs the agent CPU). Ratios name
+ * their baseline: agent/ssh at the same delay, and each at +N ms over itself at +2 ms.
+ * BENCH_WAN_RUNS (default 1) repeats the set.
  * @module
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
