@@ -575,12 +575,16 @@ sessions("an aborted writeFile stops reading its source, closes the file, and th
   const c = await client();
   const s = await c.openSession("alpha");
   const controller = new AbortController();
-  let produced = 0;
+  let produced = 0, released = false;
   async function* endless() {
-    for (;;) {
-      produced++;
-      if (produced === 8) controller.abort(new Error("enough"));
-      yield crypto.randomBytes(512 * 1024);
+    try {
+      for (;;) {
+        produced++;
+        if (produced === 8) controller.abort(new Error("enough"));
+        yield crypto.randomBytes(512 * 1024);
+      }
+    } finally {
+      released = true; // as a file stream closes its descriptor
     }
   }
   const e = await s.files.writeFile("abort-write.bin", endless(), { signal: controller.signal }).then(
@@ -590,6 +594,7 @@ sessions("an aborted writeFile stops reading its source, closes the file, and th
   assert.instance(e, AbortedError);
   assert.is((e.cause as Error).message, "enough");
   assert.ok(produced <= 9, `${produced} chunks taken from the source`);
+  assert.ok(released, "the source was told to let go (its finally ran)");
   await until(async () => (await openFiles(c, s.id)) === 0, "the file was closed on the agent", 5000);
   assert.ok((await s.files.stat("abort-write.bin")).size <= 8 * 512 * 1024);
   const after = crypto.randomBytes(3 * 1024 * 1024);

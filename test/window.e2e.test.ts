@@ -271,6 +271,16 @@ wan("a cut in the middle of a full window, each way, resumes with every byte exa
   };
   assert.is(await cutWhenFull(s.files.writeFile("reader.bin", reader), 1.5 * MIB), data.length);
   assert.equal(await s.files.sha256("reader.bin"), { sha256: sha256(data), size: data.length });
+  // From a stream that refills one 64 KiB buffer for every chunk, as a file reader with a fixed buffer does.
+  const refilled = async function* () {
+    const buffer = new Uint8Array(64 * 1024);
+    for (let o = 0; o < data.length; o += buffer.length) {
+      buffer.set(data.subarray(o, o + buffer.length));
+      yield buffer;
+    }
+  };
+  assert.is(await cutWhenFull(s.files.writeFile("refilled.bin", refilled()), 1.5 * MIB), data.length);
+  assert.equal(await s.files.sha256("refilled.bin"), { sha256: sha256(data), size: data.length });
   const parts: Uint8Array[] = [];
   await cutWhenFull(
     (async () => {

@@ -350,8 +350,10 @@ export class FilesApi {
    * is read or sent, and the file is closed on the agent with what arrived so far.
    * `exclusive` creates the file and fails with `AlreadyExistsError` if anything is at `path`,
    * a symlink included (open flags "wx"): nothing planted there is written through.
-   * Each chunk of a stream is kept until the agent acknowledges it and sent again after a resume:
-   * a source must not reuse a chunk's memory for a later one.
+   * A stream's chunks are copied into the library's own 512 KiB buffers as they come (reused once
+   * the agent has answered them), so a source may refill a chunk's memory once it yields the next,
+   * and small chunks still go as whole requests. Text and bytes are sent from where they are: do
+   * not change them until this resolves.
    */
   async writeFile(
     path: string,
@@ -366,9 +368,13 @@ export class FilesApi {
     const { window, untrack } = this.#window(options);
     let closed = false;
     const free: Uint8Array[] = []; // a reader's buffers whose writes were answered
-    const reuse = isChunkReader(source);
+    // A stream's chunks are gathered into the library's own buffers: whole requests, whatever the
+    // chunks' size, and a source may refill a chunk's memory once it yields the next.
+    const stream = isStream(source) ? gathered(source) : null;
+    const reader = isChunkReader(source) ? source : stream;
+    const reuse = reader !== null;
     try {
-      for await (const piece of isChunkReader(source) ? readInto(source, free) : pieces(source)) {
+      for await (const piece of reader ? readInto(reader, free) : pieces(source as string | Uint8Array)) {
         throwIfAborted(signal);
         const written = measured(window, file.write(piece, position, { signal }), () => piece.length);
         // Answered means acknowledged (the reply's header carries it), so no resume sends it again.
@@ -382,6 +388,7 @@ export class FilesApi {
       if (options.onSha256) options.onSha256(requireDigest(digest, path), digest.size ?? position);
     } finally {
       untrack();
+      stream?.stop(); // a source left part-read (an error, an abort) is told to let go of what it holds
       await Promise.allSettled(inflight);
       if (!closed) await file.close().catch(() => {});
     }
@@ -494,23 +501,50 @@ function measured<T>(window: TransferWindow, request: Promise<T>, bytes: (result
   }));
 }
 
-async function* chunks(source: Exclude<Source, ChunkReader>): AsyncGenerator<Uint8Array> {
-  if (typeof source === "string") yield new TextEncoder().encode(source);
-  else if (source instanceof Uint8Array) yield source;
-  else yield* source as AsyncIterable<Uint8Array>;
-}
-
-/** The source's chunks cut into write requests of at most {@link TRANSFER_CHUNK}. */
-async function* pieces(source: Exclude<Source, ChunkReader>): AsyncGenerator<Uint8Array> {
-  for await (const chunk of chunks(source)) {
-    for (let o = 0; o < chunk.length; o += TRANSFER_CHUNK) {
-      yield chunk.subarray(o, Math.min(chunk.length, o + TRANSFER_CHUNK));
-    }
+/** Text or bytes cut into write requests of at most {@link TRANSFER_CHUNK}: views, no copies. */
+function* pieces(source: string | Uint8Array): Generator<Uint8Array> {
+  const bytes = typeof source === "string" ? new TextEncoder().encode(source) : source;
+  for (let o = 0; o < bytes.length; o += TRANSFER_CHUNK) {
+    yield bytes.subarray(o, Math.min(bytes.length, o + TRANSFER_CHUNK));
   }
 }
 
 function isChunkReader(source: Source): source is ChunkReader {
   return typeof (source as Partial<ChunkReader>).readInto === "function";
+}
+
+function isStream(source: Source): source is Iterable<Uint8Array> | AsyncIterable<Uint8Array> {
+  return typeof source !== "string" && !(source instanceof Uint8Array) && !isChunkReader(source);
+}
+
+/**
+ * A stream read as a {@link ChunkReader}: each `readInto` fills the buffer from as many chunks as
+ * it takes, copying them, so 64 KiB chunks go as 512 KiB requests and no chunk is held afterwards.
+ */
+function gathered(stream: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): ChunkReader & { stop(): void } {
+  const chunks = Symbol.asyncIterator in stream
+    ? stream[Symbol.asyncIterator]()
+    : (stream as Iterable<Uint8Array>)[Symbol.iterator]();
+  let rest: Uint8Array = new Uint8Array(0), ended = false;
+  return {
+    async readInto(into: Uint8Array): Promise<number> {
+      let n = 0;
+      while (n < into.length && !(ended && rest.length === 0)) {
+        if (rest.length === 0) {
+          const next = await chunks.next();
+          if (next.done) ended = true;
+          else rest = next.value;
+          continue;
+        }
+        const k = Math.min(rest.length, into.length - n);
+        into.set(k === rest.length ? rest : rest.subarray(0, k), n);
+        n += k;
+        rest = rest.subarray(k);
+      }
+      return n;
+    },
+    stop: () => void chunks.return?.(),
+  };
 }
 
 /** The buffer of {@link TRANSFER_CHUNK} bytes a piece of {@link readInto} begins. */
