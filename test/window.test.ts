@@ -95,6 +95,20 @@ win("a second transfer on the same link starts from the window the first ended w
   assert.ok(second.ms <= ideal + link.rttMs, `second ${second.ms.toFixed(0)} ms, ideal ${ideal.toFixed(0)} ms`);
 });
 
+win("a small transfer that ends in startup does not leave a later large one ramping slowly", () => {
+  const link = { rttMs: 50, rate: 2 * MBPS_150 };
+  const fresh = transfer(link, 128 * MIB, 15 * MIB);
+  for (const small of [2, 4, 8]) {
+    const memory: LinkMemory = {};
+    transfer(link, small * MIB, 15 * MIB, memory);
+    const after = transfer(link, 128 * MIB, 15 * MIB, memory);
+    assert.ok(
+      after.ms <= fresh.ms * 1.05,
+      `after ${small} MiB: ${after.ms.toFixed(0)} ms, fresh ${fresh.ms.toFixed(0)} ms`,
+    );
+  }
+});
+
 win("a short link keeps the fewest requests; a cap holds on a long one", () => {
   const short = transfer({ rttMs: 1, rate: MBPS_150 }, 64 * MIB);
   assert.is(Math.max(...short.windows), MIN_WINDOW_REQUESTS);

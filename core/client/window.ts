@@ -160,7 +160,8 @@ export class TransferWindow {
 
   #endRound(size: () => void) {
     size();
-    this.#memory.requests = this.#requests;
+    // Only what a finished startup found: a transfer that ended mid-ramp knows too little to skip one.
+    if (!this.#startup) this.#memory.requests = this.#requests;
     this.#roundMinRtt = Infinity;
     this.#roundEnd = this.#delivered + this.bytes;
   }
