@@ -5,6 +5,7 @@ import * as assert from "uvu/assert";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import process from "node:process";
 import {
   AbortedError,
   type Agent,
@@ -602,6 +603,51 @@ sessions("an aborted writeFile stops reading its source, closes the file, and th
   assert.equal(await s.files.sha256("abort-write.bin"), { sha256: sha(after), size: after.length });
   await s.close();
 });
+
+sessions(
+  "a source that cannot be read, or fails as it is let go, leaves no file open and keeps its own error",
+  async () => {
+    const c = await client();
+    const s = await c.openSession("alpha");
+    const unhandled: unknown[] = [];
+    const note = (e: unknown) => unhandled.push(e);
+    process.on("unhandledRejection", note);
+    try {
+      const notASource = await s.files.writeFile("bad.bin", new ArrayBuffer(8) as unknown as Uint8Array).then(
+        () => null,
+        (e) => e,
+      );
+      assert.instance(notASource, TypeError);
+      assert.match(
+        notASource.message,
+        /writeFile takes text, bytes, a stream of Uint8Array chunks or a ChunkReader, not an? ArrayBuffer/,
+      );
+      const controller = new AbortController();
+      const failsToLetGo = async function* () {
+        try {
+          for (let i = 0;; i++) {
+            if (i === 4) controller.abort(new Error("enough"));
+            yield new Uint8Array(512 * 1024);
+          }
+        } finally {
+          // deno-lint-ignore no-unsafe-finally
+          throw new Error("cleanup failed");
+        }
+      };
+      const aborted = await s.files.writeFile("bad.bin", failsToLetGo(), { signal: controller.signal }).then(
+        () => null,
+        (e) => e,
+      );
+      assert.instance(aborted, AbortedError, `ended with ${aborted}`);
+      await until(async () => (await openFiles(c, s.id)) === 0, "every file was closed on the agent", 5000);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(unhandled, [], "no rejection left unhandled");
+    } finally {
+      process.off("unhandledRejection", note);
+    }
+    await s.close();
+  },
+);
 
 sessions("an aborted wait rejects with AbortedError; the process runs on and a later wait gets its exit", async () => {
   const c = await client();

@@ -370,7 +370,7 @@ export class FilesApi {
     const free: Uint8Array[] = []; // a reader's buffers whose writes were answered
     // A stream's chunks are gathered into the library's own buffers: whole requests, whatever the
     // chunks' size, and a source may refill a chunk's memory once it yields the next.
-    const stream = isStream(source) ? gathered(source) : null;
+    const stream = isStream(source) ? gathered(source) : null; // reads nothing until the first readInto
     const reader = isChunkReader(source) ? source : stream;
     const reuse = reader !== null;
     try {
@@ -388,7 +388,7 @@ export class FilesApi {
       if (options.onSha256) options.onSha256(requireDigest(digest, path), digest.size ?? position);
     } finally {
       untrack();
-      stream?.stop(); // a source left part-read (an error, an abort) is told to let go of what it holds
+      await stream?.stop(); // a source left part-read (an error, an abort) is told to let go of what it holds
       await Promise.allSettled(inflight);
       if (!closed) await file.close().catch(() => {});
     }
@@ -520,20 +520,35 @@ function isStream(source: Source): source is Iterable<Uint8Array> | AsyncIterabl
 /**
  * A stream read as a {@link ChunkReader}: each `readInto` fills the buffer from as many chunks as
  * it takes, copying them, so 64 KiB chunks go as 512 KiB requests and no chunk is held afterwards.
+ * `stop()` lets go of a stream left part-read (its `return()`, as `for await` would call it), and
+ * never of one that ended or failed; what the stream throws as it lets go does not replace the
+ * transfer's own outcome.
  */
-function gathered(stream: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): ChunkReader & { stop(): void } {
-  const chunks = Symbol.asyncIterator in stream
-    ? stream[Symbol.asyncIterator]()
-    : (stream as Iterable<Uint8Array>)[Symbol.iterator]();
-  let rest: Uint8Array = new Uint8Array(0), ended = false;
+function gathered(stream: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): ChunkReader & { stop(): Promise<void> } {
+  let chunks: Iterator<Uint8Array> | AsyncIterator<Uint8Array> | null = null;
+  let rest: Uint8Array = new Uint8Array(0), finished = false;
+  const next = async (): Promise<Uint8Array | null> => {
+    chunks ??= iterate(stream);
+    try {
+      const r = await chunks.next();
+      if (r.done) return (finished = true, null);
+      if (!(r.value instanceof Uint8Array)) {
+        throw new TypeError(`a stream given to writeFile must yield Uint8Array chunks, not ${describe(r.value)}`);
+      }
+      return r.value;
+    } catch (e) {
+      finished = true;
+      throw e;
+    }
+  };
   return {
     async readInto(into: Uint8Array): Promise<number> {
       let n = 0;
-      while (n < into.length && !(ended && rest.length === 0)) {
+      while (n < into.length) {
         if (rest.length === 0) {
-          const next = await chunks.next();
-          if (next.done) ended = true;
-          else rest = next.value;
+          const chunk = await next();
+          if (chunk === null) break;
+          rest = chunk;
           continue;
         }
         const k = Math.min(rest.length, into.length - n);
@@ -543,8 +558,30 @@ function gathered(stream: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Chu
       }
       return n;
     },
-    stop: () => void chunks.return?.(),
+    async stop() {
+      if (finished || !chunks) return;
+      finished = true;
+      await Promise.resolve(chunks.return?.()).catch(() => {});
+    },
   };
+}
+
+function iterate(
+  stream: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
+): Iterator<Uint8Array> | AsyncIterator<Uint8Array> {
+  const s = stream as Partial<Iterable<Uint8Array> & AsyncIterable<Uint8Array>>;
+  if (typeof s[Symbol.asyncIterator] === "function") return s[Symbol.asyncIterator]!();
+  if (typeof s[Symbol.iterator] === "function") return s[Symbol.iterator]!();
+  throw new TypeError(
+    `writeFile takes text, bytes, a stream of Uint8Array chunks or a ChunkReader, not ${describe(stream)}`,
+  );
+}
+
+/** A value's kind, for an error message: its constructor's name or its type. */
+function describe(value: unknown): string {
+  const name = (value as { constructor?: { name?: unknown } } | null)?.constructor?.name;
+  if (typeof name !== "string" || typeof value !== "object") return typeof value;
+  return `${/^[AEIOU]/.test(name) ? "an" : "a"} ${name}`;
 }
 
 /** The buffer of {@link TRANSFER_CHUNK} bytes a piece of {@link readInto} begins. */
