@@ -331,21 +331,28 @@ function wholeNumber(name: string, v: unknown, max: number): number {
 const DEFAULT_TRANSFER_WINDOW_MIB = 15;
 
 /**
- * The replay bound and the transfer window within it: a download keeps its whole window of replies
- * unacknowledged, and the agent closes a connection that holds twice the bound.
+ * The replay bound and the transfer window: a download keeps its whole window of replies
+ * unacknowledged, and the agent closes a connection that holds twice the bound, so the window the
+ * agent announces is never above the bound (agent/sessions.ts), and the default follows it down.
  */
 function transferLimits(file: ConfigFile | null) {
   const replayLimitMiB = positive("replayLimitMiB", file?.replayLimitMiB ?? 16);
-  if (file?.transferWindowMiB === undefined) {
-    return { replayLimitMiB, transferWindowMiB: Math.min(DEFAULT_TRANSFER_WINDOW_MIB, replayLimitMiB) };
-  }
-  const transferWindowMiB = positive("transferWindowMiB", file.transferWindowMiB);
-  if (transferWindowMiB > replayLimitMiB) {
+  if (replayLimitMiB < 1) {
     throw new ConfigError(
-      `transferWindowMiB (${transferWindowMiB}) must not be above replayLimitMiB (${replayLimitMiB}): a download keeps its whole window unacknowledged`,
+      `replayLimitMiB must be at least 1, not ${replayLimitMiB}: twice the bound must hold a download's 512 KiB replies`,
     );
   }
+  const transferWindowMiB = file?.transferWindowMiB === undefined
+    ? Math.min(DEFAULT_TRANSFER_WINDOW_MIB, replayLimitMiB)
+    : positive("transferWindowMiB", file.transferWindowMiB);
   return { replayLimitMiB, transferWindowMiB };
+}
+
+/** What the agent logs at start about `config`'s transfer window, if it cannot be had as set. */
+export function transferWindowNote(config: Pick<AgentConfig, "transferWindowMiB" | "replayLimitMiB">): string | null {
+  if (config.transferWindowMiB <= config.replayLimitMiB) return null;
+  return `transferWindowMiB (${config.transferWindowMiB}) is above replayLimitMiB (${config.replayLimitMiB}): ` +
+    `transfers keep at most ${config.replayLimitMiB} MiB in flight (a download keeps its whole window unacknowledged)`;
 }
 
 function positive(name: string, v: unknown): number {

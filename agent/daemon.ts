@@ -21,7 +21,7 @@ import { proxyFor } from "../runtime/proxy.ts";
 import { hostCommand } from "../runtime/self.ts";
 import { formatHost } from "../runtime/tcp.ts";
 import { parseFingerprint } from "../runtime/tls.ts";
-import type { AgentConfig } from "./config.ts";
+import { type AgentConfig, transferWindowNote } from "./config.ts";
 import { ConfigError } from "../runtime/errors.ts";
 import { type ControlHandlers, controlPath, serveControl } from "./control.ts";
 import { OutboundTarget, type OutboundTargetConfig } from "./dialer.ts";
@@ -142,6 +142,8 @@ export async function startDaemon(
   const runDir = path.join(config.stateDir, "run");
   const stale = cleanStaleChannels(runDir, takeover?.keepChannels);
   if (stale > 0) log.warn(`removed ${stale} channel file(s) left by an agent that did not stop cleanly`);
+  const windowNote = transferWindowNote(config);
+  if (windowNote) log.warn(windowNote);
   const sessions = new SessionManager(sessionSettings(config, {
     runDir,
     hostCommand: hostCommand(),

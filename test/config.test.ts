@@ -5,7 +5,7 @@ import * as assert from "uvu/assert";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { resolveConfig } from "../agent/config.ts";
+import { resolveConfig, transferWindowNote } from "../agent/config.ts";
 import { parseConfigFile } from "../agent/config-schema.ts";
 import { ConfigError } from "../runtime/errors.ts";
 import { keyHasRight, loadAgentKeys, readKeyFile } from "../agent/keystore.ts";
@@ -64,7 +64,7 @@ test("a good file parses to its settings", () => {
   });
 });
 
-test("the transfer window stays within the replay bound: a default follows it down, a larger setting is refused", () => {
+test("the transfer window stays within the replay bound: a default follows it down, a larger setting is noted", () => {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "agent-config-"));
   const withFile = (settings: Record<string, unknown>) => {
     fs.writeFileSync(path.join(stateDir, "config.json"), JSON.stringify(settings));
@@ -73,12 +73,15 @@ test("the transfer window stays within the replay bound: a default follows it do
   try {
     assert.is(withFile({ replayLimitMiB: 4 }).transferWindowMiB, 4);
     assert.is(withFile({}).transferWindowMiB, 15);
+    assert.is(transferWindowNote(withFile({})), null);
+    // Above the bound it still starts (a reload or an upgrade must not fail on it), and says what it does instead.
+    assert.is(
+      transferWindowNote(withFile({ replayLimitMiB: 4, transferWindowMiB: 8 })),
+      "transferWindowMiB (8) is above replayLimitMiB (4): transfers keep at most 4 MiB in flight (a download keeps its whole window unacknowledged)",
+    );
     assert.throws(
-      () => withFile({ replayLimitMiB: 4, transferWindowMiB: 8 }),
-      (e: Error) =>
-        e instanceof ConfigError &&
-        e.message ===
-          "transferWindowMiB (8) must not be above replayLimitMiB (4): a download keeps its whole window unacknowledged",
+      () => withFile({ replayLimitMiB: 0.5 }),
+      (e: Error) => e instanceof ConfigError && /replayLimitMiB must be at least 1, not 0.5/.test(e.message),
     );
   } finally {
     fs.rmSync(stateDir, { recursive: true, force: true });
