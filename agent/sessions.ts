@@ -234,6 +234,7 @@ export class Attachment {
   disconnect(): void {
     this.peer = null;
     this.link.disconnect();
+    this.windowBytes = 0; // nothing moves while it waits; a resumed client reports its window again
   }
 }
 

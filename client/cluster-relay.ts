@@ -37,7 +37,9 @@ export class Relay implements AttachmentRoute {
         const frame = await this.frames.receive();
         if (frame === null) break;
         if (frame.target === META_TARGET) {
-          if (frame.token !== 0) this.#meta(frame); // heartbeats (token 0) stay between the nodes
+          if (frame.token !== 0) this.#meta(frame);
+          else if (frame.code === MetaCode.WindowReport) this.#windowReport(frame);
+          // other events (heartbeats) stay between the nodes
         } else if (this.#attachments.has(frame.target)) {
           await this.client.post(frame.target, frame.code, frame.token, [frame.payload]); // the agent's pace
         } else if (this.#ended.has(frame.target)) {
@@ -56,6 +58,12 @@ export class Relay implements AttachmentRoute {
       this.stream.close();
       void agentGone;
     }
+  }
+  /** A window report, passed on for an attachment opened through this connection only. */
+  #windowReport(frame: Frame) {
+    const { attachment } = decodeFields<{ attachment?: unknown }>(frame.payload) ?? {};
+    if (!this.#attachments.has(Number(attachment))) return;
+    this.client.post(META_TARGET, frame.code, 0, [frame.payload]).catch(() => {});
   }
 
   #meta(request: Frame) {

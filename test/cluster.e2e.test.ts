@@ -2,6 +2,8 @@
 // one node (given all three), and a product on any node reaching any agent; a node lost, the engine
 // lost and back, and one key presented on two nodes.
 import { suite } from "uvu";
+import { controlPath, requestControl } from "../agent/control.ts";
+import type { AgentStatus } from "../agent/server.ts";
 import * as assert from "uvu/assert";
 import { type Agent, type AgentListener, listen, type ListenerEvent } from "../mod.ts";
 import { type Cluster, ClusterError, type ClusterEvent, joinCluster } from "../cluster.ts";
@@ -119,6 +121,19 @@ test("any node reaches any agent: commands, output and files travel through the 
   const after = await proxy.openSession("cluster");
   assert.is((await after.files.stat(".")).type, "directory", "the same connection still serves");
   await after.close();
+  // A transfer's window report travels through the node too: the holding agent's status shows it.
+  const web2 = agents[SERVERS.indexOf("web2")];
+  const watched = await proxy.openSession("cluster");
+  let shown = 0, done = false;
+  const upload = watched.files.writeFile("window.bin", new Uint8Array(24 * 1024 * 1024)).finally(() => (done = true));
+  while (!done) {
+    const status = await requestControl(controlPath(web2.stateDir), "status") as AgentStatus;
+    shown = Math.max(shown, ...status.sessions.flatMap((x) => (x.attachments ?? []).map((a) => a.windowBytes ?? 0)));
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await upload;
+  assert.ok(shown >= 2 * 1024 * 1024, `the agent holding web2 showed a window of ${shown} bytes`);
+  await watched.close();
   assert.is(await nodes[0].cluster.agent("nobody-such").catch((e) => e instanceof ClusterError), true);
 });
 

@@ -199,15 +199,16 @@ for (const moment of ["at rest", "mid-read", "mid-write"] as const) {
     const s = await c.openSession("alpha");
     const hostPid = (await s.system.info()).pid;
     let work: Promise<unknown> = Promise.resolve();
+    let afterKill = (): Promise<unknown> => work;
     if (moment === "mid-read") {
       await s.files.writeFile("big.bin", new Uint8Array(32 * 1024 * 1024));
-      // Mid-read by construction: the first chunk is in and at most a window of the rest is asked for,
-      // so the read cannot finish before the kill however fast the machine is.
+      // Mid-read by construction: the first chunk is in, and the reader takes no more until the host is
+      // killed, so at most a window of the 32 MiB has been asked for: the read cannot finish first.
       const chunks = s.files.readStream("big.bin")[Symbol.asyncIterator]();
       await chunks.next();
-      work = (async () => {
+      afterKill = async () => {
         while (!(await chunks.next()).done);
-      })();
+      };
     } else if (moment === "mid-write") {
       work = s.files.writeFile(
         "big.bin",
@@ -221,7 +222,7 @@ for (const moment of ["at rest", "mid-read", "mid-write"] as const) {
     process.kill(hostPid, "SIGKILL");
     const error = moment === "at rest"
       ? await until(() => s.ended !== null, "the session ended").then(() => s.ended)
-      : await work.then(() => null, (e) => e);
+      : await afterKill().then(() => null, (e) => e);
     assert.instance(error, SessionEndedError, `ended with ${error}`);
     assert.is((error as SessionEndedError).code, "host-failed");
     assert.ok(elapsed(t0) < 5, `${elapsed(t0).toFixed(1)} s`);

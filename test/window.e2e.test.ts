@@ -225,7 +225,10 @@ wan(
     const reading = (async () => {
       for await (const chunk of s.files.readStream("big.bin")) parts.push(chunk);
     })();
-    while ((await inFlight(agent)) < 4 * MIB) await new Promise((r) => setTimeout(r, 5));
+    for (const t = performance.now(); (await inFlight(agent)) < 4 * MIB;) {
+      assert.ok(performance.now() - t < 5000, "the download's window reached 4 MiB");
+      await new Promise((r) => setTimeout(r, 5));
+    }
     // Mid-window: an acknowledgement of a million replies, as if it had them all and more.
     await liar.client.post(s.attachment, ACK_CODE, 0, [encodeSessionHeader(0, 1_000_000)]);
     const reason = await liar.closed;
@@ -254,7 +257,15 @@ wan("a cut in the middle of a full window, each way, resumes with every byte exa
     while ((await inFlight(agent)) < full && performance.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 5));
     relay.cut();
     await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await reportedWindows(agent), [0], "a disconnected attachment shows no window");
     await s.resume((await client(relay.port)).client);
+    // The resumed client reports its window again at once; the agent had set it to 0.
+    let reported = 0;
+    for (const t = performance.now(); reported === 0 && performance.now() - t < 2000;) {
+      reported = Math.max(...(await reportedWindows(agent)));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.ok(reported > 0, "the window shows again after the resume");
     return await work;
   };
   assert.is(await cutWhenFull(s.files.writeFile("up.bin", data), 1.5 * MIB), data.length);

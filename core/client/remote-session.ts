@@ -84,6 +84,7 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
   #endHandlers: Array<(error: Error) => void> = [];
   /** The agent takes window reports (its attach or resume reply said so). */
   #windowReports: boolean;
+  readonly #reports: WindowReports;
 
   readonly files: FilesApi;
   readonly processes: ProcessesApi;
@@ -94,8 +95,8 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
     this.#link = new DeliveryLink({ transmit: this.#transportFor(client).transmit });
     client.route(info.attachment, this);
     this.#windowReports = info.windowReports === true;
-    const reports = new WindowReports((bytes) => this.#reportWindow(bytes));
-    this.files = new FilesApi(this, info.transferWindowBytes, client.transferMemory, reports);
+    this.#reports = new WindowReports((bytes) => this.#reportWindow(bytes));
+    this.files = new FilesApi(this, info.transferWindowBytes, client.transferMemory, this.#reports);
     this.processes = new ProcessesApi(this);
     this.system = new SystemApi(this);
   }
@@ -142,6 +143,7 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
     client.route(this.attachment, this);
     this.#link.resume(this.#transportFor(client), reply.lastReceived ?? 0);
     this.#windowReports = reply.windowReports === true; // the agent may have been upgraded meanwhile
+    this.#reports.resend();
   }
 
   /**

@@ -57,6 +57,13 @@ export class WindowReports {
       this.#timer = null;
       this.#report();
     }, wait);
+    (this.#timer as { unref?: () => void }).unref?.(); // a pending report keeps no process alive
+  }
+
+  /** Sends the sum again whatever was sent before (a resumed connection: the agent forgot it). */
+  resend(): void {
+    this.#sent = this.#live.size === 0 ? 0 : -1; // the agent starts a resumed attachment at 0
+    this.changed();
   }
 
   #report() {
