@@ -47,7 +47,15 @@ export interface ChannelEndOptions {
 export class ChannelEnd {
   readonly writer: RingWriter;
   readonly reader: RingReader;
-  #waiters: Array<() => void> = [];
+  /** Who sleeps, each resolved with whether the backstop timer (not a doorbell) woke it. */
+  #waiters: Array<(timedOut: boolean) => void> = [];
+  /**
+   * One backstop timer for every sleeper, and when it fires. A doorbell leaves it running: it then
+   * fires with nobody or a later sleeper to wake (who looks again and sleeps on), so a busy end arms
+   * one timer per backstop period rather than a timer per sleep.
+   */
+  #backstopTimer: ReturnType<typeof setTimeout> | undefined;
+  #backstopAt = Infinity;
   #closed = false;
   /** Set before the region is unmapped: from then on nothing here may touch it. */
   #detached = false;
@@ -145,6 +153,9 @@ export class ChannelEnd {
   close(): void {
     this.#closed = true;
     this.#wakeAll();
+    clearTimeout(this.#backstopTimer); // nothing left for it to wake; it must not keep the process up
+    this.#backstopTimer = undefined;
+    this.#backstopAt = Infinity;
   }
 
   /**
@@ -172,22 +183,24 @@ export class ChannelEnd {
     if (await this.#wait(this.#backstop)) this.#backstop = Math.min(BACKSTOP_MAX_MS, this.#backstop * 2);
   }
 
-  /** Waits for a doorbell or `ms`; true when the time ran out. */
+  /** Waits for a doorbell or about `ms` (no longer); true when the time ran out. */
   #wait(ms: number): Promise<boolean> {
-    return new Promise<boolean>((resolve) => {
-      const done = (timedOut: boolean) => {
-        clearTimeout(timer);
-        const i = this.#waiters.indexOf(wake);
-        if (i >= 0) this.#waiters.splice(i, 1);
-        resolve(timedOut);
-      };
-      const wake = () => done(false);
-      const timer = setTimeout(() => done(true), ms);
-      this.#waiters.push(wake);
-    });
+    const at = performance.now() + ms;
+    if (at < this.#backstopAt) {
+      clearTimeout(this.#backstopTimer);
+      this.#backstopAt = at;
+      this.#backstopTimer = setTimeout(this.#backstopFired, ms);
+    }
+    return new Promise<boolean>((resolve) => this.#waiters.push(resolve));
   }
 
+  readonly #backstopFired = () => {
+    this.#backstopTimer = undefined;
+    this.#backstopAt = Infinity;
+    for (const w of this.#waiters.splice(0)) w(true);
+  };
+
   #wakeAll() {
-    for (const w of this.#waiters.splice(0)) w();
+    for (const w of this.#waiters.splice(0)) w(false);
   }
 }
