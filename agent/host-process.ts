@@ -78,6 +78,8 @@ export interface HostRecord {
 export class HostProcess {
   #exited: Promise<{ code: number | null; signal: string | null }>;
   #exitInfo: { code: number | null; signal: string | null } | null = null;
+  /** Requests sent with a token whose replies have not come back (see {@link replied}). */
+  #repliesAwaited = 0;
   /** Frames on their way into the ring, and who waits for there to be none. */
   #sending = 0;
   #sendsSettled: Array<() => void> = [];
@@ -141,13 +143,20 @@ export class HostProcess {
   async send(frame: Frame): Promise<void> {
     this.#sending++;
     try {
-      // A small request's reply usually comes before a wake-up would: look for it rather than sleep.
+      // A lone small request's reply usually comes before a wake-up would: look for it rather than
+      // sleep. Not while other replies are due (a download's reads): those keep the ring busy anyway.
       // Said before the request goes, so the host finds this end awake when it replies.
-      if (frame.token !== 0 && frame.payload.length <= QUICK_REQUEST_BYTES) this.end.expectRecord(REPLY_POLL_MS);
+      const alone = frame.token !== 0 && ++this.#repliesAwaited === 1;
+      if (alone && frame.payload.length <= QUICK_REQUEST_BYTES) this.end.expectRecord(REPLY_POLL_MS);
       await this.end.send([encodeFrameHeader(frame.target, frame.code, frame.token), frame.payload]);
     } finally {
       if (--this.#sending === 0) { for (const done of this.#sendsSettled.splice(0)) done(); }
     }
+  }
+
+  /** The host answered a request (a frame from it with a token). */
+  replied(): void {
+    if (this.#repliesAwaited > 0) this.#repliesAwaited--;
   }
 
   /** Resolves once no frame is on its way into the ring. */
