@@ -11,8 +11,8 @@ import type { Readable } from "node:stream";
 import path from "node:path";
 import { toHex } from "../core/bytes.ts";
 import { randomBytes } from "../core/secure/crypto.ts";
-import { ChannelEnd } from "../core/shm/channel-end.ts";
-import { pipeDoorbell } from "../runtime/pipe-doorbell.ts";
+import { ChannelEnd, type Doorbell } from "../core/shm/channel-end.ts";
+import { nextTurn, pipeDoorbell } from "../runtime/pipe-doorbell.ts";
 import { decodeFrame, encodeFrameHeader, type Frame } from "../core/wire/frame.ts";
 import {
   ChannelHeader,
@@ -53,6 +53,14 @@ export interface HostLaunch {
 const READY_TIMEOUT_MS = 20_000;
 
 /**
+ * Requests up to this size are small: their replies usually come within {@link REPLY_POLL_MS}, so
+ * the agent polls for them (docs/protocol.md §7 "Waiting for a reply"). Bulk chunks are larger.
+ */
+const QUICK_REQUEST_BYTES = 4096;
+/** How long the agent polls the host's ring for a small request's reply before it sleeps. */
+const REPLY_POLL_MS = 0.2;
+
+/**
  * What the next agent version needs to carry on with a running host (agent/handover.ts): its pid,
  * its channel file and this side's descriptors of its pipes, which the hand-over passes on.
  */
@@ -70,6 +78,8 @@ export interface HostRecord {
 export class HostProcess {
   #exited: Promise<{ code: number | null; signal: string | null }>;
   #exitInfo: { code: number | null; signal: string | null } | null = null;
+  /** Requests sent with a token whose replies have not come back (see {@link replied}). */
+  #repliesAwaited = 0;
   /** Frames on their way into the ring, and who waits for there to be none. */
   #sending = 0;
   #sendsSettled: Array<() => void> = [];
@@ -116,12 +126,7 @@ export class HostProcess {
     const exited = child.exit;
     for (const pipe of [child.stdin, child.stdout, child.stderr]) pipe.on("error", () => {}); // its exit tells the story
     const unfinishedLine = forwardLines(child.stderr, options.onLog);
-    const end = new ChannelEnd(
-      mapping.bytes,
-      Direction.AgentToHost,
-      Direction.HostToAgent,
-      pipeDoorbell(child.stdout, child.stdin),
-    );
+    const end = agentEnd(mapping, pipeDoorbell(child.stdout, child.stdin));
     const ready = await readyFrame(end, exited);
     if (!ready || ready.code !== HostControl.Ready) {
       killGroup(child.pid, "SIGKILL");
@@ -138,10 +143,20 @@ export class HostProcess {
   async send(frame: Frame): Promise<void> {
     this.#sending++;
     try {
+      // A lone small request's reply usually comes before a wake-up would: look for it rather than
+      // sleep. Not while other replies are due (a download's reads): those keep the ring busy anyway.
+      // Said before the request goes, so the host finds this end awake when it replies.
+      const alone = frame.token !== 0 && ++this.#repliesAwaited === 1;
+      if (alone && frame.payload.length <= QUICK_REQUEST_BYTES) this.end.expectRecord(REPLY_POLL_MS);
       await this.end.send([encodeFrameHeader(frame.target, frame.code, frame.token), frame.payload]);
     } finally {
       if (--this.#sending === 0) { for (const done of this.#sendsSettled.splice(0)) done(); }
     }
+  }
+
+  /** The host answered a request (a frame from it with a token). */
+  replied(): void {
+    if (this.#repliesAwaited > 0) this.#repliesAwaited--;
   }
 
   /** Resolves once no frame is on its way into the ring. */
@@ -183,12 +198,7 @@ export class HostProcess {
   /** Takes the channel back after a hand-over that did not happen. */
   thaw(): void {
     this.#frozen = false;
-    this.end = new ChannelEnd(
-      this.mapping.bytes,
-      Direction.AgentToHost,
-      Direction.HostToAgent,
-      this.end.doorbell,
-    );
+    this.end = agentEnd(this.mapping, this.end.doorbell);
     this.child.stdout.resume();
     this.child.stderr.resume();
     this.end.doorbell.ring(); // whatever the host wrote meanwhile
@@ -215,12 +225,7 @@ export class HostProcess {
     });
     forwardLines(stderr, onLog);
     const child: StartedProcess = { pid: record.pid, stdin, stdout, stderr, exit, fds: record.fds };
-    const end = new ChannelEnd(
-      mapping.bytes,
-      Direction.AgentToHost,
-      Direction.HostToAgent,
-      pipeDoorbell(stdout, stdin),
-    );
+    const end = agentEnd(mapping, pipeDoorbell(stdout, stdin));
     header.agentPid = process.pid;
     return new HostProcess(child, end, header, mapping, record.file, exit);
   }
@@ -268,6 +273,11 @@ export class HostProcess {
     this.mapping.close();
     fs.rmSync(this.file, { force: true });
   }
+}
+
+/** The agent's end of a host's channel: it polls for the replies to small requests (nextTurn). */
+function agentEnd(mapping: Mapping, doorbell: Doorbell): ChannelEnd {
+  return new ChannelEnd(mapping.bytes, Direction.AgentToHost, Direction.HostToAgent, doorbell, { nextTurn });
 }
 
 /** The channel file (mode 0600), mapped and initialised, with this agent's pid and a fresh launch nonce. */

@@ -330,6 +330,7 @@ export class Session {
           if (frame.code === HostControl.Stats) this.stats = decodeEnvelope<typeof this.stats>(frame.payload).fields;
           continue;
         }
+        if (frame.token !== 0) this.host.replied();
         // Frames for an attachment that has gone (detached or expired) have nobody to go to.
         const att = this.attachments.get(frame.target);
         if (!att) continue;

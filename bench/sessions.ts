@@ -2,7 +2,8 @@
  * Session benchmarks, on an agent running on Node (the single executable) and on Deno
  * (`deno run dist/agent.mjs`), each next to its peer in the same run:
  *
- *   round trip        product message (client → agent → host → back) vs meta ping vs a raw TCP echo
+ *   round trip        product message (client → agent → host → back) vs meta ping vs a raw TCP echo; also
+ *                     call by call, alternating, so both see the same placement of processes on CPUs
  *   remote `true`     process start to exit on an open session vs OpenSSH multiplexed `ssh -S host true`
  *   during transfer   a small request's p99 in a session while a transfer runs in it, vs idle: during
  *                     the session's first upload (cold code) and its second
@@ -42,15 +43,24 @@ async function timed<T>(samples: number[], f: () => Promise<T>): Promise<T> {
   return r;
 }
 
-/** Product message round trip, meta ping, both interleaved in rounds. */
+/**
+ * Product message round trip, meta ping, both interleaved in rounds; then the two alternating call by
+ * call. Where the scheduler puts the processes differs between rounds of one kind and the other: a
+ * meta round often has the client and the agent on one CPU (a wake-up there is cheap) while a product
+ * round always wakes a third process; alternating, both see the same placement.
+ */
 async function roundTrips(agent: Agent, s: RemoteSession, n: number) {
-  const product: number[] = [], meta: number[] = [];
+  const product: number[] = [], meta: number[] = [], alternating = { product: [] as number[], meta: [] as number[] };
   for (let i = 0; i < 300; i++) await s.call(ServiceCode.SystemProductRoot, {});
   for (let round = 0; round < 4; round++) {
     for (let i = 0; i < n / 4; i++) await timed(product, () => s.call(ServiceCode.SystemProductRoot, {}));
     for (let i = 0; i < n / 4; i++) meta.push((await agent.ping()).rttMs);
   }
-  return { product, meta };
+  for (let i = 0; i < n / 2; i++) {
+    await timed(alternating.product, () => s.call(ServiceCode.SystemProductRoot, {}));
+    alternating.meta.push((await agent.ping()).rttMs);
+  }
+  return { product, meta, alternating };
 }
 
 /** p99 of `stat` in `s` every few ms while `busy` runs, and the same with nothing else going on. */
@@ -116,10 +126,13 @@ async function measureRuntime(runtime: string, command: string[]): Promise<Colum
     col["session open p50"] = ms(median(opens));
 
     const s = await agent.openSession("bench");
-    const { product, meta } = await roundTrips(agent, s, 4000);
+    const { product, meta, alternating } = await roundTrips(agent, s, 4000);
     col["meta ping p50"] = us(median(meta));
     col["product round trip p50"] = us(median(product));
     col["product / meta ping"] = ratio(median(product), median(meta));
+    col["  alternating call by call: product / meta ping"] = `${
+      ratio(median(alternating.product), median(alternating.meta))
+    } (${us(median(alternating.product))} / ${us(median(alternating.meta))})`;
 
     const trues: number[] = [];
     for (let i = 0; i < 10; i++) await s.processes.run({ program: "true" });
@@ -225,9 +238,9 @@ export async function benchSessions(): Promise<void> {
   for (const r of runtimes) {
     const c = columns[r];
     console.log(
-      `  ${r}: product round trip / meta ping ${c["product / meta ping"]} (target ≤ 1.5×); meta ping / raw TCP echo ${
-        ratio(num(c["meta ping p50"]), median(echo) * 1000)
-      }`,
+      `  ${r}: product round trip / meta ping ${c["product / meta ping"]} (target ≤ 1.5×; alternating call by call ${
+        c["  alternating call by call: product / meta ping"].split(" ")[0]
+      }); meta ping / raw TCP echo ${ratio(num(c["meta ping p50"]), median(echo) * 1000)}`,
     );
     if (ssh) {
       console.log(

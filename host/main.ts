@@ -7,7 +7,7 @@
  */
 import { fromHex, timingSafeEqual } from "../core/bytes.ts";
 import { ChannelEnd } from "../core/shm/channel-end.ts";
-import { pipeDoorbell } from "../runtime/pipe-doorbell.ts";
+import { hostDoorbell } from "../runtime/pipe-doorbell.ts";
 import { decodeFrame, encodeFrameHeader, type Frame } from "../core/wire/frame.ts";
 import { ServiceError } from "../core/errors.ts";
 import { encodeError, ERROR_CODE } from "../core/wire/messages.ts";
@@ -120,7 +120,7 @@ export async function hostMain(argv: string[]): Promise<number> {
     launch.mapping.bytes,
     Direction.HostToAgent,
     Direction.AgentToHost,
-    pipeDoorbell(process.stdin, process.stdout),
+    hostDoorbell(),
   );
   const host = await wire(launch, end);
   return await serve(host, launch, end);

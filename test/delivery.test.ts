@@ -95,7 +95,7 @@ test("a large inflow is acknowledged at once, without waiting for the delay", ()
   agent.link.close();
 });
 
-test("a transfer's 512 KiB requests, each answered, put no bare acknowledgement on the wire: the replies carry them", () => {
+test("a transfer's 512 KiB requests, each answered, put no bare acknowledgement on the wire: the replies carry them", async () => {
   const client = new Side("client"), agent = new Side("agent");
   for (let i = 0; i < 8; i++) {
     client.link.send(DATA, 0, [new Uint8Array(512 * 1024)]);
@@ -105,7 +105,26 @@ test("a transfer's 512 KiB requests, each answered, put no bare acknowledgement 
     agent.deliverTo(client);
     assert.is(client.link.keptBytes, 0, `request ${i} acknowledged by its reply`);
   }
+  await new Promise((r) => setTimeout(r, 30)); // past the delay: nothing is owed, so nothing follows
+  assert.is(agent.wire.length, 0, "no bare acknowledgement after the replies carried them");
   agent.link.close();
+  client.link.close();
+});
+
+test("requests answered one after another: each unanswered one is still acknowledged within the delay", async () => {
+  const client = new Side("client"), agent = new Side("agent", { ackDelayMs: 20 });
+  client.send("a");
+  client.deliverTo(agent);
+  agent.send("reply a"); // carries the acknowledgement of a
+  agent.deliverTo(client);
+  await new Promise((r) => setTimeout(r, 15));
+  client.send("b"); // arrives while the timer armed for a still runs, with nothing owed
+  client.deliverTo(agent);
+  await new Promise((r) => setTimeout(r, 60));
+  assert.equal(agent.wire.map((f) => f.code), [ACK_CODE], "b, never answered, is acknowledged");
+  assert.equal(decodeSessionHeader(agent.wire[0].payload), { seq: 0, ack: 2 });
+  agent.link.close();
+  client.link.close();
 });
 
 test("duplication: a frame that arrives twice is handed up once", () => {

@@ -85,6 +85,13 @@ export class DeliveryLink {
   #keptBytes = 0;
   #transport: LinkTransport | null;
   #unackedIn = 0;
+  /** True while something received has been acknowledged by nothing sent since. */
+  #ackOwed = false;
+  /**
+   * Sends a bare acknowledgement when it fires, if one is still owed. Armed at most once per delay:
+   * a reply that carries the acknowledgement leaves it to fire with nothing to do, rather than
+   * clearing it and arming a new one for the next request (one timer per delay, not per message).
+   */
   #ackTimer: ReturnType<typeof setTimeout> | null = null;
   readonly #limit: number;
   readonly #ackEveryBytes: number;
@@ -233,18 +240,22 @@ export class DeliveryLink {
       reading.then(done, done);
     }
     this.#unackedIn = 0; // the header carried the acknowledgement
-    this.#clearAckTimer();
+    this.#ackOwed = false;
   }
 
   #scheduleAck(bytes: number) {
     this.#unackedIn += bytes;
+    this.#ackOwed = true;
     if (this.#unackedIn >= this.#ackEveryBytes) return this.#sendAck();
-    this.#ackTimer ??= setTimeout(() => this.#sendAck(), this.#ackDelayMs);
+    this.#ackTimer ??= setTimeout(() => {
+      this.#ackTimer = null;
+      if (this.#ackOwed) this.#sendAck();
+    }, this.#ackDelayMs);
   }
 
   #sendAck() {
-    this.#clearAckTimer();
     this.#unackedIn = 0;
+    this.#ackOwed = false;
     this.#transport?.transmit(ACK_CODE, 0, [encodeSessionHeader(0, this.#recvSeq)]);
   }
 

@@ -3,7 +3,7 @@
 import { ChannelEnd } from "../../core/shm/channel-end.ts";
 import { Direction } from "../../core/shm/ring.ts";
 import { mapFile } from "../../runtime/mmap.ts";
-import { pipeDoorbell } from "../../runtime/pipe-doorbell.ts";
+import { hostDoorbell } from "../../runtime/pipe-doorbell.ts";
 import fs from "node:fs";
 
 const file = process.argv[2];
@@ -13,7 +13,7 @@ const end = new ChannelEnd(
   mapping.bytes,
   Direction.HostToAgent,
   Direction.AgentToHost,
-  pipeDoorbell(process.stdin, process.stdout),
+  hostDoorbell(),
 );
 for (;;) {
   const record = await end.receive();
