@@ -649,6 +649,27 @@ sessions(
   },
 );
 
+sessions("many requests sharing one signal: no listener-leak warning, and one abort ends them all", async () => {
+  const c = await client();
+  const s = await c.openSession("alpha");
+  const warnings: string[] = [];
+  const note = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+  process.on("warning", note);
+  try {
+    const controller = new AbortController();
+    const stats = () => s.call(ServiceCode.FileStat, { path: "." }, undefined, { signal: controller.signal });
+    await Promise.all(Array.from({ length: 40 }, stats)); // a transfer's window of requests, and more
+    const pending = Array.from({ length: 40 }, () => stats().then(() => "answered", (e) => e));
+    controller.abort(new Error("enough"));
+    for (const outcome of await Promise.all(pending)) assert.instance(outcome, AbortedError);
+    await new Promise((r) => setTimeout(r, 20)); // a warning is emitted on a later turn
+    assert.equal(warnings.filter((w) => /MaxListeners/.test(w)), []);
+  } finally {
+    process.off("warning", note);
+  }
+  await s.close();
+});
+
 sessions("an aborted wait rejects with AbortedError; the process runs on and a later wait gets its exit", async () => {
   const c = await client();
   const s = await c.openSession("alpha");

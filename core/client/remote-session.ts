@@ -79,6 +79,8 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
   #client: AgentClient | null;
   #link: DeliveryLink;
   #pending = new Map<number, Pending>();
+  /** Each signal's requests in flight, and its one listener (see #abortable). */
+  #aborts = new Map<AbortSignal, { tokens: Set<number>; onAbort: () => void }>();
   #nextToken = 1;
   #events = new Map<number, (fields: never, data: Uint8Array) => void>();
   #endHandlers: Array<(error: Error) => void> = [];
@@ -246,10 +248,7 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
     return new Promise<Envelope>((resolve, reject) => {
       if (!signal) this.#pending.set(token, { resolve, reject });
       else {
-        // Aborted, the token is forgotten: its reply, when it comes, is acknowledged and dropped.
-        const onAbort = () => this.#pending.delete(token) && reject(new AbortedError(signal.reason));
-        signal.addEventListener("abort", onAbort, { once: true });
-        const settled = () => signal.removeEventListener("abort", onAbort);
+        const settled = this.#abortable(signal, token);
         this.#pending.set(token, {
           resolve: (e) => (settled(), resolve(e)),
           reject: (e) => (settled(), reject(e)),
@@ -257,6 +256,38 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
       }
       this.#link.send(code, token, body);
     });
+  }
+
+  /**
+   * Has `signal` abort request `token`; returns what forgets it once the request settles. One
+   * listener per signal however many requests share it (a transfer's window of them): a listener
+   * each would pass the runtime's 10-listener warning on every large transfer.
+   */
+  #abortable(signal: AbortSignal, token: number): () => void {
+    let watch = this.#aborts.get(signal);
+    if (!watch) {
+      const tokens = new Set<number>();
+      // Aborted, each token is forgotten: its reply, when it comes, is acknowledged and dropped.
+      const onAbort = () => {
+        this.#aborts.delete(signal);
+        for (const t of tokens) {
+          const p = this.#pending.get(t);
+          this.#pending.delete(t);
+          p?.reject(new AbortedError(signal.reason));
+        }
+      };
+      watch = { tokens, onAbort };
+      this.#aborts.set(signal, watch);
+      signal.addEventListener("abort", onAbort, { once: true });
+    }
+    const { tokens, onAbort } = watch;
+    tokens.add(token);
+    return () => {
+      tokens.delete(token);
+      if (tokens.size > 0 || this.#aborts.get(signal)?.tokens !== tokens) return;
+      this.#aborts.delete(signal);
+      signal.removeEventListener("abort", onAbort);
+    };
   }
 
   /** An event: lost with the connection, which is fine, since the next change sends the figure again. */
