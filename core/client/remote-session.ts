@@ -143,9 +143,9 @@ export class RemoteSession implements AttachmentRoute, SessionCalls {
     this.#client?.unroute(this.attachment);
     this.#client = client;
     client.route(this.attachment, this);
-    this.#link.resume(this.#transportFor(client), reply.lastReceived ?? 0);
     this.#windowReports = reply.windowReports === true; // the agent may have been upgraded meanwhile
-    this.#reports.resend();
+    this.#reports.resend(); // ahead of the requests sent again, which may be a window of data
+    this.#link.resume(this.#transportFor(client), reply.lastReceived ?? 0);
   }
 
   /**

@@ -62,8 +62,10 @@ export class WindowReports {
 
   /** Sends the sum again whatever was sent before (a resumed connection: the agent forgot it). */
   resend(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
     this.#sent = this.#live.size === 0 ? 0 : -1; // the agent starts a resumed attachment at 0
-    this.changed();
+    this.#report(); // now, not after the wait: it goes ahead of what the resume sends again
   }
 
   #report() {
