@@ -134,14 +134,22 @@ export class TransferWindow {
     this.#deliveredTime = now;
     this.#minRttMs = Math.min(this.#minRttMs, rtt);
     this.#roundMinRtt = Math.min(this.#roundMinRtt, rtt);
+    if (!this.#startup) {
+      if (this.#delivered >= this.#roundEnd) this.#endRound(() => this.#endSteadyRound());
+      return;
+    }
+    const best = this.#bestRate(request, rtt, now);
+    if (this.#startupReply(rtt, best) || this.#delivered < this.#roundEnd) return;
+    this.#endRound(() => this.#endStartupRound(best));
+  }
+
+  /** Notes the reply's delivery rate; the best of the recent ones. Only startup sizes by rate. */
+  #bestRate(request: SentRequest, rtt: number, now: number): number {
     // As BBR does: over the longer of the request's own flight and the time since the delivery before it.
     const interval = Math.max(rtt, now - request.deliveredTimeAtSend);
     this.#rates.push((this.#delivered - request.deliveredAtSend) / interval);
     if (this.#rates.length > RATE_SAMPLES) this.#rates.shift();
-    const best = Math.max(...this.#rates);
-    if (this.#startup && this.#startupReply(rtt, best)) return;
-    if (this.#delivered < this.#roundEnd) return;
-    this.#endRound(() => this.#startup ? this.#endStartupRound(best) : this.#endSteadyRound());
+    return Math.max(...this.#rates);
   }
 
   /** Grows the window with the rate; true when replies queued past the budget, several in a row (as HyStart). */
