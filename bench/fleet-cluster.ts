@@ -18,7 +18,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import fs from "node:fs";
 import { NatsServer, natsServerPath } from "../test/helpers/nats.ts";
-import { fleetFiles, type ListenerChild, startListener } from "./fleet.ts";
+import { fleetFiles, type ListenerChild, startListener, startRealAgents } from "./fleet.ts";
 import { median, table } from "./stats.ts";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -60,20 +60,7 @@ export async function benchFleetCluster(agentBin: string): Promise<void> {
         },
       }));
     }
-    const ports = nodes.map((l) => `127.0.0.1:${l.port}`).join(",");
-    for (let r = 0; r < real; r++) {
-      const stateDir = fs.mkdtempSync(path.join(files.dir, `real${r}-`));
-      children.push(spawn(agentBin, [
-        "start",
-        "--no-listen",
-        "--connect",
-        ports,
-        "--fingerprint",
-        files.fingerprint,
-        "--key",
-        files.realKeys[r],
-      ], { stdio: "ignore", env: { ...process.env, AGENT_STATE_DIR: stateDir } }));
-    }
+    children.push(...startRealAgents(agentBin, files, nodes.map((l) => `127.0.0.1:${l.port}`).join(",")));
     const servers = Array.from({ length: n }, (_, i) => `sim${i}`);
     const t0 = performance.now();
     await untilHeld(nodes, n + real, 60_000 + n * 10);

@@ -115,6 +115,19 @@ export async function fleetFiles(n: number, procs: number, real: number) {
   return { dir, keys, fingerprint, realKeys: keys.slice(n) };
 }
 
+/** One real agent per key of `files.realKeys`, each in its own state directory, dialing `targets` (host:port,…). */
+export function startRealAgents(
+  agentBin: string,
+  files: Awaited<ReturnType<typeof fleetFiles>>,
+  targets: string,
+): ChildProcess[] {
+  return files.realKeys.map((key, r) => {
+    const stateDir = fs.mkdtempSync(path.join(files.dir, `real${r}-`));
+    const args = ["start", "--no-listen", "--connect", targets, "--fingerprint", files.fingerprint, "--key", key];
+    return spawn(agentBin, args, { stdio: "ignore", env: { ...process.env, AGENT_STATE_DIR: stateDir } });
+  });
+}
+
 export async function benchFleet(agentBin: string): Promise<void> {
   const n = Number(process.env.FLEET_AGENTS ?? 2000);
   const procs = Number(process.env.FLEET_PROCS ?? Math.max(1, Math.ceil(n / 5000)));
@@ -146,19 +159,7 @@ export async function benchFleet(agentBin: string): Promise<void> {
         },
       }));
     }
-    for (let r = 0; r < real; r++) {
-      const stateDir = fs.mkdtempSync(path.join(files.dir, `real${r}-`));
-      children.push(spawn(agentBin, [
-        "start",
-        "--no-listen",
-        "--connect",
-        `127.0.0.1:${listener.port}`,
-        "--fingerprint",
-        files.fingerprint,
-        "--key",
-        files.realKeys[r],
-      ], { stdio: "ignore", env: { ...process.env, AGENT_STATE_DIR: stateDir } }));
-    }
+    children.push(...startRealAgents(agentBin, files, `127.0.0.1:${listener.port}`));
     const cpuAgents0 = children.reduce((sum, c) => sum + cpuSeconds(c.pid!), 0),
       cpuListener0 = cpuSeconds(listener.child.pid!);
     const connectMs = await untilConnected(listener, total, 60_000 + n * 10);
