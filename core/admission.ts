@@ -70,6 +70,8 @@ export class Admission {
   #waiting: Waiting[] = [];
   #failures = new Map<string, number[]>();
   #ticker: ReturnType<typeof setInterval> | null = null;
+  #tickMs = 0;
+  #tickedAt = 0;
 
   constructor(readonly limits: AdmissionLimits) {}
 
@@ -109,7 +111,6 @@ export class Admission {
    * running too long while others wait.
    */
   acquire(evict: () => void): { slot: Promise<Slot | null>; cancel: () => void } {
-    if (this.#active.size >= this.limits.maxConcurrent) this.#evictOverAge();
     if (this.#active.size < this.limits.maxConcurrent) {
       return { slot: Promise.resolve(this.#grant(evict)), cancel: () => {} };
     }
@@ -117,7 +118,7 @@ export class Admission {
     let waiter!: Waiting;
     const slot = new Promise<Slot | null>((grant) => (waiter = { grant, evict }));
     this.#waiting.push(waiter);
-    this.#ticker ??= setInterval(() => this.#evictOverAge(), Math.max(50, this.limits.evictAfterMs / 4));
+    this.#startTicker();
     const cancel = () => {
       const i = this.#waiting.indexOf(waiter);
       if (i >= 0) {
@@ -160,10 +161,32 @@ export class Admission {
     this.#stopTickerIfIdle();
   }
 
-  /** Drops every handshake whose peer has kept it waiting past the grace, while others wait or the cap is full. */
-  #evictOverAge() {
-    if (this.#waiting.length === 0 && this.#active.size < this.limits.maxConcurrent) return;
+  #startTicker() {
+    if (this.#ticker) return;
+    this.#tickMs = Math.max(50, this.limits.evictAfterMs / 4);
+    this.#tickedAt = Date.now();
+    this.#ticker = setInterval(() => this.#tick(), this.#tickMs);
+  }
+
+  /**
+   * A tick that comes late means this side's event loop was held up (a burst of work, a long
+   * collection): what the peers sent meanwhile is still unread, and timers run before reads. That
+   * time is not held against them, and nobody is dropped until a tick on time has looked again.
+   */
+  #tick() {
     const now = Date.now();
+    const heldUp = now - this.#tickedAt - this.#tickMs;
+    this.#tickedAt = now;
+    if (heldUp > this.#tickMs) {
+      for (const a of this.#active) if (a.waitingSince !== null) a.waitingSince += heldUp;
+      return;
+    }
+    this.#evictOverAge(now);
+  }
+
+  /** Drops every handshake whose peer has kept it waiting past the grace, while others wait or the cap is full. */
+  #evictOverAge(now: number) {
+    if (this.#waiting.length === 0 && this.#active.size < this.limits.maxConcurrent) return;
     for (const a of [...this.#active]) {
       if (a.waitingSince === null || now - a.waitingSince < this.limits.evictAfterMs) continue;
       this.#active.delete(a);

@@ -42,4 +42,47 @@ test("failureKey: IPv4 and IPv4-mapped alike, IPv6 cut to its /64 in full form",
   assert.is(failureKey("fe80::1%eth0"), "fe80:0:0:0::/64");
 });
 
+/** Holds this event loop up for `ms`, as a burst of work or a long collection would. */
+function holdUp(ms: number) {
+  const until = Date.now() + ms;
+  while (Date.now() < until) { /* busy */ }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+test("a handshake whose peer stalls past the grace is dropped for one in line", async () => {
+  const admission = new Admission({ ...limits, maxConcurrent: 1, evictAfterMs: 200 });
+  let dropped = false;
+  const first = (await admission.acquire(() => (dropped = true)).slot)!;
+  first.waitingForPeer(true);
+  const second = admission.acquire(() => {});
+  await sleep(600);
+  assert.ok(dropped, "the stalled handshake was dropped");
+  assert.ok(await second.slot, "the one in line got its slot");
+  admission.close();
+});
+
+test("time this side's event loop was held up is not held against a peer", async () => {
+  const admission = new Admission({ ...limits, maxConcurrent: 1, evictAfterMs: 200 });
+  let dropped = false;
+  const first = (await admission.acquire(() => (dropped = true)).slot)!;
+  first.waitingForPeer(true);
+  const second = admission.acquire(() => {});
+  // Held up for three graces; the peer's answer is read right after (timers run first, then reads).
+  await new Promise<void>((resolve) =>
+    setImmediate(() => {
+      holdUp(600);
+      setImmediate(() => {
+        first.waitingForPeer(false);
+        resolve();
+      });
+    })
+  );
+  await sleep(300);
+  assert.not.ok(dropped, "dropped for this side's own delay");
+  first.release();
+  assert.ok(await second.slot);
+  admission.close();
+});
+
 test.run();
