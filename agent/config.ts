@@ -71,6 +71,11 @@ export interface AgentConfig {
   }>;
   /** Seconds between heartbeats on outbound connections; silence for 3× this ends one. */
   keepaliveSeconds: number;
+  /**
+   * Outbound: how long a dial may take, the TCP connection and the listener's TLS answer. A busy
+   * listener keeps new connections in line before it starts TLS (its `queueWaitSeconds`).
+   */
+  dialTimeoutSeconds: number;
   /** After a reload removes a key, connections that authenticated with it are closed this long after. */
   revokedKeyGraceSeconds: number;
   /** How long a new version has to report itself prepared in a hand-over before the running one takes back over. */
@@ -131,6 +136,7 @@ export interface ConfigOptions {
   fingerprint?: unknown;
   serverName?: unknown;
   keepalive?: unknown;
+  dialTimeout?: unknown;
   metrics?: unknown;
   proxy?: unknown;
 }
@@ -195,6 +201,10 @@ export function resolveConfig(options: ConfigOptions, env: Record<string, string
       ...(file?.connect ?? []).map((t) => fileTarget(t, configFile)),
     ],
     keepaliveSeconds: positive("--keepalive", pick(last(options.keepalive), undefined, file?.keepaliveSeconds, 15)),
+    dialTimeoutSeconds: positive(
+      "--dial-timeout",
+      pick(last(options.dialTimeout), undefined, file?.dialTimeoutSeconds, DIAL_TIMEOUT_SECONDS),
+    ),
     metrics: metricsAddress(last(options.metrics) ?? file?.metrics),
     proxy: last(options.proxy) ?? file?.proxy,
     ...fileOnlySettings(file),
@@ -329,6 +339,8 @@ function wholeNumber(name: string, v: unknown, max: number): number {
 
 /** The client library's most (core/client/files.ts TRANSFER_WINDOW_MAX_BYTES): under the 16 MiB bounds. */
 const DEFAULT_TRANSFER_WINDOW_MIB = 15;
+/** Longer than a listener's default wait in line (45 s), so a busy listener's line is not given up on. */
+const DIAL_TIMEOUT_SECONDS = 60;
 
 /**
  * The replay bound and the transfer window: a download keeps its whole window of replies

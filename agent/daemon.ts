@@ -96,6 +96,7 @@ const RESTART_ONLY = [
   "handshakeTimeoutSeconds",
   "maxHandshakes",
   "keepaliveSeconds",
+  "dialTimeoutSeconds",
   "metrics",
   "proxy",
   "warmHosts",
@@ -252,6 +253,7 @@ function outboundTargets(
       sessions,
       startedAt: server.startedAt,
       handshakeTimeoutMs: config.handshakeTimeoutSeconds * 1000,
+      dialTimeoutMs: config.dialTimeoutSeconds * 1000,
       keepaliveMs: config.keepaliveSeconds * 1000,
       log,
     })

@@ -86,7 +86,10 @@ export interface OutboundContext {
   sessions: SessionManager;
   /** When this agent started (meta Info reports the uptime from it). */
   startedAt: number;
+  /** The key proof, once TLS is up. */
   handshakeTimeoutMs: number;
+  /** TCP and the listener's TLS answer, which a busy listener's line may hold back. */
+  dialTimeoutMs: number;
   keepaliveMs: number;
   log: Logger;
   /** Takes updates the listener pushes (with this agent's key, when it has the `update` right); none when absent. */
@@ -182,12 +185,9 @@ export class OutboundTarget {
   }
 
   async #connectAndServe(onReady: () => void) {
-    const { key, provider, sessions, startedAt, handshakeTimeoutMs, keepaliveMs, log } = this.context;
+    const { key, provider, sessions, startedAt, handshakeTimeoutMs, dialTimeoutMs, keepaliveMs, log } = this.context;
     const { host, port } = this.#addresses[this.#at];
-    const { stream, certificate } = await dialTls(host, port, {
-      ...this.target,
-      timeoutMs: handshakeTimeoutMs,
-    });
+    const { stream, certificate } = await dialTls(host, port, { ...this.target, timeoutMs: dialTimeoutMs });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const frames = await Promise.race([
       proveToListener(stream, key, provider, certificate.fingerprint),
@@ -246,6 +246,9 @@ function whenFirstRequest(frames: FrameStream, then: () => void) {
 }
 
 function describe(e: Error): string {
+  if (e instanceof DialError && e.stage === "timeout" && /waiting for the TLS handshake/.test(e.message)) {
+    return `${e.message} (--dial-timeout; a busy listener keeps new connections in line)`;
+  }
   if (e instanceof DialError && /disconnected before secure TLS/.test(e.message)) {
     return `${e.message} (the listener closed it before TLS: it is busy, its line of handshakes full, or not a TLS listener)`;
   }

@@ -45,6 +45,7 @@ for (const hex of keys) {
       sessions,
       startedAt,
       handshakeTimeoutMs: 30_000,
+      dialTimeoutMs: 60_000,
       keepaliveMs,
       log: silent,
     },

@@ -130,6 +130,11 @@ const start: CommandSpec = {
       help: "Outbound: dial through this HTTP CONNECT proxy (default: HTTPS_PROXY, minus NO_PROXY hosts)",
     },
     {
+      flags: "--dial-timeout <seconds>",
+      help: "Outbound: how long a dial may take, TCP and the listener's TLS answer; a busy listener keeps " +
+        "new connections in line (default 60)",
+    },
+    {
       flags: "--keepalive <seconds>",
       help: "Outbound: heartbeat interval; 3 silent intervals end the connection (default 15)",
     },

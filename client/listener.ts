@@ -67,11 +67,14 @@ export interface ListenerOptions {
   handshakeTimeoutSeconds?: number;
   /** Handshakes (TLS and key proof) run at once; later connections wait in line for a slot (default 64). */
   maxHandshakes?: number;
-  /** Connections allowed to wait in that line; more are refused at once and retry later (default 8192). */
+  /**
+   * Connections allowed to wait in that line; more are refused at once and retry later (default
+   * 32768: a waiting connection costs a socket, about 5 KiB, and a refused one a retry on both sides).
+   */
   handshakeQueue?: number;
   /**
    * A connection that waited this long for its slot is closed unstarted, as the agent would give up
-   * on it soon (agents wait 30 s for TLS by default): default 20 s.
+   * on it soon (agents wait 60 s for the listener's TLS answer by default, `--dial-timeout`): default 45 s.
    */
   queueWaitSeconds?: number;
   /** The kernel's queue of connections not yet accepted (default 4096; the kernel caps it at net.core.somaxconn). */
@@ -176,7 +179,7 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
     this.#context = tls.createSecureContext({ cert: options.cert, key: options.key, minVersion: "TLSv1.2" });
     this.#admission = new Admission({
       maxConcurrent: options.maxHandshakes ?? 64,
-      queueLimit: options.handshakeQueue ?? 8192,
+      queueLimit: options.handshakeQueue ?? 32768,
       evictAfterMs: STALL_GRACE_FLOOR_MS,
       failuresPerMinute: Infinity, // agents behind one NAT share an address: no per-address limit here
     });
@@ -396,7 +399,7 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
           `busy: ${this.#admission.active} handshakes running and ${this.#admission.waiting} waiting`,
         );
       } else if (socket.destroyed) granted.release();
-      else if (Date.now() - queuedAt > (this.options.queueWaitSeconds ?? 20) * 1000) {
+      else if (Date.now() - queuedAt > (this.options.queueWaitSeconds ?? 45) * 1000) {
         // Started now it would likely run out of the agent's time: not started at all, so not thrown away.
         granted.release();
         socket.destroy();

@@ -114,6 +114,24 @@ admission(
   },
 );
 
+admission("a busy listener keeps a newcomer in line, and it connects on its first dial", async () => {
+  const cert = await selfSigned();
+  const key = generateKey().hex;
+  const events: ListenerEvent[] = [];
+  const l = await startListener(cert, { web1: key }, events, { maxHandshakes: 1 });
+  await staller(l.port); // holds the only slot until it is dropped for the one in line (5 s)
+  await until(() => l.stats().handshaking === 1, "the staller holding the slot", 5000);
+  // Its handshake timeout (2 s) is shorter than the wait: the line is waited out by --dial-timeout.
+  const args = ["--no-listen", "--connect", `127.0.0.1:${l.port}`, "--fingerprint", cert.fingerprint, "--key", key];
+  const a = await startAgent([...args, "--handshake-timeout", "2"], { listenFlags: false, ready: /outbound: dialing/ });
+  agents.push(a);
+  await l.waitForAgent("web1", 15_000);
+  assert.not.match(a.stderr(), /retrying in/, "it gave up on the line and dialled again");
+  assert.is(l.stats().refused, 0);
+  const dropped = events.filter((e) => "reason" in e && /^dropped: the agent kept its handshake waiting/.test(e.reason));
+  assert.is(dropped.length, 1, "the staller was dropped for it");
+});
+
 admission("a flood of bad key proofs does not hold up a legitimate agent, and each one is reported", async () => {
   const cert = await selfSigned();
   const key = generateKey().hex, other = generateKey();

@@ -215,7 +215,7 @@ outbound("an unknown or revoked key is rejected at the listener, and no session 
   await b.stop();
 });
 
-outbound("a listener that accepts and stalls hits the handshake timeout, then a backoff retry", async () => {
+outbound("a listener that accepts and stalls hits the dial timeout, then a backoff retry", async () => {
   const sockets: net.Socket[] = [];
   let accepted = 0;
   const stall = net.createServer((s) => {
@@ -225,8 +225,9 @@ outbound("a listener that accepts and stalls hits the handshake timeout, then a 
   });
   await new Promise<void>((r) => stall.listen(0, "127.0.0.1", () => r()));
   const port = (stall.address() as net.AddressInfo).port;
-  const a = await dialer(["--connect", `127.0.0.1:${port}`, "--key", generateKey().hex], /retrying in/);
-  assert.match(a.stderr(), /timed out after 2000 ms waiting for the TLS handshake/);
+  const args = ["--connect", `127.0.0.1:${port}`, "--key", generateKey().hex, "--dial-timeout", "2"];
+  const a = await dialer(args, /retrying in/);
+  assert.match(a.stderr(), /timed out after 2000 ms waiting for the TLS handshake.*\(--dial-timeout/);
   await a.waitForLog(/retrying in[\s\S]*timed out[\s\S]*retrying in/, 15_000);
   assert.ok(accepted >= 2, "it tried again");
   await a.stop();
