@@ -121,6 +121,8 @@ export type ListenerEvent =
 export interface ListenerStats {
   connected: number;
   handshaking: number;
+  /** Handshakes whose slow peer gave its slot to the next in line; each goes on until the handshake time. */
+  parked: number;
   queued: number;
   accepted: number;
   refused: number;
@@ -167,6 +169,8 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
   #fdBase = openDescriptors();
   #fdReportedAt = 0;
   #counts = { accepted: 0, refused: 0, rejected: 0, handshakeFailed: 0, fdExhausted: 0 };
+  /** Handshakes that gave their slot away for a slow peer and go on without one. */
+  #parked = 0;
   #observers = new Set<(event: ListenerEvent) => void>();
   #elsewhere: ((server: string) => Promise<string | null>) | null = null;
 
@@ -262,6 +266,7 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
     return {
       connected: this.#live.size,
       handshaking: this.#admission.active,
+      parked: this.#parked,
       queued: this.#admission.waiting,
       ...this.#counts,
       sockets: this.#sockets.size,
@@ -382,8 +387,15 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
     socket.once("close", () => this.#sockets.delete(socket));
     socket.on("error", () => {});
     const remote = `${formatHost(socket.remoteAddress ?? "?")}:${socket.remotePort}`;
-    const ended = { evicted: false };
+    const ended: HandshakeState = { evicted: false, parked: false };
     const { slot, cancel } = this.#admission.acquire(() => {
+      // A slow peer gives its slot to the next in line but keeps its handshake, up to the handshake
+      // time, while few are set aside so: dropped, its agent would start over at the back of the line.
+      if (this.#parked < (this.options.maxHandshakes ?? 64) * PARKED_PER_SLOT) {
+        ended.parked = true;
+        this.#parked++;
+        return;
+      }
       ended.evicted = true;
       socket.destroy();
     });
@@ -418,8 +430,13 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
   }
 
   /** TLS, the key proof and the first answer, within the handshake time counted from admission. */
-  async #handshake(socket: net.Socket, slot: Slot, remote: string, ended: { evicted: boolean }) {
+  async #handshake(socket: net.Socket, slot: Slot, remote: string, ended: HandshakeState) {
     const admittedAt = performance.now();
+    const done = () => {
+      slot.release();
+      if (ended.parked) this.#parked--;
+      ended.parked = false;
+    };
     const secure = new tls.TLSSocket(socket, { isServer: true, secureContext: this.#context });
     secure.on("error", () => {});
     let timedOut = false;
@@ -440,7 +457,7 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
       slot.waitingForPeer(false);
     } catch (e) {
       clearTimeout(timer);
-      slot.release();
+      done();
       socket.destroy();
       this.#counts.handshakeFailed++;
       this.#event({
@@ -464,7 +481,7 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
       this.#event({ type: "rejected", remote, reason: timedOut || ended.evicted ? late() : (e as Error).message });
     } finally {
       clearTimeout(timer);
-      slot.release();
+      done();
     }
   }
 
@@ -576,8 +593,17 @@ export class AgentListener<A extends { client: AgentClient; close(): void }> {
   }
 }
 
-/** A handshake whose peer has kept it waiting this long, at least, may be dropped while others wait (client/stall-grace.ts). */
+/** A handshake whose peer has kept it waiting this long, at least, may lose its slot while others wait (client/stall-grace.ts). */
 const STALL_GRACE_FLOOR_MS = 3000;
+/** Slow handshakes set aside without a slot, per slot; past that a slow peer's handshake is dropped. */
+const PARKED_PER_SLOT = 4;
+
+/** How a handshake ended early: its slot given away to one in line (parked), or the handshake dropped. */
+interface HandshakeState {
+  evicted: boolean;
+  parked: boolean;
+}
+
 /** How long a connected agent gets to answer when a second connection presents its key. */
 const DUPLICATE_PING_MS = 3000;
 const HEARTBEAT = { target: META_TARGET, code: MetaCode.Heartbeat, token: 0, payload: new Uint8Array(0) };
