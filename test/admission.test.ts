@@ -50,24 +50,25 @@ function holdUp(ms: number) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-test("a handshake whose peer stalls past the grace is dropped for one in line", async () => {
+/** One slot (grace 200 ms), held by a handshake waiting for its peer, and one connection in line. */
+async function slotWaitingForPeer() {
   const admission = new Admission({ ...limits, maxConcurrent: 1, evictAfterMs: 200 });
-  let dropped = false;
-  const first = (await admission.acquire(() => (dropped = true)).slot)!;
+  const state = { dropped: false };
+  const first = (await admission.acquire(() => (state.dropped = true)).slot)!;
   first.waitingForPeer(true);
-  const second = admission.acquire(() => {});
+  return { admission, state, first, second: admission.acquire(() => {}) };
+}
+
+test("a handshake whose peer stalls past the grace is dropped for one in line", async () => {
+  const { admission, state, second } = await slotWaitingForPeer();
   await sleep(600);
-  assert.ok(dropped, "the stalled handshake was dropped");
+  assert.ok(state.dropped, "the stalled handshake was dropped");
   assert.ok(await second.slot, "the one in line got its slot");
   admission.close();
 });
 
 test("time this side's event loop was held up is not held against a peer", async () => {
-  const admission = new Admission({ ...limits, maxConcurrent: 1, evictAfterMs: 200 });
-  let dropped = false;
-  const first = (await admission.acquire(() => (dropped = true)).slot)!;
-  first.waitingForPeer(true);
-  const second = admission.acquire(() => {});
+  const { admission, state, first, second } = await slotWaitingForPeer();
   // Held up for three graces; the peer's answer is read right after (timers run first, then reads).
   await new Promise<void>((resolve) =>
     setImmediate(() => {
@@ -79,7 +80,7 @@ test("time this side's event loop was held up is not held against a peer", async
     })
   );
   await sleep(300);
-  assert.not.ok(dropped, "dropped for this side's own delay");
+  assert.not.ok(state.dropped, "dropped for this side's own delay");
   first.release();
   assert.ok(await second.slot);
   admission.close();
