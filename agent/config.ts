@@ -190,21 +190,7 @@ export function resolveConfig(options: ConfigOptions, env: Record<string, string
     warmHosts: wholeNumber("--warm-hosts", pick(last(options.warmHosts), undefined, file?.warmHosts, 2), 64),
     ...transferLimits(file),
     listen: pick<boolean>(options.listen === false ? false : undefined, undefined, file?.listen, true),
-    connect: [
-      ...list(options.connect).map((a) =>
-        target(
-          a,
-          { ca: last(options.ca), fingerprint: last(options.fingerprint), serverName: last(options.serverName) },
-          "--connect",
-        )
-      ),
-      ...(file?.connect ?? []).map((t) => fileTarget(t, configFile)),
-    ],
-    keepaliveSeconds: positive("--keepalive", pick(last(options.keepalive), undefined, file?.keepaliveSeconds, 15)),
-    dialTimeoutSeconds: positive(
-      "--dial-timeout",
-      pick(last(options.dialTimeout), undefined, file?.dialTimeoutSeconds, DIAL_TIMEOUT_SECONDS),
-    ),
+    ...outboundSettings(options, file, configFile),
     metrics: metricsAddress(last(options.metrics) ?? file?.metrics),
     proxy: last(options.proxy) ?? file?.proxy,
     ...fileOnlySettings(file),
@@ -216,6 +202,22 @@ export function resolveConfig(options: ConfigOptions, env: Record<string, string
 }
 
 /** The settings that bound authenticated inbound connections (config file only). */
+/** Outbound mode: the listeners to dial, their trust, the heartbeat and the dial timeout (flag, then file). */
+function outboundSettings(options: ConfigOptions, file: ConfigFile | null | undefined, configFile: string) {
+  const trust = { ca: last(options.ca), fingerprint: last(options.fingerprint), serverName: last(options.serverName) };
+  return {
+    connect: [
+      ...list(options.connect).map((a) => target(a, trust, "--connect")),
+      ...(file?.connect ?? []).map((t) => fileTarget(t, configFile)),
+    ],
+    keepaliveSeconds: positive("--keepalive", last(options.keepalive) ?? file?.keepaliveSeconds ?? 15),
+    dialTimeoutSeconds: positive(
+      "--dial-timeout",
+      last(options.dialTimeout) ?? file?.dialTimeoutSeconds ?? DIAL_TIMEOUT_SECONDS,
+    ),
+  };
+}
+
 function connectionLimits(file: ConfigFile | null | undefined) {
   return {
     firstFrameTimeoutSeconds: file?.firstFrameTimeoutSeconds ?? 30,
