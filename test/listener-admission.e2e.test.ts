@@ -118,8 +118,9 @@ admission("a busy listener keeps a newcomer in line, and it connects on its firs
   const cert = await selfSigned();
   const key = generateKey().hex;
   const events: ListenerEvent[] = [];
-  const l = await startListener(cert, { web1: key }, events, { maxHandshakes: 1 });
-  await staller(l.port); // holds the only slot until it gives it to the one in line (5 s)
+  // A 7 s handshake time: the grace before eight handshakes have completed is half of it, 3.5 s.
+  const l = await startListener(cert, { web1: key }, events, { maxHandshakes: 1, handshakeTimeoutSeconds: 7 });
+  await staller(l.port); // holds the only slot until it gives it to the one in line (3.5 s)
   await until(() => l.stats().handshaking === 1, "the staller holding the slot", 5000);
   // Its handshake timeout (2 s) is shorter than the wait: the line is waited out by --dial-timeout.
   const args = ["--no-listen", "--connect", `127.0.0.1:${l.port}`, "--fingerprint", cert.fingerprint, "--key", key];
@@ -135,14 +136,17 @@ admission("a slow peer loses its slot to the one in line, not its handshake", as
   const cert = await selfSigned();
   const slow = generateKey(), key = generateKey().hex;
   const events: ListenerEvent[] = [];
-  const l = await startListener(cert, { slow: slow.hex, web1: key }, events, { maxHandshakes: 1 });
-  // TLS at once, its key proof only after 7 s (the grace is 5 s), then it closes as a probe does.
+  const l = await startListener(cert, { slow: slow.hex, web1: key }, events, {
+    maxHandshakes: 1,
+    handshakeTimeoutSeconds: 7,
+  });
+  // TLS at once, its key proof only after 5 s (the grace is 3.5 s, the handshake time 7 s), then it closes as a probe does.
   const s = await new Promise<tls.TLSSocket>((resolve, reject) => {
     const t = tls.connect({ host: "127.0.0.1", port: l.port, rejectUnauthorized: false }, () => resolve(t));
     t.on("error", reject);
   });
   sockets.push(s);
-  const proved = new Promise((r) => setTimeout(r, 7000)).then(async () => {
+  const proved = new Promise((r) => setTimeout(r, 5000)).then(async () => {
     await respond(socketStream(s), {
       mode: EncryptionMode.Tls,
       keys: [{ id: await keyId(slow.bytes), bytes: slow.bytes }],
