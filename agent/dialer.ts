@@ -105,6 +105,8 @@ export class OutboundTarget {
   #stopped = false;
   #wake: (() => void) | null = null;
   #current: ClientConnection | null = null;
+  /** Ends the dial or key proof under way, for stop(): a dial may wait a minute in a busy listener's line. */
+  #dialing: AbortController | null = null;
   #done: Promise<void> = Promise.resolve();
   readonly #addresses: Array<{ host: string; port: number }>;
   #at: number;
@@ -133,6 +135,7 @@ export class OutboundTarget {
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#wake?.();
+    this.#dialing?.abort();
     this.#current?.frames.close();
     await this.#done;
     this.#set("stopped");
@@ -187,7 +190,17 @@ export class OutboundTarget {
   async #connectAndServe(onReady: () => void) {
     const { key, provider, sessions, startedAt, handshakeTimeoutMs, dialTimeoutMs, keepaliveMs, log } = this.context;
     const { host, port } = this.#addresses[this.#at];
-    const { stream, certificate } = await dialTls(host, port, { ...this.target, timeoutMs: dialTimeoutMs });
+    const dialing = this.#dialing = new AbortController();
+    const { stream, certificate } = await dialTls(host, port, {
+      ...this.target,
+      timeoutMs: dialTimeoutMs,
+      signal: dialing.signal,
+    }).catch((e) => {
+      this.#dialing = null;
+      throw e;
+    });
+    dialing.signal.addEventListener("abort", () => stream.close(), { once: true }); // stopped during the key proof
+    if (dialing.signal.aborted) stream.close();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const frames = await Promise.race([
       proveToListener(stream, key, provider, certificate.fingerprint),
@@ -205,7 +218,10 @@ export class OutboundTarget {
     ]).catch((e) => {
       stream.close();
       throw e;
-    }).finally(() => clearTimeout(timer));
+    }).finally(() => {
+      clearTimeout(timer);
+      this.#dialing = null;
+    });
     this.#connections++;
     this.#lastError = null;
     this.#set("connected");

@@ -23,7 +23,7 @@ import type { CertificateReport } from "./tls.ts";
  */
 export class DialError extends AgentError {
   constructor(
-    readonly stage: "refused" | "timeout" | "unreachable" | "unresolved",
+    readonly stage: "refused" | "timeout" | "unreachable" | "unresolved" | "agent-stopped",
     message: string,
     options?: { cause?: unknown },
   ) {

@@ -14,7 +14,7 @@
  */
 import net from "node:net";
 import { concat, indexOfNeedle } from "../core/bytes.ts";
-import { ConfigError, ProxyError } from "./errors.ts";
+import { ConfigError, DialError, ProxyError } from "./errors.ts";
 
 const HEAD_END = new TextEncoder().encode("\r\n\r\n");
 
@@ -54,20 +54,30 @@ export function proxyFor(host: string, env: Record<string, string | undefined>, 
 }
 
 /** A TCP connection to `host:port` tunnelled through `proxy` with HTTP CONNECT. */
-export function connectThroughProxy(proxy: URL, host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+export function connectThroughProxy(
+  proxy: URL,
+  host: string,
+  port: number,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<net.Socket> {
   const where = `the proxy ${proxy.hostname}:${proxy.port || 80}`;
   const target = `${host.includes(":") ? `[${host}]` : host}:${port}`;
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: proxy.hostname.replace(/^\[|\]$/g, ""), port: Number(proxy.port || 80) });
-    const fail = (e: ProxyError) => {
+    const fail = (e: ProxyError | DialError) => {
       clearTimeout(timer);
+      signal?.removeEventListener("abort", stop);
       socket.destroy();
       reject(e);
     };
+    const stop = () => fail(new DialError("agent-stopped", `the dial through ${where} was stopped`));
     const timer = setTimeout(
       () => fail(new ProxyError("timeout", `${where} did not open a tunnel to ${target} within ${timeoutMs} ms`)),
       timeoutMs,
     );
+    if (signal?.aborted) stop();
+    signal?.addEventListener("abort", stop, { once: true });
     socket.once(
       "error",
       (e: NodeJS.ErrnoException) =>
@@ -111,6 +121,7 @@ export function connectThroughProxy(proxy: URL, host: string, port: number, time
       }
       if (received.length > end + 4) socket.unshift(received.subarray(end + 4)); // nothing is expected before TLS starts; kept anyway
       clearTimeout(timer);
+      signal?.removeEventListener("abort", stop);
       socket.removeAllListeners("error");
       resolve(socket);
     };

@@ -85,7 +85,7 @@ export function formatFingerprint(bytes: Uint8Array): string {
 export async function dialTls(
   host: string,
   port: number,
-  options: TrustOptions & { timeoutMs: number; proxy?: URL | null; reportTrust?: boolean },
+  options: TrustOptions & { timeoutMs: number; proxy?: URL | null; reportTrust?: boolean; signal?: AbortSignal },
 ): Promise<{ stream: ByteStream; certificate: CertificateReport }> {
   const serverName = options.serverName ?? host;
   const pinned = options.fingerprint !== undefined;
@@ -179,12 +179,14 @@ const CERTIFICATE_CODES = /CERT|SELF_SIGNED|UNABLE_TO_(VERIFY|GET_ISSUER)|ALTNAM
 async function handshake(
   host: string,
   port: number,
-  options: TrustOptions & { timeoutMs: number; proxy?: URL | null },
+  options: TrustOptions & { timeoutMs: number; proxy?: URL | null; signal?: AbortSignal },
   serverName: string,
   verify: boolean,
 ) {
   // Through a proxy, TLS runs end to end inside the CONNECT tunnel: the proxy never sees the certificate checks.
-  const tunnel = options.proxy ? await connectThroughProxy(options.proxy, host, port, options.timeoutMs) : undefined;
+  const tunnel = options.proxy
+    ? await connectThroughProxy(options.proxy, host, port, options.timeoutMs, options.signal)
+    : undefined;
   return await new Promise<{ socket: tls.TLSSocket; certificate: CertificateReport }>((resolve, reject) => {
     const ip = /^[\d.]+$|:/.test(serverName);
     const socket = tls.connect({
@@ -204,8 +206,17 @@ async function handshake(
         ),
       );
     }, options.timeoutMs);
+    // The agent stopping (or reloading) does not wait out a dial that can take a minute.
+    const stop = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(new DialError("agent-stopped", `the dial to ${host}:${port} was stopped`));
+    };
+    if (options.signal?.aborted) stop();
+    options.signal?.addEventListener("abort", stop, { once: true });
     socket.once("secureConnect", () => {
       clearTimeout(timer);
+      options.signal?.removeEventListener("abort", stop);
       socket.removeAllListeners("error");
       const peer = socket.getPeerCertificate();
       resolve({
@@ -223,6 +234,7 @@ async function handshake(
     });
     socket.once("error", (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
+      options.signal?.removeEventListener("abort", stop);
       socket.destroy();
       if (verify && CERTIFICATE_CODES.test(e.code ?? e.message)) reject(new VerifyError(e));
       else reject(connectError(e, host, port));

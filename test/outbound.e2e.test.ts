@@ -9,6 +9,7 @@ import { type Agent, type AgentListener, listen } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { backoffDelay } from "../agent/dialer.ts";
 import {
+  cleanExit,
   hermeticEnv,
   ROOT,
   runAgentAsync,
@@ -231,6 +232,26 @@ outbound("a listener that accepts and stalls hits the dial timeout, then a backo
   await a.waitForLog(/retrying in[\s\S]*timed out[\s\S]*retrying in/, 15_000);
   assert.ok(accepted >= 2, "it tried again");
   await a.stop();
+  sockets.forEach((s) => s.destroy());
+  stall.close();
+});
+
+outbound("an agent waiting for a listener's TLS answer stops at once", async () => {
+  const sockets: net.Socket[] = [];
+  const stall = net.createServer((s) => {
+    sockets.push(s);
+    s.on("error", () => {});
+  });
+  await new Promise<void>((r) => stall.listen(0, "127.0.0.1", () => r()));
+  const port = (stall.address() as net.AddressInfo).port;
+  // The default dial timeout (60 s): the agent is in the middle of its dial when it is told to stop.
+  const a = await dialer(["--connect", `127.0.0.1:${port}`, "--key", generateKey().hex], /outbound: dialing/);
+  await new Promise((r) => setTimeout(r, 500));
+  const started = performance.now();
+  const code = await a.stop();
+  const ms = performance.now() - started;
+  assert.ok(ms < 5000, `stopped after ${ms.toFixed(0)} ms (a dial held it up)`);
+  assert.ok(cleanExit(code), `exit ${code}`);
   sockets.forEach((s) => s.destroy());
   stall.close();
 });
