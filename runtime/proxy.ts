@@ -108,17 +108,8 @@ export function connectThroughProxy(
         return;
       }
       socket.off("data", onData);
-      const status = /^HTTP\/1\.[01] (\d{3})([^\r\n]*)/.exec(
-        new TextDecoder("latin1").decode(received.subarray(0, end)),
-      );
-      if (!status || status[1] !== "200") {
-        return fail(
-          new ProxyError(
-            "refused",
-            `${where} refused CONNECT to ${target}: ${status ? `${status[1]}${status[2]}` : "not an HTTP answer"}`,
-          ),
-        );
-      }
+      const refusal = connectRefusal(received.subarray(0, end), where, target);
+      if (refusal) return fail(refusal);
       if (received.length > end + 4) socket.unshift(received.subarray(end + 4)); // nothing is expected before TLS starts; kept anyway
       clearTimeout(timer);
       signal?.removeEventListener("abort", stop);
@@ -127,4 +118,14 @@ export function connectThroughProxy(
     };
     socket.on("data", onData);
   });
+}
+
+/** Why the proxy's answer to CONNECT (its head, without the blank line) refuses the tunnel; null for a 200. */
+function connectRefusal(head: Uint8Array, where: string, target: string): ProxyError | null {
+  const status = /^HTTP\/1\.[01] (\d{3})([^\r\n]*)/.exec(new TextDecoder("latin1").decode(head));
+  if (status && status[1] === "200") return null;
+  return new ProxyError(
+    "refused",
+    `${where} refused CONNECT to ${target}: ${status ? `${status[1]}${status[2]}` : "not an HTTP answer"}`,
+  );
 }
