@@ -188,40 +188,9 @@ export class OutboundTarget {
   }
 
   async #connectAndServe(onReady: () => void) {
-    const { key, provider, sessions, startedAt, handshakeTimeoutMs, dialTimeoutMs, keepaliveMs, log } = this.context;
-    const { host, port } = this.#addresses[this.#at];
+    const { key, sessions, startedAt, keepaliveMs, log } = this.context;
     const dialing = this.#dialing = new AbortController();
-    const { stream, certificate } = await dialTls(host, port, {
-      ...this.target,
-      timeoutMs: dialTimeoutMs,
-      signal: dialing.signal,
-    }).catch((e) => {
-      this.#dialing = null;
-      throw e;
-    });
-    dialing.signal.addEventListener("abort", () => stream.close(), { once: true }); // stopped during the key proof
-    if (dialing.signal.aborted) stream.close();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const frames = await Promise.race([
-      proveToListener(stream, key, provider, certificate.fingerprint),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          stream.close();
-          reject(
-            new DialError(
-              "timeout",
-              `the listener did not complete the key exchange within ${handshakeTimeoutMs / 1000} s`,
-            ),
-          );
-        }, handshakeTimeoutMs);
-      }),
-    ]).catch((e) => {
-      stream.close();
-      throw e;
-    }).finally(() => {
-      clearTimeout(timer);
-      this.#dialing = null;
-    });
+    const { frames, certificate } = await this.#dialAndProve(dialing.signal).finally(() => (this.#dialing = null));
     this.#connections++;
     this.#lastError = null;
     this.#set("connected");
@@ -245,6 +214,33 @@ export class OutboundTarget {
       );
     }
     throw new Error(conn.deadReason ?? reason ?? "the listener closed the connection");
+  }
+  /** TLS to the current address, then the key proof, each within its time; `signal` (stop()) ends either at once. */
+  async #dialAndProve(signal: AbortSignal) {
+    const { key, provider, handshakeTimeoutMs, dialTimeoutMs } = this.context;
+    const { host, port } = this.#addresses[this.#at];
+    const { stream, certificate } = await dialTls(host, port, { ...this.target, timeoutMs: dialTimeoutMs, signal });
+    signal.addEventListener("abort", () => stream.close(), { once: true }); // stopped during the key proof
+    if (signal.aborted) stream.close();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const frames = await Promise.race([
+      proveToListener(stream, key, provider, certificate.fingerprint),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          stream.close();
+          reject(
+            new DialError(
+              "timeout",
+              `the listener did not complete the key exchange within ${handshakeTimeoutMs / 1000} s`,
+            ),
+          );
+        }, handshakeTimeoutMs);
+      }),
+    ]).catch((e) => {
+      stream.close();
+      throw e;
+    }).finally(() => clearTimeout(timer));
+    return { frames, certificate };
   }
 }
 
