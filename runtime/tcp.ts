@@ -111,8 +111,9 @@ class SocketStream implements ByteStream {
   #highWater = READ_HIGH_WATER;
   #ended = false;
   #wake: (() => void) | null = null;
-  /** Bytes delivered in this turn of the event loop. */
+  /** Bytes delivered in this turn of the event loop, and which turn that is ({@link currentTurn}). */
   #turnBytes = 0;
+  #turn = -1;
   readonly remote: string | undefined;
   readonly closed: Promise<void>;
   readonly recycle: ((piece: Uint8Array) => void) | undefined;
@@ -180,10 +181,14 @@ class SocketStream implements ByteStream {
   readonly #deliver = (data: Uint8Array): void => {
     this.#chunks.push(data);
     this.#buffered += data.length;
-    if (this.#turnBytes === 0) setImmediate(this.#nextTurn);
+    const turn = currentTurn();
+    if (this.#turn !== turn) [this.#turn, this.#turnBytes] = [turn, 0];
     this.#turnBytes += data.length;
     // With onread too, pause() stops the reads (and resume() restarts them).
-    if (this.#buffered > this.#highWater || this.#turnBytes >= READ_TURN_BUDGET) this.#socket.pause();
+    if (this.#turnBytes >= READ_TURN_BUDGET) {
+      this.#socket.pause();
+      setImmediate(this.#nextTurn);
+    } else if (this.#buffered > this.#highWater) this.#socket.pause();
     this.#notify();
   };
 
@@ -224,6 +229,24 @@ class SocketStream implements ByteStream {
       socket.on("close", done);
     });
   }
+}
+
+let turnsSeen = 0;
+let turnCounting = false;
+
+/**
+ * The event loop's turn, for the read budget: counted by one immediate per turn in which any
+ * socket read, not one per socket (20,000 idle connections' heartbeats would schedule 20,000).
+ */
+function currentTurn(): number {
+  if (!turnCounting) {
+    turnCounting = true;
+    setImmediate(() => {
+      turnsSeen++;
+      turnCounting = false;
+    });
+  }
+  return turnsSeen;
 }
 
 /** Connects to `host:port` (an address or name), failing with a {@link DialError}. */

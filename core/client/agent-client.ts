@@ -145,6 +145,7 @@ export class AgentClient {
   async #readLoop(): Promise<Error> {
     try {
       for (;;) {
+        if (!(await this.frames.reader.readable())) break;
         const frame = await this.frames.receive();
         if (frame === null) break;
         this.lastReceivedAt = Date.now();
