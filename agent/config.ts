@@ -201,7 +201,6 @@ export function resolveConfig(options: ConfigOptions, env: Record<string, string
   return config;
 }
 
-/** The settings that bound authenticated inbound connections (config file only). */
 /** Outbound mode: the listeners to dial, their trust, the heartbeat and the dial timeout (flag, then file). */
 function outboundSettings(options: ConfigOptions, file: ConfigFile | null | undefined, configFile: string) {
   const trust = { ca: last(options.ca), fingerprint: last(options.fingerprint), serverName: last(options.serverName) };
@@ -218,6 +217,7 @@ function outboundSettings(options: ConfigOptions, file: ConfigFile | null | unde
   };
 }
 
+/** The settings that bound authenticated inbound connections (config file only). */
 function connectionLimits(file: ConfigFile | null | undefined) {
   return {
     firstFrameTimeoutSeconds: file?.firstFrameTimeoutSeconds ?? 30,
