@@ -182,7 +182,10 @@ class SocketStream implements ByteStream {
     this.#chunks.push(data);
     this.#buffered += data.length;
     const turn = currentTurn();
-    if (this.#turn !== turn) [this.#turn, this.#turnBytes] = [turn, 0];
+    if (this.#turn !== turn) {
+      this.#turn = turn;
+      this.#turnBytes = 0;
+    }
     this.#turnBytes += data.length;
     // With onread too, pause() stops the reads (and resume() restarts them).
     if (this.#turnBytes >= READ_TURN_BUDGET) {

@@ -119,8 +119,9 @@ export class FrameStream {
       if (this.#closed) throw new ConnectionClosedError();
       const plain = [encodeFrameHeader(target, code, token), ...parts];
       if (!this.keys) {
-        const pieces = [lengthPrefix(plain), ...plain];
-        const joined = !this.stream.writev || frameLength(plain) <= JOIN_BELOW;
+        const length = frameLength(plain);
+        const pieces = [lengthPrefix(length), ...plain];
+        const joined = !this.stream.writev || length <= JOIN_BELOW;
         return joined ? await this.stream.write(concat(pieces)) : await this.stream.writev!(pieces);
       }
       const sealed = await sealFrame(
@@ -202,16 +203,17 @@ export class FrameStream {
  */
 const JOIN_BELOW = 8 * 1024;
 
+/** The length of the frame `parts` make up together. */
 function frameLength(parts: readonly Uint8Array[]): number {
   let length = 0;
   for (const p of parts) length += p.length;
   return length;
 }
 
-/** The uint32 LE length of the concatenation of `parts`. */
-function lengthPrefix(parts: readonly Uint8Array[]): Uint8Array {
+/** A frame's `length` as its uint32 LE prefix. */
+function lengthPrefix(length: number): Uint8Array {
   const prefix = new Uint8Array(4);
-  new DataView(prefix.buffer).setUint32(0, frameLength(parts), true);
+  new DataView(prefix.buffer).setUint32(0, length, true);
   return prefix;
 }
 
@@ -224,13 +226,12 @@ async function sealFrame(
   frame: readonly Uint8Array[],
   allocate: (size: number) => Uint8Array,
 ): Promise<Uint8Array> {
-  let plainLength = 0;
-  for (const p of frame) plainLength += p.length;
+  const plainLength = frameLength(frame);
   const total = FRAME_LENGTH_SIZE + plainLength;
   const messages = Math.ceil(total / MAX_NOISE_PLAINTEXT);
   const out = allocate(total + messages * (4 + TAG_SIZE)); // every byte written below
   const view = new DataView(out.buffer, out.byteOffset);
-  const plain = [lengthPrefix(frame), ...frame];
+  const plain = [lengthPrefix(plainLength), ...frame];
   let at = 0;
   for (let left = total; left > 0;) {
     const size = Math.min(left, MAX_NOISE_PLAINTEXT);
