@@ -30,6 +30,8 @@ interface Run {
   /** Each request's wait at the bottleneck (ms), in order. */
   queueMs: number[];
   windows: number[];
+  /** When each reply came back (ms), as `windows`. */
+  times: number[];
 }
 
 /** Moves `bytes` through `link` keeping `window.requests` requests out; every step is bounded. */
@@ -37,7 +39,7 @@ function transfer(link: Link, bytes: number, cap = 12 * MIB, memory?: LinkMemory
   let clock = 0;
   const window = new TransferWindow(CHUNK, cap, { memory, now: () => clock });
   const out: Array<{ sent: ReturnType<TransferWindow["sent"]>; replyAt: number }> = [];
-  const queueMs: number[] = [], windows: number[] = [];
+  const queueMs: number[] = [], windows: number[] = [], times: number[] = [];
   let busyUntil = 0, sentBytes = 0, lastReply = 0;
   const random = sequence(7);
   for (let steps = 0; steps < 100_000; steps++) {
@@ -52,10 +54,11 @@ function transfer(link: Link, bytes: number, cap = 12 * MIB, memory?: LinkMemory
       sentBytes += CHUNK;
     }
     const next = out.shift();
-    if (!next) return { ms: clock, queueMs, windows };
+    if (!next) return { ms: clock, queueMs, windows, times };
     clock = next.replyAt;
     window.done(next.sent, CHUNK);
     windows.push(window.requests);
+    times.push(clock);
   }
   throw new Error("the simulated transfer did not end");
 }
@@ -82,6 +85,16 @@ win("a 50 ms link at 300 MB/s with up to 8 ms of jitter: the window still fills 
   const ideal = (256 * MIB) / link.rate + link.rttMs;
   // 16 MiB per 50 ms is 335 MB/s: the cap allows the whole rate.
   assert.ok(run.ms <= ideal * 1.25, `${run.ms.toFixed(0)} ms, ideal ${ideal.toFixed(0)} ms`);
+});
+
+win("a 50 ms link at 300 MB/s with up to 8 ms of jitter: startup doubles the window each round trip", () => {
+  const link = { rttMs: 50, rate: 2 * MBPS_150, jitterMs: 8 };
+  const run = transfer(link, 128 * MIB, 15 * MIB);
+  const bdp = Math.ceil((link.rate * link.rttMs) / CHUNK); // 29 requests
+  const full = run.times[run.windows.findIndex((w) => w >= bdp)] ?? Infinity;
+  // Slow start's pace: 4, 8, 16, 32 over the three round trips after the first replies (3.4 here).
+  const rounds = (full - run.times[0]) / link.rttMs;
+  assert.ok(rounds <= 3.5, `the window reached ${bdp} requests ${rounds.toFixed(1)} round trips after the first reply`);
 });
 
 win("a second transfer on the same link starts from the window the first ended with", () => {
