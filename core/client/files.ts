@@ -241,9 +241,10 @@ export class FilesApi {
     try {
       let next = 0;
       const inflight: Promise<Uint8Array>[] = [];
-      // Reads go out up to the size seen at open; past it, one at a time until one comes back empty.
+      // Reads go out up to the size seen at open, and one past it that finds the end with the last
+      // data; past that (the file grew), one at a time until one comes back empty.
       const fill = () => {
-        while (inflight.length < window.requests && (next < file.size || inflight.length === 0)) {
+        while (inflight.length < window.requests && (next < file.size + TRANSFER_CHUNK || inflight.length === 0)) {
           inflight.push(measured(window, file.read(TRANSFER_CHUNK, next, { signal }), (c) => c.length));
           next += TRANSFER_CHUNK;
         }
@@ -366,7 +367,7 @@ export class FilesApi {
     let position = 0;
     const inflight: Promise<number>[] = [];
     const { window, untrack } = this.#window(options);
-    let closed = false;
+    let closing: Promise<{ sha256?: string; size?: number }> | null = null;
     const free: Uint8Array[] = []; // a reader's buffers whose writes were answered
     // A stream's chunks are gathered into the library's own buffers: whole requests, whatever the
     // chunks' size, and a source may refill a chunk's memory once it yields the next.
@@ -382,15 +383,17 @@ export class FilesApi {
         position += piece.length;
         while (inflight.length >= window.requests) await inflight.shift();
       }
+      // One handle's requests run in order: the close follows the last write without waiting a round trip for it.
+      closing = file.close();
+      closing.catch(() => {}); // awaited below, after the writes: a failed write's error is the one to report
       await Promise.all(inflight);
-      closed = true;
-      const digest = await file.close();
+      const digest = await closing;
       if (options.onSha256) options.onSha256(requireDigest(digest, path), digest.size ?? position);
     } finally {
       untrack();
       await stream?.stop(); // a source left part-read (an error, an abort) is told to let go of what it holds
       await Promise.allSettled(inflight);
-      if (!closed) await file.close().catch(() => {});
+      await (closing ?? file.close()).catch(() => {});
     }
     return position;
   }
