@@ -41,3 +41,36 @@ export function machineCpuSeconds(): number {
   const [user, nice, system, , , irq, softirq, steal] = f; // idle and iowait left out
   return (user + nice + system + irq + softirq + (steal ?? 0)) / TICKS_PER_SECOND;
 }
+
+/** The pids of every descendant of `pid` (from /proc). */
+export function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+    } catch { /* gone */ }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const c of children.get(p) ?? []) {
+      out.push(c);
+      walk(c);
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+/** CPU of `pid`'s living descendants and of those it reaped (the agent's hosts). */
+export function treeCpu(pid: number): number {
+  let sum = cpuSeconds(pid, true) - cpuSeconds(pid);
+  for (const d of descendants(pid)) {
+    try {
+      sum += cpuSeconds(d, true);
+    } catch { /* gone */ }
+  }
+  return sum;
+}

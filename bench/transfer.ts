@@ -32,10 +32,9 @@ import { fileURLToPath } from "node:url";
 import { connect, type RemoteSession } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { AGENT_COMMANDS, DENO, startBenchAgent } from "./agent.ts";
-import { cpuSeconds, machineCpuSeconds } from "./proc.ts";
+import { cpuSeconds, descendants, machineCpuSeconds, treeCpu } from "./proc.ts";
 import {
   CIPHERS,
-  descendants,
   describePeer,
   freshArgs,
   muxMaster,
@@ -264,17 +263,6 @@ function copyRounds(
 interface Copies {
   up: Leg;
   down: Leg;
-}
-
-/** CPU of `pid`'s living descendants and of those it reaped (the agent's hosts). */
-function treeCpu(pid: number): number {
-  let sum = cpuSeconds(pid, true) - cpuSeconds(pid);
-  for (const d of descendants(pid)) {
-    try {
-      sum += cpuSeconds(d, true);
-    } catch { /* gone */ }
-  }
-  return sum;
 }
 
 /** The command this process runs and waits for (cp, scp), counted once it has been waited for. */

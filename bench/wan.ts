@@ -7,8 +7,9 @@
  * plain redirects (`'cat > f' < SRC`, `'cat f' > DST`). The agent's legs are timed alone, then run
  * again, each on a fresh connection (a first transfer, window ramp included) while the bench polls
  * `agent status` for the attachment's largest window (as the client reported it) and times a `stat`
- * from 4 loops, each every 20 ms (those runs are not timed: polling costs the agent CPU). Ratios name
- * their baseline: agent/ssh at the same delay, and each at +N ms over itself at +2 ms.
+ * from 4 loops, each every 20 ms (those runs are not timed: polling costs the agent CPU). The timed
+ * legs' CPU is metered by process (client, agent, hosts, relay), with the machine's busy cores.
+ * Ratios name their baseline: agent/ssh at the same delay, and each at +N ms over itself at +2 ms.
  * BENCH_WAN_RUNS (default 1) repeats the set.
  * @module
  */
@@ -25,6 +26,7 @@ import { controlPath, requestControl } from "../agent/control.ts";
 import type { AgentStatus } from "../agent/server.ts";
 import { AGENT_COMMANDS, type BenchAgent, startBenchAgent } from "./agent.ts";
 import { describePeer, NO_PEER, type Peer, startPeer } from "./peer.ts";
+import { cpuSeconds, machineCpuSeconds, treeCpu } from "./proc.ts";
 import { quantile, ratio, table } from "./stats.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -42,6 +44,9 @@ const STAT_LOOPS = 4;
 interface AgentFigures {
   up: number;
   down: number;
+  /** The timed legs' CPU by process. */
+  cpuUp: LegCpu;
+  cpuDown: LegCpu;
   /** Largest in-flight bytes the agent reported for the attachment, up and down. */
   windowUp: number;
   windowDown: number;
@@ -86,10 +91,51 @@ async function startRelay(targetPort: number, rttMs: number): Promise<{ port: nu
 
 const mbps = (seconds: number) => (MIB * 1.048576) / seconds;
 
+/** The processes a leg's bytes pass through, besides this one (the client). */
+interface LegPids {
+  agent: number;
+  relay: number;
+}
+
+/** A timed leg's CPU-seconds per GiB by process, and how many of the machine's cores were busy. */
+interface LegCpu {
+  client: number;
+  agent: number;
+  hosts: number;
+  relay: number;
+  busyCores: number;
+}
+
 async function timed(work: () => Promise<unknown>): Promise<number> {
   const t0 = performance.now();
   await work();
   return mbps((performance.now() - t0) / 1000);
+}
+
+/** Runs `work` {@link timed}, with each process's CPU per GiB: what stands in the way at each delay. */
+async function metered(work: () => Promise<unknown>, pids: LegPids): Promise<{ mbps: number; cpu: LegCpu }> {
+  const meters = {
+    client: () => cpuSeconds("self"),
+    agent: () => cpuSeconds(pids.agent),
+    hosts: () => treeCpu(pids.agent),
+    relay: () => cpuSeconds(pids.relay),
+    machine: machineCpuSeconds,
+  };
+  const read = () => Object.fromEntries(Object.entries(meters).map(([k, f]) => [k, f()]));
+  const before = read();
+  const rate = await timed(work);
+  const after = read(), seconds = (MIB * 1.048576) / rate;
+  const perGiB = (k: string) => (after[k] - before[k]) / (MIB / 1024);
+  return {
+    mbps: rate,
+    cpu: {
+      client: perGiB("client"),
+      agent: perGiB("agent"),
+      hosts: perGiB("hosts"),
+      relay: perGiB("relay"),
+      busyCores: (after.machine - before.machine) / seconds,
+    },
+  };
 }
 
 /** Reads `file` in 8 MiB pieces. */
@@ -151,7 +197,7 @@ function legs(session: RemoteSession, src: string, dst: string) {
 }
 
 /** Up and down timed alone on one connection, then each again on a fresh one with {@link watched} looking on. */
-async function agentLegs(port: number, stateDir: string, key: string, src: string, dst: string) {
+async function agentLegs(port: number, stateDir: string, key: string, src: string, dst: string, pids: LegPids) {
   const agent = await connect({ host: "127.0.0.1", port, key });
   try {
     const s = await agent.openSession("bench");
@@ -162,11 +208,11 @@ async function agentLegs(port: number, stateDir: string, key: string, src: strin
       statIdleMs.push(performance.now() - t0);
     }
     const timedLegs = legs(s, src, dst);
-    const upMbps = await timed(timedLegs.up), downMbps = await timed(timedLegs.down);
+    const up = await metered(timedLegs.up, pids), down = await metered(timedLegs.down, pids);
     await s.close();
     const watchedUp = await watchedLeg(port, stateDir, key, (l) => l.up(), src, dst);
     const watchedDown = await watchedLeg(port, stateDir, key, (l) => l.down(), src, dst);
-    return { upMbps, downMbps, watchedUp, watchedDown, statIdleMs };
+    return { up, down, watchedUp, watchedDown, statIdleMs };
   } finally {
     agent.close();
   }
@@ -249,13 +295,16 @@ async function agentAtDelay(rtt: number, runtime: string, agent: BenchAgent, key
   const dst = `${src}.down`;
   const relay = await startRelay(agent.port, rtt);
   try {
-    const legs = await agentLegs(relay.port, agent.stateDir, key, src, dst);
+    const pids = { agent: agent.child.pid!, relay: relay.child.pid! };
+    const legs = await agentLegs(relay.port, agent.stateDir, key, src, dst, pids);
     if (sha256File(dst) !== sha256File(src)) {
       throw new Error(`${runtime} agent download at +${rtt} ms: SHA-256 mismatch`);
     }
     return {
-      up: legs.upMbps,
-      down: legs.downMbps,
+      up: legs.up.mbps,
+      down: legs.down.mbps,
+      cpuUp: legs.up.cpu,
+      cpuDown: legs.down.cpu,
       windowUp: legs.watchedUp.window,
       windowDown: legs.watchedDown.window,
       statUpMs: legs.watchedUp.statMs,
@@ -318,12 +367,28 @@ function reportTable(runtime: string, figures: Map<number, Figures>) {
   table(rows);
 }
 
+/** Where each timed leg's CPU went: a delay whose cores are nearly all busy is bound by CPU, not by its window. */
+function reportCpu(runtime: string, figures: Map<number, Figures>) {
+  const one = (c: LegCpu) =>
+    `client ${c.client.toFixed(2)}, agent ${c.agent.toFixed(2)}, host ${c.hosts.toFixed(2)}, relay ${
+      c.relay.toFixed(2)
+    }; ${c.busyCores.toFixed(2)} of ${os.cpus().length} cores busy`;
+  console.log(`  ${runtime}: CPU-s/GiB of the timed legs by process, and the machine's busy cores`);
+  for (const [rtt, f] of figures) {
+    const a = f.agents.get(runtime)!;
+    console.log(`    +${rtt} ms up: ${one(a.cpuUp)}\n    +${rtt} ms down: ${one(a.cpuDown)}`);
+  }
+}
+
 function report(run: number, figures: Map<number, Figures>) {
   const base = figures.get(RTTS[0])!;
   console.log(
     `\n  run ${run}: MB/s, ${MIB} MiB file to file; ssh's figures are the same run's, shared by the runtimes`,
   );
-  for (const runtime of RUNTIMES) reportTable(runtime, figures);
+  for (const runtime of RUNTIMES) {
+    reportTable(runtime, figures);
+    reportCpu(runtime, figures);
+  }
   for (const [rtt, f] of figures) {
     if (rtt === RTTS[0]) continue;
     const target = rtt === 50 ? "  (targets at +50: agent/ssh ≥ 2× each way, agent ≥ 0.60× its +2 ms)" : "";
