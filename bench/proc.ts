@@ -74,3 +74,13 @@ export function treeCpu(pid: number): number {
   }
   return sum;
 }
+
+/**
+ * Reads every meter (a process's CPU-seconds, say) now; the function it returns reads them again
+ * and gives each one's growth since, divided by `per` (the GiB a leg moved, say).
+ */
+export function startMeters<K extends string>(meters: Record<K, () => number>): (per: number) => Record<K, number> {
+  const keys = Object.keys(meters) as K[];
+  const before = keys.map((k) => meters[k]());
+  return (per) => Object.fromEntries(keys.map((k, i) => [k, (meters[k]() - before[i]) / per])) as Record<K, number>;
+}

@@ -32,7 +32,7 @@ import { fileURLToPath } from "node:url";
 import { connect, type RemoteSession } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import { AGENT_COMMANDS, DENO, startBenchAgent } from "./agent.ts";
-import { cpuSeconds, descendants, machineCpuSeconds, treeCpu } from "./proc.ts";
+import { cpuSeconds, descendants, machineCpuSeconds, startMeters, treeCpu } from "./proc.ts";
 import {
   CIPHERS,
   describePeer,
@@ -73,13 +73,12 @@ type Meters = Record<string, () => number>;
 /** Runs `work` after a `sync` (as transfer.sh does), timing it and each meter. */
 async function measured(meters: Meters, work: () => Promise<void>, settle?: () => Promise<void>): Promise<Leg> {
   execFileSync("sync");
-  const before = Object.fromEntries(Object.entries(meters).map(([k, f]) => [k, f()]));
+  const since = startMeters(meters);
   const t0 = performance.now();
   await work();
   const seconds = (performance.now() - t0) / 1000;
   await settle?.();
-  const cpu = Object.fromEntries(Object.entries(meters).map(([k, f]) => [k, (f() - before[k]) / GIB]));
-  return { mibps: TRANSFER_MIB / seconds, cpu };
+  return { mibps: TRANSFER_MIB / seconds, cpu: since(GIB) };
 }
 
 /** The agent's four legs of one round. */
@@ -229,14 +228,13 @@ async function agentLegs(runtime: string, w: Work): Promise<AgentFigures> {
 /** Runs a command to its end, metered (throws when it fails). */
 function metered(argv: string[], meters: Meters, settle?: () => void): Leg {
   execFileSync("sync");
-  const before = Object.fromEntries(Object.entries(meters).map(([k, f]) => [k, f()]));
+  const since = startMeters(meters);
   const t0 = performance.now();
   const r = spawnSync(argv[0], argv.slice(1), { stdio: ["ignore", "ignore", "pipe"], encoding: "utf8" });
   const seconds = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`${argv.slice(0, 3).join(" ")} … failed: ${r.stderr || r.error}`);
   settle?.();
-  const cpu = Object.fromEntries(Object.entries(meters).map(([k, f]) => [k, (f() - before[k]) / GIB]));
-  return { mibps: TRANSFER_MIB / seconds, cpu };
+  return { mibps: TRANSFER_MIB / seconds, cpu: since(GIB) };
 }
 
 /** The faster of two rounds of `up` then `down`, the destinations removed before each (untimed). */

@@ -26,7 +26,7 @@ import { controlPath, requestControl } from "../agent/control.ts";
 import type { AgentStatus } from "../agent/server.ts";
 import { AGENT_COMMANDS, type BenchAgent, startBenchAgent } from "./agent.ts";
 import { describePeer, NO_PEER, type Peer, startPeer } from "./peer.ts";
-import { cpuSeconds, machineCpuSeconds, treeCpu } from "./proc.ts";
+import { cpuSeconds, machineCpuSeconds, startMeters, treeCpu } from "./proc.ts";
 import { quantile, ratio, table } from "./stats.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -106,34 +106,35 @@ interface LegCpu {
   busyCores: number;
 }
 
-async function timed(work: () => Promise<unknown>): Promise<number> {
+/** How long `work` takes, in seconds. */
+async function seconds(work: () => Promise<unknown>): Promise<number> {
   const t0 = performance.now();
   await work();
-  return mbps((performance.now() - t0) / 1000);
+  return (performance.now() - t0) / 1000;
 }
 
-/** Runs `work` {@link timed}, with each process's CPU per GiB: what stands in the way at each delay. */
+/** `work`'s MB/s. */
+const timed = async (work: () => Promise<unknown>) => mbps(await seconds(work));
+
+/** Times `work` ({@link seconds}), with each process's CPU per GiB: what stands in the way at each delay. */
 async function metered(work: () => Promise<unknown>, pids: LegPids): Promise<{ mbps: number; cpu: LegCpu }> {
-  const meters = {
+  const since = startMeters({
     client: () => cpuSeconds("self"),
     agent: () => cpuSeconds(pids.agent),
     hosts: () => treeCpu(pids.agent),
     relay: () => cpuSeconds(pids.relay),
     machine: machineCpuSeconds,
-  };
-  const read = () => Object.fromEntries(Object.entries(meters).map(([k, f]) => [k, f()]));
-  const before = read();
-  const rate = await timed(work);
-  const after = read(), seconds = (MIB * 1.048576) / rate;
-  const perGiB = (k: string) => (after[k] - before[k]) / (MIB / 1024);
+  });
+  const took = await seconds(work);
+  const used = since(1), gib = MIB / 1024;
   return {
-    mbps: rate,
+    mbps: mbps(took),
     cpu: {
-      client: perGiB("client"),
-      agent: perGiB("agent"),
-      hosts: perGiB("hosts"),
-      relay: perGiB("relay"),
-      busyCores: (after.machine - before.machine) / seconds,
+      client: used.client / gib,
+      agent: used.agent / gib,
+      hosts: used.hosts / gib,
+      relay: used.relay / gib,
+      busyCores: used.machine / took,
     },
   };
 }
