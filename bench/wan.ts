@@ -7,10 +7,12 @@
  * plain redirects (`'cat > f' < SRC`, `'cat f' > DST`). The agent's legs are timed alone, then run
  * again, each on a fresh connection (a first transfer, window ramp included) while the bench polls
  * `agent status` for the attachment's largest window (as the client reported it) and times a `stat`
- * from 4 loops, each every 20 ms (those runs are not timed: polling costs the agent CPU). The timed
- * legs' CPU is metered by process (client, agent, hosts, relay), with the machine's busy cores.
- * Ratios name their baseline: agent/ssh at the same delay, and each at +N ms over itself at +2 ms.
- * BENCH_WAN_RUNS (default 1) repeats the set.
+ * from 4 loops, each every 20 ms (those runs are not timed: polling costs the agent CPU), with a meta
+ * ping on a direct connection and the relay's lateness beside them: the machine's and the relay's
+ * shares of a small request's delay. The timed legs' CPU is metered by process (client, agent,
+ * hosts, relay), with the machine's busy cores.
+ * Ratios name their baseline: agent/ssh at the same delay, and each at
+ * +N ms over itself at +2 ms. BENCH_WAN_RUNS (default 1) repeats the set.
  * @module
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
@@ -19,7 +21,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { connect } from "../mod.ts";
+import { type Agent, connect } from "../mod.ts";
 import { generateKey } from "../core/secure/keys.ts";
 import type { RemoteSession } from "../core/client/remote-session.ts";
 import { controlPath, requestControl } from "../agent/control.ts";
@@ -28,6 +30,7 @@ import { AGENT_COMMANDS, type BenchAgent, startBenchAgent } from "./agent.ts";
 import { describePeer, NO_PEER, type Peer, startPeer } from "./peer.ts";
 import { cpuSeconds, machineCpuSeconds, startMeters, treeCpu } from "./proc.ts";
 import { quantile, ratio, table } from "./stats.ts";
+import type { Lateness } from "./relay.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const MIB = Number(process.env.BENCH_WAN_MIB ?? 128);
@@ -52,9 +55,22 @@ interface AgentFigures {
   windowDown: number;
   /** A `stat`'s round trips (ms) during the agent's upload and download. */
   statUpMs: number[];
+  /** What else delays it: a meta ping on a direct connection (no relay) at the same time, and the relay's lateness. */
+  besideUp: Beside;
+  besideDown: Beside;
   /** A `stat`'s round trips (ms) with nothing else running: the link and the machine alone. */
   statIdleMs: number[];
   statDownMs: number[];
+}
+
+/**
+ * Beside a watched transfer, what a small request waits for besides the link and the transfer's
+ * queue: the machine (a meta ping's round trips to the same agent on a direct connection, at the
+ * same time) and the relay (how late its timers passed chunks on).
+ */
+interface Beside {
+  pingMs: number[];
+  relayLate: Lateness;
 }
 
 /** One delay: ssh's figures and each runtime's agent's. */
@@ -64,8 +80,15 @@ interface Figures {
   agents: Map<string, AgentFigures>;
 }
 
-/** Starts bench/relay.ts in its own process in front of `targetPort`; resolves with its port. */
-async function startRelay(targetPort: number, rttMs: number): Promise<{ port: number; child: ChildProcess }> {
+/** bench/relay.ts in its own process: its port, and how late it passed chunks on since the last ask. */
+interface RelayProcess {
+  port: number;
+  child: ChildProcess;
+  lateness(): Promise<Lateness>;
+}
+
+/** Starts bench/relay.ts in its own process in front of `targetPort`; resolves once it listens. */
+async function startRelay(targetPort: number, rttMs: number): Promise<RelayProcess> {
   const child = spawn(process.execPath, [
     "--import",
     "tsx",
@@ -77,16 +100,27 @@ async function startRelay(targetPort: number, rttMs: number): Promise<{ port: nu
     stdio: ["ignore", "pipe", "inherit"],
     cwd: ROOT,
   });
+  const asked: Array<(late: Lateness) => void> = [];
   const port = await new Promise<number>((resolve, reject) => {
     let text = "";
     child.stdout!.on("data", (d) => {
       text += d;
-      const m = /relay listening on (\d+)/.exec(text);
-      if (m) resolve(Number(m[1]));
+      for (let end = text.indexOf("\n"); end >= 0; end = text.indexOf("\n")) {
+        const line = text.slice(0, end);
+        text = text.slice(end + 1);
+        const listening = /^relay listening on (\d+)/.exec(line), late = /^relay lateness (.*)/.exec(line);
+        if (listening) resolve(Number(listening[1]));
+        if (late) asked.shift()?.(JSON.parse(late[1]));
+      }
     });
     child.once("exit", (code) => reject(new Error(`the relay exited (${code})`)));
   });
-  return { port, child };
+  const lateness = () =>
+    new Promise<Lateness>((resolve) => {
+      asked.push(resolve);
+      child.kill("SIGUSR2");
+    });
+  return { port, child, lateness };
 }
 
 const mbps = (seconds: number) => (MIB * 1.048576) / seconds;
@@ -156,11 +190,12 @@ async function* fileChunks(file: string): AsyncGenerator<Uint8Array> {
 
 /**
  * While `work` runs: the agent's largest in-flight window for any attachment (its status every
- * 100 ms) and a `stat`'s round trips ({@link STAT_LOOPS} loops, each one every 20 ms).
+ * 100 ms), a `stat`'s round trips ({@link STAT_LOOPS} loops, each one every 20 ms), and a meta
+ * ping's on `direct`, a connection to the same agent without the relay (one loop, every 20 ms).
  */
-async function watched(session: RemoteSession, stateDir: string, work: () => Promise<unknown>) {
+async function watched(session: RemoteSession, direct: Agent, stateDir: string, work: () => Promise<unknown>) {
   let running = true, window = 0;
-  const statMs: number[] = [];
+  const statMs: number[] = [], pingMs: number[] = [];
   const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const windows = (async () => {
     for (; running; await pause(100)) {
@@ -179,10 +214,16 @@ async function watched(session: RemoteSession, stateDir: string, work: () => Pro
       if (running) statMs.push(performance.now() - t0);
     }
   });
+  const pings = (async () => {
+    for (; running; await pause(20)) {
+      const { rttMs } = await direct.ping();
+      if (running) pingMs.push(rttMs);
+    }
+  })();
   await work();
   running = false;
-  await Promise.all([windows, ...stats]);
-  return { window, statMs };
+  await Promise.all([windows, pings, ...stats]);
+  return { window, statMs, pingMs };
 }
 
 /** `session`'s upload of `src` and download to `dst`. */
@@ -197,9 +238,17 @@ function legs(session: RemoteSession, src: string, dst: string) {
   return { up, down };
 }
 
+/** How the bench reaches one agent: through `relay`, and directly on `agentPort`, with `key`. */
+interface AgentLink {
+  relay: RelayProcess;
+  agentPort: number;
+  stateDir: string;
+  key: string;
+}
+
 /** Up and down timed alone on one connection, then each again on a fresh one with {@link watched} looking on. */
-async function agentLegs(port: number, stateDir: string, key: string, src: string, dst: string, pids: LegPids) {
-  const agent = await connect({ host: "127.0.0.1", port, key });
+async function agentLegs(link: AgentLink, src: string, dst: string, pids: LegPids) {
+  const agent = await connect({ host: "127.0.0.1", port: link.relay.port, key: link.key });
   try {
     const s = await agent.openSession("bench");
     const statIdleMs: number[] = [];
@@ -211,8 +260,8 @@ async function agentLegs(port: number, stateDir: string, key: string, src: strin
     const timedLegs = legs(s, src, dst);
     const up = await metered(timedLegs.up, pids), down = await metered(timedLegs.down, pids);
     await s.close();
-    const watchedUp = await watchedLeg(port, stateDir, key, (l) => l.up(), src, dst);
-    const watchedDown = await watchedLeg(port, stateDir, key, (l) => l.down(), src, dst);
+    const watchedUp = await watchedLeg(link, (l) => l.up(), src, dst);
+    const watchedDown = await watchedLeg(link, (l) => l.down(), src, dst);
     return { up, down, watchedUp, watchedDown, statIdleMs };
   } finally {
     agent.close();
@@ -221,21 +270,23 @@ async function agentLegs(port: number, stateDir: string, key: string, src: strin
 
 /** One leg on a fresh connection (its window starts from nothing learned), with {@link watched} looking on. */
 async function watchedLeg(
-  port: number,
-  stateDir: string,
-  key: string,
+  link: AgentLink,
   leg: (l: ReturnType<typeof legs>) => Promise<unknown>,
   src: string,
   dst: string,
 ) {
-  const agent = await connect({ host: "127.0.0.1", port, key });
+  const agent = await connect({ host: "127.0.0.1", port: link.relay.port, key: link.key });
+  const direct = await connect({ host: "127.0.0.1", port: link.agentPort, key: link.key });
   try {
     const s = await agent.openSession("bench");
-    const result = await watched(s, stateDir, () => leg(legs(s, src, dst)));
+    await link.relay.lateness(); // from here on
+    const { window, statMs, pingMs } = await watched(s, direct, link.stateDir, () => leg(legs(s, src, dst)));
+    const beside: Beside = { pingMs, relayLate: await link.relay.lateness() };
     await s.close();
-    return result;
+    return { window, statMs, beside };
   } finally {
     agent.close();
+    direct.close();
   }
 }
 
@@ -297,7 +348,7 @@ async function agentAtDelay(rtt: number, runtime: string, agent: BenchAgent, key
   const relay = await startRelay(agent.port, rtt);
   try {
     const pids = { agent: agent.child.pid!, relay: relay.child.pid! };
-    const legs = await agentLegs(relay.port, agent.stateDir, key, src, dst, pids);
+    const legs = await agentLegs({ relay, agentPort: agent.port, stateDir: agent.stateDir, key }, src, dst, pids);
     if (sha256File(dst) !== sha256File(src)) {
       throw new Error(`${runtime} agent download at +${rtt} ms: SHA-256 mismatch`);
     }
@@ -309,6 +360,8 @@ async function agentAtDelay(rtt: number, runtime: string, agent: BenchAgent, key
       windowUp: legs.watchedUp.window,
       windowDown: legs.watchedDown.window,
       statUpMs: legs.watchedUp.statMs,
+      besideUp: legs.watchedUp.beside,
+      besideDown: legs.watchedDown.beside,
       statIdleMs: legs.statIdleMs,
       statDownMs: legs.watchedDown.statMs,
     } satisfies AgentFigures;
@@ -381,6 +434,15 @@ function reportCpu(runtime: string, figures: Map<number, Figures>) {
   }
 }
 
+/** What else a watched leg's `stat` waited for: the machine (a direct meta ping beside it) and the relay's lateness. */
+function beside(leg: string, b: Beside): string {
+  const ms = (q: number) => (b.pingMs.length ? quantile(b.pingMs, q).toFixed(1) : "-");
+  const late = b.relayLate;
+  return `      ${leg}, beside the stats: a meta ping on a direct connection p50 ${ms(0.5)} p99 ${ms(0.99)} ms ` +
+    `(${b.pingMs.length}); the relay's timers late p50 ${late.p50.toFixed(1)} p99 ${late.p99.toFixed(1)} ms ` +
+    `a pass (${late.n} chunks)`;
+}
+
 function report(run: number, figures: Map<number, Figures>) {
   const base = figures.get(RTTS[0])!;
   console.log(
@@ -409,6 +471,7 @@ function report(run: number, figures: Map<number, Figures>) {
           rtt + 20
         } ms: one round trip plus 20)`,
       );
+      console.log(`${beside("up", a.besideUp)}\n${beside("down", a.besideDown)}`);
     }
   }
 }
