@@ -10,8 +10,8 @@
  * from 4 loops, each every 20 ms (those runs are not timed: polling costs the agent CPU), with a meta
  * ping on a direct connection and the relay's lateness beside them: the machine's and the relay's
  * shares of a small request's delay. The timed legs' CPU is metered by process (client, agent,
- * hosts, relay), with the machine's busy cores.
- * Ratios name their baseline: agent/ssh at the same delay, and each at
+ * hosts, relay), with the machine's busy cores. The source is read a MiB at a time, asynchronously,
+ * into one reused buffer. Ratios name their baseline: agent/ssh at the same delay, and each at
  * +N ms over itself at +2 ms. BENCH_WAN_RUNS (default 1) repeats the set.
  * @module
  */
@@ -173,18 +173,22 @@ async function metered(work: () => Promise<unknown>, pids: LegPids): Promise<{ m
   };
 }
 
-/** Reads `file` in 8 MiB pieces. */
+/**
+ * Reads `file` a MiB at a time into one buffer, refilled once the next piece is asked for (writeFile
+ * copies each piece into its own buffers): reads that neither block this process's event loop,
+ * which also times the small requests, nor fault in new memory for every piece.
+ */
 async function* fileChunks(file: string): AsyncGenerator<Uint8Array> {
-  const fd = fs.openSync(file, "r");
+  const handle = await fs.promises.open(file, "r");
+  const buffer = new Uint8Array(1024 * 1024);
   try {
     for (;;) {
-      const buf = new Uint8Array(8 * 1024 * 1024);
-      const n = fs.readSync(fd, buf);
-      if (n === 0) return;
-      yield buf.subarray(0, n);
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+      if (bytesRead === 0) return;
+      yield buffer.subarray(0, bytesRead);
     }
   } finally {
-    fs.closeSync(fd);
+    await handle.close();
   }
 }
 
