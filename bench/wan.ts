@@ -233,13 +233,18 @@ async function watched(session: RemoteSession, direct: Agent, stateDir: string, 
 /** `session`'s upload of `src` and download to `dst`. */
 function legs(session: RemoteSession, src: string, dst: string) {
   const options = { maxWindowBytes: WINDOW };
+  // Untimed, before each upload: each writes a new file, as ssh's `cat > f` to a new name does
+  // (truncating the last upload's 128 MiB held the open up 30-40 ms here).
+  const removeLast = async () => {
+    if (await session.files.exists("wan.bin")) await session.files.delete("wan.bin");
+  };
   const up = () => session.files.writeFile("wan.bin", fileChunks(src), options);
   const down = async () => {
     const fd = fs.openSync(dst, "w");
     for await (const c of session.files.readStream("wan.bin", { reuseChunks: true, ...options })) fs.writeSync(fd, c);
     fs.closeSync(fd);
   };
-  return { up, down };
+  return { removeLast, up, down };
 }
 
 /** How the bench reaches one agent: through `relay`, and directly on `agentPort`, with `key`. */
@@ -262,10 +267,11 @@ async function agentLegs(link: AgentLink, src: string, dst: string, pids: LegPid
       statIdleMs.push(performance.now() - t0);
     }
     const timedLegs = legs(s, src, dst);
+    await timedLegs.removeLast();
     const up = await metered(timedLegs.up, pids), down = await metered(timedLegs.down, pids);
     await s.close();
-    const watchedUp = await watchedLeg(link, (l) => l.up(), src, dst);
-    const watchedDown = await watchedLeg(link, (l) => l.down(), src, dst);
+    const watchedUp = await watchedLeg(link, "up", src, dst);
+    const watchedDown = await watchedLeg(link, "down", src, dst);
     return { up, down, watchedUp, watchedDown, statIdleMs };
   } finally {
     agent.close();
@@ -273,18 +279,15 @@ async function agentLegs(link: AgentLink, src: string, dst: string, pids: LegPid
 }
 
 /** One leg on a fresh connection (its window starts from nothing learned), with {@link watched} looking on. */
-async function watchedLeg(
-  link: AgentLink,
-  leg: (l: ReturnType<typeof legs>) => Promise<unknown>,
-  src: string,
-  dst: string,
-) {
+async function watchedLeg(link: AgentLink, leg: "up" | "down", src: string, dst: string) {
   const agent = await connect({ host: "127.0.0.1", port: link.relay.port, key: link.key });
   const direct = await connect({ host: "127.0.0.1", port: link.agentPort, key: link.key });
   try {
     const s = await agent.openSession("bench");
+    const l = legs(s, src, dst);
+    if (leg === "up") await l.removeLast();
     await link.relay.lateness(); // from here on
-    const { window, statMs, pingMs } = await watched(s, direct, link.stateDir, () => leg(legs(s, src, dst)));
+    const { window, statMs, pingMs } = await watched(s, direct, link.stateDir, l[leg]);
     const beside: Beside = { pingMs, relayLate: await link.relay.lateness() };
     await s.close();
     return { window, statMs, beside };
