@@ -7,9 +7,9 @@
  * plain redirects (`'cat > f' < SRC`, `'cat f' > DST`). The agent's legs are timed alone, then run
  * again, each on a fresh connection (a first transfer, window ramp included) while the bench polls
  * `agent status` for the attachment's largest window (as the client reported it) and times a `stat`
- * from 4 loops, each every 20 ms (those runs are not timed: polling costs the agent CPU), with a meta
- * ping on a direct connection and the relay's lateness beside them: the machine's and the relay's
- * shares of a small request's delay. The timed legs' CPU is metered by process (client, agent,
+ * from 12 loops, each 10-30 ms apart (those runs are not timed: polling costs the agent CPU), with
+ * a meta ping on a direct connection and the relay's lateness beside them: the machine's and the
+ * relay's shares of a small request's delay. The timed legs' CPU is metered by process (client, agent,
  * hosts, relay), with the machine's busy cores. The source is read a MiB at a time, asynchronously,
  * into one reused buffer. Ratios name their baseline: agent/ssh at the same delay, and each at
  * +N ms over itself at +2 ms. BENCH_WAN_RUNS (default 1) repeats the set.
@@ -40,8 +40,13 @@ const RTTS = (process.env.BENCH_WAN_RTTS ?? "2,20,50").split(",").map(Number);
 const WINDOW = process.env.BENCH_WAN_WINDOW_MIB ? Number(process.env.BENCH_WAN_WINDOW_MIB) * 1048576 : undefined;
 const RUNTIMES = (process.env.BENCH_RUNTIMES ?? "node,deno").split(",");
 const CIPHER = "aes256-gcm@openssh.com";
-/** `stat` loops during a watched transfer, each one every 20 ms. */
-const STAT_LOOPS = 4;
+/**
+ * `stat` loops during a watched transfer, each pausing 10-30 ms at random between stats: some 150
+ * stats in a 1 s transfer at +50 ms, so the p99 is not merely the slowest of a few dozen, and loops
+ * that waited in the same queue do not come back in step (4 loops every 20 ms did: one delay, four
+ * samples).
+ */
+const STAT_LOOPS = 12;
 
 /** One runtime's agent at one delay. */
 interface AgentFigures {
@@ -194,7 +199,7 @@ async function* fileChunks(file: string): AsyncGenerator<Uint8Array> {
 
 /**
  * While `work` runs: the agent's largest in-flight window for any attachment (its status every
- * 100 ms), a `stat`'s round trips ({@link STAT_LOOPS} loops, each one every 20 ms), and a meta
+ * 100 ms), a `stat`'s round trips ({@link STAT_LOOPS} loops, 10-30 ms apart), and a meta
  * ping's on `direct`, a connection to the same agent without the relay (one loop, every 20 ms).
  */
 async function watched(session: RemoteSession, direct: Agent, stateDir: string, work: () => Promise<unknown>) {
@@ -210,9 +215,8 @@ async function watched(session: RemoteSession, direct: Agent, stateDir: string, 
       }
     }
   })();
-  // Several loops, staggered, so a p99 has enough samples: one loop makes only ~15 in a 1 s transfer at +50 ms.
-  const stats = Array.from({ length: STAT_LOOPS }, async (_, loop) => {
-    for (await pause(loop * 5); running; await pause(20)) {
+  const stats = Array.from({ length: STAT_LOOPS }, async () => {
+    for (await pause(Math.random() * 20); running; await pause(10 + Math.random() * 20)) {
       const t0 = performance.now();
       await session.files.stat(".");
       if (running) statMs.push(performance.now() - t0);
