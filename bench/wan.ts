@@ -12,7 +12,8 @@
  * relay's shares of a small request's delay. The timed legs' CPU is metered by process (client, agent,
  * hosts, relay), with the machine's busy cores. The source is read a MiB at a time, asynchronously,
  * into one reused buffer. Ratios name their baseline: agent/ssh at the same delay, and each at
- * +N ms over itself at +2 ms. BENCH_WAN_RUNS (default 1) repeats the set.
+ * +N ms over itself at +2 ms. Each timed leg runs BENCH_WAN_LEGS times (default 3): its MB/s is
+ * the median, its CPU the mean. BENCH_WAN_RUNS (default 1) repeats the set.
  * @module
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
@@ -29,12 +30,14 @@ import type { AgentStatus } from "../agent/server.ts";
 import { AGENT_COMMANDS, type BenchAgent, startBenchAgent } from "./agent.ts";
 import { describePeer, NO_PEER, type Peer, startPeer } from "./peer.ts";
 import { cpuSeconds, machineCpuSeconds, startMeters, treeCpu } from "./proc.ts";
-import { quantile, ratio, table } from "./stats.ts";
+import { median, quantile, ratio, table } from "./stats.ts";
 import type { Lateness } from "./relay.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const MIB = Number(process.env.BENCH_WAN_MIB ?? 128);
 const RUNS = Number(process.env.BENCH_WAN_RUNS ?? 1);
+/** Times each timed leg runs; its figure is the median (one leg alone moved up to 2x between runs here). */
+const LEGS = Number(process.env.BENCH_WAN_LEGS ?? 3);
 const RTTS = (process.env.BENCH_WAN_RTTS ?? "2,20,50").split(",").map(Number);
 /** BENCH_WAN_WINDOW_MIB caps the agent's window (2: the fixed window before auto-tuning). */
 const WINDOW = process.env.BENCH_WAN_WINDOW_MIB ? Number(process.env.BENCH_WAN_WINDOW_MIB) * 1048576 : undefined;
@@ -152,28 +155,48 @@ async function seconds(work: () => Promise<unknown>): Promise<number> {
   return (performance.now() - t0) / 1000;
 }
 
-/** `work`'s MB/s. */
-const timed = async (work: () => Promise<unknown>) => mbps(await seconds(work));
+/** `work`'s MB/s: the median of {@link LEGS} runs, each after `before` (untimed). */
+async function timed(work: () => Promise<unknown>, before: () => Promise<unknown> = async () => {}): Promise<number> {
+  const took: number[] = [];
+  for (let i = 0; i < LEGS; i++) {
+    await before();
+    took.push(await seconds(work));
+  }
+  return mbps(median(took));
+}
 
-/** Times `work` ({@link seconds}), with each process's CPU per GiB: what stands in the way at each delay. */
-async function metered(work: () => Promise<unknown>, pids: LegPids): Promise<{ mbps: number; cpu: LegCpu }> {
-  const since = startMeters({
-    client: () => cpuSeconds("self"),
-    agent: () => cpuSeconds(pids.agent),
-    hosts: () => treeCpu(pids.agent),
-    relay: () => cpuSeconds(pids.relay),
-    machine: machineCpuSeconds,
-  });
-  const took = await seconds(work);
-  const used = since(1), gib = MIB / 1024;
+/**
+ * Times `work` as {@link timed} does, with each process's CPU per GiB over all its runs: what
+ * stands in the way at each delay.
+ */
+async function metered(
+  work: () => Promise<unknown>,
+  pids: LegPids,
+  before: () => Promise<unknown> = async () => {},
+): Promise<{ mbps: number; cpu: LegCpu }> {
+  const took: number[] = [];
+  const used = { client: 0, agent: 0, hosts: 0, relay: 0, machine: 0 };
+  for (let i = 0; i < LEGS; i++) {
+    await before();
+    const since = startMeters({
+      client: () => cpuSeconds("self"),
+      agent: () => cpuSeconds(pids.agent),
+      hosts: () => treeCpu(pids.agent),
+      relay: () => cpuSeconds(pids.relay),
+      machine: machineCpuSeconds,
+    });
+    took.push(await seconds(work));
+    for (const [k, v] of Object.entries(since(1))) used[k as keyof typeof used] += v;
+  }
+  const gib = (MIB / 1024) * LEGS;
   return {
-    mbps: mbps(took),
+    mbps: mbps(median(took)),
     cpu: {
       client: used.client / gib,
       agent: used.agent / gib,
       hosts: used.hosts / gib,
       relay: used.relay / gib,
-      busyCores: used.machine / took,
+      busyCores: used.machine / took.reduce((a, b) => a + b, 0),
     },
   };
 }
@@ -271,8 +294,7 @@ async function agentLegs(link: AgentLink, src: string, dst: string, pids: LegPid
       statIdleMs.push(performance.now() - t0);
     }
     const timedLegs = legs(s, src, dst);
-    await timedLegs.removeLast();
-    const up = await metered(timedLegs.up, pids), down = await metered(timedLegs.down, pids);
+    const up = await metered(timedLegs.up, pids, timedLegs.removeLast), down = await metered(timedLegs.down, pids);
     await s.close();
     const watchedUp = await watchedLeg(link, "up", src, dst);
     const watchedDown = await watchedLeg(link, "down", src, dst);
@@ -339,7 +361,8 @@ async function sshLegs(peer: Peer, port: number, src: string, dst: string) {
       await new Promise((r) => setTimeout(r, 100));
     }
     const remote = `/tmp/wan-ssh-${process.pid}.bin`;
-    const up = await timed(() => sshRun([...mux, "peer", `cat > ${remote}`], src, "ignore"));
+    const removeLast = () => sshRun([...mux, "peer", `rm -f ${remote}`], "ignore", "ignore");
+    const up = await timed(() => sshRun([...mux, "peer", `cat > ${remote}`], src, "ignore"), removeLast);
     const down = await timed(() => sshRun([...mux, "peer", `cat ${remote}`], "ignore", dst));
     await sshRun([...mux, "peer", `rm -f ${remote}`], "ignore", "ignore");
     return { up, down };
@@ -457,7 +480,7 @@ function beside(leg: string, b: Beside): string {
 function report(run: number, figures: Map<number, Figures>) {
   const base = figures.get(RTTS[0])!;
   console.log(
-    `\n  run ${run}: MB/s, ${MIB} MiB file to file; ssh's figures are the same run's, shared by the runtimes`,
+    `\n  run ${run}: MB/s, ${MIB} MiB file to file, the median of ${LEGS} timed legs each; ssh's figures are the same run's, shared by the runtimes`,
   );
   for (const runtime of RUNTIMES) {
     reportTable(runtime, figures);
