@@ -231,7 +231,9 @@ export class FilesApi {
    * it with your own digest of what arrived. With `reuseChunks`, each chunk is
    * valid only until the loop asks for the next one (see {@link ReadStreamOptions}).
    * Aborting `signal` ends the loop with an `AbortedError`: no more reads
-   * are sent, and the file is closed on the agent.
+   * are sent, and the file is closed on the agent. Once the last chunk is in,
+   * the loop ends without waiting for the close's answer (with `onSha256`, it
+   * waits: the digest comes with it); the agent closes the file behind the reads.
    */
   async *readStream(path: string, options: ReadStreamOptions = {}): AsyncGenerator<Uint8Array> {
     const { signal } = options;
@@ -260,8 +262,13 @@ export class FilesApi {
       }
       await Promise.allSettled(inflight);
       closed = true;
-      const digest = await file.close();
-      if (options.onSha256) options.onSha256(requireDigest(digest, path), digest.size ?? 0);
+      if (options.onSha256) {
+        const digest = await file.close(); // the agent's digest comes with the close's answer
+        options.onSha256(requireDigest(digest, path), digest.size ?? 0);
+      } else {
+        // Every byte is here: the agent closes the handle behind the reads, no round trip waited for.
+        file.close().catch(() => {});
+      }
     } finally {
       untrack();
       if (!closed) await file.close().catch(() => {});
