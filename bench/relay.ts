@@ -61,7 +61,9 @@ export interface Relay {
 export async function startRelay(listenPort: number, targetPort: number, rttMs: number): Promise<Relay> {
   const open = new Set<net.Socket>();
   let lateMs: number[] = [];
-  const noteLate = (ms: number) => void (lateMs.length < LATENESS_SAMPLES && lateMs.push(ms));
+  const noteLate = (ms: number) => {
+    if (lateMs.length < LATENESS_SAMPLES) lateMs.push(ms);
+  };
   const server = net.createServer({ noDelay: true }, (client) => {
     const upstream = net.connect({ host: "127.0.0.1", port: targetPort, noDelay: true });
     const close = () => {
