@@ -83,6 +83,8 @@ export class HostProcess {
   /** Frames on their way into the ring, and who waits for there to be none. */
   #sending = 0;
   #sendsSettled: Array<() => void> = [];
+  /** Each attachment's last frame on its way into the ring (by target), while one is. */
+  readonly #tails = new Map<number, Promise<void>>();
 
   private constructor(
     readonly child: StartedProcess,
@@ -139,19 +141,31 @@ export class HostProcess {
     return new HostProcess(child, end, header, mapping, file, exited);
   }
 
-  /** Sends a frame into the host's ring, waiting while it is full. */
-  async send(frame: Frame): Promise<void> {
+  /**
+   * Sends a frame into the host's ring after its attachment's earlier frames, waiting while it is
+   * full. A frame that a cut connection left waiting for room goes in before what the client sends
+   * again on its new one: a small frame would otherwise fit first (a close past its last write).
+   */
+  send(frame: Frame): Promise<void> {
     this.#sending++;
-    try {
-      // A lone small request's reply usually comes before a wake-up would: look for it rather than
-      // sleep. Not while other replies are due (a download's reads): those keep the ring busy anyway.
-      // Said before the request goes, so the host finds this end awake when it replies.
-      const alone = frame.token !== 0 && ++this.#repliesAwaited === 1;
-      if (alone && frame.payload.length <= QUICK_REQUEST_BYTES) this.end.expectRecord(REPLY_POLL_MS);
-      await this.end.send([encodeFrameHeader(frame.target, frame.code, frame.token), frame.payload]);
-    } finally {
+    const before = this.#tails.get(frame.target);
+    const sent = before ? before.then(() => this.#enter(frame)) : this.#enter(frame);
+    const tail = sent.catch(() => {}); // the next frame goes in after this one, sent or failed
+    this.#tails.set(frame.target, tail);
+    return sent.finally(() => {
+      if (this.#tails.get(frame.target) === tail) this.#tails.delete(frame.target);
       if (--this.#sending === 0) { for (const done of this.#sendsSettled.splice(0)) done(); }
-    }
+    });
+  }
+
+  /** Writes a frame into the ring, waiting while it is full. */
+  async #enter(frame: Frame): Promise<void> {
+    // A lone small request's reply usually comes before a wake-up would: look for it rather than
+    // sleep. Not while other replies are due (a download's reads): those keep the ring busy anyway.
+    // Said before the request goes, so the host finds this end awake when it replies.
+    const alone = frame.token !== 0 && ++this.#repliesAwaited === 1;
+    if (alone && frame.payload.length <= QUICK_REQUEST_BYTES) this.end.expectRecord(REPLY_POLL_MS);
+    await this.end.send([encodeFrameHeader(frame.target, frame.code, frame.token), frame.payload]);
   }
 
   /** The host answered a request (a frame from it with a token). */

@@ -34,6 +34,8 @@ import {
   withFullDisk,
 } from "./helpers/agent-process.ts";
 import { dial, fakeServer } from "./helpers/net.ts";
+import { RING_CAPACITY } from "../agent/sessions.ts";
+import { TRANSFER_CHUNK } from "../core/client/files.ts";
 
 const faults = suite("faults e2e");
 const KEY = generateKey();
@@ -70,6 +72,7 @@ function descendantsOf(pid: number): number[] {
 }
 
 const elapsed = (t0: number) => (performance.now() - t0) / 1000;
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 faults("a closed log pipe: the agent keeps serving, does not spin, and stops on SIGTERM", async () => {
   const stateDir = tempDir();
@@ -258,6 +261,41 @@ faults(
     const down = crypto.createHash("sha256");
     for await (const chunk of s.files.readStream("up.bin")) down.update(chunk);
     assert.is(down.digest("hex"), crypto.createHash("sha256").update(data).digest("hex"));
+    await s.close();
+    await agent.stop();
+  },
+);
+
+faults(
+  "a cut while the host's ring is full: a close sent again after the resume waits for the write left waiting",
+  async () => {
+    const agent = await startAgent(["--key", KEY.hex]);
+    const [first, monitor] = [await client(agent.port), await client(agent.port)];
+    const s = await first.openSession("alpha");
+    const hostPid = (await s.system.info()).pid;
+    const file = await s.files.open("held.bin", "w");
+    const chunks = Array.from({ length: RING_CAPACITY / TRANSFER_CHUNK }, () => crypto.randomBytes(TRANSFER_CHUNK));
+    process.kill(hostPid, "SIGSTOP"); // the host reads nothing: the ring fills, and the agent holds the last write
+    try {
+      const writes = chunks.map((c, i) => file.write(c, i * TRANSFER_CHUNK));
+      const closed = file.close(); // right behind the writes, as writeFile sends it
+      const all = chunks.length * TRANSFER_CHUNK;
+      const received = async () => (await monitor.listSessions())[0].attachments?.[0]?.inFlightBytes ?? 0;
+      // Every write taken, the last one waiting for room in the ring; the close not read behind it.
+      await until(async () => (await received()) >= all, "the agent to take every write"); // each body: data and its fields
+      first.client.frames.stream.close(); // the network cuts the connection
+      await pause(100);
+      await s.resume((await client(agent.port)).client); // the close is sent again, on the new connection
+      await pause(200); // time for it to pass the write left waiting, were it let
+      process.kill(hostPid, "SIGCONT");
+      assert.equal(await Promise.all(writes), chunks.map(() => TRANSFER_CHUNK));
+      await closed;
+    } finally {
+      process.kill(hostPid, "SIGCONT");
+    }
+    const sha = crypto.createHash("sha256");
+    for (const c of chunks) sha.update(c);
+    assert.is((await s.files.sha256("held.bin")).sha256, sha.digest("hex"));
     await s.close();
     await agent.stop();
   },
