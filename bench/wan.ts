@@ -63,12 +63,12 @@ interface AgentFigures {
   windowDown: number;
   /** A `stat`'s round trips (ms) during the agent's upload and download. */
   statUpMs: number[];
-  /** What else delays it: a meta ping on a direct connection (no relay) at the same time, and the relay's lateness. */
-  besideUp: Beside;
-  besideDown: Beside;
+  statDownMs: number[];
   /** A `stat`'s round trips (ms) with nothing else running: the link and the machine alone. */
   statIdleMs: number[];
-  statDownMs: number[];
+  /** What else delays a stat: a meta ping on a direct connection (no relay) meanwhile, and the relay's lateness. */
+  besideUp: Beside;
+  besideDown: Beside;
 }
 
 /**
@@ -155,14 +155,28 @@ async function seconds(work: () => Promise<unknown>): Promise<number> {
   return (performance.now() - t0) / 1000;
 }
 
-/** `work`'s MB/s: the median of {@link LEGS} runs, each after `before` (untimed). */
-async function timed(work: () => Promise<unknown>, before: () => Promise<unknown> = async () => {}): Promise<number> {
+/**
+ * Runs `work` {@link LEGS} times, each after `before` (untimed) and within what `meter` starts (it
+ * returns the step that ends it); the seconds each run took.
+ */
+async function repeated(
+  work: () => Promise<unknown>,
+  before: () => Promise<unknown> = async () => {},
+  meter: () => () => void = () => () => {},
+): Promise<number[]> {
   const took: number[] = [];
   for (let i = 0; i < LEGS; i++) {
     await before();
+    const stop = meter();
     took.push(await seconds(work));
+    stop();
   }
-  return mbps(median(took));
+  return took;
+}
+
+/** `work`'s MB/s: the median of {@link repeated} runs. */
+async function timed(work: () => Promise<unknown>, before?: () => Promise<unknown>): Promise<number> {
+  return mbps(median(await repeated(work, before)));
 }
 
 /**
@@ -172,12 +186,10 @@ async function timed(work: () => Promise<unknown>, before: () => Promise<unknown
 async function metered(
   work: () => Promise<unknown>,
   pids: LegPids,
-  before: () => Promise<unknown> = async () => {},
+  before?: () => Promise<unknown>,
 ): Promise<{ mbps: number; cpu: LegCpu }> {
-  const took: number[] = [];
   const used = { client: 0, agent: 0, hosts: 0, relay: 0, machine: 0 };
-  for (let i = 0; i < LEGS; i++) {
-    await before();
+  const took = await repeated(work, before, () => {
     const since = startMeters({
       client: () => cpuSeconds("self"),
       agent: () => cpuSeconds(pids.agent),
@@ -185,9 +197,10 @@ async function metered(
       relay: () => cpuSeconds(pids.relay),
       machine: machineCpuSeconds,
     });
-    took.push(await seconds(work));
-    for (const [k, v] of Object.entries(since(1))) used[k as keyof typeof used] += v;
-  }
+    return () => {
+      for (const [k, v] of Object.entries(since(1))) used[k as keyof typeof used] += v;
+    };
+  });
   const gib = (MIB / 1024) * LEGS;
   return {
     mbps: mbps(median(took)),
@@ -480,7 +493,8 @@ function beside(leg: string, b: Beside): string {
 function report(run: number, figures: Map<number, Figures>) {
   const base = figures.get(RTTS[0])!;
   console.log(
-    `\n  run ${run}: MB/s, ${MIB} MiB file to file, the median of ${LEGS} timed legs each; ssh's figures are the same run's, shared by the runtimes`,
+    `\n  run ${run}: MB/s, ${MIB} MiB file to file, the median of ${LEGS} timed legs each; ` +
+      "ssh's figures are the same run's, shared by the runtimes",
   );
   for (const runtime of RUNTIMES) {
     reportTable(runtime, figures);
